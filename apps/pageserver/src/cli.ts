@@ -1,0 +1,171 @@
+// `strata`: run the pageserver, and operate it through its typed API.
+// Exit codes: 0 ok, 1 error (message on stderr), 2 usage.
+import { Command, CommanderError, Option } from "commander";
+import { createStrataClient, errorCode, DEFAULT_API_URL } from "@strata/api/client";
+import { VERSION } from "./version.ts";
+
+const program = new Command();
+
+class UsageError extends Error {}
+
+function serverUrl(cmd: Command): string {
+  return cmd.optsWithGlobals().server ?? process.env.STRATA_API ?? DEFAULT_API_URL;
+}
+
+function client(cmd: Command) {
+  return createStrataClient(serverUrl(cmd), "cli");
+}
+
+function print(json: boolean, value: unknown, human: () => string) {
+  process.stdout.write(json ? JSON.stringify(value, null, 2) + "\n" : human() + "\n");
+}
+
+function table(rows: Array<Record<string, unknown>>, columns: string[]): string {
+  if (rows.length === 0) return "(none)";
+  const widths = columns.map((c) => Math.max(c.length, ...rows.map((r) => String(r[c] ?? "").length)));
+  const line = (cells: string[]) => cells.map((cell, i) => cell.padEnd(widths[i])).join("  ").trimEnd();
+  return [line(columns.map((c) => c.toUpperCase())), ...rows.map((r) => line(columns.map((c) => String(r[c] ?? ""))))].join("\n");
+}
+
+function requireId(value: string, what: string): string {
+  if (!/^[0-9a-f]{32}$/.test(value)) throw new UsageError(`invalid ${what} "${value}": expected 32 lowercase hex characters`);
+  return value;
+}
+
+program
+  .name("strata")
+  .description("Strata pageserver: PostgreSQL pages at any LSN, with branching")
+  .version(VERSION)
+  .option("--server <url>", `pageserver API URL (env STRATA_API, default ${DEFAULT_API_URL})`)
+  .exitOverride()
+  .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+
+program
+  .command("pageserver")
+  .description("run the pageserver daemon in the foreground")
+  .option("--data <dir>", "data directory (env STRATA_DATA, default .strata)")
+  .option("--pg-listen <host:port>", "page service address", "127.0.0.1:64000")
+  .option("--http-listen <host:port>", "HTTP API and /metrics address", "127.0.0.1:9898")
+  .action(async (opts) => {
+    const { startPageserver } = await import("./pageserver.ts");
+    const server = await startPageserver({
+      dataDir: opts.data ?? process.env.STRATA_DATA ?? ".strata",
+      pgListen: opts.pgListen,
+      httpListen: opts.httpListen,
+    });
+    await new Promise<void>((resolve) => {
+      const stop = () => resolve();
+      process.once("SIGINT", stop);
+      process.once("SIGTERM", stop);
+    });
+    await server.close();
+  });
+
+const tenant = program.command("tenant").description("manage tenants");
+
+tenant
+  .command("create")
+  .description("create a tenant (with an empty main timeline)")
+  .option("--id <hex32>", "tenant id (default: random)")
+  .option("--json", "machine-readable output")
+  .action(async (opts, cmd) => {
+    const id = opts.id === undefined ? undefined : requireId(opts.id, "tenant id");
+    const created = await client(cmd).tenants.create.mutate(id ? { id } : {});
+    print(opts.json, created, () => `created tenant ${created.id} (main timeline ${created.timelines[0]?.id ?? "-"})`);
+  });
+
+tenant
+  .command("list")
+  .description("list tenants")
+  .option("--json", "machine-readable output")
+  .action(async (opts, cmd) => {
+    const tenants = await client(cmd).tenants.list.query();
+    print(opts.json, tenants, () => table(tenants, ["id", "state", "timelineCount", "createdAt"]));
+  });
+
+tenant
+  .command("get")
+  .description("show one tenant")
+  .argument("<id>", "tenant id")
+  .option("--json", "machine-readable output")
+  .action(async (id, opts, cmd) => {
+    const found = await client(cmd).tenants.get.query({ id: requireId(id, "tenant id") });
+    print(opts.json, found, () =>
+      [`tenant ${found.id}  state=${found.state}  created=${found.createdAt}`, table(found.timelines, ["id", "name", "ancestorLsn", "state"])].join("\n"),
+    );
+  });
+
+tenant
+  .command("delete")
+  .description("delete a tenant and all its data")
+  .argument("<id>", "tenant id")
+  .option("--json", "machine-readable output")
+  .action(async (id, opts, cmd) => {
+    const result = await client(cmd).tenants.delete.mutate({ id: requireId(id, "tenant id") });
+    print(opts.json, result, () => `deleted tenant ${id}`);
+  });
+
+const timeline = program.command("timeline").description("inspect timelines (branches)");
+
+timeline
+  .command("list")
+  .description("list a tenant's timelines")
+  .requiredOption("--tenant <id>", "tenant id")
+  .option("--json", "machine-readable output")
+  .action(async (opts, cmd) => {
+    const timelines = await client(cmd).timelines.list.query({ tenantId: requireId(opts.tenant, "tenant id") });
+    print(opts.json, timelines, () => table(timelines, ["id", "name", "parentTimelineId", "ancestorLsn", "lastRecordLsn", "diskConsistentLsn", "state"]));
+  });
+
+timeline
+  .command("get")
+  .description("show one timeline")
+  .requiredOption("--tenant <id>", "tenant id")
+  .requiredOption("--timeline <id>", "timeline id")
+  .option("--json", "machine-readable output")
+  .action(async (opts, cmd) => {
+    const found = await client(cmd).timelines.get.query({
+      tenantId: requireId(opts.tenant, "tenant id"),
+      timelineId: requireId(opts.timeline, "timeline id"),
+    });
+    print(opts.json, found, () => Object.entries(found).map(([k, v]) => `${k}: ${v ?? "-"}`).join("\n"));
+  });
+
+program
+  .command("status")
+  .description("is the pageserver up? version, uptime, addresses")
+  .option("--json", "machine-readable output")
+  .action(async (opts, cmd) => {
+    const health = await client(cmd).health.query();
+    print(opts.json, health, () =>
+      `pageserver ${health.ok ? "up" : "down"}  version=${health.version}  uptime=${health.uptimeSeconds}s  http=${health.httpAddress}  pages=${health.pageServiceAddress}`,
+    );
+  });
+
+// Options that take values are validated here, so a bad flag is a usage error (2), not a crash.
+program.addOption(new Option("--no-color").hideHelp());
+
+async function main() {
+  try {
+    await program.parseAsync(process.argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // help/version exit 0; anything commander rejects is a usage error
+      process.exit(err.exitCode === 0 ? 0 : 2);
+    }
+    if (err instanceof UsageError) {
+      process.stderr.write(`strata: ${err.message}\n`);
+      process.exit(2);
+    }
+    const code = errorCode(err);
+    const message = (err as Error).message ?? String(err);
+    if (!code && /fetch failed|ECONNREFUSED/.test(message + String((err as { cause?: unknown }).cause ?? ""))) {
+      process.stderr.write(`strata: cannot reach the pageserver at ${program.opts().server ?? process.env.STRATA_API ?? DEFAULT_API_URL}: is it running?\n`);
+    } else {
+      process.stderr.write(`strata: ${code ? `${code}: ` : ""}${message}\n`);
+    }
+    process.exit(1);
+  }
+}
+
+await main();

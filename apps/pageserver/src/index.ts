@@ -1,0 +1,1 @@
+export { startPageserver, type PageserverOptions, type RunningPageserver } from "./pageserver.ts";

@@ -1,0 +1,27 @@
+// Prometheus metrics served at /metrics.
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+
+export function createMetrics() {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: "strata_" });
+  return {
+    registry,
+    httpRequests: new Counter({
+      name: "strata_http_requests_total",
+      help: "HTTP API requests by path and status",
+      labelNames: ["path", "status"] as const,
+      registers: [registry],
+    }),
+    httpDuration: new Histogram({
+      name: "strata_http_request_duration_seconds",
+      help: "HTTP API request duration",
+      labelNames: ["path"] as const,
+      registers: [registry],
+    }),
+    tenants: new Gauge({ name: "strata_tenants", help: "Active tenants", registers: [registry] }),
+    attachedTimelines: new Gauge({ name: "strata_attached_timelines", help: "Timelines with an open store", registers: [registry] }),
+    pageServiceConnections: new Gauge({ name: "strata_page_service_connections", help: "Open page service connections", registers: [registry] }),
+  };
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;

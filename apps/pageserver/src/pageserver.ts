@@ -1,0 +1,139 @@
+// The pageserver daemon: applies metadata migrations, recovers from any crash mid-create/delete,
+// attaches active tenants, then serves the HTTP API (+/metrics) and the page service.
+import { mkdirSync, openSync, closeSync, readFileSync, writeFileSync, unlinkSync } from "node:fs";
+import net from "node:net";
+import path from "node:path";
+import pino, { type Logger } from "pino";
+import { TenantManager } from "@strata/core";
+import { applyMigrations, defaultDatabaseUrl, openDatabase, TenantService } from "@strata/api";
+import { createHttpServer } from "./http.ts";
+import { createMetrics } from "./metrics.ts";
+import { createPageServiceServer } from "./page-service.ts";
+import { VERSION } from "./version.ts";
+
+export interface PageserverOptions {
+  dataDir: string;
+  pgListen: string;
+  httpListen: string;
+  databaseUrl?: string;
+  logger?: Logger;
+}
+
+export interface RunningPageserver {
+  httpAddress: string;
+  pgAddress: string;
+  close(): Promise<void>;
+}
+
+export function parseListen(text: string, what: string): { host: string; port: number } {
+  const match = /^(.+):(\d+)$/.exec(text);
+  const port = match ? Number(match[2]) : NaN;
+  if (!match || port > 65535) throw new RangeError(`invalid ${what} address "${text}": expected HOST:PORT, e.g. 127.0.0.1:9898`);
+  return { host: match[1], port };
+}
+
+function listen(server: net.Server, where: { host: string; port: number }, what: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    server.once("error", (err: NodeJS.ErrnoException) =>
+      reject(new Error(`cannot listen on ${where.host}:${where.port} for ${what}: ${err.code ?? err.message}`)),
+    );
+    server.listen(where.port, where.host, () => {
+      const address = server.address() as net.AddressInfo;
+      resolve(`${address.address}:${address.port}`);
+    });
+  });
+}
+
+/** One daemon per data directory: a pid file that is taken over only if its owner is gone. */
+function lockDataDir(dataDir: string): () => void {
+  const file = path.join(dataDir, "pageserver.pid");
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      const fd = openSync(file, "wx");
+      writeFileSync(fd, `${process.pid}\n`);
+      closeSync(fd);
+      return () => {
+        try {
+          if (readFileSync(file, "utf8").trim() === String(process.pid)) unlinkSync(file);
+        } catch {}
+      };
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+      const owner = Number(readFileSync(file, "utf8").trim());
+      let alive = false;
+      try {
+        if (owner > 0 && owner !== process.pid) {
+          process.kill(owner, 0);
+          alive = true;
+        }
+      } catch {}
+      if (alive) throw new Error(`data directory ${dataDir} is in use by another pageserver (pid ${owner})`);
+      unlinkSync(file);
+    }
+  }
+  throw new Error(`cannot lock data directory ${dataDir}`);
+}
+
+export async function startPageserver(options: PageserverOptions): Promise<RunningPageserver> {
+  const logger = options.logger ?? pino({ name: "pageserver" });
+  const dataDir = path.resolve(options.dataDir);
+  mkdirSync(dataDir, { recursive: true });
+  const pgWhere = parseListen(options.pgListen, "page service");
+  const httpWhere = parseListen(options.httpListen, "HTTP");
+  const unlock = lockDataDir(dataDir);
+  try {
+    const databaseUrl = options.databaseUrl ?? process.env.DATABASE_URL ?? defaultDatabaseUrl(dataDir);
+    await applyMigrations(databaseUrl);
+    const db = openDatabase(databaseUrl);
+    const metrics = createMetrics();
+    const manager = new TenantManager(dataDir);
+    const tenants = new TenantService(db, dataDir, {
+      onTenantActive: async (tenantId) => {
+        const timelines = await db.timeline.findMany({ where: { tenantId, state: "active" }, select: { id: true } });
+        await manager.attach(tenantId, timelines.map((t) => t.id));
+        metrics.tenants.inc();
+        logger.info({ tenantId }, "tenant attached");
+      },
+      onTenantDeleting: async (tenantId) => {
+        await manager.detach(tenantId);
+        metrics.tenants.dec();
+        logger.info({ tenantId }, "tenant detached for deletion");
+      },
+    });
+    const recovery = await tenants.recover();
+    if (recovery.rolledBack.length || recovery.removedDirs.length) logger.warn(recovery, "recovered from an interrupted create/delete");
+    for (const tenantId of recovery.active) {
+      const timelines = await db.timeline.findMany({ where: { tenantId, state: "active" }, select: { id: true } });
+      await manager.attach(tenantId, timelines.map((t) => t.id));
+    }
+    metrics.tenants.set(recovery.active.length);
+
+    const pageService = createPageServiceServer({ logger, metrics });
+    const info = { version: VERSION, startedAt: new Date(), pageServiceAddress: "", httpAddress: "" };
+    const httpServer = createHttpServer({ context: { db, tenants, manager, info }, metrics, logger });
+    info.pageServiceAddress = await listen(pageService, pgWhere, "the page service");
+    info.httpAddress = await listen(httpServer, httpWhere, "the HTTP API");
+    logger.info({ http: info.httpAddress, pageService: info.pageServiceAddress, dataDir, tenants: recovery.active.length }, "pageserver ready");
+
+    let closing: Promise<void> | undefined;
+    return {
+      httpAddress: info.httpAddress,
+      pgAddress: info.pageServiceAddress,
+      close: () =>
+        (closing ??= (async () => {
+          httpServer.closeAllConnections?.();
+          await Promise.all([
+            new Promise<void>((r) => httpServer.close(() => r())),
+            new Promise<void>((r) => pageService.close(() => r())),
+          ]);
+          await manager.shutdown();
+          await db.$disconnect();
+          unlock();
+          logger.info("pageserver stopped");
+        })()),
+    };
+  } catch (err) {
+    unlock();
+    throw err;
+  }
+}

@@ -1,0 +1,4 @@
+// Domain errors raised by services; the tRPC layer maps them to NOT_FOUND / CONFLICT / BAD_REQUEST.
+export class NotFoundError extends Error {}
+export class ConflictError extends Error {}
+export class InvalidInputError extends Error {}

@@ -1,0 +1,13 @@
+// The app router: merges the per-entity routers; the pageserver serves it at /trpc.
+import { healthRouter } from "./router/health.ts";
+import { tenantsRouter } from "./router/tenants.ts";
+import { timelinesRouter } from "./router/timelines.ts";
+import { router } from "./trpc.ts";
+
+export const appRouter = router({
+  health: healthRouter.health,
+  tenants: tenantsRouter,
+  timelines: timelinesRouter,
+});
+
+export type AppRouter = typeof appRouter;

@@ -1,0 +1,167 @@
+// Tenant lifecycle. Create is race-free and atomic: the metadata row is claimed first (the
+// primary key decides the one winner among concurrent creates), then the storage directory is
+// built atomically, then the row is marked active. Nothing runs for a tenant before that commit.
+// A crash in between leaves a "creating" row that `recover()` rolls back at the next start.
+import { createTenantStorage, failpoint, formatLsn, generateId, isValidId, listTenantStorage, removeTempStorage, removeTenantStorage, TenantStorageExists } from "@strata/core";
+import type { Database } from "../db.ts";
+import { ConflictError, InvalidInputError, NotFoundError } from "../errors.ts";
+
+export interface TimelineView {
+  id: string;
+  tenantId: string;
+  name: string;
+  parentTimelineId: string | null;
+  ancestorLsn: string;
+  state: string;
+  createdAt: string;
+}
+
+export interface TenantView {
+  id: string;
+  state: string;
+  createdAt: string;
+  timelineCount: number;
+}
+
+type TimelineRow = { id: string; tenantId: string; name: string; parentTimelineId: string | null; ancestorLsn: bigint; state: string; createdAt: Date };
+
+export function timelineView(row: TimelineRow): TimelineView {
+  return {
+    id: row.id,
+    tenantId: row.tenantId,
+    name: row.name,
+    parentTimelineId: row.parentTimelineId,
+    ancestorLsn: formatLsn(row.ancestorLsn),
+    state: row.state,
+    createdAt: row.createdAt.toISOString(),
+  };
+}
+
+function isUniqueViolation(err: unknown): boolean {
+  const code = (err as { code?: string }).code;
+  const message = String((err as Error).message ?? "");
+  return code === "P2002" || /unique constraint/i.test(message);
+}
+
+export interface TenantHooks {
+  /** called after a tenant's creation committed: start its timelines */
+  onTenantActive?(tenantId: string): Promise<void>;
+  /** called before a tenant's storage is removed: stop everything it runs */
+  onTenantDeleting?(tenantId: string): Promise<void>;
+}
+
+export class TenantService {
+  private readonly inFlight = new Set<string>();
+
+  constructor(
+    private readonly db: Database,
+    private readonly dataDir: string,
+    private readonly hooks: TenantHooks = {},
+  ) {}
+
+  async list(): Promise<TenantView[]> {
+    const rows = await this.db.tenant.findMany({
+      where: { state: "active" },
+      orderBy: { createdAt: "asc" },
+      include: { _count: { select: { timelines: true } } },
+    });
+    return rows.map((r) => ({ id: r.id, state: r.state, createdAt: r.createdAt.toISOString(), timelineCount: r._count.timelines }));
+  }
+
+  async get(id: string): Promise<TenantView & { timelines: TimelineView[] }> {
+    if (!isValidId(id)) throw new InvalidInputError(`invalid tenant id "${id}": expected 32 hex characters`);
+    const row = await this.db.tenant.findUnique({ where: { id }, include: { timelines: { orderBy: { createdAt: "asc" } } } });
+    if (!row || row.state !== "active") throw new NotFoundError(`tenant ${id} not found`);
+    return {
+      id: row.id,
+      state: row.state,
+      createdAt: row.createdAt.toISOString(),
+      timelineCount: row.timelines.length,
+      timelines: row.timelines.map(timelineView),
+    };
+  }
+
+  async create(requestedId?: string): Promise<TenantView & { timelines: TimelineView[] }> {
+    const id = requestedId ?? generateId();
+    if (!isValidId(id)) throw new InvalidInputError(`invalid tenant id "${id}": expected 32 lowercase hex characters`);
+    if (this.inFlight.has(id)) throw new ConflictError(`tenant ${id} is already being created`);
+    this.inFlight.add(id);
+    try {
+      try {
+        await this.db.tenant.create({ data: { id, state: "creating" } });
+      } catch (err) {
+        if (isUniqueViolation(err)) throw new ConflictError(`tenant ${id} already exists`);
+        throw err;
+      }
+      const timelineId = generateId();
+      try {
+        await createTenantStorage(this.dataDir, id, timelineId);
+      } catch (err) {
+        await this.db.tenant.delete({ where: { id } }).catch(() => {});
+        if (err instanceof TenantStorageExists) throw new ConflictError(`tenant ${id} already exists on disk`);
+        throw err;
+      }
+      failpoint("tenant-create-after-storage");
+      await this.db.$transaction([
+        this.db.timeline.create({ data: { id: timelineId, tenantId: id, name: "main", ancestorLsn: 0n, state: "active" } }),
+        this.db.tenant.update({ where: { id }, data: { state: "active" } }),
+      ]);
+    } finally {
+      this.inFlight.delete(id);
+    }
+    await this.hooks.onTenantActive?.(id);
+    return this.get(id);
+  }
+
+  async delete(id: string): Promise<void> {
+    if (!isValidId(id)) throw new InvalidInputError(`invalid tenant id "${id}": expected 32 hex characters`);
+    if (this.inFlight.has(id)) throw new ConflictError(`tenant ${id} is being created or deleted`);
+    const row = await this.db.tenant.findUnique({ where: { id } });
+    if (!row || row.state !== "active") throw new NotFoundError(`tenant ${id} not found`);
+    this.inFlight.add(id);
+    try {
+      // Mark first: a crash after this point is finished by recover(), never resurrected.
+      await this.db.tenant.update({ where: { id }, data: { state: "deleting" } });
+      await this.hooks.onTenantDeleting?.(id);
+      await removeTenantStorage(this.dataDir, id);
+      await this.db.$transaction([
+        this.db.endpoint.deleteMany({ where: { tenantId: id } }),
+        this.db.timeline.updateMany({ where: { tenantId: id }, data: { parentTimelineId: null } }),
+        this.db.timeline.deleteMany({ where: { tenantId: id } }),
+        this.db.tenant.delete({ where: { id } }),
+      ]);
+    } finally {
+      this.inFlight.delete(id);
+    }
+  }
+
+  /**
+   * Brings metadata and disk back in line after a crash: unfinished creates and deletes are
+   * rolled back / completed, stray temp dirs and directories without an active row are removed.
+   * Returns the active tenant ids.
+   */
+  async recover(): Promise<{ active: string[]; rolledBack: string[]; removedDirs: string[] }> {
+    const removedDirs = await removeTempStorage(this.dataDir);
+    const unfinished = await this.db.tenant.findMany({ where: { state: { in: ["creating", "deleting"] } } });
+    const rolledBack: string[] = [];
+    for (const row of unfinished) {
+      await removeTenantStorage(this.dataDir, row.id);
+      await this.db.$transaction([
+        this.db.endpoint.deleteMany({ where: { tenantId: row.id } }),
+        this.db.timeline.updateMany({ where: { tenantId: row.id }, data: { parentTimelineId: null } }),
+        this.db.timeline.deleteMany({ where: { tenantId: row.id } }),
+        this.db.tenant.delete({ where: { id: row.id } }),
+      ]);
+      rolledBack.push(row.id);
+    }
+    const active = (await this.db.tenant.findMany({ where: { state: "active" }, select: { id: true } })).map((r) => r.id);
+    const activeSet = new Set(active);
+    for (const dirId of await listTenantStorage(this.dataDir)) {
+      if (!activeSet.has(dirId)) {
+        await removeTenantStorage(this.dataDir, dirId);
+        removedDirs.push(dirId);
+      }
+    }
+    return { active, rolledBack, removedDirs };
+  }
+}

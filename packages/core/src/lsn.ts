@@ -1,0 +1,22 @@
+// LSNs are byte positions in the WAL stream, held as bigint and written `X/Y` (hex high/low 32 bits)
+// everywhere a human or script sees them, as PostgreSQL does.
+export type Lsn = bigint;
+
+const LSN_PATTERN = /^([0-9A-Fa-f]{1,8})\/([0-9A-Fa-f]{1,8})$/;
+
+export function parseLsn(text: string): Lsn {
+  const match = LSN_PATTERN.exec(text.trim());
+  if (!match) throw new RangeError(`invalid LSN "${text}": expected X/Y with hex parts, e.g. 0/16B3748`);
+  return (BigInt("0x" + match[1]) << 32n) | BigInt("0x" + match[2]);
+}
+
+export function formatLsn(lsn: Lsn): string {
+  if (lsn < 0n || lsn > 0xffffffffffffffffn) throw new RangeError(`LSN out of range: ${lsn}`);
+  return `${(lsn >> 32n).toString(16).toUpperCase()}/${(lsn & 0xffffffffn).toString(16).toUpperCase()}`;
+}
+
+export function isValidLsnText(text: string): boolean {
+  return LSN_PATTERN.test(text.trim());
+}
+
+export const INVALID_LSN: Lsn = 0n;

@@ -1,0 +1,2 @@
+// Test and benchmark helpers (not part of the engine).
+export * from "./pgcluster.ts";
