@@ -4,6 +4,8 @@ import { execFile } from "node:child_process";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
+import { readdirSync, readFileSync } from "node:fs";
+import pg from "pg";
 import { PrismaBetterSQLite3 } from "@prisma/adapter-better-sqlite3";
 import { PrismaPg } from "@prisma/adapter-pg";
 import { PrismaClient } from "../generated/prisma/client.ts";
@@ -28,12 +30,46 @@ export function openDatabase(url: string): Database {
   return new PrismaClient({ adapter: new PrismaBetterSQLite3({ url }) });
 }
 
-/** Applies the committed migrations (idempotent) with `prisma migrate deploy`. */
+/**
+ * Applies the committed migrations (idempotent). SQLite uses `prisma migrate deploy`. On
+ * PostgreSQL, Prisma 6.19's js-engine migrate fails on PG 15 ("Column type 'name' could not be
+ * deserialized"), so the committed SQL of prisma/postgres/migrations is applied here instead,
+ * each migration in one transaction, recorded in _strata_migrations.
+ */
 export async function applyMigrations(url: string): Promise<void> {
+  if (isPostgresUrl(url)) return applyPostgresMigrations(url);
   const prisma = path.join(repoRoot, "node_modules/.bin/prisma");
   await promisify(execFile)(prisma, ["migrate", "deploy"], {
     cwd: repoRoot,
     env: { ...process.env, DATABASE_URL: url, CHECKPOINT_DISABLE: "1", PRISMA_HIDE_UPDATE_MESSAGE: "1" },
     timeout: 120_000,
   });
+}
+
+async function applyPostgresMigrations(url: string): Promise<void> {
+  const dir = path.join(repoRoot, "prisma/postgres/migrations");
+  const names = readdirSync(dir, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name).sort();
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    await client.query("CREATE TABLE IF NOT EXISTS _strata_migrations (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())");
+    for (const name of names) {
+      await client.query("BEGIN");
+      try {
+        // Serializes concurrent deployers; the loser then sees the row and skips.
+        await client.query("LOCK TABLE _strata_migrations IN EXCLUSIVE MODE");
+        const done = await client.query("SELECT 1 FROM _strata_migrations WHERE name = $1", [name]);
+        if (done.rowCount === 0) {
+          await client.query(readFileSync(path.join(dir, name, "migration.sql"), "utf8"));
+          await client.query("INSERT INTO _strata_migrations (name) VALUES ($1)", [name]);
+        }
+        await client.query("COMMIT");
+      } catch (err) {
+        await client.query("ROLLBACK");
+        throw new Error(`migration ${name} failed: ${(err as Error).message}`);
+      }
+    }
+  } finally {
+    await client.end();
+  }
 }

@@ -1,5 +1,6 @@
 // The app router: merges the per-entity routers; the pageserver serves it at /trpc.
 import { healthRouter } from "./router/health.ts";
+import { operationsRouter } from "./router/operations.ts";
 import { tenantsRouter } from "./router/tenants.ts";
 import { timelinesRouter } from "./router/timelines.ts";
 import { router } from "./trpc.ts";
@@ -8,6 +9,7 @@ export const appRouter = router({
   health: healthRouter.health,
   tenants: tenantsRouter,
   timelines: timelinesRouter,
+  operations: operationsRouter,
 });
 
 export type AppRouter = typeof appRouter;

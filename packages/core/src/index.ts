@@ -5,3 +5,4 @@ export * from "./failpoints.ts";
 export * from "./storage/timeline-store.ts";
 export * from "./tenant/tenant-storage.ts";
 export * from "./tenant/tenant-manager.ts";
+export * from "./wal/index.ts";

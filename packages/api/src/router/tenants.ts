@@ -6,7 +6,9 @@ export const tenantsRouter = router({
   list: publicProcedure.query(({ ctx }) => ctx.tenants.list()),
   get: publicProcedure.input(tenantIdInput).query(({ ctx, input }) => ctx.tenants.get(input.id)),
   create: publicProcedure.input(tenantCreateInput).mutation(({ ctx, input }) =>
-    recordOperation(ctx.db, { kind: "tenant.create", actor: ctx.actor, tenantId: input.id, input }, () => ctx.tenants.create(input.id)),
+    recordOperation(ctx.db, { kind: "tenant.create", actor: ctx.actor, tenantId: input.id, input, tenantIdOf: (t) => t.id }, () =>
+      ctx.tenants.create(input.id),
+    ),
   ),
   delete: publicProcedure.input(tenantIdInput).mutation(async ({ ctx, input }) => {
     await recordOperation(ctx.db, { kind: "tenant.delete", actor: ctx.actor, tenantId: input.id, input }, () => ctx.tenants.delete(input.id));

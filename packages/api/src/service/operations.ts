@@ -3,7 +3,7 @@ import type { Database } from "../db.ts";
 
 export async function recordOperation<T>(
   db: Database,
-  op: { kind: string; actor: string; tenantId?: string; timelineId?: string; input?: unknown },
+  op: { kind: string; actor: string; tenantId?: string; timelineId?: string; input?: unknown; tenantIdOf?: (result: T) => string },
   run: () => Promise<T>,
 ): Promise<T> {
   const row = await db.operation.create({
@@ -17,7 +17,10 @@ export async function recordOperation<T>(
   });
   try {
     const result = await run();
-    await db.operation.update({ where: { id: row.id }, data: { result: "ok", finishedAt: new Date() } });
+    await db.operation.update({
+      where: { id: row.id },
+      data: { result: "ok", finishedAt: new Date(), ...(op.tenantIdOf ? { tenantId: op.tenantIdOf(result) } : {}) },
+    });
     return result;
   } catch (err) {
     await db.operation

@@ -1,0 +1,156 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { existsSync, readdirSync } from "node:fs";
+import net from "node:net";
+import path from "node:path";
+import { createStrataClient, errorCode } from "@strata/api/client";
+import { makeDataDir, removeDataDir, runCli, startDaemon, type Daemon } from "./test-daemon.ts";
+
+describe("pageserver daemon with the API and CLI", () => {
+  let dataDir: string;
+  let daemon: Daemon;
+  beforeAll(async () => {
+    dataDir = makeDataDir();
+    daemon = await startDaemon(dataDir);
+  });
+  afterAll(async () => {
+    await daemon?.stop();
+    removeDataDir(dataDir);
+  });
+
+  it("gives exactly one success and CONFLICT for the rest when 20 clients create the same tenant at once", async () => {
+    const client = createStrataClient(daemon.apiUrl, "test");
+    const id = "aa".repeat(16);
+    const results = await Promise.allSettled(Array.from({ length: 20 }, () => client.tenants.create.mutate({ id })));
+    const ok = results.filter((r) => r.status === "fulfilled");
+    const conflicts = results.filter((r) => r.status === "rejected" && errorCode(r.reason) === "CONFLICT");
+    expect(ok).toHaveLength(1);
+    expect(conflicts).toHaveLength(19);
+    const tenant = await client.tenants.get.query({ id });
+    expect(tenant.timelines.map((t) => t.name)).toEqual(["main"]);
+    expect(readdirSync(path.join(dataDir, "tenants"))).toEqual([id]);
+    const timelines = await client.timelines.list.query({ tenantId: id });
+    expect(timelines[0].attached).toBe(true);
+    expect(timelines[0].lastRecordLsn).toBe("0/0");
+  });
+
+  it("maps unknown ids to NOT_FOUND and malformed input to BAD_REQUEST with clear messages", async () => {
+    const client = createStrataClient(daemon.apiUrl, "test");
+    const missing = "bb".repeat(16);
+    await expect(client.tenants.get.query({ id: missing })).rejects.toSatisfy((e) => errorCode(e) === "NOT_FOUND" && /not found/.test((e as Error).message));
+    await expect(client.tenants.get.query({ id: "xyz" })).rejects.toSatisfy((e) => errorCode(e) === "BAD_REQUEST" && /32 lowercase hex/.test((e as Error).message));
+    await expect(client.timelines.get.query({ tenantId: missing, timelineId: missing })).rejects.toSatisfy((e) => errorCode(e) === "NOT_FOUND");
+    await expect(client.tenants.delete.mutate({ id: missing })).rejects.toSatisfy((e) => errorCode(e) === "NOT_FOUND");
+  });
+
+  it("records every mutation in the operation audit trail through the CLI with exit codes 0/1/2", async () => {
+    const env = { STRATA_API: daemon.apiUrl };
+    const created = await runCli(["tenant", "create", "--json"], env);
+    expect(created.code).toBe(0);
+    const tenant = JSON.parse(created.stdout);
+    expect(tenant.id).toMatch(/^[0-9a-f]{32}$/);
+    const list = await runCli(["tenant", "list", "--json"], env);
+    expect(JSON.parse(list.stdout).map((t: { id: string }) => t.id)).toContain(tenant.id);
+    const timelines = await runCli(["timeline", "list", "--tenant", tenant.id, "--json"], env);
+    expect(JSON.parse(timelines.stdout)[0].name).toBe("main");
+    const dup = await runCli(["tenant", "create", "--id", tenant.id], env);
+    expect(dup.code).toBe(1);
+    expect(dup.stderr).toMatch(/CONFLICT: tenant [0-9a-f]{32} already exists/);
+    const usage = await runCli(["tenant", "get", "not-an-id"], env);
+    expect(usage.code).toBe(2);
+    const unknownCommand = await runCli(["frobnicate"], env);
+    expect(unknownCommand.code).toBe(2);
+    const status = await runCli(["status", "--json"], env);
+    expect(JSON.parse(status.stdout).ok).toBe(true);
+    const deleted = await runCli(["tenant", "delete", tenant.id], env);
+    expect(deleted.code).toBe(0);
+    expect(existsSync(path.join(dataDir, "tenants", tenant.id))).toBe(false);
+    const operations = await createStrataClient(daemon.apiUrl).operations.list.query({ tenantId: tenant.id });
+    expect(operations.map((o) => [o.kind, o.actor, o.result])).toEqual([
+      ["tenant.delete", "cli", "ok"],
+      ["tenant.create", "cli", "error"],
+      ["tenant.create", "cli", "ok"],
+    ]);
+    expect(operations[1].error).toMatch(/already exists/);
+    const down = await runCli(["status"], { STRATA_API: "http://127.0.0.1:1" });
+    expect(down.code).toBe(1);
+    expect(down.stderr).toMatch(/cannot reach the pageserver/);
+  });
+
+  it("serves Prometheus metrics including the tenant count", async () => {
+    const text = await (await fetch(`${daemon.apiUrl}/metrics`)).text();
+    expect(text).toMatch(/^strata_tenants \d+$/m);
+    expect(text).toMatch(/strata_http_requests_total\{/);
+  });
+
+  it("answers the page service handshake and rejects unknown commands without dropping the connection", async () => {
+    const socket = net.connect(daemon.pgPort, "127.0.0.1");
+    const received: Buffer[] = [];
+    socket.on("data", (d) => received.push(d));
+    await new Promise((r) => socket.once("connect", r));
+    const params = Buffer.from("user\0postgres\0\0");
+    const startup = Buffer.alloc(8);
+    startup.writeInt32BE(8 + params.length, 0);
+    startup.writeInt32BE(196608, 4);
+    socket.write(Buffer.concat([startup, params]));
+    const query = Buffer.from("frobnicate 1\0");
+    const head = Buffer.alloc(5);
+    head.write("Q");
+    head.writeInt32BE(query.length + 4, 1);
+    socket.write(Buffer.concat([head, query]));
+    await new Promise((r) => setTimeout(r, 300));
+    const all = Buffer.concat(received).toString("latin1");
+    expect(all).toContain("frobnicate");
+    expect(all.endsWith("Z\0\0\0\x05I")).toBe(true);
+    socket.destroy();
+  });
+
+  it("refuses a second daemon on the same data directory", async () => {
+    await expect(startDaemon(dataDir)).rejects.toThrow(/in use by another pageserver/);
+  });
+});
+
+describe("tenant creation crash safety", () => {
+  it("rolls back a create that crashed between the storage and metadata steps, and nothing is half-created", async () => {
+    const dataDir = makeDataDir();
+    try {
+      const crashing = await startDaemon(dataDir, { STRATA_FAILPOINTS: "tenant-create-after-storage=exit" });
+      const id = "cc".repeat(16);
+      await expect(createStrataClient(crashing.apiUrl).tenants.create.mutate({ id })).rejects.toThrow();
+      expect(await crashing.stop()).not.toBe(0);
+      // the crash left the storage directory behind
+      expect(existsSync(path.join(dataDir, "tenants", id))).toBe(true);
+
+      const restarted = await startDaemon(dataDir);
+      try {
+        const client = createStrataClient(restarted.apiUrl);
+        expect((await client.tenants.list.query()).map((t) => t.id)).not.toContain(id);
+        expect(existsSync(path.join(dataDir, "tenants", id))).toBe(false);
+        const again = await client.tenants.create.mutate({ id });
+        expect(again.state).toBe("active");
+        expect(readdirSync(path.join(dataDir, "tenants"))).toEqual([id]);
+      } finally {
+        await restarted.stop();
+      }
+    } finally {
+      removeDataDir(dataDir);
+    }
+  });
+
+  it("recovers after kill -9 of the daemon and keeps committed tenants", async () => {
+    const dataDir = makeDataDir();
+    try {
+      const first = await startDaemon(dataDir);
+      const created = await createStrataClient(first.apiUrl).tenants.create.mutate({});
+      await first.kill9();
+      const second = await startDaemon(dataDir);
+      try {
+        const tenant = await createStrataClient(second.apiUrl).timelines.list.query({ tenantId: created.id });
+        expect(tenant[0].attached).toBe(true);
+      } finally {
+        await second.stop();
+      }
+    } finally {
+      removeDataDir(dataDir);
+    }
+  });
+});

@@ -1,0 +1,95 @@
+// Test helper: runs the real `strata pageserver` as a child process on free loopback ports and
+// always stops it by pid.
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
+export const strataBin = path.join(repoRoot, "apps/pageserver/bin/strata.mjs");
+
+export interface Daemon {
+  dataDir: string;
+  apiUrl: string;
+  pgPort: number;
+  process: ChildProcess;
+  output: () => string;
+  stop(): Promise<number | null>;
+  kill9(): Promise<void>;
+}
+
+const started = new Set<ChildProcess>();
+process.on("exit", () => {
+  for (const child of started) child.kill("SIGKILL");
+});
+
+export function makeDataDir(): string {
+  return mkdtempSync(path.join(os.tmpdir(), "strata-test-"));
+}
+
+export function removeDataDir(dir: string) {
+  rmSync(dir, { recursive: true, force: true });
+}
+
+function waitExit(child: ChildProcess): Promise<number | null> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(child.exitCode);
+  return new Promise((resolve) => child.once("exit", (code) => resolve(code)));
+}
+
+export async function startDaemon(dataDir: string, env: Record<string, string> = {}): Promise<Daemon> {
+  const child = spawn(process.execPath, [strataBin, "pageserver", "--data", dataDir, "--pg-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"], {
+    cwd: repoRoot,
+    env: { ...process.env, ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  started.add(child);
+  child.once("exit", () => started.delete(child));
+  let out = "";
+  child.stdout!.on("data", (d) => (out += d));
+  child.stderr!.on("data", (d) => (out += d));
+  const ready = await new Promise<{ http: string; pageService: string }>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`pageserver did not become ready:\n${out}`)), 60_000);
+    const onData = () => {
+      for (const line of out.split("\n")) {
+        if (!line.includes('"pageserver ready"')) continue;
+        clearTimeout(timer);
+        child.stdout!.off("data", onData);
+        const parsed = JSON.parse(line);
+        resolve({ http: parsed.http, pageService: parsed.pageService });
+        return;
+      }
+    };
+    child.stdout!.on("data", onData);
+    child.once("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`pageserver exited with ${code} before ready:\n${out}`));
+    });
+  });
+  return {
+    dataDir,
+    apiUrl: `http://${ready.http}`,
+    pgPort: Number(ready.pageService.split(":").pop()),
+    process: child,
+    output: () => out,
+    async stop() {
+      child.kill("SIGTERM");
+      return waitExit(child);
+    },
+    async kill9() {
+      child.kill("SIGKILL");
+      await waitExit(child);
+    },
+  };
+}
+
+export function runCli(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [strataBin, ...args], { cwd: repoRoot, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d) => (stdout += d));
+    child.stderr.on("data", (d) => (stderr += d));
+    child.once("exit", (code) => resolve({ code, stdout, stderr }));
+  });
+}

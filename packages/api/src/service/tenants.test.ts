@@ -1,0 +1,75 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { PgCluster } from "@strata/core/testing";
+import { applyMigrations, defaultDatabaseUrl, openDatabase, type Database } from "../db.ts";
+import { ConflictError, InvalidInputError, NotFoundError } from "../errors.ts";
+import { TenantService } from "./tenants.ts";
+
+function behavesLikeAMetadataStore(name: string, setup: () => Promise<{ url: string; dataDir: string; cleanup: () => Promise<void> }>) {
+  describe(`tenant service on ${name}`, () => {
+    let env: Awaited<ReturnType<typeof setup>>;
+    let db: Database;
+    let service: TenantService;
+    const activated: string[] = [];
+    beforeAll(async () => {
+      env = await setup();
+      await applyMigrations(env.url);
+      db = openDatabase(env.url);
+      service = new TenantService(db, env.dataDir, { onTenantActive: async (id) => void activated.push(id) });
+    });
+    afterAll(async () => {
+      await db?.$disconnect();
+      await env?.cleanup();
+    });
+
+    it("creates one tenant out of 20 concurrent creates of the same id and starts it only once", async () => {
+      const id = "ab".repeat(16);
+      const results = await Promise.allSettled(Array.from({ length: 20 }, () => service.create(id)));
+      expect(results.filter((r) => r.status === "fulfilled")).toHaveLength(1);
+      expect(results.filter((r) => r.status === "rejected" && r.reason instanceof ConflictError)).toHaveLength(19);
+      expect(activated.filter((a) => a === id)).toHaveLength(1);
+      const tenant = await service.get(id);
+      expect(tenant.timelines).toHaveLength(1);
+      expect(tenant.timelines[0].ancestorLsn).toBe("0/0");
+    });
+
+    it("rejects malformed ids and unknown tenants with typed errors", async () => {
+      await expect(service.create("ABC")).rejects.toBeInstanceOf(InvalidInputError);
+      await expect(service.get("cd".repeat(16))).rejects.toBeInstanceOf(NotFoundError);
+    });
+
+    it("rolls back a half-created tenant at recovery and deletes cleanly", async () => {
+      const id = "ef".repeat(16);
+      await db.tenant.create({ data: { id, state: "creating" } });
+      const recovery = await service.recover();
+      expect(recovery.rolledBack).toEqual([id]);
+      expect(await db.tenant.findUnique({ where: { id } })).toBeNull();
+      const created = await service.create(id);
+      expect(existsSync(path.join(env.dataDir, "tenants", id))).toBe(true);
+      await service.delete(created.id);
+      expect(existsSync(path.join(env.dataDir, "tenants", id))).toBe(false);
+      expect(await db.timeline.count({ where: { tenantId: id } })).toBe(0);
+    });
+  });
+}
+
+behavesLikeAMetadataStore("embedded SQLite", async () => {
+  const dataDir = mkdtempSync(path.join(os.tmpdir(), "strata-meta-"));
+  return { url: defaultDatabaseUrl(dataDir), dataDir, cleanup: async () => rmSync(dataDir, { recursive: true, force: true }) };
+});
+
+behavesLikeAMetadataStore("PostgreSQL 15 (DATABASE_URL=postgres://…)", async () => {
+  const dataDir = mkdtempSync(path.join(os.tmpdir(), "strata-meta-"));
+  const cluster = await PgCluster.start();
+  await cluster.sql("CREATE DATABASE strata_meta");
+  return {
+    url: cluster.connectionString("strata_meta"),
+    dataDir,
+    cleanup: async () => {
+      await cluster.stop();
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+});
