@@ -1,0 +1,107 @@
+// Parsers for the main data of the records whose effects ingest must track beyond their block
+// references (PostgreSQL 15 layouts; see docs/key-layout.md and the WAL reference).
+import type { RelTag } from "../reltag.ts";
+
+export const RM = {
+  XLOG: 0, XACT: 1, SMGR: 2, CLOG: 3, DBASE: 4, TBLSPC: 5, MULTIXACT: 6, RELMAP: 7, STANDBY: 8,
+  HEAP2: 9, HEAP: 10, BTREE: 11, HASH: 12, GIN: 13, GIST: 14, SEQ: 15, SPGIST: 16, BRIN: 17,
+  COMMIT_TS: 18, REPLORIGIN: 19, GENERIC: 20, LOGICALMSG: 21,
+} as const;
+
+export const XLOG_CHECKPOINT_SHUTDOWN = 0x00;
+export const XLOG_CHECKPOINT_ONLINE = 0x10;
+export const XLOG_NEXTOID = 0x30;
+export const XLOG_FPI = 0xb0;
+export const XLOG_FPI_FOR_HINT = 0xa0;
+
+export const XACT_OPMASK = 0x70;
+export const XACT_HAS_INFO = 0x80;
+export const XACT_COMMIT = 0x00;
+export const XACT_PREPARE = 0x10;
+export const XACT_ABORT = 0x20;
+export const XACT_COMMIT_PREPARED = 0x30;
+export const XACT_ABORT_PREPARED = 0x40;
+
+const XACT_XINFO_HAS_DBINFO = 1 << 0;
+const XACT_XINFO_HAS_SUBXACTS = 1 << 1;
+const XACT_XINFO_HAS_RELFILENODES = 1 << 2;
+const XACT_XINFO_HAS_INVALS = 1 << 3;
+const XACT_XINFO_HAS_TWOPHASE = 1 << 4;
+const XACT_XINFO_HAS_DROPPED_STATS = 1 << 8;
+
+export function readRelFileNode(buf: Buffer, offset: number): RelTag {
+  return { spcNode: buf.readUInt32LE(offset), dbNode: buf.readUInt32LE(offset + 4), relNode: buf.readUInt32LE(offset + 8) };
+}
+
+export interface XactOutcome {
+  /** commit or abort time (microseconds since 2000-01-01) */
+  time: bigint;
+  subxacts: number[];
+  droppedRels: RelTag[];
+  /** set for COMMIT_PREPARED / ABORT_PREPARED */
+  twophaseXid?: number;
+}
+
+/** Parses xl_xact_commit / xl_xact_abort main data. */
+export function parseXactOutcome(data: Buffer, info: number, isCommit: boolean): XactOutcome {
+  let off = 0;
+  const time = data.readBigInt64LE(off);
+  off += 8;
+  const xinfo = info & XACT_HAS_INFO ? data.readUInt32LE(off) : 0;
+  if (info & XACT_HAS_INFO) off += 4;
+  if (xinfo & XACT_XINFO_HAS_DBINFO) off += 8;
+  const subxacts: number[] = [];
+  if (xinfo & XACT_XINFO_HAS_SUBXACTS) {
+    const n = data.readInt32LE(off);
+    off += 4;
+    for (let i = 0; i < n; i++) subxacts.push(data.readUInt32LE(off + 4 * i));
+    off += 4 * n;
+  }
+  const droppedRels: RelTag[] = [];
+  if (xinfo & XACT_XINFO_HAS_RELFILENODES) {
+    const n = data.readInt32LE(off);
+    off += 4;
+    for (let i = 0; i < n; i++) droppedRels.push(readRelFileNode(data, off + 12 * i));
+    off += 12 * n;
+  }
+  if (xinfo & XACT_XINFO_HAS_DROPPED_STATS) {
+    const n = data.readInt32LE(off);
+    off += 4 + 12 * n;
+  }
+  if (isCommit && xinfo & XACT_XINFO_HAS_INVALS) {
+    const n = data.readInt32LE(off);
+    off += 4 + 16 * n;
+  }
+  const twophaseXid = xinfo & XACT_XINFO_HAS_TWOPHASE ? data.readUInt32LE(off) : undefined;
+  return { time, subxacts, droppedRels, twophaseXid };
+}
+
+/** CheckPoint struct field offsets (88 bytes, little-endian). */
+export const CheckPointField = {
+  redo: 0,
+  thisTimeLineID: 8,
+  nextXid: 24,
+  nextOid: 32,
+  nextMulti: 36,
+  nextMultiOffset: 40,
+  oldestXid: 44,
+  oldestXidDB: 48,
+  oldestMulti: 52,
+  oldestMultiDB: 56,
+  time: 64,
+  oldestCommitTsXid: 72,
+  newestCommitTsXid: 76,
+  oldestActiveXid: 80,
+} as const;
+export const CHECKPOINT_SIZE = 88;
+
+// SLRU geometry (BLCKSZ 8192)
+export const CLOG_XACTS_PER_PAGE = 8192 * 4;
+export const MULTIXACT_OFFSETS_PER_PAGE = 8192 / 4;
+export const MULTIXACT_MEMBERS_PER_PAGE = Math.floor(8192 / 20) * 4;
+export const SLRU_PAGES_PER_SEGMENT = 32;
+// visibility map: 2 bits per heap block on pages with a 24-byte header
+export const HEAPBLOCKS_PER_VM_PAGE = (8192 - 24) * 4;
+
+export const TRANSACTION_STATUS_COMMITTED = 1;
+export const TRANSACTION_STATUS_ABORTED = 2;

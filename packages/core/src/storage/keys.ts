@@ -1,0 +1,89 @@
+// The only translator between PostgreSQL concepts and storage keys (like Neon's
+// pgdatadir_mapping). A store key is a 19-byte entity key followed by the 8-byte big-endian LSN
+// of the version, so all versions of one entity sit together in LSN order and "newest version at
+// or below LSN" is one reverse seek. Layout: docs/key-layout.md.
+import type { Lsn } from "../lsn.ts";
+import type { ForkNumber, RelTag } from "../reltag.ts";
+
+export const ENTITY_KEY_LENGTH = 19;
+export const STORE_KEY_LENGTH = ENTITY_KEY_LENGTH + 8;
+
+/** Namespaces (first byte). Everything versioned is below 0x80; 0xF0+ is unversioned metadata. */
+export const enum KeySpace {
+  RelBlock = 0x10,
+  RelSize = 0x11,
+  RelDirEntry = 0x12,
+  DbDirEntry = 0x13,
+  RelmapFile = 0x14,
+  SlruBlock = 0x20,
+  SlruSegSize = 0x21,
+  TwoPhaseFile = 0x30,
+  Checkpoint = 0x40,
+  ControlFile = 0x41,
+  WalRecordLog = 0x50,
+}
+
+export const enum SlruKind {
+  Clog = 0,
+  MultiXactOffsets = 1,
+  MultiXactMembers = 2,
+}
+
+export const SLRU_DIRS = ["pg_xact", "pg_multixact/offsets", "pg_multixact/members"] as const;
+export const SLRU_PAGES_PER_SEGMENT = 32;
+
+function entity(space: KeySpace, a = 0, b = 0, c = 0, d = 0, e = 0): Buffer {
+  const key = Buffer.alloc(ENTITY_KEY_LENGTH);
+  key[0] = space;
+  key.writeUInt32BE(a >>> 0, 1);
+  key.writeUInt32BE(b >>> 0, 5);
+  key.writeUInt32BE(c >>> 0, 9);
+  key[13] = d;
+  key.writeUInt32BE(e >>> 0, 14);
+  key[18] = 0;
+  return key;
+}
+
+export const relBlockKey = (rel: RelTag, fork: ForkNumber, block: number) => entity(KeySpace.RelBlock, rel.spcNode, rel.dbNode, rel.relNode, fork, block);
+export const relSizeKey = (rel: RelTag, fork: ForkNumber) => entity(KeySpace.RelSize, rel.spcNode, rel.dbNode, rel.relNode, fork);
+export const relDirEntryKey = (rel: RelTag, fork: ForkNumber) => entity(KeySpace.RelDirEntry, rel.spcNode, rel.dbNode, rel.relNode, fork);
+export const dbDirEntryKey = (spcNode: number, dbNode: number) => entity(KeySpace.DbDirEntry, spcNode, dbNode);
+export const relmapFileKey = (spcNode: number, dbNode: number) => entity(KeySpace.RelmapFile, spcNode, dbNode);
+export const slruBlockKey = (kind: SlruKind, segno: number, block: number) => entity(KeySpace.SlruBlock, kind, segno, 0, 0, block);
+export const slruSegSizeKey = (kind: SlruKind, segno: number) => entity(KeySpace.SlruSegSize, kind, segno);
+export const twoPhaseFileKey = (xid: number) => entity(KeySpace.TwoPhaseFile, xid);
+export const checkpointKey = () => entity(KeySpace.Checkpoint);
+export const controlFileKey = () => entity(KeySpace.ControlFile);
+/** One entry per ingested WAL record, at its start LSN (for waldump, GC of raw WAL, re-ingest). */
+export const walRecordLogKey = () => entity(KeySpace.WalRecordLog);
+
+/** Entity key prefix covering a whole namespace, or a namespace narrowed by its first field(s). */
+export function entityPrefix(space: KeySpace, ...fields: number[]): Buffer {
+  const prefix = Buffer.alloc(1 + 4 * fields.length);
+  prefix[0] = space;
+  fields.forEach((f, i) => prefix.writeUInt32BE(f >>> 0, 1 + 4 * i));
+  return prefix;
+}
+
+export function storeKey(entityKey: Buffer, lsn: Lsn): Buffer {
+  const key = Buffer.allocUnsafe(STORE_KEY_LENGTH);
+  entityKey.copy(key, 0);
+  key.writeBigUInt64BE(lsn, ENTITY_KEY_LENGTH);
+  return key;
+}
+
+export function splitStoreKey(key: Buffer): { entityKey: Buffer; lsn: Lsn } {
+  return { entityKey: key.subarray(0, ENTITY_KEY_LENGTH), lsn: key.readBigUInt64BE(ENTITY_KEY_LENGTH) };
+}
+
+export function decodeRelKey(entityKey: Buffer): { rel: RelTag; fork: ForkNumber; block: number } {
+  return {
+    rel: { spcNode: entityKey.readUInt32BE(1), dbNode: entityKey.readUInt32BE(5), relNode: entityKey.readUInt32BE(9) },
+    fork: entityKey[13] as ForkNumber,
+    block: entityKey.readUInt32BE(14),
+  };
+}
+
+export function decodeSlruKey(entityKey: Buffer): { kind: SlruKind; segno: number; block: number } {
+  return { kind: entityKey.readUInt32BE(1) as SlruKind, segno: entityKey.readUInt32BE(5), block: entityKey.readUInt32BE(14) };
+}

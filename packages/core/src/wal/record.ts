@@ -1,0 +1,298 @@
+// Decodes one complete PostgreSQL 15 WAL record (XLogRecord + block references + main data) from
+// its contiguous bytes, after the stream reader (reader.ts) has stripped page headers. The result
+// holds views into the record's own bytes; ingest stores `raw` verbatim and redo reads blocks.
+import type { Lsn } from "../lsn.ts";
+import { BLCKSZ, type ForkNumber, type RelTag } from "../reltag.ts";
+import { crc32cFinal, crc32cUpdate, CRC32C_INIT } from "./crc32c.ts";
+import { WalDecodeError } from "./errors.ts";
+
+export const SIZE_OF_XLOG_RECORD = 24;
+/** Offset of xl_crc inside XLogRecord; the CRC covers the 20 bytes before it. */
+const XL_CRC_OFFSET = 20;
+
+export const XLR_MAX_BLOCK_ID = 32;
+export const XLR_BLOCK_ID_DATA_SHORT = 255;
+export const XLR_BLOCK_ID_DATA_LONG = 254;
+export const XLR_BLOCK_ID_ORIGIN = 253;
+export const XLR_BLOCK_ID_TOPLEVEL_XID = 252;
+
+/** Low nibble of xl_info: flags owned by the WAL machinery, not the rmgr. */
+export const XLR_INFO_MASK = 0x0f;
+export const XLR_RMGR_INFO_MASK = 0xf0;
+export const XLR_SPECIAL_REL_UPDATE = 0x01;
+export const XLR_CHECK_CONSISTENCY = 0x02;
+
+export const BKPBLOCK_FORK_MASK = 0x0f;
+export const BKPBLOCK_HAS_IMAGE = 0x10;
+export const BKPBLOCK_HAS_DATA = 0x20;
+export const BKPBLOCK_WILL_INIT = 0x40;
+export const BKPBLOCK_SAME_REL = 0x80;
+
+export const BKPIMAGE_HAS_HOLE = 0x01;
+export const BKPIMAGE_APPLY = 0x02;
+export const BKPIMAGE_COMPRESS_PGLZ = 0x04;
+export const BKPIMAGE_COMPRESS_LZ4 = 0x08;
+export const BKPIMAGE_COMPRESS_ZSTD = 0x10;
+const BKPIMAGE_COMPRESSED = BKPIMAGE_COMPRESS_PGLZ | BKPIMAGE_COMPRESS_LZ4 | BKPIMAGE_COMPRESS_ZSTD;
+
+export type ImageCompression = "none" | "pglz" | "lz4" | "zstd";
+
+export interface BlockImage {
+  /** bytes stored in the record (bimg_len): compressed and/or without the hole */
+  length: number;
+  holeOffset: number;
+  holeLength: number;
+  bimgInfo: number;
+  compression: ImageCompression;
+  /** the stored image bytes (a view into the record) */
+  bytes: Buffer;
+}
+
+export interface BlockRef {
+  id: number;
+  rel: RelTag;
+  forkNum: ForkNumber;
+  blockNumber: number;
+  /** BKPBLOCK_WILL_INIT: redo initializes the page from scratch */
+  willInit: boolean;
+  hasImage: boolean;
+  /** the image must be restored by redo (BKPIMAGE_APPLY); false = image only for consistency checks */
+  applyImage: boolean;
+  hasData: boolean;
+  image?: BlockImage;
+  /** rmgr-specific block data (a view into the record; empty if none) */
+  data: Buffer;
+}
+
+export interface DecodedRecord {
+  /** where the record starts (ReadRecPtr) */
+  lsn: Lsn;
+  /** EndRecPtr: aligned position after the record (segment end for XLOG_SWITCH); set by the reader */
+  endLsn: Lsn;
+  totalLength: number;
+  xid: number;
+  prev: Lsn;
+  /** full xl_info byte (rmgr info in the high nibble) */
+  info: number;
+  rmid: number;
+  blocks: BlockRef[];
+  mainData: Buffer;
+  origin?: number;
+  toplevelXid?: number;
+  /** the record's bytes exactly as in WAL (page headers removed) */
+  raw: Buffer;
+}
+
+function compressionOf(bimgInfo: number): ImageCompression {
+  if (bimgInfo & BKPIMAGE_COMPRESS_PGLZ) return "pglz";
+  if (bimgInfo & BKPIMAGE_COMPRESS_LZ4) return "lz4";
+  if (bimgInfo & BKPIMAGE_COMPRESS_ZSTD) return "zstd";
+  return "none";
+}
+
+/** CRC-32C of a record as PostgreSQL computes it: body [24, tot_len), then header bytes [0, 20). */
+export function computeRecordCrc(bytes: Uint8Array, totalLength: number): number {
+  let crc = crc32cUpdate(CRC32C_INIT, bytes, SIZE_OF_XLOG_RECORD, totalLength);
+  crc = crc32cUpdate(crc, bytes, 0, XL_CRC_OFFSET);
+  return crc32cFinal(crc);
+}
+
+/**
+ * Decodes one record. `bytes` must start at the record and hold at least xl_tot_len bytes
+ * (page headers already removed). Verifies the CRC. Throws WalDecodeError naming `lsn`.
+ * `endLsn` is left as lsn + MAXALIGN(tot_len); the stream reader overwrites it with EndRecPtr.
+ */
+export function decodeRecord(bytes: Buffer, lsn: Lsn, opts: { verifyCrc?: boolean } = {}): DecodedRecord {
+  const fail = (detail: string): never => {
+    throw new WalDecodeError("BAD_RECORD", lsn, detail);
+  };
+  if (bytes.length < SIZE_OF_XLOG_RECORD) fail(`record truncated: ${bytes.length} bytes, header needs ${SIZE_OF_XLOG_RECORD}`);
+  const totalLength = bytes.readUInt32LE(0);
+  if (totalLength < SIZE_OF_XLOG_RECORD) {
+    throw new WalDecodeError(totalLength === 0 ? "ZERO_LENGTH" : "BAD_RECORD", lsn, `invalid record length: wanted ${SIZE_OF_XLOG_RECORD}, got ${totalLength}`);
+  }
+  if (bytes.length < totalLength) fail(`record truncated: xl_tot_len ${totalLength} but only ${bytes.length} bytes`);
+  const raw = bytes.length === totalLength ? bytes : bytes.subarray(0, totalLength);
+
+  if (opts.verifyCrc !== false) {
+    const stored = raw.readUInt32LE(XL_CRC_OFFSET);
+    const computed = computeRecordCrc(raw, totalLength);
+    if (stored !== computed) {
+      throw new WalDecodeError("BAD_CRC", lsn, `incorrect resource manager data checksum in record (stored ${hex32(stored)}, computed ${hex32(computed)})`);
+    }
+  }
+
+  const xid = raw.readUInt32LE(4);
+  const prev = raw.readBigUInt64LE(8);
+  const info = raw[16];
+  const rmid = raw[17];
+
+  // Headers: block refs, then origin / toplevel xid, then the main-data length (always last).
+  const blocks: BlockRef[] = [];
+  let origin: number | undefined;
+  let toplevelXid: number | undefined;
+  let mainDataLen = 0;
+  let pos = SIZE_OF_XLOG_RECORD;
+  let payloadTotal = 0; // bytes of images + block data + main data announced so far
+  let lastBlockId = -1;
+  let prevRel: RelTag | undefined;
+  const dataLengths: number[] = [];
+  const need = (n: number, what: string) => {
+    if (pos + n > totalLength) fail(`record too short for ${what}: needs ${n} bytes at offset ${pos}, record is ${totalLength}`);
+  };
+
+  while (totalLength - pos > payloadTotal) {
+    const id = raw[pos++];
+    if (id === XLR_BLOCK_ID_DATA_SHORT) {
+      need(1, "main data length");
+      mainDataLen = raw[pos];
+      pos += 1;
+      payloadTotal += mainDataLen;
+      break;
+    }
+    if (id === XLR_BLOCK_ID_DATA_LONG) {
+      need(4, "main data length");
+      mainDataLen = raw.readUInt32LE(pos);
+      pos += 4;
+      payloadTotal += mainDataLen;
+      break;
+    }
+    if (id === XLR_BLOCK_ID_ORIGIN) {
+      need(2, "replication origin");
+      origin = raw.readUInt16LE(pos);
+      pos += 2;
+      continue;
+    }
+    if (id === XLR_BLOCK_ID_TOPLEVEL_XID) {
+      need(4, "toplevel xid");
+      toplevelXid = raw.readUInt32LE(pos);
+      pos += 4;
+      continue;
+    }
+    if (id > XLR_MAX_BLOCK_ID) fail(`invalid block_id ${id} at record offset ${pos - 1}`);
+    if (id <= lastBlockId) fail(`out-of-order block_id ${id} after ${lastBlockId}`);
+    lastBlockId = id;
+
+    need(3, `block ${id} header`);
+    const forkFlags = raw[pos];
+    const dataLength = raw.readUInt16LE(pos + 1);
+    pos += 3;
+    const hasImage = (forkFlags & BKPBLOCK_HAS_IMAGE) !== 0;
+    const hasData = (forkFlags & BKPBLOCK_HAS_DATA) !== 0;
+    if (hasData && dataLength === 0) fail(`BKPBLOCK_HAS_DATA set, but no data included for block ${id}`);
+    if (!hasData && dataLength !== 0) fail(`BKPBLOCK_HAS_DATA not set, but data length is ${dataLength} for block ${id}`);
+    payloadTotal += dataLength;
+
+    let image: BlockImage | undefined;
+    let applyImage = false;
+    if (hasImage) {
+      need(5, `block ${id} image header`);
+      const length = raw.readUInt16LE(pos);
+      const holeOffset = raw.readUInt16LE(pos + 2);
+      const bimgInfo = raw[pos + 4];
+      pos += 5;
+      const compressed = (bimgInfo & BKPIMAGE_COMPRESSED) !== 0;
+      const hasHole = (bimgInfo & BKPIMAGE_HAS_HOLE) !== 0;
+      let holeLength: number;
+      if (compressed) {
+        if (hasHole) {
+          need(2, `block ${id} hole length`);
+          holeLength = raw.readUInt16LE(pos);
+          pos += 2;
+        } else {
+          holeLength = 0;
+        }
+      } else {
+        holeLength = BLCKSZ - length;
+      }
+      if (hasHole && (holeOffset === 0 || holeLength === 0 || length === BLCKSZ)) {
+        fail(`BKPIMAGE_HAS_HOLE set, but hole offset ${holeOffset} length ${holeLength} block image length ${length} for block ${id}`);
+      }
+      if (!hasHole && (holeOffset !== 0 || holeLength !== 0)) {
+        fail(`BKPIMAGE_HAS_HOLE not set, but hole offset ${holeOffset} length ${holeLength} for block ${id}`);
+      }
+      if (compressed && length === BLCKSZ) fail(`BKPIMAGE_COMPRESSED set, but block image length ${length} for block ${id}`);
+      if (!hasHole && !compressed && length !== BLCKSZ) fail(`neither BKPIMAGE_HAS_HOLE nor BKPIMAGE_COMPRESSED set, but block image length is ${length} for block ${id}`);
+      if (holeOffset + holeLength > BLCKSZ) fail(`image hole [${holeOffset}, +${holeLength}) exceeds the page for block ${id}`);
+      applyImage = (bimgInfo & BKPIMAGE_APPLY) !== 0;
+      payloadTotal += length;
+      image = { length, holeOffset, holeLength, bimgInfo, compression: compressionOf(bimgInfo), bytes: EMPTY };
+    }
+
+    let rel: RelTag;
+    if (forkFlags & BKPBLOCK_SAME_REL) {
+      if (!prevRel) fail(`BKPBLOCK_SAME_REL set but no previous rel for block ${id}`);
+      rel = prevRel!;
+    } else {
+      need(12, `block ${id} RelFileNode`);
+      rel = { spcNode: raw.readUInt32LE(pos), dbNode: raw.readUInt32LE(pos + 4), relNode: raw.readUInt32LE(pos + 8) };
+      pos += 12;
+    }
+    prevRel = rel;
+    need(4, `block ${id} block number`);
+    const blockNumber = raw.readUInt32LE(pos);
+    pos += 4;
+
+    blocks.push({
+      id,
+      rel,
+      forkNum: (forkFlags & BKPBLOCK_FORK_MASK) as ForkNumber,
+      blockNumber,
+      willInit: (forkFlags & BKPBLOCK_WILL_INIT) !== 0,
+      hasImage,
+      applyImage,
+      hasData,
+      image,
+      data: EMPTY,
+    });
+    dataLengths.push(dataLength);
+  }
+
+  if (totalLength - pos !== payloadTotal) {
+    fail(`record payload length mismatch: headers announce ${payloadTotal} bytes, ${totalLength - pos} remain`);
+  }
+
+  // Payloads: per block, image bytes then block data; then main data.
+  for (let i = 0; i < blocks.length; i++) {
+    const b = blocks[i];
+    if (b.image) {
+      b.image.bytes = raw.subarray(pos, pos + b.image.length);
+      pos += b.image.length;
+    }
+    const len = dataLengths[i];
+    if (len) {
+      b.data = raw.subarray(pos, pos + len);
+      pos += len;
+    }
+  }
+  const mainData = mainDataLen ? raw.subarray(pos, pos + mainDataLen) : EMPTY;
+
+  const record: DecodedRecord = {
+    lsn,
+    endLsn: lsn + BigInt((totalLength + 7) & ~7),
+    totalLength,
+    xid,
+    prev,
+    info,
+    rmid,
+    blocks,
+    mainData,
+    raw,
+  };
+  if (origin !== undefined) record.origin = origin;
+  if (toplevelXid !== undefined) record.toplevelXid = toplevelXid;
+  return record;
+}
+
+const EMPTY = Buffer.alloc(0);
+
+function hex32(n: number): string {
+  return "0x" + n.toString(16).toUpperCase().padStart(8, "0");
+}
+
+/** Sum of stored image bytes (pg_waldump's fpi_len); rec_len = totalLength - this. */
+export function fpiLength(record: DecodedRecord): number {
+  let n = 0;
+  for (const b of record.blocks) if (b.image) n += b.image.length;
+  return n;
+}
