@@ -1,0 +1,77 @@
+"use client";
+// The tenant page: its summary, its timelines with their LSNs (polled), and the slots for the
+// branch tree and the LSN chart.
+import { useQuery } from "@tanstack/react-query";
+import Link from "next/link";
+import { useRouter } from "next/navigation";
+import { ErrorNotice } from "@/components/common/ErrorNotice";
+import { Mono } from "@/components/common/Mono";
+import { BranchTree } from "@/components/timelines/BranchTree";
+import { LsnChart } from "@/components/timelines/LsnChart";
+import { TimelineTable } from "@/components/timelines/TimelineTable";
+import { errorCode } from "@/lib/errors";
+import { formatTimestamp } from "@/lib/format";
+import { useTRPC } from "@/lib/trpc";
+import { DeleteTenantButton } from "./DeleteTenantButton";
+
+const TIMELINES_POLL_MS = 5_000;
+
+export function TenantDetail({ tenantId }: { tenantId: string }) {
+  const trpc = useTRPC();
+  const router = useRouter();
+  const tenant = useQuery(trpc.tenants.get.queryOptions({ id: tenantId }));
+  const timelines = useQuery({
+    ...trpc.timelines.list.queryOptions({ tenantId }),
+    enabled: tenant.isSuccess,
+    refetchInterval: TIMELINES_POLL_MS,
+  });
+
+  if (tenant.isPending) return <p className="muted">Loading tenant…</p>;
+  const t = tenant.data;
+  if (!t) {
+    const code = errorCode(tenant.error);
+    const title = code === "NOT_FOUND" ? "Tenant not found." : code === "BAD_REQUEST" ? "Invalid tenant id." : "Cannot load tenant.";
+    return (
+      <>
+        <ErrorNotice title={title} error={tenant.error} />
+        <p>
+          <Link href="/">← All tenants</Link>
+        </p>
+      </>
+    );
+  }
+
+  return (
+    <>
+      {tenant.isError ? <ErrorNotice title="Cannot refresh tenant." error={tenant.error} /> : null}
+      <section className="card">
+        <div className="card-head">
+          <div>
+            <h1>Tenant <Mono>{t.id}</Mono></h1>
+            <p className="muted">
+              <span className={`badge badge-${t.state}`}>{t.state}</span> created {formatTimestamp(t.createdAt)}
+            </p>
+          </div>
+          <DeleteTenantButton tenantId={t.id} onDeleted={() => router.push("/")} />
+        </div>
+      </section>
+
+      <section className="card">
+        <h2>Timelines</h2>
+        {timelines.isError ? <ErrorNotice title="Cannot load timelines." error={timelines.error} /> : null}
+        {timelines.data ? <TimelineTable timelines={timelines.data} /> : timelines.isPending ? <p className="muted">Loading timelines…</p> : null}
+      </section>
+
+      <div className="slots">
+        <section className="card">
+          <h2>Branches</h2>
+          <BranchTree timelines={timelines.data ?? []} />
+        </section>
+        <section className="card">
+          <h2>WAL progress</h2>
+          <LsnChart tenantId={t.id} />
+        </section>
+      </div>
+    </>
+  );
+}

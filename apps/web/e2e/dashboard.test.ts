@@ -1,0 +1,171 @@
+// Browser e2e for the dashboard: a real pageserver and `next start` on free loopback ports,
+// driven through Debian's chromium with playwright-core. Any browser console error or page
+// error fails the test.
+import { randomBytes } from "node:crypto";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
+import { afterAll, afterEach, beforeAll, describe, expect, test } from "vitest";
+import { freePort, LOOPBACK, startService, stopService, waitForHttp, type Service } from "./harness";
+
+const WEB_DIR = path.resolve(import.meta.dirname, "..");
+const REPO_ROOT = path.resolve(WEB_DIR, "../..");
+const UI_TIMEOUT_MS = 30_000;
+/** may include a `next build` on a slow 2-core machine */
+const BEFORE_ALL_TIMEOUT_MS = 420_000;
+
+const CHROMIUM_ARGS = [
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-dev-shm-usage",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+  "--no-first-run",
+];
+
+let dataDir: string;
+let pageserver: Service | undefined;
+let web: Service | undefined;
+let browser: Browser | undefined;
+let apiUrl: string;
+let webUrl: string;
+
+/** Builds the app when no build is there (the test script normally builds it first). */
+async function buildIfNeeded(): Promise<void> {
+  if (existsSync(path.join(WEB_DIR, ".next", "BUILD_ID"))) return;
+  const build = startService("next build", path.join(REPO_ROOT, "node_modules/.bin/next"), ["build"], {
+    cwd: WEB_DIR,
+    env: { NEXT_TELEMETRY_DISABLED: "1" },
+  });
+  const code = await build.exited;
+  if (code !== 0) throw new Error(`next build failed (exit ${code}):\n${build.output()}`);
+}
+
+beforeAll(async () => {
+  await buildIfNeeded();
+  dataDir = mkdtempSync(path.join(tmpdir(), "strata-web-e2e-"));
+
+  const apiPort = await freePort();
+  apiUrl = `http://${LOOPBACK}:${apiPort}`;
+  pageserver = startService(
+    "pageserver",
+    path.join(REPO_ROOT, "node_modules/.bin/strata"),
+    ["pageserver", "--data", dataDir, "--pg-listen", `${LOOPBACK}:0`, "--http-listen", `${LOOPBACK}:${apiPort}`],
+    { cwd: REPO_ROOT },
+  );
+  await waitForHttp(`${apiUrl}/healthz`, pageserver);
+
+  const webPort = await freePort();
+  webUrl = `http://${LOOPBACK}:${webPort}`;
+  web = startService(
+    "next start",
+    path.join(REPO_ROOT, "node_modules/.bin/next"),
+    ["start", "--hostname", LOOPBACK, "--port", String(webPort)],
+    { cwd: WEB_DIR, env: { STRATA_API: apiUrl, NEXT_TELEMETRY_DISABLED: "1" } },
+  );
+  await waitForHttp(`${webUrl}/icon.svg`, web);
+
+  browser = await chromium.launch({ executablePath: "/usr/bin/chromium", headless: true, args: CHROMIUM_ARGS });
+}, BEFORE_ALL_TIMEOUT_MS);
+
+afterAll(async () => {
+  await browser?.close().catch(() => {});
+  await stopService(web);
+  await stopService(pageserver);
+  if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+});
+
+/** A fresh page whose console errors and uncaught exceptions are collected. */
+let context: BrowserContext | undefined;
+async function openPage(): Promise<{ page: Page; errors: string[] }> {
+  context = await browser!.newContext();
+  context.setDefaultTimeout(UI_TIMEOUT_MS);
+  const page = await context.newPage();
+  const errors: string[] = [];
+  page.on("console", (msg) => {
+    if (msg.type() === "error") errors.push(`console: ${msg.text()}`);
+  });
+  page.on("pageerror", (err) => errors.push(`pageerror: ${err.message}`));
+  return { page, errors };
+}
+
+afterEach(async () => {
+  await context?.close().catch(() => {});
+  context = undefined;
+});
+
+async function pageserverTenantIds(): Promise<string[]> {
+  const res = await fetch(`${apiUrl}/trpc/tenants.list`);
+  const body = (await res.json()) as { result: { data: Array<{ id: string }> } };
+  return body.result.data.map((t) => t.id);
+}
+
+describe("dashboard", () => {
+  test("creates a tenant, shows its main timeline, and deletes it", async () => {
+    const { page, errors } = await openPage();
+    const tenantId = randomBytes(16).toString("hex");
+
+    await page.goto(`${webUrl}/`);
+    await page.locator('[data-testid="pageserver-status"][data-state="up"]').waitFor();
+    await expect(page.locator('[data-testid="pageserver-status"]').textContent()).resolves.toMatch(/pageserver up.*v\d+\.\d+\.\d+.*up \d+/);
+
+    // create through the form, with an explicit id
+    await page.locator('input[name="tenantId"]').fill(tenantId);
+    await page.getByRole("button", { name: "Create tenant" }).click();
+    await page.locator('[data-testid="create-tenant-result"]').filter({ hasText: tenantId }).waitFor();
+    const row = page.locator(`[data-testid="tenant-row"][data-tenant-id="${tenantId}"]`);
+    await row.waitFor();
+    expect(await pageserverTenantIds()).toContain(tenantId);
+
+    // the same id again: the API's CONFLICT is shown inline
+    await page.locator('input[name="tenantId"]').fill(tenantId);
+    await page.getByRole("button", { name: "Create tenant" }).click();
+    const conflict = page.locator('[data-testid="create-tenant-form"] [role="alert"]');
+    await conflict.waitFor();
+    expect(await conflict.textContent()).toContain("CONFLICT");
+
+    // the tenant page lists the main timeline with its LSNs
+    await row.getByRole("link").click();
+    await page.waitForURL(`${webUrl}/tenants/${tenantId}`);
+    const main = page.locator('[data-testid="timeline-row"][data-timeline-name="main"]');
+    await main.waitFor();
+    expect(await main.textContent()).toMatch(/[0-9A-F]+\/[0-9A-F]+/);
+    await page.locator('[data-testid="branch-tree-slot"]').waitFor();
+    await page.locator('[data-testid="lsn-chart-slot"]').waitFor();
+
+    // back to the list, delete with confirmation
+    await page.locator(".site-nav").getByRole("link", { name: "Tenants" }).click();
+    await row.waitFor();
+    await row.getByRole("button", { name: "Delete" }).click();
+    await row.getByRole("button", { name: "Yes, delete" }).click();
+    await row.waitFor({ state: "detached" });
+    expect(await pageserverTenantIds()).not.toContain(tenantId);
+
+    expect(errors).toEqual([]);
+  });
+
+  test("shows the pageserver as down, with a readable message, when it stops", async () => {
+    await stopService(pageserver);
+    const { page, errors } = await openPage();
+
+    await page.goto(`${webUrl}/`);
+    const status = page.locator('[data-testid="pageserver-status"][data-state="down"]');
+    await status.waitFor();
+    const statusText = await status.textContent();
+    expect(statusText).toContain("pageserver down");
+    expect(statusText).toContain(`unreachable at ${apiUrl}`);
+
+    const notice = page.locator("main [role=alert]");
+    await notice.waitFor();
+    expect(await notice.textContent()).toMatch(/Cannot load tenants\..*unreachable/);
+
+    // a tenant page degrades the same way
+    await page.goto(`${webUrl}/tenants/${randomBytes(16).toString("hex")}`);
+    await page.locator('[data-testid="pageserver-status"][data-state="down"]').waitFor();
+    await page.locator("main [role=alert]").filter({ hasText: "unreachable" }).waitFor();
+
+    expect(errors).toEqual([]);
+  });
+});

@@ -1,0 +1,222 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { mkdtempSync, openSync, readSync, closeSync, rmSync } from "node:fs";
+import os from "node:os";
+import pg from "pg";
+import path from "node:path";
+import { formatLsn, parseLsn, type Lsn } from "../lsn.ts";
+import { ForkNumber } from "../reltag.ts";
+import { checkpointKey, dbDirEntryKey, entityPrefix, KeySpace, relSizeKey, SlruKind, slruBlockKey, twoPhaseFileKey } from "../storage/keys.ts";
+import { TimelineStore } from "../storage/timeline-store.ts";
+import { DerivedKind, readU32Value, ValueKind } from "../storage/values.ts";
+import { PgCluster } from "../testing/pgcluster.ts";
+import { captureWal, decodeRange } from "../wal/testutil.ts";
+import { walFileName } from "../wal/reader.ts";
+import { CheckPointField } from "./records.ts";
+import { TimelineIngestor } from "./timeline-ingest.ts";
+
+const SEGMENT = 16 * 1024 * 1024;
+
+/** The WAL bytes [from, to) read from the cluster's segment files. */
+function walBytes(walDir: string, from: Lsn, to: Lsn): Buffer {
+  const out = Buffer.alloc(Number(to - from));
+  let pos = from;
+  while (pos < to) {
+    const segStart = pos - (pos % BigInt(SEGMENT));
+    const n = Number(Math.min(Number(to - pos), Number(segStart + BigInt(SEGMENT) - pos)));
+    const fd = openSync(path.join(walDir, walFileName(1, pos)), "r");
+    readSync(fd, out, Number(pos - from), n, Number(pos - segStart));
+    closeSync(fd);
+    pos += BigInt(n);
+  }
+  return out;
+}
+
+async function newStore(dir: string, startLsn: Lsn) {
+  const store = await TimelineStore.open(dir);
+  await store.commit([], { lastRecordLsn: startLsn, diskConsistentLsn: startLsn, startLsn });
+  return store;
+}
+
+async function dumpStore(store: TimelineStore): Promise<string[]> {
+  const out: string[] = [];
+  for await (const [k, v] of store.iterate(Buffer.alloc(1), Buffer.alloc(28, 0xff))) out.push(`${k.toString("hex")}=${v.toString("hex")}`);
+  return out;
+}
+
+describe("WAL ingest from a real PostgreSQL 15", () => {
+  let cluster: PgCluster;
+  let tmp: string;
+  let range: { start: Lsn; end: Lsn };
+  let facts: {
+    dbOid: number;
+    tables: Array<{ name: string; filenode: number; blocks: number }>;
+    droppedFilenode: number;
+    committedXid: number;
+    abortedXid: number;
+    newDbOid: number;
+    droppedDbOid: number;
+    preparedXid: number;
+    pendingPreparedXid: number;
+  };
+
+  beforeAll(async () => {
+    tmp = mkdtempSync(path.join(os.tmpdir(), "strata-ingest-"));
+    cluster = await PgCluster.start({ settings: { wal_keep_size: "1GB", max_prepared_transactions: 5 } });
+    await cluster.sql("CHECKPOINT");
+    const q = <T extends Record<string, unknown>>(sql: string, db = "postgres") => cluster.sql<T>(sql, [], db);
+    // runs statements on one session and returns the rows of the one that produced rows
+    const session = async <T extends Record<string, unknown>>(sql: string): Promise<T[]> => {
+      const client = new pg.Client({ host: cluster.host, port: cluster.port, user: "postgres", database: "postgres" });
+      await client.connect();
+      try {
+        const results = (await client.query(sql)) as unknown as pg.QueryResult[];
+        return (results.find((r) => r.rows.length > 0)?.rows ?? []) as T[];
+      } finally {
+        await client.end();
+      }
+    };
+    range = await captureWal(cluster, async () => {
+      await cluster.pgbench(["-i", "-s", "1", "-q"]);
+      await cluster.pgbench(["-t", "100", "-c", "2"]);
+      await q("CREATE TABLE doomed (x int); INSERT INTO doomed SELECT generate_series(1, 5000)");
+      const [{ filenode }] = await q<{ filenode: number }>("SELECT pg_relation_filenode('doomed') AS filenode");
+      await q("DROP TABLE doomed");
+      const [{ xid: committedXid }] = await session<{ xid: string }>("BEGIN; INSERT INTO pgbench_history VALUES (1,1,1,1,now()); SELECT txid_current()::text AS xid; COMMIT");
+      await q("CREATE TABLE t (x int)");
+      const aborted = await session<{ xid: string }>("BEGIN; INSERT INTO t VALUES (1); SELECT txid_current()::text AS xid; ROLLBACK");
+      await q("BEGIN; INSERT INTO t VALUES (2); SAVEPOINT a; INSERT INTO t VALUES (3); ROLLBACK TO a; SAVEPOINT b; INSERT INTO t VALUES (4); RELEASE b; COMMIT");
+      const [{ xid: preparedXid }] = await session<{ xid: string }>("BEGIN; INSERT INTO t VALUES (5); SELECT txid_current()::text AS xid; PREPARE TRANSACTION 'p1'");
+      await q("COMMIT PREPARED 'p1'");
+      const [{ xid: pendingPreparedXid }] = await session<{ xid: string }>("BEGIN; INSERT INTO t VALUES (6); SELECT txid_current()::text AS xid; PREPARE TRANSACTION 'p2'");
+      await q("CREATE DATABASE d_wal STRATEGY wal_log");
+      await q("CREATE DATABASE d_copy STRATEGY file_copy");
+      const dbs = await q<{ datname: string; oid: number }>("SELECT datname, oid FROM pg_database");
+      await q("DROP DATABASE d_copy");
+      await q("VACUUM pgbench_accounts");
+      await q("TRUNCATE pgbench_history");
+      await q("CHECKPOINT");
+      const tables = await q<{ name: string; filenode: number; blocks: string }>(
+        "SELECT relname AS name, pg_relation_filenode(oid) AS filenode, (pg_relation_size(oid) / 8192)::text AS blocks FROM pg_class WHERE relname IN ('pgbench_accounts','pgbench_branches','pgbench_tellers','pgbench_history','pgbench_accounts_pkey','t')",
+      );
+      const [{ oid: dbOid }] = await q<{ oid: number }>("SELECT oid FROM pg_database WHERE datname = current_database()");
+      facts = {
+        dbOid,
+        tables: tables.map((t) => ({ name: t.name, filenode: t.filenode, blocks: Number(t.blocks) })),
+        droppedFilenode: filenode,
+        committedXid: Number(committedXid),
+        abortedXid: Number(aborted[0].xid),
+        newDbOid: dbs.find((d) => d.datname === "d_wal")!.oid,
+        droppedDbOid: dbs.find((d) => d.datname === "d_copy")!.oid,
+        preparedXid: Number(preparedXid),
+        pendingPreparedXid: Number(pendingPreparedXid),
+      };
+      await q("ROLLBACK PREPARED 'p2'");
+    });
+  });
+
+  afterAll(async () => {
+    await cluster?.stop();
+    rmSync(tmp, { recursive: true, force: true });
+  });
+
+  it("stores every record, relation sizes, drops, CLOG status, databases, 2PC state and the checkpoint as PostgreSQL has them", async () => {
+    const store = await newStore(path.join(tmp, "a"), range.start);
+    try {
+      const ingestor = await TimelineIngestor.open(store);
+      const bytes = walBytes(cluster.walDir, range.start, range.end);
+      let pos = 0;
+      while (pos < bytes.length) {
+        const n = Math.min(bytes.length - pos, 1 + Math.floor(Math.random() * 200_000));
+        await ingestor.ingestWal(bytes.subarray(pos, pos + n), range.start + BigInt(pos));
+        pos += n;
+      }
+      const expected = decodeRange(cluster, range.start, range.end);
+      const markers = await store.readMarkers();
+      expect(formatLsn(markers.lastRecordLsn)).toBe(formatLsn(expected[expected.length - 1].endLsn));
+      expect(markers.diskConsistentLsn).toBe(markers.lastRecordLsn);
+      const logged: Lsn[] = [];
+      for await (const [key] of store.iterate(entityPrefix(KeySpace.WalRecordLog), Buffer.alloc(28, 0x50).fill(0xff, 1))) logged.push(key.readBigUInt64BE(19));
+      expect(logged).toEqual(expected.map((r) => r.lsn));
+
+      const at = markers.lastRecordLsn;
+      for (const table of facts.tables) {
+        const rel = { spcNode: 1663, dbNode: facts.dbOid, relNode: table.filenode };
+        const size = readU32Value((await store.getVersion(relSizeKey(rel, ForkNumber.Main), at))?.value);
+        expect({ name: table.name, size }).toEqual({ name: table.name, size: table.blocks });
+      }
+      const dropped = await store.getVersion(relSizeKey({ spcNode: 1663, dbNode: facts.dbOid, relNode: facts.droppedFilenode }, ForkNumber.Main), at);
+      expect(dropped?.value.kind).toBe(ValueKind.Tombstone);
+
+      const clogPage = await store.getReconstructChain(slruBlockKey(SlruKind.Clog, 0, 0), at);
+      const statusOf = (xid: number) => {
+        let status: number | undefined;
+        for (const v of clogPage.versions) {
+          if (v.value.kind !== ValueKind.Derived || v.value.derived !== DerivedKind.ClogSetStatus) continue;
+          const p = v.value.payload;
+          for (let i = 1; i < p.length; i += 4) if (p.readUInt32LE(i) === xid) status = p[0];
+        }
+        return status;
+      };
+      expect(statusOf(facts.committedXid)).toBe(1);
+      expect(statusOf(facts.abortedXid)).toBe(2);
+      expect(statusOf(facts.preparedXid)).toBe(1);
+      expect(statusOf(facts.pendingPreparedXid)).toBe(2);
+
+      expect((await store.getVersion(dbDirEntryKey(1663, facts.newDbOid), at))?.value.kind).toBe(ValueKind.Image);
+      expect((await store.getVersion(dbDirEntryKey(1663, facts.droppedDbOid), at))?.value.kind).toBe(ValueKind.Tombstone);
+      expect((await store.getVersion(twoPhaseFileKey(facts.pendingPreparedXid), at))?.value.kind).toBe(ValueKind.Tombstone);
+
+      const checkpoint = await store.getVersion(checkpointKey(), at);
+      expect(checkpoint?.value.kind).toBe(ValueKind.Image);
+      if (checkpoint?.value.kind === ValueKind.Image) {
+        const nextXid = Number(checkpoint.value.bytes.readBigUInt64LE(CheckPointField.nextXid) & 0xffffffffn);
+        expect(nextXid).toBeGreaterThan(facts.pendingPreparedXid);
+      }
+    } finally {
+      await store.close();
+    }
+  });
+
+  it("ends with exactly the same store after being interrupted and resumed at its durable LSN", async () => {
+    const bytes = walBytes(cluster.walDir, range.start, range.end);
+    const straight = await newStore(path.join(tmp, "straight"), range.start);
+    await (await TimelineIngestor.open(straight)).ingestWal(bytes, range.start, 256 * 1024);
+    const expected = await dumpStore(straight);
+    await straight.close();
+
+    const dir = path.join(tmp, "interrupted");
+    await (await newStore(dir, range.start)).close();
+    let pos = 0;
+    for (let restart = 0; pos < bytes.length; restart++) {
+      const store = await TimelineStore.open(dir);
+      const ingestor = await TimelineIngestor.open(store);
+      // the stream resumes where the store is durable, possibly re-sending bytes it had seen
+      const resume = Number(ingestor.resumeLsn - range.start);
+      const from = Math.max(0, resume - 5000);
+      const n = Math.min(bytes.length - from, 300_000 + restart * 1000);
+      await ingestor.ingestWal(bytes.subarray(from, from + n), range.start + BigInt(from), 256 * 1024);
+      pos = from + n;
+      await store.close();
+    }
+    const store = await TimelineStore.open(dir);
+    expect(await dumpStore(store)).toEqual(expected);
+    await store.close();
+  });
+
+  it("stops at a corrupt record with an error naming its LSN and stores nothing after it", async () => {
+    const bytes = Buffer.from(walBytes(cluster.walDir, range.start, range.end));
+    const records = decodeRange(cluster, range.start, range.end);
+    const victim = records[Math.floor(records.length / 2)];
+    bytes[Number(victim.lsn - range.start) + 30] ^= 0xff;
+    const store = await newStore(path.join(tmp, "corrupt"), range.start);
+    try {
+      const ingestor = await TimelineIngestor.open(store);
+      await expect(ingestor.ingestWal(bytes, range.start)).rejects.toThrow(formatLsn(victim.lsn));
+      const markers = await store.readMarkers();
+      expect(markers.lastRecordLsn).toBeLessThanOrEqual(victim.lsn);
+      await expect(ingestor.ingestWal(Buffer.alloc(0), range.end)).rejects.toThrow(/ingest stopped/);
+    } finally {
+      await store.close();
+    }
+  });
+});
