@@ -67,10 +67,16 @@ tenant
   .command("create")
   .description("create a tenant (with an empty main timeline)")
   .option("--id <hex32>", "tenant id (default: random)")
+  .option("--from-primary <postgres-url>", "import and follow this PostgreSQL 15 primary as the main timeline")
+  .option("--slot <name>", "physical replication slot to create on the primary")
   .option("--json", "machine-readable output")
   .action(async (opts, cmd) => {
     const id = opts.id === undefined ? undefined : requireId(opts.id, "tenant id");
-    const created = await client(cmd).tenants.create.mutate(id ? { id } : {});
+    if (opts.slot && !opts.fromPrimary) throw new UsageError("--slot needs --from-primary");
+    if (opts.fromPrimary && !/^postgres(ql)?:\/\//.test(opts.fromPrimary)) throw new UsageError(`invalid --from-primary "${opts.fromPrimary}": expected postgres://user[:password]@host:port[/db]`);
+    const input = { ...(id ? { id } : {}), ...(opts.fromPrimary ? { fromPrimary: opts.fromPrimary } : {}), ...(opts.slot ? { slot: opts.slot } : {}) };
+    if (opts.fromPrimary && !opts.json) process.stderr.write("importing a base backup from the primary…\n");
+    const created = await client(cmd).tenants.create.mutate(input);
     print(opts.json, created, () => `created tenant ${created.id} (main timeline ${created.timelines[0]?.id ?? "-"})`);
   });
 
@@ -114,7 +120,12 @@ timeline
   .option("--json", "machine-readable output")
   .action(async (opts, cmd) => {
     const timelines = await client(cmd).timelines.list.query({ tenantId: requireId(opts.tenant, "tenant id") });
-    print(opts.json, timelines, () => table(timelines, ["id", "name", "parentTimelineId", "ancestorLsn", "lastRecordLsn", "diskConsistentLsn", "state"]));
+    print(opts.json, timelines, () =>
+      table(
+        timelines.map((t) => ({ ...t, lagBytes: t.lagBytes ?? "-", primaryFlushLsn: t.primaryFlushLsn ?? "-" })),
+        ["id", "name", "parentTimelineId", "ancestorLsn", "lastRecordLsn", "diskConsistentLsn", "primaryFlushLsn", "lagBytes", "state"],
+      ),
+    );
   });
 
 timeline
@@ -128,7 +139,56 @@ timeline
       tenantId: requireId(opts.tenant, "tenant id"),
       timelineId: requireId(opts.timeline, "timeline id"),
     });
-    print(opts.json, found, () => Object.entries(found).map(([k, v]) => `${k}: ${v ?? "-"}`).join("\n"));
+    print(opts.json, found, () =>
+      Object.entries(found)
+        .map(([k, v]) => `${k}: ${v === null || v === undefined ? "-" : typeof v === "object" ? JSON.stringify(v) : v}`)
+        .join("\n"),
+    );
+  });
+
+function requireLsn(value: string, what: string): string {
+  if (!/^[0-9A-Fa-f]{1,8}\/[0-9A-Fa-f]{1,8}$/.test(value)) throw new UsageError(`invalid ${what} "${value}": expected an LSN like 0/16B3748`);
+  return value;
+}
+
+program
+  .command("wait-lsn")
+  .description("return once the timeline has durably stored WAL up to an LSN")
+  .requiredOption("--tenant <id>", "tenant id")
+  .requiredOption("--timeline <id>", "timeline id")
+  .requiredOption("--lsn <X/Y>", "LSN to wait for")
+  .option("--timeout <seconds>", "give up after this many seconds", "60")
+  .option("--json", "machine-readable output")
+  .action(async (opts, cmd) => {
+    const timeoutSeconds = Number(opts.timeout);
+    if (!Number.isFinite(timeoutSeconds) || timeoutSeconds < 0) throw new UsageError(`invalid --timeout "${opts.timeout}"`);
+    const result = await client(cmd).timelines.waitLsn.mutate({
+      tenantId: requireId(opts.tenant, "tenant id"),
+      timelineId: requireId(opts.timeline, "timeline id"),
+      lsn: requireLsn(opts.lsn, "--lsn"),
+      timeoutSeconds,
+    });
+    print(opts.json, result, () => `durable up to ${result.diskConsistentLsn} (>= ${result.lsn})`);
+  });
+
+program
+  .command("waldump")
+  .description("print the stored WAL records, one per line, comparable with pg_waldump")
+  .requiredOption("--tenant <id>", "tenant id")
+  .requiredOption("--timeline <id>", "timeline id")
+  .option("--from <X/Y>", "first record LSN (inclusive)")
+  .option("--to <X/Y>", "stop before this LSN")
+  .option("--limit <n>", "at most this many records", "1000000")
+  .action(async (opts, cmd) => {
+    const result = await client(cmd).timelines.waldump.query({
+      tenantId: requireId(opts.tenant, "tenant id"),
+      timelineId: requireId(opts.timeline, "timeline id"),
+      from: opts.from ? requireLsn(opts.from, "--from") : undefined,
+      to: opts.to ? requireLsn(opts.to, "--to") : undefined,
+      limit: Number(opts.limit),
+    });
+    process.stdout.write(result.lines.join("\n") + (result.lines.length ? "\n" : ""));
+    if (result.truncated) process.stderr.write(`strata: output truncated at ${opts.limit} records (use --limit or --from)\n`);
   });
 
 program

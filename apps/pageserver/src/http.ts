@@ -33,6 +33,9 @@ export function createHttpServer(opts: { context: Omit<Context, "actor">; metric
     }
     if (url === "/metrics") {
       metrics.attachedTimelines.set(opts.context.manager.attachedTimelineCount);
+      for (const t of opts.context.manager.receivers()) {
+        metrics.lag.set({ tenant: t.tenantId, timeline: t.timelineId }, Number(t.primaryFlushLsn > t.lastRecordLsn ? t.primaryFlushLsn - t.lastRecordLsn : 0n));
+      }
       res.writeHead(200, { "content-type": metrics.registry.contentType });
       res.end(await metrics.registry.metrics());
       return;

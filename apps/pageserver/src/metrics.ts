@@ -20,6 +20,10 @@ export function createMetrics() {
     }),
     tenants: new Gauge({ name: "strata_tenants", help: "Active tenants", registers: [registry] }),
     attachedTimelines: new Gauge({ name: "strata_attached_timelines", help: "Timelines with an open store", registers: [registry] }),
+    walBytes: new Counter({ name: "strata_wal_ingested_bytes_total", help: "WAL bytes durably ingested (stored size)", labelNames: ["tenant", "timeline"] as const, registers: [registry] }),
+    walRecords: new Counter({ name: "strata_wal_ingested_records_total", help: "WAL records durably ingested", labelNames: ["tenant", "timeline"] as const, registers: [registry] }),
+    reconnects: new Counter({ name: "strata_walreceiver_reconnects_total", help: "walreceiver reconnects to the primary", labelNames: ["tenant", "timeline"] as const, registers: [registry] }),
+    lag: new Gauge({ name: "strata_wal_lag_bytes", help: "primary flush LSN minus last_record_lsn", labelNames: ["tenant", "timeline"] as const, registers: [registry] }),
     pageServiceConnections: new Gauge({ name: "strata_page_service_connections", help: "Open page service connections", registers: [registry] }),
   };
 }

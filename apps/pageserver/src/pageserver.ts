@@ -86,11 +86,27 @@ export async function startPageserver(options: PageserverOptions): Promise<Runni
     await applyMigrations(databaseUrl);
     const db = openDatabase(databaseUrl);
     const metrics = createMetrics();
-    const manager = new TenantManager(dataDir);
+    const manager = new TenantManager(dataDir, {
+      onDurable: (tenantId, timelineId, lsn, bytes, records) => {
+        metrics.walBytes.inc({ tenant: tenantId, timeline: timelineId }, bytes);
+        metrics.walRecords.inc({ tenant: tenantId, timeline: timelineId }, records);
+      },
+      onReceiverEvent: (tenantId, timelineId, event, detail) => {
+        if (event === "reconnect") metrics.reconnects.inc({ tenant: tenantId, timeline: timelineId });
+        const log = event === "connected" ? logger.info.bind(logger) : logger.warn.bind(logger);
+        log({ tenantId, timelineId, detail }, `walreceiver ${event}`);
+      },
+    });
+    const timelineSpecs = (tenantId: string) =>
+      db.timeline.findMany({ where: { tenantId, state: "active" }, select: { id: true, primaryUrl: true, slotName: true } });
     const tenants = new TenantService(db, dataDir, {
+      importTimeline: async (tenantId, timelineId, primaryUrl, slot) => {
+        logger.info({ tenantId, timelineId, slot }, "importing base backup from primary");
+        const result = await manager.importFromPrimary(tenantId, timelineId, primaryUrl, slot);
+        logger.info({ tenantId, timelineId, files: result.files, bytes: result.bytes }, "base backup imported");
+      },
       onTenantActive: async (tenantId) => {
-        const timelines = await db.timeline.findMany({ where: { tenantId, state: "active" }, select: { id: true } });
-        await manager.attach(tenantId, timelines.map((t) => t.id));
+        await manager.attach(tenantId, await timelineSpecs(tenantId));
         metrics.tenants.inc();
         logger.info({ tenantId }, "tenant attached");
       },
@@ -102,10 +118,7 @@ export async function startPageserver(options: PageserverOptions): Promise<Runni
     });
     const recovery = await tenants.recover();
     if (recovery.rolledBack.length || recovery.removedDirs.length) logger.warn(recovery, "recovered from an interrupted create/delete");
-    for (const tenantId of recovery.active) {
-      const timelines = await db.timeline.findMany({ where: { tenantId, state: "active" }, select: { id: true } });
-      await manager.attach(tenantId, timelines.map((t) => t.id));
-    }
+    for (const tenantId of recovery.active) await manager.attach(tenantId, await timelineSpecs(tenantId));
     metrics.tenants.set(recovery.active.length);
 
     const pageService = createPageServiceServer({ logger, metrics });

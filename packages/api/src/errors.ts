@@ -2,3 +2,6 @@
 export class NotFoundError extends Error {}
 export class ConflictError extends Error {}
 export class InvalidInputError extends Error {}
+/** The external primary refused or failed a request (unreachable, bad credentials, unsuitable). */
+export class PrimaryRequestError extends Error {}
+export class TimeoutError extends Error {}

@@ -5,6 +5,20 @@ export const idSchema = z.string().regex(/^[0-9a-f]{32}$/, "expected 32 lowercas
 export const lsnSchema = z.string().regex(/^[0-9A-Fa-f]{1,8}\/[0-9A-Fa-f]{1,8}$/, "expected an LSN like 0/16B3748");
 
 export const tenantIdInput = z.object({ id: idSchema });
-export const tenantCreateInput = z.object({ id: idSchema.optional() }).default({});
+export const tenantCreateInput = z
+  .object({
+    id: idSchema.optional(),
+    fromPrimary: z.string().min(1).optional(),
+    slot: z.string().regex(/^[a-z0-9_]{1,63}$/, "slot names are 1-63 lowercase letters, digits and underscores").optional(),
+  })
+  .default({});
+export const waitLsnInput = z.object({ tenantId: idSchema, timelineId: idSchema, lsn: lsnSchema, timeoutSeconds: z.number().min(0).max(3600).default(30) });
+export const waldumpInput = z.object({
+  tenantId: idSchema,
+  timelineId: idSchema,
+  from: lsnSchema.optional(),
+  to: lsnSchema.optional(),
+  limit: z.number().int().min(1).max(1_000_000).default(100_000),
+});
 export const timelineListInput = z.object({ tenantId: idSchema });
 export const timelineGetInput = z.object({ tenantId: idSchema, timelineId: idSchema });

@@ -6,8 +6,8 @@ export const tenantsRouter = router({
   list: publicProcedure.query(({ ctx }) => ctx.tenants.list()),
   get: publicProcedure.input(tenantIdInput).query(({ ctx, input }) => ctx.tenants.get(input.id)),
   create: publicProcedure.input(tenantCreateInput).mutation(({ ctx, input }) =>
-    recordOperation(ctx.db, { kind: "tenant.create", actor: ctx.actor, tenantId: input.id, input, tenantIdOf: (t) => t.id }, () =>
-      ctx.tenants.create(input.id),
+    recordOperation(ctx.db, { kind: "tenant.create", actor: ctx.actor, tenantId: input.id, input: { ...input, fromPrimary: input.fromPrimary?.replace(/:[^:@/]*@/, ":***@") }, tenantIdOf: (t) => t.id }, () =>
+      ctx.tenants.create(input.id, { fromPrimary: input.fromPrimary, slot: input.slot }),
     ),
   ),
   delete: publicProcedure.input(tenantIdInput).mutation(async ({ ctx, input }) => {

@@ -1,29 +1,79 @@
-import { formatLsn } from "@strata/core";
-import { NotFoundError } from "../errors.ts";
+import { decodeRecord, formatLsn, formatRecordLine, parseLsn, storeKey, walRecordLogKey, WaitLsnTimeoutError } from "@strata/core";
+import { NotFoundError, TimeoutError } from "../errors.ts";
 import { timelineView } from "../service/tenants.ts";
-import { timelineGetInput, timelineListInput } from "../schemas.ts";
+import { timelineGetInput, timelineListInput, waitLsnInput, waldumpInput } from "../schemas.ts";
 import { publicProcedure, router, type Context } from "../trpc.ts";
 
-async function withProgress(ctx: Context, view: ReturnType<typeof timelineView>) {
+async function withProgress(ctx: Context, view: ReturnType<typeof timelineView>, primaryUrl: string | null) {
   const markers = await ctx.manager.markers(view.tenantId, view.id);
+  const receiver = ctx.manager.receiverStatus(view.tenantId, view.id);
+  const last = markers?.lastRecordLsn ?? 0n;
+  const primaryFlush = receiver?.primaryFlushLsn ?? null;
   return {
     ...view,
-    lastRecordLsn: formatLsn(markers?.lastRecordLsn ?? 0n),
+    lastRecordLsn: formatLsn(last),
     diskConsistentLsn: formatLsn(markers?.diskConsistentLsn ?? 0n),
     startLsn: formatLsn(markers?.startLsn ?? 0n),
     attached: markers !== undefined,
+    // the password never leaves the server
+    primary: primaryUrl ? primaryUrl.replace(/:[^:@/]*@/, ":***@") : null,
+    primaryFlushLsn: primaryFlush === null ? null : formatLsn(primaryFlush),
+    lagBytes: primaryFlush === null ? null : Number(primaryFlush > last ? primaryFlush - last : 0n),
+    walreceiver: receiver
+      ? { state: receiver.state, lastError: receiver.lastError, reconnects: receiver.reconnects, receivedBytes: receiver.receivedBytes, records: receiver.records }
+      : null,
   };
+}
+
+async function findTimeline(ctx: Context, tenantId: string, timelineId: string) {
+  await ctx.tenants.get(tenantId);
+  const row = await ctx.db.timeline.findFirst({ where: { id: timelineId, tenantId } });
+  if (!row) throw new NotFoundError(`timeline ${timelineId} not found in tenant ${tenantId}`);
+  return row;
 }
 
 export const timelinesRouter = router({
   list: publicProcedure.input(timelineListInput).query(async ({ ctx, input }) => {
-    const tenant = await ctx.tenants.get(input.tenantId);
-    return Promise.all(tenant.timelines.map((tl) => withProgress(ctx, tl)));
+    await ctx.tenants.get(input.tenantId);
+    const rows = await ctx.db.timeline.findMany({ where: { tenantId: input.tenantId }, orderBy: { createdAt: "asc" } });
+    return Promise.all(rows.map((row) => withProgress(ctx, timelineView(row), row.primaryUrl)));
   }),
   get: publicProcedure.input(timelineGetInput).query(async ({ ctx, input }) => {
-    await ctx.tenants.get(input.tenantId);
-    const row = await ctx.db.timeline.findFirst({ where: { id: input.timelineId, tenantId: input.tenantId } });
-    if (!row) throw new NotFoundError(`timeline ${input.timelineId} not found in tenant ${input.tenantId}`);
-    return withProgress(ctx, timelineView(row));
+    const row = await findTimeline(ctx, input.tenantId, input.timelineId);
+    return withProgress(ctx, timelineView(row), row.primaryUrl);
+  }),
+  /** Returns once the timeline has durably stored WAL up to `lsn` (TIMEOUT otherwise). */
+  waitLsn: publicProcedure.input(waitLsnInput).mutation(async ({ ctx, input }) => {
+    await findTimeline(ctx, input.tenantId, input.timelineId);
+    try {
+      const markers = await ctx.manager.waitForLsn(input.tenantId, input.timelineId, parseLsn(input.lsn), input.timeoutSeconds * 1000);
+      return { lsn: input.lsn, diskConsistentLsn: formatLsn(markers.diskConsistentLsn) };
+    } catch (err) {
+      if (err instanceof WaitLsnTimeoutError) throw new TimeoutError(err.message);
+      throw err;
+    }
+  }),
+  /** The stored WAL records in [from, to), one pg_waldump-comparable line each. */
+  waldump: publicProcedure.input(waldumpInput).query(async ({ ctx, input }) => {
+    await findTimeline(ctx, input.tenantId, input.timelineId);
+    const handle = ctx.manager.get(input.tenantId, input.timelineId);
+    if (!handle) throw new NotFoundError(`timeline ${input.timelineId} is not attached`);
+    const from = input.from ? parseLsn(input.from) : 0n;
+    const to = input.to ? parseLsn(input.to) : 0xffffffffffffffffn;
+    const lines: string[] = [];
+    let truncated = false;
+    if (to > from) {
+      for await (const [key, value] of handle.store.iterate(storeKey(walRecordLogKey(), from), storeKey(walRecordLogKey(), to - 1n))) {
+        if (lines.length >= input.limit) {
+          truncated = true;
+          break;
+        }
+        const lsn = key.readBigUInt64BE(19);
+        const record = decodeRecord(value.subarray(9), lsn, { verifyCrc: false });
+        record.endLsn = value.readBigUInt64BE(1);
+        lines.push(formatRecordLine(record));
+      }
+    }
+    return { lines, truncated };
   }),
 });

@@ -4,7 +4,7 @@
 // A crash in between leaves a "creating" row that `recover()` rolls back at the next start.
 import { createTenantStorage, failpoint, formatLsn, generateId, isValidId, listTenantStorage, removeTempStorage, removeTenantStorage, TenantStorageExists } from "@strata/core";
 import type { Database } from "../db.ts";
-import { ConflictError, InvalidInputError, NotFoundError } from "../errors.ts";
+import { ConflictError, InvalidInputError, NotFoundError, PrimaryRequestError } from "../errors.ts";
 
 export interface TimelineView {
   id: string;
@@ -43,7 +43,18 @@ function isUniqueViolation(err: unknown): boolean {
   return code === "P2002" || /unique constraint/i.test(message);
 }
 
+export interface CreateTenantOptions {
+  /** follow this primary (postgres:// URL) as the main timeline, after importing its base backup */
+  fromPrimary?: string;
+  /** physical replication slot name on the primary (default strata_<tenant>_<timeline prefix>) */
+  slot?: string;
+}
+
+const SLOT_NAME = /^[a-z0-9_]{1,63}$/;
+
 export interface TenantHooks {
+  /** imports the primary's base backup into the new timeline (storage exists, tenant not active yet) */
+  importTimeline?(tenantId: string, timelineId: string, primaryUrl: string, slot: string): Promise<unknown>;
   /** called after a tenant's creation committed: start its timelines */
   onTenantActive?(tenantId: string): Promise<void>;
   /** called before a tenant's storage is removed: stop everything it runs */
@@ -81,9 +92,24 @@ export class TenantService {
     };
   }
 
-  async create(requestedId?: string): Promise<TenantView & { timelines: TimelineView[] }> {
+  async create(requestedId?: string, options: CreateTenantOptions = {}): Promise<TenantView & { timelines: TimelineView[] }> {
     const id = requestedId ?? generateId();
     if (!isValidId(id)) throw new InvalidInputError(`invalid tenant id "${id}": expected 32 lowercase hex characters`);
+    const timelineId = generateId();
+    let slot: string | undefined;
+    if (options.fromPrimary !== undefined) {
+      let url: URL;
+      try {
+        url = new URL(options.fromPrimary);
+      } catch {
+        throw new InvalidInputError(`invalid primary "${options.fromPrimary}": expected a postgres:// URL`);
+      }
+      if (url.protocol !== "postgres:" && url.protocol !== "postgresql:") throw new InvalidInputError(`invalid primary "${options.fromPrimary}": expected a postgres:// URL`);
+      slot = options.slot ?? `strata_${id}_${timelineId.slice(0, 16)}`;
+      if (!SLOT_NAME.test(slot)) throw new InvalidInputError(`invalid slot name "${slot}": use 1-63 lowercase letters, digits and underscores`);
+      const owner = await this.db.timeline.findUnique({ where: { slotName: slot } });
+      if (owner) throw new ConflictError(`replication slot "${slot}" is already used by tenant ${owner.tenantId}`);
+    }
     if (this.inFlight.has(id)) throw new ConflictError(`tenant ${id} is already being created`);
     this.inFlight.add(id);
     try {
@@ -93,7 +119,6 @@ export class TenantService {
         if (isUniqueViolation(err)) throw new ConflictError(`tenant ${id} already exists`);
         throw err;
       }
-      const timelineId = generateId();
       try {
         await createTenantStorage(this.dataDir, id, timelineId);
       } catch (err) {
@@ -102,8 +127,19 @@ export class TenantService {
         throw err;
       }
       failpoint("tenant-create-after-storage");
+      if (options.fromPrimary && slot) {
+        try {
+          await this.hooks.importTimeline?.(id, timelineId, options.fromPrimary, slot);
+        } catch (err) {
+          await removeTenantStorage(this.dataDir, id).catch(() => {});
+          await this.db.tenant.delete({ where: { id } }).catch(() => {});
+          throw new PrimaryRequestError(`cannot import from primary: ${(err as Error).message}`);
+        }
+      }
       await this.db.$transaction([
-        this.db.timeline.create({ data: { id: timelineId, tenantId: id, name: "main", ancestorLsn: 0n, state: "active" } }),
+        this.db.timeline.create({
+          data: { id: timelineId, tenantId: id, name: "main", ancestorLsn: 0n, state: "active", primaryUrl: options.fromPrimary ?? null, slotName: slot ?? null },
+        }),
         this.db.tenant.update({ where: { id }, data: { state: "active" } }),
       ]);
     } finally {

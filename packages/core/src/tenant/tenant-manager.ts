@@ -1,29 +1,75 @@
 // The pageserver's live tenants: opens each active timeline's store when its tenant is attached
-// (only after the tenant's creation committed) and closes them on detach/shutdown.
+// (only after the tenant's creation committed), runs a walreceiver for timelines that follow a
+// primary, answers "wait until LSN is durable", and closes everything on detach/shutdown.
+import { formatLsn, type Lsn } from "../lsn.ts";
+import { importFromPrimary, type PrimaryImportResult } from "../ingest/import-primary.ts";
+import { TimelineIngestor } from "../ingest/timeline-ingest.ts";
+import { WalReceiver, type WalReceiverStatus } from "../ingest/walreceiver.ts";
 import { TimelineStore, type TimelineMarkers } from "../storage/timeline-store.ts";
 import { timelineStoreDir } from "./tenant-storage.ts";
+
+export interface TimelineSpec {
+  id: string;
+  primaryUrl?: string | null;
+  slotName?: string | null;
+}
 
 export interface TimelineHandle {
   tenantId: string;
   timelineId: string;
   store: TimelineStore;
+  receiver?: WalReceiver;
 }
+
+export interface IngestEvents {
+  onDurable?(tenantId: string, timelineId: string, lsn: Lsn, bytes: number, records: number): void;
+  onReceiverEvent?(tenantId: string, timelineId: string, event: string, detail: string): void;
+}
+
+export class WaitLsnTimeoutError extends Error {}
 
 export class TenantManager {
   private readonly timelines = new Map<string, TimelineHandle>();
+  private readonly waiters = new Set<() => void>();
 
-  constructor(readonly dataDir: string) {}
+  constructor(readonly dataDir: string, private readonly events: IngestEvents = {}) {}
 
   private key(tenantId: string, timelineId: string) {
     return `${tenantId}/${timelineId}`;
   }
 
-  async attach(tenantId: string, timelineIds: string[]): Promise<void> {
-    for (const timelineId of timelineIds) {
-      const key = this.key(tenantId, timelineId);
+  async attach(tenantId: string, timelines: Array<string | TimelineSpec>): Promise<void> {
+    for (const entry of timelines) {
+      const spec = typeof entry === "string" ? { id: entry } : entry;
+      const key = this.key(tenantId, spec.id);
       if (this.timelines.has(key)) continue;
-      const store = await TimelineStore.open(timelineStoreDir(this.dataDir, tenantId, timelineId));
-      this.timelines.set(key, { tenantId, timelineId, store });
+      const store = await TimelineStore.open(timelineStoreDir(this.dataDir, tenantId, spec.id));
+      const handle: TimelineHandle = { tenantId, timelineId: spec.id, store };
+      this.timelines.set(key, handle);
+      if (spec.primaryUrl && spec.slotName) {
+        const ingestor = await TimelineIngestor.open(store);
+        handle.receiver = new WalReceiver(ingestor, {
+          primary: spec.primaryUrl,
+          slot: spec.slotName,
+          applicationName: `strata_${spec.id.slice(0, 16)}`,
+          onDurable: (lsn, bytes, records) => {
+            this.events.onDurable?.(tenantId, spec.id, lsn, bytes, records);
+            for (const wake of this.waiters) wake();
+          },
+          onEvent: (event, detail) => this.events.onReceiverEvent?.(tenantId, spec.id, event, detail),
+        });
+        handle.receiver.start();
+      }
+    }
+  }
+
+  /** Imports a primary's base backup into a (not yet attached) timeline store. */
+  async importFromPrimary(tenantId: string, timelineId: string, primaryUrl: string, slotName: string, onProgress?: (done: number, total: number | null) => void): Promise<PrimaryImportResult> {
+    const store = await TimelineStore.open(timelineStoreDir(this.dataDir, tenantId, timelineId));
+    try {
+      return await importFromPrimary(store, primaryUrl, slotName, onProgress);
+    } finally {
+      await store.close();
     }
   }
 
@@ -31,6 +77,7 @@ export class TenantManager {
     for (const [key, handle] of this.timelines) {
       if (handle.tenantId !== tenantId) continue;
       this.timelines.delete(key);
+      await handle.receiver?.stop();
       await handle.store.close();
     }
   }
@@ -43,12 +90,58 @@ export class TenantManager {
     return this.get(tenantId, timelineId)?.store.readMarkers();
   }
 
+  receiverStatus(tenantId: string, timelineId: string): WalReceiverStatus | undefined {
+    return this.get(tenantId, timelineId)?.receiver?.status;
+  }
+
+  /** Resolves once the timeline has durably stored WAL up to `lsn`; fails after `timeoutMs`. */
+  async waitForLsn(tenantId: string, timelineId: string, lsn: Lsn, timeoutMs: number): Promise<TimelineMarkers> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const handle = this.get(tenantId, timelineId);
+      if (!handle) throw new Error(`timeline ${timelineId} is not attached`);
+      const markers = await handle.store.readMarkers();
+      if (markers.diskConsistentLsn >= lsn) return markers;
+      const status = handle.receiver?.status;
+      if (status?.state === "failed") throw new Error(`ingest for timeline ${timelineId} has stopped: ${status.lastError}`);
+      const left = deadline - Date.now();
+      if (left <= 0) {
+        throw new WaitLsnTimeoutError(
+          `timed out after ${timeoutMs} ms waiting for LSN ${formatLsn(lsn)}; timeline is durable up to ${formatLsn(markers.diskConsistentLsn)}` +
+            (status?.lastError ? ` (walreceiver: ${status.state}, last error: ${status.lastError})` : ""),
+        );
+      }
+      await new Promise<void>((resolve) => {
+        const wake = () => {
+          clearTimeout(timer);
+          this.waiters.delete(wake);
+          resolve();
+        };
+        const timer = setTimeout(wake, Math.min(left, 250));
+        this.waiters.add(wake);
+      });
+    }
+  }
+
+  /** Lag inputs of every timeline that follows a primary. */
+  receivers(): Array<{ tenantId: string; timelineId: string; primaryFlushLsn: Lsn; lastRecordLsn: Lsn }> {
+    const out = [];
+    for (const handle of this.timelines.values()) {
+      if (!handle.receiver) continue;
+      out.push({ tenantId: handle.tenantId, timelineId: handle.timelineId, primaryFlushLsn: handle.receiver.status.primaryFlushLsn, lastRecordLsn: handle.receiver.lastRecordLsn });
+    }
+    return out;
+  }
+
   get attachedTimelineCount(): number {
     return this.timelines.size;
   }
 
   async shutdown(): Promise<void> {
-    for (const handle of this.timelines.values()) await handle.store.close();
+    for (const handle of this.timelines.values()) {
+      await handle.receiver?.stop();
+      await handle.store.close();
+    }
     this.timelines.clear();
   }
 }

@@ -1,0 +1,128 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createStrataClient } from "@strata/api/client";
+import { diffWaldumpEntries, parseLsn, parsePgWaldumpOutput } from "@strata/core";
+import { PgCluster } from "@strata/core/testing";
+import { makeDataDir, removeDataDir, runCli, startDaemon, type Daemon } from "./test-daemon.ts";
+
+async function flushLsn(cluster: PgCluster): Promise<string> {
+  const [{ lsn }] = await cluster.sql<{ lsn: string }>("SELECT pg_current_wal_flush_lsn()::text AS lsn");
+  return lsn;
+}
+
+describe("following a real PostgreSQL 15 primary", () => {
+  let primary: PgCluster;
+  let dataDir: string;
+  let daemon: Daemon;
+  let env: Record<string, string>;
+  let tenantId: string;
+  let timelineId: string;
+
+  beforeAll(async () => {
+    primary = await PgCluster.start({ settings: { wal_keep_size: "2GB", max_prepared_transactions: 5 } });
+    await primary.pgbench(["-i", "-s", "1", "-q"]);
+    dataDir = makeDataDir();
+    daemon = await startDaemon(dataDir);
+    env = { STRATA_API: daemon.apiUrl };
+  });
+
+  afterAll(async () => {
+    await daemon?.stop();
+    await primary?.stop();
+    removeDataDir(dataDir);
+  });
+
+  /** strata waldump over everything stored equals pg_waldump over the same range, record by record. */
+  async function expectWaldumpMatches(upTo: string) {
+    const ours = await runCli(["waldump", "--tenant", tenantId, "--timeline", timelineId, "--to", upTo], env);
+    expect(ours.code, ours.stderr).toBe(0);
+    const oursEntries = parsePgWaldumpOutput(ours.stdout);
+    expect(oursEntries.length).toBeGreaterThan(100);
+    const first = oursEntries[0].lsn;
+    const theirs = await primary.run("pg_waldump", ["-p", primary.walDir, "-s", first, "-e", upTo]);
+    const theirEntries = parsePgWaldumpOutput(theirs.stdout);
+    expect(diffWaldumpEntries(oursEntries, theirEntries)).toEqual([]);
+    expect(oursEntries.length).toBe(theirEntries.length);
+  }
+
+  it("imports a running primary with `tenant create --from-primary` and follows pgbench live", async () => {
+    const created = await runCli(["tenant", "create", "--from-primary", primary.connectionString(), "--json"], env);
+    expect(created.code, created.stderr).toBe(0);
+    const tenant = JSON.parse(created.stdout);
+    tenantId = tenant.id;
+    timelineId = tenant.timelines[0].id;
+    await primary.pgbench(["-T", "3", "-c", "2"]);
+    const target = await flushLsn(primary);
+    const waited = await runCli(["wait-lsn", "--tenant", tenantId, "--timeline", timelineId, "--lsn", target, "--timeout", "60"], env);
+    expect(waited.code, waited.stderr).toBe(0);
+    const info = JSON.parse((await runCli(["timeline", "get", "--tenant", tenantId, "--timeline", timelineId, "--json"], env)).stdout);
+    expect(parseLsn(info.lastRecordLsn)).toBeGreaterThanOrEqual(parseLsn(target));
+    expect(info.diskConsistentLsn).toBe(info.lastRecordLsn);
+    expect(info.walreceiver.state).toBe("streaming");
+    expect(info.primary).toMatch(/^postgresql:\/\//);
+    await expectWaldumpMatches(target);
+    const metrics = await (await fetch(`${daemon.apiUrl}/metrics`)).text();
+    expect(metrics).toMatch(new RegExp(`strata_wal_ingested_records_total\\{tenant="${tenantId}",timeline="${timelineId}"\\} [1-9]`));
+    // the slot on the primary is held back only to what is durably stored
+    const [slot] = await primary.sql<{ restart_lsn: string; active: boolean }>("SELECT restart_lsn::text, active FROM pg_replication_slots");
+    expect(slot.active).toBe(true);
+    expect(parseLsn(slot.restart_lsn)).toBeLessThanOrEqual(parseLsn(info.diskConsistentLsn));
+  });
+
+  it("resumes after kill -9 of the pageserver with no gap and no duplicate", async () => {
+    const bench = primary.spawnClient("pgbench", ["-T", "4", "-c", "2", "postgres"]);
+    await new Promise((r) => setTimeout(r, 1500));
+    await daemon.kill9();
+    await new Promise((r) => bench.once("exit", r));
+    daemon = await startDaemon(dataDir);
+    env = { STRATA_API: daemon.apiUrl };
+    const target = await flushLsn(primary);
+    const waited = await runCli(["wait-lsn", "--tenant", tenantId, "--timeline", timelineId, "--lsn", target, "--timeout", "60"], env);
+    expect(waited.code, waited.stderr).toBe(0);
+    await expectWaldumpMatches(target);
+  });
+
+  it("reconnects and continues when the primary restarts", async () => {
+    await primary.stopServer();
+    await primary.startServer();
+    await primary.pgbench(["-t", "200", "-c", "2"]);
+    const target = await flushLsn(primary);
+    const waited = await runCli(["wait-lsn", "--tenant", tenantId, "--timeline", timelineId, "--lsn", target, "--timeout", "90"], env);
+    expect(waited.code, waited.stderr).toBe(0);
+    const info = await createStrataClient(daemon.apiUrl).timelines.get.query({ tenantId, timelineId });
+    expect(info.walreceiver?.reconnects).toBeGreaterThan(0);
+    await expectWaldumpMatches(target);
+  });
+
+  it("gives clear errors for bad primaries and slot clashes, and keeps serving", async () => {
+    const unreachable = await runCli(["tenant", "create", "--from-primary", "postgresql://postgres@127.0.0.1:1/postgres"], env);
+    expect(unreachable.code).toBe(1);
+    expect(unreachable.stderr).toMatch(/cannot import from primary: .*(refused|connect)/i);
+    const badUser = await runCli(["tenant", "create", "--from-primary", primary.connectionString("postgres", "nobody")], env);
+    expect(badUser.code).toBe(1);
+    expect(badUser.stderr).toMatch(/nobody/);
+    const info = await createStrataClient(daemon.apiUrl).timelines.get.query({ tenantId, timelineId });
+    const sameSlot = await runCli(["tenant", "create", "--from-primary", primary.connectionString(), "--slot", String(info.name === "main" ? (await primary.sql<{ slot_name: string }>("SELECT slot_name FROM pg_replication_slots"))[0].slot_name : "")], env);
+    expect(sameSlot.code).toBe(1);
+    expect(sameSlot.stderr).toMatch(/CONFLICT: replication slot .* already used by tenant/);
+    await primary.sql("SELECT pg_create_physical_replication_slot('someone_elses')");
+    const foreignSlot = await runCli(["tenant", "create", "--from-primary", primary.connectionString(), "--slot", "someone_elses"], env);
+    expect(foreignSlot.code).toBe(1);
+    expect(foreignSlot.stderr).toMatch(/slot "someone_elses" already exists on the primary/);
+    const notUrl = await runCli(["tenant", "create", "--from-primary", "localhost:5432"], env);
+    expect(notUrl.code).toBe(2);
+    // nothing half-created, and the followed tenant is still there
+    const tenants = await createStrataClient(daemon.apiUrl).tenants.list.query();
+    expect(tenants.map((t) => t.id)).toEqual([tenantId]);
+  });
+
+  it("refuses a primary without wal_level=replica with a clear message", async () => {
+    const minimal = await PgCluster.start({ settings: { wal_level: "minimal", max_wal_senders: 0 } });
+    try {
+      const result = await runCli(["tenant", "create", "--from-primary", minimal.connectionString()], env);
+      expect(result.code).toBe(1);
+      expect(result.stderr).toMatch(/cannot import from primary: .*(replication|wal_level|max_wal_senders)/i);
+    } finally {
+      await minimal.stop();
+    }
+  });
+});

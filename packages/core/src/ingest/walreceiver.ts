@@ -1,0 +1,121 @@
+// The walreceiver: follows a primary over physical replication for one timeline.
+//   primary --XLogData--> WalReceiver --bytes--> TimelineIngestor --batch--> TimelineStore
+// It streams from the timeline's durable LSN through a named physical slot, reports only durable
+// positions as flushed (so the slot keeps WAL until it is stored), and reconnects with backoff when
+// the primary restarts or the connection drops. A record that cannot be decoded stops it for good.
+import { formatLsn, type Lsn } from "../lsn.ts";
+import { ReplicationConnection } from "../replication/connection.ts";
+import { PrimaryError } from "../replication/errors.ts";
+import { WalDecodeError } from "../wal/errors.ts";
+import { IngestStoppedError, TimelineIngestor } from "./timeline-ingest.ts";
+
+export type WalReceiverState = "connecting" | "streaming" | "backoff" | "failed" | "stopped";
+
+export interface WalReceiverStatus {
+  state: WalReceiverState;
+  primaryFlushLsn: Lsn;
+  lastError: string | null;
+  reconnects: number;
+  receivedBytes: number;
+  records: number;
+}
+
+export interface WalReceiverOptions {
+  primary: string;
+  slot: string;
+  applicationName?: string;
+  initialBackoffMs?: number;
+  maxBackoffMs?: number;
+  onDurable?(lsn: Lsn, bytes: number, records: number): void;
+  onEvent?(event: "connected" | "reconnect" | "failed", detail: string): void;
+}
+
+export class WalReceiver {
+  readonly status: WalReceiverStatus = { state: "connecting", primaryFlushLsn: 0n, lastError: null, reconnects: 0, receivedBytes: 0, records: 0 };
+  private stopped = false;
+  private connection: ReplicationConnection | undefined;
+  private loop: Promise<void> | undefined;
+  private wakeBackoff: (() => void) | undefined;
+
+  constructor(private readonly ingestor: TimelineIngestor, private readonly options: WalReceiverOptions) {}
+
+  get lastRecordLsn(): Lsn {
+    return this.ingestor.resumeLsn;
+  }
+
+  start(): void {
+    this.loop ??= this.run();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.wakeBackoff?.();
+    this.connection?.destroy();
+    await this.loop;
+    this.status.state = "stopped";
+  }
+
+  private async run(): Promise<void> {
+    let backoff = this.options.initialBackoffMs ?? 200;
+    const maxBackoff = this.options.maxBackoffMs ?? 10_000;
+    while (!this.stopped) {
+      this.status.state = "connecting";
+      try {
+        const conn = await ReplicationConnection.connect(this.options.primary, { applicationName: this.options.applicationName ?? "strata" });
+        this.connection = conn;
+        const identity = await conn.identifySystem();
+        if (identity.xlogPos > this.status.primaryFlushLsn) this.status.primaryFlushLsn = identity.xlogPos;
+        const stream = await conn.startReplication({ slot: this.options.slot, startLsn: this.ingestor.resumeLsn, timeline: identity.timeline });
+        this.status.state = "streaming";
+        this.status.lastError = null;
+        this.options.onEvent?.("connected", formatLsn(this.ingestor.resumeLsn));
+        backoff = this.options.initialBackoffMs ?? 200;
+        for (;;) {
+          const message = await stream.next();
+          if (stream.serverWalEnd > this.status.primaryFlushLsn) this.status.primaryFlushLsn = stream.serverWalEnd;
+          if (!message) break;
+          if (message.data.length === 0) continue;
+          const before = this.ingestor.totalRecords;
+          const bytesBefore = this.ingestor.totalBytes;
+          const durable = await this.ingestor.ingestWal(message.data, message.walStart);
+          this.status.receivedBytes += message.data.length;
+          this.status.records = this.ingestor.totalRecords;
+          stream.sendStatus({ written: message.walStart + BigInt(message.data.length), flushed: durable, applied: durable });
+          this.options.onDurable?.(durable, this.ingestor.totalBytes - bytesBefore, this.ingestor.totalRecords - before);
+        }
+        await conn.close().catch(() => {});
+      } catch (err) {
+        this.connection?.destroy();
+        if (this.stopped) break;
+        const message = (err as Error).message;
+        this.status.lastError = message;
+        if (err instanceof IngestStoppedError || err instanceof WalDecodeError) {
+          this.status.state = "failed";
+          this.options.onEvent?.("failed", message);
+          return;
+        }
+        // a slot that does not exist will not appear by retrying
+        if (err instanceof PrimaryError && err.code === "42704") {
+          this.status.state = "failed";
+          this.options.onEvent?.("failed", message);
+          return;
+        }
+        this.status.reconnects++;
+        this.options.onEvent?.("reconnect", message);
+      } finally {
+        this.connection = undefined;
+      }
+      if (this.stopped) break;
+      this.status.state = "backoff";
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, backoff);
+        this.wakeBackoff = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      backoff = Math.min(maxBackoff, backoff * 2);
+    }
+    this.status.state = "stopped";
+  }
+}

@@ -1,0 +1,149 @@
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { formatLsn, parseLsn } from "../lsn.ts";
+import { freePort, PgCluster, writePostgresFile } from "../testing/pgcluster.ts";
+import { ReplicationConnection } from "./connection.ts";
+import { PrimaryConnectError, PrimaryError } from "./errors.ts";
+
+describe("replication connection", () => {
+  let cluster: PgCluster;
+  const target = () => ({ host: cluster.host, port: cluster.port, user: "postgres" });
+
+  /** Rewrites pg_hba.conf: replication connections use `method`, normal SQL stays trust. */
+  async function useReplicationAuth(method: string, passwordEncryption: string, password: string) {
+    writePostgresFile(
+      path.join(cluster.dataDir, "pg_hba.conf"),
+      `host replication all 127.0.0.1/32 ${method}\nhost all all 127.0.0.1/32 trust\nlocal all all trust\n`,
+    );
+    await cluster.sql(`SET password_encryption = '${passwordEncryption}'; ALTER USER postgres PASSWORD '${password}'`);
+    await cluster.sql("SELECT pg_reload_conf()");
+    await new Promise((r) => setTimeout(r, 300)); // the postmaster reloads pg_hba asynchronously
+  }
+
+  beforeAll(async () => {
+    cluster = await PgCluster.start();
+  });
+  afterAll(async () => {
+    await cluster?.stop();
+  });
+
+  it("connects with trust and identifies the system like pg_control_system() and the WAL flush position", async () => {
+    const before = parseLsn((await cluster.sql<{ l: string }>("SELECT pg_current_wal_flush_lsn()::text AS l"))[0].l);
+    const conn = await ReplicationConnection.connect(cluster.connectionString(), { applicationName: "strata-test" });
+    try {
+      expect(conn.authMethod).toBe("trust");
+      const id = await conn.identifySystem();
+      const after = parseLsn((await cluster.sql<{ l: string }>("SELECT pg_current_wal_flush_lsn()::text AS l"))[0].l);
+      const [{ system_identifier }] = await cluster.sql<{ system_identifier: string }>("SELECT system_identifier::text FROM pg_control_system()");
+      expect(id.systemId).toBe(system_identifier);
+      expect(id.timeline).toBe(1);
+      expect(id.dbName).toBeNull();
+      expect(id.xlogPos >= before && id.xlogPos <= after).toBe(true);
+      const rows = await cluster.sql<{ application_name: string; backend_type: string }>(
+        "SELECT application_name, backend_type FROM pg_stat_activity WHERE backend_type = 'walsender'",
+      );
+      expect(rows).toEqual([{ application_name: "strata-test", backend_type: "walsender" }]);
+      expect(await conn.showSetting("wal_level")).toBe("replica");
+      const q = await conn.query("SHOW max_wal_senders");
+      expect(q).toEqual({ command: "SHOW", columns: ["max_wal_senders"], rows: [["10"]] });
+    } finally {
+      await conn.close();
+    }
+  });
+
+  it("creates, re-ensures, reads and drops physical slots", async () => {
+    const conn = await ReplicationConnection.connect(target());
+    try {
+      const created = await conn.ensurePhysicalSlot("strata_conn_test");
+      expect(created.created).toBe(true);
+      expect(created.slotType).toBe("physical");
+      expect(created.restartLsn).not.toBeNull();
+      const again = await conn.ensurePhysicalSlot("strata_conn_test");
+      expect(again).toEqual({ ...created, created: false });
+      const err = await conn.createPhysicalSlot("strata_conn_test").catch((e) => e);
+      expect(err).toBeInstanceOf(PrimaryError);
+      expect(err.code).toBe("42710");
+      const rows = await cluster.sql<{ restart_lsn: string; slot_type: string }>(
+        "SELECT restart_lsn::text, slot_type FROM pg_replication_slots WHERE slot_name = 'strata_conn_test'",
+      );
+      expect(rows).toEqual([{ restart_lsn: formatLsn(created.restartLsn!), slot_type: "physical" }]);
+      const temp = await conn.createPhysicalSlot("strata_temp", { temporary: true, reserveWal: false });
+      expect(temp.restartLsn).toBeNull();
+      await conn.dropSlot("strata_conn_test");
+      expect(await conn.readReplicationSlot("strata_conn_test")).toBeNull();
+      expect(await conn.identifySystem()).toMatchObject({ timeline: 1 }); // still usable after errors
+    } finally {
+      await conn.close();
+    }
+    expect(await cluster.sql("SELECT 1 FROM pg_replication_slots")).toEqual([]); // temporary slot went with the session
+  });
+
+  it("gives a clear error when nothing listens on the port", async () => {
+    const port = await freePort();
+    const err = await ReplicationConnection.connect({ host: "127.0.0.1", port, user: "postgres" }).catch((e) => e);
+    expect(err).toBeInstanceOf(PrimaryConnectError);
+    expect(err.message).toBe(`cannot connect to primary at 127.0.0.1:${port}: connection refused`);
+    expect(err.errno).toBe("ECONNREFUSED");
+  });
+
+  it("authenticates with SCRAM-SHA-256, and a wrong password fails with the server's message", async () => {
+    await useReplicationAuth("scram-sha-256", "scram-sha-256", "s3cret,=x");
+    const conn = await ReplicationConnection.connect({ ...target(), password: "s3cret,=x" });
+    expect(conn.authMethod).toBe("scram-sha-256");
+    expect((await conn.identifySystem()).timeline).toBe(1);
+    await conn.close();
+
+    const url = `postgresql://postgres:${encodeURIComponent("s3cret,=x")}@${cluster.host}:${cluster.port}/postgres`;
+    const viaUrl = await ReplicationConnection.connect(url);
+    expect(viaUrl.authMethod).toBe("scram-sha-256");
+    await viaUrl.close();
+
+    const err = await ReplicationConnection.connect({ ...target(), password: "wrong" }).catch((e) => e);
+    expect(err).toBeInstanceOf(PrimaryError);
+    expect(err.code).toBe("28P01");
+    expect(err.message).toBe('password authentication failed for user "postgres"');
+
+    const noPassword = await ReplicationConnection.connect(target()).catch((e) => e);
+    expect(noPassword).toBeInstanceOf(PrimaryConnectError);
+    expect(noPassword.message).toMatch(/requires SCRAM-SHA-256 password authentication for user "postgres", but no password was given/);
+  });
+
+  it("authenticates with md5 (md5-stored password) and cleartext password", async () => {
+    await useReplicationAuth("md5", "md5", "md5pass");
+    const conn = await ReplicationConnection.connect({ ...target(), password: "md5pass" });
+    expect(conn.authMethod).toBe("md5");
+    await conn.close();
+    const err = await ReplicationConnection.connect({ ...target(), password: "nope" }).catch((e) => e);
+    expect(err).toBeInstanceOf(PrimaryError);
+    expect(err.message).toMatch(/authentication failed for user "postgres"/);
+
+    await useReplicationAuth("password", "scram-sha-256", "plain");
+    const plain = await ReplicationConnection.connect({ ...target(), password: "plain" });
+    expect(plain.authMethod).toBe("password");
+    await plain.close();
+  });
+
+  it("says when pg_hba.conf has no replication line", async () => {
+    writePostgresFile(path.join(cluster.dataDir, "pg_hba.conf"), "host all all 127.0.0.1/32 trust\nlocal all all trust\n");
+    await cluster.sql("SELECT pg_reload_conf()");
+    await new Promise((r) => setTimeout(r, 300));
+    const err = await ReplicationConnection.connect(target()).catch((e) => e);
+    expect(err).toBeInstanceOf(PrimaryError);
+    expect(err.code).toBe("28000");
+    expect(err.message).toMatch(/^primary does not allow replication connections from this host\/user .*no pg_hba.conf entry for replication connection/);
+  });
+});
+
+describe("primary without replication", () => {
+  it("refuses a wal_level=minimal primary with a clear message", async () => {
+    const cluster = await PgCluster.start({ settings: { wal_level: "minimal", max_wal_senders: 0 } });
+    try {
+      const err = await ReplicationConnection.connect({ host: cluster.host, port: cluster.port, user: "postgres" }).catch((e) => e);
+      expect(err).toBeInstanceOf(PrimaryError);
+      expect(err.code).toBe("53300");
+      expect(err.message).toMatch(/^primary does not allow replication connections \(max_wal_senders = 0.*\): number of requested standby connections exceeds max_wal_senders \(currently 0\)/);
+    } finally {
+      await cluster.stop();
+    }
+  });
+});

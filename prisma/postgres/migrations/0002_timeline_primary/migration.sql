@@ -1,0 +1,6 @@
+-- AlterTable
+ALTER TABLE "Timeline" ADD COLUMN     "primaryUrl" TEXT,
+ADD COLUMN     "slotName" TEXT;
+
+-- CreateIndex
+CREATE UNIQUE INDEX "Timeline_slotName_key" ON "Timeline"("slotName");
