@@ -42,6 +42,21 @@ export const timelinesRouter = router({
     const row = await findTimeline(ctx, input.tenantId, input.timelineId);
     return withProgress(ctx, timelineView(row), row.primaryUrl);
   }),
+  /** Recent LSN progress samples (about 1/s): last_record_lsn, disk_consistent_lsn, primary flush LSN, ingest rate. */
+  progress: publicProcedure.input(timelineGetInput).query(async ({ ctx, input }) => {
+    await findTimeline(ctx, input.tenantId, input.timelineId);
+    return ctx.manager.progressOf(input.tenantId, input.timelineId).map((p) => ({
+      time: new Date(p.time).toISOString(),
+      lastRecordLsn: formatLsn(p.lastRecordLsn),
+      diskConsistentLsn: formatLsn(p.diskConsistentLsn),
+      primaryFlushLsn: p.primaryFlushLsn === null ? null : formatLsn(p.primaryFlushLsn),
+      // byte positions as numbers for charting (exact below 2^53 = 8 PiB of WAL)
+      lastRecordBytes: Number(p.lastRecordLsn),
+      diskConsistentBytes: Number(p.diskConsistentLsn),
+      primaryFlushBytes: p.primaryFlushLsn === null ? null : Number(p.primaryFlushLsn),
+      ingestBytesPerSecond: Math.round(p.ingestRate),
+    }));
+  }),
   /** Returns once the timeline has durably stored WAL up to `lsn` (TIMEOUT otherwise). */
   waitLsn: publicProcedure.input(waitLsnInput).mutation(async ({ ctx, input }) => {
     await findTimeline(ctx, input.tenantId, input.timelineId);

@@ -175,7 +175,7 @@ describe("WAL streaming", () => {
     await cluster.stopServer();
     const err = await consumer;
     expect(Date.now() - t0).toBeLessThan(10_000);
-    expect(err).toBeInstanceOf(ReplicationStreamClosed);
+    expect(err).toBeInstanceOf(ReplicationStreamClosed); console.log("REASON", (err as any).reason, err!.message);
     const last = stream.lastReceivedLsn;
     expect((err as ReplicationStreamClosed).lastReceivedLsn).toBe(last);
     expect(err!.message).toContain(`reconnect and restart from ${formatLsn(last)}`);

@@ -28,11 +28,54 @@ export interface IngestEvents {
 
 export class WaitLsnTimeoutError extends Error {}
 
+/** One sample of a timeline's ingest progress, for the dashboard's LSN chart. */
+export interface ProgressPoint {
+  time: number;
+  lastRecordLsn: Lsn;
+  diskConsistentLsn: Lsn;
+  primaryFlushLsn: Lsn | null;
+  /** WAL bytes per second ingested since the previous sample */
+  ingestRate: number;
+}
+
+const PROGRESS_POINTS = 600;
+
 export class TenantManager {
   private readonly timelines = new Map<string, TimelineHandle>();
   private readonly waiters = new Set<() => void>();
+  private readonly progress = new Map<string, ProgressPoint[]>();
+  private sampler: NodeJS.Timeout | undefined;
 
-  constructor(readonly dataDir: string, private readonly events: IngestEvents = {}) {}
+  constructor(readonly dataDir: string, private readonly events: IngestEvents = {}, sampleIntervalMs = 1000) {
+    if (sampleIntervalMs > 0) {
+      this.sampler = setInterval(() => void this.sample().catch(() => {}), sampleIntervalMs);
+      this.sampler.unref();
+    }
+  }
+
+  private async sample() {
+    const now = Date.now();
+    for (const [key, handle] of this.timelines) {
+      const markers = await handle.store.readMarkers().catch(() => undefined);
+      if (!markers) continue;
+      const points = this.progress.get(key) ?? this.progress.set(key, []).get(key)!;
+      const previous = points[points.length - 1];
+      const rate = previous && now > previous.time ? Number(markers.lastRecordLsn - previous.lastRecordLsn) / ((now - previous.time) / 1000) : 0;
+      points.push({
+        time: now,
+        lastRecordLsn: markers.lastRecordLsn,
+        diskConsistentLsn: markers.diskConsistentLsn,
+        primaryFlushLsn: handle.receiver ? handle.receiver.status.primaryFlushLsn : null,
+        ingestRate: Math.max(0, rate),
+      });
+      if (points.length > PROGRESS_POINTS) points.splice(0, points.length - PROGRESS_POINTS);
+    }
+  }
+
+  /** Recent progress samples of a timeline (about one per second, the last ten minutes). */
+  progressOf(tenantId: string, timelineId: string): ProgressPoint[] {
+    return this.progress.get(this.key(tenantId, timelineId)) ?? [];
+  }
 
   private key(tenantId: string, timelineId: string) {
     return `${tenantId}/${timelineId}`;
@@ -77,6 +120,7 @@ export class TenantManager {
     for (const [key, handle] of this.timelines) {
       if (handle.tenantId !== tenantId) continue;
       this.timelines.delete(key);
+      this.progress.delete(key);
       await handle.receiver?.stop();
       await handle.store.close();
     }
@@ -138,6 +182,7 @@ export class TenantManager {
   }
 
   async shutdown(): Promise<void> {
+    if (this.sampler) clearInterval(this.sampler);
     for (const handle of this.timelines.values()) {
       await handle.receiver?.stop();
       await handle.store.close();
