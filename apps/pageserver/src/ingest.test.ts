@@ -126,3 +126,45 @@ describe("following a real PostgreSQL 15 primary", () => {
     }
   });
 });
+
+describe("a primary that no longer has the WAL the timeline needs", () => {
+  it("stops the walreceiver with a clear error in the API and CLI and keeps serving", async () => {
+    const primary = await PgCluster.start({ settings: { max_slot_wal_keep_size: "32MB", wal_keep_size: 0, max_wal_size: "64MB", min_wal_size: "32MB" } });
+    const dataDir = makeDataDir();
+    let daemon = await startDaemon(dataDir);
+    try {
+      const client = createStrataClient(daemon.apiUrl);
+      const tenant = await client.tenants.create.mutate({ fromPrimary: primary.connectionString() });
+      const timelineId = tenant.timelines[0].id;
+      await daemon.stop();
+      // while the pageserver is away, the primary writes and recycles far past what the slot may hold
+      for (let i = 0; i < 6; i++) {
+        await primary.sql("CREATE TABLE IF NOT EXISTS filler (x text); INSERT INTO filler SELECT repeat('x', 1000) FROM generate_series(1, 20000)");
+        await primary.sql("SELECT pg_switch_wal()");
+        await primary.sql("CHECKPOINT");
+      }
+      const [slot] = await primary.sql<{ wal_status: string }>("SELECT wal_status FROM pg_replication_slots");
+      expect(slot.wal_status).toBe("lost");
+      daemon = await startDaemon(dataDir);
+      const env = { STRATA_API: daemon.apiUrl };
+      let info = await createStrataClient(daemon.apiUrl).timelines.get.query({ tenantId: tenant.id, timelineId });
+      for (let i = 0; i < 100 && info.walreceiver?.state !== "failed"; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        info = await createStrataClient(daemon.apiUrl).timelines.get.query({ tenantId: tenant.id, timelineId });
+      }
+      expect(info.walreceiver?.state).toBe("failed");
+      expect(info.walreceiver?.lastError).toMatch(/removed|invalidated|can no longer/i);
+      const cli = await runCli(["timeline", "get", "--tenant", tenant.id, "--timeline", timelineId], env);
+      expect(cli.stdout).toMatch(/walreceiver: .*"state":"failed"/);
+      const [{ lsn }] = await primary.sql<{ lsn: string }>("SELECT pg_current_wal_flush_lsn()::text AS lsn");
+      const waited = await runCli(["wait-lsn", "--tenant", tenant.id, "--timeline", timelineId, "--lsn", lsn, "--timeout", "5"], env);
+      expect(waited.code).toBe(1);
+      expect(waited.stderr).toMatch(/has stopped/);
+      expect((await runCli(["status"], env)).code).toBe(0);
+    } finally {
+      await daemon.stop();
+      await primary.stop();
+      removeDataDir(dataDir);
+    }
+  });
+});

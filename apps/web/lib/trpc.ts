@@ -13,3 +13,5 @@ export type Health = RouterOutputs["health"];
 export type Tenant = RouterOutputs["tenants"]["list"][number];
 export type TenantDetail = RouterOutputs["tenants"]["get"];
 export type Timeline = RouterOutputs["timelines"]["list"][number];
+export type TimelineDetail = RouterOutputs["timelines"]["get"];
+export type ProgressSample = RouterOutputs["timelines"]["progress"][number];

@@ -1,6 +1,6 @@
 "use client";
 // The tenant page: its summary, its timelines with their LSNs (polled), and the slots for the
-// branch tree and the LSN chart.
+// branch tree and a compact LSN chart of the root timeline.
 import { useQuery } from "@tanstack/react-query";
 import Link from "next/link";
 import { useRouter } from "next/navigation";
@@ -9,6 +9,7 @@ import { Mono } from "@/components/common/Mono";
 import { BranchTree } from "@/components/timelines/BranchTree";
 import { LsnChart } from "@/components/timelines/LsnChart";
 import { TimelineTable } from "@/components/timelines/TimelineTable";
+import type { Timeline } from "@/lib/trpc";
 import { errorCode } from "@/lib/errors";
 import { formatTimestamp } from "@/lib/format";
 import { useTRPC } from "@/lib/trpc";
@@ -59,7 +60,7 @@ export function TenantDetail({ tenantId }: { tenantId: string }) {
       <section className="card">
         <h2>Timelines</h2>
         {timelines.isError ? <ErrorNotice title="Cannot load timelines." error={timelines.error} /> : null}
-        {timelines.data ? <TimelineTable timelines={timelines.data} /> : timelines.isPending ? <p className="muted">Loading timelines…</p> : null}
+        {timelines.data ? <TimelineTable tenantId={t.id} timelines={timelines.data} /> : timelines.isPending ? <p className="muted">Loading timelines…</p> : null}
       </section>
 
       <div className="slots">
@@ -68,10 +69,29 @@ export function TenantDetail({ tenantId }: { tenantId: string }) {
           <BranchTree timelines={timelines.data ?? []} />
         </section>
         <section className="card">
-          <h2>WAL progress</h2>
-          <LsnChart tenantId={t.id} />
+          <WalProgress tenantId={t.id} timelines={timelines.data} />
         </section>
       </div>
+    </>
+  );
+}
+
+/** A compact live chart of the root (first) timeline, linking to its full page. */
+function WalProgress({ tenantId, timelines }: { tenantId: string; timelines: Timeline[] | undefined }) {
+  const root = timelines?.find((tl) => tl.parentTimelineId === null) ?? timelines?.[0];
+  return (
+    <>
+      <div className="card-head">
+        <h2>WAL progress{root ? <span className="muted"> · {root.name}</span> : null}</h2>
+        {root ? <Link href={`/tenants/${tenantId}/timelines/${root.id}`}>Timeline details →</Link> : null}
+      </div>
+      {root ? (
+        <LsnChart tenantId={tenantId} timelineId={root.id} compact />
+      ) : timelines ? (
+        <p className="empty">No timelines.</p>
+      ) : (
+        <p className="muted">Loading timelines…</p>
+      )}
     </>
   );
 }

@@ -1,9 +1,10 @@
 // A tenant's timelines with their WAL progress (LSNs as PostgreSQL prints them, "X/Y").
+import Link from "next/link";
 import { Mono } from "@/components/common/Mono";
 import { formatTimestamp } from "@/lib/format";
 import type { Timeline } from "@/lib/trpc";
 
-export function TimelineTable({ timelines }: { timelines: Timeline[] }) {
+export function TimelineTable({ tenantId, timelines }: { tenantId: string; timelines: Timeline[] }) {
   if (timelines.length === 0) return <p className="empty">This tenant has no timelines.</p>;
   const names = new Map(timelines.map((t) => [t.id, t.name]));
   return (
@@ -24,7 +25,9 @@ export function TimelineTable({ timelines }: { timelines: Timeline[] }) {
         <tbody>
           {timelines.map((t) => (
             <tr key={t.id} data-testid="timeline-row" data-timeline-id={t.id} data-timeline-name={t.name}>
-              <td className="strong">{t.name}</td>
+              <td className="strong">
+                <Link href={`/tenants/${tenantId}/timelines/${t.id}`} data-testid="timeline-link">{t.name}</Link>
+              </td>
               <td><Mono>{t.id}</Mono></td>
               <td>
                 {t.parentTimelineId ? (

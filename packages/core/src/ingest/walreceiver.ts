@@ -94,8 +94,8 @@ export class WalReceiver {
           this.options.onEvent?.("failed", message);
           return;
         }
-        // a slot that does not exist will not appear by retrying
-        if (err instanceof PrimaryError && err.code === "42704") {
+        // permanent: a slot that does not exist, or WAL the primary has already removed
+        if (err instanceof PrimaryError && (err.code === "42704" || err.code === "58P01" || /already been removed|has been invalidated|can no longer/i.test(err.message))) {
           this.status.state = "failed";
           this.options.onEvent?.("failed", message);
           return;

@@ -175,7 +175,8 @@ describe("WAL streaming", () => {
     await cluster.stopServer();
     const err = await consumer;
     expect(Date.now() - t0).toBeLessThan(10_000);
-    expect(err).toBeInstanceOf(ReplicationStreamClosed); console.log("REASON", (err as any).reason, err!.message);
+    expect(err).toBeInstanceOf(ReplicationStreamClosed);
+    expect((err as ReplicationStreamClosed).reason).toBe("server-shutdown");
     const last = stream.lastReceivedLsn;
     expect((err as ReplicationStreamClosed).lastReceivedLsn).toBe(last);
     expect(err!.message).toContain(`reconnect and restart from ${formatLsn(last)}`);
@@ -193,6 +194,22 @@ describe("WAL streaming", () => {
       expectSameAsDisk(cluster.walDir, start, [...msgs, ...more]); // contiguous across the restart
       await resumed.stop();
       await conn.dropSlot("strata_restart");
+    } finally {
+      await conn.close();
+    }
+  });
+
+  it("surfaces a walsender killed mid-stream as the server's FATAL error, with the connection closed", async () => {
+    const conn = await ReplicationConnection.connect(target(), { applicationName: "strata-victim" });
+    try {
+      const stream = await conn.startReplication({ startLsn: (await conn.identifySystem()).xlogPos, timeline: 1 });
+      const pending = stream.next().catch((e) => e);
+      await cluster.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_replication WHERE application_name = 'strata-victim'");
+      const err = await pending;
+      expect(err).toBeInstanceOf(PrimaryError);
+      expect(err.code).toBe("57P01");
+      expect(err.severity).toBe("FATAL");
+      expect(conn.isClosed).toBe(true);
     } finally {
       await conn.close();
     }

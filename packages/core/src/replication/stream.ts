@@ -86,7 +86,8 @@ export class ReplicationStream implements AsyncIterable<XLogData> {
   }
 
   private writeStatus(replyRequested: boolean): void {
-    if (this.state !== "streaming") return;
+    if (this.conn.isClosed) this.stopTimer();
+    if (this.state !== "streaming" || this.conn.isClosed) return;
     const written = this.status.written > this.lastReceivedLsn ? this.status.written : this.lastReceivedLsn;
     const r = message("d").char("r").uint64(written).uint64(this.status.flushed).uint64(this.status.applied);
     this.conn.write(r.int64(pgTimestampNow()).int8(replyRequested ? 1 : 0).end());
@@ -94,7 +95,7 @@ export class ReplicationStream implements AsyncIterable<XLogData> {
 
   /** The next XLogData, or null when the stream has ended cleanly (stop() or timeline switch). */
   next(): Promise<XLogData | null> {
-    if (this.reading) throw new Error("ReplicationStream.next() called while a previous next() is pending");
+    if (this.reading) return Promise.reject(new Error("ReplicationStream.next() called while a previous next() is pending"));
     const p = this.readNext().finally(() => (this.reading = null));
     this.reading = p;
     return p;
