@@ -105,3 +105,18 @@ export const HEAPBLOCKS_PER_VM_PAGE = (8192 - 24) * 4;
 
 export const TRANSACTION_STATUS_COMMITTED = 1;
 export const TRANSACTION_STATUS_ABORTED = 2;
+
+// free space map geometry: leaf slots per FSM page and the 3-level tree's physical layout
+export const FSM_SLOTS_PER_PAGE = 8192 - 24 - 4 - (8192 / 2 - 1);
+const FSM_TREE_DEPTH = 3;
+
+/** Physical FSM block of the bottom-level (leaf) FSM page number `logicalPage`. */
+export function fsmLeafToPhysical(logicalPage: number): number {
+  let leaf = logicalPage;
+  let pages = 0;
+  for (let level = 0; level < FSM_TREE_DEPTH; level++) {
+    pages += leaf + 1;
+    leaf = Math.floor(leaf / FSM_SLOTS_PER_PAGE);
+  }
+  return pages - 1;
+}

@@ -15,7 +15,7 @@ import { derivedValue, DerivedKind, imageValue, readU32Value, TOMBSTONE, u32Valu
 import { restoreBlockImage } from "../wal/image.ts";
 import type { DecodedRecord } from "../wal/record.ts";
 import {
-  CHECKPOINT_SIZE, CheckPointField, CLOG_XACTS_PER_PAGE, HEAPBLOCKS_PER_VM_PAGE, MULTIXACT_MEMBERS_PER_PAGE, MULTIXACT_OFFSETS_PER_PAGE,
+  CHECKPOINT_SIZE, CheckPointField, CLOG_XACTS_PER_PAGE, FSM_SLOTS_PER_PAGE, fsmLeafToPhysical, HEAPBLOCKS_PER_VM_PAGE, MULTIXACT_MEMBERS_PER_PAGE, MULTIXACT_OFFSETS_PER_PAGE,
   parseXactOutcome, readRelFileNode, RM, SLRU_PAGES_PER_SEGMENT, TRANSACTION_STATUS_ABORTED, TRANSACTION_STATUS_COMMITTED,
   XACT_ABORT, XACT_ABORT_PREPARED, XACT_COMMIT, XACT_COMMIT_PREPARED, XACT_OPMASK, XACT_PREPARE, XLOG_CHECKPOINT_ONLINE,
   XLOG_CHECKPOINT_SHUTDOWN, XLOG_FPI, XLOG_FPI_FOR_HINT, XLOG_NEXTOID,
@@ -245,11 +245,21 @@ export class WalIngest {
       const flags = data.readInt32LE(16);
       if (flags & 1 && (await this.relSize(rel, ForkNumber.Main, lsn)) >= 0) this.setRelSize(batch, rel, ForkNumber.Main, blkno, lsn);
       if (flags & 4) {
+        // like FreeSpaceMapPrepareTruncateRel: the FSM page holding the first removed heap block
+        // keeps its earlier slots (the rest is zeroed by redo from the derived value), later pages go
         const fsmSize = await this.relSize(rel, ForkNumber.Fsm, lsn);
-        // FSM: 4000-ish leaf slots per page; the exact tail zeroing is done by redo from this marker
-        const payload = Buffer.alloc(4);
-        payload.writeUInt32LE(blkno, 0);
-        if (fsmSize > 0) batch.put(relBlockKey(rel, ForkNumber.Fsm, fsmSize - 1), lsn, derivedValue(DerivedKind.ZeroFsmTail, payload));
+        const logicalPage = Math.floor(blkno / FSM_SLOTS_PER_PAGE);
+        const firstSlot = blkno % FSM_SLOTS_PER_PAGE;
+        const physical = fsmLeafToPhysical(logicalPage);
+        const newSize = firstSlot === 0 ? physical : physical + 1;
+        if (fsmSize > physical) {
+          if (firstSlot !== 0) {
+            const payload = Buffer.alloc(4);
+            payload.writeUInt32LE(firstSlot, 0);
+            batch.put(relBlockKey(rel, ForkNumber.Fsm, physical), lsn, derivedValue(DerivedKind.ZeroFsmTail, payload));
+          }
+          if (newSize < fsmSize) this.setRelSize(batch, rel, ForkNumber.Fsm, newSize, lsn);
+        }
       }
       if (flags & 2) {
         const vmSize = await this.relSize(rel, ForkNumber.VisibilityMap, lsn);
