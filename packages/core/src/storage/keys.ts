@@ -11,6 +11,8 @@ export const STORE_KEY_LENGTH = ENTITY_KEY_LENGTH + 8;
 /** Namespaces (first byte). Everything versioned is below 0x80; 0xF0+ is unversioned metadata. */
 export const enum KeySpace {
   RelBlock = 0x10,
+  /** page images materialized by reads (bounded replay); derived data, safe to drop */
+  MaterializedBlock = 0x15,
   RelSize = 0x11,
   RelDirEntry = 0x12,
   DbDirEntry = 0x13,
@@ -45,6 +47,7 @@ function entity(space: KeySpace, a = 0, b = 0, c = 0, d = 0, e = 0): Buffer {
 }
 
 export const relBlockKey = (rel: RelTag, fork: ForkNumber, block: number) => entity(KeySpace.RelBlock, rel.spcNode, rel.dbNode, rel.relNode, fork, block);
+export const materializedBlockKey = (rel: RelTag, fork: ForkNumber, block: number) => entity(KeySpace.MaterializedBlock, rel.spcNode, rel.dbNode, rel.relNode, fork, block);
 export const relSizeKey = (rel: RelTag, fork: ForkNumber) => entity(KeySpace.RelSize, rel.spcNode, rel.dbNode, rel.relNode, fork);
 export const relDirEntryKey = (rel: RelTag, fork: ForkNumber) => entity(KeySpace.RelDirEntry, rel.spcNode, rel.dbNode, rel.relNode, fork);
 export const dbDirEntryKey = (spcNode: number, dbNode: number) => entity(KeySpace.DbDirEntry, spcNode, dbNode);

@@ -53,9 +53,10 @@ export class TimelineStore {
    * the newest Image, Tombstone or will-init record. `complete` is false when the history on this
    * timeline ran out before such a base (the caller continues in the ancestor).
    */
-  async getReconstructChain(entityKey: Buffer, lsn: Lsn): Promise<{ versions: Array<{ lsn: Lsn; value: StoredValue }>; complete: boolean }> {
+  async getReconstructChain(entityKey: Buffer, lsn: Lsn, aboveLsn?: Lsn): Promise<{ versions: Array<{ lsn: Lsn; value: StoredValue }>; complete: boolean }> {
     const versions: Array<{ lsn: Lsn; value: StoredValue }> = [];
-    for await (const [key, raw] of this.db.iterator({ gte: storeKey(entityKey, 0n), lte: storeKey(entityKey, lsn), reverse: true })) {
+    const lower = aboveLsn === undefined ? { gte: storeKey(entityKey, 0n) } : { gt: storeKey(entityKey, aboveLsn) };
+    for await (const [key, raw] of this.db.iterator({ ...lower, lte: storeKey(entityKey, lsn), reverse: true })) {
       const value = decodeValue(raw);
       versions.push({ lsn: key.readBigUInt64BE(ENTITY_KEY_LENGTH), value });
       if (value.kind === ValueKind.Image || value.kind === ValueKind.Tombstone || ("willInit" in value && value.willInit)) {
@@ -86,6 +87,11 @@ export class TimelineStore {
   /** Raw iteration over store keys in [gte, lte], for tools such as waldump. */
   iterate(gte: Buffer, lte: Buffer, limit = -1) {
     return this.db.iterator({ gte, lte, limit });
+  }
+
+  /** Stores derived data (e.g. a materialized page) outside the ingest stream; not synced. */
+  async putDerived(entityKey: Buffer, lsn: Lsn, value: Buffer): Promise<void> {
+    await this.db.put(storeKey(entityKey, lsn), value);
   }
 
   /** Writes the entries and the new markers in one atomic, synced batch. */

@@ -1,0 +1,10 @@
+// Gist redo (not implemented yet): every record fails with an error naming it, so an affected
+// page is never silently wrong.
+import { type RmgrRedo, UnsupportedRecordError } from "./types.ts";
+
+export const gistRmgr: RmgrRedo = {
+  name: "Gist",
+  redo(_page, record) {
+    throw new UnsupportedRecordError(record);
+  },
+};
