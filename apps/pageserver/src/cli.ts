@@ -172,6 +172,40 @@ program
   });
 
 program
+  .command("getpage")
+  .description("write the 8192-byte page of a relation block as of an LSN (GetPage@LSN)")
+  .requiredOption("--tenant <id>", "tenant id")
+  .requiredOption("--timeline <id>", "timeline id")
+  .requiredOption("--rel <spc/db/rel>", "relation file node, e.g. 1663/5/16384")
+  .option("--fork <fork>", "main, fsm, vm or init", "main")
+  .requiredOption("--block <n>", "block number")
+  .option("--lsn <X/Y|latest>", "LSN to read at", "latest")
+  .option("--wait <seconds>", "how long to wait for an LSN not yet ingested", "30")
+  .requiredOption("--out <file>", "output file, or - for stdout")
+  .action(async (opts, cmd) => {
+    if (!/^\d+\/\d+\/\d+$/.test(opts.rel)) throw new UsageError(`invalid --rel "${opts.rel}": expected SPC/DB/REL, e.g. 1663/5/16384`);
+    if (!["main", "fsm", "vm", "init"].includes(opts.fork)) throw new UsageError(`invalid --fork "${opts.fork}": expected main, fsm, vm or init`);
+    if (!/^\d+$/.test(opts.block)) throw new UsageError(`invalid --block "${opts.block}"`);
+    const lsn = opts.lsn === "latest" ? "latest" : requireLsn(opts.lsn, "--lsn");
+    const result = await client(cmd).timelines.getPage.query({
+      tenantId: requireId(opts.tenant, "tenant id"),
+      timelineId: requireId(opts.timeline, "timeline id"),
+      rel: opts.rel,
+      fork: opts.fork,
+      block: Number(opts.block),
+      lsn,
+      waitSeconds: Number(opts.wait),
+    });
+    const page = Buffer.from(result.page, "base64");
+    if (opts.out === "-") process.stdout.write(page);
+    else {
+      const { writeFileSync } = await import("node:fs");
+      writeFileSync(opts.out, page);
+      process.stderr.write(`wrote ${page.length} bytes of ${opts.rel} ${opts.fork} block ${opts.block} at ${result.lsn} to ${opts.out}\n`);
+    }
+  });
+
+program
   .command("waldump")
   .description("print the stored WAL records, one per line, comparable with pg_waldump")
   .requiredOption("--tenant <id>", "tenant id")

@@ -5,3 +5,5 @@ export class InvalidInputError extends Error {}
 /** The external primary refused or failed a request (unreachable, bad credentials, unsuitable). */
 export class PrimaryRequestError extends Error {}
 export class TimeoutError extends Error {}
+/** A stored record type this version cannot replay. */
+export class NotImplementedError extends Error {}

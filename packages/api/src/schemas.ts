@@ -22,3 +22,12 @@ export const waldumpInput = z.object({
 });
 export const timelineListInput = z.object({ tenantId: idSchema });
 export const timelineGetInput = z.object({ tenantId: idSchema, timelineId: idSchema });
+export const getPageInput = z.object({
+  tenantId: idSchema,
+  timelineId: idSchema,
+  rel: z.string().regex(/^\d+\/\d+\/\d+$/, "expected SPC/DB/REL, e.g. 1663/5/16384"),
+  fork: z.enum(["main", "fsm", "vm", "init"]).default("main"),
+  block: z.number().int().min(0).max(0xfffffffe),
+  lsn: z.union([lsnSchema, z.literal("latest")]).default("latest"),
+  waitSeconds: z.number().min(0).max(600).default(30),
+});

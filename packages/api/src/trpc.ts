@@ -2,7 +2,7 @@
 import { initTRPC, TRPCError } from "@trpc/server";
 import type { TenantManager } from "@strata/core";
 import type { Database } from "./db.ts";
-import { ConflictError, InvalidInputError, NotFoundError, PrimaryRequestError, TimeoutError } from "./errors.ts";
+import { ConflictError, InvalidInputError, NotFoundError, NotImplementedError, PrimaryRequestError, TimeoutError } from "./errors.ts";
 import type { TenantService } from "./service/tenants.ts";
 
 export interface ServerInfo {
@@ -34,6 +34,7 @@ const mapDomainErrors = t.middleware(async ({ next }) => {
     if (cause instanceof NotFoundError) throw new TRPCError({ code: "NOT_FOUND", message: cause.message, cause });
     if (cause instanceof ConflictError) throw new TRPCError({ code: "CONFLICT", message: cause.message, cause });
     if (cause instanceof PrimaryRequestError) throw new TRPCError({ code: "BAD_REQUEST", message: cause.message, cause });
+    if (cause instanceof NotImplementedError) throw new TRPCError({ code: "NOT_IMPLEMENTED", message: cause.message, cause });
     if (cause instanceof TimeoutError) throw new TRPCError({ code: "TIMEOUT", message: cause.message, cause });
     if (cause instanceof InvalidInputError || cause instanceof RangeError)
       throw new TRPCError({ code: "BAD_REQUEST", message: cause.message, cause });

@@ -14,3 +14,6 @@ export * from "./ingest/import-primary.ts";
 export * from "./storage/keys.ts";
 export * from "./storage/values.ts";
 export { ReplicationConnection, PrimaryError, PrimaryConnectError } from "./replication/index.ts";
+export * from "./timeline/page-reader.ts";
+export { RMGRS, rmgrFor } from "./redo/rmgrs.ts";
+export { UnsupportedRecordError, RedoError, type RmgrRedo } from "./redo/types.ts";

@@ -1,7 +1,9 @@
+import { LsnOutOfRangeError, PageNotFoundError, parseForkName, parseRelTag, UnsupportedRecordError } from "@strata/core";
 import { decodeRecord, formatLsn, formatRecordLine, parseLsn, storeKey, walRecordLogKey, WaitLsnTimeoutError } from "@strata/core";
 import { NotFoundError, TimeoutError } from "../errors.ts";
 import { timelineView } from "../service/tenants.ts";
-import { timelineGetInput, timelineListInput, waitLsnInput, waldumpInput } from "../schemas.ts";
+import { getPageInput, timelineGetInput, timelineListInput, waitLsnInput, waldumpInput } from "../schemas.ts";
+import { InvalidInputError, NotImplementedError } from "../errors.ts";
 import { publicProcedure, router, type Context } from "../trpc.ts";
 
 async function withProgress(ctx: Context, view: ReturnType<typeof timelineView>, primaryUrl: string | null) {
@@ -56,6 +58,28 @@ export const timelinesRouter = router({
       primaryFlushBytes: p.primaryFlushLsn === null ? null : Number(p.primaryFlushLsn),
       ingestBytesPerSecond: Math.round(p.ingestRate),
     }));
+  }),
+  /** GetPage@LSN: the 8192-byte page (base64) of a relation block as of an LSN (default latest). */
+  getPage: publicProcedure.input(getPageInput).query(async ({ ctx, input }) => {
+    await findTimeline(ctx, input.tenantId, input.timelineId);
+    try {
+      const { page, lsn } = await ctx.manager.readPage(
+        input.tenantId,
+        input.timelineId,
+        parseRelTag(input.rel),
+        parseForkName(input.fork),
+        input.block,
+        input.lsn === "latest" ? undefined : parseLsn(input.lsn),
+        input.waitSeconds * 1000,
+      );
+      return { lsn: formatLsn(lsn), page: page.toString("base64") };
+    } catch (err) {
+      if (err instanceof WaitLsnTimeoutError) throw new TimeoutError(err.message);
+      if (err instanceof PageNotFoundError) throw new NotFoundError(err.message);
+      if (err instanceof LsnOutOfRangeError) throw new InvalidInputError(err.message);
+      if (err instanceof UnsupportedRecordError) throw new NotImplementedError(err.message);
+      throw err;
+    }
   }),
   /** Returns once the timeline has durably stored WAL up to `lsn` (TIMEOUT otherwise). */
   waitLsn: publicProcedure.input(waitLsnInput).mutation(async ({ ctx, input }) => {

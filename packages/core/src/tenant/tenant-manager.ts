@@ -2,10 +2,12 @@
 // (only after the tenant's creation committed), runs a walreceiver for timelines that follow a
 // primary, answers "wait until LSN is durable", and closes everything on detach/shutdown.
 import { formatLsn, type Lsn } from "../lsn.ts";
+import type { ForkNumber, RelTag } from "../reltag.ts";
 import { importFromPrimary, type PrimaryImportResult } from "../ingest/import-primary.ts";
 import { TimelineIngestor } from "../ingest/timeline-ingest.ts";
 import { WalReceiver, type WalReceiverStatus } from "../ingest/walreceiver.ts";
 import { TimelineStore, type TimelineMarkers } from "../storage/timeline-store.ts";
+import { PageReader } from "../timeline/page-reader.ts";
 import { timelineStoreDir } from "./tenant-storage.ts";
 
 export interface TimelineSpec {
@@ -18,6 +20,7 @@ export interface TimelineHandle {
   tenantId: string;
   timelineId: string;
   store: TimelineStore;
+  reader: PageReader;
   receiver?: WalReceiver;
 }
 
@@ -27,6 +30,10 @@ export interface IngestEvents {
 }
 
 export class WaitLsnTimeoutError extends Error {}
+/** A read below the timeline's first readable LSN. */
+export class LsnOutOfRangeError extends Error {}
+/** The relation (fork) does not exist at the LSN, or the block lies beyond its end. */
+export class PageNotFoundError extends Error {}
 
 /** One sample of a timeline's ingest progress, for the dashboard's LSN chart. */
 export interface ProgressPoint {
@@ -87,7 +94,7 @@ export class TenantManager {
       const key = this.key(tenantId, spec.id);
       if (this.timelines.has(key)) continue;
       const store = await TimelineStore.open(timelineStoreDir(this.dataDir, tenantId, spec.id));
-      const handle: TimelineHandle = { tenantId, timelineId: spec.id, store };
+      const handle: TimelineHandle = { tenantId, timelineId: spec.id, store, reader: new PageReader(store) };
       this.timelines.set(key, handle);
       if (spec.primaryUrl && spec.slotName) {
         const ingestor = await TimelineIngestor.open(store);
@@ -175,6 +182,27 @@ export class TenantManager {
       out.push({ tenantId: handle.tenantId, timelineId: handle.timelineId, primaryFlushLsn: handle.receiver.status.primaryFlushLsn, lastRecordLsn: handle.receiver.lastRecordLsn });
     }
     return out;
+  }
+
+  /**
+   * GetPage@LSN with PostgreSQL's expectations: `lsn` defaults to the latest durable LSN; an LSN
+   * not yet ingested waits up to `waitMs`; below the timeline's first readable LSN is refused;
+   * a missing relation or a block past its end is an error, as smgrread would raise.
+   */
+  async readPage(tenantId: string, timelineId: string, rel: RelTag, fork: ForkNumber, blockNumber: number, lsn: Lsn | undefined, waitMs: number): Promise<{ page: Buffer; lsn: Lsn }> {
+    const handle = this.get(tenantId, timelineId);
+    if (!handle) throw new Error(`timeline ${timelineId} is not attached`);
+    let markers = await handle.store.readMarkers();
+    const target = lsn ?? markers.lastRecordLsn;
+    if (target < markers.startLsn) {
+      throw new LsnOutOfRangeError(`LSN ${formatLsn(target)} is below the first readable LSN ${formatLsn(markers.startLsn)} of timeline ${timelineId}`);
+    }
+    if (target > markers.lastRecordLsn) markers = await this.waitForLsn(tenantId, timelineId, target, waitMs);
+    const size = await handle.reader.relSize(rel, fork, target);
+    const name = `${rel.spcNode}/${rel.dbNode}/${rel.relNode} fork ${fork}`;
+    if (size === undefined) throw new PageNotFoundError(`relation ${name} does not exist at ${formatLsn(target)}`);
+    if (blockNumber >= size) throw new PageNotFoundError(`block ${blockNumber} is beyond the end of relation ${name} (${size} blocks) at ${formatLsn(target)}`);
+    return { page: await handle.reader.getPage(rel, fork, blockNumber, target), lsn: target };
   }
 
   get attachedTimelineCount(): number {

@@ -1,0 +1,160 @@
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { mkdtempSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { ForkNumber } from "../reltag.ts";
+import { materializedBlockKey, relBlockKey, SlruKind, slruBlockKey, storeKey } from "../storage/keys.ts";
+import { TimelineStore } from "../storage/timeline-store.ts";
+import { derivedValue, DerivedKind, imageValue, walRecordValue } from "../storage/values.ts";
+import { UnsupportedRecordError } from "../redo/types.ts";
+import { computeRecordCrc } from "../wal/record.ts";
+import { PageReader, pageLsn } from "./page-reader.ts";
+
+const rel = { spcNode: 1663, dbNode: 5, relNode: 16384 };
+
+/** A WAL record of `rmid` with one block reference (rel, main, `block`) carrying `data`. */
+function record(rmid: number, block: number, data: Buffer, opts: { willInit?: boolean } = {}): Buffer {
+  const total = 24 + 4 + 12 + 4 + data.length;
+  const rec = Buffer.alloc(total);
+  rec.writeUInt32LE(total, 0);
+  rec[17] = rmid;
+  let off = 24;
+  rec[off++] = 0; // block id
+  rec[off++] = 0x20 | (opts.willInit ? 0x40 : 0); // HAS_DATA, main fork
+  rec.writeUInt16LE(data.length, off);
+  off += 2;
+  rec.writeUInt32LE(rel.spcNode, off);
+  rec.writeUInt32LE(rel.dbNode, off + 4);
+  rec.writeUInt32LE(rel.relNode, off + 8);
+  rec.writeUInt32LE(block, off + 12);
+  data.copy(rec, off + 16);
+  rec.writeUInt32LE(computeRecordCrc(rec, total), 20);
+  return rec;
+}
+
+/** Generic WAL block data: set `length` bytes at `offset` to `byte`. */
+function genericDelta(offset: number, bytes: Buffer): Buffer {
+  const head = Buffer.alloc(4);
+  head.writeUInt16LE(offset, 0);
+  head.writeUInt16LE(bytes.length, 2);
+  return Buffer.concat([head, bytes]);
+}
+
+function emptyPage(lsn = 0n): Buffer {
+  const page = Buffer.alloc(8192);
+  page.writeUInt32LE(Number(lsn >> 32n), 0);
+  page.writeUInt32LE(Number(lsn & 0xffffffffn), 4);
+  page.writeUInt16LE(24, 12);
+  page.writeUInt16LE(8000, 14);
+  page.writeUInt16LE(8192, 16);
+  return page;
+}
+
+describe("GetPage@LSN page reconstruction", () => {
+  let dir: string;
+  let store: TimelineStore;
+  beforeEach(async () => {
+    dir = mkdtempSync(path.join(os.tmpdir(), "strata-reader-"));
+    store = await TimelineStore.open(dir);
+  });
+  afterEach(async () => {
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("replays records above the newest image in LSN order and stamps each record's end LSN", async () => {
+    const key = relBlockKey(rel, ForkNumber.Main, 3);
+    await store.commit(
+      [
+        { key: storeKey(key, 0x100n), value: imageValue(emptyPage(0x100n)) },
+        { key: storeKey(key, 0x200n), value: walRecordValue(record(20, 3, genericDelta(8100, Buffer.from("aa"))), 0x1e0n, false) },
+        { key: storeKey(key, 0x300n), value: walRecordValue(record(20, 3, genericDelta(8101, Buffer.from("b"))), 0x2e0n, false) },
+      ],
+      { lastRecordLsn: 0x300n, diskConsistentLsn: 0x300n, startLsn: 0x100n },
+    );
+    const reader = new PageReader(store);
+    const atFirst = await reader.getPage(rel, ForkNumber.Main, 3, 0x250n);
+    expect(atFirst.subarray(8100, 8102).toString()).toBe("aa");
+    expect(pageLsn(atFirst)).toBe(0x200n);
+    const latest = await reader.getPage(rel, ForkNumber.Main, 3, 0x300n);
+    expect(latest.subarray(8100, 8102).toString()).toBe("ab");
+    expect(pageLsn(latest)).toBe(0x300n);
+    const beforeAny = await reader.getPage(rel, ForkNumber.Main, 3, 0x150n);
+    expect(beforeAny.subarray(8100, 8102)).toEqual(Buffer.alloc(2));
+  });
+
+  it("skips a record the page already contains (page LSN at or past the record's end)", async () => {
+    const key = relBlockKey(rel, ForkNumber.Main, 0);
+    await store.commit(
+      [
+        // a fuzzy base-backup page that already has the change of the record at 0x200
+        { key: storeKey(key, 0x100n), value: imageValue(emptyPage(0x200n)) },
+        { key: storeKey(key, 0x200n), value: walRecordValue(record(20, 0, genericDelta(8100, Buffer.from("zz"))), 0x1e0n, false) },
+      ],
+      { lastRecordLsn: 0x200n, diskConsistentLsn: 0x200n, startLsn: 0x100n },
+    );
+    const page = await new PageReader(store).getPage(rel, ForkNumber.Main, 0, 0x200n);
+    expect(page.subarray(8100, 8102)).toEqual(Buffer.alloc(2));
+  });
+
+  it("fails on a record type without redo, naming the rmgr, the record type and the LSN", async () => {
+    const key = relBlockKey(rel, ForkNumber.Main, 1);
+    await store.commit(
+      [
+        { key: storeKey(key, 0x100n), value: imageValue(emptyPage(0x100n)) },
+        { key: storeKey(key, 0x200n), value: walRecordValue(record(128, 1, Buffer.from("xxxx")), 0x1e8n, false) },
+      ],
+      { lastRecordLsn: 0x200n, diskConsistentLsn: 0x200n, startLsn: 0x100n },
+    );
+    const read = new PageReader(store).getPage(rel, ForkNumber.Main, 1, 0x200n);
+    await expect(read).rejects.toBeInstanceOf(UnsupportedRecordError);
+    await expect(new PageReader(store).getPage(rel, ForkNumber.Main, 1, 0x200n)).rejects.toThrow(/no redo support for .*128.* at 0\/1E8/);
+  });
+
+  it("materializes long chains so that later reads replay at most maxReplay records", async () => {
+    const key = relBlockKey(rel, ForkNumber.Main, 7);
+    const entries = [{ key: storeKey(key, 0x1000n), value: imageValue(emptyPage(0x1000n)) }];
+    for (let i = 1; i <= 250; i++) {
+      const lsn = 0x1000n + BigInt(i) * 0x100n;
+      entries.push({ key: storeKey(key, lsn), value: walRecordValue(record(20, 7, genericDelta(8001 + (i % 180), Buffer.from([i]))), lsn - 0x40n, false) });
+    }
+    await store.commit(entries, { lastRecordLsn: 0x1000n + 250n * 0x100n, diskConsistentLsn: 0x1000n + 250n * 0x100n, startLsn: 0x1000n });
+    const reader = new PageReader(store, { maxReplay: 100 });
+    const end = 0x1000n + 250n * 0x100n;
+    const first = await reader.getPage(rel, ForkNumber.Main, 7, end);
+    for (let i = 71; i <= 250; i++) expect(first[8001 + (i % 180)]).toBe(i);
+    const materialized = await store.getVersion(materializedBlockKey(rel, ForkNumber.Main, 7), end);
+    expect(materialized?.lsn).toBe(end);
+    const chain = await store.getReconstructChain(key, end, materialized!.lsn);
+    expect(chain.versions.length).toBeLessThanOrEqual(100);
+    expect(await reader.getPage(rel, ForkNumber.Main, 7, end)).toEqual(first);
+    // history below the materialized point is still exact
+    const middle = await reader.getPage(rel, ForkNumber.Main, 7, 0x1000n + 120n * 0x100n);
+    expect(middle[8001 + 120]).toBe(120);
+    expect(middle[8001 + 121]).toBe(0);
+  });
+
+  it("applies derived CLOG status changes on SLRU pages", async () => {
+    const key = slruBlockKey(SlruKind.Clog, 0, 0);
+    const committed = Buffer.alloc(9);
+    committed[0] = 1;
+    committed.writeUInt32LE(735, 1);
+    committed.writeUInt32LE(736, 5);
+    const aborted = Buffer.alloc(5);
+    aborted[0] = 2;
+    aborted.writeUInt32LE(737, 1);
+    await store.commit(
+      [
+        { key: storeKey(key, 0x100n), value: imageValue(Buffer.alloc(8192)) },
+        { key: storeKey(key, 0x200n), value: derivedValue(DerivedKind.ClogSetStatus, committed) },
+        { key: storeKey(key, 0x300n), value: derivedValue(DerivedKind.ClogSetStatus, aborted) },
+      ],
+      { lastRecordLsn: 0x300n, diskConsistentLsn: 0x300n, startLsn: 0x100n },
+    );
+    const status = (page: Buffer, xid: number) => (page[xid >> 2] >> ((xid & 3) * 2)) & 3;
+    const page = await new PageReader(store).getSlruPage(SlruKind.Clog, 0, 0, 0x300n);
+    expect([status(page, 735), status(page, 736), status(page, 737), status(page, 738)]).toEqual([1, 1, 2, 0]);
+    const earlier = await new PageReader(store).getSlruPage(SlruKind.Clog, 0, 0, 0x250n);
+    expect(status(earlier, 737)).toBe(0);
+  });
+});
