@@ -2,7 +2,7 @@
 // attaches the after-image of every page each record touches. We import the primary, ingest its
 // WAL, rebuild each such page at the record's end LSN with Strata's redo, and compare both under
 // the rmgr's mask, exactly as PostgreSQL's verifyBackupPageConsistency does during its own replay.
-import { closeSync, mkdtempSync, openSync, readSync, rmSync } from "node:fs";
+import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { importFromPrimary } from "../ingest/import-primary.ts";
@@ -33,6 +33,7 @@ export interface OracleReport {
   /** pages compared, per "Rmgr/TYPE" of the record that carried the image */
   checked: Record<string, number>;
   mismatches: OracleMismatch[];
+  onDisk?: OnDiskReport;
   /** pages that could not be rebuilt because a record type has no redo, per "Rmgr/TYPE" of that record */
   unsupported: Record<string, number>;
   /** other failures while rebuilding, per record type */
@@ -42,7 +43,24 @@ export interface OracleReport {
   endLsn: string;
 }
 
+export interface OnDiskReport {
+  /** blocks compared, per relation kind ("heap", "btree", "vm", …) */
+  compared: Record<string, number>;
+  mismatches: OracleMismatch[];
+  /** the shutdown checkpoint's end LSN the pages were read at */
+  lsn: string;
+  /** blocks that could not be rebuilt, per unsupported record type (or error) */
+  unsupported: Record<string, number>;
+}
+
 export interface OracleOptions extends PgClusterOptions {
+  /**
+   * After the workload: CHECKPOINT, stop the primary, and compare every block of every relation
+   * fork in its data directory with Strata's page at the shutdown checkpoint (masked by the
+   * relation's access method). Exempt: the free space map (PostgreSQL does not WAL-log it) and
+   * sequences (nextval changes the page without WAL and logs values ahead instead).
+   */
+  compareOnDisk?: boolean;
   /** runs before the base backup is taken (e.g. CREATE EXTENSION) */
   prepare?: (cluster: PgCluster) => Promise<void>;
   workload: (cluster: PgCluster) => Promise<void>;
@@ -79,6 +97,74 @@ async function waitFlushed(cluster: PgCluster): Promise<Lsn> {
   return parseLsn(lsn);
 }
 
+const KIND_TO_RMGR: Record<string, number> = { heap: 10, sequence: 15, btree: 11, hash: 12, gin: 13, gist: 14, spgist: 16, brin: 17, bloom: 20 };
+
+/** relfilenode path ("base/5/16384", "global/1262") -> access method kind, for masking. */
+async function relationKinds(cluster: PgCluster): Promise<Map<string, string>> {
+  const kinds = new Map<string, string>();
+  const dbs = await cluster.sql<{ datname: string; oid: number }>("SELECT datname, oid FROM pg_database WHERE datallowconn");
+  for (const db of dbs) {
+    const rows = await cluster.sql<{ filenode: number; shared: boolean; kind: string }>(
+      `SELECT pg_relation_filenode(c.oid) AS filenode, c.relisshared AS shared,
+              CASE WHEN c.relkind = 'S' THEN 'sequence' WHEN c.relkind IN ('r','t','m') THEN 'heap' ELSE coalesce(am.amname, 'other') END AS kind
+         FROM pg_class c LEFT JOIN pg_am am ON am.oid = c.relam WHERE pg_relation_filenode(c.oid) IS NOT NULL`,
+      [],
+      db.datname,
+    );
+    for (const r of rows) kinds.set(r.shared ? `global/${r.filenode}` : `base/${db.oid}/${r.filenode}`, r.kind);
+  }
+  return kinds;
+}
+
+async function compareDataDirectory(dataDir: string, kinds: Map<string, string>, reader: PageReader, lsn: Lsn, maxMismatches: number): Promise<OnDiskReport> {
+  const report: OnDiskReport = { compared: {}, mismatches: [], lsn: formatLsn(lsn), unsupported: {} };
+  const dirs = ["global", ...readdirSync(path.join(dataDir, "base")).map((d) => `base/${d}`)];
+  for (const dir of dirs) {
+    for (const name of readdirSync(path.join(dataDir, dir))) {
+      const m = /^(\d+)(_fsm|_vm|_init)?(?:\.(\d+))?$/.exec(name);
+      if (!m || m[2] === "_fsm") continue;
+      const fork = m[2] === "_vm" ? 2 : m[2] === "_init" ? 3 : 0;
+      const rel = { spcNode: dir === "global" ? 1664 : 1663, dbNode: dir === "global" ? 0 : Number(dir.split("/")[1]), relNode: Number(m[1]) };
+      // databases that refuse connections (template0) share their catalogs' filenodes with template1
+      const relKind = kinds.get(`${dir}/${m[1]}`) ?? [...kinds].find(([key]) => key.endsWith(`/${m[1]}`))?.[1] ?? "other";
+      // a sequence's page is deliberately ahead of its WAL (nextval logs 32 values at a time)
+      if (relKind === "sequence") continue;
+      const kind = fork === 2 ? "vm" : relKind;
+      const mask = fork === 2 ? undefined : RMGRS[KIND_TO_RMGR[relKind] ?? -1]?.mask;
+      const file = readFileSync(path.join(dataDir, dir, name));
+      const firstBlock = Number(m[3] ?? 0) * 131072;
+      for (let i = 0; i * 8192 < file.length; i++) {
+        const theirs = Buffer.from(file.subarray(i * 8192, (i + 1) * 8192));
+        let ours: Buffer;
+        try {
+          ours = Buffer.from(await reader.getPage(rel, fork, firstBlock + i, lsn));
+        } catch (err) {
+          const key = err instanceof UnsupportedRecordError ? `${rmgrName(err.record.rmid)}/${recordTypeName(err.record.rmid, err.record.info)}` : (err as Error).message;
+          report.unsupported[key] = (report.unsupported[key] ?? 0) + 1;
+          continue;
+        }
+        for (const page of [ours, theirs]) {
+          if (mask) mask(page, firstBlock + i);
+          else page.fill(0, 0, 10); // LSN and checksum
+        }
+        report.compared[kind] = (report.compared[kind] ?? 0) + 1;
+        if (!ours.equals(theirs) && report.mismatches.length < maxMismatches) {
+          let first = 0;
+          while (ours[first] === theirs[first]) first++;
+          report.mismatches.push({
+            lsn: formatLsn(lsn),
+            type: kind,
+            block: `${dir}/${name} blk ${firstBlock + i}`,
+            firstDifference: first,
+            detail: `ours ${ours.subarray(first, first + 16).toString("hex")} theirs ${theirs.subarray(first, first + 16).toString("hex")}`,
+          });
+        }
+      }
+    }
+  }
+  return report;
+}
+
 export async function runConsistencyOracle(options: OracleOptions): Promise<OracleReport> {
   const cluster = await PgCluster.start({
     ...options,
@@ -90,7 +176,23 @@ export async function runConsistencyOracle(options: OracleOptions): Promise<Orac
     await options.prepare?.(cluster);
     const imported = await importFromPrimary(store, cluster.connectionString(), "strata_oracle");
     await options.workload(cluster);
-    const end = await waitFlushed(cluster);
+    let relations: Map<string, string> | undefined;
+    let end: Lsn;
+    let shutdownLsn: Lsn | undefined;
+    if (options.compareOnDisk) {
+      await cluster.sql("CHECKPOINT");
+      relations = await relationKinds(cluster);
+      await cluster.stopServer();
+      const { stdout } = await cluster.run("pg_controldata", ["-D", cluster.dataDir]);
+      const checkpoint = parseLsn(/Latest checkpoint location:\s+(\S+)/.exec(stdout)![1]);
+      // the WAL ends with the shutdown checkpoint record; read at its end
+      let last: Lsn = checkpoint;
+      for (const r of readWalSegments(cluster.walDir, checkpoint)) last = r.endLsn;
+      shutdownLsn = last;
+      end = last;
+    } else {
+      end = await waitFlushed(cluster);
+    }
     const ingestor = await TimelineIngestor.open(store);
     for (let pos = imported.startLsn; pos < end; ) {
       const next = pos + BigInt(Math.min(SEGMENT, Number(end - pos)));
@@ -140,6 +242,7 @@ export async function runConsistencyOracle(options: OracleOptions): Promise<Orac
         }
       }
     }
+    if (relations && shutdownLsn !== undefined) report.onDisk = await compareDataDirectory(cluster.dataDir, relations, reader, shutdownLsn, maxMismatches);
     return report;
   } finally {
     await store.close();
