@@ -39,6 +39,11 @@ export class TimelineIngestor {
     return new TimelineIngestor(store, await WalIngest.load(store, markers.lastRecordLsn), markers);
   }
 
+  /** Pages whose record chains grew long since the last call (for background materialization). */
+  drainLongChains() {
+    return this.walIngest.drainLongChains();
+  }
+
   /** Where the WAL stream must resume: the end of the last durably stored record. */
   get resumeLsn(): Lsn {
     return this.lastRecordLsn;

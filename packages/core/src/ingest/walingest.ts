@@ -45,6 +45,35 @@ export class WalIngest {
   private checkpoint: Buffer;
   private checkpointDirty = false;
 
+  /** records stored per page since its last image (approximate: reset on restart, capped) */
+  private readonly chainLengths = new Map<string, number>();
+  /** pages whose chains reached `longChainThreshold` since the last drain */
+  private longChains: Array<{ rel: RelTag; fork: ForkNumber; block: number }> = [];
+  longChainThreshold = 50;
+
+  private countChain(rel: RelTag, fork: ForkNumber, block: number, willInit: boolean) {
+    const id = relId(rel, fork) + `/${block}`;
+    if (willInit) {
+      this.chainLengths.delete(id);
+      return;
+    }
+    const n = (this.chainLengths.get(id) ?? 0) + 1;
+    if (n >= this.longChainThreshold) {
+      this.longChains.push({ rel, fork, block });
+      this.chainLengths.delete(id);
+      return;
+    }
+    if (this.chainLengths.size >= 500_000) this.chainLengths.clear();
+    this.chainLengths.set(id, n);
+  }
+
+  /** Pages that should get a materialized image (their record chains grew long). */
+  drainLongChains(): Array<{ rel: RelTag; fork: ForkNumber; block: number }> {
+    const out = this.longChains;
+    this.longChains = [];
+    return out;
+  }
+
   private constructor(private readonly store: TimelineStore, checkpoint: Buffer | undefined) {
     this.checkpoint = checkpoint ? Buffer.from(checkpoint) : Buffer.alloc(CHECKPOINT_SIZE);
   }
@@ -139,9 +168,11 @@ export class WalIngest {
           page.writeUInt32LE(Number(lsn & 0xffffffffn), 4);
         }
         batch.put(relBlockKey(block.rel, block.forkNum, block.blockNumber), lsn, imageValue(page));
+        this.chainLengths.delete(relId(block.rel, block.forkNum) + `/${block.blockNumber}`);
       } else {
         const willInit = block.willInit || (block.hasImage && block.applyImage);
         batch.put(relBlockKey(block.rel, block.forkNum, block.blockNumber), lsn, walRecordValue(record.raw, record.lsn, willInit));
+        this.countChain(block.rel, block.forkNum, block.blockNumber, willInit);
       }
       await this.extendTo(batch, block.rel, block.forkNum, block.blockNumber, lsn);
     }

@@ -4,6 +4,7 @@
 // positions as flushed (so the slot keeps WAL until it is stored), and reconnects with backoff when
 // the primary restarts or the connection drops. A record that cannot be decoded stops it for good.
 import { formatLsn, type Lsn } from "../lsn.ts";
+import type { ForkNumber, RelTag } from "../reltag.ts";
 import { ReplicationConnection } from "../replication/connection.ts";
 import { PrimaryError } from "../replication/errors.ts";
 import { WalDecodeError } from "../wal/errors.ts";
@@ -27,6 +28,8 @@ export interface WalReceiverOptions {
   initialBackoffMs?: number;
   maxBackoffMs?: number;
   onDurable?(lsn: Lsn, bytes: number, records: number): void;
+  /** pages whose record chains grew long: materialize them in the background */
+  onLongChains?(pages: Array<{ rel: RelTag; fork: ForkNumber; block: number }>, lsn: Lsn): void;
   onEvent?(event: "connected" | "reconnect" | "failed", detail: string): void;
 }
 
@@ -82,6 +85,8 @@ export class WalReceiver {
           this.status.records = this.ingestor.totalRecords;
           stream.sendStatus({ written: message.walStart + BigInt(message.data.length), flushed: durable, applied: durable });
           this.options.onDurable?.(durable, this.ingestor.totalBytes - bytesBefore, this.ingestor.totalRecords - before);
+          const longChains = this.ingestor.drainLongChains();
+          if (longChains.length) this.options.onLongChains?.(longChains, durable);
         }
         await conn.close().catch(() => {});
       } catch (err) {

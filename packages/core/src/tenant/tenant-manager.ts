@@ -107,10 +107,33 @@ export class TenantManager {
             for (const wake of this.waiters) wake();
           },
           onEvent: (event, detail) => this.events.onReceiverEvent?.(tenantId, spec.id, event, detail),
+          onLongChains: (pages, lsn) => this.materializeLater(handle, pages, lsn),
         });
         handle.receiver.start();
       }
     }
+  }
+
+  private materializing = new Map<string, Promise<void>>();
+
+  /**
+   * Background half of the bounded-replay policy: rebuild pages whose chains grew long, so the
+   * reader stores a materialized image and later reads replay only what came after it. Pages
+   * that cannot be rebuilt (a record type without redo) are left; reading them reports why.
+   */
+  private materializeLater(handle: TimelineHandle, pages: Array<{ rel: RelTag; fork: ForkNumber; block: number }>, lsn: Lsn) {
+    const key = this.key(handle.tenantId, handle.timelineId);
+    const previous = this.materializing.get(key) ?? Promise.resolve();
+    const next = previous.then(async () => {
+      for (const page of pages) {
+        if (!this.timelines.has(key)) return;
+        await handle.reader.materialize(page.rel, page.fork, page.block, lsn).catch(() => {});
+      }
+    });
+    this.materializing.set(key, next);
+    void next.finally(() => {
+      if (this.materializing.get(key) === next) this.materializing.delete(key);
+    });
   }
 
   /** Imports a primary's base backup into a (not yet attached) timeline store. */
@@ -128,6 +151,7 @@ export class TenantManager {
       if (handle.tenantId !== tenantId) continue;
       this.timelines.delete(key);
       this.progress.delete(key);
+      await this.materializing.get(key);
       await handle.receiver?.stop();
       await handle.store.close();
     }
@@ -213,6 +237,7 @@ export class TenantManager {
     if (this.sampler) clearInterval(this.sampler);
     for (const handle of this.timelines.values()) {
       await handle.receiver?.stop();
+      await this.materializing.get(this.key(handle.tenantId, handle.timelineId));
       await handle.store.close();
     }
     this.timelines.clear();

@@ -66,7 +66,7 @@ export class PageReader {
   }
 
   /** The 8192-byte page of a relation fork block as of `lsn`. */
-  async getPage(rel: RelTag, fork: ForkNumber, blockNumber: number, lsn: Lsn): Promise<Buffer> {
+  async getPage(rel: RelTag, fork: ForkNumber, blockNumber: number, lsn: Lsn, options: { materializeAbove?: number } = {}): Promise<Buffer> {
     const materialized = await this.store.getVersion(materializedBlockKey(rel, fork, blockNumber), lsn);
     const chain = await this.store.getReconstructChain(relBlockKey(rel, fork, blockNumber), lsn, materialized?.lsn);
     let page: Buffer;
@@ -80,7 +80,9 @@ export class PageReader {
       if (version.value.kind === ValueKind.WalRecord || version.value.kind === ValueKind.Derived) replayed++;
       lastLsn = version.lsn;
     }
-    if (replayed > this.maxReplay && lastLsn !== undefined) {
+    // materialize well before the limit, so reads stay under maxReplay as chains keep growing
+    const threshold = options.materializeAbove ?? Math.floor(this.maxReplay / 2);
+    if (replayed > threshold && lastLsn !== undefined) {
       await this.store.putDerived(materializedBlockKey(rel, fork, blockNumber), lastLsn, imageValue(page));
     }
     return page;
@@ -109,6 +111,11 @@ export class PageReader {
         applyDerived(page, value.derived, value.payload);
         return page;
     }
+  }
+
+  /** Rebuilds a page at `lsn` and stores it as a materialized image (bounded replay). */
+  async materialize(rel: RelTag, fork: ForkNumber, blockNumber: number, lsn: Lsn): Promise<void> {
+    await this.getPage(rel, fork, blockNumber, lsn, { materializeAbove: 0 });
   }
 
   /** An SLRU page (pg_xact, pg_multixact) as of `lsn`. */
