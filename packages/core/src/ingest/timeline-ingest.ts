@@ -52,60 +52,80 @@ export class TimelineIngestor {
   /** Position the decoder has consumed up to (for the stream's byte accounting). */
   private expectedNext: Lsn | undefined;
 
+  /** Decoded records not yet committed (the walreceiver groups messages into one commit). */
+  private pending = new IngestBatch();
+  private pendingRecords = 0;
+  private pendingEnd: Lsn = 0n;
+
+  get hasPending(): boolean {
+    return this.pendingRecords > 0;
+  }
+
   /**
-   * Feeds WAL bytes that start at `chunkStart` (must continue the stream) and commits every
-   * complete record they finish, in batches of at most `maxBatchBytes`. Returns the new durable LSN.
+   * Feeds WAL bytes that start at `chunkStart` (must continue the stream). Complete records are
+   * added to the pending batch, which is committed whenever it reaches `maxBatchBytes` and, with
+   * `flush` (the default), at the end. Returns the durable LSN.
    */
-  async ingestWal(chunk: Buffer, chunkStart: Lsn, maxBatchBytes = 8 * 1024 * 1024): Promise<Lsn> {
+  async ingestWal(chunk: Buffer, chunkStart: Lsn, options: { flush?: boolean; maxBatchBytes?: number } | number = {}): Promise<Lsn> {
+    const { flush = true, maxBatchBytes = 8 * 1024 * 1024 } = typeof options === "number" ? { maxBatchBytes: options } : options;
     if (this.failed) throw new IngestStoppedError(`ingest stopped: ${this.failed.message}`);
     const expected = this.expectedNext ?? this.lastRecordLsn;
     if (chunkStart > expected) throw new Error(`WAL gap: expected data at ${formatLsn(expected)}, got ${formatLsn(chunkStart)}`);
     if (chunkStart < expected) {
       // the primary may resend from an earlier point after a reconnect: skip what we have
       const skip = Number(expected - chunkStart);
-      if (skip >= chunk.length) return this.lastRecordLsn;
+      if (skip >= chunk.length) return flush ? this.flush() : this.lastRecordLsn;
       chunk = chunk.subarray(skip);
       chunkStart = expected;
     }
     this.expectedNext = chunkStart + BigInt(chunk.length);
     this.decoder.feed(chunk);
-    let batch = new IngestBatch();
-    let batchRecords = 0;
-    let batchEnd = this.lastRecordLsn;
-    for (;;) {
-      let record: DecodedRecord | undefined;
-      try {
-        record = this.decoder.next();
-      } catch (err) {
-        // commit what decoded cleanly before the bad record, then stop this timeline
-        if (batchRecords) await this.commit(batch, batchEnd, batchRecords);
-        this.failed = err as Error;
-        throw err;
+    try {
+      for (;;) {
+        let record: DecodedRecord | undefined;
+        try {
+          record = this.decoder.next();
+        } catch (err) {
+          // commit what decoded cleanly before the bad record, then stop this timeline
+          await this.flush();
+          this.failed = err as Error;
+          throw err;
+        }
+        if (!record) break;
+        // database-level records scan the store's directories: make earlier writes visible first
+        if (record.rmid === 4) await this.flush();
+        await this.walIngest.ingest(record, this.pending);
+        this.pendingRecords++;
+        this.pendingEnd = record.endLsn;
+        if (this.pending.bytes >= maxBatchBytes) await this.flush();
       }
-      if (!record) break;
-      // database-level records scan the store's directories: make earlier writes visible first
-      if (record.rmid === 4 && batchRecords) {
-        await this.commit(batch, batchEnd, batchRecords);
-        batch = new IngestBatch();
-        batchRecords = 0;
-      }
-      await this.walIngest.ingest(record, batch);
-      batchRecords++;
-      batchEnd = record.endLsn;
-      if (batch.bytes >= maxBatchBytes) {
-        await this.commit(batch, batchEnd, batchRecords);
-        batch = new IngestBatch();
-        batchRecords = 0;
-      }
+      if (flush) await this.flush();
+    } catch (err) {
+      // the in-memory ingest state may be ahead of the store now: this ingestor is done
+      this.failed ??= err as Error;
+      throw err;
     }
-    if (batchRecords) await this.commit(batch, batchEnd, batchRecords);
     return this.lastRecordLsn;
   }
 
-  private async commit(batch: IngestBatch, endLsn: Lsn, records: number) {
-    await this.store.commit(batch.entries, { lastRecordLsn: endLsn, diskConsistentLsn: endLsn, startLsn: this.startLsn });
+  /** Commits the pending records (one synced batch with the new markers). Returns the durable LSN. */
+  async flush(): Promise<Lsn> {
+    if (this.pendingRecords === 0) return this.lastRecordLsn;
+    const batch = this.pending;
+    const records = this.pendingRecords;
+    const endLsn = this.pendingEnd;
+    this.pending = new IngestBatch();
+    this.pendingRecords = 0;
+    try {
+      await this.store.commit(batch.entries, { lastRecordLsn: endLsn, diskConsistentLsn: endLsn, startLsn: this.startLsn });
+    } catch (err) {
+      // the records are gone from memory but not stored: never continue past them
+      this.failed ??= err as Error;
+      throw err;
+    }
     this.lastRecordLsn = endLsn;
     this.totalRecords += records;
     this.totalBytes += batch.bytes;
+    return endLsn;
   }
 }

@@ -22,6 +22,7 @@ import {
 } from "./records.ts";
 
 const ZERO_PAGE = Buffer.alloc(8192);
+const XID_CHECKPOINT_INTERVAL = 1024;
 const FORKS = [ForkNumber.Main, ForkNumber.Fsm, ForkNumber.VisibilityMap, ForkNumber.Init];
 
 /** Writes of one ingest step, committed atomically with the timeline's markers. */
@@ -133,20 +134,27 @@ export class WalIngest {
     }
   }
 
+  /**
+   * Keeps the checkpoint's nextXid past every xid seen. Like Neon, it is advanced in steps of
+   * 1024 (a safe over-estimate for a backup's nextXid) so the checkpoint value is rewritten
+   * once per 1024 transactions instead of on every commit.
+   */
   private advanceNextXid(xid: number) {
     if (xid === 0) return;
     const next = this.checkpoint.readBigUInt64LE(CheckPointField.nextXid);
     const epoch = next >> 32n;
     const current = Number(next & 0xffffffffn);
     // xids compare modulo 2^32; only move forward
-    if (((xid + 1 - current) | 0) > 0 || current === 0) {
-      let nextXid = (xid + 1) >>> 0;
-      let nextEpoch = epoch;
-      if (nextXid < current && current !== 0) nextEpoch += 1n;
-      if (nextXid < 3) nextXid = 3; // FirstNormalTransactionId after wraparound
-      this.checkpoint.writeBigUInt64LE((nextEpoch << 32n) | BigInt(nextXid), CheckPointField.nextXid);
-      this.checkpointDirty = true;
-    }
+    if (current !== 0 && ((xid + 1 - current) | 0) <= 0) return;
+    let nextXid = Math.ceil((xid + 1) / XID_CHECKPOINT_INTERVAL) * XID_CHECKPOINT_INTERVAL;
+    let nextEpoch = epoch;
+    if (nextXid > 0xffffffff) {
+      nextXid -= 0x100000000;
+      nextEpoch += 1n;
+    } else if (nextXid < current) nextEpoch += 1n;
+    if (nextXid < 3) nextXid = 3; // FirstNormalTransactionId after wraparound
+    this.checkpoint.writeBigUInt64LE((nextEpoch << 32n) | BigInt(nextXid), CheckPointField.nextXid);
+    this.checkpointDirty = true;
   }
 
   /** Adds the writes for one record to the batch. */

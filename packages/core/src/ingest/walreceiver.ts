@@ -26,6 +26,8 @@ export interface WalReceiverOptions {
   slot: string;
   applicationName?: string;
   initialBackoffMs?: number;
+  /** longest time received WAL may wait before it is committed (fsync) in one group */
+  groupCommitMs?: number;
   maxBackoffMs?: number;
   onDurable?(lsn: Lsn, bytes: number, records: number): void;
   /** pages whose record chains grew long: materialize them in the background */
@@ -39,8 +41,12 @@ export class WalReceiver {
   private connection: ReplicationConnection | undefined;
   private loop: Promise<void> | undefined;
   private wakeBackoff: (() => void) | undefined;
+  private stopSignal!: Promise<"stop">;
+  private signalStop!: () => void;
 
-  constructor(private readonly ingestor: TimelineIngestor, private readonly options: WalReceiverOptions) {}
+  constructor(private readonly ingestor: TimelineIngestor, private readonly options: WalReceiverOptions) {
+    this.stopSignal = new Promise((resolve) => (this.signalStop = () => resolve("stop")));
+  }
 
   get lastRecordLsn(): Lsn {
     return this.ingestor.resumeLsn;
@@ -52,6 +58,7 @@ export class WalReceiver {
 
   async stop(): Promise<void> {
     this.stopped = true;
+    this.signalStop();
     this.wakeBackoff?.();
     this.connection?.destroy();
     await this.loop;
@@ -61,11 +68,16 @@ export class WalReceiver {
   private async run(): Promise<void> {
     let backoff = this.options.initialBackoffMs ?? 200;
     const maxBackoff = this.options.maxBackoffMs ?? 10_000;
+    const groupCommitMs = this.options.groupCommitMs ?? 20;
     while (!this.stopped) {
       this.status.state = "connecting";
       try {
         const conn = await ReplicationConnection.connect(this.options.primary, { applicationName: this.options.applicationName ?? "strata" });
         this.connection = conn;
+        if (this.stopped) {
+          conn.destroy();
+          break;
+        }
         const identity = await conn.identifySystem();
         if (identity.xlogPos > this.status.primaryFlushLsn) this.status.primaryFlushLsn = identity.xlogPos;
         const stream = await conn.startReplication({ slot: this.options.slot, startLsn: this.ingestor.resumeLsn, timeline: identity.timeline });
@@ -73,20 +85,60 @@ export class WalReceiver {
         this.status.lastError = null;
         this.options.onEvent?.("connected", formatLsn(this.ingestor.resumeLsn));
         backoff = this.options.initialBackoffMs ?? 200;
-        for (;;) {
-          const message = await stream.next();
-          if (stream.serverWalEnd > this.status.primaryFlushLsn) this.status.primaryFlushLsn = stream.serverWalEnd;
-          if (!message) break;
-          if (message.data.length === 0) continue;
+        // Read the next message while the previous one is ingested, and commit (fsync) at most
+        // every `groupCommitMs` or when the stream goes quiet, not once per message.
+        let next = stream.next();
+        let lastCommit = Date.now();
+        const commit = async () => {
           const before = this.ingestor.totalRecords;
           const bytesBefore = this.ingestor.totalBytes;
-          const durable = await this.ingestor.ingestWal(message.data, message.walStart);
-          this.status.receivedBytes += message.data.length;
+          const durable = await this.ingestor.flush();
+          lastCommit = Date.now();
+          stream.sendStatus({ flushed: durable, applied: durable });
           this.status.records = this.ingestor.totalRecords;
-          stream.sendStatus({ written: message.walStart + BigInt(message.data.length), flushed: durable, applied: durable });
           this.options.onDurable?.(durable, this.ingestor.totalBytes - bytesBefore, this.ingestor.totalRecords - before);
           const longChains = this.ingestor.drainLongChains();
           if (longChains.length) this.options.onLongChains?.(longChains, durable);
+        };
+        for (;;) {
+          let message;
+          if (this.ingestor.hasPending) {
+            const wait = Math.max(0, groupCommitMs - (Date.now() - lastCommit));
+            let timer: NodeJS.Timeout | undefined;
+            const quiet = new Promise<"quiet">((resolve) => (timer = setTimeout(() => resolve("quiet"), wait)));
+            const winner = await Promise.race([next, quiet, this.stopSignal]);
+            clearTimeout(timer);
+            if (winner === "stop") break;
+            if (winner === "quiet") {
+              await commit();
+              continue;
+            }
+            message = winner;
+          } else {
+            const winner = await Promise.race([next, this.stopSignal]);
+            if (winner === "stop") break;
+            message = winner;
+          }
+          if (stream.serverWalEnd > this.status.primaryFlushLsn) this.status.primaryFlushLsn = stream.serverWalEnd;
+          if (!message) {
+            await commit();
+            break;
+          }
+          next = stream.next();
+          // avoid an unhandled rejection while we are busy ingesting; it is awaited next round
+          next.catch(() => {});
+          if (message.data.length === 0) continue;
+          await this.ingestor.ingestWal(message.data, message.walStart, { flush: false });
+          this.status.receivedBytes += message.data.length;
+          stream.sendStatus({ written: message.walStart + BigInt(message.data.length) });
+          if (Date.now() - lastCommit >= groupCommitMs) await commit();
+        }
+        if (this.stopped) {
+          // keep what was received (the slot would resend it anyway) and drop the stream
+          await this.ingestor.flush().catch(() => {});
+          next.catch(() => {});
+          conn.destroy();
+          break;
         }
         await conn.close().catch(() => {});
       } catch (err) {

@@ -1,10 +1,438 @@
-// Heap redo (not implemented yet): every record fails with an error naming it, so an affected
-// page is never silently wrong.
-import { type RmgrRedo, UnsupportedRecordError } from "./types.ts";
+// Heap redo (rmgr 10, PostgreSQL's heap_xlog_* for XLOG_HEAP_*): tuple insert, delete, update,
+// lock, speculative-insert confirm and in-place update, applied to one heap page per call. The
+// visibility-map clears these records imply are derived at ingest; this module only touches the
+// heap page. Also home of heap tuple header helpers and heap_mask, shared with heap2.ts.
+import type { BlockRef, DecodedRecord } from "../wal/record.ts";
+import { maskPageHintBits, maskPageLsnAndChecksum, maskUnusedSpace, MASK_MARKER } from "./mask.ts";
+import {
+  getItemIdRaw,
+  InvalidOffsetNumber,
+  isNewPage,
+  LP_NORMAL,
+  maxAlign,
+  maxOffsetNumber,
+  pageAddItem,
+  pageClearAllVisible,
+  pageInit,
+  pageSetPrunable,
+} from "./page.ts";
+import { RedoError, type RmgrRedo, UnsupportedRecordError } from "./types.ts";
+
+// xl_info high nibble
+export const XLOG_HEAP_OPMASK = 0x70;
+export const XLOG_HEAP_INIT_PAGE = 0x80;
+const XLOG_HEAP_INSERT = 0x00;
+const XLOG_HEAP_DELETE = 0x10;
+const XLOG_HEAP_UPDATE = 0x20;
+const XLOG_HEAP_TRUNCATE = 0x30;
+const XLOG_HEAP_HOT_UPDATE = 0x40;
+const XLOG_HEAP_CONFIRM = 0x50;
+const XLOG_HEAP_LOCK = 0x60;
+const XLOG_HEAP_INPLACE = 0x70;
+
+// record flags
+export const XLH_INSERT_ALL_VISIBLE_CLEARED = 0x01;
+export const XLH_INSERT_ALL_FROZEN_SET = 0x20;
+const XLH_UPDATE_OLD_ALL_VISIBLE_CLEARED = 0x01;
+const XLH_UPDATE_NEW_ALL_VISIBLE_CLEARED = 0x02;
+const XLH_UPDATE_PREFIX_FROM_OLD = 0x20;
+const XLH_UPDATE_SUFFIX_FROM_OLD = 0x40;
+const XLH_DELETE_ALL_VISIBLE_CLEARED = 0x01;
+const XLH_DELETE_IS_SUPER = 0x08;
+const XLH_DELETE_IS_PARTITION_MOVE = 0x10;
+
+// xl_heap_lock / xl_heap_update / xl_heap_delete infobits
+const XLHL_XMAX_IS_MULTI = 0x01;
+const XLHL_XMAX_LOCK_ONLY = 0x02;
+const XLHL_XMAX_EXCL_LOCK = 0x04;
+const XLHL_XMAX_KEYSHR_LOCK = 0x08;
+const XLHL_KEYS_UPDATED = 0x10;
+
+// HeapTupleHeaderData layout
+export const SIZEOF_HEAP_TUPLE_HEADER = 23;
+export const T_XMIN = 0;
+export const T_XMAX = 4;
+/** t_cid, or t_xvac for tuples moved by old-style VACUUM FULL */
+export const T_CID = 8;
+/** t_ctid: bi_hi u16, bi_lo u16, ip_posid u16 */
+export const T_CTID = 12;
+export const T_INFOMASK2 = 18;
+export const T_INFOMASK = 20;
+export const T_HOFF = 22;
+/** xl_heap_header: t_infomask2 u16, t_infomask u16, t_hoff u8 */
+export const SIZEOF_HEAP_HEADER = 5;
+
+// t_infomask
+export const HEAP_COMBOCID = 0x0020;
+export const HEAP_XMAX_EXCL_LOCK = 0x0040;
+export const HEAP_XMAX_LOCK_ONLY = 0x0080;
+export const HEAP_XMAX_KEYSHR_LOCK = 0x0010;
+export const HEAP_XMAX_SHR_LOCK = HEAP_XMAX_EXCL_LOCK | HEAP_XMAX_KEYSHR_LOCK;
+export const HEAP_LOCK_MASK = HEAP_XMAX_SHR_LOCK | HEAP_XMAX_EXCL_LOCK | HEAP_XMAX_KEYSHR_LOCK;
+export const HEAP_XMIN_COMMITTED = 0x0100;
+export const HEAP_XMIN_INVALID = 0x0200;
+export const HEAP_XMIN_FROZEN = HEAP_XMIN_COMMITTED | HEAP_XMIN_INVALID;
+export const HEAP_XMAX_COMMITTED = 0x0400;
+export const HEAP_XMAX_INVALID = 0x0800;
+export const HEAP_XMAX_IS_MULTI = 0x1000;
+export const HEAP_MOVED = 0x4000 | 0x8000;
+export const HEAP_XACT_MASK = 0xfff0;
+export const HEAP_XMAX_BITS = HEAP_XMAX_COMMITTED | HEAP_XMAX_INVALID | HEAP_XMAX_IS_MULTI | HEAP_LOCK_MASK | HEAP_XMAX_LOCK_ONLY;
+// t_infomask2
+export const HEAP_KEYS_UPDATED = 0x2000;
+export const HEAP_HOT_UPDATED = 0x4000;
+
+const SPEC_TOKEN_OFFSET_NUMBER = 0xfffe;
+const MOVED_PARTITIONS_OFFSET_NUMBER = 0xfffd;
+const MOVED_PARTITIONS_BLOCK_NUMBER = 0xffffffff;
+
+// ---------------------------------------------------------------------------------------------
+// Tuple header helpers (positions are byte offsets of the tuple in the page)
+
+export function setTupleCtid(page: Buffer, tuple: number, blockNumber: number, offnum: number): void {
+  page.writeUInt16LE((blockNumber >>> 16) & 0xffff, tuple + T_CTID);
+  page.writeUInt16LE(blockNumber & 0xffff, tuple + T_CTID + 2);
+  page.writeUInt16LE(offnum, tuple + T_CTID + 4);
+}
+
+/**
+ * Byte position of the NORMAL tuple at `offnum`, and its length; a missing or non-normal line
+ * pointer is a redo failure (PostgreSQL PANICs with "invalid lp").
+ */
+export function normalTuple(page: Buffer, offnum: number, record: DecodedRecord, block: BlockRef): { pos: number; len: number } {
+  if (offnum < 1 || offnum > maxOffsetNumber(page)) throw new RedoError(record, block, `invalid lp: offset ${offnum} beyond max ${maxOffsetNumber(page)}`);
+  const raw = getItemIdRaw(page, offnum);
+  if (((raw >>> 15) & 3) !== LP_NORMAL) throw new RedoError(record, block, `invalid lp: offset ${offnum} is not a normal item`);
+  const pos = raw & 0x7fff;
+  const len = raw >>> 17;
+  if (len < SIZEOF_HEAP_TUPLE_HEADER || pos + len > page.length) throw new RedoError(record, block, `invalid lp: offset ${offnum} has length ${len} at ${pos}`);
+  return { pos, len };
+}
+
+/**
+ * What delete, update and lock do to the xmax-related bits: clear them (and HEAP_MOVED,
+ * KEYS_UPDATED), then set those the record's infobits name (fix_infomask_from_infobits).
+ */
+export function applyXmaxInfobits(page: Buffer, tuple: number, infobits: number): void {
+  let infomask = page.readUInt16LE(tuple + T_INFOMASK) & ~(HEAP_XMAX_BITS | HEAP_MOVED);
+  let infomask2 = page.readUInt16LE(tuple + T_INFOMASK2) & ~HEAP_KEYS_UPDATED;
+  if (infobits & XLHL_XMAX_IS_MULTI) infomask |= HEAP_XMAX_IS_MULTI;
+  if (infobits & XLHL_XMAX_LOCK_ONLY) infomask |= HEAP_XMAX_LOCK_ONLY;
+  if (infobits & XLHL_XMAX_EXCL_LOCK) infomask |= HEAP_XMAX_EXCL_LOCK;
+  if (infobits & XLHL_XMAX_KEYSHR_LOCK) infomask |= HEAP_XMAX_KEYSHR_LOCK;
+  if (infobits & XLHL_KEYS_UPDATED) infomask2 |= HEAP_KEYS_UPDATED;
+  page.writeUInt16LE(infomask & 0xffff, tuple + T_INFOMASK);
+  page.writeUInt16LE(infomask2 & 0xffff, tuple + T_INFOMASK2);
+}
+
+/** HeapTupleHeaderSetCmax(tuple, FirstCommandId, false): t_cid = 0, HEAP_COMBOCID cleared. */
+function resetCmax(page: Buffer, tuple: number): void {
+  page.writeUInt32LE(0, tuple + T_CID);
+  page.writeUInt16LE(page.readUInt16LE(tuple + T_INFOMASK) & ~HEAP_COMBOCID, tuple + T_INFOMASK);
+}
+
+function setInfomask2Bits(page: Buffer, tuple: number, set: number, clear: number): void {
+  page.writeUInt16LE(((page.readUInt16LE(tuple + T_INFOMASK2) & ~clear) | set) & 0xffff, tuple + T_INFOMASK2);
+}
+
+/**
+ * Builds a heap tuple as redo does: a zeroed 23-byte header carrying the logged infomask2,
+ * infomask and t_hoff, xmin = the record's xid, cmin = 0 (FirstCommandId), the given xmax and
+ * ctid; then `body` (null bitmap, padding, data) after it.
+ */
+export function buildTuple(
+  infomask2: number,
+  infomask: number,
+  hoff: number,
+  body: Buffer[],
+  xmin: number,
+  xmax: number,
+  blockNumber: number,
+  offnum: number,
+): Buffer {
+  let bodyLen = 0;
+  for (const part of body) bodyLen += part.length;
+  const tuple = Buffer.alloc(SIZEOF_HEAP_TUPLE_HEADER + bodyLen);
+  tuple.writeUInt32LE(xmin >>> 0, T_XMIN);
+  tuple.writeUInt32LE(xmax >>> 0, T_XMAX);
+  setTupleCtid(tuple, 0, blockNumber, offnum);
+  tuple.writeUInt16LE(infomask2, T_INFOMASK2);
+  // HeapTupleHeaderSetCmin clears HEAP_COMBOCID
+  tuple.writeUInt16LE(infomask & ~HEAP_COMBOCID, T_INFOMASK);
+  tuple[T_HOFF] = hoff;
+  let at = SIZEOF_HEAP_TUPLE_HEADER;
+  for (const part of body) {
+    part.copy(tuple, at);
+    at += part.length;
+  }
+  return tuple;
+}
+
+/** PageAddItem(overwrite, is_heap) at `offnum`, failing as PostgreSQL's PANICs do. */
+export function addHeapTuple(page: Buffer, tuple: Buffer, offnum: number, record: DecodedRecord, block: BlockRef): void {
+  if (isNewPage(page)) throw new RedoError(record, block, "page is not initialized");
+  if (maxOffsetNumber(page) + 1 < offnum) throw new RedoError(record, block, `invalid max offset number: ${maxOffsetNumber(page)} for offset ${offnum}`);
+  if (pageAddItem(page, tuple, offnum, { overwrite: true, isHeap: true }) === InvalidOffsetNumber) {
+    throw new RedoError(record, block, `failed to add tuple of ${tuple.length} bytes at offset ${offnum}`);
+  }
+}
+
+export function requireData(record: DecodedRecord, block: BlockRef, minLength: number): Buffer {
+  if (block.data.length < minLength) throw new RedoError(record, block, `block data of ${block.data.length} bytes, expected at least ${minLength}`);
+  return block.data;
+}
+
+export function requireMain(record: DecodedRecord, block: BlockRef, length: number): Buffer {
+  if (record.mainData.length < length) throw new RedoError(record, block, `main data of ${record.mainData.length} bytes, expected at least ${length}`);
+  return record.mainData;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Record types
+
+function redoInsert(page: Buffer, record: DecodedRecord, block: BlockRef): void {
+  const main = requireMain(record, block, 3); // xl_heap_insert {offnum u16, flags u8}
+  const offnum = main.readUInt16LE(0);
+  const flags = main[2];
+  if (record.info & XLOG_HEAP_INIT_PAGE) pageInit(page, 0);
+  const data = requireData(record, block, SIZEOF_HEAP_HEADER);
+  const tuple = buildTuple(
+    data.readUInt16LE(0),
+    data.readUInt16LE(2),
+    data[4],
+    [data.subarray(SIZEOF_HEAP_HEADER)],
+    record.xid,
+    0,
+    block.blockNumber,
+    offnum,
+  );
+  addHeapTuple(page, tuple, offnum, record, block);
+  if (flags & XLH_INSERT_ALL_VISIBLE_CLEARED) pageClearAllVisible(page);
+}
+
+function redoDelete(page: Buffer, record: DecodedRecord, block: BlockRef): void {
+  // xl_heap_delete {xmax u32, offnum u16, infobits_set u8, flags u8}
+  const main = requireMain(record, block, 8);
+  const xmax = main.readUInt32LE(0);
+  const offnum = main.readUInt16LE(4);
+  const infobits = main[6];
+  const flags = main[7];
+  const { pos } = normalTuple(page, offnum, record, block);
+  applyXmaxInfobits(page, pos, infobits);
+  setInfomask2Bits(page, pos, 0, HEAP_HOT_UPDATED);
+  if (flags & XLH_DELETE_IS_SUPER) page.writeUInt32LE(0, pos + T_XMIN);
+  else page.writeUInt32LE(xmax, pos + T_XMAX);
+  resetCmax(page, pos);
+  pageSetPrunable(page, record.xid);
+  if (flags & XLH_DELETE_ALL_VISIBLE_CLEARED) pageClearAllVisible(page);
+  if (flags & XLH_DELETE_IS_PARTITION_MOVE) setTupleCtid(page, pos, MOVED_PARTITIONS_BLOCK_NUMBER, MOVED_PARTITIONS_OFFSET_NUMBER);
+  else setTupleCtid(page, pos, block.blockNumber, offnum);
+}
+
+/** xl_heap_update: old_xmax u32, old_offnum u16, old_infobits_set u8, flags u8, new_xmax u32, new_offnum u16 */
+interface UpdateRecord {
+  oldXmax: number;
+  oldOffnum: number;
+  oldInfobits: number;
+  flags: number;
+  newXmax: number;
+  newOffnum: number;
+}
+
+function readUpdate(record: DecodedRecord, block: BlockRef): UpdateRecord {
+  const main = requireMain(record, block, 14);
+  return {
+    oldXmax: main.readUInt32LE(0),
+    oldOffnum: main.readUInt16LE(4),
+    oldInfobits: main[6],
+    flags: main[7],
+    newXmax: main.readUInt32LE(8),
+    newOffnum: main.readUInt16LE(12),
+  };
+}
+
+/** The old tuple version: xmax and lock bits, HOT flag, forward link to the new version. */
+function updateOldTuple(page: Buffer, record: DecodedRecord, block: BlockRef, xl: UpdateRecord, hot: boolean, newBlock: number): void {
+  const { pos } = normalTuple(page, xl.oldOffnum, record, block);
+  applyXmaxInfobits(page, pos, xl.oldInfobits);
+  // fix_infomask_from_infobits may set KEYS_UPDATED; the HOT flag is independent of it
+  if (hot) setInfomask2Bits(page, pos, HEAP_HOT_UPDATED, 0);
+  else setInfomask2Bits(page, pos, 0, HEAP_HOT_UPDATED);
+  page.writeUInt32LE(xl.oldXmax, pos + T_XMAX);
+  resetCmax(page, pos);
+  setTupleCtid(page, pos, newBlock, xl.newOffnum);
+  pageSetPrunable(page, record.xid);
+  if (xl.flags & XLH_UPDATE_OLD_ALL_VISIBLE_CLEARED) pageClearAllVisible(page);
+}
+
+/**
+ * The new tuple version, rebuilt from the logged bytes plus a prefix and/or suffix of the old
+ * version's data (only when both are on this page). `oldTuple` is the old version's bytes.
+ */
+function insertNewTuple(page: Buffer, record: DecodedRecord, block: BlockRef, xl: UpdateRecord, oldTuple: Buffer | undefined): void {
+  const data = block.data;
+  let at = 0;
+  let prefixLen = 0;
+  let suffixLen = 0;
+  if (xl.flags & XLH_UPDATE_PREFIX_FROM_OLD) {
+    requireData(record, block, at + 2);
+    prefixLen = data.readUInt16LE(at);
+    at += 2;
+  }
+  if (xl.flags & XLH_UPDATE_SUFFIX_FROM_OLD) {
+    requireData(record, block, at + 2);
+    suffixLen = data.readUInt16LE(at);
+    at += 2;
+  }
+  requireData(record, block, at + SIZEOF_HEAP_HEADER);
+  const infomask2 = data.readUInt16LE(at);
+  const infomask = data.readUInt16LE(at + 2);
+  const hoff = data[at + 4];
+  at += SIZEOF_HEAP_HEADER;
+  const logged = data.subarray(at);
+
+  const body: Buffer[] = [];
+  if (prefixLen > 0 || suffixLen > 0) {
+    if (!oldTuple) throw new RedoError(record, block, "update takes a prefix/suffix from an old tuple on another page");
+    const oldHoff = oldTuple[T_HOFF];
+    if (oldHoff + prefixLen > oldTuple.length || suffixLen > oldTuple.length) {
+      throw new RedoError(record, block, `prefix ${prefixLen}/suffix ${suffixLen} exceed the old tuple of ${oldTuple.length} bytes`);
+    }
+  }
+  if (prefixLen > 0) {
+    // bitmap [+ padding] comes first in the record, then the prefix from the old tuple's data
+    const bitmapLen = hoff - SIZEOF_HEAP_TUPLE_HEADER;
+    if (bitmapLen < 0 || bitmapLen > logged.length) throw new RedoError(record, block, `t_hoff ${hoff} does not fit the logged tuple`);
+    const oldHoff = oldTuple![T_HOFF];
+    body.push(logged.subarray(0, bitmapLen), oldTuple!.subarray(oldHoff, oldHoff + prefixLen), logged.subarray(bitmapLen));
+  } else {
+    body.push(logged);
+  }
+  if (suffixLen > 0) body.push(oldTuple!.subarray(oldTuple!.length - suffixLen));
+
+  const tuple = buildTuple(infomask2, infomask, hoff, body, record.xid, xl.newXmax, block.blockNumber, xl.newOffnum);
+  addHeapTuple(page, tuple, xl.newOffnum, record, block);
+  if (xl.flags & XLH_UPDATE_NEW_ALL_VISIBLE_CLEARED) pageClearAllVisible(page);
+}
+
+/**
+ * UPDATE / HOT_UPDATE. blk0 is the new tuple's page, blk1 the old tuple's page when it differs.
+ * Called once per block: block 1 gets the old-version changes, block 0 the new version, and a
+ * block 0 without a block 1 (same page) gets both, old first.
+ */
+function redoUpdate(page: Buffer, record: DecodedRecord, block: BlockRef, hot: boolean): void {
+  const xl = readUpdate(record, block);
+  const newBlock = record.blocks.find((b) => b.id === 0);
+  if (!newBlock) throw new RedoError(record, block, "update record without block 0");
+  const samePage = !record.blocks.some((b) => b.id === 1);
+
+  if (block.id === 1) {
+    updateOldTuple(page, record, block, xl, hot, newBlock.blockNumber);
+    return;
+  }
+  if (block.id !== 0) throw new RedoError(record, block, `unexpected block id ${block.id} in an update`);
+
+  let oldTuple: Buffer | undefined;
+  if (samePage) {
+    updateOldTuple(page, record, block, xl, hot, block.blockNumber);
+    const { pos, len } = normalTuple(page, xl.oldOffnum, record, block);
+    // copy: adding the new tuple does not move the old one, but keep the view independent
+    oldTuple = Buffer.from(page.subarray(pos, pos + len));
+  } else if (record.info & XLOG_HEAP_INIT_PAGE) {
+    pageInit(page, 0);
+  }
+  insertNewTuple(page, record, block, xl, oldTuple);
+}
+
+function redoConfirm(page: Buffer, record: DecodedRecord, block: BlockRef): void {
+  const offnum = requireMain(record, block, 2).readUInt16LE(0);
+  const { pos } = normalTuple(page, offnum, record, block);
+  setTupleCtid(page, pos, block.blockNumber, offnum);
+}
+
+/** HEAP_XMAX_IS_LOCKED_ONLY */
+function xmaxIsLockedOnly(infomask: number): boolean {
+  return (infomask & HEAP_XMAX_LOCK_ONLY) !== 0 || (infomask & (HEAP_XMAX_IS_MULTI | HEAP_LOCK_MASK)) === HEAP_XMAX_EXCL_LOCK;
+}
+
+function redoLock(page: Buffer, record: DecodedRecord, block: BlockRef): void {
+  // xl_heap_lock {locking_xid u32, offnum u16, infobits_set i8, flags u8}
+  const main = requireMain(record, block, 8);
+  const lockingXid = main.readUInt32LE(0);
+  const offnum = main.readUInt16LE(4);
+  const infobits = main[6];
+  const { pos } = normalTuple(page, offnum, record, block);
+  applyXmaxInfobits(page, pos, infobits);
+  if (xmaxIsLockedOnly(page.readUInt16LE(pos + T_INFOMASK))) {
+    setInfomask2Bits(page, pos, 0, HEAP_HOT_UPDATED);
+    setTupleCtid(page, pos, block.blockNumber, offnum);
+  }
+  page.writeUInt32LE(lockingXid, pos + T_XMAX);
+  resetCmax(page, pos);
+}
+
+function redoInplace(page: Buffer, record: DecodedRecord, block: BlockRef): void {
+  const offnum = requireMain(record, block, 2).readUInt16LE(0);
+  const { pos, len } = normalTuple(page, offnum, record, block);
+  const hoff = page[pos + T_HOFF];
+  if (len - hoff !== block.data.length) throw new RedoError(record, block, `wrong tuple length: ${len - hoff} on page, ${block.data.length} in record`);
+  block.data.copy(page, pos + hoff);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Mask
+
+/**
+ * heap_mask: LSN, checksum, page hint bits and the hole; per normal tuple the transaction hint
+ * bits (all of HEAP_XACT_MASK unless xmin is frozen, then only the xmax hints), t_cid, and the
+ * ctid of speculative insertions; and the MAXALIGN padding after every item with storage.
+ */
+export function heapMask(page: Buffer, blockNumber: number): void {
+  maskPageLsnAndChecksum(page);
+  maskPageHintBits(page);
+  maskUnusedSpace(page);
+  const nline = maxOffsetNumber(page);
+  for (let off = 1; off <= nline; off++) {
+    const raw = getItemIdRaw(page, off);
+    const pos = raw & 0x7fff;
+    const len = raw >>> 17;
+    if (((raw >>> 15) & 3) === LP_NORMAL && pos + SIZEOF_HEAP_TUPLE_HEADER <= page.length) {
+      const infomask = page.readUInt16LE(pos + T_INFOMASK);
+      if ((infomask & HEAP_XMIN_FROZEN) !== HEAP_XMIN_FROZEN) page.writeUInt16LE(infomask & ~HEAP_XACT_MASK, pos + T_INFOMASK);
+      else page.writeUInt16LE(infomask & ~(HEAP_XMAX_INVALID | HEAP_XMAX_COMMITTED), pos + T_INFOMASK);
+      page.writeUInt32LE(MASK_MARKER, pos + T_CID);
+      if (page.readUInt16LE(pos + T_CTID + 4) === SPEC_TOKEN_OFFSET_NUMBER) setTupleCtid(page, pos, blockNumber, off);
+    }
+    if (len !== 0) {
+      const end = Math.min(pos + maxAlign(len), page.length);
+      if (pos + len < end) page.fill(MASK_MARKER, pos + len, end);
+    }
+  }
+}
 
 export const heapRmgr: RmgrRedo = {
   name: "Heap",
-  redo(_page, record) {
+  redo(page, record, block) {
+    switch (record.info & XLOG_HEAP_OPMASK) {
+      case XLOG_HEAP_INSERT:
+        return redoInsert(page, record, block);
+      case XLOG_HEAP_DELETE:
+        return redoDelete(page, record, block);
+      case XLOG_HEAP_UPDATE:
+        return redoUpdate(page, record, block, false);
+      case XLOG_HEAP_HOT_UPDATE:
+        return redoUpdate(page, record, block, true);
+      case XLOG_HEAP_CONFIRM:
+        return redoConfirm(page, record, block);
+      case XLOG_HEAP_LOCK:
+        return redoLock(page, record, block);
+      case XLOG_HEAP_INPLACE:
+        return redoInplace(page, record, block);
+      case XLOG_HEAP_TRUNCATE:
+        // logical decoding only; the truncation itself is an smgr record
+        throw new UnsupportedRecordError(record, "Heap/TRUNCATE references no pages");
+    }
     throw new UnsupportedRecordError(record);
   },
+  mask: heapMask,
 };

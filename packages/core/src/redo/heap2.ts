@@ -1,10 +1,236 @@
-// Heap2 redo (not implemented yet): every record fails with an error naming it, so an affected
-// page is never silently wrong.
-import { type RmgrRedo, UnsupportedRecordError } from "./types.ts";
+// Heap2 redo (rmgr 9, PostgreSQL's heap_xlog_* for XLOG_HEAP2_*): pruning, vacuum's second pass,
+// freezing, all-visible marking (heap page and visibility-map page), multi-insert and locking of
+// updated tuple versions, one page per call. REWRITE and NEW_CID carry no page changes. Masking
+// is heap_mask (heap.ts) for every block, VM pages included, as PostgreSQL does.
+import type { BlockRef, DecodedRecord } from "../wal/record.ts";
+import {
+  addHeapTuple,
+  applyXmaxInfobits,
+  buildTuple,
+  heapMask,
+  normalTuple,
+  requireData,
+  requireMain,
+  SIZEOF_HEAP_TUPLE_HEADER,
+  T_CID,
+  T_INFOMASK,
+  T_INFOMASK2,
+  T_XMAX,
+  XLH_INSERT_ALL_FROZEN_SET,
+  XLH_INSERT_ALL_VISIBLE_CLEARED,
+  XLOG_HEAP_INIT_PAGE,
+  XLOG_HEAP_OPMASK,
+} from "./heap.ts";
+import {
+  FirstOffsetNumber,
+  getItemIdRaw,
+  isNewPage,
+  itemIdSetDead,
+  itemIdSetRedirect,
+  itemIdSetUnused,
+  LP_DEAD,
+  maxOffsetNumber,
+  PageCorruptedError,
+  pageClearAllVisible,
+  pageInit,
+  pageRepairFragmentation,
+  pageSetAllVisible,
+  pageTruncateLinePointerArray,
+  SIZE_OF_PAGE_HEADER,
+} from "./page.ts";
+import { RedoError, type RmgrRedo, UnsupportedRecordError } from "./types.ts";
+
+const XLOG_HEAP2_REWRITE = 0x00;
+const XLOG_HEAP2_PRUNE = 0x10;
+const XLOG_HEAP2_VACUUM = 0x20;
+const XLOG_HEAP2_FREEZE_PAGE = 0x30;
+const XLOG_HEAP2_VISIBLE = 0x40;
+const XLOG_HEAP2_MULTI_INSERT = 0x50;
+const XLOG_HEAP2_LOCK_UPDATED = 0x60;
+const XLOG_HEAP2_NEW_CID = 0x70;
+
+const XLH_FREEZE_XVAC = 0x02;
+const XLH_INVALID_XVAC = 0x04;
+const FROZEN_TRANSACTION_ID = 2;
+/** sizeof(xl_heap_freeze_tuple): xmax u32, offset u16, t_infomask2 u16, t_infomask u16, frzflags u8, pad */
+const SIZEOF_FREEZE_TUPLE = 12;
+/** xl_multi_insert_tuple: datalen u16, t_infomask2 u16, t_infomask u16, t_hoff u8 */
+const SIZEOF_MULTI_INSERT_TUPLE = 7;
+
+/** Visibility map layout: 2 bits per heap block after the page header. */
+const VM_MAPSIZE = 8192 - SIZE_OF_PAGE_HEADER;
+const VM_HEAPBLOCKS_PER_PAGE = VM_MAPSIZE * 4;
+const VISIBILITYMAP_VALID_BITS = 0x03;
+
+function checkOffset(page: Buffer, offnum: number, record: DecodedRecord, block: BlockRef): void {
+  if (offnum < FirstOffsetNumber || offnum > maxOffsetNumber(page)) {
+    throw new RedoError(record, block, `offset ${offnum} beyond max offset ${maxOffsetNumber(page)}`);
+  }
+}
+
+function withPageErrors<T>(record: DecodedRecord, block: BlockRef, fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    if (err instanceof PageCorruptedError) throw new RedoError(record, block, err.message);
+    throw err;
+  }
+}
+
+/** PRUNE: redirect / dead / unused line pointers as logged, then PageRepairFragmentation. */
+function redoPrune(page: Buffer, record: DecodedRecord, block: BlockRef): void {
+  // xl_heap_prune {latestRemovedXid u32, nredirected u16, ndead u16}
+  const main = requireMain(record, block, 8);
+  const nredirected = main.readUInt16LE(4);
+  const ndead = main.readUInt16LE(6);
+  const data = block.data;
+  const count = data.length >>> 1;
+  if (data.length % 2 !== 0 || count < nredirected * 2 + ndead) {
+    throw new RedoError(record, block, `prune data of ${data.length} bytes for ${nredirected} redirects and ${ndead} dead`);
+  }
+  let i = 0;
+  for (let k = 0; k < nredirected; k++, i += 2) {
+    const from = data.readUInt16LE(i * 2);
+    const to = data.readUInt16LE(i * 2 + 2);
+    checkOffset(page, from, record, block);
+    itemIdSetRedirect(page, from, to);
+  }
+  for (let k = 0; k < ndead; k++, i++) {
+    const off = data.readUInt16LE(i * 2);
+    checkOffset(page, off, record, block);
+    itemIdSetDead(page, off);
+  }
+  for (; i < count; i++) {
+    const off = data.readUInt16LE(i * 2);
+    checkOffset(page, off, record, block);
+    itemIdSetUnused(page, off);
+  }
+  withPageErrors(record, block, () => pageRepairFragmentation(page));
+}
+
+/** VACUUM (second heap pass): LP_DEAD pointers become unused, then the array is truncated. */
+function redoVacuum(page: Buffer, record: DecodedRecord, block: BlockRef): void {
+  const nunused = requireMain(record, block, 2).readUInt16LE(0);
+  const data = requireData(record, block, nunused * 2);
+  for (let k = 0; k < nunused; k++) {
+    const off = data.readUInt16LE(k * 2);
+    checkOffset(page, off, record, block);
+    const raw = getItemIdRaw(page, off);
+    if (((raw >>> 15) & 3) !== LP_DEAD || raw >>> 17 !== 0) throw new RedoError(record, block, `offset ${off} is not a dead line pointer without storage`);
+    itemIdSetUnused(page, off);
+  }
+  pageTruncateLinePointerArray(page);
+}
+
+/** FREEZE_PAGE: per tuple, the logged xmax, infomasks and xvac (heap_execute_freeze_tuple). */
+function redoFreezePage(page: Buffer, record: DecodedRecord, block: BlockRef): void {
+  // xl_heap_freeze_page {cutoff_xid u32, ntuples u16}
+  const ntuples = requireMain(record, block, 6).readUInt16LE(4);
+  const data = requireData(record, block, ntuples * SIZEOF_FREEZE_TUPLE);
+  for (let k = 0; k < ntuples; k++) {
+    const at = k * SIZEOF_FREEZE_TUPLE;
+    const offnum = data.readUInt16LE(at + 4);
+    const frzflags = data[at + 10];
+    checkOffset(page, offnum, record, block);
+    // PostgreSQL does not check the line pointer kind here; the tuple is wherever lp_off points
+    const pos = getItemIdRaw(page, offnum) & 0x7fff;
+    if (pos + SIZEOF_HEAP_TUPLE_HEADER > page.length) throw new RedoError(record, block, `tuple at offset ${offnum} lies outside the page`);
+    page.writeUInt32LE(data.readUInt32LE(at), pos + T_XMAX);
+    if (frzflags & XLH_FREEZE_XVAC) page.writeUInt32LE(FROZEN_TRANSACTION_ID, pos + T_CID);
+    if (frzflags & XLH_INVALID_XVAC) page.writeUInt32LE(0, pos + T_CID);
+    page.writeUInt16LE(data.readUInt16LE(at + 8), pos + T_INFOMASK);
+    page.writeUInt16LE(data.readUInt16LE(at + 6), pos + T_INFOMASK2);
+  }
+}
+
+/**
+ * VISIBLE. Block 0 is the visibility-map page: initialized if new, then the heap block's bits
+ * are OR-ed in; PostgreSQL stamps its LSN only when that changes the bits. Block 1 is the heap
+ * page: PD_ALL_VISIBLE is set, and its LSN is bumped only with checksums or wal_log_hints,
+ * which the record does not tell; the page keeps its LSN (replaying this again is harmless).
+ */
+function redoVisible(page: Buffer, record: DecodedRecord, block: BlockRef): void | "keep-lsn" {
+  // xl_heap_visible {cutoff_xid u32, flags u8}
+  const flags = requireMain(record, block, 5)[4];
+  if (block.id === 1) {
+    // an uninitialized heap page is skipped, as XLogReadBufferForRedo reports it not found
+    if (!isNewPage(page)) pageSetAllVisible(page);
+    return "keep-lsn";
+  }
+  if (block.id !== 0) throw new RedoError(record, block, `unexpected block id ${block.id} in Heap2/VISIBLE`);
+  const heapBlock = record.blocks.find((b) => b.id === 1);
+  if (!heapBlock) throw new RedoError(record, block, "Heap2/VISIBLE without the heap block (block 1)");
+  if (isNewPage(page)) pageInit(page, 0);
+  const inPage = heapBlock.blockNumber % VM_HEAPBLOCKS_PER_PAGE;
+  const byte = SIZE_OF_PAGE_HEADER + (inPage >>> 2);
+  const shift = 2 * (inPage & 3);
+  const bits = flags & VISIBILITYMAP_VALID_BITS;
+  if (bits === ((page[byte] >>> shift) & VISIBILITYMAP_VALID_BITS)) return "keep-lsn";
+  page[byte] |= bits << shift;
+}
+
+/** MULTI_INSERT: tuples at the logged offsets (1..n on a re-initialized page). */
+function redoMultiInsert(page: Buffer, record: DecodedRecord, block: BlockRef): void {
+  // xl_heap_multi_insert {flags u8, pad, ntuples u16, offsets u16[ntuples] unless INIT_PAGE}
+  const isInit = (record.info & XLOG_HEAP_INIT_PAGE) !== 0;
+  const main = requireMain(record, block, 4);
+  const flags = main[0];
+  const ntuples = main.readUInt16LE(2);
+  if (!isInit) requireMain(record, block, 4 + ntuples * 2);
+  if (isInit) pageInit(page, 0);
+  const data = block.data;
+  let at = 0;
+  for (let k = 0; k < ntuples; k++) {
+    const offnum = isInit ? FirstOffsetNumber + k : main.readUInt16LE(4 + k * 2);
+    at = (at + 1) & ~1; // SHORTALIGN, relative to the (MAXALIGNed) start of the block data
+    if (at + SIZEOF_MULTI_INSERT_TUPLE > data.length) throw new RedoError(record, block, `multi-insert data ends before tuple ${k} of ${ntuples}`);
+    const datalen = data.readUInt16LE(at);
+    const infomask2 = data.readUInt16LE(at + 2);
+    const infomask = data.readUInt16LE(at + 4);
+    const hoff = data[at + 6];
+    at += SIZEOF_MULTI_INSERT_TUPLE;
+    if (at + datalen > data.length) throw new RedoError(record, block, `multi-insert tuple ${k} of ${datalen} bytes overruns the block data`);
+    const tuple = buildTuple(infomask2, infomask, hoff, [data.subarray(at, at + datalen)], record.xid, 0, block.blockNumber, offnum);
+    at += datalen;
+    addHeapTuple(page, tuple, offnum, record, block);
+  }
+  if (at !== data.length) throw new RedoError(record, block, `total tuple length mismatch: used ${at} of ${data.length} bytes`);
+  if (flags & XLH_INSERT_ALL_VISIBLE_CLEARED) pageClearAllVisible(page);
+  if (flags & XLH_INSERT_ALL_FROZEN_SET) pageSetAllVisible(page);
+}
+
+/** LOCK_UPDATED: xmax and lock bits on a version of an updated chain; no cmax or ctid change. */
+function redoLockUpdated(page: Buffer, record: DecodedRecord, block: BlockRef): void {
+  // xl_heap_lock_updated {xmax u32, offnum u16, infobits_set u8, flags u8}
+  const main = requireMain(record, block, 8);
+  const xmax = main.readUInt32LE(0);
+  const offnum = main.readUInt16LE(4);
+  const { pos } = normalTuple(page, offnum, record, block);
+  applyXmaxInfobits(page, pos, main[6]);
+  page.writeUInt32LE(xmax, pos + T_XMAX);
+}
 
 export const heap2Rmgr: RmgrRedo = {
   name: "Heap2",
-  redo(_page, record) {
+  redo(page, record, block) {
+    switch (record.info & XLOG_HEAP_OPMASK) {
+      case XLOG_HEAP2_PRUNE:
+        return redoPrune(page, record, block);
+      case XLOG_HEAP2_VACUUM:
+        return redoVacuum(page, record, block);
+      case XLOG_HEAP2_FREEZE_PAGE:
+        return redoFreezePage(page, record, block);
+      case XLOG_HEAP2_VISIBLE:
+        return redoVisible(page, record, block);
+      case XLOG_HEAP2_MULTI_INSERT:
+        return redoMultiInsert(page, record, block);
+      case XLOG_HEAP2_LOCK_UPDATED:
+        return redoLockUpdated(page, record, block);
+      case XLOG_HEAP2_REWRITE:
+      case XLOG_HEAP2_NEW_CID:
+        throw new UnsupportedRecordError(record, "this record type references no pages");
+    }
     throw new UnsupportedRecordError(record);
   },
+  mask: heapMask,
 };

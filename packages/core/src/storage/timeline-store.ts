@@ -100,8 +100,10 @@ export class TimelineStore {
     value.writeBigUInt64BE(markers.lastRecordLsn, 0);
     value.writeBigUInt64BE(markers.diskConsistentLsn, 8);
     value.writeBigUInt64BE(markers.startLsn, 16);
-    const ops = entries.map((e) => ({ type: "put" as const, key: e.key, value: e.value }));
-    ops.push({ type: "put", key: MARKERS_KEY, value });
-    await this.db.batch(ops, { sync: true });
+    // a chained batch is several times faster than an array of operation objects here
+    const batch = this.db.batch();
+    for (const entry of entries) batch.put(entry.key, entry.value);
+    batch.put(MARKERS_KEY, value);
+    await batch.write({ sync: true });
   }
 }

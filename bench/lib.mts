@@ -1,0 +1,69 @@
+// Shared helpers for the ingest benchmarks (not tests: no asserts, they print figures and ratios).
+import { readFileSync } from "node:fs";
+
+export const MB = 1024 * 1024;
+
+export function envNumber(name: string, fallback: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === "") return fallback;
+  const n = Number(raw);
+  if (!Number.isFinite(n) || n <= 0) throw new Error(`${name} must be a positive number, got "${raw}"`);
+  return n;
+}
+
+/** One overwritten progress line on stderr (a newline when stderr is not a terminal). */
+export function progress(line: string) {
+  if (process.stderr.isTTY) process.stderr.write(`\r\x1b[K${line}`);
+  else process.stderr.write(`${line}\n`);
+}
+
+export function progressDone() {
+  if (process.stderr.isTTY) process.stderr.write("\n");
+}
+
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** VmRSS and VmHWM of a process in bytes (undefined once it has exited). */
+export function readMemory(pid: number): { rss: number; hwm: number } | undefined {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, "utf8");
+    const kb = (field: string) => Number(/^(\w+):\s+(\d+) kB/m.exec(status.split("\n").find((l) => l.startsWith(field + ":")) ?? "")?.[2] ?? 0);
+    return { rss: kb("VmRSS") * 1024, hwm: kb("VmHWM") * 1024 };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Samples a process's RSS every `intervalMs`; stop() returns the peak RSS, last VmHWM and samples. */
+export function sampleMemory(pid: number, intervalMs = 200) {
+  let peakRss = 0;
+  let hwm = 0;
+  let last = 0;
+  const samples: Array<{ t: number; rss: number }> = [];
+  const started = Date.now();
+  const tick = () => {
+    const m = readMemory(pid);
+    if (!m) return;
+    last = m.rss;
+    peakRss = Math.max(peakRss, m.rss);
+    hwm = Math.max(hwm, m.hwm);
+    samples.push({ t: Date.now() - started, rss: m.rss });
+  };
+  tick();
+  const timer = setInterval(tick, intervalMs);
+  return {
+    get current() {
+      return last;
+    },
+    get peak() {
+      return peakRss;
+    },
+    stop() {
+      tick();
+      clearInterval(timer);
+      return { peakRss, hwm, samples };
+    },
+  };
+}
+
+export const fmtMB = (bytes: number) => `${(bytes / MB).toFixed(1)} MB`;
