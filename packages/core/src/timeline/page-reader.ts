@@ -7,7 +7,7 @@ import { formatLsn, type Lsn } from "../lsn.ts";
 import { BLCKSZ, type ForkNumber, type RelTag } from "../reltag.ts";
 import { applyDerived } from "../redo/derived.ts";
 import { rmgrFor } from "../redo/rmgrs.ts";
-import { decodeRelKey, dbDirEntryKey, entityPrefix, KeySpace, materializedBlockKey, relBlockKey, relSizeKey, type SlruKind, slruBlockKey, slruSegSizeKey } from "../storage/keys.ts";
+import { checkpointKey, controlFileKey, relmapFileKey, decodeRelKey, dbDirEntryKey, entityPrefix, KeySpace, materializedBlockKey, relBlockKey, relSizeKey, type SlruKind, slruBlockKey, slruSegSizeKey } from "../storage/keys.ts";
 import type { TimelineStore } from "../storage/timeline-store.ts";
 import { DerivedKind, imageValue, readU32Value, type StoredValue, ValueKind } from "../storage/values.ts";
 import { restoreBlockImage } from "../wal/image.ts";
@@ -142,6 +142,65 @@ export class PageReader {
 
   async relExists(rel: RelTag, fork: ForkNumber, lsn: Lsn): Promise<boolean> {
     return (await this.relSize(rel, fork, lsn)) !== undefined;
+  }
+
+  /** Every relation fork that exists at `lsn` (optionally of one database). */
+  async listRelations(lsn: Lsn, db?: { spcNode: number; dbNode: number }): Promise<Array<{ rel: RelTag; fork: ForkNumber }>> {
+    const prefix = db ? entityPrefix(KeySpace.RelDirEntry, db.spcNode, db.dbNode) : entityPrefix(KeySpace.RelDirEntry);
+    const out: Array<{ rel: RelTag; fork: ForkNumber }> = [];
+    for (const entry of await this.store.scanLatest(prefix, lsn)) {
+      if (entry.value.kind === ValueKind.Tombstone) continue;
+      const { rel, fork } = decodeRelKey(entry.entityKey);
+      out.push({ rel, fork });
+    }
+    return out;
+  }
+
+  /** Databases (tablespace, database oid) that exist at `lsn`; dbNode 0 is the global (shared) directory. */
+  async listDatabases(lsn: Lsn): Promise<Array<{ spcNode: number; dbNode: number }>> {
+    const out: Array<{ spcNode: number; dbNode: number }> = [];
+    for (const entry of await this.store.scanLatest(entityPrefix(KeySpace.DbDirEntry), lsn)) {
+      if (entry.value.kind === ValueKind.Tombstone) continue;
+      out.push({ spcNode: entry.entityKey.readUInt32BE(1), dbNode: entry.entityKey.readUInt32BE(5) });
+    }
+    return out;
+  }
+
+  /** SLRU segments of a kind at `lsn`, with their size in pages. */
+  async listSlruSegments(kind: SlruKind, lsn: Lsn): Promise<Array<{ segno: number; pages: number }>> {
+    const out: Array<{ segno: number; pages: number }> = [];
+    for (const entry of await this.store.scanLatest(entityPrefix(KeySpace.SlruSegSize, kind), lsn)) {
+      const pages = readU32Value(entry.value);
+      if (pages !== undefined) out.push({ segno: entry.entityKey.readUInt32BE(5), pages });
+    }
+    return out;
+  }
+
+  /** Prepared transactions pending at `lsn`: xid -> 2PC state file body (without its CRC). */
+  async listTwoPhase(lsn: Lsn): Promise<Array<{ xid: number; state: Buffer }>> {
+    const out: Array<{ xid: number; state: Buffer }> = [];
+    for (const entry of await this.store.scanLatest(entityPrefix(KeySpace.TwoPhaseFile), lsn)) {
+      if (entry.value.kind === ValueKind.Image) out.push({ xid: entry.entityKey.readUInt32BE(1), state: Buffer.from(entry.value.bytes) });
+    }
+    return out;
+  }
+
+  /** pg_filenode.map of a database (dbNode 0 with spcNode 1664: global) at `lsn`. */
+  async getRelmap(spcNode: number, dbNode: number, lsn: Lsn): Promise<Buffer | undefined> {
+    const version = await this.store.getVersion(relmapFileKey(spcNode, dbNode), lsn);
+    return version?.value.kind === ValueKind.Image ? Buffer.from(version.value.bytes) : undefined;
+  }
+
+  /** The tracked CheckPoint (88 bytes; redo = end LSN of a shutdown checkpoint, else 0) at `lsn`. */
+  async getCheckpoint(lsn: Lsn): Promise<Buffer | undefined> {
+    const version = await this.store.getVersion(checkpointKey(), lsn);
+    return version?.value.kind === ValueKind.Image ? Buffer.from(version.value.bytes) : undefined;
+  }
+
+  /** The pg_control file imported with the timeline's base backup (8192 bytes). */
+  async getControlFile(lsn: Lsn): Promise<Buffer | undefined> {
+    const version = await this.store.getVersion(controlFileKey(), lsn);
+    return version?.value.kind === ValueKind.Image ? Buffer.from(version.value.bytes) : undefined;
   }
 
   /** Total size in bytes of all relation forks of a database at `lsn`. */
