@@ -225,6 +225,54 @@ program
     if (result.truncated) process.stderr.write(`strata: output truncated at ${opts.limit} records (use --limit or --from)\n`);
   });
 
+const branch = program.command("branch").description("branch a timeline at any LSN or time");
+
+branch
+  .command("create")
+  .description("create a branch (O(1): no data is copied)")
+  .requiredOption("--tenant <id>", "tenant id")
+  .requiredOption("--name <name>", "branch name, unique in the tenant")
+  .option("--parent <timeline>", "parent timeline id (default: the main timeline)")
+  .option("--lsn <X/Y>", "branch point (default: the parent's last_record_lsn)")
+  .option("--at <iso-time>", "branch at the last commit at or before this time")
+  .option("--json", "machine-readable output")
+  .action(async (opts, cmd) => {
+    if (opts.lsn && opts.at) throw new UsageError("give either --lsn or --at, not both");
+    if (opts.at && Number.isNaN(Date.parse(opts.at))) throw new UsageError(`invalid --at "${opts.at}": expected an ISO 8601 time`);
+    const created = await client(cmd).branches.create.mutate({
+      tenantId: requireId(opts.tenant, "tenant id"),
+      name: opts.name,
+      parentTimelineId: opts.parent ? requireId(opts.parent, "parent timeline id") : undefined,
+      lsn: opts.lsn ? requireLsn(opts.lsn, "--lsn") : undefined,
+      at: opts.at,
+    });
+    print(opts.json, created, () =>
+      `created branch ${created.name} (${created.id}) from ${created.parentTimelineId} at ${created.ancestorLsn}` +
+        (created.requestedLsn !== created.ancestorLsn ? ` (requested ${created.requestedLsn}, rounded to a record boundary)` : ""),
+    );
+  });
+
+branch
+  .command("list")
+  .description("show the tenant's branch tree with branch points")
+  .requiredOption("--tenant <id>", "tenant id")
+  .option("--json", "machine-readable output")
+  .action(async (opts, cmd) => {
+    const timelines = await client(cmd).branches.list.query({ tenantId: requireId(opts.tenant, "tenant id") });
+    print(opts.json, timelines, () => {
+      const lines: string[] = [];
+      const walk = (parent: string | null, depth: number) => {
+        for (const t of timelines.filter((x) => x.parentTimelineId === parent)) {
+          const at = parent ? ` @ ${t.ancestorLsn}` : "";
+          lines.push(`${"  ".repeat(depth)}${depth ? "└─ " : ""}${t.name} ${t.id}${at}  last_record_lsn=${t.lastRecordLsn}`);
+          walk(t.id, depth + 1);
+        }
+      };
+      walk(null, 0);
+      return lines.join("\n") || "(none)";
+    });
+  });
+
 program
   .command("status")
   .description("is the pageserver up? version, uptime, addresses")

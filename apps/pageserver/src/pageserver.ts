@@ -5,7 +5,7 @@ import net from "node:net";
 import path from "node:path";
 import pino, { type Logger } from "pino";
 import { TenantManager } from "@strata/core";
-import { applyMigrations, defaultDatabaseUrl, openDatabase, TenantService } from "@strata/api";
+import { applyMigrations, BranchService, defaultDatabaseUrl, openDatabase, TenantService } from "@strata/api";
 import { createHttpServer } from "./http.ts";
 import { createMetrics } from "./metrics.ts";
 import { createPageServiceServer } from "./page-service.ts";
@@ -98,7 +98,11 @@ export async function startPageserver(options: PageserverOptions): Promise<Runni
       },
     });
     const timelineSpecs = (tenantId: string) =>
-      db.timeline.findMany({ where: { tenantId, state: "active" }, select: { id: true, primaryUrl: true, slotName: true } });
+      db.timeline.findMany({
+        where: { tenantId, state: "active" },
+        select: { id: true, primaryUrl: true, slotName: true, parentTimelineId: true, ancestorLsn: true },
+        orderBy: { createdAt: "asc" },
+      });
     const tenants = new TenantService(db, dataDir, {
       importTimeline: async (tenantId, timelineId, primaryUrl, slot) => {
         logger.info({ tenantId, timelineId, slot }, "importing base backup from primary");
@@ -123,7 +127,8 @@ export async function startPageserver(options: PageserverOptions): Promise<Runni
 
     const pageService = createPageServiceServer({ logger, metrics });
     const info = { version: VERSION, startedAt: new Date(), pageServiceAddress: "", httpAddress: "" };
-    const httpServer = createHttpServer({ context: { db, tenants, manager, info }, metrics, logger });
+    const branches = new BranchService(db, dataDir, tenants, manager);
+    const httpServer = createHttpServer({ context: { db, tenants, branches, manager, info }, metrics, logger });
     info.pageServiceAddress = await listen(pageService, pgWhere, "the page service");
     info.httpAddress = await listen(httpServer, httpWhere, "the HTTP API");
     logger.info({ http: info.httpAddress, pageService: info.pageServiceAddress, dataDir, tenants: recovery.active.length }, "pageserver ready");

@@ -4,3 +4,4 @@ export { TenantService, type TenantView, type TimelineView } from "./service/ten
 export { openDatabase, applyMigrations, defaultDatabaseUrl, isPostgresUrl, type Database } from "./db.ts";
 export * from "./errors.ts";
 export * from "./schemas.ts";
+export { BranchService } from "./service/branches.ts";

@@ -1,4 +1,5 @@
 // The app router: merges the per-entity routers; the pageserver serves it at /trpc.
+import { branchesRouter } from "./router/branches.ts";
 import { healthRouter } from "./router/health.ts";
 import { operationsRouter } from "./router/operations.ts";
 import { tenantsRouter } from "./router/tenants.ts";
@@ -10,6 +11,7 @@ export const appRouter = router({
   tenants: tenantsRouter,
   timelines: timelinesRouter,
   operations: operationsRouter,
+  branches: branchesRouter,
 });
 
 export type AppRouter = typeof appRouter;

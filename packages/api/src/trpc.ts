@@ -3,6 +3,7 @@ import { initTRPC, TRPCError } from "@trpc/server";
 import type { TenantManager } from "@strata/core";
 import type { Database } from "./db.ts";
 import { ConflictError, InvalidInputError, NotFoundError, NotImplementedError, PrimaryRequestError, TimeoutError } from "./errors.ts";
+import type { BranchService } from "./service/branches.ts";
 import type { TenantService } from "./service/tenants.ts";
 
 export interface ServerInfo {
@@ -15,6 +16,7 @@ export interface ServerInfo {
 export interface Context {
   db: Database;
   tenants: TenantService;
+  branches: BranchService;
   manager: TenantManager;
   info: ServerInfo;
   /** who is calling, for the audit trail (from the x-strata-actor header) */

@@ -2,7 +2,7 @@
 // primary key decides the one winner among concurrent creates), then the storage directory is
 // built atomically, then the row is marked active. Nothing runs for a tenant before that commit.
 // A crash in between leaves a "creating" row that `recover()` rolls back at the next start.
-import { createTenantStorage, failpoint, formatLsn, generateId, isValidId, listTenantStorage, removeTempStorage, removeTenantStorage, TenantStorageExists } from "@strata/core";
+import { createTenantStorage, removeTimelineStorage, failpoint, formatLsn, generateId, isValidId, listTenantStorage, removeTempStorage, removeTenantStorage, TenantStorageExists } from "@strata/core";
 import type { Database } from "../db.ts";
 import { ConflictError, InvalidInputError, NotFoundError, PrimaryRequestError } from "../errors.ts";
 
@@ -189,6 +189,11 @@ export class TenantService {
         this.db.tenant.delete({ where: { id: row.id } }),
       ]);
       rolledBack.push(row.id);
+    }
+    // branches whose creation was interrupted
+    for (const row of await this.db.timeline.findMany({ where: { state: "creating" } })) {
+      await removeTimelineStorage(this.dataDir, row.tenantId, row.id);
+      await this.db.timeline.delete({ where: { id: row.id } });
     }
     const active = (await this.db.tenant.findMany({ where: { state: "active" }, select: { id: true } })).map((r) => r.id);
     const activeSet = new Set(active);

@@ -5,7 +5,7 @@ import { formatLsn, type Lsn } from "../lsn.ts";
 import type { TimelineStore } from "../storage/timeline-store.ts";
 import { WalStreamDecoder } from "../wal/reader.ts";
 import type { DecodedRecord } from "../wal/record.ts";
-import { IngestBatch, WalIngest } from "./walingest.ts";
+import { IngestBatch, type VersionLookup, WalIngest } from "./walingest.ts";
 
 export interface IngestProgress {
   lastRecordLsn: Lsn;
@@ -33,10 +33,11 @@ export class TimelineIngestor {
     this.decoder = new WalStreamDecoder(markers.lastRecordLsn);
   }
 
-  static async open(store: TimelineStore): Promise<TimelineIngestor> {
+  /** `lookup` (default: the store itself) is how ingest reads current state, e.g. through ancestors. */
+  static async open(store: TimelineStore, lookup: VersionLookup = store): Promise<TimelineIngestor> {
     const markers = await store.readMarkers();
     if (markers.lastRecordLsn === 0n) throw new Error("timeline has no starting point: import a base backup first");
-    return new TimelineIngestor(store, await WalIngest.load(store, markers.lastRecordLsn), markers);
+    return new TimelineIngestor(store, await WalIngest.load(lookup, markers.lastRecordLsn), markers);
   }
 
   /** Pages whose record chains grew long since the last call (for background materialization). */

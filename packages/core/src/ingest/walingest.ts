@@ -11,7 +11,7 @@ import {
   relSizeKey, SlruKind, slruBlockKey, slruSegSizeKey, twoPhaseFileKey, walRecordLogKey, storeKey,
 } from "../storage/keys.ts";
 import type { TimelineStore } from "../storage/timeline-store.ts";
-import { derivedValue, DerivedKind, imageValue, readU32Value, TOMBSTONE, u32Value, ValueKind, walRecordValue } from "../storage/values.ts";
+import { derivedValue, DerivedKind, imageValue, readU32Value, type StoredValue, TOMBSTONE, u32Value, ValueKind, walRecordValue } from "../storage/values.ts";
 import { restoreBlockImage } from "../wal/image.ts";
 import type { DecodedRecord } from "../wal/record.ts";
 import {
@@ -24,6 +24,12 @@ import {
 const ZERO_PAGE = Buffer.alloc(8192);
 const XID_CHECKPOINT_INTERVAL = 1024;
 const FORKS = [ForkNumber.Main, ForkNumber.Fsm, ForkNumber.VisibilityMap, ForkNumber.Init];
+
+/** Versioned reads of the timeline's state (TimelineStore, or a PageReader that follows ancestors). */
+export interface VersionLookup {
+  getVersion(entityKey: Buffer, lsn: Lsn): Promise<{ lsn: Lsn; value: StoredValue } | undefined>;
+  scanLatest(prefix: Buffer, lsn: Lsn): Promise<Array<{ entityKey: Buffer; lsn: Lsn; value: StoredValue }>>;
+}
 
 /** Writes of one ingest step, committed atomically with the timeline's markers. */
 export class IngestBatch {
@@ -75,20 +81,21 @@ export class WalIngest {
     return out;
   }
 
-  private constructor(private readonly store: TimelineStore, checkpoint: Buffer | undefined) {
+  private constructor(private readonly lookup: VersionLookup, checkpoint: Buffer | undefined) {
     this.checkpoint = checkpoint ? Buffer.from(checkpoint) : Buffer.alloc(CHECKPOINT_SIZE);
   }
 
-  static async load(store: TimelineStore, lsn: Lsn): Promise<WalIngest> {
-    const cp = await store.getVersion(checkpointKey(), lsn);
-    return new WalIngest(store, cp?.value.kind === ValueKind.Image ? cp.value.bytes : undefined);
+  /** `lookup` reads the timeline's current state (its store, falling through to ancestors). */
+  static async load(lookup: VersionLookup, lsn: Lsn): Promise<WalIngest> {
+    const cp = await lookup.getVersion(checkpointKey(), lsn);
+    return new WalIngest(lookup, cp?.value.kind === ValueKind.Image ? cp.value.bytes : undefined);
   }
 
   private async relSize(rel: RelTag, fork: ForkNumber, lsn: Lsn): Promise<number> {
     const id = relId(rel, fork);
     const cached = this.relSizes.get(id);
     if (cached !== undefined) return cached;
-    const version = await this.store.getVersion(relSizeKey(rel, fork), lsn);
+    const version = await this.lookup.getVersion(relSizeKey(rel, fork), lsn);
     const size = readU32Value(version?.value) ?? -1;
     this.relSizes.set(id, size);
     return size;
@@ -117,7 +124,7 @@ export class WalIngest {
     const id = `${kind}/${segno}`;
     const cached = this.slruSizes.get(id);
     if (cached !== undefined) return cached;
-    const version = await this.store.getVersion(slruSegSizeKey(kind, segno), lsn);
+    const version = await this.lookup.getVersion(slruSegSizeKey(kind, segno), lsn);
     const size = readU32Value(version?.value) ?? -1;
     this.slruSizes.set(id, size);
     return size;
@@ -381,9 +388,9 @@ export class WalIngest {
       const srcDb = data.readUInt32LE(8);
       const srcSpc = data.readUInt32LE(12);
       batch.put(dbDirEntryKey(spcNode, dbNode), lsn, imageValue(Buffer.from("m")));
-      const relmap = await this.store.getVersion(relmapFileKey(srcSpc, srcDb), lsn);
+      const relmap = await this.lookup.getVersion(relmapFileKey(srcSpc, srcDb), lsn);
       if (relmap?.value.kind === ValueKind.Image) batch.put(relmapFileKey(spcNode, dbNode), lsn, imageValue(relmap.value.bytes));
-      for (const entry of await this.store.scanLatest(entityPrefix(KeySpace.RelDirEntry, srcSpc, srcDb), lsn)) {
+      for (const entry of await this.lookup.scanLatest(entityPrefix(KeySpace.RelDirEntry, srcSpc, srcDb), lsn)) {
         if (entry.value.kind === ValueKind.Tombstone) continue;
         const { rel: srcRel, fork } = decodeRelKey(entry.entityKey);
         const size = await this.relSize(srcRel, fork, lsn);
@@ -405,7 +412,7 @@ export class WalIngest {
       const n = data.readInt32LE(4);
       for (let i = 0; i < n; i++) {
         const spcNode = data.readUInt32LE(8 + 4 * i);
-        for (const entry of await this.store.scanLatest(entityPrefix(KeySpace.RelDirEntry, spcNode, dbNode), lsn)) {
+        for (const entry of await this.lookup.scanLatest(entityPrefix(KeySpace.RelDirEntry, spcNode, dbNode), lsn)) {
           if (entry.value.kind === ValueKind.Tombstone) continue;
           const { rel, fork } = decodeRelKey(entry.entityKey);
           if ((await this.relSize(rel, fork, lsn)) >= 0) this.dropRel(batch, rel, fork, lsn);

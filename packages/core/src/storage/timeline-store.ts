@@ -84,6 +84,11 @@ export class TimelineStore {
     return out;
   }
 
+  /** Raw iteration over store keys, newest first, in [gte, lt). */
+  iterateReverse(gte: Buffer, lt: Buffer, limit = -1) {
+    return this.db.iterator({ gte, lt, limit, reverse: true });
+  }
+
   /** Raw iteration over store keys in [gte, lte], for tools such as waldump. */
   iterate(gte: Buffer, lte: Buffer, limit = -1) {
     return this.db.iterator({ gte, lte, limit });

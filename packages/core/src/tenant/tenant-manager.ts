@@ -12,6 +12,8 @@ import { timelineStoreDir } from "./tenant-storage.ts";
 
 export interface TimelineSpec {
   id: string;
+  parentTimelineId?: string | null;
+  ancestorLsn?: Lsn;
   primaryUrl?: string | null;
   slotName?: string | null;
 }
@@ -22,6 +24,7 @@ export interface TimelineHandle {
   store: TimelineStore;
   reader: PageReader;
   receiver?: WalReceiver;
+  parentTimelineId?: string;
 }
 
 export interface IngestEvents {
@@ -89,15 +92,24 @@ export class TenantManager {
   }
 
   async attach(tenantId: string, timelines: Array<string | TimelineSpec>): Promise<void> {
-    for (const entry of timelines) {
-      const spec = typeof entry === "string" ? { id: entry } : entry;
+    // parents first: a branch reads through its ancestor's reader
+    const pending = timelines.map((entry) => (typeof entry === "string" ? { id: entry } : entry));
+    const ordered: TimelineSpec[] = [];
+    while (pending.length) {
+      const index = pending.findIndex((spec) => !spec.parentTimelineId || this.timelines.has(this.key(tenantId, spec.parentTimelineId)) || ordered.some((o) => o.id === spec.parentTimelineId));
+      if (index < 0) throw new Error(`timeline ${pending[0].id} of tenant ${tenantId} has a missing ancestor ${pending[0].parentTimelineId}`);
+      ordered.push(...pending.splice(index, 1));
+    }
+    for (const spec of ordered) {
       const key = this.key(tenantId, spec.id);
       if (this.timelines.has(key)) continue;
       const store = await TimelineStore.open(timelineStoreDir(this.dataDir, tenantId, spec.id));
-      const handle: TimelineHandle = { tenantId, timelineId: spec.id, store, reader: new PageReader(store) };
+      const parent = spec.parentTimelineId ? this.get(tenantId, spec.parentTimelineId) : undefined;
+      const reader = new PageReader(store, parent ? { ancestor: { reader: parent.reader, lsn: spec.ancestorLsn ?? 0n } } : {});
+      const handle: TimelineHandle = { tenantId, timelineId: spec.id, store, reader, parentTimelineId: spec.parentTimelineId ?? undefined };
       this.timelines.set(key, handle);
       if (spec.primaryUrl && spec.slotName) {
-        const ingestor = await TimelineIngestor.open(store);
+        const ingestor = await TimelineIngestor.open(store, reader);
         handle.receiver = new WalReceiver(ingestor, {
           primary: spec.primaryUrl,
           slot: spec.slotName,
@@ -144,6 +156,17 @@ export class TenantManager {
     } finally {
       await store.close();
     }
+  }
+
+  /** Closes one timeline (e.g. a branch whose creation failed). */
+  async detachTimeline(tenantId: string, timelineId: string): Promise<void> {
+    const key = this.key(tenantId, timelineId);
+    const handle = this.timelines.get(key);
+    if (!handle) return;
+    this.timelines.delete(key);
+    this.progress.delete(key);
+    await handle.receiver?.stop();
+    await handle.store.close();
   }
 
   async detach(tenantId: string): Promise<void> {

@@ -106,3 +106,33 @@ export async function removeTempStorage(dataDir: string): Promise<string[]> {
   }
   return removed;
 }
+
+/** Creates an empty store for a new timeline (a branch) that starts at `startLsn`, atomically. */
+export async function createTimelineStorage(dataDir: string, tenantId: string, timelineId: string, startLsn: bigint): Promise<void> {
+  const final = path.dirname(timelineStoreDir(dataDir, tenantId, timelineId));
+  if (await exists(final)) throw new TenantStorageExists(`timeline directory ${final} already exists`);
+  const temp = `${final}.${randomBytes(4).toString("hex")}${TEMP_SUFFIX}`;
+  try {
+    const store = await TimelineStore.open(path.join(temp, "store"));
+    await store.commit([], { lastRecordLsn: startLsn, diskConsistentLsn: startLsn, startLsn });
+    await store.close();
+    await fsyncDir(temp);
+    await fs.rename(temp, final);
+    await fsyncDir(path.dirname(final));
+  } catch (err) {
+    await fs.rm(temp, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+/** Removes a timeline's directory (and leftovers of interrupted creates of it). */
+export async function removeTimelineStorage(dataDir: string, tenantId: string, timelineId: string): Promise<void> {
+  const dir = path.join(tenantDir(dataDir, tenantId), "timelines");
+  let names: string[] = [];
+  try {
+    names = await fs.readdir(dir);
+  } catch {
+    return;
+  }
+  for (const name of names) if (name === timelineId || name.startsWith(`${timelineId}.`)) await fs.rm(path.join(dir, name), { recursive: true, force: true });
+}

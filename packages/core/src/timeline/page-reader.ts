@@ -7,7 +7,7 @@ import { formatLsn, type Lsn } from "../lsn.ts";
 import { BLCKSZ, type ForkNumber, type RelTag } from "../reltag.ts";
 import { applyDerived } from "../redo/derived.ts";
 import { rmgrFor } from "../redo/rmgrs.ts";
-import { checkpointKey, controlFileKey, relmapFileKey, decodeRelKey, dbDirEntryKey, entityPrefix, KeySpace, materializedBlockKey, relBlockKey, relSizeKey, type SlruKind, slruBlockKey, slruSegSizeKey } from "../storage/keys.ts";
+import { storeKey, walRecordLogKey, checkpointKey, controlFileKey, relmapFileKey, decodeRelKey, dbDirEntryKey, entityPrefix, KeySpace, materializedBlockKey, relBlockKey, relSizeKey, type SlruKind, slruBlockKey, slruSegSizeKey } from "../storage/keys.ts";
 import type { TimelineStore } from "../storage/timeline-store.ts";
 import { DerivedKind, imageValue, readU32Value, type StoredValue, ValueKind } from "../storage/values.ts";
 import { restoreBlockImage } from "../wal/image.ts";
@@ -56,13 +56,44 @@ function findBlock(record: DecodedRecord, rel: RelTag, fork: ForkNumber, blockNu
 
 export interface PageReaderOptions {
   maxReplay?: number;
+  /** the parent timeline and the branch point: history at or below it is read from there */
+  ancestor?: { reader: PageReader; lsn: Lsn };
 }
 
 export class PageReader {
   readonly maxReplay: number;
+  readonly ancestor: { reader: PageReader; lsn: Lsn } | undefined;
 
-  constructor(private readonly store: TimelineStore, options: PageReaderOptions = {}) {
+  constructor(readonly store: TimelineStore, options: PageReaderOptions = {}) {
     this.maxReplay = options.maxReplay ?? DEFAULT_MAX_REPLAY;
+    this.ancestor = options.ancestor;
+  }
+
+  private ancestorLsn(lsn: Lsn): Lsn {
+    return lsn < this.ancestor!.lsn ? lsn : this.ancestor!.lsn;
+  }
+
+  /** The newest version of an entity at or below `lsn`, following the timeline's ancestors. */
+  async getVersion(entityKey: Buffer, lsn: Lsn): Promise<{ lsn: Lsn; value: StoredValue } | undefined> {
+    const own = await this.store.getVersion(entityKey, lsn);
+    if (own || !this.ancestor) return own;
+    return this.ancestor.reader.getVersion(entityKey, this.ancestorLsn(lsn));
+  }
+
+  /** Newest version per entity under `prefix` at or below `lsn`; this timeline's versions win. */
+  async scanLatest(prefix: Buffer, lsn: Lsn): Promise<Array<{ entityKey: Buffer; lsn: Lsn; value: StoredValue }>> {
+    const own = await this.store.scanLatest(prefix, lsn);
+    if (!this.ancestor) return own;
+    const merged = new Map<string, { entityKey: Buffer; lsn: Lsn; value: StoredValue }>();
+    for (const entry of await this.ancestor.reader.scanLatest(prefix, this.ancestorLsn(lsn))) merged.set(entry.entityKey.toString("hex"), entry);
+    for (const entry of own) merged.set(entry.entityKey.toString("hex"), entry);
+    return [...merged.keys()].sort().map((k) => merged.get(k)!);
+  }
+
+  /** The base a chain that ran out on this timeline continues from (the ancestor's page at the branch point). */
+  private async ancestorPage(rel: RelTag, fork: ForkNumber, blockNumber: number, lsn: Lsn): Promise<Buffer> {
+    if (!this.ancestor) return Buffer.alloc(BLCKSZ);
+    return Buffer.from(await this.ancestor.reader.getPage(rel, fork, blockNumber, this.ancestorLsn(lsn)));
   }
 
   /** The 8192-byte page of a relation fork block as of `lsn`. */
@@ -72,6 +103,7 @@ export class PageReader {
     let page: Buffer;
     let versions = chain.versions;
     if (!chain.complete && materialized?.value.kind === ValueKind.Image) page = Buffer.from(materialized.value.bytes);
+    else if (!chain.complete) page = await this.ancestorPage(rel, fork, blockNumber, lsn);
     else page = Buffer.alloc(BLCKSZ);
     let replayed = 0;
     let lastLsn: Lsn | undefined;
@@ -121,7 +153,8 @@ export class PageReader {
   /** An SLRU page (pg_xact, pg_multixact) as of `lsn`. */
   async getSlruPage(kind: SlruKind, segno: number, blockNumber: number, lsn: Lsn): Promise<Buffer> {
     const chain = await this.store.getReconstructChain(slruBlockKey(kind, segno, blockNumber), lsn);
-    let page = Buffer.alloc(BLCKSZ);
+    let page =
+      !chain.complete && this.ancestor ? Buffer.from(await this.ancestor.reader.getSlruPage(kind, segno, blockNumber, this.ancestorLsn(lsn))) : Buffer.alloc(BLCKSZ);
     for (const version of chain.versions) {
       if (version.value.kind === ValueKind.Image) page = Buffer.from(version.value.bytes);
       else if (version.value.kind === ValueKind.Tombstone) page = Buffer.alloc(BLCKSZ);
@@ -132,23 +165,60 @@ export class PageReader {
   }
 
   async slruSegmentSize(kind: SlruKind, segno: number, lsn: Lsn): Promise<number | undefined> {
-    return readU32Value((await this.store.getVersion(slruSegSizeKey(kind, segno), lsn))?.value);
+    return readU32Value((await this.getVersion(slruSegSizeKey(kind, segno), lsn))?.value);
   }
 
   /** Number of blocks of a relation fork at `lsn`, or undefined if it does not exist then. */
   async relSize(rel: RelTag, fork: ForkNumber, lsn: Lsn): Promise<number | undefined> {
-    return readU32Value((await this.store.getVersion(relSizeKey(rel, fork), lsn))?.value);
+    return readU32Value((await this.getVersion(relSizeKey(rel, fork), lsn))?.value);
   }
 
   async relExists(rel: RelTag, fork: ForkNumber, lsn: Lsn): Promise<boolean> {
     return (await this.relSize(rel, fork, lsn)) !== undefined;
   }
 
+  /** The stored WAL record that starts last before `lsn` (start and end LSN), following ancestors. */
+  async recordBefore(lsn: Lsn): Promise<{ start: Lsn; end: Lsn } | undefined> {
+    for await (const [key, value] of this.store.iterateReverse(storeKey(walRecordLogKey(), 0n), storeKey(walRecordLogKey(), lsn), 1)) {
+      return { start: key.readBigUInt64BE(19), end: value.readBigUInt64BE(1) };
+    }
+    return this.ancestor ? this.ancestor.reader.recordBefore(this.ancestorLsn(lsn)) : undefined;
+  }
+
+  /**
+   * The nearest record boundary at or below `lsn`: `lsn` itself if a record ends there, the end of
+   * the record before otherwise (an LSN inside a record is rounded down to where that record began).
+   */
+  async roundToRecordBoundary(lsn: Lsn): Promise<Lsn> {
+    const containing = await this.recordBefore(lsn);
+    if (!containing) return lsn;
+    if (containing.end <= lsn) return containing.end;
+    const previous = await this.recordBefore(containing.start);
+    return previous ? previous.end : containing.start;
+  }
+
+  /**
+   * The end LSN of the last transaction commit at or before `time` (ms since the epoch), scanning
+   * the stored WAL back from `upTo`. Undefined when no commit that early is stored.
+   */
+  async lsnForTime(time: number, upTo: Lsn): Promise<Lsn | undefined> {
+    const micros2000 = BigInt(time - Date.UTC(2000, 0, 1)) * 1000n;
+    for await (const [key, value] of this.store.iterateReverse(storeKey(walRecordLogKey(), 0n), storeKey(walRecordLogKey(), upTo))) {
+      const raw = value.subarray(9);
+      const rmid = raw[17];
+      const op = raw[16] & 0x70;
+      if (rmid !== 1 || (op !== 0x00 && op !== 0x30)) continue;
+      const record = decodeRecord(raw, key.readBigUInt64BE(19), { verifyCrc: false });
+      if (record.mainData.readBigInt64LE(0) <= micros2000) return value.readBigUInt64BE(1);
+    }
+    return this.ancestor ? this.ancestor.reader.lsnForTime(time, this.ancestor.lsn) : undefined;
+  }
+
   /** Every relation fork that exists at `lsn` (optionally of one database). */
   async listRelations(lsn: Lsn, db?: { spcNode: number; dbNode: number }): Promise<Array<{ rel: RelTag; fork: ForkNumber }>> {
     const prefix = db ? entityPrefix(KeySpace.RelDirEntry, db.spcNode, db.dbNode) : entityPrefix(KeySpace.RelDirEntry);
     const out: Array<{ rel: RelTag; fork: ForkNumber }> = [];
-    for (const entry of await this.store.scanLatest(prefix, lsn)) {
+    for (const entry of await this.scanLatest(prefix, lsn)) {
       if (entry.value.kind === ValueKind.Tombstone) continue;
       const { rel, fork } = decodeRelKey(entry.entityKey);
       out.push({ rel, fork });
@@ -159,7 +229,7 @@ export class PageReader {
   /** Databases (tablespace, database oid) that exist at `lsn`; dbNode 0 is the global (shared) directory. */
   async listDatabases(lsn: Lsn): Promise<Array<{ spcNode: number; dbNode: number }>> {
     const out: Array<{ spcNode: number; dbNode: number }> = [];
-    for (const entry of await this.store.scanLatest(entityPrefix(KeySpace.DbDirEntry), lsn)) {
+    for (const entry of await this.scanLatest(entityPrefix(KeySpace.DbDirEntry), lsn)) {
       if (entry.value.kind === ValueKind.Tombstone) continue;
       out.push({ spcNode: entry.entityKey.readUInt32BE(1), dbNode: entry.entityKey.readUInt32BE(5) });
     }
@@ -169,7 +239,7 @@ export class PageReader {
   /** SLRU segments of a kind at `lsn`, with their size in pages. */
   async listSlruSegments(kind: SlruKind, lsn: Lsn): Promise<Array<{ segno: number; pages: number }>> {
     const out: Array<{ segno: number; pages: number }> = [];
-    for (const entry of await this.store.scanLatest(entityPrefix(KeySpace.SlruSegSize, kind), lsn)) {
+    for (const entry of await this.scanLatest(entityPrefix(KeySpace.SlruSegSize, kind), lsn)) {
       const pages = readU32Value(entry.value);
       if (pages !== undefined) out.push({ segno: entry.entityKey.readUInt32BE(5), pages });
     }
@@ -179,7 +249,7 @@ export class PageReader {
   /** Prepared transactions pending at `lsn`: xid -> 2PC state file body (without its CRC). */
   async listTwoPhase(lsn: Lsn): Promise<Array<{ xid: number; state: Buffer }>> {
     const out: Array<{ xid: number; state: Buffer }> = [];
-    for (const entry of await this.store.scanLatest(entityPrefix(KeySpace.TwoPhaseFile), lsn)) {
+    for (const entry of await this.scanLatest(entityPrefix(KeySpace.TwoPhaseFile), lsn)) {
       if (entry.value.kind === ValueKind.Image) out.push({ xid: entry.entityKey.readUInt32BE(1), state: Buffer.from(entry.value.bytes) });
     }
     return out;
@@ -187,28 +257,28 @@ export class PageReader {
 
   /** pg_filenode.map of a database (dbNode 0 with spcNode 1664: global) at `lsn`. */
   async getRelmap(spcNode: number, dbNode: number, lsn: Lsn): Promise<Buffer | undefined> {
-    const version = await this.store.getVersion(relmapFileKey(spcNode, dbNode), lsn);
+    const version = await this.getVersion(relmapFileKey(spcNode, dbNode), lsn);
     return version?.value.kind === ValueKind.Image ? Buffer.from(version.value.bytes) : undefined;
   }
 
   /** The tracked CheckPoint (88 bytes; redo = end LSN of a shutdown checkpoint, else 0) at `lsn`. */
   async getCheckpoint(lsn: Lsn): Promise<Buffer | undefined> {
-    const version = await this.store.getVersion(checkpointKey(), lsn);
+    const version = await this.getVersion(checkpointKey(), lsn);
     return version?.value.kind === ValueKind.Image ? Buffer.from(version.value.bytes) : undefined;
   }
 
   /** The pg_control file imported with the timeline's base backup (8192 bytes). */
   async getControlFile(lsn: Lsn): Promise<Buffer | undefined> {
-    const version = await this.store.getVersion(controlFileKey(), lsn);
+    const version = await this.getVersion(controlFileKey(), lsn);
     return version?.value.kind === ValueKind.Image ? Buffer.from(version.value.bytes) : undefined;
   }
 
   /** Total size in bytes of all relation forks of a database at `lsn`. */
   async dbSize(spcNode: number, dbNode: number, lsn: Lsn): Promise<number> {
-    const exists = await this.store.getVersion(dbDirEntryKey(spcNode, dbNode), lsn);
+    const exists = await this.getVersion(dbDirEntryKey(spcNode, dbNode), lsn);
     if (!exists || exists.value.kind === ValueKind.Tombstone) throw new PageReadError(`database ${spcNode}/${dbNode} does not exist at ${formatLsn(lsn)}`);
     let blocks = 0;
-    for (const entry of await this.store.scanLatest(entityPrefix(KeySpace.RelSize, spcNode, dbNode), lsn)) blocks += readU32Value(entry.value) ?? 0;
+    for (const entry of await this.scanLatest(entityPrefix(KeySpace.RelSize, spcNode, dbNode), lsn)) blocks += readU32Value(entry.value) ?? 0;
     return blocks * BLCKSZ;
   }
 }

@@ -1,0 +1,146 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { execFileSync } from "node:child_process";
+import path from "node:path";
+import { createStrataClient, errorCode } from "@strata/api/client";
+import { formatLsn, parseLsn, parsePgWaldumpOutput } from "@strata/core";
+import { PgCluster } from "@strata/core/testing";
+import { makeDataDir, removeDataDir, runCli, startDaemon, type Daemon } from "./test-daemon.ts";
+
+async function insertLsn(cluster: PgCluster): Promise<string> {
+  const [{ lsn }] = await cluster.sql<{ lsn: string }>("SELECT pg_current_wal_insert_lsn()::text AS lsn");
+  return lsn;
+}
+
+describe("branches at any LSN", () => {
+  let primary: PgCluster;
+  let dataDir: string;
+  let daemon: Daemon;
+  let env: Record<string, string>;
+  let tenantId: string;
+  let mainId: string;
+  let accounts: string;
+  let accountBlocks: number;
+  const points: Array<{ lsn: string }> = [];
+  let timeBetween = 0;
+  let lsnBeforeTime = "";
+  let lsnAtTime = "";
+
+  beforeAll(async () => {
+    primary = await PgCluster.start({ settings: { autovacuum: "off" } });
+    await primary.pgbench(["-i", "-s", "1", "-q"]);
+    dataDir = makeDataDir();
+    daemon = await startDaemon(dataDir);
+    env = { STRATA_API: daemon.apiUrl };
+    const tenant = await createStrataClient(daemon.apiUrl).tenants.create.mutate({ fromPrimary: primary.connectionString() });
+    tenantId = tenant.id;
+    mainId = tenant.timelines[0].id;
+    const [row] = await primary.sql<{ db: number; filenode: number; blocks: string }>(
+      "SELECT (SELECT oid FROM pg_database WHERE datname = current_database()) AS db, pg_relation_filenode('pgbench_accounts') AS filenode, (pg_relation_size('pgbench_accounts') / 8192)::text AS blocks",
+    );
+    accounts = `1663/${row.db}/${row.filenode}`;
+    accountBlocks = Number(row.blocks);
+    for (let i = 0; i < 2; i++) {
+      await primary.pgbench(["-t", "150", "-c", "2"]);
+      points.push({ lsn: await insertLsn(primary) });
+    }
+    lsnBeforeTime = await insertLsn(primary);
+    await new Promise((r) => setTimeout(r, 1100));
+    timeBetween = Date.now();
+    lsnAtTime = await insertLsn(primary);
+    await new Promise((r) => setTimeout(r, 1100));
+    await primary.pgbench(["-t", "150", "-c", "2"]);
+    const end = await insertLsn(primary);
+    const waited = await runCli(["wait-lsn", "--tenant", tenantId, "--timeline", mainId, "--lsn", end, "--timeout", "120"], env);
+    expect(waited.code, waited.stderr).toBe(0);
+  });
+
+  afterAll(async () => {
+    await daemon?.stop();
+    await primary?.stop();
+    removeDataDir(dataDir);
+  });
+
+  async function page(timelineId: string, block: number, lsn = "latest"): Promise<Buffer> {
+    const result = await createStrataClient(daemon.apiUrl).timelines.getPage.query({ tenantId, timelineId, rel: accounts, block, lsn });
+    return Buffer.from(result.page, "base64");
+  }
+
+  it("creates branches at past LSNs that read exactly the parent's pages as of the branch point, without copying data", async () => {
+    const blocks = [0, 1, Math.floor(accountBlocks / 2), accountBlocks - 1];
+    for (const [i, point] of points.entries()) {
+      const created = await runCli(["branch", "create", "--tenant", tenantId, "--name", `p${i}`, "--lsn", point.lsn, "--json"], env);
+      expect(created.code, created.stderr).toBe(0);
+      const branch = JSON.parse(created.stdout);
+      expect(branch.parentTimelineId).toBe(mainId);
+      expect(parseLsn(branch.ancestorLsn)).toBeLessThanOrEqual(parseLsn(point.lsn));
+      for (const block of blocks) expect((await page(branch.id, block)).equals(await page(mainId, block, branch.ancestorLsn))).toBe(true);
+      // at a later LSN the parent has moved on for some page
+      const changed = await Promise.all(blocks.map(async (b) => !(await page(mainId, b)).equals(await page(branch.id, b))));
+      expect(changed.some(Boolean)).toBe(true);
+      const size = Number(execFileSync("du", ["-sk", path.join(dataDir, "tenants", tenantId, "timelines", branch.id)]).toString().split("\t")[0]);
+      expect(size).toBeLessThan(1024);
+    }
+  });
+
+  it("branches a branch, and lists the tree with branch points", async () => {
+    const list = await createStrataClient(daemon.apiUrl).branches.list.query({ tenantId });
+    const p1 = list.find((t) => t.name === "p1")!;
+    const child = await createStrataClient(daemon.apiUrl).branches.create.mutate({ tenantId, name: "p1-child", parentTimelineId: p1.id });
+    expect(child.ancestorLsn).toBe(p1.ancestorLsn);
+    expect((await page(child.id, 0)).equals(await page(p1.id, 0))).toBe(true);
+    const tree = await runCli(["branch", "list", "--tenant", tenantId], env);
+    expect(tree.code).toBe(0);
+    expect(tree.stdout).toMatch(new RegExp(`^main ${mainId}`, "m"));
+    expect(tree.stdout).toMatch(new RegExp(`^  └─ p1 ${p1.id} @ ${p1.ancestorLsn}`, "m"));
+    expect(tree.stdout).toMatch(/^    └─ p1-child /m);
+  });
+
+  it("rounds an LSN inside a record down to the end of the record before it", async () => {
+    const dump = await runCli(["waldump", "--tenant", tenantId, "--timeline", mainId, "--from", points[0].lsn, "--limit", "200"], env);
+    const records = parsePgWaldumpOutput(dump.stdout);
+    const index = records.findIndex((r, i) => i > 0 && r.totLen > 40 && parseLsn(r.lsn) % 8192n > 64n);
+    const target = records[index];
+    const inside = formatLsn(parseLsn(target.lsn) + 16n);
+    const created = await createStrataClient(daemon.apiUrl).branches.create.mutate({ tenantId, name: "inside", lsn: inside });
+    expect(created.requestedLsn).toBe(inside);
+    expect(created.ancestorLsn).toBe(target.lsn);
+  });
+
+  it("maps a wall-clock time to the last commit before it", async () => {
+    const created = await runCli(["branch", "create", "--tenant", tenantId, "--name", "by-time", "--at", new Date(timeBetween).toISOString(), "--json"], env);
+    expect(created.code, created.stderr).toBe(0);
+    const branch = JSON.parse(created.stdout);
+    expect(parseLsn(branch.ancestorLsn)).toBeLessThanOrEqual(parseLsn(lsnAtTime));
+    expect(parseLsn(branch.ancestorLsn)).toBeGreaterThan(parseLsn(points[1].lsn) - 1n);
+    expect(parseLsn(branch.ancestorLsn)).toBeLessThanOrEqual(parseLsn(lsnBeforeTime));
+  });
+
+  it("rejects bad branch points, duplicate names and unknown parents with clear errors", async () => {
+    const client = createStrataClient(daemon.apiUrl);
+    await expect(client.branches.create.mutate({ tenantId, name: "low", lsn: "0/10" })).rejects.toSatisfy(
+      (e) => errorCode(e) === "BAD_REQUEST" && /below the first readable LSN/.test((e as Error).message),
+    );
+    const far = formatLsn(parseLsn(await insertLsn(primary)) + 0x40000000n);
+    await expect(client.branches.create.mutate({ tenantId, name: "far", lsn: far })).rejects.toSatisfy(
+      (e) => errorCode(e) === "BAD_REQUEST" && /beyond what timeline .* has ingested/.test((e as Error).message),
+    );
+    await expect(client.branches.create.mutate({ tenantId, name: "p0" })).rejects.toSatisfy((e) => errorCode(e) === "CONFLICT");
+    await expect(client.branches.create.mutate({ tenantId, name: "x", parentTimelineId: "ab".repeat(16) })).rejects.toSatisfy((e) => errorCode(e) === "NOT_FOUND");
+    await expect(client.branches.create.mutate({ tenantId, name: "bad name!" })).rejects.toSatisfy((e) => errorCode(e) === "BAD_REQUEST");
+    const concurrent = await Promise.allSettled(Array.from({ length: 5 }, () => client.branches.create.mutate({ tenantId, name: "racy" })));
+    expect(concurrent.filter((r) => r.status === "fulfilled")).toHaveLength(1);
+    expect(concurrent.filter((r) => r.status === "rejected" && errorCode(r.reason) === "CONFLICT")).toHaveLength(4);
+  });
+
+  it("keeps every branch readable after a pageserver restart", async () => {
+    const before = await createStrataClient(daemon.apiUrl).branches.list.query({ tenantId });
+    const p0 = before.find((t) => t.name === "p0")!;
+    const expected = await page(p0.id, 0);
+    await daemon.stop();
+    daemon = await startDaemon(dataDir);
+    env = { STRATA_API: daemon.apiUrl };
+    const after = await createStrataClient(daemon.apiUrl).branches.list.query({ tenantId });
+    expect(after.map((t) => t.id).sort()).toEqual(before.map((t) => t.id).sort());
+    expect((await page(p0.id, 0)).equals(expected)).toBe(true);
+  });
+});

@@ -1,0 +1,105 @@
+// Branches: new timelines that start at an LSN of a parent timeline and read through it below
+// that point. Creation copies no data (an empty store whose reads fall through to the parent),
+// so it is O(1) in database size. The LSN is validated against what the parent can serve and
+// rounded down to a record boundary; the branch reports the LSN it actually used.
+import { createTimelineStorage, formatLsn, generateId, type Lsn, parseLsn, removeTimelineStorage, TenantManager, WaitLsnTimeoutError } from "@strata/core";
+import type { Database } from "../db.ts";
+import { ConflictError, InvalidInputError, NotFoundError } from "../errors.ts";
+import { timelineView, type TenantService, type TimelineView } from "./tenants.ts";
+
+export interface CreateBranchInput {
+  tenantId: string;
+  name: string;
+  parentTimelineId?: string;
+  lsn?: string;
+  /** ISO time: branch at the last commit at or before it */
+  at?: string;
+}
+
+const BRANCH_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
+
+function isUniqueViolation(err: unknown): boolean {
+  return (err as { code?: string }).code === "P2002" || /unique constraint/i.test(String((err as Error).message ?? ""));
+}
+
+export class BranchService {
+  constructor(
+    private readonly db: Database,
+    private readonly dataDir: string,
+    private readonly tenants: TenantService,
+    private readonly manager: TenantManager,
+    private readonly waitForParentMs = 10_000,
+  ) {}
+
+  async create(input: CreateBranchInput): Promise<TimelineView & { requestedLsn: string }> {
+    await this.tenants.get(input.tenantId);
+    if (!BRANCH_NAME.test(input.name)) throw new InvalidInputError(`invalid branch name "${input.name}": use letters, digits, '_', '.', '-' (max 63)`);
+    if (input.lsn !== undefined && input.at !== undefined) throw new InvalidInputError("give either an LSN or a time, not both");
+    const parentRow = input.parentTimelineId
+      ? await this.db.timeline.findFirst({ where: { id: input.parentTimelineId, tenantId: input.tenantId } })
+      : await this.db.timeline.findFirst({ where: { tenantId: input.tenantId, parentTimelineId: null }, orderBy: { createdAt: "asc" } });
+    if (!parentRow || parentRow.state !== "active") throw new NotFoundError(`parent timeline ${input.parentTimelineId ?? "(main)"} not found in tenant ${input.tenantId}`);
+    const parent = this.manager.get(input.tenantId, parentRow.id);
+    if (!parent) throw new NotFoundError(`parent timeline ${parentRow.id} is not attached`);
+    let markers = await parent.store.readMarkers();
+
+    let requested: Lsn;
+    if (input.at !== undefined) {
+      const time = Date.parse(input.at);
+      if (Number.isNaN(time)) throw new InvalidInputError(`invalid time "${input.at}": expected an ISO 8601 timestamp`);
+      const found = await parent.reader.lsnForTime(time, markers.lastRecordLsn);
+      if (found === undefined) throw new InvalidInputError(`no transaction committed at or before ${new Date(time).toISOString()} on timeline ${parentRow.id}`);
+      requested = found;
+    } else {
+      requested = input.lsn !== undefined ? parseLsn(input.lsn) : markers.lastRecordLsn;
+    }
+    if (requested < markers.startLsn) {
+      throw new InvalidInputError(`LSN ${formatLsn(requested)} is below the first readable LSN ${formatLsn(markers.startLsn)} of timeline ${parentRow.id}`);
+    }
+    if (requested > markers.lastRecordLsn) {
+      try {
+        markers = await this.manager.waitForLsn(input.tenantId, parentRow.id, requested, this.waitForParentMs);
+      } catch (err) {
+        if (err instanceof WaitLsnTimeoutError) {
+          throw new InvalidInputError(`LSN ${formatLsn(requested)} is beyond what timeline ${parentRow.id} has ingested (last_record_lsn ${formatLsn(markers.lastRecordLsn)})`);
+        }
+        throw err;
+      }
+    }
+    const lsn = await parent.reader.roundToRecordBoundary(requested);
+    if (lsn < markers.startLsn) throw new InvalidInputError(`LSN ${formatLsn(requested)} lies in a record that begins before the first readable LSN ${formatLsn(markers.startLsn)}`);
+
+    const id = generateId();
+    try {
+      await this.db.timeline.create({
+        data: { id, tenantId: input.tenantId, name: input.name, parentTimelineId: parentRow.id, ancestorLsn: lsn, state: "creating" },
+      });
+    } catch (err) {
+      if (isUniqueViolation(err)) throw new ConflictError(`a branch named "${input.name}" already exists in tenant ${input.tenantId}`);
+      throw err;
+    }
+    try {
+      await createTimelineStorage(this.dataDir, input.tenantId, id, lsn);
+      await this.manager.attach(input.tenantId, [{ id, parentTimelineId: parentRow.id, ancestorLsn: lsn }]);
+      const row = await this.db.timeline.update({ where: { id }, data: { state: "active" } });
+      return { ...timelineView(row), requestedLsn: formatLsn(requested) };
+    } catch (err) {
+      await this.manager.detachTimeline(input.tenantId, id).catch(() => {});
+      await removeTimelineStorage(this.dataDir, input.tenantId, id).catch(() => {});
+      await this.db.timeline.delete({ where: { id } }).catch(() => {});
+      throw err;
+    }
+  }
+
+  /** The tenant's timelines as a tree: each with its parent, branch LSN and progress. */
+  async list(tenantId: string) {
+    await this.tenants.get(tenantId);
+    const rows = await this.db.timeline.findMany({ where: { tenantId, state: "active" }, orderBy: { createdAt: "asc" } });
+    return Promise.all(
+      rows.map(async (row) => {
+        const markers = await this.manager.markers(tenantId, row.id);
+        return { ...timelineView(row), lastRecordLsn: formatLsn(markers?.lastRecordLsn ?? 0n), startLsn: formatLsn(markers?.startLsn ?? 0n) };
+      }),
+    );
+  }
+}
