@@ -49,6 +49,7 @@ export interface ProgressPoint {
 }
 
 const PROGRESS_POINTS = 600;
+const MATERIALIZE_QUEUE_LIMIT = 10_000;
 
 export class TenantManager {
   private readonly timelines = new Map<string, TimelineHandle>();
@@ -127,6 +128,7 @@ export class TenantManager {
   }
 
   private materializing = new Map<string, Promise<void>>();
+  private materializeQueues = new Map<string, Map<string, { rel: RelTag; fork: ForkNumber; block: number; lsn: Lsn }>>();
 
   /**
    * Background half of the bounded-replay policy: rebuild pages whose chains grew long, so the
@@ -135,17 +137,25 @@ export class TenantManager {
    */
   private materializeLater(handle: TimelineHandle, pages: Array<{ rel: RelTag; fork: ForkNumber; block: number }>, lsn: Lsn) {
     const key = this.key(handle.tenantId, handle.timelineId);
-    const previous = this.materializing.get(key) ?? Promise.resolve();
-    const next = previous.then(async () => {
-      for (const page of pages) {
-        if (!this.timelines.has(key)) return;
-        await handle.reader.materialize(page.rel, page.fork, page.block, lsn).catch(() => {});
+    let queue = this.materializeQueues.get(key);
+    if (!queue) this.materializeQueues.set(key, (queue = new Map()));
+    // bounded and deduplicated: a page queued twice is rebuilt once, at the newer LSN
+    for (const page of pages) {
+      if (queue.size >= MATERIALIZE_QUEUE_LIMIT) break;
+      queue.set(`${page.rel.spcNode}/${page.rel.dbNode}/${page.rel.relNode}/${page.fork}/${page.block}`, { ...page, lsn });
+    }
+    if (this.materializing.has(key)) return;
+    const run = (async () => {
+      while (queue.size && this.timelines.has(key)) {
+        const [id, page] = queue.entries().next().value!;
+        queue.delete(id);
+        await handle.reader.materialize(page.rel, page.fork, page.block, page.lsn).catch(() => {});
+        // let ingest and reads go first
+        await new Promise((resolve) => setImmediate(resolve));
       }
-    });
-    this.materializing.set(key, next);
-    void next.finally(() => {
-      if (this.materializing.get(key) === next) this.materializing.delete(key);
-    });
+    })();
+    this.materializing.set(key, run);
+    void run.finally(() => this.materializing.delete(key));
   }
 
   /** Imports a primary's base backup into a (not yet attached) timeline store. */
