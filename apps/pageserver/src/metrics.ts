@@ -24,6 +24,13 @@ export function createMetrics() {
     walRecords: new Counter({ name: "strata_wal_ingested_records_total", help: "WAL records durably ingested", labelNames: ["tenant", "timeline"] as const, registers: [registry] }),
     reconnects: new Counter({ name: "strata_walreceiver_reconnects_total", help: "walreceiver reconnects to the primary", labelNames: ["tenant", "timeline"] as const, registers: [registry] }),
     lag: new Gauge({ name: "strata_wal_lag_bytes", help: "primary flush LSN minus last_record_lsn", labelNames: ["tenant", "timeline"] as const, registers: [registry] }),
+    pageRequests: new Histogram({
+      name: "strata_page_service_request_duration_seconds",
+      help: "Page service requests by kind and outcome",
+      labelNames: ["kind", "ok"] as const,
+      buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1, 5],
+      registers: [registry],
+    }),
     pageServiceConnections: new Gauge({ name: "strata_page_service_connections", help: "Open page service connections", registers: [registry] }),
   };
 }

@@ -8,7 +8,7 @@ import { TenantManager } from "@strata/core";
 import { applyMigrations, BranchService, defaultDatabaseUrl, openDatabase, TenantService } from "@strata/api";
 import { createHttpServer } from "./http.ts";
 import { createMetrics } from "./metrics.ts";
-import { createPageServiceServer } from "./page-service.ts";
+import { createPageService } from "./page-service.ts";
 import { VERSION } from "./version.ts";
 
 export interface PageserverOptions {
@@ -125,7 +125,12 @@ export async function startPageserver(options: PageserverOptions): Promise<Runni
     for (const tenantId of recovery.active) await manager.attach(tenantId, await timelineSpecs(tenantId));
     metrics.tenants.set(recovery.active.length);
 
-    const pageService = createPageServiceServer({ logger, metrics });
+    const pageService = createPageService({ logger, metrics, manager });
+    const pageConnections = new Set<net.Socket>();
+    pageService.on("connection", (socket: net.Socket) => {
+      pageConnections.add(socket);
+      socket.once("close", () => pageConnections.delete(socket));
+    });
     const info = { version: VERSION, startedAt: new Date(), pageServiceAddress: "", httpAddress: "" };
     const branches = new BranchService(db, dataDir, tenants, manager);
     const httpServer = createHttpServer({ context: { db, tenants, branches, manager, info }, metrics, logger });
@@ -140,6 +145,7 @@ export async function startPageserver(options: PageserverOptions): Promise<Runni
       close: () =>
         (closing ??= (async () => {
           httpServer.closeAllConnections?.();
+          for (const socket of pageConnections) socket.destroy();
           await Promise.all([
             new Promise<void>((r) => httpServer.close(() => r())),
             new Promise<void>((r) => pageService.close(() => r())),

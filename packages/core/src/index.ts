@@ -17,3 +17,6 @@ export { ReplicationConnection, PrimaryError, PrimaryConnectError } from "./repl
 export * from "./timeline/page-reader.ts";
 export { RMGRS, rmgrFor } from "./redo/rmgrs.ts";
 export { UnsupportedRecordError, RedoError, type RmgrRedo } from "./redo/types.ts";
+export * from "./pageservice/messages.ts";
+export { createPageServiceServer, handleRequest, PageServiceRequestError, type PageServiceOptions } from "./pageservice/server.ts";
+export { PageServiceClient, Pagestream, PageServiceError } from "./pageservice/client.ts";
