@@ -273,6 +273,44 @@ branch
     });
   });
 
+const endpoint = program.command("endpoint").description("run stock PostgreSQL 15 on a branch");
+
+endpoint
+  .command("start")
+  .description("start an endpoint on a branch and print its connection string")
+  .requiredOption("--tenant <id>", "tenant id")
+  .requiredOption("--branch <name|id>", "branch name or timeline id")
+  .option("--port <port>", "loopback port (default: a free one)")
+  .option("--json", "machine-readable output")
+  .action(async (opts, cmd) => {
+    const port = opts.port === undefined ? undefined : Number(opts.port);
+    if (port !== undefined && (!Number.isInteger(port) || port < 1024 || port > 65535)) throw new UsageError(`invalid --port "${opts.port}"`);
+    if (!opts.json) process.stderr.write("building the data directory from a full backup and starting postgres…\n");
+    const started = await client(cmd).endpoints.start.mutate({ tenantId: requireId(opts.tenant, "tenant id"), branch: opts.branch, port });
+    print(opts.json, started, () => `endpoint ${started.id} running on branch ${started.branch} (from ${started.startLsn})\n${started.connectionString}`);
+  });
+
+endpoint
+  .command("stop")
+  .description("shut the branch's endpoint down; returns once the branch has all its WAL")
+  .requiredOption("--tenant <id>", "tenant id")
+  .requiredOption("--branch <name|id>", "branch name or timeline id")
+  .option("--json", "machine-readable output")
+  .action(async (opts, cmd) => {
+    const stopped = await client(cmd).endpoints.stop.mutate({ tenantId: requireId(opts.tenant, "tenant id"), branch: opts.branch });
+    print(opts.json, stopped, () => `endpoint ${stopped.id} stopped; branch ${stopped.branch} has its WAL up to ${stopped.stopLsn}`);
+  });
+
+endpoint
+  .command("list")
+  .description("list a tenant's endpoints")
+  .requiredOption("--tenant <id>", "tenant id")
+  .option("--json", "machine-readable output")
+  .action(async (opts, cmd) => {
+    const endpoints = await client(cmd).endpoints.list.query({ tenantId: requireId(opts.tenant, "tenant id") });
+    print(opts.json, endpoints, () => table(endpoints, ["id", "branch", "state", "port", "startLsn", "stopLsn", "connectionString"]));
+  });
+
 program
   .command("status")
   .description("is the pageserver up? version, uptime, addresses")

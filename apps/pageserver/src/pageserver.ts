@@ -5,7 +5,7 @@ import net from "node:net";
 import path from "node:path";
 import pino, { type Logger } from "pino";
 import { TenantManager } from "@strata/core";
-import { applyMigrations, BranchService, defaultDatabaseUrl, openDatabase, TenantService } from "@strata/api";
+import { applyMigrations, BranchService, EndpointService, defaultDatabaseUrl, openDatabase, TenantService } from "@strata/api";
 import { createHttpServer } from "./http.ts";
 import { createMetrics } from "./metrics.ts";
 import { createPageService } from "./page-service.ts";
@@ -115,12 +115,15 @@ export async function startPageserver(options: PageserverOptions): Promise<Runni
         logger.info({ tenantId }, "tenant attached");
       },
       onTenantDeleting: async (tenantId) => {
+        await endpoints.stopAll(tenantId);
         await manager.detach(tenantId);
         metrics.tenants.dec();
         logger.info({ tenantId }, "tenant detached for deletion");
       },
     });
+    const endpoints: EndpointService = new EndpointService(db, dataDir, tenants, manager);
     const recovery = await tenants.recover();
+    await endpoints.recover();
     if (recovery.rolledBack.length || recovery.removedDirs.length) logger.warn(recovery, "recovered from an interrupted create/delete");
     for (const tenantId of recovery.active) await manager.attach(tenantId, await timelineSpecs(tenantId));
     metrics.tenants.set(recovery.active.length);
@@ -133,7 +136,7 @@ export async function startPageserver(options: PageserverOptions): Promise<Runni
     });
     const info = { version: VERSION, startedAt: new Date(), pageServiceAddress: "", httpAddress: "" };
     const branches = new BranchService(db, dataDir, tenants, manager);
-    const httpServer = createHttpServer({ context: { db, tenants, branches, manager, info }, metrics, logger });
+    const httpServer = createHttpServer({ context: { db, tenants, branches, endpoints, manager, info }, metrics, logger });
     info.pageServiceAddress = await listen(pageService, pgWhere, "the page service");
     info.httpAddress = await listen(httpServer, httpWhere, "the HTTP API");
     logger.info({ http: info.httpAddress, pageService: info.pageServiceAddress, dataDir, tenants: recovery.active.length }, "pageserver ready");

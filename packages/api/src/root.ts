@@ -1,5 +1,6 @@
 // The app router: merges the per-entity routers; the pageserver serves it at /trpc.
 import { branchesRouter } from "./router/branches.ts";
+import { endpointsRouter } from "./router/endpoints.ts";
 import { healthRouter } from "./router/health.ts";
 import { operationsRouter } from "./router/operations.ts";
 import { tenantsRouter } from "./router/tenants.ts";
@@ -12,6 +13,7 @@ export const appRouter = router({
   timelines: timelinesRouter,
   operations: operationsRouter,
   branches: branchesRouter,
+  endpoints: endpointsRouter,
 });
 
 export type AppRouter = typeof appRouter;

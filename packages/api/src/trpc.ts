@@ -4,6 +4,7 @@ import type { TenantManager } from "@strata/core";
 import type { Database } from "./db.ts";
 import { ConflictError, InvalidInputError, NotFoundError, NotImplementedError, PrimaryRequestError, TimeoutError } from "./errors.ts";
 import type { BranchService } from "./service/branches.ts";
+import type { EndpointService } from "./service/endpoints.ts";
 import type { TenantService } from "./service/tenants.ts";
 
 export interface ServerInfo {
@@ -17,6 +18,7 @@ export interface Context {
   db: Database;
   tenants: TenantService;
   branches: BranchService;
+  endpoints: EndpointService;
   manager: TenantManager;
   info: ServerInfo;
   /** who is calling, for the audit trail (from the x-strata-actor header) */

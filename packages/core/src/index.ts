@@ -20,3 +20,6 @@ export { UnsupportedRecordError, RedoError, type RmgrRedo } from "./redo/types.t
 export * from "./pageservice/messages.ts";
 export { createPageServiceServer, handleRequest, PageServiceRequestError, type PageServiceOptions } from "./pageservice/server.ts";
 export { PageServiceClient, Pagestream, PageServiceError } from "./pageservice/client.ts";
+export * from "./compute/postgres.ts";
+export * from "./compute/endpoint.ts";
+export { fullBackup, type FullBackupResult, FullBackupError } from "./basebackup/fullbackup.ts";

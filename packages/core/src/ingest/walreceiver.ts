@@ -143,6 +143,17 @@ export class WalReceiver {
         await conn.close().catch(() => {});
       } catch (err) {
         this.connection?.destroy();
+        // complete records already received are valid whatever happened to the connection
+        // (a primary shutting down sends its shutdown checkpoint and then goes away)
+        if (this.ingestor.hasPending) {
+          try {
+            const durable = await this.ingestor.flush();
+            this.status.records = this.ingestor.totalRecords;
+            this.options.onDurable?.(durable, 0, 0);
+          } catch {
+            // the ingestor is marked failed; the next ingest call reports it
+          }
+        }
         if (this.stopped) break;
         const message = (err as Error).message;
         this.status.lastError = message;

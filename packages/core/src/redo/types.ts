@@ -24,6 +24,11 @@ export type PageMask = (page: Buffer, blockNumber: number) => void;
 export interface RmgrRedo {
   name: string;
   redo: BlockRedo;
+  /**
+   * Changes PostgreSQL's redo makes to a page even after restoring its full-page image (e.g.
+   * GiST clears F_FOLLOW_RIGHT on the left child of a finished split). Optional.
+   */
+  afterImage?: (page: Buffer, record: DecodedRecord, block: BlockRef) => void;
   mask?: PageMask;
 }
 

@@ -109,22 +109,36 @@ export class TenantManager {
       const reader = new PageReader(store, parent ? { ancestor: { reader: parent.reader, lsn: spec.ancestorLsn ?? 0n } } : {});
       const handle: TimelineHandle = { tenantId, timelineId: spec.id, store, reader, parentTimelineId: spec.parentTimelineId ?? undefined };
       this.timelines.set(key, handle);
-      if (spec.primaryUrl && spec.slotName) {
-        const ingestor = await TimelineIngestor.open(store, reader);
-        handle.receiver = new WalReceiver(ingestor, {
-          primary: spec.primaryUrl,
-          slot: spec.slotName,
-          applicationName: `strata_${spec.id.slice(0, 16)}`,
-          onDurable: (lsn, bytes, records) => {
-            this.events.onDurable?.(tenantId, spec.id, lsn, bytes, records);
-            for (const wake of this.waiters) wake();
-          },
-          onEvent: (event, detail) => this.events.onReceiverEvent?.(tenantId, spec.id, event, detail),
-          onLongChains: (pages, lsn) => this.materializeLater(handle, pages, lsn),
-        });
-        handle.receiver.start();
-      }
+      if (spec.primaryUrl && spec.slotName) await this.startReceiver(tenantId, spec.id, spec.primaryUrl, spec.slotName);
     }
+  }
+
+  /** Starts following `primaryUrl` (an external primary, or an endpoint on this branch) through `slot`. */
+  async startReceiver(tenantId: string, timelineId: string, primaryUrl: string, slot: string): Promise<void> {
+    const handle = this.get(tenantId, timelineId);
+    if (!handle) throw new Error(`timeline ${timelineId} is not attached`);
+    if (handle.receiver) throw new Error(`timeline ${timelineId} already has a walreceiver`);
+    const ingestor = await TimelineIngestor.open(handle.store, handle.reader);
+    handle.receiver = new WalReceiver(ingestor, {
+      primary: primaryUrl,
+      slot,
+      applicationName: `strata_${timelineId.slice(0, 16)}`,
+      onDurable: (lsn, bytes, records) => {
+        this.events.onDurable?.(tenantId, timelineId, lsn, bytes, records);
+        for (const wake of this.waiters) wake();
+      },
+      onEvent: (event, detail) => this.events.onReceiverEvent?.(tenantId, timelineId, event, detail),
+      onLongChains: (pages, lsn) => this.materializeLater(handle, pages, lsn),
+    });
+    handle.receiver.start();
+  }
+
+  async stopReceiver(tenantId: string, timelineId: string): Promise<void> {
+    const handle = this.get(tenantId, timelineId);
+    if (!handle?.receiver) return;
+    const receiver = handle.receiver;
+    handle.receiver = undefined;
+    await receiver.stop();
   }
 
   private materializing = new Map<string, Promise<void>>();

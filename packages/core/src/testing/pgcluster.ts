@@ -11,40 +11,8 @@ import pg from "pg";
 
 const execFileAsync = promisify(execFile);
 
-export const PG_BIN = process.env.PG_BIN ?? "/usr/lib/postgresql/15/bin";
-
-export function pgBinary(name: string): string {
-  return path.join(PG_BIN, name);
-}
-
-const isRoot = typeof process.getuid === "function" && process.getuid() === 0;
-
-function postgresIds(): { uid: number; gid: number } {
-  const line = readFileSync("/etc/passwd", "utf8").split("\n").find((l) => l.startsWith("postgres:"));
-  if (!line) throw new Error("no `postgres` system user: install the postgresql-15 package");
-  const [, , uid, gid] = line.split(":");
-  return { uid: Number(uid), gid: Number(gid) };
-}
-
-/** Runs a PostgreSQL binary as the `postgres` user (initdb and postgres refuse root). */
-export async function runAsPostgres(bin: string, args: string[], opts: { cwd?: string; timeoutMs?: number } = {}) {
-  const file = isRoot ? "runuser" : pgBinary(bin);
-  const argv = isRoot ? ["-u", "postgres", "--", pgBinary(bin), ...args] : args;
-  return execFileAsync(file, argv, { cwd: opts.cwd ?? "/", timeout: opts.timeoutMs ?? 120_000, maxBuffer: 256 * 1024 * 1024 });
-}
-
-/** A loopback port nobody is listening on right now. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.unref();
-    server.on("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
+export { PG_BIN, pgBinary, runAsPostgres, freePort } from "../compute/postgres.ts";
+import { isRoot, pgBinary, postgresIds, runAsPostgres, freePort } from "../compute/postgres.ts";
 
 /** Makes a temp directory that the `postgres` user owns (and can reach). */
 export function makePostgresTempDir(prefix: string): string {

@@ -38,6 +38,7 @@ function isNewPage(page: Buffer): boolean {
 export function applyRecord(page: Buffer, record: DecodedRecord, block: BlockRef): Buffer {
   if (block.hasImage && block.applyImage) {
     const restored = restoreBlockImage(block, record.lsn);
+    rmgrFor(record).afterImage?.(restored, record, block);
     if (!isNewPage(restored)) setPageLsn(restored, record.endLsn);
     return restored;
   }

@@ -1,0 +1,83 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import pg from "pg";
+import { createStrataClient, errorCode } from "@strata/api/client";
+import { parseLsn } from "@strata/core";
+import { PgCluster } from "@strata/core/testing";
+import { makeDataDir, removeDataDir, runCli, startDaemon, type Daemon } from "./test-daemon.ts";
+
+async function query<T extends Record<string, unknown>>(url: string, sql: string): Promise<T[]> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    const result = await client.query(sql);
+    return (Array.isArray(result) ? result[result.length - 1] : result).rows as T[];
+  } finally {
+    await client.end();
+  }
+}
+
+describe("endpoints: stock PostgreSQL 15 running on a branch", () => {
+  let primary: PgCluster;
+  let dataDir: string;
+  let daemon: Daemon;
+  let env: Record<string, string>;
+  let tenantId: string;
+
+  beforeAll(async () => {
+    primary = await PgCluster.start({ settings: { autovacuum: "off" } });
+    await primary.sql("CREATE TABLE items (id int PRIMARY KEY, note text); INSERT INTO items SELECT g, 'primary ' || g FROM generate_series(1, 1000) g");
+    dataDir = makeDataDir();
+    daemon = await startDaemon(dataDir);
+    env = { STRATA_API: daemon.apiUrl };
+    const tenant = await createStrataClient(daemon.apiUrl).tenants.create.mutate({ fromPrimary: primary.connectionString() });
+    tenantId = tenant.id;
+    const branch = await runCli(["branch", "create", "--tenant", tenantId, "--name", "dev", "--json"], env);
+    expect(branch.code, branch.stderr).toBe(0);
+  });
+
+  afterAll(async () => {
+    await runCli(["endpoint", "stop", "--tenant", tenantId, "--branch", "dev"], env).catch(() => {});
+    await runCli(["endpoint", "stop", "--tenant", tenantId, "--branch", "sibling"], env).catch(() => {});
+    await daemon?.stop();
+    await primary?.stop();
+    removeDataDir(dataDir);
+  });
+
+  it("starts postgres on a branch with the parent's data, and a restart keeps every committed row", async () => {
+    const started = await runCli(["endpoint", "start", "--tenant", tenantId, "--branch", "dev", "--json"], env);
+    expect(started.code, started.stderr).toBe(0);
+    const endpoint = JSON.parse(started.stdout);
+    expect(endpoint.state).toBe("running");
+    const url = endpoint.connectionString;
+    expect((await query<{ n: string }>(url, "SELECT count(*)::text AS n FROM items"))[0].n).toBe("1000");
+    await query(url, "INSERT INTO items SELECT g, 'branch ' || g FROM generate_series(1001, 3000) g; UPDATE items SET note = 'changed' WHERE id <= 10; DELETE FROM items WHERE id BETWEEN 500 AND 599");
+    await query(url, "CREATE TABLE branch_only AS SELECT g AS x FROM generate_series(1, 500) g; CREATE INDEX ON branch_only (x)");
+    const expected = await query<{ n: string; s: string }>(url, "SELECT count(*)::text AS n, md5(string_agg(id || note, ',' ORDER BY id)) AS s FROM items");
+    const second = await runCli(["endpoint", "start", "--tenant", tenantId, "--branch", "dev"], env);
+    expect(second.code).toBe(1);
+    expect(second.stderr).toMatch(/CONFLICT: branch dev already has a running endpoint/);
+
+    const stopped = await runCli(["endpoint", "stop", "--tenant", tenantId, "--branch", "dev", "--json"], env);
+    expect(stopped.code, stopped.stderr).toBe(0);
+    const info = await createStrataClient(daemon.apiUrl).timelines.get.query({ tenantId, timelineId: endpoint.timelineId });
+    expect(parseLsn(info.lastRecordLsn)).toBeGreaterThanOrEqual(parseLsn(JSON.parse(stopped.stdout).stopLsn));
+
+    const restarted = JSON.parse((await runCli(["endpoint", "start", "--tenant", tenantId, "--branch", "dev", "--json"], env)).stdout);
+    const again = await query<{ n: string; s: string }>(restarted.connectionString, "SELECT count(*)::text AS n, md5(string_agg(id || note, ',' ORDER BY id)) AS s FROM items");
+    expect(again).toEqual(expected);
+    expect((await query<{ n: string }>(restarted.connectionString, "SELECT count(*)::text AS n FROM branch_only WHERE x > 250"))[0].n).toBe("250");
+    // writes on the branch never show on the parent
+    expect((await primary.sql<{ n: string }>("SELECT count(*)::text AS n FROM items"))[0].n).toBe("1000");
+  });
+
+  it("keeps sibling branches apart and lists endpoints", async () => {
+    const client = createStrataClient(daemon.apiUrl);
+    await client.branches.create.mutate({ tenantId, name: "sibling" });
+    const sibling = await client.endpoints.start.mutate({ tenantId, branch: "sibling" });
+    expect((await query<{ n: string }>(sibling.connectionString!, "SELECT count(*)::text AS n FROM items"))[0].n).toBe("1000");
+    const list = await client.endpoints.list.query({ tenantId });
+    expect(list.filter((e) => e.state === "running").map((e) => e.branch).sort()).toEqual(["dev", "sibling"]);
+    await expect(client.endpoints.start.mutate({ tenantId, branch: "main" })).rejects.toSatisfy((e) => errorCode(e) === "CONFLICT");
+    await expect(client.endpoints.start.mutate({ tenantId, branch: "nope" })).rejects.toSatisfy((e) => errorCode(e) === "NOT_FOUND");
+  });
+});

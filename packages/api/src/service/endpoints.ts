@@ -1,0 +1,182 @@
+// Endpoints: a stock PostgreSQL 15 on a branch. Start = full backup of the branch at its latest
+// LSN into a fresh data directory, start postgres on loopback, create a physical slot on it and
+// follow it with the branch's walreceiver. Stop = fast shutdown, then wait until the branch has
+// durably ingested the endpoint's WAL up to its shutdown checkpoint, so a later start has every
+// committed row. At most one running endpoint per branch.
+import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, statSync } from "node:fs";
+import path from "node:path";
+import {
+  chownToPostgres, configureEndpoint, formatLsn, freePort, generateId, isAlive, prepareDataDirectory, ReplicationConnection,
+  shutdownCheckpointEnd, startPostgres, stopPostgres, type TenantManager,
+} from "@strata/core";
+import type { Database } from "../db.ts";
+import { ConflictError, InvalidInputError, NotFoundError } from "../errors.ts";
+import type { TenantService } from "./tenants.ts";
+
+export interface EndpointView {
+  id: string;
+  tenantId: string;
+  timelineId: string;
+  branch: string;
+  state: string;
+  port: number | null;
+  pid: number | null;
+  connectionString: string | null;
+  startLsn: string | null;
+  stopLsn: string | null;
+  createdAt: string;
+}
+
+type EndpointRow = { id: string; tenantId: string; timelineId: string; state: string; port: number | null; pid: number | null; startLsn: bigint | null; stopLsn: bigint | null; createdAt: Date };
+
+function view(row: EndpointRow, branch: string): EndpointView {
+  return {
+    id: row.id,
+    tenantId: row.tenantId,
+    timelineId: row.timelineId,
+    branch,
+    state: row.state,
+    port: row.port,
+    pid: row.pid,
+    connectionString: row.state === "running" && row.port ? `postgresql://postgres@127.0.0.1:${row.port}/postgres` : null,
+    startLsn: row.startLsn === null ? null : formatLsn(row.startLsn),
+    stopLsn: row.stopLsn === null ? null : formatLsn(row.stopLsn),
+    createdAt: row.createdAt.toISOString(),
+  };
+}
+
+export class EndpointService {
+  private readonly busy = new Set<string>();
+
+  constructor(
+    private readonly db: Database,
+    private readonly dataDir: string,
+    private readonly tenants: TenantService,
+    private readonly manager: TenantManager,
+    private readonly stopTimeoutMs = 120_000,
+  ) {}
+
+  private async resolveBranch(tenantId: string, branch: string) {
+    await this.tenants.get(tenantId);
+    const row = /^[0-9a-f]{32}$/.test(branch)
+      ? await this.db.timeline.findFirst({ where: { tenantId, id: branch } })
+      : await this.db.timeline.findFirst({ where: { tenantId, name: branch } });
+    if (!row || row.state !== "active") throw new NotFoundError(`branch ${branch} not found in tenant ${tenantId}`);
+    return row;
+  }
+
+  private lock(timelineId: string) {
+    if (this.busy.has(timelineId)) throw new ConflictError(`an endpoint on this branch is already starting or stopping`);
+    this.busy.add(timelineId);
+  }
+
+  async start(input: { tenantId: string; branch: string; port?: number }): Promise<EndpointView> {
+    const timeline = await this.resolveBranch(input.tenantId, input.branch);
+    this.lock(timeline.id);
+    const id = generateId();
+    let pid: number | undefined;
+    let created = false;
+    let following = false;
+    const root = path.join(this.dataDir, "endpoints", id);
+    try {
+      const running = await this.db.endpoint.findFirst({ where: { timelineId: timeline.id, state: { in: ["starting", "running", "stopping"] } } });
+      if (running) throw new ConflictError(`branch ${timeline.name} already has a ${running.state} endpoint (${running.id}) on port ${running.port}`);
+      if (timeline.primaryUrl) throw new ConflictError(`branch ${timeline.name} follows an external primary; start endpoints on a branch of it`);
+      const handle = this.manager.get(input.tenantId, timeline.id);
+      if (!handle) throw new NotFoundError(`branch ${timeline.name} is not attached`);
+      const port = input.port ?? (await freePort());
+      await this.db.endpoint.create({ data: { id, tenantId: input.tenantId, timelineId: timeline.id, port, state: "starting", dataDir: root } });
+      created = true;
+      const lsn = (await handle.store.readMarkers()).lastRecordLsn;
+      mkdirSync(root, { recursive: true });
+      // postgres runs as its own user: it must be able to traverse down to its data directory
+      for (const dir of [this.dataDir, path.dirname(root)]) chmodSync(dir, statSync(dir).mode | 0o011);
+      chownToPostgres(root);
+      const pgdata = path.join(root, "pgdata");
+      await prepareDataDirectory(handle.reader, lsn, pgdata);
+      configureEndpoint(pgdata, { port, socketDir: root });
+      pid = await startPostgres(pgdata, path.join(root, "postgres.log"));
+      const url = `postgresql://postgres@127.0.0.1:${port}/postgres`;
+      const slot = `strata_ep_${timeline.id.slice(0, 16)}`;
+      const conn = await ReplicationConnection.connect(url, { applicationName: "strata-endpoint-setup" });
+      try {
+        await conn.ensurePhysicalSlot(slot, { reserveWal: true });
+      } finally {
+        await conn.close().catch(() => conn.destroy());
+      }
+      following = true;
+      await this.db.timeline.update({ where: { id: timeline.id }, data: { primaryUrl: url, slotName: slot } });
+      await this.manager.startReceiver(input.tenantId, timeline.id, url, slot);
+      const row = await this.db.endpoint.update({ where: { id }, data: { state: "running", pid, startLsn: lsn } });
+      return view(row, timeline.name);
+    } catch (err) {
+      // undo only what this call did (a refused start must not touch the running endpoint)
+      if (pid) await stopPostgres(pid).catch(() => {});
+      if (following) {
+        await this.manager.stopReceiver(input.tenantId, timeline.id).catch(() => {});
+        await this.db.timeline.update({ where: { id: timeline.id }, data: { primaryUrl: null, slotName: null } }).catch(() => {});
+      }
+      if (created) {
+        await this.db.endpoint.delete({ where: { id } }).catch(() => {});
+        rmSync(root, { recursive: true, force: true });
+      }
+      throw err;
+    } finally {
+      this.busy.delete(timeline.id);
+    }
+  }
+
+  async stop(input: { tenantId: string; branch: string }): Promise<EndpointView> {
+    const timeline = await this.resolveBranch(input.tenantId, input.branch);
+    const row = await this.db.endpoint.findFirst({ where: { timelineId: timeline.id, state: "running" } });
+    if (!row) throw new NotFoundError(`branch ${timeline.name} has no running endpoint`);
+    this.lock(timeline.id);
+    try {
+      await this.db.endpoint.update({ where: { id: row.id }, data: { state: "stopping" } });
+      if (row.pid && isAlive(row.pid)) await stopPostgres(row.pid, this.stopTimeoutMs);
+      const pgdata = path.join(row.dataDir ?? "", "pgdata");
+      const end = await shutdownCheckpointEnd(pgdata);
+      // only return once the branch has everything the endpoint wrote
+      await this.manager.waitForLsn(input.tenantId, timeline.id, end, this.stopTimeoutMs);
+      await this.manager.stopReceiver(input.tenantId, timeline.id);
+      await this.db.timeline.update({ where: { id: timeline.id }, data: { primaryUrl: null, slotName: null } });
+      const stopped = await this.db.endpoint.update({ where: { id: row.id }, data: { state: "stopped", pid: null, stopLsn: end } });
+      if (row.dataDir) rmSync(row.dataDir, { recursive: true, force: true });
+      return view(stopped, timeline.name);
+    } catch (err) {
+      await this.db.endpoint.update({ where: { id: row.id }, data: { state: "running" } }).catch(() => {});
+      let log = "";
+      try {
+        log = readFileSync(path.join(row.dataDir ?? "", "postgres.log"), "utf8").split("\n").slice(-12).join("\n");
+      } catch {}
+      throw new Error(`${(err as Error).message}${log ? `\nendpoint log:\n${log}` : ""}`);
+    } finally {
+      this.busy.delete(timeline.id);
+    }
+  }
+
+  async list(tenantId: string): Promise<EndpointView[]> {
+    await this.tenants.get(tenantId);
+    const rows = await this.db.endpoint.findMany({ where: { tenantId }, orderBy: { createdAt: "asc" }, include: { timeline: { select: { name: true } } } });
+    return rows.map((r) => view(r, r.timeline.name));
+  }
+
+  /** Stops every running endpoint (used when a tenant is deleted). */
+  async stopAll(tenantId: string): Promise<void> {
+    for (const row of await this.db.endpoint.findMany({ where: { tenantId, state: { in: ["running", "starting", "stopping"] } } })) {
+      if (row.pid && isAlive(row.pid)) await stopPostgres(row.pid).catch(() => {});
+      if (row.dataDir && existsSync(row.dataDir)) rmSync(row.dataDir, { recursive: true, force: true });
+    }
+  }
+
+  /** At startup: endpoints whose postgres died while the pageserver was down are marked failed. */
+  async recover(): Promise<void> {
+    for (const row of await this.db.endpoint.findMany({ where: { state: { in: ["starting", "running", "stopping"] } } })) {
+      if (row.state === "running" && isAlive(row.pid)) continue;
+      await this.db.endpoint.update({ where: { id: row.id }, data: { state: "failed", pid: null } });
+      await this.db.timeline.update({ where: { id: row.timelineId }, data: { primaryUrl: null, slotName: null } }).catch(() => {});
+    }
+  }
+}
+
+export { InvalidInputError };

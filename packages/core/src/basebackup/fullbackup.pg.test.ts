@@ -1,0 +1,289 @@
+import { execFile } from "node:child_process";
+import { closeSync, createWriteStream, existsSync, mkdirSync, openSync, readFileSync, readSync, rmSync, statSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { promisify } from "node:util";
+import pg from "pg";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { importFromPrimary } from "../ingest/import-primary.ts";
+import { TimelineIngestor } from "../ingest/timeline-ingest.ts";
+import { formatLsn, parseLsn, type Lsn } from "../lsn.ts";
+import { TimelineStore } from "../storage/timeline-store.ts";
+import { freePort, makePostgresTempDir, PgCluster, pgBinary, runAsPostgres } from "../testing/pgcluster.ts";
+import { PageReader } from "../timeline/page-reader.ts";
+import { walFileName } from "../wal/reader.ts";
+import { fullBackup } from "./fullbackup.ts";
+
+const execFileAsync = promisify(execFile);
+const SEGMENT = 16 * 1024 * 1024;
+
+/** WAL bytes [from, to) from a pg_wal directory (timeline 1). */
+function readWal(walDir: string, from: Lsn, to: Lsn): Buffer {
+  const out = Buffer.alloc(Number(to - from));
+  for (let pos = from; pos < to; ) {
+    const segStart = pos - (pos % BigInt(SEGMENT));
+    const n = Math.min(Number(to - pos), Number(segStart + BigInt(SEGMENT) - pos));
+    const fd = openSync(path.join(walDir, walFileName(1, pos)), "r");
+    try {
+      readSync(fd, out, Number(pos - from), n, Number(pos - segStart));
+    } finally {
+      closeSync(fd);
+    }
+    pos += BigInt(n);
+  }
+  return out;
+}
+
+type Sql = (query: string, database?: string) => Promise<Array<Record<string, unknown>>>;
+
+function sqlOn(port: number): Sql {
+  return async (query, database = "postgres") => {
+    const client = new pg.Client({ host: "127.0.0.1", port, user: "postgres", database });
+    await client.connect();
+    try {
+      const result = await client.query(query);
+      return (Array.isArray(result) ? result[result.length - 1] : result).rows;
+    } finally {
+      await client.end();
+    }
+  };
+}
+
+/** Row counts and content digests of every table the workload touches. */
+async function fingerprint(sql: Sql) {
+  const [accounts] = await sql("SELECT count(*)::int AS n, sum(abalance)::bigint::text AS s, md5(string_agg(aid || ':' || abalance, ',' ORDER BY aid)) AS h FROM pgbench_accounts");
+  const [branches] = await sql("SELECT sum(bbalance)::bigint::text AS s FROM pgbench_branches");
+  const [tellers] = await sql("SELECT md5(string_agg(tid || ':' || tbalance, ',' ORDER BY tid)) AS h FROM pgbench_tellers");
+  const [history] = await sql("SELECT count(*)::int AS n, coalesce(sum(delta), 0)::bigint::text AS s FROM pgbench_history");
+  const [extra] = await sql("SELECT count(*)::int AS n, md5(string_agg(id || ':' || v || ':' || n, ',' ORDER BY id)) AS h FROM extra");
+  const [items] = await sql("SELECT count(*)::int AS n, md5(string_agg(id || ':' || name, ',' ORDER BY id)) AS h FROM items", "second");
+  return { accounts, branches, tellers, history, extra, items };
+}
+
+/** Stops a postmaster by pid (fast shutdown) and waits for it to exit. */
+async function stopByPid(pid: number): Promise<void> {
+  try {
+    process.kill(pid, "SIGINT");
+  } catch {
+    return;
+  }
+  for (const deadline = Date.now() + 60_000; Date.now() < deadline; ) {
+    try {
+      process.kill(pid, 0);
+    } catch {
+      return;
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  process.kill(pid, "SIGQUIT");
+}
+
+interface Copy {
+  dataDir: string;
+  port: number;
+  logFile: string;
+  sql: Sql;
+}
+
+describe("full backup", () => {
+  const started = Date.now();
+  const step = (what: string) => console.log(`[fullbackup test] ${((Date.now() - started) / 1000).toFixed(1)}s ${what}`);
+  let primary: PgCluster | undefined;
+  let store: TimelineStore | undefined;
+  const work = mkdtempWork();
+  /** the last record's end on the timeline, and what the primary had there */
+  let lsn: Lsn = 0n;
+  let expected: Awaited<ReturnType<typeof fingerprint>>;
+  let nextXidAtLsn = 0n;
+  const copies: Array<{ base: string; pid: number }> = [];
+
+  /** Extracts a backup into a postgres-owned 0700 dir and starts stock postgres on it. */
+  async function startCopy(tarPath: string): Promise<Copy> {
+    const base = makePostgresTempDir("strata-fullbackup-copy-");
+    const copy = { base, pid: 0 };
+    copies.push(copy);
+    const dataDir = path.join(base, "data");
+    mkdirSync(dataDir, { mode: 0o700 });
+    await execFileAsync("tar", ["-xf", tarPath, "-C", dataDir]);
+    await execFileAsync("chown", ["-R", "postgres:postgres", dataDir]);
+    await execFileAsync("chmod", ["0700", dataDir]);
+    const port = await freePort();
+    const logFile = path.join(base, "server.log");
+    try {
+      await runAsPostgres("pg_ctl", ["-D", dataDir, "-l", logFile, "-o", `-p ${port} -k ${base} -c listen_addresses=127.0.0.1`, "-w", "-t", "60", "start"]);
+    } finally {
+      const pidFile = path.join(dataDir, "postmaster.pid");
+      if (existsSync(pidFile)) copy.pid = Number(readFileSync(pidFile, "utf8").split("\n")[0]);
+    }
+    return { dataDir, port, logFile, sql: sqlOn(port) };
+  }
+
+  async function backupTo(name: string, at: Lsn, onProgress?: (bytes: number, total: number) => void) {
+    const tarPath = path.join(work, name);
+    const stream = createWriteStream(tarPath);
+    const result = await fullBackup(new PageReader(store!), at, stream, { onProgress });
+    await new Promise<void>((resolve, reject) => stream.end((err?: Error | null) => (err ? reject(err) : resolve())));
+    return { tarPath, result };
+  }
+
+  function expectCleanStart(copy: Copy) {
+    const log = readFileSync(copy.logFile, "utf8");
+    expect(log).toContain("database system was shut down at");
+    expect(log).not.toMatch(/not properly shut down|redo starts at|automatic recovery/);
+  }
+
+  beforeAll(async () => {
+    primary = await PgCluster.start({ initdbArgs: ["--data-checksums"], settings: { max_prepared_transactions: 5, autovacuum: "off", wal_keep_size: "1GB" } });
+    store = await TimelineStore.open(path.join(work, "store"));
+    const imported = await importFromPrimary(store, primary.connectionString(), "strata_fullbackup");
+    step("imported");
+    // everything below reaches Strata only as WAL and is rebuilt by its redo
+    const sql = sqlOn(primary.port);
+    await primary.pgbench(["-i", "-s", "1", "-q"]);
+    await sql("CREATE TABLE extra (id serial PRIMARY KEY, v text, n numeric)");
+    await sql("INSERT INTO extra (v, n) SELECT md5(g::text), g / 7.0 FROM generate_series(1, 5000) g");
+    await sql("CREATE INDEX extra_v ON extra (v)");
+    await sql("UPDATE extra SET n = n * 2 WHERE id % 10 = 0");
+    await sql("DELETE FROM extra WHERE id % 17 = 0");
+    await sql("CREATE DATABASE second");
+    await sql("CREATE TABLE items (id int PRIMARY KEY, name text)", "second");
+    await sql("INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 2000) g", "second");
+    await sql("CREATE INDEX items_name ON items (name)", "second");
+    await primary.pgbench(["-t", "50", "-c", "2", "-n"]);
+    await sql("CREATE UNLOGGED TABLE scratch (k int PRIMARY KEY)");
+    await sql("INSERT INTO scratch SELECT generate_series(1, 100)");
+    // a prepared transaction still pending at the backup LSN
+    await sql("BEGIN; INSERT INTO extra (v, n) VALUES ('prepared', 42); PREPARE TRANSACTION 'fb_pending'");
+    step("workload done");
+
+    // what the primary has at the LSN: no writes after this point
+    expected = await fingerprint(sql);
+    const [{ xmax }] = await sql("SELECT pg_snapshot_xmax(pg_current_snapshot())::text AS xmax");
+    nextXidAtLsn = BigInt(xmax as string);
+    const [{ lsn: insertLsn }] = await sql("SELECT pg_current_wal_insert_lsn()::text AS lsn");
+    for (let i = 0; i < 400; i++) {
+      const [{ done }] = await sql(`SELECT pg_current_wal_flush_lsn() >= '${insertLsn}'::pg_lsn AS done`);
+      if (done) break;
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    const end = parseLsn(insertLsn as string);
+    const ingestor = await TimelineIngestor.open(store);
+    for (let pos = imported.startLsn; pos < end; ) {
+      const next = pos + BigInt(Math.min(SEGMENT, Number(end - pos)));
+      lsn = await ingestor.ingestWal(readWal(primary.walDir, pos, next), pos);
+      pos = next;
+    }
+    step(`ingested to ${formatLsn(lsn)} (insert LSN ${insertLsn})`);
+    expect(lsn).toBeGreaterThan(imported.endLsn);
+    expect(lsn).toBeLessThanOrEqual(end);
+    // the store has everything now: free the machine for the copies
+    await primary.stop();
+    primary = undefined;
+  });
+
+  afterAll(async () => {
+    for (const copy of copies) if (copy.pid) await stopByPid(copy.pid);
+    await store?.close();
+    await primary?.stop();
+    for (const copy of copies) rmSync(copy.base, { recursive: true, force: true });
+    rmSync(work, { recursive: true, force: true });
+  });
+
+  it("produces a data directory that stock PostgreSQL starts from without recovery, with the primary's data at the LSN", async () => {
+    const progress: Array<[number, number]> = [];
+    const { tarPath, result } = await backupTo("backup.tar", lsn, (bytes, total) => progress.push([bytes, total]));
+    step(`backup written: ${result.bytes} bytes, ${result.files} files, checkpoint at ${formatLsn(result.checkpointLsn)}`);
+    expect(result.checkpointLsn).toBe(lsn % 8192n === 0n ? lsn + (lsn % BigInt(SEGMENT) === 0n ? 40n : 24n) : lsn);
+    expect(statSync(tarPath).size).toBe(result.bytes);
+    expect(progress.at(-1)).toEqual([result.bytes, result.bytes]);
+    expect(progress.every(([bytes, total], i) => total === result.bytes && (i === 0 || bytes >= progress[i - 1][0]))).toBe(true);
+
+    // the control file and the synthesized WAL, as PostgreSQL's own tools read them
+    const dataDir = path.join(work, "inspect");
+    mkdirSync(dataDir, { mode: 0o700 });
+    await execFileAsync("tar", ["-xf", tarPath, "-C", dataDir]);
+    const { stdout: controldata } = await execFileAsync(pgBinary("pg_controldata"), ["-D", dataDir]);
+    expect(controldata).toMatch(/Database cluster state:\s+shut down\n/);
+    expect(/Latest checkpoint location:\s+(\S+)/.exec(controldata)?.[1]).toBe(formatLsn(result.checkpointLsn));
+    expect(/Latest checkpoint's REDO location:\s+(\S+)/.exec(controldata)?.[1]).toBe(formatLsn(result.checkpointLsn));
+    const segment = path.join(dataDir, "pg_wal", walFileName(1, result.checkpointLsn));
+    const fromSegmentStart = await execFileAsync(pgBinary("pg_waldump"), ["-n", "1", segment]);
+    // pg_waldump prints the record's own LSN with the low half zero-padded
+    const [hi, lo] = formatLsn(result.checkpointLsn).split("/");
+    expect(fromSegmentStart.stdout).toContain(`lsn: ${hi}/${lo.padStart(8, "0")},`);
+    expect(fromSegmentStart.stdout).toContain(`CHECKPOINT_SHUTDOWN redo ${formatLsn(result.checkpointLsn)}`);
+    const atLsn = await execFileAsync(pgBinary("pg_waldump"), ["-n", "1", "-s", formatLsn(result.checkpointLsn), segment]);
+    expect(atLsn.stdout).toContain("CHECKPOINT_SHUTDOWN");
+    // every page of every relation carries a valid data checksum
+    await execFileAsync("chown", ["-R", "postgres:postgres", dataDir]);
+    await runAsPostgres("pg_checksums", ["--check", "-D", dataDir]);
+    step("pg_controldata, pg_waldump, pg_checksums ok");
+
+    const copy = await startCopy(tarPath);
+    step("copy started");
+    expectCleanStart(copy);
+    const sql = copy.sql;
+    expect(await fingerprint(sql)).toEqual(expected);
+    expect(expected.accounts.n).toBe(100000);
+    expect((await sql("SELECT datname FROM pg_database ORDER BY datname")).map((r) => r.datname)).toEqual(["postgres", "second", "template0", "template1"]);
+    // the unlogged table comes back empty (its main fork is a copy of its init fork)
+    expect(await sql("SELECT count(*)::int AS n FROM scratch")).toEqual([{ n: 0 }]);
+
+    // the prepared transaction survived and can be finished
+    expect(await sql("SELECT gid FROM pg_prepared_xacts")).toEqual([{ gid: "fb_pending" }]);
+    await sql("COMMIT PREPARED 'fb_pending'");
+    expect(await sql("SELECT count(*)::int AS n FROM extra WHERE v = 'prepared'")).toEqual([{ n: 1 }]);
+
+    // new transactions get xids past everything the primary had assigned; new relations work
+    const [{ xid }] = await sql("SELECT txid_current()::text AS xid");
+    expect(BigInt(xid as string)).toBeGreaterThanOrEqual(nextXidAtLsn);
+    await sql("CREATE TABLE fresh AS SELECT g AS id, md5(g::text) AS h FROM generate_series(1, 1000) g");
+    await sql("CREATE INDEX fresh_h ON fresh (h)");
+    await sql("INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (1, 1, 1, 5, now())");
+    expect(await sql("SELECT count(*)::int AS n FROM fresh WHERE h = md5('500')")).toEqual([{ n: 1 }]);
+    await sql("CREATE TABLE more_items AS SELECT * FROM items", "second");
+
+    const amcheck = await execFileAsync(pgBinary("pg_amcheck"), ["-h", "127.0.0.1", "-p", String(copy.port), "-U", "postgres", "--all", "--heapallindexed", "--install-missing"]);
+    expect(amcheck.stdout + amcheck.stderr).toBe("");
+    // it really ran in both databases (it installed amcheck there to check them)
+    for (const db of ["postgres", "second"]) expect(await sql("SELECT count(*)::int AS n FROM pg_extension WHERE extname = 'amcheck'", db)).toEqual([{ n: 1 }]);
+    await sql("CHECKPOINT");
+    step("copy verified");
+  });
+
+  it("starts PostgreSQL when the checkpoint record lands on a page start, straddles pages, or straddles segments", async () => {
+    // any LSN at or after the last record is a valid backup point with the same content
+    const page = 8192n;
+    const nextPage = lsn - (lsn % page) + page;
+    const segEnd = lsn - (lsn % BigInt(SEGMENT)) + BigInt(SEGMENT);
+    const cases = [
+      { name: "page start", at: nextPage, checkpoint: nextPage + (nextPage % BigInt(SEGMENT) === 0n ? 40n : 24n) },
+      { name: "straddles pages", at: nextPage + page - 48n, checkpoint: nextPage + page - 48n },
+      { name: "straddles segments", at: segEnd - 16n, checkpoint: segEnd - 16n },
+    ];
+    for (const c of cases) {
+      const { tarPath, result } = await backupTo(`${c.name.replace(/ /g, "-")}.tar`, c.at);
+      expect(result.checkpointLsn).toBe(c.checkpoint);
+      const copy = await startCopy(tarPath);
+      expectCleanStart(copy);
+      expect(await copy.sql("SELECT count(*)::int AS n FROM pgbench_accounts")).toEqual([{ n: 100000 }]);
+      // the server keeps writing WAL right after the synthesized record
+      await copy.sql("INSERT INTO extra (v, n) VALUES ('after', 1)");
+      const [{ flushed }] = await copy.sql("SELECT pg_current_wal_flush_lsn()::text AS flushed");
+      const dump = await execFileAsync(pgBinary("pg_waldump"), ["-p", path.join(copy.dataDir, "pg_wal"), "-s", formatLsn(result.checkpointLsn), "-e", flushed as string]);
+      expect(dump.stdout).toContain(`CHECKPOINT_SHUTDOWN redo ${formatLsn(result.checkpointLsn)}`);
+      expect(dump.stdout).toMatch(/desc: COMMIT/);
+      await copy.sql("CHECKPOINT");
+      const record = copies.at(-1)!;
+      await stopByPid(record.pid);
+      record.pid = 0;
+      step(`${c.name}: checkpoint at ${formatLsn(result.checkpointLsn)} ok`);
+    }
+  });
+});
+
+function mkdtempWork(): string {
+  const dir = path.join(os.tmpdir(), `strata-fullbackup-${process.pid}-${Date.now()}`);
+  mkdirSync(dir);
+  return dir;
+}

@@ -1,0 +1,168 @@
+import { describe, expect, it } from "vitest";
+import { CHECKPOINT_SIZE, CheckPointField } from "../ingest/records.ts";
+import type { Lsn } from "../lsn.ts";
+import { ForkNumber, type RelTag } from "../reltag.ts";
+import { readTar } from "../replication/tar.ts";
+import { SlruKind } from "../storage/keys.ts";
+import type { PageReader } from "../timeline/page-reader.ts";
+import { crc32c } from "../wal/crc32c.ts";
+import { ControlField, PG_CONTROL_FILE_SIZE, PG_CONTROL_VERSION } from "./control.ts";
+import { fullBackup, FullBackupError } from "./fullbackup.ts";
+import { pageChecksum } from "./page-checksum.ts";
+
+const LSN = 0x4766820n;
+
+function control(): Buffer {
+  const c = Buffer.alloc(PG_CONTROL_FILE_SIZE);
+  c.writeBigUInt64LE(42n, ControlField.systemIdentifier);
+  c.writeUInt32LE(PG_CONTROL_VERSION, ControlField.pgControlVersion);
+  c.writeInt32LE(1, ControlField.walLevel);
+  c.writeInt32LE(7, ControlField.maxPreparedXacts);
+  c.writeUInt32LE(8192, ControlField.blcksz);
+  c.writeUInt32LE(2, ControlField.relsegSize); // tiny 1 GB segments: 2 blocks
+  c.writeUInt32LE(8192, ControlField.xlogBlcksz);
+  c.writeUInt32LE(16 * 1024 * 1024, ControlField.xlogSegSize);
+  c.writeUInt32LE(1, ControlField.dataChecksumVersion);
+  c.writeUInt32LE(crc32c(c, 0, ControlField.crc), ControlField.crc);
+  return c;
+}
+
+function checkpoint(nextXid: number): Buffer {
+  const cp = Buffer.alloc(CHECKPOINT_SIZE);
+  cp.writeUInt32LE(1, CheckPointField.thisTimeLineID);
+  cp.writeBigUInt64LE(BigInt(nextXid), CheckPointField.nextXid);
+  cp.writeUInt32LE(1, CheckPointField.nextMulti);
+  return cp;
+}
+
+/** A page whose content says which fork and block it is. */
+function page(fork: ForkNumber, block: number): Buffer {
+  const p = Buffer.alloc(8192);
+  p.writeUInt16LE(24, 12);
+  p.writeUInt16LE(8192, 14);
+  p.writeUInt16LE(8192, 16);
+  p[100] = fork;
+  p[101] = block;
+  return p;
+}
+
+const heap: RelTag = { spcNode: 1663, dbNode: 5, relNode: 16384 };
+const unlogged: RelTag = { spcNode: 1663, dbNode: 5, relNode: 16390 };
+const shared: RelTag = { spcNode: 1664, dbNode: 0, relNode: 1262 };
+
+function fakeReader(overrides: Partial<Record<keyof PageReader, unknown>> = {}): PageReader {
+  const sizes = new Map<string, number>([
+    ["16384/0", 5],
+    ["16384/1", 3],
+    ["16384/2", 1],
+    ["16390/0", 4], // stale: an unlogged main fork is rebuilt from the init fork
+    ["16390/3", 1],
+    ["1262/0", 0],
+  ]);
+  const reader = {
+    getControlFile: async () => control(),
+    getCheckpoint: async () => checkpoint(40000), // page 1 of pg_xact segment 0, not stored
+    recordBefore: async (lsn: Lsn) => ({ start: lsn - 0x60n, end: lsn }),
+    listSlruSegments: async (kind: SlruKind) => (kind === SlruKind.Clog ? [{ segno: 0, pages: 1 }] : kind === SlruKind.MultiXactOffsets ? [{ segno: 0, pages: 1 }] : []),
+    getSlruPage: async () => Buffer.alloc(8192, 0x55),
+    listRelations: async () => [
+      { rel: heap, fork: ForkNumber.Main },
+      { rel: heap, fork: ForkNumber.Fsm },
+      { rel: heap, fork: ForkNumber.VisibilityMap },
+      { rel: unlogged, fork: ForkNumber.Main },
+      { rel: unlogged, fork: ForkNumber.Init },
+      { rel: shared, fork: ForkNumber.Main },
+    ],
+    relSize: async (rel: RelTag, fork: ForkNumber) => sizes.get(`${rel.relNode}/${fork}`),
+    listDatabases: async () => [{ spcNode: 1664, dbNode: 0 }, { spcNode: 1663, dbNode: 1 }, { spcNode: 1663, dbNode: 5 }],
+    getRelmap: async (spc: number, db: number) => (db === 1 ? undefined : Buffer.alloc(512, spc === 1664 ? 0x11 : 0x22)),
+    listTwoPhase: async () => [{ xid: 0x2a1, state: Buffer.from("state bytes") }],
+    getPage: async (_rel: RelTag, fork: ForkNumber, block: number) => page(fork, block),
+    ...overrides,
+  };
+  return reader as unknown as PageReader;
+}
+
+async function untar(chunks: Buffer[]): Promise<Map<string, Buffer | "dir">> {
+  const files = new Map<string, Buffer | "dir">();
+  const queue = [...chunks];
+  await readTar(
+    async () => queue.shift() ?? null,
+    async (entry, body) => {
+      const parts: Buffer[] = [];
+      for await (const c of body) parts.push(Buffer.from(c));
+      files.set(entry.path, entry.type === "dir" ? "dir" : Buffer.concat(parts));
+    },
+  );
+  return files;
+}
+
+describe("full backup layout", () => {
+  it("writes every fork in relation segments, unlogged main forks from init forks, SLRUs, relmaps, 2PC files and pg_control last", async () => {
+    const chunks: Buffer[] = [];
+    const progress: number[][] = [];
+    const result = await fullBackup(fakeReader(), LSN, async (c) => void chunks.push(c), { onProgress: (b, t) => progress.push([b, t]) });
+    const files = await untar(chunks);
+    const names = [...files.keys()];
+    expect(names.at(-1)).toBe("global/pg_control");
+    for (const dir of ["pg_wal/archive_status", "pg_notify", "pg_replslot", "pg_commit_ts", "pg_logical/mappings", "base/1", "base/5"]) expect(files.get(dir)).toBe("dir");
+
+    // 5 blocks with 2-block segments: 16384, 16384.1, 16384.2
+    expect([files.get("base/5/16384"), files.get("base/5/16384.1"), files.get("base/5/16384.2")].map((f) => (f as Buffer).length)).toEqual([16384, 16384, 8192]);
+    const third = files.get("base/5/16384.2") as Buffer;
+    expect([third[100], third[101]]).toEqual([ForkNumber.Main, 4]);
+    expect(third.readUInt16LE(8)).toBe(pageChecksum(third, 4)); // checksum uses the relation's block number
+    expect((files.get("base/5/16384_fsm.1") as Buffer).length).toBe(8192);
+    expect((files.get("base/5/16384_vm") as Buffer).length).toBe(8192);
+    // unlogged: init fork twice, nothing else
+    const init = files.get("base/5/16390_init") as Buffer;
+    expect(files.get("base/5/16390")).toEqual(init);
+    expect(init[100]).toBe(ForkNumber.Init);
+    expect(names.filter((n) => n.startsWith("base/5/16390"))).toEqual(["base/5/16390_init", "base/5/16390"]);
+    // empty relation, shared catalog
+    expect(files.get("global/1262")).toEqual(Buffer.alloc(0));
+
+    // pg_xact 0000 extended to the page holding nextXid 40000 (page 1) with a zero page
+    const xact = files.get("pg_xact/0000") as Buffer;
+    expect(xact.length).toBe(2 * 8192);
+    expect(xact.subarray(8192).every((b) => b === 0x55)).toBe(true); // fake reader returns its page for any block
+    expect((files.get("pg_multixact/offsets/0000") as Buffer).length).toBe(8192);
+
+    expect(files.get("global/pg_filenode.map")).toEqual(Buffer.alloc(512, 0x11));
+    expect(files.get("base/5/pg_filenode.map")).toEqual(Buffer.alloc(512, 0x22));
+    expect(files.has("base/1/pg_filenode.map")).toBe(false);
+    expect(files.get("base/1/PG_VERSION")?.toString()).toBe("15\n");
+    const twophase = files.get("pg_twophase/000002A1") as Buffer;
+    expect(twophase.subarray(0, -4).toString()).toBe("state bytes");
+    expect(twophase.readUInt32LE(twophase.length - 4)).toBe(crc32c(Buffer.from("state bytes")));
+    expect(files.get("postgresql.conf")?.toString()).toContain("max_prepared_transactions = 7");
+    expect(files.get("pg_hba.conf")?.toString()).toMatch(/host\s+replication\s+all\s+127\.0\.0\.1\/32\s+trust/);
+
+    const ctl = files.get("global/pg_control") as Buffer;
+    expect(ctl.readBigUInt64LE(ControlField.checkPoint)).toBe(LSN);
+    const wal = files.get("pg_wal/000000010000000000000004") as Buffer;
+    expect(wal.length).toBe(16 * 1024 * 1024);
+    expect(wal.readBigUInt64LE(0x766820 + 8)).toBe(LSN - 0x60n); // xl_prev = start of the record before
+
+    expect(result.bytes).toBe(chunks.reduce((n, c) => n + c.length, 0));
+    expect(progress.at(-1)).toEqual([result.bytes, result.bytes]);
+  });
+
+  it("rejects an unaligned LSN and an LSN inside a record", async () => {
+    await expect(fullBackup(fakeReader(), LSN + 4n, async () => {})).rejects.toThrow(/not 8-byte aligned/);
+    const inside = fakeReader({ recordBefore: async (lsn: Lsn) => ({ start: lsn - 0x10n, end: lsn + 0x40n }) });
+    await expect(fullBackup(inside, LSN, async () => {})).rejects.toThrow(/inside the WAL record at 0\/4766810/);
+  });
+
+  it("names the page that cannot be rebuilt, and refuses relations outside pg_default and pg_global", async () => {
+    const failing = fakeReader({
+      getPage: async (_rel: RelTag, _fork: ForkNumber, block: number) => {
+        if (block === 3) throw new Error("no redo support for Gin/SPLIT");
+        return page(0, block);
+      },
+    });
+    await expect(fullBackup(failing, LSN, async () => {})).rejects.toThrow(/reading base\/5\/16384\.1 block 3 at 0\/4766820: no redo support/);
+    const tablespace = fakeReader({ listRelations: async () => [{ rel: { spcNode: 16500, dbNode: 5, relNode: 1 }, fork: ForkNumber.Main }] });
+    await expect(fullBackup(tablespace, LSN, async () => {})).rejects.toThrow(FullBackupError);
+  });
+});

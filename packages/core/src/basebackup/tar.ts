@@ -1,0 +1,146 @@
+// Streaming tar (ustar) writer for the full backup. Entries are written one after another to an
+// async sink; a file's content is pushed in chunks of any size and padded to 512 bytes when its
+// declared size is reached, so nothing larger than one chunk is ever held. The reader side is
+// replication/tar.ts.
+import type { Writable } from "node:stream";
+
+const BLOCK = 512;
+const ZERO_BLOCKS = Buffer.alloc(2 * BLOCK);
+/** largest size the 11 octal digits of a ustar header can express (8 GiB - 1) */
+const MAX_USTAR_SIZE = 8 ** 11 - 1;
+
+export type TarSink = (chunk: Buffer) => Promise<void>;
+
+export class TarWriteError extends Error {
+  override readonly name = "TarWriteError";
+}
+
+/** Bytes an entry occupies in the archive: its header plus its content padded to 512. */
+export function tarEntrySize(contentSize: number): number {
+  return BLOCK + Math.ceil(contentSize / BLOCK) * BLOCK;
+}
+
+/** Bytes of the end-of-archive marker (two zero blocks). */
+export const TAR_TRAILER_SIZE = 2 * BLOCK;
+
+/**
+ * Adapts a Writable (honouring backpressure and surfacing its errors) or an async chunk callback
+ * to a sink. The Writable is not ended: the caller owns it.
+ */
+export function toTarSink(out: Writable | TarSink): TarSink {
+  if (typeof out === "function") return out;
+  return (chunk) =>
+    new Promise<void>((resolve, reject) => {
+      if (out.destroyed || out.writableEnded) return reject(new TarWriteError("output stream is closed"));
+      const onError = (err: Error) => {
+        out.off("drain", onDrain);
+        reject(err);
+      };
+      const onDrain = () => {
+        out.off("error", onError);
+        resolve();
+      };
+      if (out.write(chunk)) return resolve();
+      out.once("error", onError);
+      out.once("drain", onDrain);
+    });
+}
+
+function writeOctal(header: Buffer, value: number, offset: number, width: number): void {
+  // width - 1 octal digits, then NUL
+  header.write(value.toString(8).padStart(width - 1, "0"), offset, width - 1, "ascii");
+  header[offset + width - 1] = 0;
+}
+
+/** Splits a path into ustar's prefix (≤155) and name (≤100) fields. */
+function splitPath(path: string): { name: string; prefix: string } {
+  if (Buffer.byteLength(path) <= 100) return { name: path, prefix: "" };
+  for (let i = path.indexOf("/"); i >= 0; i = path.indexOf("/", i + 1)) {
+    const prefix = path.slice(0, i);
+    const name = path.slice(i + 1);
+    if (Buffer.byteLength(prefix) <= 155 && Buffer.byteLength(name) <= 100 && name.length > 0) return { name, prefix };
+  }
+  throw new TarWriteError(`path too long for a ustar header: ${path}`);
+}
+
+function header(path: string, type: "file" | "dir", size: number, mode: number, mtime: number): Buffer {
+  if (size > MAX_USTAR_SIZE) throw new TarWriteError(`${path}: ${size} bytes is too large for a ustar header`);
+  const h = Buffer.alloc(BLOCK);
+  const { name, prefix } = splitPath(type === "dir" ? `${path}/` : path);
+  h.write(name, 0, 100, "utf8");
+  writeOctal(h, mode, 100, 8);
+  writeOctal(h, 0, 108, 8); // uid
+  writeOctal(h, 0, 116, 8); // gid
+  writeOctal(h, size, 124, 12);
+  writeOctal(h, mtime, 136, 12);
+  h.fill(0x20, 148, 156); // checksum field counts as spaces while summing
+  h[156] = type === "dir" ? 0x35 /* '5' */ : 0x30 /* '0' */;
+  h.write("ustar\0", 257, 6, "ascii");
+  h.write("00", 263, 2, "ascii");
+  h.write(prefix, 345, 155, "utf8");
+  let sum = 0;
+  for (let i = 0; i < BLOCK; i++) sum += h[i];
+  h.write(sum.toString(8).padStart(6, "0") + "\0 ", 148, 8, "ascii");
+  return h;
+}
+
+export class TarWriter {
+  /** bytes handed to the sink so far */
+  written = 0;
+  private open: { path: string; remaining: number; size: number } | undefined;
+  private readonly mtime = Math.floor(Date.now() / 1000);
+
+  constructor(private readonly sink: TarSink) {}
+
+  private async emit(chunk: Buffer): Promise<void> {
+    this.written += chunk.length;
+    await this.sink(chunk);
+  }
+
+  private assertNoOpenFile(): void {
+    if (this.open) throw new TarWriteError(`${this.open.path}: ${this.open.remaining} of ${this.open.size} bytes not written yet`);
+  }
+
+  async directory(path: string, mode = 0o700): Promise<void> {
+    this.assertNoOpenFile();
+    await this.emit(header(path, "dir", 0, mode, this.mtime));
+  }
+
+  /** A whole file from one buffer. */
+  async file(path: string, content: Buffer, mode = 0o600): Promise<void> {
+    await this.beginFile(path, content.length, mode);
+    if (content.length) await this.write(content);
+    await this.endFile();
+  }
+
+  /** Starts a file of `size` bytes; its content follows through write(), then endFile(). */
+  async beginFile(path: string, size: number, mode = 0o600): Promise<void> {
+    this.assertNoOpenFile();
+    await this.emit(header(path, "file", size, mode, this.mtime));
+    this.open = { path, remaining: size, size };
+  }
+
+  /** Content of the open file. The sink may keep the buffer: don't modify it afterwards. */
+  async write(chunk: Buffer): Promise<void> {
+    if (!this.open) throw new TarWriteError("write() without beginFile()");
+    if (chunk.length > this.open.remaining) throw new TarWriteError(`${this.open.path}: content exceeds the declared ${this.open.size} bytes`);
+    this.open.remaining -= chunk.length;
+    await this.emit(chunk);
+  }
+
+  /** Closes the open file (its content must be complete) and pads it to a 512-byte boundary. */
+  async endFile(): Promise<void> {
+    const open = this.open;
+    if (!open) throw new TarWriteError("endFile() without beginFile()");
+    if (open.remaining !== 0) throw new TarWriteError(`${open.path}: ${open.remaining} of ${open.size} bytes missing`);
+    this.open = undefined;
+    const pad = (BLOCK - (open.size % BLOCK)) % BLOCK;
+    if (pad) await this.emit(ZERO_BLOCKS.subarray(0, pad));
+  }
+
+  /** Writes the end-of-archive marker. */
+  async finish(): Promise<void> {
+    this.assertNoOpenFile();
+    await this.emit(ZERO_BLOCKS);
+  }
+}

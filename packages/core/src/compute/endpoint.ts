@@ -1,0 +1,105 @@
+// An endpoint is a stock PostgreSQL 15 running on a branch: its data directory is a full backup
+// of the branch at its latest LSN, and its WAL streams back into the branch (walreceiver on a
+// physical slot of the endpoint). These are the process-level steps; EndpointService in the API
+// package orders them with the metadata.
+import { spawn } from "node:child_process";
+import { appendFileSync, mkdirSync, readFileSync, chmodSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { fullBackup, type FullBackupResult } from "../basebackup/fullbackup.ts";
+import { parseLsn, type Lsn } from "../lsn.ts";
+import type { PageReader } from "../timeline/page-reader.ts";
+import { readWalSegments } from "../wal/reader.ts";
+import { chownToPostgres, isRoot, pgBinary, runAsPostgres, signalAndWait } from "./postgres.ts";
+
+/** Writes a full backup of the branch at `lsn` into `dataDir` (streamed through tar, no temp file). */
+export async function prepareDataDirectory(reader: PageReader, lsn: Lsn, dataDir: string): Promise<FullBackupResult> {
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  const tar = spawn("tar", ["-x", "-f", "-", "-C", dataDir], { stdio: ["pipe", "ignore", "pipe"] });
+  let stderr = "";
+  tar.stderr.on("data", (d) => (stderr += d));
+  const exited = new Promise<number | null>((resolve) => tar.once("exit", resolve));
+  let result: FullBackupResult;
+  try {
+    result = await fullBackup(reader, lsn, async (chunk) => {
+      if (!tar.stdin.write(chunk)) await new Promise((resolve) => tar.stdin.once("drain", resolve));
+    });
+  } finally {
+    tar.stdin.end();
+  }
+  const code = await exited;
+  if (code !== 0) throw new Error(`extracting the full backup failed: tar exited with ${code}: ${stderr.trim()}`);
+  if (isRoot) {
+    await new Promise<void>((resolve, reject) =>
+      spawn("chown", ["-R", "postgres:postgres", dataDir]).once("exit", (c) => (c === 0 ? resolve() : reject(new Error(`chown exited with ${c}`)))),
+    );
+  }
+  chmodSync(dataDir, 0o700);
+  return result;
+}
+
+export interface EndpointConfig {
+  port: number;
+  socketDir: string;
+}
+
+/** Settings an endpoint needs on top of the backup's postgresql.conf. */
+export function configureEndpoint(dataDir: string, config: EndpointConfig): void {
+  appendFileSync(
+    path.join(dataDir, "postgresql.conf"),
+    [
+      "",
+      "# strata endpoint",
+      "listen_addresses = '127.0.0.1'",
+      `port = ${config.port}`,
+      `unix_socket_directories = '${config.socketDir}'`,
+      "wal_level = replica",
+      "max_wal_senders = 10",
+      "max_replication_slots = 10",
+      // keep WAL around even before the slot exists or if the pageserver is away for a while
+      "wal_keep_size = '1GB'",
+      "logging_collector = off",
+      "",
+    ].join("\n"),
+  );
+  writeFileSync(
+    path.join(dataDir, "pg_hba.conf"),
+    ["local all all trust", "host all all 127.0.0.1/32 trust", "local replication all trust", "host replication all 127.0.0.1/32 trust", ""].join("\n"),
+  );
+  chownToPostgres(path.join(dataDir, "pg_hba.conf"));
+}
+
+/** Starts postgres on the data directory and returns the postmaster pid. */
+export async function startPostgres(dataDir: string, logFile: string): Promise<number> {
+  writeFileSync(logFile, "");
+  chownToPostgres(logFile);
+  try {
+    await runAsPostgres("pg_ctl", ["-D", dataDir, "-l", logFile, "-w", "-t", "120", "start"], { timeoutMs: 150_000 });
+  } catch (err) {
+    let log = "";
+    try {
+      log = readFileSync(logFile, "utf8").split("\n").slice(-15).join("\n");
+    } catch {}
+    throw new Error(`postgres did not start on ${dataDir}: ${(err as Error).message.split("\n")[0]}\n${log}`);
+  }
+  return Number(readFileSync(path.join(dataDir, "postmaster.pid"), "utf8").split("\n")[0]);
+}
+
+/** Fast shutdown by pid; resolves when the postmaster has exited. */
+export async function stopPostgres(pid: number, timeoutMs = 120_000): Promise<void> {
+  if (!(await signalAndWait(pid, "SIGINT", timeoutMs))) {
+    await signalAndWait(pid, "SIGQUIT", 10_000);
+    throw new Error(`postgres (pid ${pid}) did not shut down within ${timeoutMs} ms; sent SIGQUIT`);
+  }
+}
+
+/** End LSN of the last checkpoint record of a stopped cluster (its shutdown checkpoint). */
+export async function shutdownCheckpointEnd(dataDir: string): Promise<Lsn> {
+  const { stdout } = await runAsPostgres("pg_controldata", ["-D", dataDir]);
+  const match = /Latest checkpoint location:\s+(\S+)/.exec(stdout);
+  if (!match) throw new Error(`pg_controldata printed no checkpoint location for ${dataDir}`);
+  const checkpoint = parseLsn(match[1]);
+  for (const record of readWalSegments(path.join(dataDir, "pg_wal"), checkpoint)) return record.endLsn;
+  throw new Error(`the checkpoint record at ${match[1]} is not in ${dataDir}/pg_wal`);
+}
+
+export { pgBinary };
