@@ -206,6 +206,42 @@ program
   });
 
 program
+  .command("fullbackup")
+  .description("write a tar of a complete PostgreSQL 15 data directory at an LSN (stock postgres starts from it)")
+  .requiredOption("--tenant <id>", "tenant id")
+  .requiredOption("--timeline <id>", "timeline id")
+  .option("--lsn <X/Y>", "LSN (a record boundary; default: the latest)")
+  .requiredOption("--out <file>", "output tar file, or - for stdout")
+  .action(async (opts, cmd) => {
+    const tenantId = requireId(opts.tenant, "tenant id");
+    const timelineId = requireId(opts.timeline, "timeline id");
+    const lsn = opts.lsn ? requireLsn(opts.lsn, "--lsn") : undefined;
+    const health = await client(cmd).health.query();
+    const [host, port] = [health.pageServiceAddress.replace(/:\d+$/, ""), Number(health.pageServiceAddress.split(":").pop())];
+    const { PageServiceClient } = await import("@strata/core");
+    const { createWriteStream } = await import("node:fs");
+    const out = opts.out === "-" ? process.stdout : createWriteStream(opts.out);
+    const page = await PageServiceClient.connect(host, port);
+    let bytes = 0;
+    const started = Date.now();
+    const progress = opts.out !== "-" && process.stderr.isTTY;
+    const tick = setInterval(() => {
+      if (progress) process.stderr.write(`\r${(bytes / 1048576).toFixed(1)} MB  ${(bytes / 1048576 / Math.max(0.001, (Date.now() - started) / 1000)).toFixed(1)} MB/s   `);
+    }, 200);
+    try {
+      await page.fullbackup(tenantId, timelineId, lsn, async (chunk) => {
+        bytes += chunk.length;
+        if (!out.write(chunk)) await new Promise<void>((resolve) => out.once("drain", () => resolve()));
+      });
+    } finally {
+      clearInterval(tick);
+      page.close();
+    }
+    if (out !== process.stdout) await new Promise<void>((resolve) => out.end(() => resolve()));
+    if (opts.out !== "-") process.stderr.write(`${progress ? "\r" : ""}wrote ${(bytes / 1048576).toFixed(1)} MB to ${opts.out} in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
+  });
+
+program
   .command("waldump")
   .description("print the stored WAL records, one per line, comparable with pg_waldump")
   .requiredOption("--tenant <id>", "tenant id")

@@ -2,7 +2,11 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createStrataClient } from "@strata/api/client";
 import { encodeRequest, ForkNumber, LATEST_LSN, PagestreamSlruKind, PageServiceClient, parseLsn, RequestTag, ResponseTag } from "@strata/core";
 import { PgCluster } from "@strata/core/testing";
-import { makeDataDir, removeDataDir, startDaemon, type Daemon } from "./test-daemon.ts";
+import { execFileSync } from "node:child_process";
+import { rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { makeDataDir, removeDataDir, runCli, startDaemon, type Daemon } from "./test-daemon.ts";
 
 describe("page service (pagestream over the PostgreSQL wire protocol)", () => {
   let primary: PgCluster;
@@ -91,6 +95,26 @@ describe("page service (pagestream over the PostgreSQL wire protocol)", () => {
     // still answers after all that
     expect((await stream.getPage(accounts, ForkNumber.Main, 1)).equals(await apiPage(1))).toBe(true);
     client.close();
+  });
+
+  it("streams a full backup tar with `strata fullbackup` and refuses bad LSNs with a clear error", async () => {
+    const env = { STRATA_API: daemon.apiUrl };
+    const out = path.join(os.tmpdir(), `strata-fullbackup-${process.pid}.tar`);
+    try {
+      const result = await runCli(["fullbackup", "--tenant", tenantId, "--timeline", timelineId, "--out", out], env);
+      expect(result.code, result.stderr).toBe(0);
+      const listing = execFileSync("tar", ["-tf", out]).toString().split("\n");
+      for (const entry of ["PG_VERSION", "global/pg_control", "global/pg_filenode.map", `base/${accounts.dbNode}/${accounts.relNode}`, "pg_xact/0000"]) expect(listing).toContain(entry);
+      expect(listing.some((e) => /^pg_wal\/[0-9A-F]{24}$/.test(e))).toBe(true);
+      const low = await runCli(["fullbackup", "--tenant", tenantId, "--timeline", timelineId, "--lsn", "0/10", "--out", out], env);
+      expect(low.code).toBe(1);
+      expect(low.stderr).toMatch(/below the first readable LSN/);
+      const unknown = await runCli(["fullbackup", "--tenant", tenantId, "--timeline", "ab".repeat(16), "--out", out], env);
+      expect(unknown.code).toBe(1);
+      expect(unknown.stderr).toMatch(/has no timeline/);
+    } finally {
+      rmSync(out, { force: true });
+    }
   });
 
   it("a corrupt frame closes only that connection; 32 concurrent pipelining clients are all served", async () => {

@@ -4,7 +4,7 @@ import { mkdirSync, openSync, closeSync, readFileSync, writeFileSync, unlinkSync
 import net from "node:net";
 import path from "node:path";
 import pino, { type Logger } from "pino";
-import { TenantManager } from "@strata/core";
+import { formatLsn, fullBackup, TenantManager } from "@strata/core";
 import { applyMigrations, BranchService, EndpointService, defaultDatabaseUrl, openDatabase, TenantService } from "@strata/api";
 import { createHttpServer } from "./http.ts";
 import { createMetrics } from "./metrics.ts";
@@ -128,7 +128,19 @@ export async function startPageserver(options: PageserverOptions): Promise<Runni
     for (const tenantId of recovery.active) await manager.attach(tenantId, await timelineSpecs(tenantId));
     metrics.tenants.set(recovery.active.length);
 
-    const pageService = createPageService({ logger, metrics, manager });
+    const pageService = createPageService({
+      logger,
+      metrics,
+      manager,
+      fullBackup: async (handle, lsn, write) => {
+        let markers = await handle.store.readMarkers();
+        const target = lsn ?? markers.lastRecordLsn;
+        if (target < markers.startLsn) throw new Error(`LSN ${formatLsn(target)} is below the first readable LSN ${formatLsn(markers.startLsn)} of the timeline`);
+        if (target > markers.lastRecordLsn) markers = await manager.waitForLsn(handle.tenantId, handle.timelineId, target, 60_000);
+        const result = await fullBackup(handle.reader, target, write);
+        logger.info({ tenantId: handle.tenantId, timelineId: handle.timelineId, lsn: formatLsn(target), bytes: result.bytes }, "full backup sent");
+      },
+    });
     const pageConnections = new Set<net.Socket>();
     pageService.on("connection", (socket: net.Socket) => {
       pageConnections.add(socket);
