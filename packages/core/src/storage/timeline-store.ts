@@ -30,14 +30,19 @@ export class TimelineStore {
     await this.db.close();
   }
 
+  /** the store is owned by one process: markers are cached after the first read */
+  private markers: TimelineMarkers | undefined;
+
   async readMarkers(): Promise<TimelineMarkers> {
+    if (this.markers) return { ...this.markers };
     const value = await this.db.get(MARKERS_KEY);
     if (!value) return { lastRecordLsn: 0n, diskConsistentLsn: 0n, startLsn: 0n };
-    return {
+    this.markers = {
       lastRecordLsn: value.readBigUInt64BE(0),
       diskConsistentLsn: value.readBigUInt64BE(8),
       startLsn: value.readBigUInt64BE(16),
     };
+    return { ...this.markers };
   }
 
   /** The newest version of an entity at or below `lsn`, if any. */
@@ -110,5 +115,6 @@ export class TimelineStore {
     for (const entry of entries) batch.put(entry.key, entry.value);
     batch.put(MARKERS_KEY, value);
     await batch.write({ sync: true });
+    this.markers = { ...markers };
   }
 }
