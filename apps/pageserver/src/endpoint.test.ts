@@ -80,4 +80,14 @@ describe("endpoints: stock PostgreSQL 15 running on a branch", () => {
     await expect(client.endpoints.start.mutate({ tenantId, branch: "main" })).rejects.toSatisfy((e) => errorCode(e) === "CONFLICT");
     await expect(client.endpoints.start.mutate({ tenantId, branch: "nope" })).rejects.toSatisfy((e) => errorCode(e) === "NOT_FOUND");
   });
+
+  it("bootstraps a tenant without a primary (initdb) and runs postgres on its main branch", async () => {
+    const tenant = JSON.parse((await runCli(["tenant", "create", "--json"], env)).stdout);
+    const started = await createStrataClient(daemon.apiUrl).endpoints.start.mutate({ tenantId: tenant.id, branch: "main" });
+    await query(started.connectionString!, "CREATE TABLE fresh (x int); INSERT INTO fresh SELECT generate_series(1, 42)");
+    await createStrataClient(daemon.apiUrl).endpoints.stop.mutate({ tenantId: tenant.id, branch: "main" });
+    const again = await createStrataClient(daemon.apiUrl).endpoints.start.mutate({ tenantId: tenant.id, branch: "main" });
+    expect((await query<{ n: string }>(again.connectionString!, "SELECT count(*)::text AS n FROM fresh"))[0].n).toBe("42");
+    await createStrataClient(daemon.apiUrl).endpoints.stop.mutate({ tenantId: tenant.id, branch: "main" });
+  });
 });

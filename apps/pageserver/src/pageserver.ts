@@ -104,6 +104,10 @@ export async function startPageserver(options: PageserverOptions): Promise<Runni
         orderBy: { createdAt: "asc" },
       });
     const tenants = new TenantService(db, dataDir, {
+      bootstrapTimeline: async (tenantId, timelineId) => {
+        const { lsn } = await manager.bootstrap(tenantId, timelineId);
+        logger.info({ tenantId, timelineId, lsn: formatLsn(lsn) }, "bootstrapped an empty cluster (initdb)");
+      },
       importTimeline: async (tenantId, timelineId, primaryUrl, slot) => {
         logger.info({ tenantId, timelineId, slot }, "importing base backup from primary");
         const result = await manager.importFromPrimary(tenantId, timelineId, primaryUrl, slot);

@@ -90,7 +90,9 @@ describe("dashboard", () => {
     const main = page.locator('[data-testid="timeline-row"][data-timeline-name="main"]');
     await main.waitFor();
     expect(await main.textContent()).toMatch(/[0-9A-F]+\/[0-9A-F]+/);
-    await page.locator('[data-testid="branch-tree-slot"]').waitFor();
+    // the branch tree: one xyflow node for main, no edges yet
+    await page.locator('[data-testid="branch-tree"] .react-flow__node [data-testid="branch-node"][data-timeline-name="main"]').waitFor();
+    expect(await page.locator('[data-testid="branch-tree"] .react-flow__edge').count()).toBe(0);
     // the compact LSN chart of the main timeline: samples, or a clear empty state (no primary here)
     await page.locator('[data-testid="lsn-chart"]:is([data-state="ready"], [data-state="empty"])').waitFor();
 

@@ -15,3 +15,6 @@ export type TenantDetail = RouterOutputs["tenants"]["get"];
 export type Timeline = RouterOutputs["timelines"]["list"][number];
 export type TimelineDetail = RouterOutputs["timelines"]["get"];
 export type ProgressSample = RouterOutputs["timelines"]["progress"][number];
+export type Branch = RouterOutputs["branches"]["list"][number];
+export type CreatedBranch = RouterOutputs["branches"]["create"];
+export type Endpoint = RouterOutputs["endpoints"]["list"][number];

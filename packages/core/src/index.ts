@@ -23,3 +23,4 @@ export { PageServiceClient, Pagestream, PageServiceError } from "./pageservice/c
 export * from "./compute/postgres.ts";
 export * from "./compute/endpoint.ts";
 export { fullBackup, type FullBackupResult, FullBackupError } from "./basebackup/fullbackup.ts";
+export * from "./ingest/bootstrap.ts";

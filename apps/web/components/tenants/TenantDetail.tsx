@@ -1,11 +1,14 @@
 "use client";
-// The tenant page: its summary, its timelines with their LSNs (polled), and the slots for the
-// branch tree and a compact LSN chart of the root timeline.
+// The tenant page: its summary, its timelines with their LSNs (polled), the branch tree with the
+// form that creates branches, the compute endpoints on its branches, and a compact LSN chart of
+// the root timeline.
 import { useQuery } from "@tanstack/react-query";
 import Link from "next/link";
 import { useRouter } from "next/navigation";
 import { ErrorNotice } from "@/components/common/ErrorNotice";
 import { Mono } from "@/components/common/Mono";
+import { CreateBranchForm } from "@/components/branches/CreateBranchForm";
+import { EndpointsPanel } from "@/components/endpoints/EndpointsPanel";
 import { BranchTree } from "@/components/timelines/BranchTree";
 import { LsnChart } from "@/components/timelines/LsnChart";
 import { TimelineTable } from "@/components/timelines/TimelineTable";
@@ -63,15 +66,24 @@ export function TenantDetail({ tenantId }: { tenantId: string }) {
         {timelines.data ? <TimelineTable tenantId={t.id} timelines={timelines.data} /> : timelines.isPending ? <p className="muted">Loading timelines…</p> : null}
       </section>
 
-      <div className="slots">
-        <section className="card">
-          <h2>Branches</h2>
-          <BranchTree timelines={timelines.data ?? []} />
-        </section>
-        <section className="card">
-          <WalProgress tenantId={t.id} timelines={timelines.data} />
-        </section>
-      </div>
+      <section className="card" data-testid="branches-card">
+        <h2>Branches</h2>
+        {timelines.data ? (
+          <>
+            <BranchTree tenantId={t.id} timelines={timelines.data} />
+            <h3 className="subhead">Create branch</h3>
+            <CreateBranchForm tenantId={t.id} timelines={timelines.data} />
+          </>
+        ) : (
+          <p className="muted">Loading timelines…</p>
+        )}
+      </section>
+
+      {timelines.data ? <EndpointsPanel tenantId={t.id} branches={timelines.data.filter((tl) => tl.state === "active")} /> : null}
+
+      <section className="card">
+        <WalProgress tenantId={t.id} timelines={timelines.data} />
+      </section>
     </>
   );
 }

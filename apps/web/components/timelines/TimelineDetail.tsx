@@ -9,6 +9,7 @@ import { Mono } from "@/components/common/Mono";
 import { errorCode } from "@/lib/errors";
 import { formatBytes, formatTimestamp } from "@/lib/format";
 import { useTRPC } from "@/lib/trpc";
+import { EndpointsPanel } from "@/components/endpoints/EndpointsPanel";
 import { LsnChart, PROGRESS_POLL_MS } from "./LsnChart";
 
 function Stat({ label, title, testId, children }: { label: string; title?: string; testId: string; children: ReactNode }) {
@@ -114,6 +115,8 @@ export function TimelineDetail({ tenantId, timelineId }: { tenantId: string; tim
           </Stat>
         </div>
       </section>
+
+      <EndpointsPanel tenantId={tenantId} branches={[t]} title="Endpoint" />
 
       <section className="card">
         <h2>WAL progress</h2>

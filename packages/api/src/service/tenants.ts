@@ -55,6 +55,8 @@ const SLOT_NAME = /^[a-z0-9_]{1,63}$/;
 export interface TenantHooks {
   /** imports the primary's base backup into the new timeline (storage exists, tenant not active yet) */
   importTimeline?(tenantId: string, timelineId: string, primaryUrl: string, slot: string): Promise<unknown>;
+  /** fills the new tenant's main timeline with an empty cluster (initdb) when there is no primary */
+  bootstrapTimeline?(tenantId: string, timelineId: string): Promise<unknown>;
   /** called after a tenant's creation committed: start its timelines */
   onTenantActive?(tenantId: string): Promise<void>;
   /** called before a tenant's storage is removed: stop everything it runs */
@@ -127,6 +129,15 @@ export class TenantService {
         throw err;
       }
       failpoint("tenant-create-after-storage");
+      if (!options.fromPrimary && this.hooks.bootstrapTimeline) {
+        try {
+          await this.hooks.bootstrapTimeline(id, timelineId);
+        } catch (err) {
+          await removeTenantStorage(this.dataDir, id).catch(() => {});
+          await this.db.tenant.delete({ where: { id } }).catch(() => {});
+          throw err;
+        }
+      }
       if (options.fromPrimary && slot) {
         try {
           await this.hooks.importTimeline?.(id, timelineId, options.fromPrimary, slot);

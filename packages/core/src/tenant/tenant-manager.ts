@@ -4,6 +4,7 @@
 import { formatLsn, type Lsn } from "../lsn.ts";
 import type { ForkNumber, RelTag } from "../reltag.ts";
 import { importFromPrimary, type PrimaryImportResult } from "../ingest/import-primary.ts";
+import { bootstrapTimeline } from "../ingest/bootstrap.ts";
 import { TimelineIngestor } from "../ingest/timeline-ingest.ts";
 import { WalReceiver, type WalReceiverStatus } from "../ingest/walreceiver.ts";
 import { TimelineStore, type TimelineMarkers } from "../storage/timeline-store.ts";
@@ -170,6 +171,16 @@ export class TenantManager {
     })();
     this.materializing.set(key, run);
     void run.finally(() => this.materializing.delete(key));
+  }
+
+  /** Fills a (not yet attached) timeline with a fresh initdb cluster. */
+  async bootstrap(tenantId: string, timelineId: string): Promise<{ lsn: Lsn }> {
+    const store = await TimelineStore.open(timelineStoreDir(this.dataDir, tenantId, timelineId));
+    try {
+      return await bootstrapTimeline(store);
+    } finally {
+      await store.close();
+    }
   }
 
   /** Imports a primary's base backup into a (not yet attached) timeline store. */
