@@ -67,3 +67,35 @@ export function sampleMemory(pid: number, intervalMs = 200) {
 }
 
 export const fmtMB = (bytes: number) => `${(bytes / MB).toFixed(1)} MB`;
+
+/** The p-th percentile (0..100) of a list of numbers (nearest rank). */
+export function percentile(values: number[], p: number): number {
+  if (values.length === 0) return NaN;
+  const sorted = Float64Array.from(values).sort();
+  const rank = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return sorted[rank];
+}
+
+/**
+ * Runs `one(i)` with `inflight` calls outstanding at all times until `seconds` have passed (or
+ * `maxOps` were started); returns ops completed, wall seconds and per-op latencies in ms.
+ */
+export async function runConcurrent(one: (i: number) => Promise<unknown>, inflight: number, seconds: number, maxOps = Infinity) {
+  const latencies: number[] = [];
+  let started = 0;
+  const t0 = performance.now();
+  const deadline = t0 + seconds * 1000;
+  const worker = async () => {
+    while (performance.now() < deadline && started < maxOps) {
+      const i = started++;
+      const s = performance.now();
+      await one(i);
+      latencies.push(performance.now() - s);
+    }
+  };
+  await Promise.all(Array.from({ length: inflight }, worker));
+  const wall = (performance.now() - t0) / 1000;
+  return { ops: latencies.length, seconds: wall, perSecond: latencies.length / wall, latencies };
+}
+
+export const fmtMs = (ms: number) => (ms < 1 ? `${(ms * 1000).toFixed(0)} µs` : `${ms.toFixed(2)} ms`);

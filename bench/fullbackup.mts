@@ -1,0 +1,165 @@
+// Benchmark: full backups and endpoint start. A pageserver follows a pgbench primary
+// (pgbench -i -s BENCH_SCALE, imported, then pgbench -T BENCH_PGBENCH_SECONDS streamed in); then:
+//   (1) MB/s of `fullbackup` through the page service (PageServiceClient.fullbackup, the tar is
+//       discarded like `> /dev/null`) vs `pg_basebackup -D dir -Ft -X none -c fast --no-sync` of the
+//       same database from the primary (target >= 0.8x pg_basebackup);
+//   (2) endpoint start on a branch at the latest LSN (API round trip of endpoints.start, then until
+//       a query answers) vs `pg_basebackup -Fp -X stream -c fast --no-sync` + `pg_ctl start -w` of
+//       the same database (then until a query answers). Ratio = baseline time / Strata time.
+// Each measurement runs BENCH_ROUNDS times alternating baseline/Strata; the best round is printed.
+//
+//   npx tsx bench/fullbackup.mts
+//   BENCH_SCALE=60 npx tsx bench/fullbackup.mts      # ~1 GB
+import { readdirSync, readFileSync, rmSync, statSync } from "node:fs";
+import path from "node:path";
+import pg from "pg";
+import { PageServiceClient } from "@strata/core";
+import { PgCluster, freePort, makePostgresTempDir, runAsPostgres } from "@strata/core/testing";
+import { createStrataClient } from "@strata/api/client";
+import { makeDataDir, removeDataDir, startDaemon, type Daemon } from "../apps/pageserver/src/test-daemon.ts";
+import { envNumber, fmtMB, MB, progress, progressDone } from "./lib.mts";
+
+const SCALE = envNumber("BENCH_SCALE", 10);
+const PGBENCH_SECONDS = envNumber("BENCH_PGBENCH_SECONDS", 5);
+const ROUNDS = envNumber("BENCH_ROUNDS", 2);
+
+function dirBytes(dir: string): number {
+  let total = 0;
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name);
+    total += e.isDirectory() ? dirBytes(p) : statSync(p).size;
+  }
+  return total;
+}
+
+async function untilQueryAnswers(port: number): Promise<void> {
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const client = new pg.Client({ host: "127.0.0.1", port, user: "postgres", database: "postgres" });
+    try {
+      await client.connect();
+      await client.query("SELECT 1");
+      await client.end();
+      return;
+    } catch (err) {
+      await client.end().catch(() => {});
+      if (Date.now() > deadline) throw err;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+}
+
+const cluster = await PgCluster.start({ settings: { max_wal_size: "'4GB'", checkpoint_timeout: "'1h'", shared_buffers: "'256MB'" } });
+const dataDir = makeDataDir();
+let daemon: Daemon | undefined;
+const tempDirs: string[] = [];
+let basePid = 0;
+let endpointUp: (() => Promise<unknown>) | undefined;
+try {
+  progress(`pgbench -i -s ${SCALE}`);
+  await cluster.pgbench(["-i", "-s", String(SCALE), "-q"]);
+  daemon = await startDaemon(dataDir);
+  const api = createStrataClient(daemon.apiUrl, "bench");
+  progress("creating the tenant from the primary");
+  const tenant = await api.tenants.create.mutate({ fromPrimary: cluster.connectionString() });
+  const ids = { tenantId: tenant.id, timelineId: tenant.timelines[0].id };
+  progress(`pgbench -T ${PGBENCH_SECONDS} while the pageserver follows`);
+  await cluster.pgbench(["-n", "-c", "4", "-j", "2", "-T", String(PGBENCH_SECONDS)]);
+  const [{ lsn, size }] = await cluster.sql<{ lsn: string; size: string }>(
+    "SELECT pg_current_wal_flush_lsn()::text AS lsn, (SELECT sum(pg_database_size(oid)) FROM pg_database)::text AS size",
+  );
+  await api.timelines.waitLsn.mutate({ ...ids, lsn, timeoutSeconds: 600 });
+  progressDone();
+  console.error(`databases: ${fmtMB(Number(size))}; timeline at ${lsn}`);
+
+  const base: Array<{ s: number; bytes: number }> = [];
+  const strata: Array<{ s: number; bytes: number }> = [];
+  for (let round = 1; round <= ROUNDS; round++) {
+    const dir = makePostgresTempDir("strata-bench-basebackup-");
+    tempDirs.push(dir);
+    progress(`round ${round}/${ROUNDS}: pg_basebackup -Ft -X none`);
+    let t = performance.now();
+    await cluster.run("pg_basebackup", ["-D", path.join(dir, "tar"), "-Ft", "-X", "none", "-c", "fast", "--no-sync", "-h", cluster.host, "-p", String(cluster.port), "-U", "postgres"]);
+    base.push({ s: (performance.now() - t) / 1000, bytes: dirBytes(path.join(dir, "tar")) });
+    rmSync(dir, { recursive: true, force: true });
+
+    progress(`round ${round}/${ROUNDS}: strata fullbackup through the page service`);
+    const ps = await PageServiceClient.connect("127.0.0.1", daemon.pgPort);
+    let bytes = 0;
+    t = performance.now();
+    await ps.fullbackup(ids.tenantId, ids.timelineId, undefined, (chunk) => {
+      bytes += chunk.length;
+    });
+    strata.push({ s: (performance.now() - t) / 1000, bytes });
+    ps.close();
+  }
+
+  // endpoint start vs pg_basebackup + postgres start
+  await api.branches.create.mutate({ tenantId: ids.tenantId, name: "bench" });
+  const baseStart: Array<{ backup: number; start: number; total: number }> = [];
+  const epStart: Array<{ api: number; total: number }> = [];
+  for (let round = 1; round <= ROUNDS; round++) {
+    const dir = makePostgresTempDir("strata-bench-basebackup-");
+    tempDirs.push(dir);
+    const pgdata = path.join(dir, "data");
+    const port = await freePort();
+    progress(`round ${round}/${ROUNDS}: pg_basebackup -Fp -X stream + pg_ctl start`);
+    let t = performance.now();
+    await runAsPostgres("pg_basebackup", ["-D", pgdata, "-Fp", "-X", "stream", "-c", "fast", "--no-sync", "-h", cluster.host, "-p", String(cluster.port), "-U", "postgres"], { timeoutMs: 600_000 });
+    const backup = (performance.now() - t) / 1000;
+    await runAsPostgres("pg_ctl", ["-D", pgdata, "-l", path.join(dir, "log"), "-o", `-p ${port} -k ${dir}`, "-w", "-t", "120", "start"]);
+    basePid = Number(readFileSync(path.join(pgdata, "postmaster.pid"), "utf8").split("\n")[0]);
+    await untilQueryAnswers(port);
+    const total = (performance.now() - t) / 1000;
+    baseStart.push({ backup, start: total - backup, total });
+    process.kill(basePid, "SIGQUIT");
+    while (basePid) {
+      try {
+        process.kill(basePid, 0);
+        await new Promise((r) => setTimeout(r, 50));
+      } catch {
+        basePid = 0;
+      }
+    }
+    rmSync(dir, { recursive: true, force: true });
+
+    progress(`round ${round}/${ROUNDS}: strata endpoint start`);
+    t = performance.now();
+    const ep = await api.endpoints.start.mutate({ tenantId: ids.tenantId, branch: "bench" });
+    endpointUp = () => api.endpoints.stop.mutate({ tenantId: ids.tenantId, branch: "bench" });
+    const apiSeconds = (performance.now() - t) / 1000;
+    await untilQueryAnswers(ep.port!);
+    epStart.push({ api: apiSeconds, total: (performance.now() - t) / 1000 });
+    progress(`round ${round}/${ROUNDS}: strata endpoint stop`);
+    await endpointUp();
+    endpointUp = undefined;
+  }
+  progressDone();
+
+  const best = <T,>(xs: T[], key: (x: T) => number) => xs.reduce((a, b) => (key(b) < key(a) ? b : a));
+  const b = best(base, (x) => x.s);
+  const s = best(strata, (x) => x.s);
+  const bRate = b.bytes / MB / b.s;
+  const sRate = s.bytes / MB / s.s;
+  console.log(`pgbench scale ${SCALE} (+ ${PGBENCH_SECONDS} s of pgbench), databases ${fmtMB(Number(size))}; best of ${ROUNDS} round(s)`);
+  console.log(`baseline pg_basebackup -Ft -X none: ${fmtMB(b.bytes)} in ${b.s.toFixed(2)} s = ${bRate.toFixed(1)} MB/s (all rounds: ${base.map((x) => x.s.toFixed(2)).join(", ")} s)`);
+  console.log(`strata fullbackup (page service):   ${fmtMB(s.bytes)} in ${s.s.toFixed(2)} s = ${sRate.toFixed(1)} MB/s (all rounds: ${strata.map((x) => x.s.toFixed(2)).join(", ")} s)`);
+  console.log(`ratio strata / pg_basebackup MB/s: ${(sRate / bRate).toFixed(3)}x (target >= 0.8x); by time for the same database: ${(b.s / s.s).toFixed(3)}x`);
+  const bs = best(baseStart, (x) => x.total);
+  const es = best(epStart, (x) => x.total);
+  console.log(`baseline pg_basebackup -Fp -X stream + postgres start: ${bs.total.toFixed(2)} s (backup ${bs.backup.toFixed(2)} s, start until a query answers ${bs.start.toFixed(2)} s)`);
+  console.log(`strata endpoint start on a branch: ${es.total.toFixed(2)} s until a query answers (endpoints.start round trip ${es.api.toFixed(2)} s)`);
+  console.log(`ratio baseline time / strata time: ${(bs.total / es.total).toFixed(3)}x`);
+} finally {
+  progressDone();
+  if (endpointUp) await endpointUp().catch(() => {});
+  if (basePid) {
+    try {
+      process.kill(basePid, "SIGQUIT");
+    } catch {}
+  }
+  if (daemon) await daemon.stop().catch(() => {});
+  removeDataDir(dataDir);
+  for (const d of tempDirs) rmSync(d, { recursive: true, force: true });
+  await cluster.stop();
+}
