@@ -21,6 +21,7 @@ const GSS_REQUEST = 80877104;
 const CANCEL_REQUEST = 80877102;
 const PROTOCOL_3 = 196608;
 const MAX_STARTUP = 10_000;
+const MAX_IN_FLIGHT = 32;
 
 export class PageServiceRequestError extends Error {}
 
@@ -175,14 +176,21 @@ class Connection {
           throw err;
         }
         if (!frame) return;
-        if (frame.type === "X") return void this.socket.end();
+        if (frame.type === "X") {
+          await this.tail;
+          return void this.socket.end();
+        }
         if (this.stream) {
-          if (frame.type === "d") await this.onPagestream(frame.body);
+          if (frame.type === "d") await this.enqueuePagestream(frame.body);
           else if (frame.type === "c") {
+            await this.tail;
             // CopyDone from the client: end of the stream
             this.stream = undefined;
             this.send(Buffer.concat([message("C").cstring("COPY 0").end(), READY]));
-          } else return this.fatal("08P01", `unexpected message "${frame.type}" during pagestream`);
+          } else {
+            await this.tail;
+            return this.fatal("08P01", `unexpected message "${frame.type}" during pagestream`);
+          }
           continue;
         }
         if (frame.type === "Q") await this.onQuery(frame.body.toString("utf8").replace(/\0+$/, ""));
@@ -257,7 +265,21 @@ class Connection {
     }
   }
 
-  private async onPagestream(body: Buffer) {
+  /** responses go out in request order; up to MAX_IN_FLIGHT requests are served concurrently */
+  private tail: Promise<void> = Promise.resolve();
+  private outstanding = 0;
+
+  private async enqueuePagestream(body: Buffer) {
+    const response = this.onPagestream(body);
+    this.outstanding++;
+    this.tail = this.tail.then(async () => {
+      this.send(await response);
+      this.outstanding--;
+    });
+    if (this.outstanding >= MAX_IN_FLIGHT) await this.tail;
+  }
+
+  private async onPagestream(body: Buffer): Promise<Buffer> {
     const { handle, version } = this.stream!;
     const started = process.hrtime.bigint();
     let request: PagestreamRequest;
@@ -267,9 +289,8 @@ class Connection {
       if (!(err instanceof MalformedRequestError)) throw err;
       // no request to echo: answer with an error carrying a zero header
       const fake = { tag: RequestTag.DbSize, dbNode: 0, reqid: 0n, requestLsn: 0n, notModifiedSince: 0n } as PagestreamRequest;
-      this.send(message("d").bytes(encodeResponse(fake, { tag: ResponseTag.Error, message: err.message }, version)).end());
       this.options.onRequest?.("malformed", 0, false);
-      return;
+      return message("d").bytes(encodeResponse(fake, { tag: ResponseTag.Error, message: err.message }, version)).end();
     }
     let result: PagestreamResult;
     let ok = true;
@@ -282,8 +303,8 @@ class Connection {
       }
       result = { tag: ResponseTag.Error, message: (err as Error).message };
     }
-    this.send(message("d").bytes(encodeResponse(request, result, version)).end());
     this.options.onRequest?.(REQUEST_NAMES[request.tag] ?? "unknown", Number(process.hrtime.bigint() - started) / 1e9, ok);
+    return message("d").bytes(encodeResponse(request, result, version)).end();
   }
 }
 
