@@ -1,0 +1,78 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import pg from "pg";
+import { createStrataClient } from "@strata/api/client";
+import { pgBinary } from "@strata/core";
+import { PgCluster } from "@strata/core/testing";
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
+import { makeDataDir, removeDataDir, startDaemon, type Daemon } from "./test-daemon.ts";
+
+const CHECKSUMS = `SELECT (SELECT md5(string_agg(aid || ':' || abalance, ',' ORDER BY aid)) FROM pgbench_accounts) AS accounts,
+  (SELECT md5(string_agg(bid || ':' || bbalance, ',' ORDER BY bid)) FROM pgbench_branches) AS branches,
+  (SELECT md5(string_agg(tid || ':' || tbalance, ',' ORDER BY tid)) FROM pgbench_tellers) AS tellers,
+  (SELECT count(*)::text FROM pgbench_history) AS history`;
+
+async function query<T extends Record<string, unknown>>(url: string, sql: string): Promise<T[]> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    return (await client.query(sql)).rows as T[];
+  } finally {
+    await client.end();
+  }
+}
+
+describe("branching a pgbench history at several points and running postgres on each", () => {
+  let primary: PgCluster;
+  let dataDir: string;
+  let daemon: Daemon;
+  let tenantId: string;
+  let mainId: string;
+  const points: Array<{ lsn: string; sums: Record<string, unknown> }> = [];
+
+  beforeAll(async () => {
+    primary = await PgCluster.start({ settings: { autovacuum: "off" } });
+    await primary.pgbench(["-i", "-s", "1", "-q"]);
+    dataDir = makeDataDir();
+    daemon = await startDaemon(dataDir);
+    const tenant = await createStrataClient(daemon.apiUrl).tenants.create.mutate({ fromPrimary: primary.connectionString() });
+    tenantId = tenant.id;
+    mainId = tenant.timelines[0].id;
+    for (let i = 0; i < 3; i++) {
+      await primary.pgbench(["-t", "200", "-c", "2"]);
+      // nothing writes between the checksums and the LSN: the branch point sees exactly these
+      const [sums] = await primary.sql(CHECKSUMS);
+      const [{ lsn }] = await primary.sql<{ lsn: string }>("SELECT pg_current_wal_insert_lsn()::text AS lsn");
+      points.push({ lsn, sums });
+    }
+    await createStrataClient(daemon.apiUrl).timelines.waitLsn.mutate({ tenantId, timelineId: mainId, lsn: points[2].lsn, timeoutSeconds: 120 });
+  });
+
+  afterAll(async () => {
+    const client = createStrataClient(daemon.apiUrl);
+    for (let i = 0; i < points.length; i++) await client.endpoints.stop.mutate({ tenantId, branch: `at${i}` }).catch(() => {});
+    await daemon?.stop();
+    await primary?.stop();
+    removeDataDir(dataDir);
+  });
+
+  it("gives each branch exactly the data the primary had at its LSN, and pg_amcheck finds nothing wrong", async () => {
+    const client = createStrataClient(daemon.apiUrl);
+    for (const [i, point] of points.entries()) {
+      await client.branches.create.mutate({ tenantId, name: `at${i}`, lsn: point.lsn });
+      const endpoint = await client.endpoints.start.mutate({ tenantId, branch: `at${i}` });
+      const [sums] = await query(endpoint.connectionString!, CHECKSUMS);
+      expect(sums).toEqual(point.sums);
+      const amcheck = await promisify(execFile)(pgBinary("pg_amcheck"), ["-h", "127.0.0.1", "-p", String(endpoint.port), "-U", "postgres", "--install-missing", "--heapallindexed", "postgres"]).then(
+        (r) => ({ code: 0, out: `${r.stdout}${r.stderr}` }),
+        (e) => ({ code: e.code as number, out: `${e.stdout}${e.stderr}` }),
+      );
+      expect(amcheck).toEqual({ code: 0, out: "" });
+      // writes on this branch stay on it
+      await query(endpoint.connectionString!, "UPDATE pgbench_branches SET bbalance = bbalance + 1000000");
+      await client.endpoints.stop.mutate({ tenantId, branch: `at${i}` });
+    }
+    const [primarySums] = await primary.sql(CHECKSUMS);
+    expect(primarySums).toEqual(points[2].sums);
+  });
+});
