@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import pg from "pg";
-import { createStrataClient } from "@strata/api/client";
+import { createStrataClient, errorCode } from "@strata/api/client";
 import { pgBinary } from "@strata/core";
 import { PgCluster } from "@strata/core/testing";
 import { execFile } from "node:child_process";
@@ -74,5 +74,40 @@ describe("branching a pgbench history at several points and running postgres on 
     }
     const [primarySums] = await primary.sql(CHECKSUMS);
     expect(primarySums).toEqual(points[2].sums);
+  });
+
+  it("catches up an endpoint's WAL after kill -9 of the pageserver during pgbench", async () => {
+    let client = createStrataClient(daemon.apiUrl);
+    await client.branches.create.mutate({ tenantId, name: "busy" });
+    const endpoint = await client.endpoints.start.mutate({ tenantId, branch: "busy" });
+    const port = String(endpoint.port);
+    const bench = execFile(pgBinary("pgbench"), ["-h", "127.0.0.1", "-p", port, "-U", "postgres", "-T", "6", "-c", "2", "postgres"]);
+    const benchDone = new Promise((resolve) => bench.once("exit", resolve));
+    await new Promise((r) => setTimeout(r, 2000));
+    await daemon.kill9();
+    daemon = await startDaemon(dataDir);
+    client = createStrataClient(daemon.apiUrl);
+    expect(await benchDone).toBe(0);
+    const [sums] = await query(endpoint.connectionString!, CHECKSUMS);
+    const [{ lsn }] = await query<{ lsn: string }>(endpoint.connectionString!, "SELECT pg_current_wal_insert_lsn()::text AS lsn");
+    await client.timelines.waitLsn.mutate({ tenantId, timelineId: endpoint.timelineId, lsn, timeoutSeconds: 120 });
+    const after = await client.branches.create.mutate({ tenantId, name: "after-crash", parentTimelineId: endpoint.timelineId });
+    const check = await client.endpoints.start.mutate({ tenantId, branch: after.id });
+    try {
+      expect((await query(check.connectionString!, CHECKSUMS))[0]).toEqual(sums);
+    } finally {
+      await client.endpoints.stop.mutate({ tenantId, branch: after.id });
+      await client.endpoints.stop.mutate({ tenantId, branch: "busy" });
+    }
+  });
+
+  it("lets exactly one of two concurrent endpoint starts on a branch win", async () => {
+    const client = createStrataClient(daemon.apiUrl);
+    await client.branches.create.mutate({ tenantId, name: "contested" });
+    const results = await Promise.allSettled([client.endpoints.start.mutate({ tenantId, branch: "contested" }), client.endpoints.start.mutate({ tenantId, branch: "contested" })]);
+    expect(results.filter((r) => r.status === "fulfilled")).toHaveLength(1);
+    const rejected = results.find((r) => r.status === "rejected") as PromiseRejectedResult;
+    expect(errorCode(rejected.reason)).toBe("CONFLICT");
+    await client.endpoints.stop.mutate({ tenantId, branch: "contested" });
   });
 });
