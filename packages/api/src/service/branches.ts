@@ -51,7 +51,9 @@ export class BranchService {
       if (found === undefined) throw new InvalidInputError(`no transaction committed at or before ${new Date(time).toISOString()} on timeline ${parentRow.id}`);
       requested = found;
     } else {
-      requested = input.lsn !== undefined ? parseLsn(input.lsn) : markers.lastRecordLsn;
+      // "latest": a timeline still catching up to its first readable LSN is waited for
+      const latest = markers.lastRecordLsn > markers.startLsn ? markers.lastRecordLsn : markers.startLsn;
+      requested = input.lsn !== undefined ? parseLsn(input.lsn) : latest;
     }
     if (requested < markers.startLsn) {
       throw new InvalidInputError(`LSN ${formatLsn(requested)} is below the first readable LSN ${formatLsn(markers.startLsn)} of timeline ${parentRow.id}`);

@@ -54,6 +54,8 @@ export class EndpointService {
     private readonly tenants: TenantService,
     private readonly manager: TenantManager,
     private readonly stopTimeoutMs = 120_000,
+    /** keep stopped endpoints' data directories (for inspection and tests) */
+    private readonly keepDataDirs = process.env.STRATA_KEEP_ENDPOINT_DATA === "1",
   ) {}
 
   private async resolveBranch(tenantId: string, branch: string) {
@@ -126,7 +128,7 @@ export class EndpointService {
     }
   }
 
-  async stop(input: { tenantId: string; branch: string }): Promise<EndpointView> {
+  async stop(input: { tenantId: string; branch: string }): Promise<EndpointView & { dataDir: string | null }> {
     const timeline = await this.resolveBranch(input.tenantId, input.branch);
     const row = await this.db.endpoint.findFirst({ where: { timelineId: timeline.id, state: "running" } });
     if (!row) throw new NotFoundError(`branch ${timeline.name} has no running endpoint`);
@@ -141,8 +143,8 @@ export class EndpointService {
       await this.manager.stopReceiver(input.tenantId, timeline.id);
       await this.db.timeline.update({ where: { id: timeline.id }, data: { primaryUrl: null, slotName: null } });
       const stopped = await this.db.endpoint.update({ where: { id: row.id }, data: { state: "stopped", pid: null, stopLsn: end } });
-      if (row.dataDir) rmSync(row.dataDir, { recursive: true, force: true });
-      return view(stopped, timeline.name);
+      if (row.dataDir && !this.keepDataDirs) rmSync(row.dataDir, { recursive: true, force: true });
+      return { ...view(stopped, timeline.name), dataDir: row.dataDir };
     } catch (err) {
       await this.db.endpoint.update({ where: { id: row.id }, data: { state: "running" } }).catch(() => {});
       let log = "";

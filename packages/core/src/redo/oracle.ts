@@ -100,7 +100,7 @@ async function waitFlushed(cluster: PgCluster): Promise<Lsn> {
 const KIND_TO_RMGR: Record<string, number> = { heap: 10, sequence: 15, btree: 11, hash: 12, gin: 13, gist: 14, spgist: 16, brin: 17, bloom: 20 };
 
 /** relfilenode path ("base/5/16384", "global/1262") -> access method kind, for masking. */
-async function relationKinds(cluster: PgCluster): Promise<Map<string, string>> {
+export async function relationKinds(cluster: Pick<PgCluster, "sql">): Promise<Map<string, string>> {
   const kinds = new Map<string, string>();
   const dbs = await cluster.sql<{ datname: string; oid: number }>("SELECT datname, oid FROM pg_database WHERE datallowconn");
   for (const db of dbs) {
@@ -116,7 +116,7 @@ async function relationKinds(cluster: PgCluster): Promise<Map<string, string>> {
   return kinds;
 }
 
-async function compareDataDirectory(dataDir: string, kinds: Map<string, string>, reader: PageReader, lsn: Lsn, maxMismatches: number): Promise<OnDiskReport> {
+export async function compareDataDirectory(dataDir: string, kinds: Map<string, string>, reader: PageReader, lsn: Lsn, maxMismatches: number): Promise<OnDiskReport> {
   const report: OnDiskReport = { compared: {}, mismatches: [], lsn: formatLsn(lsn), unsupported: {} };
   const dirs = ["global", ...readdirSync(path.join(dataDir, "base")).map((d) => `base/${d}`)];
   for (const dir of dirs) {

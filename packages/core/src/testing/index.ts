@@ -1,2 +1,3 @@
 // Test and benchmark helpers (not part of the engine).
 export * from "./pgcluster.ts";
+export { runConsistencyOracle, relationKinds, compareDataDirectory, type OracleReport, type OnDiskReport } from "../redo/oracle.ts";
