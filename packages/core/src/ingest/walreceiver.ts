@@ -69,6 +69,7 @@ export class WalReceiver {
     let backoff = this.options.initialBackoffMs ?? 200;
     const maxBackoff = this.options.maxBackoffMs ?? 10_000;
     const groupCommitMs = this.options.groupCommitMs ?? 20;
+    let walGoneCount = 0;
     while (!this.stopped) {
       this.status.state = "connecting";
       try {
@@ -83,6 +84,7 @@ export class WalReceiver {
         const stream = await conn.startReplication({ slot: this.options.slot, startLsn: this.ingestor.resumeLsn, timeline: identity.timeline });
         this.status.state = "streaming";
         this.status.lastError = null;
+        walGoneCount = 0;
         this.options.onEvent?.("connected", formatLsn(this.ingestor.resumeLsn));
         backoff = this.options.initialBackoffMs ?? 200;
         // Read the next message while the previous one is ingested, and commit (fsync) at most
@@ -162,8 +164,11 @@ export class WalReceiver {
           this.options.onEvent?.("failed", message);
           return;
         }
-        // permanent: a slot that does not exist, or WAL the primary has already removed
-        if (err instanceof PrimaryError && (err.code === "42704" || err.code === "58P01" || /already been removed|has been invalidated|can no longer/i.test(err.message))) {
+        // permanent: a slot that does not exist, or WAL the primary has removed (seen on three
+        // attempts in a row, so a momentary condition on a busy primary is retried)
+        const walGone = err instanceof PrimaryError && (err.code === "58P01" || /already been removed|has been invalidated|can no longer/i.test(err.message));
+        walGoneCount = walGone ? walGoneCount + 1 : 0;
+        if (err instanceof PrimaryError && (err.code === "42704" || walGoneCount >= 3)) {
           this.status.state = "failed";
           this.options.onEvent?.("failed", message);
           return;
