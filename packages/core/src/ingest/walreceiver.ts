@@ -84,7 +84,6 @@ export class WalReceiver {
         const stream = await conn.startReplication({ slot: this.options.slot, startLsn: this.ingestor.resumeLsn, timeline: identity.timeline });
         this.status.state = "streaming";
         this.status.lastError = null;
-        walGoneCount = 0;
         this.options.onEvent?.("connected", formatLsn(this.ingestor.resumeLsn));
         backoff = this.options.initialBackoffMs ?? 200;
         // Read the next message while the previous one is ingested, and commit (fsync) at most
@@ -131,6 +130,7 @@ export class WalReceiver {
           next.catch(() => {});
           if (message.data.length === 0) continue;
           await this.ingestor.ingestWal(message.data, message.walStart, { flush: false });
+          walGoneCount = 0;
           this.status.receivedBytes += message.data.length;
           stream.sendStatus({ written: message.walStart + BigInt(message.data.length) });
           if (Date.now() - lastCommit >= groupCommitMs) await commit();
