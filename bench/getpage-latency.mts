@@ -11,8 +11,7 @@ import { closeSync, mkdtempSync, openSync, readSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import {
-  formatLsn, importFromPrimary, PageReader, parseLsn, readWalSegments, relBlockKey, RMGRS, TimelineIngestor, TimelineStore, walFileName, type Lsn,
-} from "@strata/core";
+  formatLsn, importFromPrimary, PageReader, parseLsn, readWalSegments, relBlockKey, RMGRS, TimelineIngestor, TimelineStore, walFileName, type Lsn, readWalRange } from "@strata/core";
 import { PgCluster } from "@strata/core/testing";
 import { envNumber, fmtMs, percentile, progress, progressDone } from "./lib.mts";
 
@@ -20,22 +19,6 @@ const READS = envNumber("BENCH_READS", 2000);
 const DEPTHS = (process.env.BENCH_DEPTHS ?? "0,10,100").split(",").map(Number);
 const UPDATES = envNumber("BENCH_UPDATES", Math.max(...DEPTHS) + 20);
 const SEGMENT = 16 * 1024 * 1024;
-
-function readWal(walDir: string, from: Lsn, to: Lsn): Buffer {
-  const out = Buffer.alloc(Number(to - from));
-  for (let pos = from; pos < to; ) {
-    const segStart = pos - (pos % BigInt(SEGMENT));
-    const n = Math.min(Number(to - pos), Number(segStart + BigInt(SEGMENT) - pos));
-    const fd = openSync(path.join(walDir, walFileName(1, pos)), "r");
-    try {
-      readSync(fd, out, Number(pos - from), n, Number(pos - segStart));
-    } finally {
-      closeSync(fd);
-    }
-    pos += BigInt(n);
-  }
-  return out;
-}
 
 const cluster = await PgCluster.start({ settings: { max_wal_size: "'4GB'", checkpoint_timeout: "'1h'", autovacuum: "off" } });
 const dir = mkdtempSync(path.join(os.tmpdir(), "strata-getpage-bench-"));
@@ -85,7 +68,7 @@ try {
   const ingestor = await TimelineIngestor.open(store);
   for (let pos = imported.startLsn; pos < end; ) {
     const next = pos + BigInt(Math.min(SEGMENT, Number(end - pos)));
-    await ingestor.ingestWal(readWal(cluster.walDir, pos, next), pos, { flush: false });
+    await ingestor.ingestWal(readWalRange(cluster.walDir, pos, next), pos, { flush: false });
     pos = next;
   }
   await ingestor.flush();

@@ -18,8 +18,7 @@ import { closeSync, mkdtempSync, openSync, readFileSync, readSync, rmSync } from
 import os from "node:os";
 import path from "node:path";
 import {
-  formatLsn, importFromPrimary, parseLsn, PageReader, readWalSegments, RMGRS, TimelineIngestor, TimelineStore, walFileName, type Lsn,
-} from "@strata/core";
+  formatLsn, importFromPrimary, parseLsn, PageReader, readWalSegments, RMGRS, TimelineIngestor, TimelineStore, walFileName, type Lsn, readWalRange } from "@strata/core";
 import { PgCluster } from "@strata/core/testing";
 import { envNumber, fmtMB, MB, progress, progressDone } from "./lib.mts";
 
@@ -27,22 +26,6 @@ const SCALE = envNumber("BENCH_SCALE", 2);
 const SECONDS = envNumber("BENCH_SECONDS", 15);
 const CLIENTS = envNumber("BENCH_CLIENTS", 4);
 const SEGMENT = 16 * 1024 * 1024;
-
-function readWal(walDir: string, from: Lsn, to: Lsn): Buffer {
-  const out = Buffer.alloc(Number(to - from));
-  for (let pos = from; pos < to; ) {
-    const segStart = pos - (pos % BigInt(SEGMENT));
-    const n = Math.min(Number(to - pos), Number(segStart + BigInt(SEGMENT) - pos));
-    const fd = openSync(path.join(walDir, walFileName(1, pos)), "r");
-    try {
-      readSync(fd, out, Number(pos - from), n, Number(pos - segStart));
-    } finally {
-      closeSync(fd);
-    }
-    pos += BigInt(n);
-  }
-  return out;
-}
 
 const cluster = await PgCluster.start({
   settings: { max_wal_size: "'4GB'", min_wal_size: "'1GB'", checkpoint_timeout: "'1h'", shared_buffers: "'256MB'", autovacuum: "off" },
@@ -84,7 +67,7 @@ try {
   let t = performance.now();
   for (let pos = imported.startLsn; pos < end; ) {
     const next = pos + BigInt(Math.min(SEGMENT, Number(end - pos)));
-    await ingestor.ingestWal(readWal(cluster.walDir, pos, next), pos, { flush: false });
+    await ingestor.ingestWal(readWalRange(cluster.walDir, pos, next), pos, { flush: false });
     pos = next;
   }
   await ingestor.flush();

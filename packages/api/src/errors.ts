@@ -7,3 +7,8 @@ export class PrimaryRequestError extends Error {}
 export class TimeoutError extends Error {}
 /** A stored record type this version cannot replay. */
 export class NotImplementedError extends Error {}
+
+/** A unique-constraint violation from either metadata backend. */
+export function isUniqueViolation(err: unknown): boolean {
+  return (err as { code?: string }).code === "P2002" || /unique constraint/i.test(String((err as Error).message ?? ""));
+}

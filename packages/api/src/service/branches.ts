@@ -4,7 +4,7 @@
 // rounded down to a record boundary; the branch reports the LSN it actually used.
 import { createTimelineStorage, formatLsn, generateId, type Lsn, parseLsn, removeTimelineStorage, TenantManager, WaitLsnTimeoutError } from "@strata/core";
 import type { Database } from "../db.ts";
-import { ConflictError, InvalidInputError, NotFoundError } from "../errors.ts";
+import { ConflictError, InvalidInputError, NotFoundError, isUniqueViolation } from "../errors.ts";
 import { timelineView, type TenantService, type TimelineView } from "./tenants.ts";
 
 export interface CreateBranchInput {
@@ -17,10 +17,6 @@ export interface CreateBranchInput {
 }
 
 const BRANCH_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
-
-function isUniqueViolation(err: unknown): boolean {
-  return (err as { code?: string }).code === "P2002" || /unique constraint/i.test(String((err as Error).message ?? ""));
-}
 
 export class BranchService {
   constructor(

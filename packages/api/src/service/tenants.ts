@@ -4,7 +4,7 @@
 // A crash in between leaves a "creating" row that `recover()` rolls back at the next start.
 import { createTenantStorage, removeTimelineStorage, failpoint, formatLsn, generateId, isValidId, listTenantStorage, removeTempStorage, removeTenantStorage, TenantStorageExists } from "@strata/core";
 import type { Database } from "../db.ts";
-import { ConflictError, InvalidInputError, NotFoundError, PrimaryRequestError } from "../errors.ts";
+import { ConflictError, InvalidInputError, NotFoundError, PrimaryRequestError, isUniqueViolation } from "../errors.ts";
 
 export interface TimelineView {
   id: string;
@@ -35,12 +35,6 @@ export function timelineView(row: TimelineRow): TimelineView {
     state: row.state,
     createdAt: row.createdAt.toISOString(),
   };
-}
-
-function isUniqueViolation(err: unknown): boolean {
-  const code = (err as { code?: string }).code;
-  const message = String((err as Error).message ?? "");
-  return code === "P2002" || /unique constraint/i.test(message);
 }
 
 export interface CreateTenantOptions {

@@ -11,28 +11,11 @@ import { formatLsn, parseLsn, type Lsn } from "../lsn.ts";
 import { TimelineStore } from "../storage/timeline-store.ts";
 import { freePort, makePostgresTempDir, PgCluster, pgBinary, runAsPostgres } from "../testing/pgcluster.ts";
 import { PageReader } from "../timeline/page-reader.ts";
-import { walFileName } from "../wal/reader.ts";
+import { readWalRange, walFileName } from "../wal/reader.ts";
 import { fullBackup } from "./fullbackup.ts";
 
 const execFileAsync = promisify(execFile);
 const SEGMENT = 16 * 1024 * 1024;
-
-/** WAL bytes [from, to) from a pg_wal directory (timeline 1). */
-function readWal(walDir: string, from: Lsn, to: Lsn): Buffer {
-  const out = Buffer.alloc(Number(to - from));
-  for (let pos = from; pos < to; ) {
-    const segStart = pos - (pos % BigInt(SEGMENT));
-    const n = Math.min(Number(to - pos), Number(segStart + BigInt(SEGMENT) - pos));
-    const fd = openSync(path.join(walDir, walFileName(1, pos)), "r");
-    try {
-      readSync(fd, out, Number(pos - from), n, Number(pos - segStart));
-    } finally {
-      closeSync(fd);
-    }
-    pos += BigInt(n);
-  }
-  return out;
-}
 
 type Sql = (query: string, database?: string) => Promise<Array<Record<string, unknown>>>;
 
@@ -170,7 +153,7 @@ describe("full backup", () => {
     const ingestor = await TimelineIngestor.open(store);
     for (let pos = imported.startLsn; pos < end; ) {
       const next = pos + BigInt(Math.min(SEGMENT, Number(end - pos)));
-      lsn = await ingestor.ingestWal(readWal(primary.walDir, pos, next), pos);
+      lsn = await ingestor.ingestWal(readWalRange(primary.walDir, pos, next), pos);
       pos = next;
     }
     step(`ingested to ${formatLsn(lsn)} (insert LSN ${insertLsn})`);

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { mkdtempSync, openSync, readSync, closeSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import pg from "pg";
 import path from "node:path";
@@ -10,26 +10,11 @@ import { TimelineStore } from "../storage/timeline-store.ts";
 import { DerivedKind, readU32Value, ValueKind } from "../storage/values.ts";
 import { PgCluster } from "../testing/pgcluster.ts";
 import { captureWal, decodeRange } from "../wal/testutil.ts";
-import { walFileName } from "../wal/reader.ts";
+import { readWalRange } from "../wal/reader.ts";
 import { CheckPointField } from "./records.ts";
 import { TimelineIngestor } from "./timeline-ingest.ts";
 
 const SEGMENT = 16 * 1024 * 1024;
-
-/** The WAL bytes [from, to) read from the cluster's segment files. */
-function walBytes(walDir: string, from: Lsn, to: Lsn): Buffer {
-  const out = Buffer.alloc(Number(to - from));
-  let pos = from;
-  while (pos < to) {
-    const segStart = pos - (pos % BigInt(SEGMENT));
-    const n = Number(Math.min(Number(to - pos), Number(segStart + BigInt(SEGMENT) - pos)));
-    const fd = openSync(path.join(walDir, walFileName(1, pos)), "r");
-    readSync(fd, out, Number(pos - from), n, Number(pos - segStart));
-    closeSync(fd);
-    pos += BigInt(n);
-  }
-  return out;
-}
 
 async function newStore(dir: string, startLsn: Lsn) {
   const store = await TimelineStore.open(dir);
@@ -129,7 +114,7 @@ describe("WAL ingest from a real PostgreSQL 15", () => {
     const store = await newStore(path.join(tmp, "a"), range.start);
     try {
       const ingestor = await TimelineIngestor.open(store);
-      const bytes = walBytes(cluster.walDir, range.start, range.end);
+      const bytes = readWalRange(cluster.walDir, range.start, range.end);
       let pos = 0;
       while (pos < bytes.length) {
         const n = Math.min(bytes.length - pos, 1 + Math.floor(Math.random() * 200_000));
@@ -190,7 +175,7 @@ describe("WAL ingest from a real PostgreSQL 15", () => {
   });
 
   it("ends with exactly the same store after being interrupted and resumed at its durable LSN", async () => {
-    const bytes = walBytes(cluster.walDir, range.start, range.end);
+    const bytes = readWalRange(cluster.walDir, range.start, range.end);
     const straight = await newStore(path.join(tmp, "straight"), range.start);
     await (await TimelineIngestor.open(straight)).ingestWal(bytes, range.start, 256 * 1024);
     const expected = await dumpStore(straight);
@@ -216,7 +201,7 @@ describe("WAL ingest from a real PostgreSQL 15", () => {
   });
 
   it("stops at a corrupt record with an error naming its LSN and stores nothing after it", async () => {
-    const bytes = Buffer.from(walBytes(cluster.walDir, range.start, range.end));
+    const bytes = Buffer.from(readWalRange(cluster.walDir, range.start, range.end));
     const records = decodeRange(cluster, range.start, range.end);
     const victim = records[Math.floor(records.length / 2)];
     bytes[Number(victim.lsn - range.start) + 30] ^= 0xff;

@@ -12,6 +12,7 @@ import {
 } from "../storage/keys.ts";
 import type { TimelineStore } from "../storage/timeline-store.ts";
 import { derivedValue, DerivedKind, imageValue, readU32Value, type StoredValue, TOMBSTONE, u32Value, ValueKind, walRecordValue } from "../storage/values.ts";
+import { setPageLsn } from "../redo/page.ts";
 import { restoreBlockImage } from "../wal/image.ts";
 import type { DecodedRecord } from "../wal/record.ts";
 import {
@@ -179,8 +180,7 @@ export class WalIngest {
         const page = restoreBlockImage(block, record.lsn);
         if (!page.equals(ZERO_PAGE)) {
           // like redo: the restored page carries the LSN of the record that wrote it
-          page.writeUInt32LE(Number(lsn >> 32n), 0);
-          page.writeUInt32LE(Number(lsn & 0xffffffffn), 4);
+          setPageLsn(page, lsn);
         }
         batch.put(relBlockKey(block.rel, block.forkNum, block.blockNumber), lsn, imageValue(page));
         this.chainLengths.delete(relId(block.rel, block.forkNum) + `/${block.blockNumber}`);

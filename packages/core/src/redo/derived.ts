@@ -2,6 +2,7 @@
 // reference (storage/values.ts DerivedKind): CLOG status bits, visibility-map bit clears and
 // truncation, multixact offsets and members, and the FSM tail after a truncation.
 import { DerivedKind } from "../storage/values.ts";
+import { isNewPage, pageInit } from "./page.ts";
 
 const CLOG_XACTS_PER_PAGE = 8192 * 4;
 const HEAPBLOCKS_PER_VM_PAGE = (8192 - 24) * 4;
@@ -15,14 +16,8 @@ const FSM_NON_LEAF_NODES = 8192 / 2 - 1;
 const FSM_NODES = 24 + 4; // fp_nodes after the page header and fp_next_slot
 
 function initVmPageIfNew(page: Buffer) {
-  if (page.readUInt16LE(14) === 0) {
-    // PageInit(page, BLCKSZ, 0), as vm_readbuf does for a new page
-    page.fill(0);
-    page.writeUInt16LE(24, 12);
-    page.writeUInt16LE(8192, 14);
-    page.writeUInt16LE(8192, 16);
-    page.writeUInt16LE(8192 | 4, 18);
-  }
+  // PageInit(page, BLCKSZ, 0), as vm_readbuf does for a new page
+  if (isNewPage(page)) pageInit(page, 0);
 }
 
 /** Applies a derived change to `page` in place. `copyFrom` reads another page (FILE_COPY). */

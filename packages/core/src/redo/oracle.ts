@@ -2,7 +2,7 @@
 // attaches the after-image of every page each record touches. We import the primary, ingest its
 // WAL, rebuild each such page at the record's end LSN with Strata's redo, and compare both under
 // the rmgr's mask, exactly as PostgreSQL's verifyBackupPageConsistency does during its own replay.
-import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { importFromPrimary } from "../ingest/import-primary.ts";
@@ -13,7 +13,7 @@ import { TimelineStore } from "../storage/timeline-store.ts";
 import { PgCluster, type PgClusterOptions } from "../testing/pgcluster.ts";
 import { PageReader } from "../timeline/page-reader.ts";
 import { restoreBlockImage } from "../wal/image.ts";
-import { readWalSegments, walFileName } from "../wal/reader.ts";
+import { readWalRange, readWalSegments } from "../wal/reader.ts";
 import { XLR_CHECK_CONSISTENCY } from "../wal/record.ts";
 import { recordTypeName, rmgrName } from "../wal/rmgrs.ts";
 import { RMGRS } from "./rmgrs.ts";
@@ -68,23 +68,6 @@ export interface OracleOptions extends PgClusterOptions {
   rmgrs?: string[];
   /** stop collecting mismatch details after this many (default 20) */
   maxMismatches?: number;
-}
-
-function readWal(walDir: string, timeline: number, from: Lsn, to: Lsn): Buffer {
-  const out = Buffer.alloc(Number(to - from));
-  let pos = from;
-  while (pos < to) {
-    const segStart = pos - (pos % BigInt(SEGMENT));
-    const n = Math.min(Number(to - pos), Number(segStart + BigInt(SEGMENT) - pos));
-    const fd = openSync(path.join(walDir, walFileName(timeline, pos)), "r");
-    try {
-      readSync(fd, out, Number(pos - from), n, Number(pos - segStart));
-    } finally {
-      closeSync(fd);
-    }
-    pos += BigInt(n);
-  }
-  return out;
 }
 
 async function waitFlushed(cluster: PgCluster): Promise<Lsn> {
@@ -196,7 +179,7 @@ export async function runConsistencyOracle(options: OracleOptions): Promise<Orac
     const ingestor = await TimelineIngestor.open(store);
     for (let pos = imported.startLsn; pos < end; ) {
       const next = pos + BigInt(Math.min(SEGMENT, Number(end - pos)));
-      await ingestor.ingestWal(readWal(cluster.walDir, 1, pos, next), pos);
+      await ingestor.ingestWal(readWalRange(cluster.walDir, pos, next), pos);
       pos = next;
     }
     const reader = new PageReader(store);

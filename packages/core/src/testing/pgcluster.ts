@@ -12,7 +12,7 @@ import pg from "pg";
 const execFileAsync = promisify(execFile);
 
 export { PG_BIN, pgBinary, runAsPostgres, freePort } from "../compute/postgres.ts";
-import { isRoot, pgBinary, postgresIds, runAsPostgres, freePort } from "../compute/postgres.ts";
+import { isRoot, pgBinary, postgresIds, runAsPostgres, freePort, signalAndWait } from "../compute/postgres.ts";
 
 /** Makes a temp directory that the `postgres` user owns (and can reach). */
 export function makePostgresTempDir(prefix: string): string {
@@ -121,22 +121,7 @@ export class PgCluster {
   /** Stops the server but keeps the cluster (for restart tests). */
   async stopServer(signal: NodeJS.Signals = "SIGINT"): Promise<void> {
     if (!this.pid) return;
-    const pid = this.pid;
-    try {
-      process.kill(pid, signal);
-    } catch {
-      this.pid = 0;
-      return;
-    }
-    const deadline = Date.now() + 60_000;
-    while (Date.now() < deadline) {
-      try {
-        process.kill(pid, 0);
-      } catch {
-        break;
-      }
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    await signalAndWait(this.pid, signal, 60_000);
     this.pid = 0;
     running.delete(this);
   }

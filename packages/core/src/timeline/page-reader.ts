@@ -6,6 +6,7 @@
 import { formatLsn, type Lsn } from "../lsn.ts";
 import { BLCKSZ, type ForkNumber, type RelTag } from "../reltag.ts";
 import { applyDerived } from "../redo/derived.ts";
+import { getPageLsn, isNewPage, setPageLsn } from "../redo/page.ts";
 import { rmgrFor } from "../redo/rmgrs.ts";
 import { storeKey, walRecordLogKey, checkpointKey, controlFileKey, relmapFileKey, decodeRelKey, dbDirEntryKey, entityPrefix, KeySpace, materializedBlockKey, relBlockKey, relSizeKey, type SlruKind, slruBlockKey, slruSegSizeKey } from "../storage/keys.ts";
 import type { TimelineStore } from "../storage/timeline-store.ts";
@@ -17,18 +18,8 @@ export const DEFAULT_MAX_REPLAY = 100;
 
 export class PageReadError extends Error {}
 
-export function pageLsn(page: Buffer): Lsn {
-  return (BigInt(page.readUInt32LE(0)) << 32n) | BigInt(page.readUInt32LE(4));
-}
-
-export function setPageLsn(page: Buffer, lsn: Lsn): void {
-  page.writeUInt32LE(Number(lsn >> 32n), 0);
-  page.writeUInt32LE(Number(lsn & 0xffffffffn), 4);
-}
-
-function isNewPage(page: Buffer): boolean {
-  return page.readUInt16LE(14) === 0;
-}
+/** The page LSN (pd_lsn). */
+export const pageLsn = getPageLsn;
 
 /**
  * Applies one WAL record to one page (PostgreSQL's XLogReadBufferForRedo + the rmgr's redo):
@@ -43,7 +34,7 @@ export function applyRecord(page: Buffer, record: DecodedRecord, block: BlockRef
     return restored;
   }
   if (block.willInit) page = Buffer.alloc(BLCKSZ);
-  else if (!isNewPage(page) && pageLsn(page) >= record.endLsn) return page;
+  else if (!isNewPage(page) && getPageLsn(page) >= record.endLsn) return page;
   const result = rmgrFor(record).redo(page, record, block);
   if (result !== "keep-lsn") setPageLsn(page, record.endLsn);
   return page;

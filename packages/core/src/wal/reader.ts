@@ -2,7 +2,7 @@
 // complete records: validates page headers, stitches records that span pages and segments,
 // computes EndRecPtr, and hands each record's bytes to decodeRecord (record.ts).
 //   walreceiver / segment files -> WalStreamDecoder.feed() -> next() -> DecodedRecord -> ingest
-import { readdirSync, readFileSync, existsSync } from "node:fs";
+import { closeSync, existsSync, openSync, readdirSync, readFileSync, readSync } from "node:fs";
 import path from "node:path";
 import { formatLsn, type Lsn } from "../lsn.ts";
 import { WalDecodeError } from "./errors.ts";
@@ -360,4 +360,22 @@ function pickTimeline(walDir: string, lsn: Lsn, segmentSize: number): number {
     .map((f) => parseInt(f.slice(0, 8), 16));
   if (tlis.length === 0) throw new Error(`no WAL segment for ${formatLsn(lsn)} in ${walDir}`);
   return Math.max(...tlis);
+}
+
+/** The raw WAL bytes [from, to) of one timeline, read from the segment files of a pg_wal directory. */
+export function readWalRange(walDir: string, from: Lsn, to: Lsn, opts: { timeline?: number; segmentSize?: number } = {}): Buffer {
+  const segmentSize = BigInt(opts.segmentSize ?? DEFAULT_WAL_SEGMENT_SIZE);
+  const out = Buffer.alloc(Number(to - from));
+  for (let pos = from; pos < to; ) {
+    const segStart = pos - (pos % segmentSize);
+    const n = Number((to < segStart + segmentSize ? to : segStart + segmentSize) - pos);
+    const fd = openSync(path.join(walDir, walFileName(opts.timeline ?? 1, pos, Number(segmentSize))), "r");
+    try {
+      readSync(fd, out, Number(pos - from), n, Number(pos - segStart));
+    } finally {
+      closeSync(fd);
+    }
+    pos += BigInt(n);
+  }
+  return out;
 }
