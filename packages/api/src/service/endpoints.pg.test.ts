@@ -70,4 +70,25 @@ describe("an endpoint's own data directory against a full backup at its shutdown
     expect(report.compared.btree).toBeGreaterThan(100);
     expect(report.compared.gin).toBeGreaterThan(0);
   });
+
+  it("keeps every record an endpoint wrote while its walreceiver was not streaming", async () => {
+    await branches.create({ tenantId, name: "offline" });
+    const first = await endpoints.start({ tenantId, branch: "offline" });
+    // as if the receiver had not connected yet, or lost its connection, when postgres stops
+    await manager.stopReceiver(tenantId, first.timelineId);
+    const client = new pg.Client({ connectionString: first.connectionString! });
+    await client.connect();
+    await client.query("CREATE TABLE unseen (id int PRIMARY KEY, v text); INSERT INTO unseen SELECT g, repeat('x', 200) FROM generate_series(1, 20000) g");
+    await client.end();
+    const stopped = await endpoints.stop({ tenantId, branch: "offline" });
+    const markers = await manager.markers(tenantId, stopped.timelineId);
+    expect(markers!.lastRecordLsn).toBe(parseLsn(stopped.stopLsn!));
+    const second = await endpoints.start({ tenantId, branch: "offline" });
+    const again = new pg.Client({ connectionString: second.connectionString! });
+    await again.connect();
+    const rows = (await again.query("SELECT count(*)::int AS n, sum(length(v))::int AS len FROM unseen")).rows;
+    await again.end();
+    await endpoints.stop({ tenantId, branch: "offline" });
+    expect(rows).toEqual([{ n: 20000, len: 20000 * 200 }]);
+  });
 });

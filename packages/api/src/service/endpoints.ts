@@ -138,15 +138,20 @@ export class EndpointService {
       if (row.pid && isAlive(row.pid)) await stopPostgres(row.pid, this.stopTimeoutMs);
       const pgdata = path.join(row.dataDir ?? "", "pgdata");
       const end = await shutdownCheckpointEnd(pgdata);
-      // only return once the branch has everything the endpoint wrote
-      await this.manager.waitForLsn(input.tenantId, timeline.id, end, this.stopTimeoutMs);
+      // Only return once the branch has everything the endpoint wrote. The walsender sends all WAL
+      // before postgres exits, but only to a receiver that was streaming; whatever it did not get
+      // (a stop right after the start, a reconnect in progress) is read from the endpoint's pg_wal.
       await this.manager.stopReceiver(input.tenantId, timeline.id);
+      await this.manager.ingestFromWalDir(input.tenantId, timeline.id, path.join(pgdata, "pg_wal"), end);
       await this.db.timeline.update({ where: { id: timeline.id }, data: { primaryUrl: null, slotName: null } });
       const stopped = await this.db.endpoint.update({ where: { id: row.id }, data: { state: "stopped", pid: null, stopLsn: end } });
       if (row.dataDir && !this.keepDataDirs) rmSync(row.dataDir, { recursive: true, force: true });
       return { ...view(stopped, timeline.name), dataDir: row.dataDir };
     } catch (err) {
-      await this.db.endpoint.update({ where: { id: row.id }, data: { state: "running" } }).catch(() => {});
+      // a postgres that is gone cannot be running again; its data directory is kept for inspection
+      const state = row.pid && isAlive(row.pid) ? "running" : "failed";
+      await this.db.endpoint.update({ where: { id: row.id }, data: { state } }).catch(() => {});
+      if (state === "failed") await this.db.timeline.update({ where: { id: timeline.id }, data: { primaryUrl: null, slotName: null } }).catch(() => {});
       let log = "";
       try {
         log = readFileSync(path.join(row.dataDir ?? "", "postgres.log"), "utf8").split("\n").slice(-12).join("\n");

@@ -9,6 +9,7 @@ import { TimelineIngestor } from "../ingest/timeline-ingest.ts";
 import { WalReceiver, type WalReceiverStatus } from "../ingest/walreceiver.ts";
 import { TimelineStore, type TimelineMarkers } from "../storage/timeline-store.ts";
 import { PageReader } from "../timeline/page-reader.ts";
+import { readWalRange } from "../wal/reader.ts";
 import { timelineStoreDir } from "./tenant-storage.ts";
 
 export interface TimelineSpec {
@@ -140,6 +141,27 @@ export class TenantManager {
     const receiver = handle.receiver;
     handle.receiver = undefined;
     await receiver.stop();
+  }
+
+  /**
+   * Ingests the WAL of a stopped postgres straight from its pg_wal directory, from where the
+   * timeline ends up to `upTo`. Used when an endpoint stops before its walreceiver got every
+   * record (e.g. it had not connected yet): the files hold the rest. The receiver must be stopped.
+   */
+  async ingestFromWalDir(tenantId: string, timelineId: string, walDir: string, upTo: Lsn): Promise<Lsn> {
+    const handle = this.get(tenantId, timelineId);
+    if (!handle) throw new Error(`timeline ${timelineId} is not attached`);
+    if (handle.receiver) throw new Error(`timeline ${timelineId} still has a walreceiver`);
+    const ingestor = await TimelineIngestor.open(handle.store, handle.reader);
+    const from = ingestor.resumeLsn;
+    if (from >= upTo) return from;
+    const durable = await ingestor.ingestWal(readWalRange(walDir, from, upTo), from);
+    if (durable < upTo) throw new Error(`WAL in ${walDir} ends at ${formatLsn(durable)}, before ${formatLsn(upTo)}`);
+    this.events.onDurable?.(tenantId, timelineId, durable, ingestor.totalBytes, ingestor.totalRecords);
+    const pages = ingestor.drainLongChains();
+    if (pages.length) this.materializeLater(handle, pages, durable);
+    for (const wake of this.waiters) wake();
+    return durable;
   }
 
   private materializing = new Map<string, Promise<void>>();

@@ -362,14 +362,18 @@ function pickTimeline(walDir: string, lsn: Lsn, segmentSize: number): number {
   return Math.max(...tlis);
 }
 
-/** The raw WAL bytes [from, to) of one timeline, read from the segment files of a pg_wal directory. */
+/**
+ * The raw WAL bytes [from, to) of one timeline (default: the highest one that has the segment
+ * of `from`), read from the segment files of a pg_wal directory.
+ */
 export function readWalRange(walDir: string, from: Lsn, to: Lsn, opts: { timeline?: number; segmentSize?: number } = {}): Buffer {
   const segmentSize = BigInt(opts.segmentSize ?? DEFAULT_WAL_SEGMENT_SIZE);
+  const timeline = opts.timeline ?? pickTimeline(walDir, from, Number(segmentSize));
   const out = Buffer.alloc(Number(to - from));
   for (let pos = from; pos < to; ) {
     const segStart = pos - (pos % segmentSize);
     const n = Number((to < segStart + segmentSize ? to : segStart + segmentSize) - pos);
-    const fd = openSync(path.join(walDir, walFileName(opts.timeline ?? 1, pos, Number(segmentSize))), "r");
+    const fd = openSync(path.join(walDir, walFileName(timeline, pos, Number(segmentSize))), "r");
     try {
       readSync(fd, out, Number(pos - from), n, Number(pos - segStart));
     } finally {
