@@ -112,6 +112,15 @@ export class PageReader {
     return page;
   }
 
+  /**
+   * Applies stored versions of one block (oldest first, as `getReconstructChain` returns them) to
+   * `page` and returns the result; for callers that read versions themselves (relation scans).
+   */
+  async replayVersions(page: Buffer, versions: Array<{ lsn: Lsn; value: StoredValue }>, target: { rel: RelTag; fork: ForkNumber; blockNumber: number }): Promise<Buffer> {
+    for (const version of versions) page = await this.applyVersion(page, version.value, version.lsn, target);
+    return page;
+  }
+
   private async applyVersion(page: Buffer, value: StoredValue, versionLsn: Lsn, target: { rel: RelTag; fork: ForkNumber; blockNumber: number }): Promise<Buffer> {
     switch (value.kind) {
       case ValueKind.Image:
