@@ -17,6 +17,13 @@ export interface TimelineMarkers {
 
 const MARKERS_KEY = Buffer.from("meta/markers");
 
+/** Receives each version key (entity key + LSN) about to be written; `undefined` on close. */
+export type WriteListener = (storeKey: Buffer | undefined) => void;
+
+function* keysOf(entries: Array<{ key: Buffer }>) {
+  for (const entry of entries) yield entry.key;
+}
+
 export class TimelineStore {
   private constructor(readonly db: ClassicLevel<Buffer, Buffer>) {}
 
@@ -27,6 +34,8 @@ export class TimelineStore {
   }
 
   async close(): Promise<void> {
+    for (const listener of this.writeListeners) listener(undefined);
+    this.writeListeners.clear();
     await this.db.close();
   }
 
@@ -47,28 +56,52 @@ export class TimelineStore {
 
   /** The newest version of an entity at or below `lsn`, if any. */
   async getVersion(entityKey: Buffer, lsn: Lsn): Promise<{ lsn: Lsn; value: StoredValue } | undefined> {
-    for await (const [key, value] of this.db.iterator({ gte: storeKey(entityKey, 0n), lte: storeKey(entityKey, lsn), reverse: true, limit: 1 })) {
-      return { lsn: key.readBigUInt64BE(ENTITY_KEY_LENGTH), value: decodeValue(value) };
-    }
-    return undefined;
+    const [entry] = await this.readRange({ gte: storeKey(entityKey, 0n), lte: storeKey(entityKey, lsn), reverse: true, limit: 1 }, 1);
+    return entry && { lsn: entry[0].readBigUInt64BE(ENTITY_KEY_LENGTH), value: decodeValue(entry[1]) };
   }
 
   /**
    * The versions needed to reconstruct an entity at `lsn`, oldest first: back to (and including)
    * the newest Image, Tombstone or will-init record. `complete` is false when the history on this
-   * timeline ran out before such a base (the caller continues in the ancestor).
+   * timeline ran out before such a base (the caller continues in the ancestor). With `limit`, at
+   * most that many versions are read; `truncated` then says the base was not among them.
    */
-  async getReconstructChain(entityKey: Buffer, lsn: Lsn, aboveLsn?: Lsn): Promise<{ versions: Array<{ lsn: Lsn; value: StoredValue }>; complete: boolean }> {
+  async getReconstructChain(
+    entityKey: Buffer,
+    lsn: Lsn,
+    aboveLsn?: Lsn,
+    limit?: number,
+  ): Promise<{ versions: Array<{ lsn: Lsn; value: StoredValue }>; complete: boolean; truncated: boolean }> {
     const versions: Array<{ lsn: Lsn; value: StoredValue }> = [];
     const lower = aboveLsn === undefined ? { gte: storeKey(entityKey, 0n) } : { gt: storeKey(entityKey, aboveLsn) };
-    for await (const [key, raw] of this.db.iterator({ ...lower, lte: storeKey(entityKey, lsn), reverse: true })) {
-      const value = decodeValue(raw);
-      versions.push({ lsn: key.readBigUInt64BE(ENTITY_KEY_LENGTH), value });
-      if (value.kind === ValueKind.Image || value.kind === ValueKind.Tombstone || ("willInit" in value && value.willInit)) {
-        return { versions: versions.reverse(), complete: true };
+    const iterator = this.db.iterator({ ...lower, lte: storeKey(entityKey, lsn), reverse: true, limit: limit ?? -1 });
+    try {
+      // most chains are short: the first batch usually reaches the base
+      for (let batchSize = Math.min(limit ?? 16, 16); ; batchSize = Math.min(batchSize * 4, 1024)) {
+        const entries = await iterator.nextv(batchSize);
+        for (const [key, raw] of entries) {
+          const value = decodeValue(raw);
+          versions.push({ lsn: key.readBigUInt64BE(ENTITY_KEY_LENGTH), value });
+          if (value.kind === ValueKind.Image || value.kind === ValueKind.Tombstone || ("willInit" in value && value.willInit)) {
+            return { versions: versions.reverse(), complete: true, truncated: false };
+          }
+        }
+        if (entries.length < batchSize) break;
       }
+    } finally {
+      iterator.close().catch(() => {});
     }
-    return { versions: versions.reverse(), complete: false };
+    return { versions: versions.reverse(), complete: false, truncated: limit !== undefined && versions.length >= limit };
+  }
+
+  /** Up to `max` raw entries of a range in one round trip to LevelDB's thread. */
+  private async readRange(options: { gte?: Buffer; gt?: Buffer; lte: Buffer; reverse: boolean; limit: number }, max: number): Promise<Array<[Buffer, Buffer]>> {
+    const iterator = this.db.iterator(options);
+    try {
+      return await iterator.nextv(max);
+    } finally {
+      iterator.close().catch(() => {});
+    }
   }
 
   /** For every entity whose key starts with `prefix`: its newest version at or below `lsn`. */
@@ -101,7 +134,61 @@ export class TimelineStore {
 
   /** Stores derived data (e.g. a materialized page) outside the ingest stream; not synced. */
   async putDerived(entityKey: Buffer, lsn: Lsn, value: Buffer): Promise<void> {
-    await this.db.put(storeKey(entityKey, lsn), value);
+    const key = storeKey(entityKey, lsn);
+    this.beginWrite([key]);
+    try {
+      await this.db.put(key, value);
+    } finally {
+      this.endWrite();
+    }
+  }
+
+  private static nextId = 1;
+  /** identifies this open store (e.g. in caches shared by all timelines) */
+  readonly id = TimelineStore.nextId++;
+  private writing = 0;
+  private writeSeq = 0;
+  private readonly writeListeners = new Set<WriteListener>();
+
+  /**
+   * Calls `listener` with every version key before it is written (and with `undefined` when the
+   * store closes), so caches drop what the write makes stale before anyone can read it.
+   */
+  onWrite(listener: WriteListener): () => void {
+    this.writeListeners.add(listener);
+    return () => this.writeListeners.delete(listener);
+  }
+
+  /**
+   * A token for "nothing was written since": a read that began with `writeToken()` and for which
+   * `unchangedSince(token)` holds afterwards saw no write at all, finished or in flight.
+   */
+  writeToken(): number {
+    return this.writing > 0 ? -1 : this.writeSeq;
+  }
+
+  unchangedSince(token: number): boolean {
+    return token >= 0 && this.writing === 0 && this.writeSeq === token;
+  }
+
+  /** The durable last_record_lsn if it is known without I/O. */
+  get knownLastRecordLsn(): Lsn | undefined {
+    return this.markers?.lastRecordLsn;
+  }
+
+  private beginWrite(keys: Iterable<Buffer>) {
+    this.writing++;
+    this.writeSeq++;
+    if (this.writeListeners.size === 0) return;
+    for (const key of keys) {
+      if (key.length !== ENTITY_KEY_LENGTH + 8) continue;
+      for (const listener of this.writeListeners) listener(key);
+    }
+  }
+
+  private endWrite() {
+    this.writing--;
+    this.writeSeq++;
   }
 
   /** Writes the entries and the new markers in one atomic, synced batch. */
@@ -114,7 +201,12 @@ export class TimelineStore {
     const batch = this.db.batch();
     for (const entry of entries) batch.put(entry.key, entry.value);
     batch.put(MARKERS_KEY, value);
-    await batch.write({ sync: true });
-    this.markers = { ...markers };
+    this.beginWrite(keysOf(entries));
+    try {
+      await batch.write({ sync: true });
+      this.markers = { ...markers };
+    } finally {
+      this.endWrite();
+    }
   }
 }

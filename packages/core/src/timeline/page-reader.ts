@@ -10,6 +10,7 @@ import { getPageLsn, isNewPage, setPageLsn } from "../redo/page.ts";
 import { rmgrFor } from "../redo/rmgrs.ts";
 import { storeKey, walRecordLogKey, checkpointKey, controlFileKey, relmapFileKey, decodeRelKey, dbDirEntryKey, entityPrefix, KeySpace, materializedBlockKey, relBlockKey, relSizeKey, type SlruKind, slruBlockKey, slruSegSizeKey } from "../storage/keys.ts";
 import type { TimelineStore } from "../storage/timeline-store.ts";
+import { PageCache, sharedPageCache } from "./page-cache.ts";
 import { DerivedKind, imageValue, readU32Value, type StoredValue, ValueKind } from "../storage/values.ts";
 import { restoreBlockImage } from "../wal/image.ts";
 import { decodeRecord, type BlockRef, type DecodedRecord } from "../wal/record.ts";
@@ -48,6 +49,8 @@ function findBlock(record: DecodedRecord, rel: RelTag, fork: ForkNumber, blockNu
 
 export interface PageReaderOptions {
   maxReplay?: number;
+  /** rebuilt pages (default: the process-wide cache, STRATA_PAGE_CACHE_MB) */
+  pageCache?: PageCache;
   /** the parent timeline and the branch point: history at or below it is read from there */
   ancestor?: { reader: PageReader; lsn: Lsn };
 }
@@ -55,9 +58,11 @@ export interface PageReaderOptions {
 export class PageReader {
   readonly maxReplay: number;
   readonly ancestor: { reader: PageReader; lsn: Lsn } | undefined;
+  readonly pageCache: PageCache;
 
   constructor(readonly store: TimelineStore, options: PageReaderOptions = {}) {
     this.maxReplay = options.maxReplay ?? DEFAULT_MAX_REPLAY;
+    this.pageCache = options.pageCache ?? sharedPageCache;
     this.ancestor = options.ancestor;
   }
 
@@ -90,25 +95,42 @@ export class PageReader {
 
   /** The 8192-byte page of a relation fork block as of `lsn`. */
   async getPage(rel: RelTag, fork: ForkNumber, blockNumber: number, lsn: Lsn, options: { materializeAbove?: number } = {}): Promise<Buffer> {
-    const materialized = await this.store.getVersion(materializedBlockKey(rel, fork, blockNumber), lsn);
-    const chain = await this.store.getReconstructChain(relBlockKey(rel, fork, blockNumber), lsn, materialized?.lsn);
+    const entity = relBlockKey(rel, fork, blockNumber);
+    // materialization must see the replay itself; every other read may be served from the cache
+    const materializing = options.materializeAbove !== undefined;
+    if (!materializing) {
+      const cached = this.pageCache.get(this.store, entity, lsn);
+      if (cached) return cached;
+    }
+    const token = this.store.writeToken();
+    // Newest versions first, a bounded number: most chains reach their base (an image or a
+    // will-init record) within it. Only a longer chain looks for a materialized image to start from.
+    const firstRead = Math.max(16, Math.floor(this.maxReplay / 2) + 1);
+    let chain = await this.store.getReconstructChain(entity, lsn, undefined, firstRead);
+    let materialized: { lsn: Lsn; value: StoredValue } | undefined;
+    if (chain.truncated) {
+      materialized = await this.store.getVersion(materializedBlockKey(rel, fork, blockNumber), lsn);
+      chain = await this.store.getReconstructChain(entity, lsn, materialized?.lsn);
+    }
     let page: Buffer;
-    let versions = chain.versions;
+    const versions = chain.versions;
     if (!chain.complete && materialized?.value.kind === ValueKind.Image) page = Buffer.from(materialized.value.bytes);
     else if (!chain.complete) page = await this.ancestorPage(rel, fork, blockNumber, lsn);
     else page = Buffer.alloc(BLCKSZ);
     let replayed = 0;
-    let lastLsn: Lsn | undefined;
     for (const version of versions) {
       page = await this.applyVersion(page, version.value, version.lsn, { rel, fork, blockNumber });
       if (version.value.kind === ValueKind.WalRecord || version.value.kind === ValueKind.Derived) replayed++;
-      lastLsn = version.lsn;
     }
+    const newest = versions.length ? versions[versions.length - 1].lsn : materialized ? materialized.lsn : (this.ancestor?.lsn ?? 0n);
+    // cached with no await since the check: a write starting later closes the entry itself.
+    // (A page read through the ancestor below the branch point is not valid from `newest` on.)
+    const latest = this.store.knownLastRecordLsn;
+    const openEnded = this.store.unchangedSince(token) && latest !== undefined && lsn >= latest;
+    if (lsn >= newest) this.pageCache.put(this.store, entity, page, newest, lsn, openEnded);
     // materialize well before the limit, so reads stay under maxReplay as chains keep growing
     const threshold = options.materializeAbove ?? Math.floor(this.maxReplay / 2);
-    if (replayed > threshold && lastLsn !== undefined) {
-      await this.store.putDerived(materializedBlockKey(rel, fork, blockNumber), lastLsn, imageValue(page));
-    }
+    if (replayed > threshold && versions.length) await this.store.putDerived(materializedBlockKey(rel, fork, blockNumber), newest, imageValue(page));
     return page;
   }
 
