@@ -3,7 +3,7 @@
 // so a crash leaves either all of an ingest step or none of it.
 import { ClassicLevel } from "classic-level";
 import type { Lsn } from "../lsn.ts";
-import { ENTITY_KEY_LENGTH, storeKey } from "./keys.ts";
+import { ENTITY_KEY_LENGTH, KeySpace, storeKey } from "./keys.ts";
 import { decodeValue, ValueKind, type StoredValue } from "./values.ts";
 
 export interface TimelineMarkers {
@@ -19,6 +19,13 @@ const MARKERS_KEY = Buffer.from("meta/markers");
 
 /** Receives each version key (entity key + LSN) about to be written; `undefined` on close. */
 export type WriteListener = (storeKey: Buffer | undefined) => void;
+
+/** key spaces whose getVersion results are cached (not pages, not the record log) */
+const VERSION_CACHED: boolean[] = [];
+for (const space of [KeySpace.RelSize, KeySpace.RelDirEntry, KeySpace.DbDirEntry, KeySpace.RelmapFile, KeySpace.SlruSegSize, KeySpace.TwoPhaseFile, KeySpace.Checkpoint, KeySpace.ControlFile]) {
+  VERSION_CACHED[space] = true;
+}
+const VERSION_CACHE_LIMIT = 50_000;
 
 function* keysOf(entries: Array<{ key: Buffer }>) {
   for (const entry of entries) yield entry.key;
@@ -54,10 +61,31 @@ export class TimelineStore {
     return { ...this.markers };
   }
 
+  /**
+   * Newest versions of small metadata entities (relation sizes, directories, SLRU segment sizes,
+   * checkpoint…) as last read, with the LSN range they are valid for, like the page cache: reads at
+   * the latest LSN stay valid until a write of that entity closes them. Every GetPage checks a
+   * relation size, so this saves a LevelDB round trip per page.
+   */
+  private readonly versionCache = new Map<string, { version: { lsn: Lsn; value: StoredValue } | undefined; fromLsn: Lsn; validTo: Lsn }>();
+
   /** The newest version of an entity at or below `lsn`, if any. */
   async getVersion(entityKey: Buffer, lsn: Lsn): Promise<{ lsn: Lsn; value: StoredValue } | undefined> {
+    const cacheId = VERSION_CACHED[entityKey[0]] ? entityKey.toString("latin1") : undefined;
+    if (cacheId !== undefined) {
+      const cached = this.versionCache.get(cacheId);
+      if (cached && lsn >= cached.fromLsn && (cached.validTo < 0n || lsn <= cached.validTo)) return cached.version;
+    }
+    const token = this.writeToken();
     const [entry] = await this.readRange({ gte: storeKey(entityKey, 0n), lte: storeKey(entityKey, lsn), reverse: true, limit: 1 }, 1);
-    return entry && { lsn: entry[0].readBigUInt64BE(ENTITY_KEY_LENGTH), value: decodeValue(entry[1]) };
+    const version = entry && { lsn: entry[0].readBigUInt64BE(ENTITY_KEY_LENGTH), value: decodeValue(entry[1]) };
+    if (cacheId !== undefined) {
+      const openEnded = this.unchangedSince(token) && this.markers !== undefined && lsn >= this.markers.lastRecordLsn;
+      this.versionCache.delete(cacheId);
+      this.versionCache.set(cacheId, { version, fromLsn: version?.lsn ?? 0n, validTo: openEnded ? -1n : lsn });
+      if (this.versionCache.size > VERSION_CACHE_LIMIT) this.versionCache.delete(this.versionCache.keys().next().value!);
+    }
+    return version;
   }
 
   /**
@@ -179,9 +207,19 @@ export class TimelineStore {
   private beginWrite(keys: Iterable<Buffer>) {
     this.writing++;
     this.writeSeq++;
-    if (this.writeListeners.size === 0) return;
+    const cached = this.versionCache.size > 0;
+    if (!cached && this.writeListeners.size === 0) return;
     for (const key of keys) {
       if (key.length !== ENTITY_KEY_LENGTH + 8) continue;
+      if (cached && VERSION_CACHED[key[0]]) {
+        const id = key.toString("latin1", 0, ENTITY_KEY_LENGTH);
+        const entry = this.versionCache.get(id);
+        if (entry) {
+          const versionLsn = key.readBigUInt64BE(ENTITY_KEY_LENGTH);
+          if (versionLsn <= entry.fromLsn) this.versionCache.delete(id);
+          else if (entry.validTo < 0n || entry.validTo >= versionLsn) entry.validTo = versionLsn - 1n;
+        }
+      }
       for (const listener of this.writeListeners) listener(key);
     }
   }

@@ -1,0 +1,64 @@
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { mkdtempSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { ForkNumber } from "../reltag.ts";
+import { relSizeKey, storeKey } from "./keys.ts";
+import { TimelineStore } from "./timeline-store.ts";
+import { readU32Value, u32Value } from "./values.ts";
+
+const rel = { spcNode: 1663, dbNode: 5, relNode: 16384 };
+
+describe("TimelineStore versions", () => {
+  let dir: string;
+  let store: TimelineStore;
+  beforeEach(async () => {
+    dir = mkdtempSync(path.join(os.tmpdir(), "strata-store-"));
+    store = await TimelineStore.open(dir);
+  });
+  afterEach(async () => {
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const setSize = (lsn: bigint, blocks: number) =>
+    store.commit([{ key: storeKey(relSizeKey(rel, ForkNumber.Main), lsn), value: u32Value(blocks) }], { lastRecordLsn: lsn, diskConsistentLsn: lsn, startLsn: 0x100n });
+  const sizeAt = async (lsn: bigint) => readU32Value((await store.getVersion(relSizeKey(rel, ForkNumber.Main), lsn))?.value);
+
+  it("returns the newest version at or below an LSN, also after newer versions were written and read", async () => {
+    expect(await sizeAt(0x100n)).toBeUndefined();
+    await setSize(0x200n, 1);
+    expect(await sizeAt(0x200n)).toBe(1);
+    expect(await sizeAt(0x300n)).toBe(1);
+    await setSize(0x400n, 5);
+    expect(await sizeAt(0x400n)).toBe(5);
+    expect(await sizeAt(0x3ffn)).toBe(1);
+    expect(await sizeAt(0x1ffn)).toBeUndefined();
+    await setSize(0x500n, 7);
+    expect(await sizeAt(0x500n)).toBe(7);
+    expect(await sizeAt(0x4ffn)).toBe(5);
+  });
+
+  it("does not keep a version read during a commit of that entity as valid past the commit", async () => {
+    await setSize(0x200n, 1);
+    for (let i = 0; i < 5; i++) {
+      const lsn = 0x300n + BigInt(i) * 0x100n;
+      const read = sizeAt(lsn - 0x100n);
+      const commit = setSize(lsn, i + 2);
+      expect(await read).toBe(i + 1);
+      await commit;
+      expect(await sizeAt(lsn)).toBe(i + 2);
+    }
+  });
+
+  it("tells a reader whether any write started or finished since its token", async () => {
+    const token = store.writeToken();
+    expect(store.unchangedSince(token)).toBe(true);
+    const commit = setSize(0x200n, 1);
+    expect(store.writeToken()).toBe(-1);
+    expect(store.unchangedSince(token)).toBe(false);
+    await commit;
+    expect(store.unchangedSince(token)).toBe(false);
+    expect(store.unchangedSince(store.writeToken())).toBe(true);
+  });
+});
