@@ -115,8 +115,20 @@ class Connection {
     options.onConnection?.(1);
   }
 
+  private corked = false;
+
   private send(buf: Buffer) {
-    if (!this.closed) this.socket.write(buf);
+    if (this.closed) return;
+    // responses finished in the same tick go out in one write (pipelined clients send many requests)
+    if (!this.corked) {
+      this.corked = true;
+      this.socket.cork();
+      process.nextTick(() => {
+        this.corked = false;
+        this.socket.uncork();
+      });
+    }
+    this.socket.write(buf);
   }
 
   private fatal(code: string, text: string) {

@@ -27,9 +27,7 @@ for (const space of [KeySpace.RelSize, KeySpace.RelDirEntry, KeySpace.DbDirEntry
 }
 const VERSION_CACHE_LIMIT = 50_000;
 
-function* keysOf(entries: Array<{ key: Buffer }>) {
-  for (const entry of entries) yield entry.key;
-}
+
 
 export class TimelineStore {
   private constructor(readonly db: ClassicLevel<Buffer, Buffer>) {}
@@ -163,7 +161,7 @@ export class TimelineStore {
   /** Stores derived data (e.g. a materialized page) outside the ingest stream; not synced. */
   async putDerived(entityKey: Buffer, lsn: Lsn, value: Buffer): Promise<void> {
     const key = storeKey(entityKey, lsn);
-    this.beginWrite([key]);
+    this.beginWrite([{ key }]);
     try {
       await this.db.put(key, value);
     } finally {
@@ -204,12 +202,13 @@ export class TimelineStore {
     return this.markers?.lastRecordLsn;
   }
 
-  private beginWrite(keys: Iterable<Buffer>) {
+  private beginWrite(entries: ReadonlyArray<{ key: Buffer }>) {
     this.writing++;
     this.writeSeq++;
     const cached = this.versionCache.size > 0;
     if (!cached && this.writeListeners.size === 0) return;
-    for (const key of keys) {
+    for (let i = 0; i < entries.length; i++) {
+      const key = entries[i].key;
       if (key.length !== ENTITY_KEY_LENGTH + 8) continue;
       if (cached && VERSION_CACHED[key[0]]) {
         const id = key.toString("latin1", 0, ENTITY_KEY_LENGTH);
@@ -239,7 +238,7 @@ export class TimelineStore {
     const batch = this.db.batch();
     for (const entry of entries) batch.put(entry.key, entry.value);
     batch.put(MARKERS_KEY, value);
-    this.beginWrite(keysOf(entries));
+    this.beginWrite(entries);
     try {
       await batch.write({ sync: true });
       this.markers = { ...markers };
