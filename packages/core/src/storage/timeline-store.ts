@@ -100,10 +100,11 @@ export class TimelineStore {
   ): Promise<{ versions: Array<{ lsn: Lsn; value: StoredValue }>; complete: boolean; truncated: boolean }> {
     const versions: Array<{ lsn: Lsn; value: StoredValue }> = [];
     const lower = aboveLsn === undefined ? { gte: storeKey(entityKey, 0n) } : { gt: storeKey(entityKey, aboveLsn) };
-    const iterator = this.db.iterator({ ...lower, lte: storeKey(entityKey, lsn), reverse: true, limit: limit ?? -1 });
+    const iterator = this.db.iterator({ ...lower, lte: storeKey(entityKey, lsn), reverse: true });
+    const max = limit ?? Infinity;
     try {
       // most chains are short: the first batch usually reaches the base
-      for (let batchSize = Math.min(limit ?? 16, 16); ; batchSize = Math.min(batchSize * 4, 1024)) {
+      for (let batchSize = Math.min(max, 16); batchSize > 0; batchSize = Math.min(batchSize * 4, 1024, max - versions.length)) {
         const entries = await iterator.nextv(batchSize);
         for (const [key, raw] of entries) {
           const value = decodeValue(raw);

@@ -8,6 +8,7 @@ import { TimelineStore } from "../storage/timeline-store.ts";
 import { derivedValue, DerivedKind, imageValue, walRecordValue } from "../storage/values.ts";
 import { UnsupportedRecordError } from "../redo/types.ts";
 import { computeRecordCrc } from "../wal/record.ts";
+import { PageCache } from "./page-cache.ts";
 import { PageReader, pageLsn } from "./page-reader.ts";
 
 const rel = { spcNode: 1663, dbNode: 5, relNode: 16384 };
@@ -119,8 +120,12 @@ describe("GetPage@LSN page reconstruction", () => {
       entries.push({ key: storeKey(key, lsn), value: walRecordValue(record(20, 7, genericDelta(8001 + (i % 180), Buffer.from([i]))), lsn - 0x40n, false) });
     }
     await store.commit(entries, { lastRecordLsn: 0x1000n + 250n * 0x100n, diskConsistentLsn: 0x1000n + 250n * 0x100n, startLsn: 0x1000n });
-    const reader = new PageReader(store, { maxReplay: 100 });
     const end = 0x1000n + 250n * 0x100n;
+    // no limit: the whole chain is replayed and nothing is materialized
+    const unbounded = await new PageReader(store, { maxReplay: Number.MAX_SAFE_INTEGER, pageCache: new PageCache(0) }).getPage(rel, ForkNumber.Main, 7, end);
+    for (let i = 71; i <= 250; i++) expect(unbounded[8001 + (i % 180)]).toBe(i);
+    expect(await store.getVersion(materializedBlockKey(rel, ForkNumber.Main, 7), end)).toBeUndefined();
+    const reader = new PageReader(store, { maxReplay: 100 });
     const first = await reader.getPage(rel, ForkNumber.Main, 7, end);
     for (let i = 71; i <= 250; i++) expect(first[8001 + (i % 180)]).toBe(i);
     const materialized = await store.getVersion(materializedBlockKey(rel, ForkNumber.Main, 7), end);
