@@ -3,9 +3,9 @@ import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { ForkNumber } from "../reltag.ts";
-import { relSizeKey, storeKey } from "./keys.ts";
+import { relBlockKey, relSizeKey, storeKey } from "./keys.ts";
 import { TimelineStore } from "./timeline-store.ts";
-import { readU32Value, u32Value } from "./values.ts";
+import { imageValue, readU32Value, u32Value, walRecordValue } from "./values.ts";
 
 const rel = { spcNode: 1663, dbNode: 5, relNode: 16384 };
 
@@ -49,6 +49,22 @@ describe("TimelineStore versions", () => {
       await commit;
       expect(await sizeAt(lsn)).toBe(i + 2);
     }
+  });
+
+  it("returns every version of a long reconstruct chain back to its base, and at most `limit` when asked", async () => {
+    const key = relBlockKey(rel, ForkNumber.Main, 0);
+    const entries = [{ key: storeKey(key, 0x100n), value: imageValue(Buffer.alloc(8192)) }];
+    for (let i = 1; i <= 5000; i++) entries.push({ key: storeKey(key, 0x100n + BigInt(i)), value: walRecordValue(Buffer.alloc(40, i), 0x100n, false) });
+    await store.commit(entries, { lastRecordLsn: 0x100n + 5000n, diskConsistentLsn: 0x100n + 5000n, startLsn: 0x100n });
+    const full = await store.getReconstructChain(key, 0x100n + 5000n);
+    expect(full.complete).toBe(true);
+    expect(full.versions.map((v) => v.lsn)).toEqual(Array.from({ length: 5001 }, (_, i) => 0x100n + BigInt(i)));
+    const above = await store.getReconstructChain(key, 0x100n + 4000n, 0x100n + 10n);
+    expect(above.complete).toBe(false);
+    expect(above.versions.length).toBe(3990);
+    const limited = await store.getReconstructChain(key, 0x100n + 5000n, undefined, 51);
+    expect(limited).toMatchObject({ complete: false, truncated: true });
+    expect(limited.versions.map((v) => v.lsn)).toEqual(Array.from({ length: 51 }, (_, i) => 0x100n + 4950n + BigInt(i)));
   });
 
   it("tells a reader whether any write started or finished since its token", async () => {

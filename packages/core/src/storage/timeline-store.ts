@@ -113,7 +113,8 @@ export class TimelineStore {
             return { versions: versions.reverse(), complete: true, truncated: false };
           }
         }
-        if (entries.length < batchSize) break;
+        // nextv may return fewer entries than asked for (a byte budget); only none means the end
+        if (entries.length === 0) break;
       }
     } finally {
       iterator.close().catch(() => {});
