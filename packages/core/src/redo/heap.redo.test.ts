@@ -227,13 +227,13 @@ describe("Heap2 redo", () => {
     expect(t.readUInt32LE(8)).toBe(2);
   });
 
-  it("sets visibility: heap page flag without a new LSN, VM bits only when they change", () => {
+  it("sets visibility: heap page flag with a new LSN only when hint bits are logged, VM bits only when they change", () => {
     const heap = newHeapPage();
     const vm = Buffer.alloc(8192);
     const b0 = block(0, 0, Buffer.alloc(0), 2);
     const b1 = block(1, 5);
     const rec = record(9, 0x40, bytes([100, "u32"], [0x03, "u8"]), [b0, b1]);
-    expect(heap2Rmgr.redo(heap, rec, b1)).toBe("keep-lsn");
+    expect(heap2Rmgr.redo(heap, rec, b1)).toBe("hint-lsn");
     expect(getPdFlags(heap) & PD_ALL_VISIBLE).toBe(PD_ALL_VISIBLE);
     expect(heap2Rmgr.redo(vm, rec, b0)).toBeUndefined();
     expect(getPdUpper(vm)).toBe(8192);

@@ -147,15 +147,16 @@ function redoFreezePage(page: Buffer, record: DecodedRecord, block: BlockRef): v
  * VISIBLE. Block 0 is the visibility-map page: initialized if new, then the heap block's bits
  * are OR-ed in; PostgreSQL stamps its LSN only when that changes the bits. Block 1 is the heap
  * page: PD_ALL_VISIBLE is set, and its LSN is bumped only with checksums or wal_log_hints,
- * which the record does not tell; the page keeps its LSN (replaying this again is harmless).
+ * which the record does not tell: the engine decides from the timeline's pg_control ("hint-lsn").
  */
-function redoVisible(page: Buffer, record: DecodedRecord, block: BlockRef): void | "keep-lsn" {
+function redoVisible(page: Buffer, record: DecodedRecord, block: BlockRef): void | "keep-lsn" | "hint-lsn" {
   // xl_heap_visible {cutoff_xid u32, flags u8}
   const flags = requireMain(record, block, 5)[4];
   if (block.id === 1) {
     // an uninitialized heap page is skipped, as XLogReadBufferForRedo reports it not found
-    if (!isNewPage(page)) pageSetAllVisible(page);
-    return "keep-lsn";
+    if (isNewPage(page)) return "keep-lsn";
+    pageSetAllVisible(page);
+    return "hint-lsn";
   }
   if (block.id !== 0) throw new RedoError(record, block, `unexpected block id ${block.id} in Heap2/VISIBLE`);
   const heapBlock = record.blocks.find((b) => b.id === 1);

@@ -16,6 +16,7 @@ import { restoreBlockImage } from "../wal/image.ts";
 import { readWalRange, readWalSegments } from "../wal/reader.ts";
 import { XLR_CHECK_CONSISTENCY } from "../wal/record.ts";
 import { recordTypeName, rmgrName } from "../wal/rmgrs.ts";
+import { getPageLsn, isNewPage } from "./page.ts";
 import { RMGRS } from "./rmgrs.ts";
 import { UnsupportedRecordError } from "./types.ts";
 
@@ -51,6 +52,8 @@ export interface OnDiskReport {
   lsn: string;
   /** blocks that could not be rebuilt, per unsupported record type (or error) */
   unsupported: Record<string, number>;
+  /** initialized blocks whose page LSN differs from the primary's, per relation kind (masks hide the LSN) */
+  lsnDifferences: Record<string, number>;
 }
 
 export interface OracleOptions extends PgClusterOptions {
@@ -100,7 +103,7 @@ export async function relationKinds(cluster: Pick<PgCluster, "sql">): Promise<Ma
 }
 
 export async function compareDataDirectory(dataDir: string, kinds: Map<string, string>, reader: PageReader, lsn: Lsn, maxMismatches: number): Promise<OnDiskReport> {
-  const report: OnDiskReport = { compared: {}, mismatches: [], lsn: formatLsn(lsn), unsupported: {} };
+  const report: OnDiskReport = { compared: {}, mismatches: [], lsn: formatLsn(lsn), unsupported: {}, lsnDifferences: {} };
   const dirs = ["global", ...readdirSync(path.join(dataDir, "base")).map((d) => `base/${d}`)];
   for (const dir of dirs) {
     for (const name of readdirSync(path.join(dataDir, dir))) {
@@ -126,6 +129,7 @@ export async function compareDataDirectory(dataDir: string, kinds: Map<string, s
           report.unsupported[key] = (report.unsupported[key] ?? 0) + 1;
           continue;
         }
+        if (!isNewPage(theirs) && getPageLsn(ours) !== getPageLsn(theirs)) report.lsnDifferences[kind] = (report.lsnDifferences[kind] ?? 0) + 1;
         for (const page of [ours, theirs]) {
           if (mask) mask(page, firstBlock + i);
           else page.fill(0, 0, 10); // LSN and checksum

@@ -11,9 +11,10 @@ import { formatLsn } from "../lsn.ts";
 /**
  * Applies `record` to `page` (8192 bytes, modified in place) for the block reference `block`.
  * For a will-init block the page arrives zero-filled and the routine initializes it.
- * Return "keep-lsn" when PostgreSQL does not stamp the page LSN for this change.
+ * Return "keep-lsn" when PostgreSQL does not stamp the page LSN for this change, and "hint-lsn"
+ * when it stamps it only if hint bits are WAL-logged (data checksums or wal_log_hints).
  */
-export type BlockRedo = (page: Buffer, record: DecodedRecord, block: BlockRef) => void | "keep-lsn";
+export type BlockRedo = (page: Buffer, record: DecodedRecord, block: BlockRef) => void | "keep-lsn" | "hint-lsn";
 
 /**
  * PostgreSQL's rm_mask for wal_consistency_checking: blanks what may legitimately differ between

@@ -5,6 +5,7 @@
 // reads replay at most `maxReplay` records.
 import { formatLsn, type Lsn } from "../lsn.ts";
 import { BLCKSZ, type ForkNumber, type RelTag } from "../reltag.ts";
+import { readControlFile } from "../basebackup/control.ts";
 import { applyDerived } from "../redo/derived.ts";
 import { getPageLsn, isNewPage, setPageLsn } from "../redo/page.ts";
 import { rmgrFor } from "../redo/rmgrs.ts";
@@ -27,7 +28,7 @@ export const pageLsn = getPageLsn;
  * restores an applicable image, starts will-init pages from zeros, skips a record the page
  * already has (page LSN >= record end), otherwise runs the rmgr's redo and stamps the end LSN.
  */
-export function applyRecord(page: Buffer, record: DecodedRecord, block: BlockRef): Buffer {
+export function applyRecord(page: Buffer, record: DecodedRecord, block: BlockRef, hintBitsLogged = false): Buffer {
   if (block.hasImage && block.applyImage) {
     const restored = restoreBlockImage(block, record.lsn);
     rmgrFor(record).afterImage?.(restored, record, block);
@@ -37,7 +38,7 @@ export function applyRecord(page: Buffer, record: DecodedRecord, block: BlockRef
   if (block.willInit) page = Buffer.alloc(BLCKSZ);
   else if (!isNewPage(page) && getPageLsn(page) >= record.endLsn) return page;
   const result = rmgrFor(record).redo(page, record, block);
-  if (result !== "keep-lsn") setPageLsn(page, record.endLsn);
+  if (result === undefined || (result === "hint-lsn" && hintBitsLogged)) setPageLsn(page, record.endLsn);
   return page;
 }
 
@@ -134,6 +135,25 @@ export class PageReader {
     return page;
   }
 
+  private hintBits: Promise<boolean> | undefined;
+
+  /**
+   * Whether the cluster WAL-logs hint bits (data checksums or wal_log_hints, from the timeline's
+   * pg_control); read once per reader. Checksums cannot change on a running cluster; a later
+   * change of wal_log_hints is not followed.
+   */
+  private hintBitsLogged(lsn: Lsn): Promise<boolean> {
+    this.hintBits ??= this.getControlFile(lsn).then(
+      (control) => {
+        if (!control) return false;
+        const settings = readControlFile(control);
+        return settings.dataChecksumVersion !== 0 || settings.walLogHints;
+      },
+      () => false,
+    );
+    return this.hintBits;
+  }
+
   /**
    * Applies stored versions of one block (oldest first, as `getReconstructChain` returns them) to
    * `page` and returns the result; for callers that read versions themselves (relation scans).
@@ -155,7 +175,7 @@ export class PageReader {
         record.endLsn = versionLsn;
         const block = findBlock(record, target.rel, target.fork, target.blockNumber);
         if (!block) throw new PageReadError(`stored record at ${formatLsn(value.recordLsn)} does not reference block ${target.blockNumber}`);
-        return applyRecord(page, record, block);
+        return applyRecord(page, record, block, await this.hintBitsLogged(versionLsn));
       }
       case ValueKind.Derived:
         if (value.derived === DerivedKind.CopyPageFrom) {
