@@ -15,6 +15,7 @@ export * from "./storage/keys.ts";
 export * from "./storage/values.ts";
 export { ReplicationConnection, PrimaryError, PrimaryConnectError } from "./replication/index.ts";
 export * from "./timeline/page-reader.ts";
+export { scanRelationPages } from "./timeline/relation-scan.ts";
 export { RMGRS, rmgrFor } from "./redo/rmgrs.ts";
 export { UnsupportedRecordError, RedoError, type RmgrRedo } from "./redo/types.ts";
 export * from "./pageservice/messages.ts";

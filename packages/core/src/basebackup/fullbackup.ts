@@ -10,7 +10,8 @@ import { DEFAULTTABLESPACE_OID, GLOBALTABLESPACE_OID } from "../ingest/import-ba
 import { formatLsn, type Lsn } from "../lsn.ts";
 import { BLCKSZ, ForkNumber, formatRelTag, type RelTag } from "../reltag.ts";
 import { SLRU_DIRS, SLRU_PAGES_PER_SEGMENT, SlruKind } from "../storage/keys.ts";
-import type { PageReader } from "../timeline/page-reader.ts";
+import { PageReader } from "../timeline/page-reader.ts";
+import { scanRelationPages } from "../timeline/relation-scan.ts";
 import { crc32c } from "../wal/crc32c.ts";
 import { buildControlFile, checkpointRecord, checkpointRecordLsn, checkpointWal, readControlFile, shutdownCheckpoint, WAL_LEVEL_NAMES, type ControlSettings } from "./control.ts";
 import { setPageChecksum } from "./page-checksum.ts";
@@ -29,7 +30,10 @@ export interface FullBackupOptions {
    * earlier LSN).
    */
   prevLsn?: Lsn;
-  /** page reads kept in flight while streaming a relation (default 16) */
+  /**
+   * page reads kept in flight while streaming a relation (default 16); only for readers that are
+   * not a PageReader (a PageReader's relations are read with one forward scan each)
+   */
   readAhead?: number;
   /** timestamp of the checkpoint (default: now) */
   time?: Date;
@@ -56,6 +60,8 @@ const PGDATA_DIRS = [
 ];
 
 const PG_VERSION = Buffer.from("15\n");
+/** relation pages per sink write (256 KiB) */
+const WRITE_PAGES = 32;
 const FORK_SUFFIX = ["", "_fsm", "_vm", "_init"];
 
 const PG_HBA = `# pg_hba.conf written by Strata's full backup: trust on the local socket and loopback.
@@ -192,12 +198,35 @@ async function planSlru(reader: PageReader, lsn: Lsn, checkpoint: Buffer): Promi
 }
 
 /**
+ * The pages of blocks [from, to) of a relation fork in order. A PageReader scans the relation's
+ * key range once (relation-scan.ts); other readers (test doubles) are read page by page with
+ * `readAhead` reads in flight.
+ */
+async function* readRelation(reader: PageReader | Pick<PageReader, "getPage">, rel: RelTag, fork: ForkNumber, from: number, to: number, lsn: Lsn, readAhead: number): AsyncGenerator<{ blockNumber: number; page: Buffer }> {
+  if (reader instanceof PageReader) {
+    yield* scanRelationPages(reader, rel, fork, from, to, lsn);
+    return;
+  }
+  const inFlight: Array<Promise<Buffer>> = [];
+  let next = from;
+  for (let block = from; block < to; block++) {
+    while (next < to && next < block + readAhead) {
+      const pending = reader.getPage(rel, fork, next++, lsn);
+      pending.catch(() => {}); // awaited below; read-ahead left behind by an error must not go unhandled
+      inFlight.push(pending);
+    }
+    yield { blockNumber: block, page: await inFlight.shift()! };
+  }
+}
+
+/**
  * Writes a full backup of the timeline at `lsn` as a tar archive to `out` (not ended: the caller
  * owns it). `lsn` must be a record boundary — the end of a WAL record, such as the ingestor's
  * last_record_lsn; an LSN that is not 8-byte aligned, or that falls inside a stored record, is
  * rejected. It must also be at or after the point where the timeline became consistent (the
  * imported base backup's end LSN): earlier pages are fuzzy, and nothing here can tell. Memory
- * stays at a few pages: relation pages are read (with a small read-ahead) and written one by one.
+ * stays bounded: each relation is read with one streaming forward scan and written in chunks of
+ * at most WRITE_PAGES pages.
  */
 export async function fullBackup(reader: PageReader, lsn: Lsn, out: Writable | TarSink, options: FullBackupOptions = {}): Promise<FullBackupResult> {
   if (lsn % 8n !== 0n) throw new RangeError(`backup LSN ${formatLsn(lsn)} is not 8-byte aligned: it must be the end of a WAL record`);
@@ -304,28 +333,44 @@ export async function fullBackup(reader: PageReader, lsn: Lsn, out: Writable | T
       case "relation": {
         const { path, rel, sourceFork, firstBlock, blocks } = entry.file;
         await tar.beginFile(path, blocks * BLCKSZ);
-        const read = (block: number) =>
-          reader.getPage(rel, sourceFork, block, lsn).catch((err: Error) => {
-            throw new FullBackupError(`reading ${path} block ${block} at ${formatLsn(lsn)}: ${err.message}`, { cause: err });
-          });
-        const inFlight: Array<Promise<Buffer>> = [];
-        let next = firstBlock;
         const end = firstBlock + blocks;
-        for (let block = firstBlock; block < end; block++) {
-          while (next < end && next < block + readAhead) {
-            const pending = read(next++);
-            pending.catch(() => {}); // awaited below; read-ahead left behind by an error must not go unhandled
-            inFlight.push(pending);
+        const pages = readRelation(reader, rel, sourceFork, firstBlock, end, lsn, readAhead);
+        // pages are gathered into chunks of up to WRITE_PAGES: one sink call (one page service
+        // message, one file write) per chunk instead of per page. The sink may keep a chunk, so
+        // every chunk is a new buffer.
+        let chunk = Buffer.alloc(0);
+        let filled = 0;
+        const flush = async () => {
+          if (filled) await tar.write(filled === chunk.length ? chunk : chunk.subarray(0, filled));
+          filled = 0;
+        };
+        try {
+          for (let block = firstBlock; block < end; block++) {
+            let next: IteratorResult<{ blockNumber: number; page: Buffer }>;
+            try {
+              next = await pages.next();
+            } catch (err) {
+              throw new FullBackupError(`reading ${path} block ${block} at ${formatLsn(lsn)}: ${(err as Error).message}`, { cause: err });
+            }
+            if (next.done || next.value.blockNumber !== block) throw new FullBackupError(`${path}: block ${block} missing from the relation read`);
+            const page = next.value.page;
+            if (page.length !== BLCKSZ) throw new FullBackupError(`${path} block ${block}: page is ${page.length} bytes`);
+            if (filled === chunk.length) {
+              await flush();
+              chunk = Buffer.allocUnsafe(Math.min(end - block, WRITE_PAGES) * BLCKSZ);
+            }
+            // the copy into the chunk is where the checksum goes: the reader's page stays as it was
+            const target = chunk.subarray(filled, filled + BLCKSZ);
+            page.copy(target);
+            if (checksums) setPageChecksum(target, block);
+            filled += BLCKSZ;
+            relationPages++;
+            progress();
           }
-          let page = await inFlight.shift()!;
-          if (page.length !== BLCKSZ) throw new FullBackupError(`${path} block ${block}: page is ${page.length} bytes`);
-          if (checksums) {
-            page = Buffer.from(page);
-            setPageChecksum(page, block);
-          }
-          await tar.write(page);
-          relationPages++;
-          progress();
+          await flush();
+        } finally {
+          // closes the scan's iterators also when the archive write failed
+          await pages.return(undefined);
         }
         await tar.endFile();
         break;

@@ -98,6 +98,22 @@ describe("GetPage@LSN page reconstruction", () => {
     expect(page.subarray(8100, 8102)).toEqual(Buffer.alloc(2));
   });
 
+  it("skips a record on a never-initialized page, as PostgreSQL's redo finds no buffer for it", async () => {
+    const key = relBlockKey(rel, ForkNumber.Main, 2);
+    await store.commit(
+      [
+        { key: storeKey(key, 0x200n), value: walRecordValue(record(20, 2, genericDelta(8100, Buffer.from("zz"))), 0x1e0n, false) },
+        { key: storeKey(key, 0x300n), value: walRecordValue(record(20, 2, genericDelta(8000, Buffer.from("y")), { willInit: true }), 0x2e0n, true) },
+      ],
+      { lastRecordLsn: 0x300n, diskConsistentLsn: 0x300n, startLsn: 0x100n },
+    );
+    const reader = new PageReader(store, { pageCache: new PageCache(0) });
+    expect(await reader.getPage(rel, ForkNumber.Main, 2, 0x200n)).toEqual(Buffer.alloc(8192));
+    const initialized = await reader.getPage(rel, ForkNumber.Main, 2, 0x300n);
+    expect(initialized.subarray(8000, 8001).toString()).toBe("y");
+    expect(pageLsn(initialized)).toBe(0x300n);
+  });
+
   it("fails on a record type without redo, naming the rmgr, the record type and the LSN", async () => {
     const key = relBlockKey(rel, ForkNumber.Main, 1);
     await store.commit(

@@ -4,7 +4,7 @@
 // the rmgr table (redo/rmgrs.ts). Pages whose chain is long get a materialized image so later
 // reads replay at most `maxReplay` records.
 import { formatLsn, type Lsn } from "../lsn.ts";
-import { BLCKSZ, type ForkNumber, type RelTag } from "../reltag.ts";
+import { BLCKSZ, ForkNumber, type RelTag } from "../reltag.ts";
 import { readControlFile } from "../basebackup/control.ts";
 import { applyDerived } from "../redo/derived.ts";
 import { getPageLsn, isNewPage, setPageLsn } from "../redo/page.ts";
@@ -27,6 +27,9 @@ export const pageLsn = getPageLsn;
  * Applies one WAL record to one page (PostgreSQL's XLogReadBufferForRedo + the rmgr's redo):
  * restores an applicable image, starts will-init pages from zeros, skips a record the page
  * already has (page LSN >= record end), otherwise runs the rmgr's redo and stamps the end LSN.
+ * A record on a never-initialized page is skipped too, as PostgreSQL does (the buffer is "not
+ * found" in RBM_NORMAL mode; such pages are truncated or dropped later); only visibility-map
+ * pages are read zero-on-error and initialized by their redo.
  */
 export function applyRecord(page: Buffer, record: DecodedRecord, block: BlockRef, hintBitsLogged = false): Buffer {
   if (block.hasImage && block.applyImage) {
@@ -36,7 +39,9 @@ export function applyRecord(page: Buffer, record: DecodedRecord, block: BlockRef
     return restored;
   }
   if (block.willInit) page = Buffer.alloc(BLCKSZ);
-  else if (!isNewPage(page) && getPageLsn(page) >= record.endLsn) return page;
+  else if (isNewPage(page)) {
+    if (block.forkNum !== ForkNumber.VisibilityMap) return page;
+  } else if (getPageLsn(page) >= record.endLsn) return page;
   const result = rmgrFor(record).redo(page, record, block);
   if (result === undefined || (result === "hint-lsn" && hintBitsLogged)) setPageLsn(page, record.endLsn);
   return page;
