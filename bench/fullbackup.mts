@@ -58,7 +58,8 @@ let endpointUp: (() => Promise<unknown>) | undefined;
 try {
   progress(`pgbench -i -s ${SCALE}`);
   await cluster.pgbench(["-i", "-s", String(SCALE), "-q"]);
-  daemon = await startDaemon(dataDir);
+  // BENCH_DAEMON_NODE_OPTIONS="--require ./bench/cpu-profile-preload.cjs" profiles the daemon
+  daemon = await startDaemon(dataDir, process.env.BENCH_DAEMON_NODE_OPTIONS ? { NODE_OPTIONS: process.env.BENCH_DAEMON_NODE_OPTIONS } : {});
   const api = createStrataClient(daemon.apiUrl, "bench");
   progress("creating the tenant from the primary");
   const tenant = await api.tenants.create.mutate({ fromPrimary: cluster.connectionString() });

@@ -6,15 +6,16 @@
 //     it must replay [redo start, end of WAL). Replay time is the "elapsed" of its "redo done at …
 //     system usage: …" log line; records/s = records in that range (readWalSegments) / replay time.
 //   - Strata (in-process): import + ingest the same WAL into a TimelineStore, then rebuild every page
-//     touched in the range at the end LSN with a PageReader whose maxReplay is so high that nothing
-//     is materialized. Replay = calls of the rmgrs' redo (RMGRS entries wrapped) and full-page
+//     touched in the range at the end LSN (BENCH_CONCURRENCY pages in flight, default 4) with a
+//     PageReader whose maxReplay is so high that nothing is materialized. Replay = calls of the rmgrs' redo (RMGRS entries wrapped) and full-page
 //     images restored; records/s = distinct WAL records replayed / rebuild time.
 // Prints both rates and the ratio (issue target: Strata >= 0.5x PostgreSQL's replay records/s), and
 // the equal-work ratio (PostgreSQL replay time / Strata rebuild time for the same WAL range).
 //
 //   npx tsx bench/redo-throughput.mts
 //   BENCH_SCALE=10 BENCH_SECONDS=30 npx tsx bench/redo-throughput.mts
-import { closeSync, mkdtempSync, openSync, readFileSync, readSync, rmSync } from "node:fs";
+import { closeSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeFileSync } from "node:fs";
+import { Session } from "node:inspector/promises";
 import os from "node:os";
 import path from "node:path";
 import {
@@ -25,6 +26,7 @@ import { envNumber, fmtMB, MB, progress, progressDone } from "./lib.mts";
 const SCALE = envNumber("BENCH_SCALE", 2);
 const SECONDS = envNumber("BENCH_SECONDS", 15);
 const CLIENTS = envNumber("BENCH_CLIENTS", 4);
+const CONCURRENCY = envNumber("BENCH_CONCURRENCY", 4);
 const SEGMENT = 16 * 1024 * 1024;
 
 const cluster = await PgCluster.start({
@@ -89,16 +91,26 @@ try {
   progress(`strata: rebuilding ${touched.size} pages at ${formatLsn(end)}`);
   let errors = 0;
   let firstError = "";
+  // BENCH_PROFILE=file.cpuprofile records a CPU profile of the rebuild alone
+  const profiler = process.env.BENCH_PROFILE ? await startProfile() : undefined;
   t = performance.now();
-  for (const p of touched.values()) {
-    try {
-      await reader.getPage(p.rel, p.fork as 0, p.block, end);
-    } catch (err) {
-      errors++;
-      firstError ||= (err as Error).message;
+  // a few pages in flight, so LevelDB reads overlap replay (PostgreSQL 15 prefetches during recovery too)
+  const pages = [...touched.values()];
+  let next = 0;
+  const worker = async () => {
+    while (next < pages.length) {
+      const p = pages[next++];
+      try {
+        await reader.getPage(p.rel, p.fork as 0, p.block, end);
+      } catch (err) {
+        errors++;
+        firstError ||= (err as Error).message;
+      }
     }
-  }
+  };
+  await Promise.all(Array.from({ length: CONCURRENCY }, worker));
   const rebuildSeconds = (performance.now() - t) / 1000;
+  if (profiler) writeFileSync(process.env.BENCH_PROFILE!, JSON.stringify(await profiler()));
   progressDone();
 
   // PostgreSQL: crash recovery of the same data directory over the same WAL
@@ -144,4 +156,13 @@ try {
   await store.close().catch(() => {});
   await cluster.stop();
   rmSync(dir, { recursive: true, force: true });
+}
+
+async function startProfile(): Promise<() => Promise<unknown>> {
+  const session = new Session();
+  session.connect();
+  await session.post("Profiler.enable");
+  await session.post("Profiler.setSamplingInterval", { interval: 200 });
+  await session.post("Profiler.start");
+  return async () => (await session.post("Profiler.stop")).profile;
 }

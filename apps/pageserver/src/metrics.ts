@@ -1,4 +1,5 @@
 // Prometheus metrics served at /metrics.
+import { sharedPageCache } from "@strata/core";
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 
 export function createMetrics() {
@@ -32,6 +33,30 @@ export function createMetrics() {
       registers: [registry],
     }),
     pageServiceConnections: new Gauge({ name: "strata_page_service_connections", help: "Open page service connections", registers: [registry] }),
+    pageCacheHits: new Gauge({
+      name: "strata_page_cache_hits",
+      help: "Reads served by the shared page cache since start",
+      registers: [registry],
+      collect() {
+        this.set(sharedPageCache.hits);
+      },
+    }),
+    pageCacheMisses: new Gauge({
+      name: "strata_page_cache_misses",
+      help: "Reads the shared page cache could not serve since start",
+      registers: [registry],
+      collect() {
+        this.set(sharedPageCache.misses);
+      },
+    }),
+    pageCachePages: new Gauge({
+      name: "strata_page_cache_pages",
+      help: "Pages held by the shared page cache (limit: STRATA_PAGE_CACHE_MB)",
+      registers: [registry],
+      collect() {
+        this.set(sharedPageCache.size);
+      },
+    }),
   };
 }
 

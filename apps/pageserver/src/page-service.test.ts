@@ -137,5 +137,8 @@ describe("page service (pagestream over the PostgreSQL wire protocol)", () => {
     expect(results.every(Boolean)).toBe(true);
     const metrics = await (await fetch(`${daemon.apiUrl}/metrics`)).text();
     expect(metrics).toMatch(/strata_page_service_request_duration_seconds_count\{kind="get_page",ok="ok"\} \d+/);
+    // 1280 reads of 8 pages: most come from the page cache
+    expect(Number(/^strata_page_cache_hits (\d+)$/m.exec(metrics)?.[1])).toBeGreaterThan(1000);
+    expect(metrics).toMatch(/^strata_page_cache_pages \d+$/m);
   });
 });

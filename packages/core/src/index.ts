@@ -16,6 +16,7 @@ export * from "./storage/values.ts";
 export { ReplicationConnection, PrimaryError, PrimaryConnectError } from "./replication/index.ts";
 export * from "./timeline/page-reader.ts";
 export { scanRelationPages } from "./timeline/relation-scan.ts";
+export { PageCache, sharedPageCache } from "./timeline/page-cache.ts";
 export { RMGRS, rmgrFor } from "./redo/rmgrs.ts";
 export { UnsupportedRecordError, RedoError, type RmgrRedo } from "./redo/types.ts";
 export * from "./pageservice/messages.ts";

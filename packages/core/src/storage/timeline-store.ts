@@ -100,7 +100,8 @@ export class TimelineStore {
   ): Promise<{ versions: Array<{ lsn: Lsn; value: StoredValue }>; complete: boolean; truncated: boolean }> {
     const versions: Array<{ lsn: Lsn; value: StoredValue }> = [];
     const lower = aboveLsn === undefined ? { gte: storeKey(entityKey, 0n) } : { gt: storeKey(entityKey, aboveLsn) };
-    const iterator = this.db.iterator({ ...lower, lte: storeKey(entityKey, lsn), reverse: true });
+    // a batch may hold many page images: let one round trip return it whole (default is 16 KiB)
+    const iterator = this.db.iterator({ ...lower, lte: storeKey(entityKey, lsn), reverse: true, highWaterMarkBytes: 1024 * 1024 });
     const max = limit ?? Infinity;
     try {
       // most chains are short: the first batch usually reaches the base
