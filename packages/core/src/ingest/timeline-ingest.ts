@@ -58,14 +58,25 @@ export class TimelineIngestor {
   private pendingRecords = 0;
   private pendingEnd: Lsn = 0n;
 
+  /**
+   * The commit being written in the background (at most one). The next batch is decoded and built
+   * meanwhile, so LevelDB's write+fsync overlaps with CPU work. Markers and counters advance only
+   * when it is durable; it is awaited (and its error surfaced) before the next commit starts and
+   * by flush(). Lookups made meanwhile cannot miss its writes: WalIngest caches every size it
+   * writes, and records that scan the store (database records) flush first.
+   */
+  private inflight: Promise<void> | undefined;
+
+  /** Records not yet durable: pending in memory, or in a commit still being written. */
   get hasPending(): boolean {
-    return this.pendingRecords > 0;
+    return this.pendingRecords > 0 || this.inflight !== undefined;
   }
 
   /**
    * Feeds WAL bytes that start at `chunkStart` (must continue the stream). Complete records are
-   * added to the pending batch, which is committed whenever it reaches `maxBatchBytes` and, with
-   * `flush` (the default), at the end. Returns the durable LSN.
+   * added to the pending batch, which is committed whenever it reaches `maxBatchBytes` (in the
+   * background, while later records are decoded) and, with `flush` (the default), at the end.
+   * Returns the durable LSN.
    */
   async ingestWal(chunk: Buffer, chunkStart: Lsn, options: { flush?: boolean; maxBatchBytes?: number } | number = {}): Promise<Lsn> {
     const { flush = true, maxBatchBytes = 8 * 1024 * 1024 } = typeof options === "number" ? { maxBatchBytes: options } : options;
@@ -95,10 +106,15 @@ export class TimelineIngestor {
         if (!record) break;
         // database-level records scan the store's directories: make earlier writes visible first
         if (record.rmid === 4) await this.flush();
-        await this.walIngest.ingest(record, this.pending);
+        const ingesting = this.walIngest.ingestRecord(record, this.pending);
+        if (ingesting) await ingesting; // most records need no lookup: no await, no microtask
         this.pendingRecords++;
         this.pendingEnd = record.endLsn;
-        if (this.pending.bytes >= maxBatchBytes) await this.flush();
+        if (this.pending.bytes >= maxBatchBytes) {
+          // at most one commit in flight: wait for the previous one, then start this one
+          while (this.inflight) await this.settle();
+          this.startCommit();
+        }
       }
       if (flush) await this.flush();
     } catch (err) {
@@ -109,24 +125,56 @@ export class TimelineIngestor {
     return this.lastRecordLsn;
   }
 
-  /** Commits the pending records (one synced batch with the new markers). Returns the durable LSN. */
+  /**
+   * Commits the pending records (one synced batch with the new markers) after any commit in flight.
+   * Returns the durable LSN once everything ingested so far is durable.
+   */
   async flush(): Promise<Lsn> {
-    if (this.pendingRecords === 0) return this.lastRecordLsn;
+    for (;;) {
+      if (this.inflight) {
+        await this.settle();
+        continue;
+      }
+      if (this.pendingRecords === 0) return this.lastRecordLsn;
+      // after a failure the pending batch may hold part of a record (or records after a lost one)
+      if (this.failed) throw new IngestStoppedError(`ingest stopped: ${this.failed.message}`);
+      this.startCommit();
+    }
+  }
+
+  /** Waits for the commit in flight, if any; rethrows its error (once: it is then `failed`). */
+  private async settle(): Promise<void> {
+    const inflight = this.inflight;
+    if (!inflight) return;
+    try {
+      await inflight;
+    } finally {
+      if (this.inflight === inflight) this.inflight = undefined;
+    }
+  }
+
+  /** Starts committing the pending batch; the caller has settled the previous commit. */
+  private startCommit(): void {
     const batch = this.pending;
     const records = this.pendingRecords;
     const endLsn = this.pendingEnd;
     this.pending = new IngestBatch();
     this.pendingRecords = 0;
-    try {
-      await this.store.commit(batch.entries, { lastRecordLsn: endLsn, diskConsistentLsn: endLsn, startLsn: this.startLsn });
-    } catch (err) {
-      // the records are gone from memory but not stored: never continue past them
-      this.failed ??= err as Error;
-      throw err;
-    }
-    this.lastRecordLsn = endLsn;
-    this.totalRecords += records;
-    this.totalBytes += batch.bytes;
-    return endLsn;
+    const done = this.store.commit(batch.entries, { lastRecordLsn: endLsn, diskConsistentLsn: endLsn, startLsn: this.startLsn }).then(
+      () => {
+        // durable now: only from here may the resume point and the counters move
+        this.lastRecordLsn = endLsn;
+        this.totalRecords += records;
+        this.totalBytes += batch.bytes;
+      },
+      (err: Error) => {
+        // the records are gone from memory but not stored: never continue past them
+        this.failed ??= err;
+        throw err;
+      },
+    );
+    // the error is delivered by settle(); don't report it as unhandled meanwhile
+    done.catch(() => {});
+    this.inflight = done;
   }
 }

@@ -200,10 +200,91 @@ describe("WAL ingest from a real PostgreSQL 15", () => {
     await store.close();
   });
 
+  it("writes a commit while the next batch is built: at most one in flight, resume point only at durable LSNs", async () => {
+    const bytes = readWalRange(cluster.walDir, range.start, range.end);
+    const straight = await newStore(path.join(tmp, "pipeline-ref"), range.start);
+    await (await TimelineIngestor.open(straight)).ingestWal(bytes, range.start, 256 * 1024);
+    const expected = await dumpStore(straight);
+    await straight.close();
+
+    const store = await newStore(path.join(tmp, "pipelined"), range.start);
+    try {
+      const ingestor = await TimelineIngestor.open(store);
+      const commit = store.commit.bind(store);
+      let inFlight = 0;
+      let maxInFlight = 0;
+      let returnedWithCommitInFlight = 0;
+      let durable = range.start;
+      store.commit = async (entries, markers) => {
+        inFlight++;
+        maxInFlight = Math.max(maxInFlight, inFlight);
+        expect(ingestor.resumeLsn).toBe(durable);
+        await new Promise((resolve) => setTimeout(resolve, 5)); // a slow disk
+        await commit(entries, markers);
+        durable = markers.lastRecordLsn;
+        inFlight--;
+      };
+      for (let pos = 0; pos < bytes.length; pos += 100_000) {
+        const lsn = await ingestor.ingestWal(bytes.subarray(pos, pos + 100_000), range.start + BigInt(pos), { flush: false, maxBatchBytes: 256 * 1024 });
+        if (inFlight > 0) returnedWithCommitInFlight++;
+        expect(lsn).toBe(ingestor.resumeLsn);
+        expect(ingestor.resumeLsn <= durable).toBe(true);
+      }
+      expect(await ingestor.flush()).toBe(durable);
+      expect(inFlight).toBe(0);
+      expect(ingestor.hasPending).toBe(false);
+      expect(maxInFlight).toBe(1);
+      expect(returnedWithCommitInFlight).toBeGreaterThan(0);
+      expect((await store.readMarkers()).lastRecordLsn).toBe(durable);
+      expect(await dumpStore(store)).toEqual(expected);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it("stores nothing after a commit that failed in the background", async () => {
+    const bytes = readWalRange(cluster.walDir, range.start, range.end);
+    const store = await newStore(path.join(tmp, "commit-fails"), range.start);
+    try {
+      const ingestor = await TimelineIngestor.open(store);
+      const commit = store.commit.bind(store);
+      let calls = 0;
+      let durable = range.start;
+      store.commit = async (entries, markers) => {
+        if (++calls === 2) {
+          await new Promise((resolve) => setTimeout(resolve, 5));
+          throw new Error("disk full");
+        }
+        await commit(entries, markers);
+        durable = markers.lastRecordLsn;
+      };
+      let error: unknown;
+      try {
+        for (let pos = 0; pos < bytes.length; pos += 100_000) {
+          await ingestor.ingestWal(bytes.subarray(pos, pos + 100_000), range.start + BigInt(pos), { flush: false, maxBatchBytes: 256 * 1024 });
+        }
+        await ingestor.flush();
+      } catch (err) {
+        error = err;
+      }
+      expect(String(error)).toMatch(/disk full/);
+      expect(calls).toBe(2);
+      expect(durable).toBeGreaterThan(range.start);
+      expect(ingestor.resumeLsn).toBe(durable);
+      expect((await store.readMarkers()).lastRecordLsn).toBe(durable);
+      await expect(ingestor.ingestWal(Buffer.alloc(0), range.end)).rejects.toThrow(/ingest stopped/);
+      expect(calls).toBe(2);
+    } finally {
+      await store.close();
+    }
+  });
+
   it("stops at a corrupt record with an error naming its LSN and stores nothing after it", async () => {
     const bytes = Buffer.from(readWalRange(cluster.walDir, range.start, range.end));
     const records = decodeRange(cluster, range.start, range.end);
-    const victim = records[Math.floor(records.length / 2)];
+    // the flipped byte must lie in the record: not past its end, nor on the next page (a record
+    // that starts in a page's last bytes would have it land in unchecked page-header padding)
+    const victim = records.slice(Math.floor(records.length / 2)).find((r) => r.totalLength > 30 && Number(r.lsn % 8192n) + 30 < 8192)!;
     bytes[Number(victim.lsn - range.start) + 30] ^= 0xff;
     const store = await newStore(path.join(tmp, "corrupt"), range.start);
     try {

@@ -8,13 +8,13 @@ import type { Lsn } from "../lsn.ts";
 import { ForkNumber, type RelTag } from "../reltag.ts";
 import {
   checkpointKey, dbDirEntryKey, decodeRelKey, entityPrefix, KeySpace, relBlockKey, relDirEntryKey, relmapFileKey,
-  relSizeKey, SlruKind, slruBlockKey, slruSegSizeKey, twoPhaseFileKey, walRecordLogKey, storeKey,
+  relBlockStoreKey, relSizeKey, SlruKind, slruBlockKey, slruSegSizeKey, storeKey, storeKeyOf, twoPhaseFileKey,
 } from "../storage/keys.ts";
 import type { TimelineStore } from "../storage/timeline-store.ts";
-import { derivedValue, DerivedKind, imageValue, readU32Value, type StoredValue, TOMBSTONE, u32Value, ValueKind, walRecordValue } from "../storage/values.ts";
+import { derivedValue, DerivedKind, imageValue, readU32Value, type StoredValue, TOMBSTONE, u32Value, ValueKind, walLogValue, walRecordValue } from "../storage/values.ts";
 import { setPageLsn } from "../redo/page.ts";
 import { restoreBlockImage } from "../wal/image.ts";
-import type { DecodedRecord } from "../wal/record.ts";
+import type { BlockRef, DecodedRecord } from "../wal/record.ts";
 import {
   CHECKPOINT_SIZE, CheckPointField, CLOG_XACTS_PER_PAGE, FSM_SLOTS_PER_PAGE, fsmLeafToPhysical, HEAPBLOCKS_PER_VM_PAGE, MULTIXACT_MEMBERS_PER_PAGE, MULTIXACT_OFFSETS_PER_PAGE,
   parseXactOutcome, readRelFileNode, RM, SLRU_PAGES_PER_SEGMENT, TRANSACTION_STATUS_ABORTED, TRANSACTION_STATUS_COMMITTED,
@@ -40,39 +40,86 @@ export class IngestBatch {
     this.entries.push({ key: storeKey(entityKey, lsn), value });
     this.bytes += value.length + 27;
   }
+  /** With a complete store key (built in one step by storeKeyOf / relBlockStoreKey). */
+  putKey(key: Buffer, value: Buffer) {
+    this.entries.push({ key, value });
+    this.bytes += value.length + 27;
+  }
 }
 
-function relId(rel: RelTag, fork: ForkNumber): string {
-  return `${rel.spcNode}/${rel.dbNode}/${rel.relNode}/${fork}`;
+/** What ingest tracks per relation fork. */
+interface ForkState {
+  readonly spcNode: number;
+  readonly dbNode: number;
+  readonly relNode: number;
+  readonly fork: ForkNumber;
+  /** nblocks; -1 = known not to exist; undefined = not looked up yet */
+  size: number | undefined;
+  /** records stored per block since its last image (approximate: reset on restart, capped) */
+  chains: Map<number, number> | undefined;
+}
+
+/**
+ * Fork states found by the relation's numbers: every block reference looks its fork up, and a
+ * string key per lookup (plus one per block for chain counting) was a large share of ingest CPU.
+ */
+class ForkStates {
+  private readonly byRelNode = new Map<number, ForkState[]>();
+
+  get(rel: RelTag, fork: ForkNumber): ForkState {
+    let list = this.byRelNode.get(rel.relNode);
+    if (list === undefined) {
+      list = [];
+      this.byRelNode.set(rel.relNode, list);
+    }
+    for (let i = 0; i < list.length; i++) {
+      const s = list[i];
+      if (s.fork === fork && s.dbNode === rel.dbNode && s.spcNode === rel.spcNode) return s;
+    }
+    const state: ForkState = { spcNode: rel.spcNode, dbNode: rel.dbNode, relNode: rel.relNode, fork, size: undefined, chains: undefined };
+    list.push(state);
+    return state;
+  }
+
+  *[Symbol.iterator](): IterableIterator<ForkState> {
+    for (const list of this.byRelNode.values()) yield* list;
+  }
 }
 
 export class WalIngest {
-  /** nblocks per relation fork; -1 = known not to exist */
-  private readonly relSizes = new Map<string, number>();
+  /** per relation fork: nblocks (-1 = known not to exist) and chain lengths */
+  private readonly forks = new ForkStates();
   private readonly slruSizes = new Map<string, number>();
   private checkpoint: Buffer;
   private checkpointDirty = false;
 
-  /** records stored per page since its last image (approximate: reset on restart, capped) */
-  private readonly chainLengths = new Map<string, number>();
+  /** pages with a chain length entry (over all fork states; capped) */
+  private chainCount = 0;
   /** pages whose chains reached `longChainThreshold` since the last drain */
   private longChains: Array<{ rel: RelTag; fork: ForkNumber; block: number }> = [];
   longChainThreshold = 50;
 
-  private countChain(rel: RelTag, fork: ForkNumber, block: number, willInit: boolean) {
-    const id = relId(rel, fork) + `/${block}`;
-    if (willInit) {
-      this.chainLengths.delete(id);
-      return;
-    }
-    const n = (this.chainLengths.get(id) ?? 0) + 1;
+  private resetChain(state: ForkState, block: number) {
+    if (state.chains?.delete(block)) this.chainCount--;
+  }
+
+  private countChain(state: ForkState, rel: RelTag, block: number) {
+    let chains = state.chains;
+    const n = ((chains && chains.get(block)) ?? 0) + 1;
     if (n >= this.longChainThreshold) {
-      this.longChains.push({ rel, fork, block });
-      this.chainLengths.delete(id);
+      this.longChains.push({ rel, fork: state.fork, block });
+      this.resetChain(state, block);
       return;
     }
-    if (this.chainLengths.size >= 500_000) this.chainLengths.clear();
-    this.chainLengths.set(id, n);
+    if (this.chainCount >= 500_000) {
+      for (const s of this.forks) s.chains = undefined;
+      this.chainCount = 0;
+      chains = undefined;
+    }
+    if (!chains) chains = state.chains = new Map();
+    const before = chains.size;
+    chains.set(block, n);
+    this.chainCount += chains.size - before;
   }
 
   /** Pages that should get a materialized image (their record chains grew long). */
@@ -92,33 +139,40 @@ export class WalIngest {
     return new WalIngest(lookup, cp?.value.kind === ValueKind.Image ? cp.value.bytes : undefined);
   }
 
-  private async relSize(rel: RelTag, fork: ForkNumber, lsn: Lsn): Promise<number> {
-    const id = relId(rel, fork);
-    const cached = this.relSizes.get(id);
-    if (cached !== undefined) return cached;
-    const version = await this.lookup.getVersion(relSizeKey(rel, fork), lsn);
+  private relSize(rel: RelTag, fork: ForkNumber, lsn: Lsn): Promise<number> {
+    return this.stateSize(this.forks.get(rel, fork), lsn);
+  }
+
+  private async stateSize(state: ForkState, lsn: Lsn): Promise<number> {
+    if (state.size !== undefined) return state.size;
+    const version = await this.lookup.getVersion(relSizeKey(state, state.fork), lsn);
     const size = readU32Value(version?.value) ?? -1;
-    this.relSizes.set(id, size);
+    state.size = size;
     return size;
   }
 
   private setRelSize(batch: IngestBatch, rel: RelTag, fork: ForkNumber, size: number, lsn: Lsn) {
-    const id = relId(rel, fork);
-    const existed = (this.relSizes.get(id) ?? -1) >= 0;
-    this.relSizes.set(id, size);
-    batch.put(relSizeKey(rel, fork), lsn, u32Value(size));
-    if (!existed) batch.put(relDirEntryKey(rel, fork), lsn, imageValue(Buffer.from("r")));
+    this.setStateSize(batch, this.forks.get(rel, fork), size, lsn);
+  }
+
+  private setStateSize(batch: IngestBatch, state: ForkState, size: number, lsn: Lsn) {
+    const existed = (state.size ?? -1) >= 0;
+    state.size = size;
+    batch.put(relSizeKey(state, state.fork), lsn, u32Value(size));
+    if (!existed) batch.put(relDirEntryKey(state, state.fork), lsn, imageValue(Buffer.from("r")));
   }
 
   private dropRel(batch: IngestBatch, rel: RelTag, fork: ForkNumber, lsn: Lsn) {
-    this.relSizes.set(relId(rel, fork), -1);
+    this.forks.get(rel, fork).size = -1;
     batch.put(relSizeKey(rel, fork), lsn, TOMBSTONE);
     batch.put(relDirEntryKey(rel, fork), lsn, TOMBSTONE);
   }
 
-  private async extendTo(batch: IngestBatch, rel: RelTag, fork: ForkNumber, block: number, lsn: Lsn) {
-    const size = await this.relSize(rel, fork, lsn);
-    if (size <= block) this.setRelSize(batch, rel, fork, block + 1, lsn);
+  /** Grows the fork to cover `block`; its size must have been looked up already. */
+  private extendTo(batch: IngestBatch, state: ForkState, block: number, lsn: Lsn) {
+    const size = state.size;
+    if (size === undefined) throw new Error("ingest: relation size not looked up before extending it");
+    if (size <= block) this.setStateSize(batch, state, block + 1, lsn);
   }
 
   private async slruSize(kind: SlruKind, segno: number, lsn: Lsn): Promise<number> {
@@ -149,68 +203,106 @@ export class WalIngest {
    */
   private advanceNextXid(xid: number) {
     if (xid === 0) return;
-    const next = this.checkpoint.readBigUInt64LE(CheckPointField.nextXid);
-    const epoch = next >> 32n;
-    const current = Number(next & 0xffffffffn);
+    // FullTransactionId as u64 LE = xid (low u32) then epoch (high u32): plain numbers, no BigInt
+    // work on every record
+    const current = this.checkpoint.readUInt32LE(CheckPointField.nextXid);
     // xids compare modulo 2^32; only move forward
     if (current !== 0 && ((xid + 1 - current) | 0) <= 0) return;
     let nextXid = Math.ceil((xid + 1) / XID_CHECKPOINT_INTERVAL) * XID_CHECKPOINT_INTERVAL;
-    let nextEpoch = epoch;
+    let nextEpoch = this.checkpoint.readUInt32LE(CheckPointField.nextXid + 4);
     if (nextXid > 0xffffffff) {
       nextXid -= 0x100000000;
-      nextEpoch += 1n;
-    } else if (nextXid < current) nextEpoch += 1n;
+      nextEpoch += 1;
+    } else if (nextXid < current) nextEpoch += 1;
     if (nextXid < 3) nextXid = 3; // FirstNormalTransactionId after wraparound
-    this.checkpoint.writeBigUInt64LE((nextEpoch << 32n) | BigInt(nextXid), CheckPointField.nextXid);
+    if (nextEpoch > 0xffffffff) throw new RangeError("nextXid epoch overflows 64 bits");
+    this.checkpoint.writeUInt32LE(nextXid, CheckPointField.nextXid);
+    this.checkpoint.writeUInt32LE(nextEpoch, CheckPointField.nextXid + 4);
     this.checkpointDirty = true;
   }
 
   /** Adds the writes for one record to the batch. */
   async ingest(record: DecodedRecord, batch: IngestBatch): Promise<void> {
+    await this.ingestRecord(record, batch);
+  }
+
+  /**
+   * ingest(), synchronous (returns undefined) for the common record whose lookups are all cached,
+   * otherwise a promise: most records need no I/O, and a promise plus await per record was a
+   * measurable share of ingest CPU.
+   */
+  ingestRecord(record: DecodedRecord, batch: IngestBatch): Promise<void> | undefined {
+    // the block loop extends forks: look their sizes up first (in block order) where not cached;
+    // nothing can write a size meanwhile (every write also caches it), so this equals looking
+    // each up just before it is needed
+    const blocks = record.blocks;
+    for (let i = 0; i < blocks.length; i++) {
+      if (this.forks.get(blocks[i].rel, blocks[i].forkNum).size === undefined) {
+        return this.lookUpBlockSizes(record).then(() => this.ingestResolved(record, batch));
+      }
+    }
+    return this.ingestResolved(record, batch);
+  }
+
+  private async lookUpBlockSizes(record: DecodedRecord) {
+    for (const block of record.blocks) await this.stateSize(this.forks.get(block.rel, block.forkNum), record.endLsn);
+  }
+
+  private ingestResolved(record: DecodedRecord, batch: IngestBatch): Promise<void> | undefined {
     const lsn = record.endLsn;
-    const log = Buffer.allocUnsafe(8 + record.raw.length);
-    log.writeBigUInt64BE(record.endLsn, 0);
-    record.raw.copy(log, 8);
-    batch.put(walRecordLogKey(), record.lsn, imageValue(log));
+    // the record log entry: imageValue([end LSN][raw]) at the start LSN, each built in one step
+    batch.putKey(storeKeyOf(KeySpace.WalRecordLog, 0, 0, 0, 0, 0, record.lsn), walLogValue(record.raw, lsn));
 
     const info = record.info & 0xf0;
     const isFpiRecord = record.rmid === RM.XLOG && (info === XLOG_FPI || info === XLOG_FPI_FOR_HINT);
-    for (const block of record.blocks) {
+    // the stored bytes of a record are the same under each of its blocks (LevelDB copies them
+    // into its batch), so build them once per will_init flag, not once per block
+    let recordValue: Buffer | undefined;
+    let recordValueInit: Buffer | undefined;
+    const blocks = record.blocks;
+    for (let i = 0; i < blocks.length; i++) {
+      const block = blocks[i];
+      const state = this.forks.get(block.rel, block.forkNum);
       if (isFpiRecord && block.hasImage && block.applyImage) {
         const page = restoreBlockImage(block, record.lsn);
         if (!page.equals(ZERO_PAGE)) {
           // like redo: the restored page carries the LSN of the record that wrote it
           setPageLsn(page, lsn);
         }
-        batch.put(relBlockKey(block.rel, block.forkNum, block.blockNumber), lsn, imageValue(page));
-        this.chainLengths.delete(relId(block.rel, block.forkNum) + `/${block.blockNumber}`);
+        batch.putKey(relBlockStoreKey(block.rel, block.forkNum, block.blockNumber, lsn), imageValue(page));
+        this.resetChain(state, block.blockNumber);
       } else {
         const willInit = block.willInit || (block.hasImage && block.applyImage);
-        batch.put(relBlockKey(block.rel, block.forkNum, block.blockNumber), lsn, walRecordValue(record.raw, record.lsn, willInit));
-        this.countChain(block.rel, block.forkNum, block.blockNumber, willInit);
+        const value = willInit
+          ? (recordValueInit ??= walRecordValue(record.raw, record.lsn, true))
+          : (recordValue ??= walRecordValue(record.raw, record.lsn, false));
+        batch.putKey(relBlockStoreKey(block.rel, block.forkNum, block.blockNumber, lsn), value);
+        if (willInit) this.resetChain(state, block.blockNumber);
+        else this.countChain(state, block.rel, block.blockNumber);
       }
-      await this.extendTo(batch, block.rel, block.forkNum, block.blockNumber, lsn);
+      this.extendTo(batch, state, block.blockNumber, lsn);
     }
 
     this.advanceNextXid(record.xid);
+    let rest: Promise<void> | undefined;
     switch (record.rmid) {
       case RM.XLOG:
         this.ingestXlog(record, info);
         break;
       case RM.XACT:
-        await this.ingestXact(record, info, batch, lsn);
+        rest = this.ingestXact(record, info, batch, lsn);
         break;
       case RM.SMGR:
-        await this.ingestSmgr(record, info, batch, lsn);
+        rest = this.ingestSmgr(record, info, batch, lsn);
         break;
       case RM.CLOG:
-        await this.ingestClog(record, info, batch, lsn);
+        rest = this.ingestClog(record, info, batch, lsn);
         break;
       case RM.DBASE:
-        await this.ingestDatabase(record, info, batch, lsn);
+        rest = this.ingestDatabase(record, info, batch, lsn);
         break;
       case RM.MULTIXACT:
-        await this.ingestMultiXact(record, info, batch, lsn);
+        rest = this.ingestMultiXact(record, info, batch, lsn);
         break;
       case RM.RELMAP: {
         const dbNode = record.mainData.readUInt32LE(0);
@@ -222,9 +314,15 @@ export class WalIngest {
       }
       case RM.HEAP:
       case RM.HEAP2:
-        await this.ingestVisibilityMapClears(record, info, batch, lsn);
+        rest = this.ingestVisibilityMapClears(record, info, batch, lsn);
         break;
     }
+    if (rest) return rest.then(() => this.putCheckpointIfDirty(batch, lsn));
+    this.putCheckpointIfDirty(batch, lsn);
+    return undefined;
+  }
+
+  private putCheckpointIfDirty(batch: IngestBatch, lsn: Lsn) {
     if (this.checkpointDirty) {
       batch.put(checkpointKey(), lsn, imageValue(this.checkpoint));
       this.checkpointDirty = false;
@@ -418,9 +516,10 @@ export class WalIngest {
           if ((await this.relSize(rel, fork, lsn)) >= 0) this.dropRel(batch, rel, fork, lsn);
         }
         // relations created within this batch are not visible to scanLatest yet: drop them from the cache too
-        for (const [id, size] of this.relSizes) {
-          const [spc, db, relNode, fork] = id.split("/").map(Number);
-          if (spc === spcNode && db === dbNode && size >= 0) this.dropRel(batch, { spcNode: spc, dbNode: db, relNode }, fork as ForkNumber, lsn);
+        for (const state of this.forks) {
+          if (state.spcNode === spcNode && state.dbNode === dbNode && state.size !== undefined && state.size >= 0) {
+            this.dropRel(batch, { spcNode, dbNode, relNode: state.relNode }, state.fork, lsn);
+          }
         }
         batch.put(dbDirEntryKey(spcNode, dbNode), lsn, TOMBSTONE);
         batch.put(relmapFileKey(spcNode, dbNode), lsn, TOMBSTONE);
@@ -428,12 +527,17 @@ export class WalIngest {
     }
   }
 
-  private async ingestVisibilityMapClears(record: DecodedRecord, info: number, batch: IngestBatch, lsn: Lsn) {
+  /** Synchronous unless the visibility map's size must be looked up. */
+  private ingestVisibilityMapClears(record: DecodedRecord, info: number, batch: IngestBatch, lsn: Lsn): Promise<void> | undefined {
     const data = record.mainData;
     const op = info & 0x70;
     const clears: Array<{ heapBlock: number; bits: number }> = [];
-    const block0 = record.blocks.find((b) => b.id === 0);
-    const block1 = record.blocks.find((b) => b.id === 1);
+    let block0: BlockRef | undefined;
+    let block1: BlockRef | undefined;
+    for (const b of record.blocks) {
+      if (b.id === 0) block0 = b;
+      else if (b.id === 1) block1 = b;
+    }
     if (!block0) return;
     if (record.rmid === RM.HEAP) {
       if (op === 0x00 && data[2] & 0x01) clears.push({ heapBlock: block0.blockNumber, bits: 0x03 });
@@ -446,8 +550,15 @@ export class WalIngest {
       if (op === 0x50 && data[0] & 0x01) clears.push({ heapBlock: block0.blockNumber, bits: 0x03 });
       else if (op === 0x60 && data[7] & 0x01) clears.push({ heapBlock: block0.blockNumber, bits: 0x02 });
     }
+    if (clears.length === 0) return undefined;
     const rel = block0.rel;
-    const vmSize = clears.length ? await this.relSize(rel, ForkNumber.VisibilityMap, lsn) : 0;
+    const vm = this.forks.get(rel, ForkNumber.VisibilityMap);
+    if (vm.size === undefined) return this.stateSize(vm, lsn).then((vmSize) => this.putVisibilityMapClears(batch, rel, vmSize, clears, lsn));
+    this.putVisibilityMapClears(batch, rel, vm.size, clears, lsn);
+    return undefined;
+  }
+
+  private putVisibilityMapClears(batch: IngestBatch, rel: RelTag, vmSize: number, clears: Array<{ heapBlock: number; bits: number }>, lsn: Lsn) {
     // one derived value per VM page (two heap blocks of one update can share a VM page)
     const perVmBlock = new Map<number, Array<{ heapBlock: number; bits: number }>>();
     for (const clear of clears) {

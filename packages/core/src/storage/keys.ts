@@ -71,9 +71,73 @@ export function entityPrefix(space: KeySpace, ...fields: number[]): Buffer {
 export function storeKey(entityKey: Buffer, lsn: Lsn): Buffer {
   const key = Buffer.allocUnsafe(STORE_KEY_LENGTH);
   entityKey.copy(key, 0);
-  key.writeBigUInt64BE(lsn, ENTITY_KEY_LENGTH);
+  writeLsnBE(key, ENTITY_KEY_LENGTH, lsn);
   return key;
 }
+
+// Ingest writes the same few LSNs (a record's start and end) into many keys and values in a row:
+// remember the u32 halves of the last two so most writes need no BigInt arithmetic at all.
+let lsnA: Lsn | undefined;
+let lsnAHi = 0;
+let lsnALo = 0;
+let lsnB: Lsn | undefined;
+let lsnBHi = 0;
+let lsnBLo = 0;
+const U64_MAX = 0xffffffffffffffffn;
+
+function writeU32BE(buf: Buffer, offset: number, n: number) {
+  buf[offset] = n >>> 24;
+  buf[offset + 1] = n >>> 16;
+  buf[offset + 2] = n >>> 8;
+  buf[offset + 3] = n;
+}
+
+/** Writes `lsn` as u64 big-endian at `offset` (like writeBigUInt64BE, minus most BigInt work). */
+export function writeLsnBE(buf: Buffer, offset: number, lsn: Lsn): void {
+  let hi: number;
+  let lo: number;
+  if (lsn === lsnA) {
+    hi = lsnAHi;
+    lo = lsnALo;
+  } else if (lsn === lsnB) {
+    hi = lsnBHi;
+    lo = lsnBLo;
+  } else {
+    if (lsn < 0n || lsn > U64_MAX) throw new RangeError(`LSN ${lsn} is out of range`);
+    hi = Number(lsn >> 32n);
+    lo = Number(lsn & 0xffffffffn);
+    // the older entry makes room
+    lsnB = lsnA;
+    lsnBHi = lsnAHi;
+    lsnBLo = lsnALo;
+    lsnA = lsn;
+    lsnAHi = hi;
+    lsnALo = lo;
+  }
+  writeU32BE(buf, offset, hi);
+  writeU32BE(buf, offset + 4, lo);
+}
+
+/**
+ * A whole store key (entity fields as in `entity()`, then the LSN) in one allocation: the ingest
+ * hot path, which otherwise builds a zeroed entity key only to copy it into the store key.
+ */
+export function storeKeyOf(space: KeySpace, a: number, b: number, c: number, d: number, e: number, lsn: Lsn): Buffer {
+  const key = Buffer.allocUnsafe(STORE_KEY_LENGTH);
+  key[0] = space;
+  writeU32BE(key, 1, a);
+  writeU32BE(key, 5, b);
+  writeU32BE(key, 9, c);
+  key[13] = d;
+  writeU32BE(key, 14, e);
+  key[18] = 0;
+  writeLsnBE(key, ENTITY_KEY_LENGTH, lsn);
+  return key;
+}
+
+/** storeKey(relBlockKey(rel, fork, block), lsn) in one allocation. */
+export const relBlockStoreKey = (rel: RelTag, fork: ForkNumber, block: number, lsn: Lsn) =>
+  storeKeyOf(KeySpace.RelBlock, rel.spcNode, rel.dbNode, rel.relNode, fork, block, lsn);
 
 export function splitStoreKey(key: Buffer): { entityKey: Buffer; lsn: Lsn } {
   return { entityKey: key.subarray(0, ENTITY_KEY_LENGTH), lsn: key.readBigUInt64BE(ENTITY_KEY_LENGTH) };

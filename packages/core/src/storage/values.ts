@@ -1,6 +1,7 @@
 // Values stored under versioned keys. The first byte says what the version is; reads stop at the
 // newest Image or at a record that initializes the page, and replay the records above it.
 import type { Lsn } from "../lsn.ts";
+import { writeLsnBE } from "./keys.ts";
 
 export const enum ValueKind {
   /** a complete value: a page image, a file's bytes, a u32 size… */
@@ -44,8 +45,17 @@ export function walRecordValue(raw: Buffer, recordLsn: Lsn, willInit: boolean): 
   const value = Buffer.allocUnsafe(10 + raw.length);
   value[0] = ValueKind.WalRecord;
   value[1] = willInit ? 1 : 0;
-  value.writeBigUInt64BE(recordLsn, 2);
-  raw.copy(value, 10);
+  writeLsnBE(value, 2, recordLsn);
+  value.set(raw, 10); // a plain memcpy (Buffer#copy validates and makes a view first)
+  return value;
+}
+
+/** The WAL record log entry, imageValue([end LSN u64 BE][raw record]), built in one allocation. */
+export function walLogValue(raw: Buffer, endLsn: Lsn): Buffer {
+  const value = Buffer.allocUnsafe(9 + raw.length);
+  value[0] = ValueKind.Image;
+  writeLsnBE(value, 1, endLsn);
+  value.set(raw, 9);
   return value;
 }
 

@@ -50,7 +50,8 @@ export class WalStreamDecoder {
   /** page address of the last page header read */
   lastPageAddr: Lsn | undefined;
 
-  private readonly verifyCrc: boolean;
+  /** decodeRecord options, made once rather than per record */
+  private readonly decodeOptions: { verifyCrc: boolean };
   /** next unread stream position (a record start, a page start, or a skip target) */
   private pos: number;
   /** buffer holds stream bytes [bufStart, bufStart + bufLen) */
@@ -65,7 +66,7 @@ export class WalStreamDecoder {
   constructor(startLsn: Lsn, opts: WalStreamDecoderOptions = {}) {
     this.segmentSize = opts.segmentSize ?? DEFAULT_WAL_SEGMENT_SIZE;
     this.systemId = opts.systemId;
-    this.verifyCrc = opts.verifyCrc ?? true;
+    this.decodeOptions = { verifyCrc: opts.verifyCrc ?? true };
     this.pos = Number(startLsn);
     if (this.pos % 8 !== 0) throw new RangeError(`WAL decoder start ${formatLsn(startLsn)} is not 8-byte aligned`);
     this.bufStart = this.pos;
@@ -216,7 +217,9 @@ export class WalStreamDecoder {
       if (pos + totLen <= pageEnd) {
         if (!this.have(pos, totLen)) return undefined;
         const o = pos - this.bufStart;
-        record = Buffer.from(this.buf.subarray(o, o + totLen)); // copy: the record owns its bytes
+        // copy: the record owns its bytes (allocUnsafe + copy, no intermediate view)
+        record = Buffer.allocUnsafe(totLen);
+        this.buf.copy(record, 0, o, o + totLen);
         endPos = pos + totLen;
       } else {
         // spans pages: first make sure every piece (and each page header) is buffered
@@ -236,7 +239,7 @@ export class WalStreamDecoder {
         endPos = pieces[pieces.length - 2] + pieces[pieces.length - 1];
       }
 
-      const decoded = decodeRecord(record, recLsn, { verifyCrc: this.verifyCrc });
+      const decoded = decodeRecord(record, recLsn, this.decodeOptions);
       const prev = Number(decoded.prev);
       if (this.prevRecord !== undefined ? prev !== this.prevRecord : prev >= pos) {
         throw new WalDecodeError("BAD_RECORD", recLsn, `record with incorrect prev-link ${formatLsn(decoded.prev)}`);

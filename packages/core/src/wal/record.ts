@@ -102,19 +102,18 @@ export function computeRecordCrc(bytes: Uint8Array, totalLength: number): number
  * (page headers already removed). Verifies the CRC. Throws WalDecodeError naming `lsn`.
  * `endLsn` is left as lsn + MAXALIGN(tot_len); the stream reader overwrites it with EndRecPtr.
  */
-export function decodeRecord(bytes: Buffer, lsn: Lsn, opts: { verifyCrc?: boolean } = {}): DecodedRecord {
-  const fail = (detail: string): never => {
-    throw new WalDecodeError("BAD_RECORD", lsn, detail);
-  };
-  if (bytes.length < SIZE_OF_XLOG_RECORD) fail(`record truncated: ${bytes.length} bytes, header needs ${SIZE_OF_XLOG_RECORD}`);
+export function decodeRecord(bytes: Buffer, lsn: Lsn, opts?: { verifyCrc?: boolean }): DecodedRecord {
+  // No closures in here: each one costs an allocation (and a keepNames helper call under tsx)
+  // per record; error messages are only built on failure.
+  if (bytes.length < SIZE_OF_XLOG_RECORD) badRecord(lsn, `record truncated: ${bytes.length} bytes, header needs ${SIZE_OF_XLOG_RECORD}`);
   const totalLength = bytes.readUInt32LE(0);
   if (totalLength < SIZE_OF_XLOG_RECORD) {
     throw new WalDecodeError(totalLength === 0 ? "ZERO_LENGTH" : "BAD_RECORD", lsn, `invalid record length: wanted ${SIZE_OF_XLOG_RECORD}, got ${totalLength}`);
   }
-  if (bytes.length < totalLength) fail(`record truncated: xl_tot_len ${totalLength} but only ${bytes.length} bytes`);
+  if (bytes.length < totalLength) badRecord(lsn, `record truncated: xl_tot_len ${totalLength} but only ${bytes.length} bytes`);
   const raw = bytes.length === totalLength ? bytes : bytes.subarray(0, totalLength);
 
-  if (opts.verifyCrc !== false) {
+  if (opts?.verifyCrc !== false) {
     const stored = raw.readUInt32LE(XL_CRC_OFFSET);
     const computed = computeRecordCrc(raw, totalLength);
     if (stored !== computed) {
@@ -136,57 +135,54 @@ export function decodeRecord(bytes: Buffer, lsn: Lsn, opts: { verifyCrc?: boolea
   let payloadTotal = 0; // bytes of images + block data + main data announced so far
   let lastBlockId = -1;
   let prevRel: RelTag | undefined;
-  const dataLengths: number[] = [];
-  const need = (n: number, what: string) => {
-    if (pos + n > totalLength) fail(`record too short for ${what}: needs ${n} bytes at offset ${pos}, record is ${totalLength}`);
-  };
+  const dataLengths = DATA_LENGTHS; // block data lengths by position in `blocks` (scratch)
 
   while (totalLength - pos > payloadTotal) {
     const id = raw[pos++];
     if (id === XLR_BLOCK_ID_DATA_SHORT) {
-      need(1, "main data length");
+      if (pos + 1 > totalLength) tooShort(lsn, 1, "main data length", pos, totalLength);
       mainDataLen = raw[pos];
       pos += 1;
       payloadTotal += mainDataLen;
       break;
     }
     if (id === XLR_BLOCK_ID_DATA_LONG) {
-      need(4, "main data length");
+      if (pos + 4 > totalLength) tooShort(lsn, 4, "main data length", pos, totalLength);
       mainDataLen = raw.readUInt32LE(pos);
       pos += 4;
       payloadTotal += mainDataLen;
       break;
     }
     if (id === XLR_BLOCK_ID_ORIGIN) {
-      need(2, "replication origin");
+      if (pos + 2 > totalLength) tooShort(lsn, 2, "replication origin", pos, totalLength);
       origin = raw.readUInt16LE(pos);
       pos += 2;
       continue;
     }
     if (id === XLR_BLOCK_ID_TOPLEVEL_XID) {
-      need(4, "toplevel xid");
+      if (pos + 4 > totalLength) tooShort(lsn, 4, "toplevel xid", pos, totalLength);
       toplevelXid = raw.readUInt32LE(pos);
       pos += 4;
       continue;
     }
-    if (id > XLR_MAX_BLOCK_ID) fail(`invalid block_id ${id} at record offset ${pos - 1}`);
-    if (id <= lastBlockId) fail(`out-of-order block_id ${id} after ${lastBlockId}`);
+    if (id > XLR_MAX_BLOCK_ID) badRecord(lsn, `invalid block_id ${id} at record offset ${pos - 1}`);
+    if (id <= lastBlockId) badRecord(lsn, `out-of-order block_id ${id} after ${lastBlockId}`);
     lastBlockId = id;
 
-    need(3, `block ${id} header`);
+    if (pos + 3 > totalLength) tooShort(lsn, 3, `block ${id} header`, pos, totalLength);
     const forkFlags = raw[pos];
     const dataLength = raw.readUInt16LE(pos + 1);
     pos += 3;
     const hasImage = (forkFlags & BKPBLOCK_HAS_IMAGE) !== 0;
     const hasData = (forkFlags & BKPBLOCK_HAS_DATA) !== 0;
-    if (hasData && dataLength === 0) fail(`BKPBLOCK_HAS_DATA set, but no data included for block ${id}`);
-    if (!hasData && dataLength !== 0) fail(`BKPBLOCK_HAS_DATA not set, but data length is ${dataLength} for block ${id}`);
+    if (hasData && dataLength === 0) badRecord(lsn, `BKPBLOCK_HAS_DATA set, but no data included for block ${id}`);
+    if (!hasData && dataLength !== 0) badRecord(lsn, `BKPBLOCK_HAS_DATA not set, but data length is ${dataLength} for block ${id}`);
     payloadTotal += dataLength;
 
     let image: BlockImage | undefined;
     let applyImage = false;
     if (hasImage) {
-      need(5, `block ${id} image header`);
+      if (pos + 5 > totalLength) tooShort(lsn, 5, `block ${id} image header`, pos, totalLength);
       const length = raw.readUInt16LE(pos);
       const holeOffset = raw.readUInt16LE(pos + 2);
       const bimgInfo = raw[pos + 4];
@@ -196,7 +192,7 @@ export function decodeRecord(bytes: Buffer, lsn: Lsn, opts: { verifyCrc?: boolea
       let holeLength: number;
       if (compressed) {
         if (hasHole) {
-          need(2, `block ${id} hole length`);
+          if (pos + 2 > totalLength) tooShort(lsn, 2, `block ${id} hole length`, pos, totalLength);
           holeLength = raw.readUInt16LE(pos);
           pos += 2;
         } else {
@@ -206,14 +202,14 @@ export function decodeRecord(bytes: Buffer, lsn: Lsn, opts: { verifyCrc?: boolea
         holeLength = BLCKSZ - length;
       }
       if (hasHole && (holeOffset === 0 || holeLength === 0 || length === BLCKSZ)) {
-        fail(`BKPIMAGE_HAS_HOLE set, but hole offset ${holeOffset} length ${holeLength} block image length ${length} for block ${id}`);
+        badRecord(lsn, `BKPIMAGE_HAS_HOLE set, but hole offset ${holeOffset} length ${holeLength} block image length ${length} for block ${id}`);
       }
       if (!hasHole && (holeOffset !== 0 || holeLength !== 0)) {
-        fail(`BKPIMAGE_HAS_HOLE not set, but hole offset ${holeOffset} length ${holeLength} for block ${id}`);
+        badRecord(lsn, `BKPIMAGE_HAS_HOLE not set, but hole offset ${holeOffset} length ${holeLength} for block ${id}`);
       }
-      if (compressed && length === BLCKSZ) fail(`BKPIMAGE_COMPRESSED set, but block image length ${length} for block ${id}`);
-      if (!hasHole && !compressed && length !== BLCKSZ) fail(`neither BKPIMAGE_HAS_HOLE nor BKPIMAGE_COMPRESSED set, but block image length is ${length} for block ${id}`);
-      if (holeOffset + holeLength > BLCKSZ) fail(`image hole [${holeOffset}, +${holeLength}) exceeds the page for block ${id}`);
+      if (compressed && length === BLCKSZ) badRecord(lsn, `BKPIMAGE_COMPRESSED set, but block image length ${length} for block ${id}`);
+      if (!hasHole && !compressed && length !== BLCKSZ) badRecord(lsn, `neither BKPIMAGE_HAS_HOLE nor BKPIMAGE_COMPRESSED set, but block image length is ${length} for block ${id}`);
+      if (holeOffset + holeLength > BLCKSZ) badRecord(lsn, `image hole [${holeOffset}, +${holeLength}) exceeds the page for block ${id}`);
       applyImage = (bimgInfo & BKPIMAGE_APPLY) !== 0;
       payloadTotal += length;
       image = { length, holeOffset, holeLength, bimgInfo, compression: compressionOf(bimgInfo), bytes: EMPTY };
@@ -221,15 +217,15 @@ export function decodeRecord(bytes: Buffer, lsn: Lsn, opts: { verifyCrc?: boolea
 
     let rel: RelTag;
     if (forkFlags & BKPBLOCK_SAME_REL) {
-      if (!prevRel) fail(`BKPBLOCK_SAME_REL set but no previous rel for block ${id}`);
+      if (!prevRel) badRecord(lsn, `BKPBLOCK_SAME_REL set but no previous rel for block ${id}`);
       rel = prevRel!;
     } else {
-      need(12, `block ${id} RelFileNode`);
+      if (pos + 12 > totalLength) tooShort(lsn, 12, `block ${id} RelFileNode`, pos, totalLength);
       rel = { spcNode: raw.readUInt32LE(pos), dbNode: raw.readUInt32LE(pos + 4), relNode: raw.readUInt32LE(pos + 8) };
       pos += 12;
     }
     prevRel = rel;
-    need(4, `block ${id} block number`);
+    if (pos + 4 > totalLength) tooShort(lsn, 4, `block ${id} block number`, pos, totalLength);
     const blockNumber = raw.readUInt32LE(pos);
     pos += 4;
 
@@ -245,11 +241,11 @@ export function decodeRecord(bytes: Buffer, lsn: Lsn, opts: { verifyCrc?: boolea
       image,
       data: EMPTY,
     });
-    dataLengths.push(dataLength);
+    dataLengths[blocks.length - 1] = dataLength;
   }
 
   if (totalLength - pos !== payloadTotal) {
-    fail(`record payload length mismatch: headers announce ${payloadTotal} bytes, ${totalLength - pos} remain`);
+    badRecord(lsn, `record payload length mismatch: headers announce ${payloadTotal} bytes, ${totalLength - pos} remain`);
   }
 
   // Payloads: per block, image bytes then block data; then main data.
@@ -285,6 +281,16 @@ export function decodeRecord(bytes: Buffer, lsn: Lsn, opts: { verifyCrc?: boolea
 }
 
 const EMPTY = Buffer.alloc(0);
+/** at most XLR_MAX_BLOCK_ID + 1 block references per record */
+const DATA_LENGTHS = new Int32Array(XLR_MAX_BLOCK_ID + 1);
+
+function badRecord(lsn: Lsn, detail: string): never {
+  throw new WalDecodeError("BAD_RECORD", lsn, detail);
+}
+
+function tooShort(lsn: Lsn, n: number, what: string, pos: number, totalLength: number): never {
+  return badRecord(lsn, `record too short for ${what}: needs ${n} bytes at offset ${pos}, record is ${totalLength}`);
+}
 
 function hex32(n: number): string {
   return "0x" + n.toString(16).toUpperCase().padStart(8, "0");
