@@ -2,6 +2,8 @@
 // Exit codes: 0 ok, 1 error (message on stderr), 2 usage.
 import { Command, CommanderError, Option } from "commander";
 import { createStrataClient, errorCode, DEFAULT_API_URL } from "@strata/api/client";
+import { randomBytes } from "node:crypto";
+import { drawProgress, endProgress, formatProgress } from "./progress.ts";
 import { VERSION } from "./version.ts";
 
 const program = new Command();
@@ -74,9 +76,31 @@ tenant
     const id = opts.id === undefined ? undefined : requireId(opts.id, "tenant id");
     if (opts.slot && !opts.fromPrimary) throw new UsageError("--slot needs --from-primary");
     if (opts.fromPrimary && !/^postgres(ql)?:\/\//.test(opts.fromPrimary)) throw new UsageError(`invalid --from-primary "${opts.fromPrimary}": expected postgres://user[:password]@host:port[/db]`);
-    const input = { ...(id ? { id } : {}), ...(opts.fromPrimary ? { fromPrimary: opts.fromPrimary } : {}), ...(opts.slot ? { slot: opts.slot } : {}) };
+    // with a primary, pick the id here so the import's progress can be followed while create runs
+    const tenantId = id ?? (opts.fromPrimary ? randomBytes(16).toString("hex") : undefined);
+    const input = { ...(tenantId ? { id: tenantId } : {}), ...(opts.fromPrimary ? { fromPrimary: opts.fromPrimary } : {}), ...(opts.slot ? { slot: opts.slot } : {}) };
     if (opts.fromPrimary && !opts.json) process.stderr.write("importing a base backup from the primary…\n");
-    const created = await client(cmd).tenants.create.mutate(input);
+    const api = client(cmd);
+    let finished = false;
+    const tick =
+      tenantId && opts.fromPrimary && process.stderr.isTTY
+        ? setInterval(() => {
+            api.tenants.importProgress
+              .query({ id: tenantId })
+              .then((p) => p && !finished && drawProgress(formatProgress(p.bytes, p.totalBytes, p.elapsedMs)))
+              .catch(() => {});
+          }, 300)
+        : undefined;
+    let created;
+    try {
+      created = await api.tenants.create.mutate(input);
+    } finally {
+      finished = true;
+      if (tick) {
+        clearInterval(tick);
+        endProgress();
+      }
+    }
     print(opts.json, created, () => `created tenant ${created.id} (main timeline ${created.timelines[0]?.id ?? "-"})`);
   });
 
@@ -226,7 +250,7 @@ program
     const started = Date.now();
     const progress = opts.out !== "-" && process.stderr.isTTY;
     const tick = setInterval(() => {
-      if (progress) process.stderr.write(`\r${(bytes / 1048576).toFixed(1)} MB  ${(bytes / 1048576 / Math.max(0.001, (Date.now() - started) / 1000)).toFixed(1)} MB/s   `);
+      if (progress) drawProgress(formatProgress(bytes, null, Date.now() - started));
     }, 200);
     try {
       await page.fullbackup(tenantId, timelineId, lsn, async (chunk) => {

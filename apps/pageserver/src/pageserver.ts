@@ -108,9 +108,9 @@ export async function startPageserver(options: PageserverOptions): Promise<Runni
         const { lsn } = await manager.bootstrap(tenantId, timelineId);
         logger.info({ tenantId, timelineId, lsn: formatLsn(lsn) }, "bootstrapped an empty cluster (initdb)");
       },
-      importTimeline: async (tenantId, timelineId, primaryUrl, slot) => {
+      importTimeline: async (tenantId, timelineId, primaryUrl, slot, onProgress) => {
         logger.info({ tenantId, timelineId, slot }, "importing base backup from primary");
-        const result = await manager.importFromPrimary(tenantId, timelineId, primaryUrl, slot);
+        const result = await manager.importFromPrimary(tenantId, timelineId, primaryUrl, slot, onProgress);
         logger.info({ tenantId, timelineId, files: result.files, bytes: result.bytes }, "base backup imported");
       },
       onTenantActive: async (tenantId) => {

@@ -5,6 +5,8 @@ import { publicProcedure, router } from "../trpc.ts";
 export const tenantsRouter = router({
   list: publicProcedure.query(({ ctx }) => ctx.tenants.list()),
   get: publicProcedure.input(tenantIdInput).query(({ ctx, input }) => ctx.tenants.get(input.id)),
+  /** bytes of the primary's base backup imported so far while `create` runs; null otherwise */
+  importProgress: publicProcedure.input(tenantIdInput).query(({ ctx, input }) => ctx.tenants.importProgress(input.id)),
   create: publicProcedure.input(tenantCreateInput).mutation(({ ctx, input }) =>
     recordOperation(ctx.db, { kind: "tenant.create", actor: ctx.actor, tenantId: input.id, input: { ...input, fromPrimary: input.fromPrimary?.replace(/:[^:@/]*@/, ":***@") }, tenantIdOf: (t) => t.id }, () =>
       ctx.tenants.create(input.id, { fromPrimary: input.fromPrimary, slot: input.slot }),

@@ -35,6 +35,28 @@ function behavesLikeAMetadataStore(name: string, setup: () => Promise<{ url: str
       expect(tenant.timelines[0].ancestorLsn).toBe("0/0");
     });
 
+    it("reports a primary import's progress while the create runs, and nothing before or after", async () => {
+      const id = "a1".repeat(16);
+      let release!: () => void;
+      let reported!: () => void;
+      const progressed = new Promise<void>((resolve) => (reported = resolve));
+      const importing = new TenantService(db, env.dataDir, {
+        importTimeline: async (_tenant, _timeline, _url, _slot, onProgress) => {
+          onProgress?.(5 * 1048576, 20 * 1048576);
+          reported();
+          await new Promise<void>((resolve) => (release = resolve));
+        },
+      });
+      expect(importing.importProgress(id)).toBeNull();
+      const created = importing.create(id, { fromPrimary: "postgres://postgres@127.0.0.1:1/postgres" });
+      await progressed;
+      expect(importing.importProgress(id)).toMatchObject({ bytes: 5 * 1048576, totalBytes: 20 * 1048576 });
+      release();
+      await created;
+      expect(importing.importProgress(id)).toBeNull();
+      expect(() => importing.importProgress("nope")).toThrow(InvalidInputError);
+    });
+
     it("rejects malformed ids and unknown tenants with typed errors", async () => {
       await expect(service.create("ABC")).rejects.toBeInstanceOf(InvalidInputError);
       await expect(service.get("cd".repeat(16))).rejects.toBeInstanceOf(NotFoundError);

@@ -46,9 +46,15 @@ export interface CreateTenantOptions {
 
 const SLOT_NAME = /^[a-z0-9_]{1,63}$/;
 
+interface ImportProgress {
+  bytes: number;
+  totalBytes: number | null;
+  startedAt: number;
+}
+
 export interface TenantHooks {
   /** imports the primary's base backup into the new timeline (storage exists, tenant not active yet) */
-  importTimeline?(tenantId: string, timelineId: string, primaryUrl: string, slot: string): Promise<unknown>;
+  importTimeline?(tenantId: string, timelineId: string, primaryUrl: string, slot: string, onProgress?: (bytes: number, totalBytes: number | null) => void): Promise<unknown>;
   /** fills the new tenant's main timeline with an empty cluster (initdb) when there is no primary */
   bootstrapTimeline?(tenantId: string, timelineId: string): Promise<unknown>;
   /** called after a tenant's creation committed: start its timelines */
@@ -59,6 +65,8 @@ export interface TenantHooks {
 
 export class TenantService {
   private readonly inFlight = new Set<string>();
+  /** base backup imports running in create(), by tenant id */
+  private readonly imports = new Map<string, ImportProgress>();
 
   constructor(
     private readonly db: Database,
@@ -133,8 +141,13 @@ export class TenantService {
         }
       }
       if (options.fromPrimary && slot) {
+        const progress: ImportProgress = { bytes: 0, totalBytes: null, startedAt: Date.now() };
+        this.imports.set(id, progress);
         try {
-          await this.hooks.importTimeline?.(id, timelineId, options.fromPrimary, slot);
+          await this.hooks.importTimeline?.(id, timelineId, options.fromPrimary, slot, (bytes, totalBytes) => {
+            progress.bytes = bytes;
+            progress.totalBytes = totalBytes;
+          });
         } catch (err) {
           await removeTenantStorage(this.dataDir, id).catch(() => {});
           await this.db.tenant.delete({ where: { id } }).catch(() => {});
@@ -149,9 +162,17 @@ export class TenantService {
       ]);
     } finally {
       this.inFlight.delete(id);
+      this.imports.delete(id);
     }
     await this.hooks.onTenantActive?.(id);
     return this.get(id);
+  }
+
+  /** How far the base backup import of a tenant being created from a primary is, or null. */
+  importProgress(id: string): { bytes: number; totalBytes: number | null; elapsedMs: number } | null {
+    if (!isValidId(id)) throw new InvalidInputError(`invalid tenant id "${id}": expected 32 lowercase hex characters`);
+    const progress = this.imports.get(id);
+    return progress ? { bytes: progress.bytes, totalBytes: progress.totalBytes, elapsedMs: Date.now() - progress.startedAt } : null;
   }
 
   async delete(id: string): Promise<void> {
