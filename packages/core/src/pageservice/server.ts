@@ -285,13 +285,14 @@ class Connection {
     const response = this.onPagestream(body);
     this.outstanding++;
     this.tail = this.tail.then(async () => {
-      this.send(await response);
+      for (const part of await response) this.send(part);
       this.outstanding--;
     });
     if (this.outstanding >= MAX_IN_FLIGHT) await this.tail;
   }
 
-  private async onPagestream(body: Buffer): Promise<Buffer> {
+  /** The CopyData-framed response, as header and payload (written together, without a copy). */
+  private async onPagestream(body: Buffer): Promise<Buffer[]> {
     const { handle, version } = this.stream!;
     const started = process.hrtime.bigint();
     let request: PagestreamRequest;
@@ -302,7 +303,7 @@ class Connection {
       // no request to echo: answer with an error carrying a zero header
       const fake = { tag: RequestTag.DbSize, dbNode: 0, reqid: 0n, requestLsn: 0n, notModifiedSince: 0n } as PagestreamRequest;
       this.options.onRequest?.("malformed", 0, false);
-      return message("d").bytes(encodeResponse(fake, { tag: ResponseTag.Error, message: err.message }, version)).end();
+      return copyData(encodeResponse(fake, { tag: ResponseTag.Error, message: err.message }, version));
     }
     let result: PagestreamResult;
     let ok = true;
@@ -316,8 +317,15 @@ class Connection {
       result = { tag: ResponseTag.Error, message: (err as Error).message };
     }
     this.options.onRequest?.(REQUEST_NAMES[request.tag] ?? "unknown", Number(process.hrtime.bigint() - started) / 1e9, ok);
-    return message("d").bytes(encodeResponse(request, result, version)).end();
+    return copyData(encodeResponse(request, result, version));
   }
+}
+
+function copyData(payload: Buffer): Buffer[] {
+  const header = Buffer.allocUnsafe(5);
+  header[0] = 0x64; // 'd'
+  header.writeInt32BE(payload.length + 4, 1);
+  return [header, payload];
 }
 
 export function createPageServiceServer(options: PageServiceOptions): net.Server {
