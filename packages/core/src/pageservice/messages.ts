@@ -68,26 +68,23 @@ export function decodeRequest(buf: Buffer, version: PagestreamVersion): Pagestre
   const requestLsn = buf.readBigUInt64BE(off);
   const notModifiedSince = buf.readBigUInt64BE(off + 8);
   off += 16;
-  const header = { reqid, requestLsn, notModifiedSince };
-  const rel = () => ({ spcNode: buf.readUInt32BE(off), dbNode: buf.readUInt32BE(off + 4), relNode: buf.readUInt32BE(off + 8) });
+  // no closures or spreads here: this runs for every page request
   switch (tag) {
     case RequestTag.Exists:
-    case RequestTag.Nblocks: {
-      const fork = buf[off + 12];
-      if (fork > 3) throw new MalformedRequestError(`invalid fork number ${fork}`);
-      return { ...header, tag, rel: rel(), fork };
-    }
+    case RequestTag.Nblocks:
     case RequestTag.GetPage: {
       const fork = buf[off + 12];
       if (fork > 3) throw new MalformedRequestError(`invalid fork number ${fork}`);
-      return { ...header, tag, rel: rel(), fork, block: buf.readUInt32BE(off + 13) };
+      const rel = { spcNode: buf.readUInt32BE(off), dbNode: buf.readUInt32BE(off + 4), relNode: buf.readUInt32BE(off + 8) };
+      if (tag === RequestTag.GetPage) return { reqid, requestLsn, notModifiedSince, tag, rel, fork, block: buf.readUInt32BE(off + 13) };
+      return { reqid, requestLsn, notModifiedSince, tag, rel, fork };
     }
     case RequestTag.DbSize:
-      return { ...header, tag, dbNode: buf.readUInt32BE(off) };
+      return { reqid, requestLsn, notModifiedSince, tag, dbNode: buf.readUInt32BE(off) };
     default: {
       const kind = buf[off];
       if (kind > 2) throw new MalformedRequestError(`invalid SLRU kind ${kind}`);
-      return { ...header, tag: RequestTag.GetSlruSegment, kind, segno: buf.readUInt32BE(off + 1) };
+      return { reqid, requestLsn, notModifiedSince, tag: RequestTag.GetSlruSegment, kind, segno: buf.readUInt32BE(off + 1) };
     }
   }
 }

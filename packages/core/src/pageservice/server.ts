@@ -50,7 +50,7 @@ const SLRU_KINDS: Record<PagestreamSlruKind, SlruKind> = {
 
 const REQUEST_NAMES = ["exists", "nblocks", "get_page", "db_size", "get_slru_segment"];
 
-/** Serves pagestream requests for one timeline (exported for tests and in-process use). */
+/** Serves pagestream requests for one timeline (exported for tests and in-process use). A GetPage result may be the page cache's own buffer: read it, do not modify it. */
 export async function handleRequest(options: PageServiceOptions, handle: TimelineHandle, request: PagestreamRequest): Promise<PagestreamResult> {
   if (request.requestLsn === 0n) throw new PageServiceRequestError("invalid request LSN 0/0");
   if (request.requestLsn < request.notModifiedSince) {
@@ -83,7 +83,8 @@ export async function handleRequest(options: PageServiceOptions, handle: Timelin
       const size = await reader.relSize(request.rel, request.fork, lsn);
       // like Neon: a block past the end (e.g. of a fork extended without WAL) reads as zeros
       if (size === undefined || request.block >= size) return { tag: ResponseTag.GetPage, page: Buffer.alloc(BLCKSZ) };
-      return { tag: ResponseTag.GetPage, page: await reader.getPage(request.rel, request.fork, request.block, lsn) };
+      // the page is only copied into the response
+      return { tag: ResponseTag.GetPage, page: await reader.getPage(request.rel, request.fork, request.block, lsn, { readOnly: true }) };
     }
     case RequestTag.DbSize:
       return { tag: ResponseTag.DbSize, bytes: BigInt(await reader.dbSize(1663, request.dbNode, lsn)) };

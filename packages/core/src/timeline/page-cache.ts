@@ -33,8 +33,11 @@ export class PageCache {
     return this.entries.size;
   }
 
-  /** A copy of the cached page of `entityKey` valid at `lsn`, if there is one. */
-  get(store: TimelineStore, entityKey: Buffer, lsn: Lsn): Buffer | undefined {
+  /**
+   * The cached page of `entityKey` valid at `lsn`, if there is one: a copy, or with `shared` the
+   * cached buffer itself for callers that only read it.
+   */
+  get(store: TimelineStore, entityKey: Buffer, lsn: Lsn, shared = false): Buffer | undefined {
     if (this.maxPages <= 0) return undefined;
     const key = cacheKey(store.id, entityKey);
     const entry = this.entries.get(key);
@@ -46,7 +49,7 @@ export class PageCache {
     this.entries.delete(key);
     this.entries.set(key, entry);
     this.hits++;
-    return Buffer.from(entry.page);
+    return shared ? entry.page : Buffer.from(entry.page);
   }
 
   /**

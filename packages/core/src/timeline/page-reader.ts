@@ -100,12 +100,18 @@ export class PageReader {
   }
 
   /** The 8192-byte page of a relation fork block as of `lsn`. */
-  async getPage(rel: RelTag, fork: ForkNumber, blockNumber: number, lsn: Lsn, options: { materializeAbove?: number } = {}): Promise<Buffer> {
+  async getPage(
+    rel: RelTag,
+    fork: ForkNumber,
+    blockNumber: number,
+    lsn: Lsn,
+    options: { materializeAbove?: number; /** the caller never modifies the page: it may be the cache's own buffer */ readOnly?: boolean } = {},
+  ): Promise<Buffer> {
     const entity = relBlockKey(rel, fork, blockNumber);
     // materialization must see the replay itself; every other read may be served from the cache
     const materializing = options.materializeAbove !== undefined;
     if (!materializing) {
-      const cached = this.pageCache.get(this.store, entity, lsn);
+      const cached = this.pageCache.get(this.store, entity, lsn, options.readOnly);
       if (cached) return cached;
     }
     const token = this.store.writeToken();
