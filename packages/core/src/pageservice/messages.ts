@@ -148,6 +148,27 @@ export type PagestreamResult =
   | { tag: ResponseTag.GetSlruSegment; pages: Buffer }
   | { tag: ResponseTag.Error; message: string };
 
+/**
+ * A response as CopyData-framed parts for a socket write: a GetPage response is a small head and
+ * the page buffer itself (not copied); everything else is one buffer.
+ */
+export function encodeResponseFrame(request: PagestreamRequest, result: PagestreamResult, version: PagestreamVersion): Buffer[] {
+  if (result.tag === ResponseTag.GetPage) {
+    const key = version === 3 ? 24 + keySize(request) : 0;
+    const head = Buffer.allocUnsafe(6 + key);
+    head[0] = 0x64; // 'd'
+    head.writeInt32BE(4 + 1 + key + result.page.length, 1);
+    head[5] = ResponseTag.GetPage;
+    if (key) echo(request, version, true).copy(head, 6);
+    return [head, result.page];
+  }
+  const payload = encodeResponse(request, result, version);
+  const header = Buffer.allocUnsafe(5);
+  header[0] = 0x64;
+  header.writeInt32BE(payload.length + 4, 1);
+  return [header, payload];
+}
+
 export function encodeResponse(request: PagestreamRequest, result: PagestreamResult, version: PagestreamVersion): Buffer {
   const tag = Buffer.from([result.tag]);
   switch (result.tag) {

@@ -12,7 +12,7 @@ import type { TenantManager, TimelineHandle } from "../tenant/tenant-manager.ts"
 import { WaitLsnTimeoutError } from "../tenant/tenant-manager.ts";
 import { UnsupportedRecordError } from "../redo/types.ts";
 import {
-  decodeRequest, encodeResponse, LATEST_LSN, MalformedRequestError, PagestreamSlruKind, RequestTag, ResponseTag,
+  decodeRequest, encodeResponseFrame, LATEST_LSN, MalformedRequestError, PagestreamSlruKind, RequestTag, ResponseTag,
   type PagestreamRequest, type PagestreamResult, type PagestreamVersion,
 } from "./messages.ts";
 
@@ -304,7 +304,7 @@ class Connection {
       // no request to echo: answer with an error carrying a zero header
       const fake = { tag: RequestTag.DbSize, dbNode: 0, reqid: 0n, requestLsn: 0n, notModifiedSince: 0n } as PagestreamRequest;
       this.options.onRequest?.("malformed", 0, false);
-      return copyData(encodeResponse(fake, { tag: ResponseTag.Error, message: err.message }, version));
+      return encodeResponseFrame(fake, { tag: ResponseTag.Error, message: err.message }, version);
     }
     let result: PagestreamResult;
     let ok = true;
@@ -318,15 +318,8 @@ class Connection {
       result = { tag: ResponseTag.Error, message: (err as Error).message };
     }
     this.options.onRequest?.(REQUEST_NAMES[request.tag] ?? "unknown", Number(process.hrtime.bigint() - started) / 1e9, ok);
-    return copyData(encodeResponse(request, result, version));
+    return encodeResponseFrame(request, result, version);
   }
-}
-
-function copyData(payload: Buffer): Buffer[] {
-  const header = Buffer.allocUnsafe(5);
-  header[0] = 0x64; // 'd'
-  header.writeInt32BE(payload.length + 4, 1);
-  return [header, payload];
 }
 
 export function createPageServiceServer(options: PageServiceOptions): net.Server {

@@ -107,6 +107,20 @@ describe("the shared page cache", () => {
     expect(cache.size).toBe(1);
   });
 
+  it("evicts pages not read since they were cached before pages read again", () => {
+    const cache = new PageCache(2);
+    const page = (byte: number) => Buffer.alloc(8192, byte);
+    const key = (block: number) => relBlockKey(rel, ForkNumber.Main, block);
+    cache.put(store, key(1), page(1), 0x100n, 0x200n, true);
+    cache.put(store, key(2), page(2), 0x100n, 0x200n, true);
+    expect(cache.get(store, key(1), 0x200n)?.[0]).toBe(1);
+    cache.put(store, key(3), page(3), 0x100n, 0x200n, true);
+    expect(cache.size).toBe(2);
+    expect(cache.get(store, key(2), 0x200n)).toBeUndefined();
+    expect(cache.get(store, key(1), 0x200n)?.[0]).toBe(1);
+    expect(cache.get(store, key(3), 0x200n)?.[0]).toBe(3);
+  });
+
   it("does not keep a page open-ended when its read overlapped a commit of a newer version of that block", async () => {
     const key = relBlockKey(rel, ForkNumber.Main, 1);
     const image = (byte: number) => {

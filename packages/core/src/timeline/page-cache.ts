@@ -1,4 +1,4 @@
-// Cache of rebuilt pages, shared by every timeline of the process (LRU, bounded in pages). An entry
+// Cache of rebuilt pages, shared by every timeline of the process (CLOCK eviction, bounded in pages). An entry
 // holds the page of one block and the LSN range it is valid for: from the newest version it was
 // built from up to the last LSN known to have no newer version. Entries built at the latest LSN
 // stay open-ended; the store's write hook closes them before a newer version becomes readable,
@@ -17,6 +17,8 @@ interface Entry {
   fromLsn: Lsn;
   /** last LSN the page is valid for, or OPEN */
   validTo: Lsn;
+  /** read since it last reached the front of the eviction order */
+  used: boolean;
 }
 
 export class PageCache {
@@ -45,9 +47,8 @@ export class PageCache {
       this.misses++;
       return undefined;
     }
-    // most recently used last
-    this.entries.delete(key);
-    this.entries.set(key, entry);
+    // CLOCK (second chance): a hit only sets a flag; eviction moves flagged entries to the back
+    entry.used = true;
     this.hits++;
     return shared ? entry.page : Buffer.from(entry.page);
   }
@@ -61,8 +62,15 @@ export class PageCache {
     this.watch(store);
     const key = cacheKey(store.id, entityKey);
     if (!this.entries.delete(key)) this.perStore.set(store.id, (this.perStore.get(store.id) ?? 0) + 1);
-    this.entries.set(key, { page: Buffer.from(page), fromLsn, validTo: openEnded ? OPEN : lsn });
-    while (this.entries.size > this.maxPages) this.remove(this.entries.keys().next().value!);
+    this.entries.set(key, { page: Buffer.from(page), fromLsn, validTo: openEnded ? OPEN : lsn, used: false });
+    while (this.entries.size > this.maxPages) {
+      const [oldestKey, oldest] = this.entries.entries().next().value!;
+      if (oldest.used) {
+        oldest.used = false;
+        this.entries.delete(oldestKey);
+        this.entries.set(oldestKey, oldest);
+      } else this.remove(oldestKey);
+    }
   }
 
   /** Drops every entry (e.g. to measure cold reads). */
