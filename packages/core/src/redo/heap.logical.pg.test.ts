@@ -2,19 +2,7 @@
 // registers the heap page with images, hint bits cause XLOG/FPI_FOR_HINT images, and heap records
 // carry logical-decoding extras (old keys, KEEP_DATA block data next to full-page images).
 import { describe, expect, it } from "vitest";
-import type { PgCluster } from "../testing/pgcluster.ts";
 import { runConsistencyOracle } from "./oracle.ts";
-
-async function script(cluster: PgCluster, text: string): Promise<void> {
-  const statements = text
-    .split("\n")
-    .filter((line) => !line.trim().startsWith("--"))
-    .join("\n")
-    .split(/;\s*\n/)
-    .map((s) => s.trim())
-    .filter(Boolean);
-  for (const statement of statements) await cluster.sql(statement);
-}
 
 describe("heap redo with checksums and logical WAL", () => {
   it("rebuilds heap pages with data checksums and wal_level=logical (hint-bit images, logged old keys)", async () => {
@@ -24,7 +12,7 @@ describe("heap redo with checksums and logical WAL", () => {
       settings: { wal_level: "logical" },
       compareOnDisk: true,
       workload: async (cluster) => {
-        await script(cluster, `
+        await cluster.script(`
           CREATE TABLE k (id int PRIMARY KEY, v int, s text);
           ALTER TABLE k REPLICA IDENTITY FULL;
           INSERT INTO k SELECT g, g, repeat('s', g % 300) FROM generate_series(1, 2500) g;

@@ -46,18 +46,6 @@ async function concurrentLocks(cluster: PgCluster): Promise<void> {
   }
 }
 
-/** Runs a script statement by statement (VACUUM, CLUSTER … refuse an implicit transaction block). */
-async function script(cluster: PgCluster, text: string): Promise<void> {
-  const statements = text
-    .split("\n")
-    .filter((line) => !line.trim().startsWith("--"))
-    .join("\n")
-    .split(/;\s*\n/)
-    .map((s) => s.trim())
-    .filter(Boolean);
-  for (const statement of statements) await cluster.sql(statement);
-}
-
 describe("heap redo against PostgreSQL's own page images", () => {
   it("rebuilds every heap page a pgbench run and a mixed SQL workload touch", async () => {
     const report = await runConsistencyOracle({
@@ -67,7 +55,7 @@ describe("heap redo against PostgreSQL's own page images", () => {
         await cluster.pgbench(["-i", "-s", "1", "-q"]);
         await cluster.pgbench(["-t", "300", "-c", "2", "-n"]);
 
-        await script(cluster, `
+        await cluster.script(`
           CREATE TABLE h (id int PRIMARY KEY, v int, pad text, note text) WITH (fillfactor = 60);
           INSERT INTO h SELECT g, g, repeat('p', 200), 'n' || g FROM generate_series(1, 3000) g;
           -- HOT updates (v is not indexed), with prefix/suffix compression of the new tuple
@@ -79,7 +67,7 @@ describe("heap redo against PostgreSQL's own page images", () => {
           DELETE FROM h WHERE id % 7 = 0;
         `);
         await concurrentLocks(cluster);
-        await script(cluster, `
+        await cluster.script(`
           -- speculative insertion: confirmed inserts, and ON CONFLICT DO UPDATE (lock + update)
           INSERT INTO h SELECT g, g, 'spec', NULL FROM generate_series(2990, 3100) g ON CONFLICT DO NOTHING;
           INSERT INTO h SELECT g, 1, 'upsert', NULL FROM generate_series(3050, 3150) g ON CONFLICT (id) DO UPDATE SET v = h.v + excluded.v;
@@ -104,7 +92,7 @@ describe("heap redo against PostgreSQL's own page images", () => {
         `);
         // COPY FREEZE sets all-visible on the pages it fills
         await cluster.sql("BEGIN; TRUNCATE c; COPY c (n) FROM PROGRAM 'seq 1 3000' WITH (FREEZE); COMMIT");
-        await script(cluster, `
+        await cluster.script(`
           -- prune, vacuum, visibility map, freezing
           VACUUM h;
           UPDATE h SET v = v + 1 WHERE id % 11 = 0;

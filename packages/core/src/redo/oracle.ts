@@ -2,7 +2,7 @@
 // attaches the after-image of every page each record touches. We import the primary, ingest its
 // WAL, rebuild each such page at the record's end LSN with Strata's redo, and compare both under
 // the rmgr's mask, exactly as PostgreSQL's verifyBackupPageConsistency does during its own replay.
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { importFromPrimary } from "../ingest/import-primary.ts";
@@ -109,6 +109,8 @@ export async function compareDataDirectory(dataDir: string, kinds: Map<string, s
     for (const name of readdirSync(path.join(dataDir, dir))) {
       const m = /^(\d+)(_fsm|_vm|_init)?(?:\.(\d+))?$/.exec(name);
       if (!m || m[2] === "_fsm") continue;
+      // an unlogged relation's other forks are not WAL-logged: PostgreSQL resets them from the init fork
+      if (m[2] !== "_init" && existsSync(path.join(dataDir, dir, `${m[1]}_init`))) continue;
       const fork = m[2] === "_vm" ? 2 : m[2] === "_init" ? 3 : 0;
       const rel = { spcNode: dir === "global" ? 1664 : 1663, dbNode: dir === "global" ? 0 : Number(dir.split("/")[1]), relNode: Number(m[1]) };
       // databases that refuse connections (template0) share their catalogs' filenodes with template1

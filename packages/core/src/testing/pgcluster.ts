@@ -164,6 +164,22 @@ export class PgCluster {
     }
   }
 
+  /**
+   * Runs a script statement by statement (statements end with ";" at the end of a line; lines
+   * starting with "--" are comments), for commands that refuse a transaction block (VACUUM,
+   * CREATE INDEX CONCURRENTLY, CREATE DATABASE…).
+   */
+  async script(text: string, database = "postgres"): Promise<void> {
+    const statements = text
+      .split("\n")
+      .filter((line) => !line.trim().startsWith("--"))
+      .join("\n")
+      .split(/;\s*\n/)
+      .map((statement) => statement.trim().replace(/;$/, ""))
+      .filter(Boolean);
+    for (const statement of statements) await this.sql(statement, [], database);
+  }
+
   /** Runs a client binary (psql, pgbench, pg_waldump…) against this cluster. */
   async run(bin: string, args: string[], timeoutMs = 600_000): Promise<{ stdout: string; stderr: string }> {
     return execFileAsync(pgBinary(bin), args, {
