@@ -139,6 +139,12 @@ try {
     done = true;
   }
   const strataSeconds = (performance.now() - s0) / 1000;
+  // where the memory is at the end of the catch-up (V8 heap vs Buffers vs the rest: LevelDB, malloc)
+  const metrics = await (await fetch(`${daemon.apiUrl}/metrics`)).text();
+  const gauge = (name: string) => Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, "m").exec(metrics)?.[1] ?? NaN);
+  const memoryBreakdown =
+    `heap used ${fmtMB(gauge("strata_nodejs_heap_size_used_bytes"))} of ${fmtMB(gauge("strata_nodejs_heap_size_total_bytes"))}, ` +
+    `external ${fmtMB(gauge("strata_nodejs_external_memory_bytes"))}, RSS ${fmtMB(gauge("strata_process_resident_memory_bytes"))}`;
   await reporter;
   progressDone();
   const mem = memory.stop();
@@ -154,6 +160,7 @@ try {
   );
   console.log(`ratio strata/baseline:  ${(strataRate / baselineRate).toFixed(3)}x (target >= 0.5x)`);
   console.log(`pageserver peak RSS:    ${fmtMB(mem.peakRss)} sampled every 200 ms, VmHWM ${fmtMB(mem.hwm)} (target < 512 MB)`);
+  console.log(`pageserver memory at the end: ${memoryBreakdown}`);
   const third = Math.floor(mem.samples.length / 3);
   if (third > 0) {
     const avg = (s: typeof mem.samples) => s.reduce((a, x) => a + x.rss, 0) / s.length;

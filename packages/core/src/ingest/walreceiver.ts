@@ -41,11 +41,25 @@ export class WalReceiver {
   private connection: ReplicationConnection | undefined;
   private loop: Promise<void> | undefined;
   private wakeBackoff: (() => void) | undefined;
-  private stopSignal!: Promise<"stop">;
-  private signalStop!: () => void;
+  private readonly stopWaiters = new Set<() => void>();
 
-  constructor(private readonly ingestor: TimelineIngestor, private readonly options: WalReceiverOptions) {
-    this.stopSignal = new Promise((resolve) => (this.signalStop = () => resolve("stop")));
+  constructor(private readonly ingestor: TimelineIngestor, private readonly options: WalReceiverOptions) {}
+
+  /**
+   * Races `promises` against stop(). A fresh stop promise per call, dropped afterwards: racing one
+   * long-lived promise would attach a reaction per call that keeps every winner (each WAL message)
+   * alive until the receiver stops.
+   */
+  private async untilStop<T>(promises: Array<Promise<T>>): Promise<T | "stop"> {
+    if (this.stopped) return "stop";
+    let wake!: () => void;
+    const stop = new Promise<"stop">((resolve) => (wake = () => resolve("stop")));
+    this.stopWaiters.add(wake);
+    try {
+      return await Promise.race([...promises, stop]);
+    } finally {
+      this.stopWaiters.delete(wake);
+    }
   }
 
   get lastRecordLsn(): Lsn {
@@ -58,7 +72,7 @@ export class WalReceiver {
 
   async stop(): Promise<void> {
     this.stopped = true;
-    this.signalStop();
+    for (const wake of this.stopWaiters) wake();
     this.wakeBackoff?.();
     this.connection?.destroy();
     await this.loop;
@@ -107,7 +121,7 @@ export class WalReceiver {
             const wait = Math.max(0, groupCommitMs - (Date.now() - lastCommit));
             let timer: NodeJS.Timeout | undefined;
             const quiet = new Promise<"quiet">((resolve) => (timer = setTimeout(() => resolve("quiet"), wait)));
-            const winner = await Promise.race([next, quiet, this.stopSignal]);
+            const winner = await this.untilStop<Awaited<typeof next> | "quiet">([next, quiet]);
             clearTimeout(timer);
             if (winner === "stop") break;
             if (winner === "quiet") {
@@ -116,7 +130,7 @@ export class WalReceiver {
             }
             message = winner;
           } else {
-            const winner = await Promise.race([next, this.stopSignal]);
+            const winner = await this.untilStop([next]);
             if (winner === "stop") break;
             message = winner;
           }

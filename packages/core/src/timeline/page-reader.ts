@@ -139,7 +139,8 @@ export class PageReader {
     // (A page read through the ancestor below the branch point is not valid from `newest` on.)
     const latest = this.store.knownLastRecordLsn;
     const openEnded = this.store.unchangedSince(token) && latest !== undefined && lsn >= latest;
-    if (lsn >= newest) this.pageCache.put(this.store, entity, page, newest, lsn, openEnded);
+    // background materialization does not fill the cache: it would evict pages clients read
+    if (lsn >= newest && !materializing) this.pageCache.put(this.store, entity, page, newest, lsn, openEnded);
     // materialize well before the limit, so reads stay under maxReplay as chains keep growing
     const threshold = options.materializeAbove ?? Math.floor(this.maxReplay / 2);
     if (replayed > threshold && versions.length) await this.store.putDerived(materializedBlockKey(rel, fork, blockNumber), newest, imageValue(page));
