@@ -11,7 +11,7 @@ import { closeSync, mkdtempSync, openSync, readSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import {
-  formatLsn, importFromPrimary, PageReader, parseLsn, readWalSegments, relBlockKey, RMGRS, TimelineIngestor, TimelineStore, walFileName, type Lsn, readWalRange } from "@strata/core";
+  formatLsn, importFromPrimary, PageCache, PageReader, parseLsn, readWalSegments, relBlockKey, RMGRS, TimelineIngestor, TimelineStore, walFileName, type Lsn, readWalRange } from "@strata/core";
 import { PgCluster } from "@strata/core/testing";
 import { envNumber, fmtMs, percentile, progress, progressDone } from "./lib.mts";
 
@@ -83,7 +83,9 @@ try {
       return redo(page, record, block);
     };
   }
-  const reader = new PageReader(store, { maxReplay: Number.MAX_SAFE_INTEGER });
+  // replay cost: no page cache (a cached read is measured separately below)
+  const reader = new PageReader(store, { maxReplay: Number.MAX_SAFE_INTEGER, pageCache: new PageCache(0) });
+  const cachedReader = new PageReader(store, { maxReplay: Number.MAX_SAFE_INTEGER, pageCache: new PageCache(1024) });
   const key = relBlockKey(relTag, 0, 0);
   const results: string[] = [];
   // baseline: one store lookup of the image version
@@ -121,6 +123,18 @@ try {
         `mean ${fmtMs(lat.reduce((a, b) => a + b, 0) / lat.length)}` +
         (depth > 0 && p50s[0] !== undefined ? `; ~${fmtMs((p50s[depth] - p50s[0]) / depth)} per record above the 0-record read` : ""),
     );
+  }
+  {
+    // the same page served again from the page cache (what repeated reads cost)
+    const at = history[Math.min(100, history.length - 1)].endLsn;
+    for (let i = 0; i < 200; i++) await cachedReader.getPage(relTag, 0, 0, at);
+    const lat: number[] = [];
+    for (let i = 0; i < READS; i++) {
+      const t0 = performance.now();
+      await cachedReader.getPage(relTag, 0, 0, at);
+      lat.push(performance.now() - t0);
+    }
+    results.push(`page cache hit (any depth): p50 ${fmtMs(percentile(lat, 50))}, p99 ${fmtMs(percentile(lat, 99))}`);
   }
   progressDone();
   console.log(`GetPage@LSN in-process (PageReader, maxReplay unlimited) of one heap page after ${UPDATES} updates (${wholePage} full-page image(s) in the range), ${READS} reads per depth`);
