@@ -2,6 +2,7 @@
 // database, builds the dashboard, then runs the pageserver (page service 127.0.0.1:64000,
 // API + /metrics 127.0.0.1:9898) and the dashboard (127.0.0.1:3000). Ctrl-C stops everything.
 import { spawn } from "node:child_process";
+import { pageserverEnv } from "../apps/pageserver/daemon-env.mjs";
 import { mkdirSync } from "node:fs";
 import path from "node:path";
 import { ensureNpmDependencies, ensurePostgres, root, run, step } from "./setup.mjs";
@@ -29,6 +30,7 @@ const children = [
   spawn(process.execPath, ["apps/pageserver/bin/strata.mjs", "pageserver", "--data", dataDir, "--pg-listen", pgListen, "--http-listen", httpListen], {
     cwd: root,
     stdio: "inherit",
+    env: pageserverEnv(),
   }),
   spawn(path.join(root, "node_modules/.bin/next"), ["start", "-H", "127.0.0.1", "-p", webPort], {
     cwd: path.join(root, "apps/web"),

@@ -4,6 +4,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { pageserverEnv } from "../daemon-env.mjs";
 import { fileURLToPath } from "node:url";
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
@@ -40,7 +41,7 @@ function waitExit(child: ChildProcess): Promise<number | null> {
 export async function startDaemon(dataDir: string, env: Record<string, string> = {}): Promise<Daemon> {
   const child = spawn(process.execPath, [strataBin, "pageserver", "--data", dataDir, "--pg-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"], {
     cwd: repoRoot,
-    env: { ...process.env, ...env },
+    env: pageserverEnv({ ...process.env, ...env }),
     stdio: ["ignore", "pipe", "pipe"],
   });
   started.add(child);

@@ -1,0 +1,1 @@
+export function pageserverEnv(env?: NodeJS.ProcessEnv): NodeJS.ProcessEnv;
