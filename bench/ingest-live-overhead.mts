@@ -12,6 +12,8 @@ import { createStrataClient } from "@strata/api/client";
 import { makeDataDir, removeDataDir, startDaemon, type Daemon } from "../apps/pageserver/src/test-daemon.ts";
 import { envNumber, fmtMB, MB, progress, progressDone, sampleMemory, sleep } from "./lib.mts";
 
+// BENCH_DAEMON_NODE_OPTIONS="--require /abs/path/bench/cpu-profile-preload.cjs" profiles the daemon
+const DAEMON_ENV: Record<string, string> = process.env.BENCH_DAEMON_NODE_OPTIONS ? { NODE_OPTIONS: process.env.BENCH_DAEMON_NODE_OPTIONS } : {};
 const SECONDS = envNumber("BENCH_SECONDS", 15);
 const ROUNDS = envNumber("BENCH_ROUNDS", 2);
 const SCALE = envNumber("BENCH_SCALE", 10);
@@ -52,7 +54,7 @@ const cluster = await PgCluster.start({
 const dataDir = makeDataDir();
 let daemon: Daemon | undefined;
 try {
-  daemon = await startDaemon(dataDir);
+  daemon = await startDaemon(dataDir, DAEMON_ENV);
   let api = createStrataClient(daemon.apiUrl, "bench");
   const tenant = await api.tenants.create.mutate({ fromPrimary: cluster.connectionString() });
   const ids = { tenantId: tenant.id, timelineId: tenant.timelines[0].id };
@@ -71,7 +73,7 @@ try {
     await cluster.sql("CHECKPOINT");
 
     // attached: the pageserver streams from the primary, caught up before pgbench starts
-    daemon = await startDaemon(dataDir);
+    daemon = await startDaemon(dataDir, DAEMON_ENV);
     api = createStrataClient(daemon.apiUrl, "bench");
     const memory = sampleMemory(daemon.process.pid!, 200);
     const catchupTarget = await flushLsn(cluster);
