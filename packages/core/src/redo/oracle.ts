@@ -54,6 +54,8 @@ export interface OnDiskReport {
   unsupported: Record<string, number>;
   /** initialized blocks whose page LSN differs from the primary's, per relation kind (masks hide the LSN) */
   lsnDifferences: Record<string, number>;
+  /** the first few of those: "base/5/16384 blk 3 ours 0/1A2B theirs 0/1A40" */
+  lsnDifferenceExamples: string[];
 }
 
 export interface OracleOptions extends PgClusterOptions {
@@ -103,7 +105,7 @@ export async function relationKinds(cluster: Pick<PgCluster, "sql">): Promise<Ma
 }
 
 export async function compareDataDirectory(dataDir: string, kinds: Map<string, string>, reader: PageReader, lsn: Lsn, maxMismatches: number): Promise<OnDiskReport> {
-  const report: OnDiskReport = { compared: {}, mismatches: [], lsn: formatLsn(lsn), unsupported: {}, lsnDifferences: {} };
+  const report: OnDiskReport = { compared: {}, mismatches: [], lsn: formatLsn(lsn), unsupported: {}, lsnDifferences: {}, lsnDifferenceExamples: [] };
   const dirs = ["global", ...readdirSync(path.join(dataDir, "base")).map((d) => `base/${d}`)];
   for (const dir of dirs) {
     for (const name of readdirSync(path.join(dataDir, dir))) {
@@ -131,7 +133,12 @@ export async function compareDataDirectory(dataDir: string, kinds: Map<string, s
           report.unsupported[key] = (report.unsupported[key] ?? 0) + 1;
           continue;
         }
-        if (!isNewPage(theirs) && getPageLsn(ours) !== getPageLsn(theirs)) report.lsnDifferences[kind] = (report.lsnDifferences[kind] ?? 0) + 1;
+        if (!isNewPage(theirs) && getPageLsn(ours) !== getPageLsn(theirs)) {
+          report.lsnDifferences[kind] = (report.lsnDifferences[kind] ?? 0) + 1;
+          if (report.lsnDifferenceExamples.length < 5) {
+            report.lsnDifferenceExamples.push(`${dir}/${name} blk ${firstBlock + i} (${kind}) ours ${formatLsn(getPageLsn(ours))} theirs ${formatLsn(getPageLsn(theirs))}`);
+          }
+        }
         for (const page of [ours, theirs]) {
           if (mask) mask(page, firstBlock + i);
           else page.fill(0, 0, 10); // LSN and checksum

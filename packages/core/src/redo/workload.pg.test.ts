@@ -122,7 +122,7 @@ describe("redo of one workload across every access method", () => {
         await multixacts(cluster);
       },
     });
-    console.log("checked", report.checked, "on disk", report.onDisk?.compared, "page LSN differences", report.onDisk?.lsnDifferences);
+    console.log("checked", report.checked, "on disk", report.onDisk?.compared, "page LSN differences", report.onDisk?.lsnDifferences, report.onDisk?.lsnDifferenceExamples);
     expect(report.mismatches).toEqual([]);
     expect(report.errors).toEqual({});
     expect(report.unsupported).toEqual({});
