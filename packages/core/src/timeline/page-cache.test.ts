@@ -6,38 +6,14 @@ import { ForkNumber } from "../reltag.ts";
 import { relBlockKey, storeKey } from "../storage/keys.ts";
 import { TimelineStore } from "../storage/timeline-store.ts";
 import { imageValue, walRecordValue } from "../storage/values.ts";
-import { computeRecordCrc } from "../wal/record.ts";
 import { PageCache } from "./page-cache.ts";
 import { PageReader } from "./page-reader.ts";
+import { emptyPage, genericDelta, oneBlockRecord } from "./testutil.ts";
 
 const rel = { spcNode: 1663, dbNode: 5, relNode: 16384 };
 
 /** A Generic WAL record (rmid 20) setting `bytes` at `offset` of main-fork block `block`. */
-function genericRecord(block: number, offset: number, bytes: Buffer): Buffer {
-  const data = Buffer.concat([Buffer.from([offset & 0xff, offset >> 8, bytes.length & 0xff, bytes.length >> 8]), bytes]);
-  const total = 24 + 4 + 16 + data.length;
-  const rec = Buffer.alloc(total);
-  rec.writeUInt32LE(total, 0);
-  rec[17] = 20;
-  rec[24] = 0;
-  rec[25] = 0x20;
-  rec.writeUInt16LE(data.length, 26);
-  rec.writeUInt32LE(rel.spcNode, 28);
-  rec.writeUInt32LE(rel.dbNode, 32);
-  rec.writeUInt32LE(rel.relNode, 36);
-  rec.writeUInt32LE(block, 40);
-  data.copy(rec, 44);
-  rec.writeUInt32LE(computeRecordCrc(rec, total), 20);
-  return rec;
-}
-
-function emptyPage(): Buffer {
-  const page = Buffer.alloc(8192);
-  page.writeUInt16LE(24, 12);
-  page.writeUInt16LE(8000, 14);
-  page.writeUInt16LE(8192, 16);
-  return page;
-}
+const genericRecord = (block: number, offset: number, bytes: Buffer) => oneBlockRecord(20, rel, block, genericDelta(offset, bytes));
 
 describe("the shared page cache", () => {
   let dir: string;

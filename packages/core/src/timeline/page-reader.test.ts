@@ -7,49 +7,14 @@ import { materializedBlockKey, relBlockKey, SlruKind, slruBlockKey, storeKey } f
 import { TimelineStore } from "../storage/timeline-store.ts";
 import { derivedValue, DerivedKind, imageValue, walRecordValue } from "../storage/values.ts";
 import { UnsupportedRecordError } from "../redo/types.ts";
-import { computeRecordCrc } from "../wal/record.ts";
 import { PageCache } from "./page-cache.ts";
 import { PageReader, pageLsn } from "./page-reader.ts";
+import { emptyPage, genericDelta, oneBlockRecord } from "./testutil.ts";
 
 const rel = { spcNode: 1663, dbNode: 5, relNode: 16384 };
 
 /** A WAL record of `rmid` with one block reference (rel, main, `block`) carrying `data`. */
-function record(rmid: number, block: number, data: Buffer, opts: { willInit?: boolean } = {}): Buffer {
-  const total = 24 + 4 + 12 + 4 + data.length;
-  const rec = Buffer.alloc(total);
-  rec.writeUInt32LE(total, 0);
-  rec[17] = rmid;
-  let off = 24;
-  rec[off++] = 0; // block id
-  rec[off++] = 0x20 | (opts.willInit ? 0x40 : 0); // HAS_DATA, main fork
-  rec.writeUInt16LE(data.length, off);
-  off += 2;
-  rec.writeUInt32LE(rel.spcNode, off);
-  rec.writeUInt32LE(rel.dbNode, off + 4);
-  rec.writeUInt32LE(rel.relNode, off + 8);
-  rec.writeUInt32LE(block, off + 12);
-  data.copy(rec, off + 16);
-  rec.writeUInt32LE(computeRecordCrc(rec, total), 20);
-  return rec;
-}
-
-/** Generic WAL block data: set `length` bytes at `offset` to `byte`. */
-function genericDelta(offset: number, bytes: Buffer): Buffer {
-  const head = Buffer.alloc(4);
-  head.writeUInt16LE(offset, 0);
-  head.writeUInt16LE(bytes.length, 2);
-  return Buffer.concat([head, bytes]);
-}
-
-function emptyPage(lsn = 0n): Buffer {
-  const page = Buffer.alloc(8192);
-  page.writeUInt32LE(Number(lsn >> 32n), 0);
-  page.writeUInt32LE(Number(lsn & 0xffffffffn), 4);
-  page.writeUInt16LE(24, 12);
-  page.writeUInt16LE(8000, 14);
-  page.writeUInt16LE(8192, 16);
-  return page;
-}
+const record = (rmid: number, block: number, data: Buffer, opts: { willInit?: boolean } = {}) => oneBlockRecord(rmid, rel, block, data, opts);
 
 describe("GetPage@LSN page reconstruction", () => {
   let dir: string;

@@ -148,6 +148,8 @@ export class PageReader {
   }
 
   private hintBits: Promise<boolean> | undefined;
+  /** the answer once known: replay then needs no await per record */
+  private hintBitsKnown: boolean | undefined;
 
   /**
    * Whether the cluster WAL-logs hint bits (data checksums or wal_log_hints, from the timeline's
@@ -157,11 +159,11 @@ export class PageReader {
   private hintBitsLogged(lsn: Lsn): Promise<boolean> {
     this.hintBits ??= this.getControlFile(lsn).then(
       (control) => {
-        if (!control) return false;
+        if (!control) return (this.hintBitsKnown = false);
         const settings = readControlFile(control);
-        return settings.dataChecksumVersion !== 0 || settings.walLogHints;
+        return (this.hintBitsKnown = settings.dataChecksumVersion !== 0 || settings.walLogHints);
       },
-      () => false,
+      () => (this.hintBitsKnown = false),
     );
     return this.hintBits;
   }
@@ -187,7 +189,7 @@ export class PageReader {
         record.endLsn = versionLsn;
         const block = findBlock(record, target.rel, target.fork, target.blockNumber);
         if (!block) throw new PageReadError(`stored record at ${formatLsn(value.recordLsn)} does not reference block ${target.blockNumber}`);
-        return applyRecord(page, record, block, await this.hintBitsLogged(versionLsn));
+        return applyRecord(page, record, block, this.hintBitsKnown ?? (await this.hintBitsLogged(versionLsn)));
       }
       case ValueKind.Derived:
         if (value.derived === DerivedKind.CopyPageFrom) {

@@ -8,51 +8,17 @@ import { materializedBlockKey, relBlockKey, storeKey } from "../storage/keys.ts"
 import { TimelineStore } from "../storage/timeline-store.ts";
 import { derivedValue, DerivedKind, imageValue, TOMBSTONE, walRecordValue } from "../storage/values.ts";
 import { UnsupportedRecordError } from "../redo/types.ts";
-import { computeRecordCrc } from "../wal/record.ts";
 import { PageReader } from "./page-reader.ts";
 import { scanRelationPages } from "./relation-scan.ts";
+import { emptyPage, genericDelta, oneBlockRecord } from "./testutil.ts";
 
 const rel = { spcNode: 1663, dbNode: 5, relNode: 16384 };
 const other = { spcNode: 1663, dbNode: 5, relNode: 16385 };
 
-/** A WAL record of `rmid` with one block reference (rel, main, `block`) carrying `data`. */
-function record(rmid: number, block: number, data: Buffer, opts: { willInit?: boolean } = {}): Buffer {
-  const total = 24 + 4 + 12 + 4 + data.length;
-  const rec = Buffer.alloc(total);
-  rec.writeUInt32LE(total, 0);
-  rec[17] = rmid;
-  let off = 24;
-  rec[off++] = 0; // block id
-  rec[off++] = 0x20 | (opts.willInit ? 0x40 : 0); // HAS_DATA, main fork
-  rec.writeUInt16LE(data.length, off);
-  off += 2;
-  rec.writeUInt32LE(rel.spcNode, off);
-  rec.writeUInt32LE(rel.dbNode, off + 4);
-  rec.writeUInt32LE(rel.relNode, off + 8);
-  rec.writeUInt32LE(block, off + 12);
-  data.copy(rec, off + 16);
-  rec.writeUInt32LE(computeRecordCrc(rec, total), 20);
-  return rec;
-}
-
 /** Generic WAL (rmgr 20) setting bytes at `offset`, stored at end LSN `lsn`. */
 function generic(block: number, lsn: Lsn, offset: number, bytes: string | number[], opts: { willInit?: boolean } = {}) {
-  const body = Buffer.from(bytes as string);
-  const head = Buffer.alloc(4);
-  head.writeUInt16LE(offset, 0);
-  head.writeUInt16LE(body.length, 2);
-  return { key: storeKey(relBlockKey(rel, ForkNumber.Main, block), lsn), value: walRecordValue(record(20, block, Buffer.concat([head, body]), opts), lsn - 0x20n, opts.willInit ?? false) };
-}
-
-function emptyPage(lsn: Lsn, mark = 0): Buffer {
-  const page = Buffer.alloc(8192);
-  page.writeUInt32LE(Number(lsn >> 32n), 0);
-  page.writeUInt32LE(Number(lsn & 0xffffffffn), 4);
-  page.writeUInt16LE(24, 12);
-  page.writeUInt16LE(8000, 14);
-  page.writeUInt16LE(8192, 16);
-  page[8190] = mark;
-  return page;
+  const data = genericDelta(offset, Buffer.from(bytes as string));
+  return { key: storeKey(relBlockKey(rel, ForkNumber.Main, block), lsn), value: walRecordValue(oneBlockRecord(20, rel, block, data, opts), lsn - 0x20n, opts.willInit ?? false) };
 }
 
 const image = (block: number, lsn: Lsn, mark: number, r = rel) => ({ key: storeKey(relBlockKey(r, ForkNumber.Main, block), lsn), value: imageValue(emptyPage(lsn, mark)) });
@@ -206,7 +172,7 @@ describe("relation scan", () => {
     await commit(store, [
       image(0, 0x100n, 1),
       image(1, 0x100n, 1),
-      { key: storeKey(relBlockKey(rel, ForkNumber.Main, 1), 0x200n), value: walRecordValue(record(128, 1, Buffer.from("xxxx")), 0x1e8n, false) },
+      { key: storeKey(relBlockKey(rel, ForkNumber.Main, 1), 0x200n), value: walRecordValue(oneBlockRecord(128, rel, 1, Buffer.from("xxxx")), 0x1e8n, false) },
     ]);
     const reader = new PageReader(store);
     const seen: number[] = [];

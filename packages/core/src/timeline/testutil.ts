@@ -1,0 +1,44 @@
+// Hand-built WAL records and pages for the page reader's unit tests.
+import type { Lsn } from "../lsn.ts";
+import type { RelTag } from "../reltag.ts";
+import { computeRecordCrc } from "../wal/record.ts";
+
+/** A WAL record of `rmid` with one block reference (`rel`, main fork, `block`) carrying `data`. */
+export function oneBlockRecord(rmid: number, rel: RelTag, block: number, data: Buffer, opts: { willInit?: boolean } = {}): Buffer {
+  const total = 24 + 4 + 12 + 4 + data.length;
+  const rec = Buffer.alloc(total);
+  rec.writeUInt32LE(total, 0);
+  rec[17] = rmid;
+  let off = 24;
+  rec[off++] = 0; // block id
+  rec[off++] = 0x20 | (opts.willInit ? 0x40 : 0); // HAS_DATA, main fork
+  rec.writeUInt16LE(data.length, off);
+  off += 2;
+  rec.writeUInt32LE(rel.spcNode, off);
+  rec.writeUInt32LE(rel.dbNode, off + 4);
+  rec.writeUInt32LE(rel.relNode, off + 8);
+  rec.writeUInt32LE(block, off + 12);
+  data.copy(rec, off + 16);
+  rec.writeUInt32LE(computeRecordCrc(rec, total), 20);
+  return rec;
+}
+
+/** Generic WAL block data: put `bytes` at `offset`. */
+export function genericDelta(offset: number, bytes: Buffer): Buffer {
+  const head = Buffer.alloc(4);
+  head.writeUInt16LE(offset, 0);
+  head.writeUInt16LE(bytes.length, 2);
+  return Buffer.concat([head, bytes]);
+}
+
+/** An initialized empty page with page LSN `lsn`; `mark` goes into its last-but-one byte. */
+export function emptyPage(lsn: Lsn = 0n, mark = 0): Buffer {
+  const page = Buffer.alloc(8192);
+  page.writeUInt32LE(Number(lsn >> 32n), 0);
+  page.writeUInt32LE(Number(lsn & 0xffffffffn), 4);
+  page.writeUInt16LE(24, 12);
+  page.writeUInt16LE(8000, 14);
+  page.writeUInt16LE(8192, 16);
+  page[8190] = mark;
+  return page;
+}
