@@ -66,6 +66,9 @@ export class TimelineIngestor {
    * writes, and records that scan the store (database records) flush first.
    */
   private inflight: Promise<void> | undefined;
+  /** the commit in flight has finished (durable or failed) */
+  private inflightSettled = false;
+  private pendingEndOfInflight: Lsn = 0n;
 
   /** Records not yet durable: pending in memory, or in a commit still being written. */
   get hasPending(): boolean {
@@ -142,6 +145,22 @@ export class TimelineIngestor {
     }
   }
 
+  /**
+   * Starts committing the pending records in the background, unless a commit is still being
+   * written (they then wait for a later call). Returns the commit's durable LSN promise, or
+   * undefined when nothing was started. Lets a caller that keeps receiving WAL (catch-up) group
+   * commits by time without stalling on each fsync.
+   */
+  commitInBackground(): Promise<Lsn> | undefined {
+    if (this.inflight && !this.inflightSettled) return undefined;
+    if (this.failed || this.pendingRecords === 0) return undefined;
+    // a settled commit's error (if any) is already `failed`, checked above
+    this.inflight = undefined;
+    this.startCommit();
+    const endLsn = this.pendingEndOfInflight;
+    return this.inflight!.then(() => endLsn);
+  }
+
   /** Waits for the commit in flight, if any; rethrows its error (once: it is then `failed`). */
   private async settle(): Promise<void> {
     const inflight = this.inflight;
@@ -160,14 +179,18 @@ export class TimelineIngestor {
     const endLsn = this.pendingEnd;
     this.pending = new IngestBatch();
     this.pendingRecords = 0;
+    this.pendingEndOfInflight = endLsn;
+    this.inflightSettled = false;
     const done = this.store.commit(batch.entries, { lastRecordLsn: endLsn, diskConsistentLsn: endLsn, startLsn: this.startLsn }).then(
       () => {
         // durable now: only from here may the resume point and the counters move
         this.lastRecordLsn = endLsn;
         this.totalRecords += records;
         this.totalBytes += batch.bytes;
+        this.inflightSettled = true;
       },
       (err: Error) => {
+        this.inflightSettled = true;
         // the records are gone from memory but not stored: never continue past them
         this.failed ??= err;
         throw err;

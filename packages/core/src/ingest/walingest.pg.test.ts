@@ -242,6 +242,51 @@ describe("WAL ingest from a real PostgreSQL 15", () => {
     }
   });
 
+  it("commits in the background on request without waiting, never two at once, resolving at the durable LSN", async () => {
+    const bytes = readWalRange(cluster.walDir, range.start, range.end);
+    const straight = await newStore(path.join(tmp, "background-ref"), range.start);
+    await (await TimelineIngestor.open(straight)).ingestWal(bytes, range.start);
+    const expected = await dumpStore(straight);
+    await straight.close();
+
+    const store = await newStore(path.join(tmp, "background"), range.start);
+    try {
+      const ingestor = await TimelineIngestor.open(store);
+      const commit = store.commit.bind(store);
+      let inFlight = 0;
+      let maxInFlight = 0;
+      let durable = range.start;
+      store.commit = async (entries, markers) => {
+        inFlight++;
+        maxInFlight = Math.max(maxInFlight, inFlight);
+        await new Promise((resolve) => setTimeout(resolve, 25));
+        await commit(entries, markers);
+        durable = markers.lastRecordLsn;
+        inFlight--;
+      };
+      const started: Array<Promise<bigint>> = [];
+      let refused = 0;
+      for (let pos = 0; pos < bytes.length; pos += 20_000) {
+        await ingestor.ingestWal(bytes.subarray(pos, pos + 20_000), range.start + BigInt(pos), { flush: false });
+        const wasInFlight = inFlight > 0;
+        const commitDone = ingestor.commitInBackground();
+        if (commitDone) started.push(commitDone.then((lsn) => (expect(durable >= lsn).toBe(true), lsn)));
+        else if (wasInFlight) refused++;
+        if (pos % 100_000 === 0) await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      const lsns = await Promise.all(started);
+      expect(lsns.length).toBeGreaterThan(1);
+      expect(refused).toBeGreaterThan(0);
+      expect([...lsns].sort((a, b) => (a < b ? -1 : 1))).toEqual(lsns);
+      expect(await ingestor.flush()).toBe(durable);
+      expect(maxInFlight).toBe(1);
+      expect((await store.readMarkers()).lastRecordLsn).toBe(durable);
+      expect(await dumpStore(store)).toEqual(expected);
+    } finally {
+      await store.close();
+    }
+  });
+
   it("stores nothing after a commit that failed in the background", async () => {
     const bytes = readWalRange(cluster.walDir, range.start, range.end);
     const store = await newStore(path.join(tmp, "commit-fails"), range.start);

@@ -104,16 +104,34 @@ export class WalReceiver {
         // every `groupCommitMs` or when the stream goes quiet, not once per message.
         let next = stream.next();
         let lastCommit = Date.now();
-        const commit = async () => {
-          const before = this.ingestor.totalRecords;
-          const bytesBefore = this.ingestor.totalBytes;
-          const durable = await this.ingestor.flush();
-          lastCommit = Date.now();
+        // what onDurable has been told so far (commits started by ingestWal itself are reported
+        // with the next one)
+        let reportedRecords = this.ingestor.totalRecords;
+        let reportedBytes = this.ingestor.totalBytes;
+        let reportedLsn = 0n;
+        const reportDurable = (durable: Lsn) => {
+          if (durable <= reportedLsn) return;
+          reportedLsn = durable;
           stream.sendStatus({ flushed: durable, applied: durable });
           this.status.records = this.ingestor.totalRecords;
-          this.options.onDurable?.(durable, this.ingestor.totalBytes - bytesBefore, this.ingestor.totalRecords - before);
+          this.options.onDurable?.(durable, this.ingestor.totalBytes - reportedBytes, this.ingestor.totalRecords - reportedRecords);
+          reportedRecords = this.ingestor.totalRecords;
+          reportedBytes = this.ingestor.totalBytes;
           const longChains = this.ingestor.drainLongChains();
           if (longChains.length) this.options.onLongChains?.(longChains, durable);
+        };
+        const commit = async () => {
+          const durable = await this.ingestor.flush();
+          lastCommit = Date.now();
+          reportDurable(durable);
+        };
+        // while WAL keeps arriving, group commits by time without waiting for each fsync: the
+        // next messages are decoded while LevelDB writes (a failure stops the next ingestWal)
+        const commitBehind = () => {
+          const durable = this.ingestor.commitInBackground();
+          if (!durable) return;
+          lastCommit = Date.now();
+          durable.then(reportDurable, () => {});
         };
         for (;;) {
           let message;
@@ -147,7 +165,7 @@ export class WalReceiver {
           walGoneCount = 0;
           this.status.receivedBytes += message.data.length;
           stream.sendStatus({ written: message.walStart + BigInt(message.data.length) });
-          if (Date.now() - lastCommit >= groupCommitMs) await commit();
+          if (Date.now() - lastCommit >= groupCommitMs) commitBehind();
         }
         if (this.stopped) {
           // keep what was received (the slot would resend it anyway) and drop the stream
