@@ -160,6 +160,7 @@ try {
   );
   console.log(`ratio strata/baseline:  ${(strataRate / baselineRate).toFixed(3)}x (target >= 0.5x)`);
   console.log(`pageserver peak RSS:    ${fmtMB(mem.peakRss)} sampled every 200 ms, VmHWM ${fmtMB(mem.hwm)} (target < 512 MB)`);
+  console.log(`  of which file pages at the peak ${fmtMB(mem.fileAtPeak)} (LevelDB's mapped tables, node itself); peak anonymous ${fmtMB(mem.peakAnon)}`);
   console.log(`pageserver memory at the end: ${memoryBreakdown}`);
   const third = Math.floor(mem.samples.length / 3);
   if (third > 0) {

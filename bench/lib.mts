@@ -23,12 +23,16 @@ export function progressDone() {
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-/** VmRSS and VmHWM of a process in bytes (undefined once it has exited). */
-export function readMemory(pid: number): { rss: number; hwm: number } | undefined {
+/**
+ * VmRSS and VmHWM of a process in bytes (undefined once it has exited), and VmRSS split into
+ * anonymous memory (heaps) and file pages (e.g. LevelDB's memory-mapped table files, which the
+ * kernel can drop at any time).
+ */
+export function readMemory(pid: number): { rss: number; hwm: number; anon: number; file: number } | undefined {
   try {
     const status = readFileSync(`/proc/${pid}/status`, "utf8");
     const kb = (field: string) => Number(/^(\w+):\s+(\d+) kB/m.exec(status.split("\n").find((l) => l.startsWith(field + ":")) ?? "")?.[2] ?? 0);
-    return { rss: kb("VmRSS") * 1024, hwm: kb("VmHWM") * 1024 };
+    return { rss: kb("VmRSS") * 1024, hwm: kb("VmHWM") * 1024, anon: kb("RssAnon") * 1024, file: kb("RssFile") * 1024 };
   } catch {
     return undefined;
   }
@@ -37,6 +41,8 @@ export function readMemory(pid: number): { rss: number; hwm: number } | undefine
 /** Samples a process's RSS every `intervalMs`; stop() returns the peak RSS, last VmHWM and samples. */
 export function sampleMemory(pid: number, intervalMs = 200) {
   let peakRss = 0;
+  let peakAnon = 0;
+  let fileAtPeak = 0;
   let hwm = 0;
   let last = 0;
   const samples: Array<{ t: number; rss: number }> = [];
@@ -45,7 +51,9 @@ export function sampleMemory(pid: number, intervalMs = 200) {
     const m = readMemory(pid);
     if (!m) return;
     last = m.rss;
+    if (m.rss > peakRss) fileAtPeak = m.file;
     peakRss = Math.max(peakRss, m.rss);
+    peakAnon = Math.max(peakAnon, m.anon);
     hwm = Math.max(hwm, m.hwm);
     samples.push({ t: Date.now() - started, rss: m.rss });
   };
@@ -61,7 +69,7 @@ export function sampleMemory(pid: number, intervalMs = 200) {
     stop() {
       tick();
       clearInterval(timer);
-      return { peakRss, hwm, samples };
+      return { peakRss, hwm, samples, peakAnon, fileAtPeak };
     },
   };
 }
