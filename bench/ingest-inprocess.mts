@@ -40,9 +40,11 @@ try {
   const ingestor = await TimelineIngestor.open(store);
   let commitMs = 0;
   let lookupMs = 0;
+  let entries = 0;
   const commit = store.commit.bind(store);
   store.commit = async (...args) => {
     const t0 = performance.now();
+    entries += args[0].length;
     await commit(...args);
     commitMs += performance.now() - t0;
   };
@@ -66,6 +68,7 @@ try {
   console.log(`WAL: ${mb.toFixed(1)} MB, ${ingestor.totalRecords} records`);
   console.log(`read from pg_wal: ${(mb / readSecs).toFixed(1)} MB/s`);
   console.log(`strata ingest:    ${(mb / ingestSecs).toFixed(1)} MB/s (${Math.round(ingestor.totalRecords / ingestSecs)} records/s)`);
+  console.log(`store entries written: ${entries} (${(entries / ingestor.totalRecords).toFixed(2)} per record)`);
   console.log(`time in commits: ${(commitMs / 1000).toFixed(2)} s, in store lookups: ${(lookupMs / 1000).toFixed(2)} s, total ${ingestSecs.toFixed(2)} s`);
   console.log(`ratio: ${(readSecs / ingestSecs).toFixed(3)}x`);
 } finally {

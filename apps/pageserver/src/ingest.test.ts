@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createStrataClient } from "@strata/api/client";
-import { diffWaldumpEntries, parseLsn, parsePgWaldumpOutput } from "@strata/core";
+import { diffWaldumpEntries, formatLsn, parseLsn, parsePgWaldumpOutput } from "@strata/core";
 import { PgCluster } from "@strata/core/testing";
 import { makeDataDir, removeDataDir, runCli, startDaemon, type Daemon } from "./test-daemon.ts";
 
@@ -42,6 +42,18 @@ describe("following a real PostgreSQL 15 primary", () => {
     const theirEntries = parsePgWaldumpOutput(theirs.stdout);
     expect(diffWaldumpEntries(oursEntries, theirEntries)).toEqual([]);
     expect(oursEntries.length).toBe(theirEntries.length);
+
+    // a window from and to LSNs inside records (so inside stored pieces of the record log):
+    // exactly the records that start in it, and --limit cuts it after the first ones
+    const from = parseLsn(oursEntries[Math.floor(oursEntries.length / 3)].lsn) + 8n;
+    const to = parseLsn(oursEntries[Math.floor((2 * oursEntries.length) / 3)].lsn) + 8n;
+    const inWindow = oursEntries.filter((e) => parseLsn(e.lsn) >= from && parseLsn(e.lsn) < to);
+    const window = await runCli(["waldump", "--tenant", tenantId, "--timeline", timelineId, "--from", formatLsn(from), "--to", formatLsn(to)], env);
+    expect(window.code, window.stderr).toBe(0);
+    expect(parsePgWaldumpOutput(window.stdout)).toEqual(inWindow);
+    const limited = await runCli(["waldump", "--tenant", tenantId, "--timeline", timelineId, "--from", formatLsn(from), "--to", formatLsn(to), "--limit", "5"], env);
+    expect(parsePgWaldumpOutput(limited.stdout)).toEqual(inWindow.slice(0, 5));
+    expect(limited.stderr).toMatch(/truncated at 5 records/);
   }
 
   it("imports a running primary with `tenant create --from-primary` and follows pgbench live", async () => {

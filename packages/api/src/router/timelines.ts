@@ -1,5 +1,5 @@
 import { LsnOutOfRangeError, PageNotFoundError, parseForkName, parseRelTag, UnsupportedRecordError } from "@strata/core";
-import { decodeRecord, formatLsn, formatRecordLine, parseLsn, storeKey, walRecordLogKey, WaitLsnTimeoutError } from "@strata/core";
+import { decodeRecord, decodeRecordLogPiece, formatLsn, formatRecordLine, parseLsn, storeKey, walRecordLogKey, WaitLsnTimeoutError } from "@strata/core";
 import { NotFoundError, TimeoutError } from "../errors.ts";
 import { timelineView } from "../service/tenants.ts";
 import { getPageInput, timelineGetInput, timelineListInput, waitLsnInput, waldumpInput } from "../schemas.ts";
@@ -102,15 +102,22 @@ export const timelinesRouter = router({
     const lines: string[] = [];
     let truncated = false;
     if (to > from) {
-      for await (const [key, value] of handle.store.iterate(storeKey(walRecordLogKey(), from), storeKey(walRecordLogKey(), to - 1n))) {
-        if (lines.length >= input.limit) {
-          truncated = true;
-          break;
+      // the record log is stored in pieces keyed by their first record: the piece holding `from`
+      // may start before it, so begin at the last piece keyed at or below `from`
+      let first = storeKey(walRecordLogKey(), from);
+      for await (const [key] of handle.store.iterateReverse(storeKey(walRecordLogKey(), 0n), storeKey(walRecordLogKey(), from + 1n), 1)) first = key;
+      pieces: for await (const [, value] of handle.store.iterate(first, storeKey(walRecordLogKey(), to - 1n))) {
+        for (const { start, end, raw } of decodeRecordLogPiece(value)) {
+          if (start < from) continue;
+          if (start >= to) break pieces;
+          if (lines.length >= input.limit) {
+            truncated = true;
+            break pieces;
+          }
+          const record = decodeRecord(raw, start, { verifyCrc: false });
+          record.endLsn = end;
+          lines.push(formatRecordLine(record));
         }
-        const lsn = key.readBigUInt64BE(19);
-        const record = decodeRecord(value.subarray(9), lsn, { verifyCrc: false });
-        record.endLsn = value.readBigUInt64BE(1);
-        lines.push(formatRecordLine(record));
       }
     }
     return { lines, truncated };

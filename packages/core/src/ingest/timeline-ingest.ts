@@ -181,7 +181,7 @@ export class TimelineIngestor {
     this.pendingRecords = 0;
     this.pendingEndOfInflight = endLsn;
     this.inflightSettled = false;
-    const done = this.store.commit(batch.entries, { lastRecordLsn: endLsn, diskConsistentLsn: endLsn, startLsn: this.startLsn }).then(
+    const done = this.store.commit(batch.finish(), { lastRecordLsn: endLsn, diskConsistentLsn: endLsn, startLsn: this.startLsn }).then(
       () => {
         // durable now: only from here may the resume point and the counters move
         this.lastRecordLsn = endLsn;

@@ -11,7 +11,8 @@ import {
   relBlockStoreKey, relSizeKey, SlruKind, slruBlockKey, slruSegSizeKey, storeKey, storeKeyOf, twoPhaseFileKey,
 } from "../storage/keys.ts";
 import type { TimelineStore } from "../storage/timeline-store.ts";
-import { derivedValue, DerivedKind, imageValue, readU32Value, type StoredValue, TOMBSTONE, u32Value, ValueKind, walLogValue, walRecordValue } from "../storage/values.ts";
+import { derivedValue, DerivedKind, imageValue, readU32Value, type StoredValue, TOMBSTONE, u32Value, ValueKind, walRecordValue } from "../storage/values.ts";
+import { encodeRecordLogPiece, type LoggedRecord, PIECE_RECORD_HEADER, PIECE_TARGET_BYTES } from "../storage/record-log.ts";
 import { setPageLsn } from "../redo/page.ts";
 import { restoreBlockImage } from "../wal/image.ts";
 import type { BlockRef, DecodedRecord } from "../wal/record.ts";
@@ -36,6 +37,33 @@ export interface VersionLookup {
 export class IngestBatch {
   readonly entries: Array<{ key: Buffer; value: Buffer }> = [];
   bytes = 0;
+  /** records of the open WAL record log piece; their raw buffers are the decoder's own copies */
+  private piece: LoggedRecord[] = [];
+  private pieceBytes = 0;
+
+  /** Adds a record to the WAL record log: pieces of about PIECE_TARGET_BYTES, not one entry each. */
+  logRecord(start: Lsn, end: Lsn, raw: Buffer) {
+    this.piece.push({ start, end, raw });
+    const size = PIECE_RECORD_HEADER + raw.length;
+    this.pieceBytes += size;
+    this.bytes += size;
+    if (this.pieceBytes >= PIECE_TARGET_BYTES) this.closePiece();
+  }
+
+  private closePiece() {
+    if (this.piece.length === 0) return;
+    this.entries.push({ key: storeKeyOf(KeySpace.WalRecordLog, 0, 0, 0, 0, 0, this.piece[0].start), value: encodeRecordLogPiece(this.piece) });
+    this.bytes += 28;
+    this.piece = [];
+    this.pieceBytes = 0;
+  }
+
+  /** The entries to commit, the open piece closed into them: a piece never spans two commits. */
+  finish(): Array<{ key: Buffer; value: Buffer }> {
+    this.closePiece();
+    return this.entries;
+  }
+
   put(entityKey: Buffer, lsn: Lsn, value: Buffer) {
     this.entries.push({ key: storeKey(entityKey, lsn), value });
     this.bytes += value.length + 27;
@@ -250,8 +278,7 @@ export class WalIngest {
 
   private ingestResolved(record: DecodedRecord, batch: IngestBatch): Promise<void> | undefined {
     const lsn = record.endLsn;
-    // the record log entry: imageValue([end LSN][raw]) at the start LSN, each built in one step
-    batch.putKey(storeKeyOf(KeySpace.WalRecordLog, 0, 0, 0, 0, 0, record.lsn), walLogValue(record.raw, lsn));
+    batch.logRecord(record.lsn, lsn, record.raw);
 
     const info = record.info & 0xf0;
     const isFpiRecord = record.rmid === RM.XLOG && (info === XLOG_FPI || info === XLOG_FPI_FOR_HINT);

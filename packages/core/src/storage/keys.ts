@@ -57,7 +57,7 @@ export const slruSegSizeKey = (kind: SlruKind, segno: number) => entity(KeySpace
 export const twoPhaseFileKey = (xid: number) => entity(KeySpace.TwoPhaseFile, xid);
 export const checkpointKey = () => entity(KeySpace.Checkpoint);
 export const controlFileKey = () => entity(KeySpace.ControlFile);
-/** One entry per ingested WAL record, at its start LSN (for waldump, GC of raw WAL, re-ingest). */
+/** The ingested WAL records (for waldump, GC of raw WAL, re-ingest), in pieces of many records keyed by their first start LSN (storage/record-log.ts). */
 export const walRecordLogKey = () => entity(KeySpace.WalRecordLog);
 
 /** Entity key prefix covering a whole namespace, or a namespace narrowed by its first field(s). */

@@ -50,15 +50,6 @@ export function walRecordValue(raw: Buffer, recordLsn: Lsn, willInit: boolean): 
   return value;
 }
 
-/** The WAL record log entry, imageValue([end LSN u64 BE][raw record]), built in one allocation. */
-export function walLogValue(raw: Buffer, endLsn: Lsn): Buffer {
-  const value = Buffer.allocUnsafe(9 + raw.length);
-  value[0] = ValueKind.Image;
-  writeLsnBE(value, 1, endLsn);
-  value.set(raw, 9);
-  return value;
-}
-
 export function derivedValue(kind: DerivedKind, payload: Buffer, willInit = false): Buffer {
   const value = Buffer.allocUnsafe(3 + payload.length);
   value[0] = ValueKind.Derived;

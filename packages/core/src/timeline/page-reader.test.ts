@@ -7,6 +7,7 @@ import { materializedBlockKey, relBlockKey, SlruKind, slruBlockKey, storeKey } f
 import { TimelineStore } from "../storage/timeline-store.ts";
 import { derivedValue, DerivedKind, imageValue, walRecordValue } from "../storage/values.ts";
 import { UnsupportedRecordError } from "../redo/types.ts";
+import { IngestBatch } from "../ingest/walingest.ts";
 import { PageCache } from "./page-cache.ts";
 import { PageReader, pageLsn } from "./page-reader.ts";
 import { emptyPage, genericDelta, oneBlockRecord } from "./testutil.ts";
@@ -142,5 +143,98 @@ describe("GetPage@LSN page reconstruction", () => {
     expect([status(page, 735), status(page, 736), status(page, 737), status(page, 738)]).toEqual([1, 1, 2, 0]);
     const earlier = await new PageReader(store).getSlruPage(SlruKind.Clog, 0, 0, 0x250n);
     expect(status(earlier, 737)).toBe(0);
+  });
+});
+
+describe("lookups in the stored WAL record log (pieces of many records)", () => {
+  const dirs: string[] = [];
+  const stores: TimelineStore[] = [];
+  afterEach(async () => {
+    for (const s of stores.splice(0)) await s.close();
+    for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+  });
+
+  const EPOCH_2000 = Date.UTC(2000, 0, 1);
+  /** A transaction commit record whose xact_time is `time` (ms since the epoch). */
+  const commitRecord = (time: number) => {
+    const raw = Buffer.alloc(24 + 2 + 8);
+    raw.writeUInt32LE(raw.length, 0);
+    raw[16] = 0x00; // XLOG_XACT_COMMIT
+    raw[17] = 1; // RM_XACT_ID
+    raw[24] = 0xff; // short main data
+    raw[25] = 8;
+    raw.writeBigInt64LE(BigInt(time - EPOCH_2000) * 1000n, 26);
+    return raw;
+  };
+
+  /** Contiguous records from `start` (30 kB fillers, so a piece holds only a few), stored by ingest's batch in `commits` commits. */
+  async function storeRecords(raws: Buffer[], start: bigint, commits: number) {
+    const dir = mkdtempSync(path.join(os.tmpdir(), "strata-record-log-"));
+    dirs.push(dir);
+    const s = await TimelineStore.open(dir);
+    stores.push(s);
+    const logged: Array<{ start: bigint; end: bigint }> = [];
+    let lsn = start;
+    for (const raw of raws) {
+      const end = lsn + BigInt((raw.length + 7) & ~7);
+      logged.push({ start: lsn, end });
+      lsn = end;
+    }
+    const perCommit = Math.ceil(raws.length / commits);
+    let pieces = 0;
+    for (let c = 0; c < raws.length; c += perCommit) {
+      const batch = new IngestBatch();
+      for (let i = c; i < Math.min(raws.length, c + perCommit); i++) batch.logRecord(logged[i].start, logged[i].end, raws[i]);
+      const entries = batch.finish();
+      pieces += entries.length;
+      const last = logged[Math.min(raws.length, c + perCommit) - 1].end;
+      await s.commit(entries, { lastRecordLsn: last, diskConsistentLsn: last, startLsn: start });
+    }
+    return { store: s, logged, pieces };
+  }
+
+  const filler = () => Buffer.alloc(30_000);
+
+  it("finds the record before an LSN and rounds an LSN inside a record down, within and across pieces", async () => {
+    const raws = Array.from({ length: 12 }, filler);
+    const { store: s, logged, pieces } = await storeRecords(raws, 0x5000028n, 2);
+    expect(pieces).toBeGreaterThan(2); // several pieces per commit
+    expect(pieces).toBeLessThan(raws.length);
+    const reader = new PageReader(s);
+    expect(await reader.recordBefore(logged[0].start)).toBeUndefined();
+    for (let i = 0; i < logged.length; i++) {
+      const r = logged[i];
+      expect(await reader.recordBefore(r.start + 1n)).toEqual(r);
+      if (i > 0) expect(await reader.recordBefore(r.start)).toEqual(logged[i - 1]);
+      expect(await reader.roundToRecordBoundary(r.start + 5000n)).toBe(r.start);
+      expect(await reader.roundToRecordBoundary(r.end)).toBe(r.end);
+    }
+    expect(await reader.recordBefore(0xffff_ffffn)).toEqual(logged[logged.length - 1]);
+  });
+
+  it("continues in the ancestor at the branch point, not at the ancestor's later records in the same piece", async () => {
+    const { store: parent, logged } = await storeRecords(Array.from({ length: 6 }, filler), 0x5000028n, 1);
+    const branch = logged[3].end; // inside the parent's second piece
+    const { store: child, logged: own } = await storeRecords([filler(), filler()], branch + 0x100000n, 1);
+    const reader = new PageReader(child, { ancestor: { reader: new PageReader(parent), lsn: branch } });
+    expect(await reader.recordBefore(own[0].start)).toEqual(logged[3]);
+    expect(await reader.recordBefore(own[1].start)).toEqual(own[0]);
+    expect(await reader.recordBefore(logged[2].start + 1n)).toEqual(logged[2]);
+  });
+
+  it("finds the last commit at or before a time, scanning pieces newest first", async () => {
+    const t = (minute: number) => Date.UTC(2024, 4, 1, 12, minute);
+    const raws = [filler(), commitRecord(t(1)), filler(), filler(), commitRecord(t(2)), filler(), filler(), commitRecord(t(3)), commitRecord(t(4)), filler()];
+    const { store: s, logged } = await storeRecords(raws, 0x5000028n, 2);
+    const reader = new PageReader(s);
+    const last = logged[logged.length - 1].end;
+    expect(await reader.lsnForTime(t(0), last)).toBeUndefined();
+    expect(await reader.lsnForTime(t(1), last)).toBe(logged[1].end);
+    expect(await reader.lsnForTime(t(2) + 30_000, last)).toBe(logged[4].end);
+    expect(await reader.lsnForTime(t(3), last)).toBe(logged[7].end);
+    expect(await reader.lsnForTime(t(9), last)).toBe(logged[8].end);
+    // only records that start below `upTo` count, even when their piece is keyed below it
+    expect(await reader.lsnForTime(t(9), logged[8].start)).toBe(logged[7].end);
+    expect(await reader.lsnForTime(t(9), logged[7].start)).toBe(logged[4].end);
   });
 });

@@ -11,6 +11,7 @@ import { getPageLsn, isNewPage, setPageLsn } from "../redo/page.ts";
 import { rmgrFor } from "../redo/rmgrs.ts";
 import { storeKey, walRecordLogKey, checkpointKey, controlFileKey, relmapFileKey, decodeRelKey, dbDirEntryKey, entityPrefix, KeySpace, materializedBlockKey, relBlockKey, relSizeKey, type SlruKind, slruBlockKey, slruSegSizeKey } from "../storage/keys.ts";
 import type { TimelineStore } from "../storage/timeline-store.ts";
+import { decodeRecordLogPiece, lastRecordBefore } from "../storage/record-log.ts";
 import { PageCache, sharedPageCache } from "./page-cache.ts";
 import { DerivedKind, imageValue, readU32Value, type StoredValue, ValueKind } from "../storage/values.ts";
 import { restoreBlockImage } from "../wal/image.ts";
@@ -236,8 +237,10 @@ export class PageReader {
 
   /** The stored WAL record that starts last before `lsn` (start and end LSN), following ancestors. */
   async recordBefore(lsn: Lsn): Promise<{ start: Lsn; end: Lsn } | undefined> {
-    for await (const [key, value] of this.store.iterateReverse(storeKey(walRecordLogKey(), 0n), storeKey(walRecordLogKey(), lsn), 1)) {
-      return { start: key.readBigUInt64BE(19), end: value.readBigUInt64BE(1) };
+    // the last piece keyed below `lsn` starts with a record before it, so it holds the answer
+    for await (const [, value] of this.store.iterateReverse(storeKey(walRecordLogKey(), 0n), storeKey(walRecordLogKey(), lsn), 1)) {
+      const record = lastRecordBefore(value, lsn);
+      if (record) return { start: record.start, end: record.end };
     }
     return this.ancestor ? this.ancestor.reader.recordBefore(this.ancestorLsn(lsn)) : undefined;
   }
@@ -260,13 +263,18 @@ export class PageReader {
    */
   async lsnForTime(time: number, upTo: Lsn): Promise<Lsn | undefined> {
     const micros2000 = BigInt(time - Date.UTC(2000, 0, 1)) * 1000n;
-    for await (const [key, value] of this.store.iterateReverse(storeKey(walRecordLogKey(), 0n), storeKey(walRecordLogKey(), upTo))) {
-      const raw = value.subarray(9);
-      const rmid = raw[17];
-      const op = raw[16] & 0x70;
-      if (rmid !== 1 || (op !== 0x00 && op !== 0x30)) continue;
-      const record = decodeRecord(raw, key.readBigUInt64BE(19), { verifyCrc: false });
-      if (record.mainData.readBigInt64LE(0) <= micros2000) return value.readBigUInt64BE(1);
+    for await (const [, value] of this.store.iterateReverse(storeKey(walRecordLogKey(), 0n), storeKey(walRecordLogKey(), upTo))) {
+      const records = decodeRecordLogPiece(value);
+      for (let i = records.length - 1; i >= 0; i--) {
+        const { start, end, raw } = records[i];
+        // the newest piece may run past `upTo` (e.g. an ancestor's records after the branch point)
+        if (start >= upTo) continue;
+        const rmid = raw[17];
+        const op = raw[16] & 0x70;
+        if (rmid !== 1 || (op !== 0x00 && op !== 0x30)) continue;
+        const record = decodeRecord(raw, start, { verifyCrc: false });
+        if (record.mainData.readBigInt64LE(0) <= micros2000) return end;
+      }
     }
     return this.ancestor ? this.ancestor.reader.lsnForTime(time, this.ancestor.lsn) : undefined;
   }

@@ -1,0 +1,67 @@
+// The WAL record log (key space 0x50) stores ingested records in pieces: one store entry per run
+// of consecutive records (about PIECE_TARGET_BYTES of record bytes), at the start LSN of the
+// piece's first record. One entry per record was one more LevelDB put per record, a large share
+// of ingest CPU. Layout: docs/key-layout.md.
+//   [format u8 = RECORD_LOG_PIECE] then per record, in LSN order:
+//   [start LSN u64 BE][end LSN u64 BE][length u32 BE][raw record]
+import type { Lsn } from "../lsn.ts";
+import { writeLsnBE } from "./keys.ts";
+
+/** First byte of a piece; outside ValueKind (1..4) so a piece is never taken for a version value. */
+export const RECORD_LOG_PIECE = 0x50;
+/** A piece is closed once it holds this many record bytes (one large record stays whole). */
+export const PIECE_TARGET_BYTES = 64 * 1024;
+/** Bytes a record adds to a piece besides its raw bytes. */
+export const PIECE_RECORD_HEADER = 20;
+
+export interface LoggedRecord {
+  start: Lsn;
+  end: Lsn;
+  raw: Buffer;
+}
+
+/** One piece holding `records` (in LSN order), built in one allocation. */
+export function encodeRecordLogPiece(records: ReadonlyArray<LoggedRecord>): Buffer {
+  let size = 1;
+  for (let i = 0; i < records.length; i++) size += PIECE_RECORD_HEADER + records[i].raw.length;
+  const value = Buffer.allocUnsafe(size);
+  value[0] = RECORD_LOG_PIECE;
+  let pos = 1;
+  for (let i = 0; i < records.length; i++) {
+    const { start, end, raw } = records[i];
+    writeLsnBE(value, pos, start);
+    writeLsnBE(value, pos + 8, end);
+    value.writeUInt32BE(raw.length, pos + 16);
+    value.set(raw, pos + PIECE_RECORD_HEADER); // a plain memcpy
+    pos += PIECE_RECORD_HEADER + raw.length;
+  }
+  return value;
+}
+
+/** The records of a piece in LSN order; `raw` are views into `value`. Throws on a malformed piece. */
+export function decodeRecordLogPiece(value: Buffer): LoggedRecord[] {
+  if (value.length === 0 || value[0] !== RECORD_LOG_PIECE) {
+    throw new Error(`corrupt WAL record log piece: format byte ${value[0]}, expected ${RECORD_LOG_PIECE}`);
+  }
+  const out: LoggedRecord[] = [];
+  let pos = 1;
+  while (pos < value.length) {
+    if (pos + PIECE_RECORD_HEADER > value.length) throw new Error(`corrupt WAL record log piece: truncated record header at byte ${pos}`);
+    const length = value.readUInt32BE(pos + 16);
+    const rawStart = pos + PIECE_RECORD_HEADER;
+    if (rawStart + length > value.length) throw new Error(`corrupt WAL record log piece: record of ${length} bytes at byte ${pos} runs past the end`);
+    out.push({ start: value.readBigUInt64BE(pos), end: value.readBigUInt64BE(pos + 8), raw: value.subarray(rawStart, rawStart + length) });
+    pos = rawStart + length;
+  }
+  return out;
+}
+
+/** The last record of a piece that starts before `lsn` (pieces are keyed by their first start). */
+export function lastRecordBefore(value: Buffer, lsn: Lsn): LoggedRecord | undefined {
+  let found: LoggedRecord | undefined;
+  for (const record of decodeRecordLogPiece(value)) {
+    if (record.start >= lsn) break;
+    found = record;
+  }
+  return found;
+}
