@@ -135,6 +135,9 @@ function setInfomask2Bits(page: Buffer, tuple: number, set: number, clear: numbe
   page.writeUInt16LE(((page.readUInt16LE(tuple + T_INFOMASK2) & ~clear) | set) & 0xffff, tuple + T_INFOMASK2);
 }
 
+/** buildTuple's result lives here until the next call (redo runs one record at a time) */
+const TUPLE_SCRATCH = Buffer.allocUnsafe(8192);
+
 /**
  * Builds a heap tuple as redo does: a zeroed 23-byte header carrying the logged infomask2,
  * infomask and t_hoff, xmin = the record's xid, cmin = 0 (FirstCommandId), the given xmax and
@@ -152,9 +155,13 @@ export function buildTuple(
 ): Buffer {
   let bodyLen = 0;
   for (const part of body) bodyLen += part.length;
-  const tuple = Buffer.alloc(SIZEOF_HEAP_TUPLE_HEADER + bodyLen);
+  const length = SIZEOF_HEAP_TUPLE_HEADER + bodyLen;
+  // every caller copies the tuple into a page at once: one scratch buffer instead of an allocation
+  // per tuple (an oversized tuple still gets its own buffer, and the page add then fails on it)
+  const tuple = length <= TUPLE_SCRATCH.length ? TUPLE_SCRATCH.subarray(0, length) : Buffer.alloc(length);
   tuple.writeUInt32LE(xmin >>> 0, T_XMIN);
   tuple.writeUInt32LE(xmax >>> 0, T_XMAX);
+  tuple.writeUInt32LE(0, T_CID);
   setTupleCtid(tuple, 0, blockNumber, offnum);
   tuple.writeUInt16LE(infomask2, T_INFOMASK2);
   // HeapTupleHeaderSetCmin clears HEAP_COMBOCID

@@ -358,11 +358,15 @@ interface CompactItem {
  * item ends at pd_special), each taking its MAXALIGNed length (padding bytes travel along), updates
  * their lp_off and sets pd_upper. Whatever lies below the new pd_upper is left as it was.
  */
+const COMPACT_SCRATCH = Buffer.allocUnsafe(65536);
+
 function compactifyTuples(page: Buffer, items: CompactItem[]): void {
   const upperBefore = getPdUpper(page);
   const special = getPdSpecial(page);
-  // Snapshot the tuple space once: every item is copied from its original bytes.
-  const scratch = Buffer.from(page.subarray(upperBefore, special));
+  // Snapshot the tuple space once: every item is copied from its original bytes. (One scratch
+  // buffer for all calls: this runs synchronously and keeps nothing.)
+  const scratch = COMPACT_SCRATCH.subarray(0, special - upperBefore);
+  page.copy(scratch, 0, upperBefore, special);
   let upper = special;
   for (const it of items) {
     upper -= it.alignedLen;
