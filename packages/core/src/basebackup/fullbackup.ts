@@ -11,7 +11,7 @@ import { formatLsn, type Lsn } from "../lsn.ts";
 import { BLCKSZ, ForkNumber, formatRelTag, type RelTag } from "../reltag.ts";
 import { SLRU_DIRS, SLRU_PAGES_PER_SEGMENT, SlruKind } from "../storage/keys.ts";
 import { PageReader } from "../timeline/page-reader.ts";
-import { scanRelationPages } from "../timeline/relation-scan.ts";
+import { RelationScanner } from "../timeline/relation-scan.ts";
 import { crc32c } from "../wal/crc32c.ts";
 import { buildControlFile, checkpointRecord, checkpointRecordLsn, checkpointWal, readControlFile, shutdownCheckpoint, WAL_LEVEL_NAMES, type ControlSettings } from "./control.ts";
 import { setPageChecksum } from "./page-checksum.ts";
@@ -32,7 +32,7 @@ export interface FullBackupOptions {
   prevLsn?: Lsn;
   /**
    * page reads kept in flight while streaming a relation (default 16); only for readers that are
-   * not a PageReader (a PageReader's relations are read with one forward scan each)
+   * not a PageReader (a PageReader's relations are all read with one forward scan, relation-scan.ts)
    */
   readAhead?: number;
   /** timestamp of the checkpoint (default: now) */
@@ -143,9 +143,15 @@ function relationDir(rel: RelTag): string {
   throw new FullBackupError(`relation ${formatRelTag(rel)} is in tablespace ${rel.spcNode}: only pg_default and pg_global are supported`);
 }
 
-/** Relation fork files, split into 1 GB segments (`relsegSize` blocks). */
+/**
+ * Relation fork files, split into 1 GB segments (`relsegSize` blocks), in key order (tablespace,
+ * database, relation, fork read, segment): the order one forward scan of the store reads them in.
+ */
 async function planRelations(reader: PageReader, lsn: Lsn, relsegSize: number): Promise<RelationFile[]> {
-  const forks = await reader.listRelations(lsn);
+  // listRelations lists them in key order already; sorted here so the scan does not depend on it
+  const forks = (await reader.listRelations(lsn)).sort(
+    (a, b) => a.rel.spcNode - b.rel.spcNode || a.rel.dbNode - b.rel.dbNode || a.rel.relNode - b.rel.relNode || a.fork - b.fork,
+  );
   // unlogged relations: only the init fork is WAL-logged; the main fork is written as a copy of
   // it (what PostgreSQL's reset after a crash does), and their other forks are left out
   const unlogged = new Set(forks.filter((f) => f.fork === ForkNumber.Init).map((f) => formatRelTag(f.rel)));
@@ -198,13 +204,14 @@ async function planSlru(reader: PageReader, lsn: Lsn, checkpoint: Buffer): Promi
 }
 
 /**
- * The pages of blocks [from, to) of a relation fork in order. A PageReader scans the relation's
- * key range once (relation-scan.ts); other readers (test doubles) are read page by page with
- * `readAhead` reads in flight.
+ * The pages of blocks [from, to) of a relation fork in order. A PageReader's relations are read
+ * by one RelationScanner for the whole backup (relation-scan.ts: one forward pass over the
+ * store, as the files come in key order); other readers (test doubles) are read page by page
+ * with `readAhead` reads in flight.
  */
-async function* readRelation(reader: PageReader | Pick<PageReader, "getPage">, rel: RelTag, fork: ForkNumber, from: number, to: number, lsn: Lsn, readAhead: number): AsyncGenerator<{ blockNumber: number; page: Buffer }> {
-  if (reader instanceof PageReader) {
-    yield* scanRelationPages(reader, rel, fork, from, to, lsn);
+async function* readRelation(reader: RelationScanner | Pick<PageReader, "getPage">, rel: RelTag, fork: ForkNumber, from: number, to: number, lsn: Lsn, readAhead: number): AsyncGenerator<{ blockNumber: number; page: Buffer }> {
+  if (reader instanceof RelationScanner) {
+    yield* reader.pages(rel, fork, from, to);
     return;
   }
   const inFlight: Array<Promise<Buffer>> = [];
@@ -225,8 +232,8 @@ async function* readRelation(reader: PageReader | Pick<PageReader, "getPage">, r
  * last_record_lsn; an LSN that is not 8-byte aligned, or that falls inside a stored record, is
  * rejected. It must also be at or after the point where the timeline became consistent (the
  * imported base backup's end LSN): earlier pages are fuzzy, and nothing here can tell. Memory
- * stays bounded: each relation is read with one streaming forward scan and written in chunks of
- * at most WRITE_PAGES pages.
+ * stays bounded: the relations are read with one streaming forward scan, in key order, and
+ * written in chunks of at most WRITE_PAGES pages.
  */
 export async function fullBackup(reader: PageReader, lsn: Lsn, out: Writable | TarSink, options: FullBackupOptions = {}): Promise<FullBackupResult> {
   if (lsn % 8n !== 0n) throw new RangeError(`backup LSN ${formatLsn(lsn)} is not 8-byte aligned: it must be the end of a WAL record`);
@@ -311,81 +318,88 @@ export async function fullBackup(reader: PageReader, lsn: Lsn, out: Writable | T
   const readAhead = Math.max(1, options.readAhead ?? 16);
   let files = 0;
   let relationPages = 0;
-
-  for (const entry of entries) {
-    switch (entry.type) {
-      case "dir":
-        await tar.directory(entry.path);
-        continue;
-      case "bytes":
-        await tar.file(entry.path, entry.content);
-        break;
-      case "slru": {
-        const { path, kind, segno, pages } = entry.file;
-        await tar.beginFile(path, pages * BLCKSZ);
-        for (let block = 0; block < pages; block++) {
-          const page = await reader.getSlruPage(kind, segno, block, lsn);
-          await tar.write(page.length === BLCKSZ ? page : Buffer.from(page.subarray(0, BLCKSZ)));
+  // one scan for every relation, ending after the last block read (no read-ahead past it)
+  let scanEnd: { rel: RelTag; fork: ForkNumber; block: number } | undefined;
+  for (const file of relations) if (file.blocks > 0) scanEnd = { rel: file.rel, fork: file.sourceFork, block: file.firstBlock + file.blocks };
+  const scanner = reader instanceof PageReader ? new RelationScanner(reader, lsn, { end: scanEnd }) : undefined;
+  try {
+    for (const entry of entries) {
+      switch (entry.type) {
+        case "dir":
+          await tar.directory(entry.path);
+          continue;
+        case "bytes":
+          await tar.file(entry.path, entry.content);
+          break;
+        case "slru": {
+          const { path, kind, segno, pages } = entry.file;
+          await tar.beginFile(path, pages * BLCKSZ);
+          for (let block = 0; block < pages; block++) {
+            const page = await reader.getSlruPage(kind, segno, block, lsn);
+            await tar.write(page.length === BLCKSZ ? page : Buffer.from(page.subarray(0, BLCKSZ)));
+          }
+          await tar.endFile();
+          break;
         }
-        await tar.endFile();
-        break;
-      }
-      case "relation": {
-        const { path, rel, sourceFork, firstBlock, blocks } = entry.file;
-        await tar.beginFile(path, blocks * BLCKSZ);
-        const end = firstBlock + blocks;
-        const pages = readRelation(reader, rel, sourceFork, firstBlock, end, lsn, readAhead);
-        // pages are gathered into chunks of up to WRITE_PAGES: one sink call (one page service
-        // message, one file write) per chunk instead of per page. The sink may keep a chunk, so
-        // every chunk is a new buffer.
-        let chunk = Buffer.alloc(0);
-        let filled = 0;
-        const flush = async () => {
-          if (filled) await tar.write(filled === chunk.length ? chunk : chunk.subarray(0, filled));
-          filled = 0;
-        };
-        try {
-          for (let block = firstBlock; block < end; block++) {
-            let next: IteratorResult<{ blockNumber: number; page: Buffer }>;
-            try {
-              next = await pages.next();
-            } catch (err) {
-              throw new FullBackupError(`reading ${path} block ${block} at ${formatLsn(lsn)}: ${(err as Error).message}`, { cause: err });
+        case "relation": {
+          const { path, rel, sourceFork, firstBlock, blocks } = entry.file;
+          await tar.beginFile(path, blocks * BLCKSZ);
+          const end = firstBlock + blocks;
+          const pages = readRelation(scanner ?? reader, rel, sourceFork, firstBlock, end, lsn, readAhead);
+          // pages are gathered into chunks of up to WRITE_PAGES: one sink call (one page service
+          // message, one file write) per chunk instead of per page. The sink may keep a chunk, so
+          // every chunk is a new buffer.
+          let chunk = Buffer.alloc(0);
+          let filled = 0;
+          const flush = async () => {
+            if (filled) await tar.write(filled === chunk.length ? chunk : chunk.subarray(0, filled));
+            filled = 0;
+          };
+          try {
+            for (let block = firstBlock; block < end; block++) {
+              let next: IteratorResult<{ blockNumber: number; page: Buffer }>;
+              try {
+                next = await pages.next();
+              } catch (err) {
+                throw new FullBackupError(`reading ${path} block ${block} at ${formatLsn(lsn)}: ${(err as Error).message}`, { cause: err });
+              }
+              if (next.done || next.value.blockNumber !== block) throw new FullBackupError(`${path}: block ${block} missing from the relation read`);
+              const page = next.value.page;
+              if (page.length !== BLCKSZ) throw new FullBackupError(`${path} block ${block}: page is ${page.length} bytes`);
+              if (filled === chunk.length) {
+                await flush();
+                chunk = Buffer.allocUnsafe(Math.min(end - block, WRITE_PAGES) * BLCKSZ);
+              }
+              // the copy into the chunk is where the checksum goes: the reader's page stays as it was
+              const target = chunk.subarray(filled, filled + BLCKSZ);
+              page.copy(target);
+              if (checksums) setPageChecksum(target, block);
+              filled += BLCKSZ;
+              relationPages++;
+              progress();
             }
-            if (next.done || next.value.blockNumber !== block) throw new FullBackupError(`${path}: block ${block} missing from the relation read`);
-            const page = next.value.page;
-            if (page.length !== BLCKSZ) throw new FullBackupError(`${path} block ${block}: page is ${page.length} bytes`);
-            if (filled === chunk.length) {
-              await flush();
-              chunk = Buffer.allocUnsafe(Math.min(end - block, WRITE_PAGES) * BLCKSZ);
-            }
-            // the copy into the chunk is where the checksum goes: the reader's page stays as it was
-            const target = chunk.subarray(filled, filled + BLCKSZ);
-            page.copy(target);
-            if (checksums) setPageChecksum(target, block);
-            filled += BLCKSZ;
-            relationPages++;
+            await flush();
+          } finally {
+            await pages.return(undefined);
+          }
+          await tar.endFile();
+          break;
+        }
+        case "wal":
+          await tar.beginFile(entry.path, entry.size);
+          for (const chunk of entry.chunks()) {
+            await tar.write(chunk);
             progress();
           }
-          await flush();
-        } finally {
-          // closes the scan's iterators also when the archive write failed
-          await pages.return(undefined);
-        }
-        await tar.endFile();
-        break;
+          await tar.endFile();
+          break;
       }
-      case "wal":
-        await tar.beginFile(entry.path, entry.size);
-        for (const chunk of entry.chunks()) {
-          await tar.write(chunk);
-          progress();
-        }
-        await tar.endFile();
-        break;
+      files++;
+      progress();
     }
-    files++;
-    progress();
+  } finally {
+    // closes the scan's iterators also when the archive write failed
+    await scanner?.close();
   }
   await tar.finish();
   progress(true);

@@ -5,9 +5,9 @@ import pg from "pg";
 import path from "node:path";
 import { formatLsn, parseLsn, type Lsn } from "../lsn.ts";
 import { ForkNumber } from "../reltag.ts";
-import { checkpointKey, dbDirEntryKey, entityPrefix, KeySpace, relSizeKey, SlruKind, slruBlockKey, twoPhaseFileKey } from "../storage/keys.ts";
+import { checkpointKey, dbDirEntryKey, ENTITY_KEY_LENGTH, entityPrefix, KeySpace, relSizeKey, SlruKind, slruBlockKey, twoPhaseFileKey } from "../storage/keys.ts";
 import { TimelineStore } from "../storage/timeline-store.ts";
-import { DerivedKind, readU32Value, ValueKind } from "../storage/values.ts";
+import { DerivedKind, expandEntry, readU32Value, ValueKind } from "../storage/values.ts";
 import { decodeRecordLogPiece, type LoggedRecord } from "../storage/record-log.ts";
 import { PgCluster } from "../testing/pgcluster.ts";
 import { captureWal, decodeRange } from "../wal/testutil.ts";
@@ -42,7 +42,16 @@ async function loggedRecords(store: TimelineStore): Promise<LoggedRecord[]> {
 async function dumpStore(store: TimelineStore): Promise<{ entries: string[]; records: string[] }> {
   const entries: string[] = [];
   for await (const [k, v] of store.iterate(Buffer.alloc(1), Buffer.alloc(28, 0xff))) {
-    if (k[0] !== KeySpace.WalRecordLog) entries.push(`${k.toString("hex")}=${v.toString("hex")}`);
+    // versions one by one: how an ingest step groups them into runs depends on its batching
+    if (k[0] === KeySpace.WalRecordLog) continue;
+    if (k.length !== ENTITY_KEY_LENGTH + 8) {
+      entries.push(`${k.toString("hex")}=${v.toString("hex")}`); // unversioned metadata
+      continue;
+    }
+    const entity = k.subarray(0, ENTITY_KEY_LENGTH).toString("hex");
+    for (const version of expandEntry(k.readBigUInt64BE(ENTITY_KEY_LENGTH), v)) {
+      entries.push(`${entity}@${version.lsn.toString(16).padStart(16, "0")}=${version.raw.toString("hex")}`);
+    }
   }
   const records = (await loggedRecords(store)).map((r) => `${formatLsn(r.start)}-${formatLsn(r.end)}=${r.raw.toString("hex")}`);
   return { entries, records };

@@ -1,5 +1,7 @@
 import { describe, expect, it } from "vitest";
-import { KeySpace } from "../storage/keys.ts";
+import { ForkNumber } from "../reltag.ts";
+import { ENTITY_KEY_LENGTH, KeySpace, relBlockStoreKey, SlruKind, slruBlockKey, storeKey } from "../storage/keys.ts";
+import { expandEntry, imageValue, isBaseValue, RUN_MAX_BYTES, RUN_MAX_VERSIONS, ValueKind, walRecordValue } from "../storage/values.ts";
 import { decodeRecordLogPiece, PIECE_RECORD_HEADER, PIECE_TARGET_BYTES } from "../storage/record-log.ts";
 import { IngestBatch } from "./walingest.ts";
 
@@ -60,3 +62,74 @@ describe("IngestBatch WAL record log", () => {
     expect(batch.finish()).toHaveLength(1);
   });
 });
+
+describe("IngestBatch runs of page versions", () => {
+  const rel = { spcNode: 1663, dbNode: 5, relNode: 16384 };
+  const rec = (n: number, willInit = false) => walRecordValue(Buffer.alloc(30, n), BigInt(n) * 0x100n, willInit);
+  const versionsOf = (entries: Array<{ key: Buffer; value: Buffer }>, block: number) =>
+    entries
+      .filter((e) => e.key[0] === KeySpace.RelBlock && e.key.readUInt32BE(14) === block)
+      .flatMap((e) => expandEntry(e.key.readBigUInt64BE(ENTITY_KEY_LENGTH), e.value).map((v) => ({ keyLsn: e.key.readBigUInt64BE(ENTITY_KEY_LENGTH), lsn: v.lsn, raw: v.raw })));
+
+  it("stores the versions one step writes to one page as one entry keyed by the first, each version intact", () => {
+    const batch = new IngestBatch();
+    for (let n = 1; n <= 10; n++) {
+      batch.putKey(relBlockStoreKey(rel, ForkNumber.Main, 7, BigInt(n) * 0x100n), rec(n));
+      batch.putKey(relBlockStoreKey(rel, ForkNumber.Main, 8 + n, BigInt(n) * 0x100n), rec(n)); // pages written once
+    }
+    const entries = batch.finish();
+    const hot = entries.filter((e) => e.key.readUInt32BE(14) === 7);
+    expect(hot).toHaveLength(1);
+    expect(hot[0].value[0]).toBe(ValueKind.Run);
+    expect(hot[0].key.readBigUInt64BE(ENTITY_KEY_LENGTH)).toBe(0x100n);
+    const versions = versionsOf(entries, 7);
+    expect(versions.map((v) => v.lsn)).toEqual(Array.from({ length: 10 }, (_, i) => BigInt(i + 1) * 0x100n));
+    versions.forEach((v, i) => expect(v.raw.equals(rec(i + 1))).toBe(true));
+    // a page with a single version keeps the plain record value
+    const single = entries.filter((e) => e.key.readUInt32BE(14) === 9);
+    expect(single).toHaveLength(1);
+    expect(single[0].value.equals(rec(1))).toBe(true);
+  });
+
+  it("writes a base (image or will-init record) as its own entry, closing the run before it", () => {
+    const batch = new IngestBatch();
+    const key = (n: number) => relBlockStoreKey(rel, ForkNumber.Main, 3, BigInt(n) * 0x100n);
+    batch.putKey(key(1), rec(1));
+    batch.putKey(key(2), rec(2));
+    batch.putKey(key(3), rec(3, true));
+    batch.putKey(key(4), rec(4));
+    batch.putKey(key(5), imageValue(Buffer.alloc(8192, 5)));
+    batch.putKey(key(6), rec(6));
+    batch.putKey(key(7), rec(7));
+    const entries = batch.finish().filter((e) => e.key[0] === KeySpace.RelBlock);
+    const layout = entries
+      .map((e) => ({ key: e.key.readBigUInt64BE(ENTITY_KEY_LENGTH), kind: e.value[0], n: expandEntry(e.key.readBigUInt64BE(ENTITY_KEY_LENGTH), e.value).length }))
+      .sort((a, b) => (a.key < b.key ? -1 : 1));
+    expect(layout).toEqual([
+      { key: 0x100n, kind: ValueKind.Run, n: 2 },
+      { key: 0x300n, kind: ValueKind.WalRecord, n: 1 },
+      { key: 0x400n, kind: ValueKind.WalRecord, n: 1 },
+      { key: 0x500n, kind: ValueKind.Image, n: 1 },
+      { key: 0x600n, kind: ValueKind.Run, n: 2 },
+    ]);
+    for (const e of entries) for (const v of expandEntry(e.key.readBigUInt64BE(ENTITY_KEY_LENGTH), e.value)) expect(isBaseValue(v.raw)).toBe(v.lsn === 0x300n || v.lsn === 0x500n);
+  });
+
+  it("caps a run by versions and bytes, and a rewrite of the same version replaces it", () => {
+    const batch = new IngestBatch();
+    for (let n = 1; n <= RUN_MAX_VERSIONS * 2 + 3; n++) batch.putKey(relBlockStoreKey(rel, ForkNumber.Main, 1, BigInt(n) * 0x100n), rec(n));
+    const big = Buffer.alloc(RUN_MAX_BYTES / 2, 1);
+    for (let n = 1; n <= 5; n++) batch.putKey(relBlockStoreKey(rel, ForkNumber.Main, 2, BigInt(n) * 0x100n), walRecordValue(big, 0n, false));
+    batch.putKey(slruBlockKeyStore(0x500n), rec(1));
+    batch.putKey(slruBlockKeyStore(0x500n), rec(2));
+    const entries = batch.finish();
+    expect(entries.filter((e) => e.key.readUInt32BE(14) === 1 && e.key[0] === KeySpace.RelBlock).map((e) => expandEntry(0n, e.value).length).sort((a, b) => a - b)).toEqual([3, RUN_MAX_VERSIONS, RUN_MAX_VERSIONS]);
+    expect(versionsOf(entries, 1).map((v) => v.lsn)).toEqual(Array.from({ length: RUN_MAX_VERSIONS * 2 + 3 }, (_, i) => BigInt(i + 1) * 0x100n));
+    expect(entries.filter((e) => e.key.readUInt32BE(14) === 2).length).toBe(3); // 2 + 2 + 1 versions
+    const slru = entries.filter((e) => e.key[0] === KeySpace.SlruBlock);
+    expect(slru).toHaveLength(1);
+    expect(slru[0].value.equals(rec(2))).toBe(true);
+  });
+});
+
+const slruBlockKeyStore = (lsn: bigint) => storeKey(slruBlockKey(SlruKind.Clog, 0, 3), lsn);

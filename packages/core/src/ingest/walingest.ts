@@ -7,11 +7,11 @@
 import type { Lsn } from "../lsn.ts";
 import { ForkNumber, type RelTag } from "../reltag.ts";
 import {
-  checkpointKey, dbDirEntryKey, decodeRelKey, entityPrefix, KeySpace, relBlockKey, relDirEntryKey, relmapFileKey,
+  checkpointKey, dbDirEntryKey, decodeRelKey, ENTITY_KEY_LENGTH, entityPrefix, KeySpace, relBlockKey, relDirEntryKey, relmapFileKey,
   relBlockStoreKey, relSizeKey, SlruKind, slruBlockKey, slruSegSizeKey, storeKey, storeKeyOf, twoPhaseFileKey,
 } from "../storage/keys.ts";
 import type { TimelineStore } from "../storage/timeline-store.ts";
-import { derivedValue, DerivedKind, imageValue, readU32Value, type StoredValue, TOMBSTONE, u32Value, ValueKind, walRecordValue } from "../storage/values.ts";
+import { derivedValue, DerivedKind, imageValue, isBaseValue, readU32Value, RUN_MAX_BYTES, RUN_MAX_VERSIONS, runValue, type StoredValue, TOMBSTONE, u32Value, ValueKind, walRecordValue } from "../storage/values.ts";
 import { encodeRecordLogPiece, type LoggedRecord, PIECE_RECORD_HEADER, PIECE_TARGET_BYTES } from "../storage/record-log.ts";
 import { setPageLsn } from "../redo/page.ts";
 import { restoreBlockImage } from "../wal/image.ts";
@@ -61,17 +61,59 @@ export class IngestBatch {
   /** The entries to commit, the open piece closed into them: a piece never spans two commits. */
   finish(): Array<{ key: Buffer; value: Buffer }> {
     this.closePiece();
+    for (const entity of [...this.runs.keys()]) this.closeRun(entity);
     return this.entries;
   }
 
+  /**
+   * Open runs of page versions (relation blocks, SLRU pages) by entity: a page that one step
+   * changes many times (a hot heap page, the current CLOG page) becomes one entry, not one per
+   * record. A base (image, will-init record) closes the entity's run and is written on its own.
+   */
+  private runs = new Map<string, Array<{ key: Buffer; lsn: Lsn; value: Buffer }>>();
+  private runBytes = new Map<string, number>();
+
   put(entityKey: Buffer, lsn: Lsn, value: Buffer) {
-    this.entries.push({ key: storeKey(entityKey, lsn), value });
-    this.bytes += value.length + 27;
+    this.putKey(storeKey(entityKey, lsn), value);
   }
+
   /** With a complete store key (built in one step by storeKeyOf / relBlockStoreKey). */
   putKey(key: Buffer, value: Buffer) {
-    this.entries.push({ key, value });
     this.bytes += value.length + 27;
+    const space = key[0];
+    if (space !== KeySpace.RelBlock && space !== KeySpace.SlruBlock) {
+      this.entries.push({ key, value });
+      return;
+    }
+    const entity = key.toString("latin1", 0, ENTITY_KEY_LENGTH);
+    if (isBaseValue(value)) {
+      this.closeRun(entity);
+      this.entries.push({ key, value });
+      return;
+    }
+    let run = this.runs.get(entity);
+    const lsn = key.readBigUInt64BE(ENTITY_KEY_LENGTH);
+    if (!run) {
+      run = [];
+      this.runs.set(entity, run);
+      this.runBytes.set(entity, 0);
+    } else if (run[run.length - 1].lsn === lsn) {
+      // a second write of the same version replaces it, as it would in the store
+      run.pop();
+    }
+    run.push({ key, lsn, value });
+    const bytes = this.runBytes.get(entity)! + value.length;
+    this.runBytes.set(entity, bytes);
+    if (run.length >= RUN_MAX_VERSIONS || bytes >= RUN_MAX_BYTES) this.closeRun(entity);
+  }
+
+  private closeRun(entity: string) {
+    const run = this.runs.get(entity);
+    if (!run) return;
+    this.runs.delete(entity);
+    this.runBytes.delete(entity);
+    if (run.length === 1) this.entries.push({ key: run[0].key, value: run[0].value });
+    else this.entries.push({ key: run[0].key, value: runValue(run) });
   }
 }
 

@@ -5,7 +5,8 @@ import path from "node:path";
 import { ForkNumber } from "../reltag.ts";
 import { relBlockKey, relSizeKey, storeKey } from "./keys.ts";
 import { TimelineStore } from "./timeline-store.ts";
-import { imageValue, readU32Value, u32Value, walRecordValue } from "./values.ts";
+import { imageValue, readU32Value, u32Value, ValueKind, walRecordValue } from "./values.ts";
+import { IngestBatch } from "../ingest/walingest.ts";
 
 const rel = { spcNode: 1663, dbNode: 5, relNode: 16384 };
 
@@ -65,6 +66,42 @@ describe("TimelineStore versions", () => {
     const limited = await store.getReconstructChain(key, 0x100n + 5000n, undefined, 51);
     expect(limited).toMatchObject({ complete: false, truncated: true });
     expect(limited.versions.map((v) => v.lsn)).toEqual(Array.from({ length: 51 }, (_, i) => 0x100n + 4950n + BigInt(i)));
+  });
+
+  it("reads versions stored in runs exactly as if each were its own entry, at any LSN, above any LSN and with a limit", async () => {
+    const key = relBlockKey(rel, ForkNumber.Main, 0);
+    // what ingest writes: runs of up to RUN_MAX_VERSIONS records, split by a will-init record at +3000
+    const batch = new IngestBatch();
+    batch.put(key, 0x100n, imageValue(Buffer.alloc(8192)));
+    for (let i = 1; i <= 5000; i++) batch.put(key, 0x100n + BigInt(i), walRecordValue(Buffer.alloc(40, i), 0x100n, i === 3000));
+    const entries = batch.finish();
+    expect(entries.length).toBeLessThan(40);
+    await store.commit(entries, { lastRecordLsn: 0x100n + 5000n, diskConsistentLsn: 0x100n + 5000n, startLsn: 0x100n });
+    const lsns = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => 0x100n + BigInt(from + i));
+
+    const full = await store.getReconstructChain(key, 0x100n + 2999n);
+    expect(full.complete).toBe(true);
+    expect(full.versions.map((v) => v.lsn)).toEqual(lsns(0, 2999));
+    full.versions.slice(1).forEach((v, i) => expect(v.value).toMatchObject({ kind: ValueKind.WalRecord, raw: Buffer.alloc(40, i + 1) }));
+    // inside a run: versions above the read LSN are left out
+    const middle = await store.getReconstructChain(key, 0x100n + 1234n);
+    expect(middle.versions.map((v) => v.lsn)).toEqual(lsns(0, 1234));
+    // after the will-init record the chain starts there
+    const newest = await store.getReconstructChain(key, 0x100n + 5000n);
+    expect(newest).toMatchObject({ complete: true, truncated: false });
+    expect(newest.versions.map((v) => v.lsn)).toEqual(lsns(3000, 5000));
+    // above an LSN inside a run (a materialized image there): only the versions after it
+    const above = await store.getReconstructChain(key, 0x100n + 2500n, 0x100n + 1001n);
+    expect(above.complete).toBe(false);
+    expect(above.versions.map((v) => v.lsn)).toEqual(lsns(1002, 2500));
+    // a limit returns at least that many of the newest versions and says the base was not reached
+    const limited = await store.getReconstructChain(key, 0x100n + 2999n, undefined, 51);
+    expect(limited).toMatchObject({ complete: false, truncated: true });
+    expect(limited.versions.length).toBeGreaterThanOrEqual(51);
+    expect(limited.versions.map((v) => v.lsn)).toEqual(lsns(3000 - limited.versions.length, 2999));
+    // the newest version at or below an LSN inside a run
+    expect((await store.getVersion(key, 0x100n + 777n))?.lsn).toBe(0x100n + 777n);
+    expect((await store.getVersion(key, 0x100n + 777n))?.value).toMatchObject({ kind: ValueKind.WalRecord, raw: Buffer.alloc(40, 777) });
   });
 
   it("tells a reader whether any write started or finished since its token", async () => {

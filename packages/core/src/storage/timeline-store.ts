@@ -4,7 +4,7 @@
 import { ClassicLevel } from "classic-level";
 import type { Lsn } from "../lsn.ts";
 import { ENTITY_KEY_LENGTH, KeySpace, storeKey } from "./keys.ts";
-import { decodeValue, ValueKind, type StoredValue } from "./values.ts";
+import { decodeValue, expandEntry, ValueKind, type StoredValue } from "./values.ts";
 
 export interface TimelineMarkers {
   /** end of the last WAL record stored */
@@ -28,6 +28,15 @@ for (const space of [KeySpace.RelSize, KeySpace.RelDirEntry, KeySpace.DbDirEntry
 const VERSION_CACHE_LIMIT = 50_000;
 
 
+
+/** The version an entry holds at `lsn`: itself, or a run's newest member at or below it. */
+function newestAtOrBelow(keyLsn: Lsn, raw: Buffer, lsn: Lsn): { lsn: Lsn; value: StoredValue } {
+  if (raw[0] !== ValueKind.Run) return { lsn: keyLsn, value: decodeValue(raw) };
+  const members = expandEntry(keyLsn, raw);
+  let i = members.length - 1;
+  while (i > 0 && members[i].lsn > lsn) i--;
+  return { lsn: members[i].lsn, value: decodeValue(members[i].raw) };
+}
 
 export class TimelineStore {
   private constructor(readonly db: ClassicLevel<Buffer, Buffer>) {}
@@ -76,7 +85,7 @@ export class TimelineStore {
     }
     const token = this.writeToken();
     const [entry] = await this.readRange({ gte: storeKey(entityKey, 0n), lte: storeKey(entityKey, lsn), reverse: true, limit: 1 }, 1);
-    const version = entry && { lsn: entry[0].readBigUInt64BE(ENTITY_KEY_LENGTH), value: decodeValue(entry[1]) };
+    const version = entry && newestAtOrBelow(entry[0].readBigUInt64BE(ENTITY_KEY_LENGTH), entry[1], lsn);
     if (cacheId !== undefined) {
       const openEnded = this.unchangedSince(token) && this.markers !== undefined && lsn >= this.markers.lastRecordLsn;
       this.versionCache.delete(cacheId);
@@ -99,20 +108,35 @@ export class TimelineStore {
     limit?: number,
   ): Promise<{ versions: Array<{ lsn: Lsn; value: StoredValue }>; complete: boolean; truncated: boolean }> {
     const versions: Array<{ lsn: Lsn; value: StoredValue }> = [];
-    const lower = aboveLsn === undefined ? { gte: storeKey(entityKey, 0n) } : { gt: storeKey(entityKey, aboveLsn) };
+    // no lower bound at `aboveLsn`: a run keyed at or below it may hold versions above it
     // a batch may hold many page images: let one round trip return it whole (default is 16 KiB)
-    const iterator = this.db.iterator({ ...lower, lte: storeKey(entityKey, lsn), reverse: true, highWaterMarkBytes: 1024 * 1024 });
+    const iterator = this.db.iterator({ gte: storeKey(entityKey, 0n), lte: storeKey(entityKey, lsn), reverse: true, highWaterMarkBytes: 1024 * 1024 });
     const max = limit ?? Infinity;
     try {
       // most chains are short: the first batch usually reaches the base
-      for (let batchSize = Math.min(max, 16); batchSize > 0; batchSize = Math.min(batchSize * 4, 1024, max - versions.length)) {
+      for (let batchSize = Math.min(max, 16); batchSize > 0; batchSize = Math.min(batchSize * 4, 1024, Math.max(1, max - versions.length))) {
         const entries = await iterator.nextv(batchSize);
         for (const [key, raw] of entries) {
-          const value = decodeValue(raw);
-          versions.push({ lsn: key.readBigUInt64BE(ENTITY_KEY_LENGTH), value });
-          if (value.kind === ValueKind.Image || value.kind === ValueKind.Tombstone || ("willInit" in value && value.willInit)) {
-            return { versions: versions.reverse(), complete: true, truncated: false };
+          const keyLsn = key.readBigUInt64BE(ENTITY_KEY_LENGTH);
+          if (raw[0] === ValueKind.Run) {
+            // members are never bases; newest first, those in (aboveLsn, lsn] only
+            const members = expandEntry(keyLsn, raw);
+            for (let i = members.length - 1; i >= 0; i--) {
+              const member = members[i];
+              if (member.lsn > lsn) continue;
+              if (aboveLsn !== undefined && member.lsn <= aboveLsn) break;
+              versions.push({ lsn: member.lsn, value: decodeValue(member.raw) });
+            }
+          } else {
+            if (aboveLsn !== undefined && keyLsn <= aboveLsn) return { versions: versions.reverse(), complete: false, truncated: false };
+            const value = decodeValue(raw);
+            versions.push({ lsn: keyLsn, value });
+            if (value.kind === ValueKind.Image || value.kind === ValueKind.Tombstone || ("willInit" in value && value.willInit)) {
+              return { versions: versions.reverse(), complete: true, truncated: false };
+            }
           }
+          if (aboveLsn !== undefined && keyLsn <= aboveLsn) return { versions: versions.reverse(), complete: false, truncated: false };
+          if (versions.length >= max) return { versions: versions.reverse(), complete: false, truncated: true };
         }
         // nextv may return fewer entries than asked for (a byte budget); only none means the end
         if (entries.length === 0) break;
@@ -120,7 +144,7 @@ export class TimelineStore {
     } finally {
       iterator.close().catch(() => {});
     }
-    return { versions: versions.reverse(), complete: false, truncated: limit !== undefined && versions.length >= limit };
+    return { versions: versions.reverse(), complete: false, truncated: false };
   }
 
   /** Up to `max` raw entries of a range in one round trip to LevelDB's thread. */

@@ -12,6 +12,11 @@ export const enum ValueKind {
   Derived = 3,
   /** the entity does not exist from this LSN on */
   Tombstone = 4,
+  /**
+   * several consecutive WalRecord/Derived versions of one entity written by one ingest step, in
+   * one entry keyed by the first one's LSN (never a base: bases are entries of their own)
+   */
+  Run = 5,
 }
 
 export const enum DerivedKind {
@@ -75,6 +80,8 @@ export function decodeValue(value: Buffer): StoredValue {
       return { kind: ValueKind.Derived, willInit: value[1] === 1, derived: value[2] as DerivedKind, payload: value.subarray(3) };
     case ValueKind.Tombstone:
       return { kind: ValueKind.Tombstone };
+    case ValueKind.Run:
+      throw new Error("a run of versions must be expanded (expandEntry) before decoding");
     default:
       throw new Error(`corrupt stored value: unknown kind ${value[0]}`);
   }
@@ -83,4 +90,56 @@ export function decodeValue(value: Buffer): StoredValue {
 export function readU32Value(value: StoredValue | undefined): number | undefined {
   if (!value || value.kind !== ValueKind.Image) return undefined;
   return value.bytes.readUInt32LE(0);
+}
+
+/** A run holds at most this many versions (and is closed early past RUN_MAX_BYTES). */
+export const RUN_MAX_VERSIONS = 256;
+export const RUN_MAX_BYTES = 64 * 1024;
+const RUN_MEMBER_HEADER = 12;
+
+/** [kind = Run][count u16 BE] then per version, oldest first: [LSN u64 BE][length u32 BE][value] */
+export function runValue(versions: ReadonlyArray<{ lsn: Lsn; value: Buffer }>): Buffer {
+  let size = 3;
+  for (let i = 0; i < versions.length; i++) size += RUN_MEMBER_HEADER + versions[i].value.length;
+  const out = Buffer.allocUnsafe(size);
+  out[0] = ValueKind.Run;
+  out.writeUInt16BE(versions.length, 1);
+  let pos = 3;
+  for (let i = 0; i < versions.length; i++) {
+    const { lsn, value } = versions[i];
+    writeLsnBE(out, pos, lsn);
+    out.writeUInt32BE(value.length, pos + 8);
+    out.set(value, pos + RUN_MEMBER_HEADER);
+    pos += RUN_MEMBER_HEADER + value.length;
+  }
+  return out;
+}
+
+/**
+ * The versions stored under one key, oldest first: a Run's members (views into `raw`), or the
+ * entry itself at `keyLsn`. Every reader of versioned entries goes through this.
+ */
+export function expandEntry(keyLsn: Lsn, raw: Buffer): Array<{ lsn: Lsn; raw: Buffer }> {
+  if (raw[0] !== ValueKind.Run) return [{ lsn: keyLsn, raw }];
+  if (raw.length < 3) throw new Error("corrupt stored run: truncated header");
+  const count = raw.readUInt16BE(1);
+  const out: Array<{ lsn: Lsn; raw: Buffer }> = new Array(count);
+  let pos = 3;
+  for (let i = 0; i < count; i++) {
+    if (pos + RUN_MEMBER_HEADER > raw.length) throw new Error(`corrupt stored run: version ${i} of ${count} is truncated`);
+    const length = raw.readUInt32BE(pos + 8);
+    const start = pos + RUN_MEMBER_HEADER;
+    if (start + length > raw.length || length === 0) throw new Error(`corrupt stored run: version ${i} of ${count} has a bad length ${length}`);
+    out[i] = { lsn: raw.readBigUInt64BE(pos), raw: raw.subarray(start, start + length) };
+    pos = start + length;
+  }
+  if (pos !== raw.length) throw new Error(`corrupt stored run: ${raw.length - pos} trailing bytes`);
+  return out;
+}
+
+/** Whether a value starts a reconstruct chain: Image, Tombstone, or a will-init record/derived change. */
+export function isBaseValue(raw: Buffer): boolean {
+  const kind = raw[0];
+  if (kind === ValueKind.Image || kind === ValueKind.Tombstone) return true;
+  return (kind === ValueKind.WalRecord || kind === ValueKind.Derived) && raw[1] === 1;
 }

@@ -13,7 +13,7 @@ import { TimelineStore } from "../storage/timeline-store.ts";
 import { PgCluster } from "../testing/pgcluster.ts";
 import { readWalRange } from "../wal/reader.ts";
 import { PageReader } from "./page-reader.ts";
-import { scanRelationPages } from "./relation-scan.ts";
+import { RelationScanner, scanRelationPages } from "./relation-scan.ts";
 
 const SEGMENT = 16 * 1024 * 1024;
 
@@ -38,20 +38,36 @@ async function ingest(ingestor: TimelineIngestor, primary: PgCluster, from: Lsn,
   return last;
 }
 
-/** Scans every fork of every relation at `lsn` and compares each page with getPage. */
+/**
+ * Reads every fork of every relation at `lsn` through one RelationScanner (as full backup does)
+ * and compares each page with getPage, and with a scan of that fork alone.
+ */
 async function compareAll(reader: PageReader, lsn: Lsn) {
   let blocks = 0;
   const mismatches: string[] = [];
-  for (const { rel, fork } of await reader.listRelations(lsn)) {
-    const n = (await reader.relSize(rel, fork, lsn)) ?? 0;
-    let expectedBlock = 0;
-    for await (const { blockNumber, page } of scanRelationPages(reader, rel, fork, 0, n, lsn)) {
-      expect(blockNumber).toBe(expectedBlock++);
-      if (!page.equals(await reader.getPage(rel, fork, blockNumber, lsn))) mismatches.push(`${rel.dbNode}/${rel.relNode}/${fork} block ${blockNumber}`);
-      blocks++;
+  const scanner = new RelationScanner(reader, lsn);
+  try {
+    for (const { rel, fork } of await reader.listRelations(lsn)) {
+      const n = (await reader.relSize(rel, fork, lsn)) ?? 0;
+      const alone = scanRelationPages(reader, rel, fork, 0, n, lsn);
+      let expectedBlock = 0;
+      for await (const { blockNumber, page } of scanner.pages(rel, fork, 0, n)) {
+        expect(blockNumber).toBe(expectedBlock++);
+        if (!page.equals(await reader.getPage(rel, fork, blockNumber, lsn))) mismatches.push(`${rel.dbNode}/${rel.relNode}/${fork} block ${blockNumber}`);
+        const single = await alone.next();
+        if (single.done || !single.value.page.equals(page)) mismatches.push(`${rel.dbNode}/${rel.relNode}/${fork} block ${blockNumber}: scanned alone`);
+        blocks++;
+      }
+      expect((await alone.next()).done).toBe(true);
+      expect(expectedBlock).toBe(n);
     }
-    expect(expectedBlock).toBe(n);
+  } finally {
+    await scanner.close();
   }
+  // one pass: this timeline's two iterators and, on a branch, the ancestors'
+  let timelines = 1;
+  for (let r = reader.ancestor; r; r = r.reader.ancestor) timelines++;
+  expect(scanner.stats.opened).toBeLessThanOrEqual(2 * timelines);
   return { blocks, mismatches };
 }
 

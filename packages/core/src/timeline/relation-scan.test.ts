@@ -3,13 +3,14 @@ import os from "node:os";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { Lsn } from "../lsn.ts";
-import { ForkNumber } from "../reltag.ts";
+import { ForkNumber, type RelTag } from "../reltag.ts";
 import { materializedBlockKey, relBlockKey, storeKey } from "../storage/keys.ts";
 import { TimelineStore } from "../storage/timeline-store.ts";
-import { derivedValue, DerivedKind, imageValue, TOMBSTONE, walRecordValue } from "../storage/values.ts";
+import { derivedValue, DerivedKind, imageValue, runValue, TOMBSTONE, walRecordValue } from "../storage/values.ts";
 import { UnsupportedRecordError } from "../redo/types.ts";
 import { PageReader } from "./page-reader.ts";
-import { scanRelationPages } from "./relation-scan.ts";
+import { computeRecordCrc } from "../wal/record.ts";
+import { RelationScanner, scanRelationPages } from "./relation-scan.ts";
 import { emptyPage, genericDelta, oneBlockRecord } from "./testutil.ts";
 
 const rel = { spcNode: 1663, dbNode: 5, relNode: 16384 };
@@ -193,6 +194,21 @@ describe("relation scan", () => {
     stores.splice(stores.indexOf(store), 1);
   });
 
+  it("expands runs of versions, also where a materialized image or the LSN falls inside a run", async () => {
+    const run = (block: number, lsns: Lsn[]) => ({
+      key: storeKey(relBlockKey(rel, ForkNumber.Main, block), lsns[0]),
+      value: runValue(lsns.map((l, i) => ({ lsn: l, value: generic(block, l, 8100 + i, [block + i + 1]).value }))),
+    });
+    await commit(store, [
+      image(0, 0x100n, 1), run(0, [0x200n, 0x210n, 0x220n]), generic(0, 0x300n, 8120, "after"),
+      run(1, [0x180n, 0x190n]), // no base: onto a zero page
+      image(2, 0x100n, 2), run(2, [0x200n, 0x240n]), image(2, 0x250n, 22), run(2, [0x260n, 0x270n, 0x280n]),
+    ]);
+    const reader = new PageReader(store);
+    await commit(store, [materialized(0, 0x210n, await reader.getPage(rel, ForkNumber.Main, 0, 0x210n)), materialized(2, 0x270n, await reader.getPage(rel, ForkNumber.Main, 2, 0x270n))]);
+    for (const lsn of [0x1f0n, 0x200n, 0x205n, 0x210n, 0x215n, 0x220n, 0x255n, 0x265n, 0x275n, 0x400n]) await expectScanEqualsGetPage(reader, 0, 4, lsn);
+  });
+
   it("streams relations larger than an iterator batch", async () => {
     // 600 blocks with 3 versions each: several batches per cursor, blocks split across batches
     const entries = [];
@@ -203,5 +219,242 @@ describe("relation scan", () => {
     const reader = new PageReader(store);
     await expectScanEqualsGetPage(reader, 0, 650, 0x400n);
     await expectScanEqualsGetPage(reader, 123, 457, 0x300n + 200n);
+  });
+});
+
+// ---- many relations through one RelationScanner ----
+
+/** Generic WAL setting bytes at `offset` of any fork's block, stored at end LSN `lsn`. */
+function genericAt(r: RelTag, fork: ForkNumber, block: number, lsn: Lsn, offset: number, bytes: string | number[], opts: { willInit?: boolean } = {}) {
+  const raw = oneBlockRecord(20, r, block, genericDelta(offset, Buffer.from(bytes as string)), opts);
+  raw[25] |= fork; // the block reference's fork bits
+  raw.writeUInt32LE(computeRecordCrc(raw, raw.length), 20);
+  return { key: storeKey(relBlockKey(r, fork, block), lsn), value: walRecordValue(raw, lsn - 0x20n, opts.willInit ?? false) };
+}
+const imageAt = (r: RelTag, fork: ForkNumber, block: number, lsn: Lsn, mark: number) => ({ key: storeKey(relBlockKey(r, fork, block), lsn), value: imageValue(emptyPage(lsn, mark)) });
+const tombstoneAt = (r: RelTag, fork: ForkNumber, block: number, lsn: Lsn) => ({ key: storeKey(relBlockKey(r, fork, block), lsn), value: TOMBSTONE });
+const materializedAt = (r: RelTag, fork: ForkNumber, block: number, lsn: Lsn, page: Buffer) => ({ key: storeKey(materializedBlockKey(r, fork, block), lsn), value: imageValue(page) });
+
+const relOf = (relNode: number, dbNode = 5, spcNode = 1663): RelTag => ({ spcNode, dbNode, relNode });
+
+interface Fork {
+  rel: RelTag;
+  fork: ForkNumber;
+  blocks: number;
+}
+
+/** Reads `forks` (in the order given) with one scanner and compares every block with getPage. */
+async function expectScannerEqualsGetPage(reader: PageReader, forks: Fork[], lsn: Lsn, scanner = new RelationScanner(reader, lsn)) {
+  let pages = 0;
+  try {
+    for (const { rel: r, fork, blocks } of forks) {
+      const seen: number[] = [];
+      for await (const { blockNumber, page } of scanner.pages(r, fork, 0, blocks)) {
+        seen.push(blockNumber);
+        const expected = await reader.getPage(r, fork, blockNumber, lsn);
+        expect(page.equals(expected), `${r.dbNode}/${r.relNode} fork ${fork} block ${blockNumber} at ${lsn.toString(16)}`).toBe(true);
+        pages++;
+      }
+      expect(seen).toEqual(Array.from({ length: blocks }, (_, i) => i));
+    }
+  } finally {
+    await scanner.close();
+  }
+  return { pages, stats: scanner.stats };
+}
+
+describe("relation scanner over many relations", () => {
+  const dirs: string[] = [];
+  const stores: TimelineStore[] = [];
+  async function openStore(): Promise<TimelineStore> {
+    const dir = mkdtempSync(path.join(os.tmpdir(), "strata-relscan-many-"));
+    dirs.push(dir);
+    const store = await TimelineStore.open(dir);
+    stores.push(store);
+    return store;
+  }
+  async function commit(store: TimelineStore, entries: Array<{ key: Buffer; value: Buffer }>, startLsn = 0x10n, last = 0x10000n) {
+    await store.commit(entries, { lastRecordLsn: last, diskConsistentLsn: last, startLsn });
+  }
+  afterEach(async () => {
+    for (const s of stores.splice(0)) await s.close();
+    for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+  });
+
+  // live relations of the parent: 30 small ones in database 5 (every 10th relNode), a few in
+  // database 6 and in pg_global; in between, what a backup must skip
+  const live = Array.from({ length: 30 }, (_, i) => relOf(20000 + 10 * i));
+  const smallDropped = relOf(20035); // leftover versions between live[3] and live[4]
+  const bigDropped = relOf(20105); // thousands of leftover versions: a gap of many batches
+  const truncated = live[7]; // 2 blocks live, versions stored up to block 11
+  const truncatedBig = live[12]; // 1 block live, versions stored up to block 1499
+  const parentOnly = live[20]; // the branch never touches it
+  const db6 = [relOf(30000, 6), relOf(30010, 6)];
+  const shared = [relOf(1262, 0, 1664), relOf(2964, 0, 1664)];
+
+  /** blocks of each live relation's main fork (others: fsm 1 block for every third relation) */
+  const blocksOf = (i: number) => (live[i] === truncated ? 2 : live[i] === truncatedBig ? 1 : 1 + (i % 4));
+
+  async function fillParent(s: TimelineStore) {
+    const entries: Array<{ key: Buffer; value: Buffer }> = [];
+    live.forEach((r, i) => {
+      const n = live[i] === truncated ? 12 : live[i] === truncatedBig ? 1500 : blocksOf(i);
+      for (let b = 0; b < n; b++) {
+        if (live[i] === truncatedBig && b > 0) {
+          entries.push(tombstoneAt(r, ForkNumber.Main, b, 0x100n));
+          continue;
+        }
+        switch ((i + b) % 5) {
+          case 0: // image and records
+            entries.push(imageAt(r, ForkNumber.Main, b, 0x100n, i), genericAt(r, ForkNumber.Main, b, 0x200n + BigInt(i), 8100, [i, b]), genericAt(r, ForkNumber.Main, b, 0x600n, 8102, "p"));
+            break;
+          case 1: // records without a base
+            entries.push(genericAt(r, ForkNumber.Main, b, 0x180n, 8100, "q"), genericAt(r, ForkNumber.Main, b, 0x380n, 8101, [b]));
+            break;
+          case 2: // nothing: zero page
+            break;
+          case 3: // an image replaced, then dropped and recreated
+            entries.push(imageAt(r, ForkNumber.Main, b, 0x100n, 3), tombstoneAt(r, ForkNumber.Main, b, 0x300n), imageAt(r, ForkNumber.Main, b, 0x500n, 33));
+            break;
+          case 4: // a will-init record, then versions above most LSNs read
+            entries.push(imageAt(r, ForkNumber.Main, b, 0x100n, 4), genericAt(r, ForkNumber.Main, b, 0x250n, 8100, "w", { willInit: true }));
+            for (let k = 0; k < 30; k++) entries.push(genericAt(r, ForkNumber.Main, b, 0x700n + BigInt(k) * 8n, 8000 + k, [k]));
+            break;
+        }
+      }
+      if (i % 3 === 0) entries.push(imageAt(r, ForkNumber.Fsm, 0, 0x100n, 0xf0 + (i % 10)), genericAt(r, ForkNumber.Fsm, 0, 0x400n, 8100, "fsm"));
+    });
+    for (let b = 0; b < 6; b++) entries.push(imageAt(smallDropped, ForkNumber.Main, b, 0x100n, 0xdd), tombstoneAt(smallDropped, ForkNumber.Main, b, 0x200n));
+    for (let b = 0; b < 2000; b++) entries.push(genericAt(bigDropped, ForkNumber.Main, b, 0x120n, 8100, "gone"), tombstoneAt(bigDropped, ForkNumber.Main, b, 0x200n));
+    for (const r of [...db6, ...shared]) entries.push(imageAt(r, ForkNumber.Main, 0, 0x100n, 0x66), genericAt(r, ForkNumber.Main, 1, 0x200n, 8100, "z"));
+    await commit(s, entries);
+  }
+
+  const parentForks = (): Fork[] => [
+    ...live.flatMap((r, i) => [{ rel: r, fork: ForkNumber.Main, blocks: blocksOf(i) }, ...(i % 3 === 0 ? [{ rel: r, fork: ForkNumber.Fsm, blocks: 1 }] : [])]),
+    ...db6.map((r) => ({ rel: r, fork: ForkNumber.Main, blocks: 2 })),
+    ...shared.map((r) => ({ rel: r, fork: ForkNumber.Main, blocks: 2 })),
+  ];
+
+  it("reads many relations in key order with one pass per key space, equal to getPage at every LSN", async () => {
+    const store = await openStore();
+    await fillParent(store);
+    const reader = new PageReader(store);
+    // a long chain with materialized images (the scan uses them as getPage does)
+    const hot = live[5];
+    const chain = [imageAt(hot, ForkNumber.Main, 0, 0x100n, 0x55)];
+    for (let k = 1; k <= 60; k++) chain.push(genericAt(hot, ForkNumber.Main, 0, 0x100n + BigInt(k) * 0x10n, 8000 + k, [k]));
+    await commit(store, chain);
+    await commit(store, [materializedAt(hot, ForkNumber.Main, 0, 0x300n, await reader.getPage(hot, ForkNumber.Main, 0, 0x300n))]);
+
+    for (const lsn of [0x150n, 0x280n, 0x450n, 0x800n]) {
+      const { pages, stats } = await expectScannerEqualsGetPage(reader, parentForks(), lsn);
+      expect(pages).toBeGreaterThan(70);
+      // one iterator per key space for all of it; the two big gaps are crossed with seeks
+      expect(stats.opened).toBe(2);
+      expect(stats.seeks).toBeGreaterThanOrEqual(2);
+      expect(stats.seeks).toBeLessThan(6);
+    }
+  });
+
+  it("reads a branch: blocks from the ancestor through one shared ancestor scan", async () => {
+    const parentStore = await openStore();
+    await fillParent(parentStore);
+    const parent = new PageReader(parentStore);
+    const branchLsn = 0x450n;
+    const childStore = await openStore();
+    const childOnly = relOf(20295); // between live[29] and db 6
+    const entries = [];
+    for (const [i, r] of live.entries()) {
+      if (r === parentOnly || i % 4 === 1) continue;
+      // records on top of the parent's pages, a new image, or a relation rewritten entirely
+      for (let b = 0; b < blocksOf(i); b++) {
+        if (i % 4 === 0) entries.push(genericAt(r, ForkNumber.Main, b, 0x900n, 8110, "child"));
+        else if (i % 4 === 2) entries.push(imageAt(r, ForkNumber.Main, b, 0x900n, 0xc2));
+        else if (b === 0) entries.push(genericAt(r, ForkNumber.Main, b, 0x980n, 8120, "c3"));
+      }
+    }
+    for (let b = 0; b < 3; b++) entries.push(imageAt(childOnly, ForkNumber.Main, b, 0x900n, 0xcc));
+    // the branch truncated the big truncated relation's leftovers in its own way: more of them
+    for (let b = 1; b < 700; b++) entries.push(tombstoneAt(truncatedBig, ForkNumber.Main, b, 0x910n));
+    await commit(childStore, entries, branchLsn, 0x1000n);
+    const child = new PageReader(childStore, { ancestor: { reader: parent, lsn: branchLsn } });
+    const forks = parentForks();
+    forks.splice(forks.findIndex((f) => f.rel.dbNode === 6), 0, { rel: childOnly, fork: ForkNumber.Main, blocks: 3 });
+
+    for (const lsn of [0x300n, branchLsn, 0x950n, 0x1000n]) {
+      const { stats } = await expectScannerEqualsGetPage(child, forks, lsn);
+      // the child's two cursors and the ancestor's two
+      expect(stats.opened).toBe(4);
+    }
+    // a grandchild whose own history is empty: everything through two ancestor levels
+    const grandStore = await openStore();
+    await commit(grandStore, [imageAt(live[0], ForkNumber.Main, 0, 0xa00n, 0x99)], 0x980n, 0x1000n);
+    const grand = new PageReader(grandStore, { ancestor: { reader: child, lsn: 0x980n } });
+    const { stats } = await expectScannerEqualsGetPage(grand, forks, 0x1000n);
+    expect(stats.opened).toBe(6);
+  });
+
+  it("seeks past a block's many versions above the LSN", async () => {
+    const store = await openStore();
+    const hot = live[1];
+    const entries = [imageAt(hot, ForkNumber.Main, 0, 0x100n, 1), imageAt(hot, ForkNumber.Main, 1, 0x100n, 2), imageAt(live[2], ForkNumber.Main, 0, 0x100n, 3)];
+    for (let k = 0; k < 1200; k++) entries.push(genericAt(hot, ForkNumber.Main, 0, 0x1000n + BigInt(k) * 8n, 8000 + (k % 100), [k & 0xff]));
+    await commit(store, entries, 0x10n, 0x10000n);
+    const reader = new PageReader(store);
+    const forks = [{ rel: hot, fork: ForkNumber.Main, blocks: 2 }, { rel: live[2], fork: ForkNumber.Main, blocks: 1 }];
+    const before = await expectScannerEqualsGetPage(reader, forks, 0x200n);
+    expect(before.stats.seeks).toBe(1);
+    for (const lsn of [0x1000n, 0x1000n + 600n * 8n, 0x8000n]) await expectScannerEqualsGetPage(reader, forks, lsn);
+  });
+
+  it("gives the same pages when read out of key order (a fork twice, a relation before the first one read)", async () => {
+    const store = await openStore();
+    await fillParent(store);
+    const reader = new PageReader(store);
+    const forks: Fork[] = [
+      { rel: live[4], fork: ForkNumber.Main, blocks: 1 + (4 % 4) },
+      { rel: live[4], fork: ForkNumber.Main, blocks: 1 + (4 % 4) }, // again: an unlogged relation's init fork is read twice
+      { rel: live[9], fork: ForkNumber.Main, blocks: blocksOf(9) },
+      { rel: live[1], fork: ForkNumber.Main, blocks: blocksOf(1) }, // before where the iterators started
+      { rel: live[0], fork: ForkNumber.Fsm, blocks: 1 },
+      { rel: live[29], fork: ForkNumber.Main, blocks: blocksOf(29) },
+      { rel: live[6], fork: ForkNumber.Fsm, blocks: 1 },
+    ];
+    await expectScannerEqualsGetPage(reader, forks, 0x800n);
+    const scanner = new RelationScanner(reader, 0x800n);
+    try {
+      // single pages, backwards within a fork
+      for (const b of [3, 1, 2, 0]) expect((await scanner.page(live[3], ForkNumber.Main, b)).equals(await reader.getPage(live[3], ForkNumber.Main, b, 0x800n))).toBe(true);
+    } finally {
+      await scanner.close();
+    }
+  });
+
+  it("stays usable after a block it cannot rebuild, refuses reads past its end and closes with reads left", async () => {
+    const store = await openStore();
+    await fillParent(store);
+    const broken = live[2];
+    await commit(store, [{ key: storeKey(relBlockKey(broken, ForkNumber.Main, 1), 0x700n), value: walRecordValue(oneBlockRecord(128, broken, 1, Buffer.from("xxxx")), 0x6e8n, false) }]);
+    const reader = new PageReader(store);
+    const scanner = new RelationScanner(reader, 0x800n, { end: { rel: live[10], fork: ForkNumber.Main, block: 0 } });
+    try {
+      expect((await scanner.page(broken, ForkNumber.Main, 0)).equals(await reader.getPage(broken, ForkNumber.Main, 0, 0x800n))).toBe(true);
+      await expect(scanner.page(broken, ForkNumber.Main, 1)).rejects.toBeInstanceOf(UnsupportedRecordError);
+      for (const r of [broken, live[3], live[9]]) {
+        for (let b = r === broken ? 2 : 0; b < blocksOf(live.indexOf(r)); b++) expect((await scanner.page(r, ForkNumber.Main, b)).equals(await reader.getPage(r, ForkNumber.Main, b, 0x800n))).toBe(true);
+      }
+      await expect(scanner.page(live[10], ForkNumber.Main, 0)).rejects.toBeInstanceOf(RangeError);
+      // two reads at once are refused rather than interleaved on the cursors
+      const first = scanner.page(live[9], ForkNumber.Fsm, 0);
+      await expect(scanner.page(live[9], ForkNumber.Fsm, 0)).rejects.toThrow(/one read at a time/);
+      await first;
+    } finally {
+      await scanner.close();
+    }
+    await expect(scanner.page(live[1], ForkNumber.Main, 0)).rejects.toThrow(/closed/);
+    // a store with an iterator left open would not close
+    await store.close();
+    stores.splice(stores.indexOf(store), 1);
   });
 });

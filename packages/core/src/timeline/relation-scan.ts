@@ -1,19 +1,28 @@
-// Relation scans: every page of a relation fork block range as of an LSN, with one forward pass
-// over the store instead of a GetPage (two reverse seeks) per block. Full backups read whole
-// relations; walking the block key range once in key order (block, then LSN) reads each version
-// once, sequentially. The result is byte-identical to PageReader.getPage for every block:
+// Relation scans: every page of relation fork block ranges as of an LSN, read with forward passes
+// over the store instead of a GetPage (two reverse seeks) per block. Full backups read every
+// relation; walking the block key space in key order (relation, fork, block, then LSN) reads each
+// version once, sequentially. A RelationScanner keeps its cursors from one relation fork to the
+// next, so reading many relations in key order is one pass per key space rather than new
+// iterators (and their first round trips) per relation. The result is byte-identical to
+// PageReader.getPage for every block:
 //   - per block, only the versions since the newest base (Image, Tombstone, will-init) at or
 //     below the LSN are kept; older ones are dropped as soon as a newer base shows up;
 //   - a materialized image (key space 0x15, scanned alongside, forward too) at m <= LSN is a base
 //     the same way getPage uses it: versions at or below m are dropped, and it is the start page
 //     when no newer base exists on this timeline;
+//   - a run (several record/derived versions of a block in one entry keyed by the first one's
+//     LSN, values.ts) is expanded, and each of its versions taken as if stored on its own;
 //   - a block whose own history runs out continues from the ancestor's page at
-//     min(LSN, branch point), taken from a lazy scan of the ancestor advanced block by block.
+//     min(LSN, branch point), taken from a lazy scan of the ancestor (one for the whole scanner,
+//     advanced block by block like this timeline's);
+//   - entries of keys between the blocks asked for (versions above the LSN, blocks past a
+//     truncation, relations dropped or not asked for) are skipped; a gap of more than a batch is
+//     crossed with a seek.
 // Replay goes through reader.replayVersions, so redo (and its errors) are getPage's own.
 import type { Lsn } from "../lsn.ts";
 import { BLCKSZ, type ForkNumber, type RelTag } from "../reltag.ts";
-import { ENTITY_KEY_LENGTH, materializedBlockKey, relBlockKey, storeKey } from "../storage/keys.ts";
-import { decodeValue, imageValue, type StoredValue, ValueKind } from "../storage/values.ts";
+import { ENTITY_KEY_LENGTH, KeySpace, materializedBlockKey, relBlockKey, storeKey } from "../storage/keys.ts";
+import { decodeValue, expandEntry, imageValue, type StoredValue, ValueKind } from "../storage/values.ts";
 import type { PageReader } from "./page-reader.ts";
 
 /** entries per LevelDB round trip */
@@ -23,31 +32,155 @@ const BATCH_ENTRIES = 256;
  * images: a round trip per two images); 1 MiB keeps batches at BATCH_ENTRIES for typical values.
  */
 const BATCH_BYTES = 1024 * 1024;
-const MAX_LSN = 0xffff_ffff_ffff_ffffn;
-/** offset of the block number in a relation (or materialized) block entity key */
-const BLOCK_OFFSET = 14;
 
 type Entry = [Buffer, Buffer];
 
 interface RawIterator {
   nextv(size: number): Promise<Entry[]>;
+  seek(target: Buffer): void;
   close(): Promise<void>;
 }
 
 /**
- * A forward iterator read in batches, with the next batch requested while the current one is
- * being replayed (LevelDB reads run on libuv's threads, redo on the main thread).
+ * Orders a key by its entity fields after the key-space byte (relation, fork, block): store keys
+ * and entity keys of 0x10 and 0x15 compare alike; the LSN is not compared.
+ */
+function compareEntity(key: Buffer, entity: Buffer): number {
+  // in JS: Buffer.compare with offsets is a native call (with argument checks) per entry
+  for (let i = 1; i < ENTITY_KEY_LENGTH; i++) {
+    const d = key[i] - entity[i];
+    if (d !== 0) return d;
+  }
+  return 0;
+}
+
+/**
+ * A forward iterator over one key space, read in batches with the next batch requested while the
+ * current one is being replayed (LevelDB reads run on libuv's threads, redo on the main thread).
+ * Positioned by entity (`skipTo`): forward by skipping entries, or by a seek when a whole batch
+ * lies before the target; backward (a target at or before the previous one) by a seek.
  */
 class Cursor {
+  private iterator: RawIterator | undefined;
+  /** the entity the iterator starts at: a target below it needs a new iterator */
+  private openedAt: Buffer | undefined;
+  /** the entity of the last skipTo since the iterator was opened or sought */
+  private lastTarget: Buffer | undefined;
   private batch: Entry[] = [];
   private pos = 0;
   private ended = false;
   private ahead: Promise<Entry[]> | undefined;
+  /** iterators opened and seeks made (tests and probes) */
+  readonly stats = { opened: 0, seeks: 0 };
 
-  constructor(private readonly iterator: RawIterator) {
+  constructor(
+    private readonly reader: PageReader,
+    private readonly space: KeySpace,
+    /** exclusive upper bound, an entity key (undefined: the end of the key space) */
+    private readonly end: Buffer | undefined,
+  ) {}
+
+  private keyAt(entity: Buffer): Buffer {
+    const key = storeKey(entity, 0n);
+    key[0] = this.space;
+    return key;
+  }
+
+  private open(target: Buffer): void {
+    const lt = this.end ? this.keyAt(this.end) : Buffer.from([this.space + 1]);
+    // the raw db iterator rather than store.iterate: it takes highWaterMarkBytes
+    this.iterator = this.reader.store.db.iterator({ gte: this.keyAt(target), lt, highWaterMarkBytes: BATCH_BYTES }) as unknown as RawIterator;
+    this.openedAt = target;
+    this.lastTarget = undefined;
+    this.stats.opened++;
     // start reading at once: a scan's cursors then load their first batches in parallel
-    this.ahead = iterator.nextv(BATCH_ENTRIES);
-    this.ahead.catch(() => {});
+    this.readAhead();
+  }
+
+  private readAhead(): void {
+    this.ahead = this.iterator!.nextv(BATCH_ENTRIES);
+    this.ahead.catch(() => {}); // surfaced by the next take; must not go unhandled if never awaited
+  }
+
+  private take(): Promise<Entry[]> {
+    const pending = this.ahead ?? this.iterator!.nextv(BATCH_ENTRIES);
+    this.ahead = undefined;
+    return pending;
+  }
+
+  /** Drops what is buffered or being read and goes to `target`. */
+  private async reposition(target: Buffer): Promise<void> {
+    const pending = this.ahead;
+    this.ahead = undefined;
+    this.batch = [];
+    this.pos = 0;
+    this.ended = false;
+    // abstract-level refuses to seek while a read is in flight; its result is not wanted
+    if (pending) await pending.catch(() => {});
+    if (compareEntity(target, this.openedAt!) < 0) {
+      // the iterator's range starts after the target: a seek there would end it
+      const old = this.iterator!;
+      this.iterator = undefined;
+      await old.close();
+      this.open(target);
+      return;
+    }
+    this.iterator!.seek(this.keyAt(target));
+    this.lastTarget = undefined;
+    this.stats.seeks++;
+    this.readAhead();
+  }
+
+  /**
+   * Positions the cursor at the first entry of entity `target` or after it. Entries before it are
+   * skipped; when a freshly loaded batch lies wholly before the target (a dropped relation's
+   * leftovers, blocks past a truncation, many versions above the LSN), the rest of the gap is
+   * crossed with a seek rather than read. At most a batch is read for nothing per gap: the one
+   * already in flight when the gap was found.
+   */
+  async skipTo(target: Buffer): Promise<void> {
+    if (this.skipBuffered(target)) return;
+    if (!this.iterator) this.open(target);
+    else if (this.lastTarget && compareEntity(target, this.lastTarget) <= 0) await this.reposition(target);
+    this.lastTarget = target;
+    for (;;) {
+      if (this.pos < this.batch.length) {
+        if (compareEntity(this.batch[this.batch.length - 1][0], target) >= 0) {
+          while (compareEntity(this.batch[this.pos][0], target) < 0) this.pos++;
+          return;
+        }
+        this.pos = this.batch.length;
+      }
+      if (this.ended) return;
+      const batch = await this.take();
+      this.pos = 0;
+      if (batch.length === 0) {
+        this.batch = [];
+        this.ended = true;
+        return;
+      }
+      this.batch = batch;
+      if (compareEntity(batch[batch.length - 1][0], target) < 0) {
+        await this.reposition(target);
+        this.lastTarget = target;
+        continue;
+      }
+      this.readAhead();
+    }
+  }
+
+  /**
+   * skipTo without I/O when what is buffered settles it (the target is within the current batch,
+   * or the range has ended): the common case, a block right after the previous one. False: call skipTo.
+   */
+  skipBuffered(target: Buffer): boolean {
+    if (!this.iterator || (this.lastTarget && compareEntity(target, this.lastTarget) <= 0)) return false;
+    if (this.pos < this.batch.length) {
+      if (compareEntity(this.batch[this.batch.length - 1][0], target) < 0) return false;
+      while (compareEntity(this.batch[this.pos][0], target) < 0) this.pos++;
+    } else if (!this.ended) return false;
+    this.lastTarget = target;
+    return true;
   }
 
   /** The current entry if it is already buffered (undefined: call fill). */
@@ -58,19 +191,17 @@ class Cursor {
   /** Loads the next batch; the current entry, or undefined at the end of the range. */
   async fill(): Promise<Entry | undefined> {
     while (this.pos >= this.batch.length) {
-      if (this.ended) return undefined;
-      const pending = this.ahead ?? this.iterator.nextv(BATCH_ENTRIES);
-      this.ahead = undefined;
-      const batch = await pending;
+      if (this.ended || !this.iterator) return undefined;
+      const batch = await this.take();
+      this.pos = 0;
       // fewer than asked is not the end (the byte limit cuts batches): only an empty batch is
       if (batch.length === 0) {
+        this.batch = [];
         this.ended = true;
         return undefined;
       }
       this.batch = batch;
-      this.pos = 0;
-      this.ahead = this.iterator.nextv(BATCH_ENTRIES);
-      this.ahead.catch(() => {}); // surfaced by the next fill; must not go unhandled if never awaited
+      this.readAhead();
     }
     return this.batch[this.pos];
   }
@@ -82,7 +213,10 @@ class Cursor {
   /** Waits for a read-ahead in flight (abstract-level defers close until it finishes). */
   async close(): Promise<void> {
     this.batch = [];
-    await this.iterator.close();
+    this.ahead = undefined;
+    const iterator = this.iterator;
+    this.iterator = undefined;
+    await iterator?.close();
   }
 }
 
@@ -93,10 +227,16 @@ function isBase(raw: Buffer): boolean {
   return (kind === ValueKind.WalRecord || kind === ValueKind.Derived) && raw[1] === 1;
 }
 
-const blockOf = (key: Buffer) => key.readUInt32BE(BLOCK_OFFSET);
 const lsnOf = (key: Buffer) => key.readBigUInt64BE(ENTITY_KEY_LENGTH);
 
-/** One timeline's pass over [fromBlock, toBlock); `page` must be called with increasing blocks. */
+/** Adds a version in (floor, lsn] to a block's chain (oldest first), which restarts at a base. */
+function addVersion(chain: Array<{ lsn: Lsn; raw: Buffer }>, versionLsn: Lsn, raw: Buffer, floor: Lsn | undefined, lsn: Lsn): void {
+  if (versionLsn > lsn || (floor !== undefined && versionLsn <= floor)) return;
+  if (isBase(raw)) chain.length = 0; // older versions are never needed again
+  chain.push({ lsn: versionLsn, raw });
+}
+
+/** One timeline's pass; `page` is called for blocks in increasing key order (any order is correct, only slower). */
 class TimelineScan {
   private readonly blocks: Cursor;
   private readonly materialized: Cursor;
@@ -106,96 +246,89 @@ class TimelineScan {
 
   constructor(
     private readonly reader: PageReader,
-    private readonly rel: RelTag,
-    private readonly fork: ForkNumber,
-    fromBlock: number,
-    private readonly toBlock: number,
     private readonly lsn: Lsn,
+    private readonly end: Buffer | undefined,
   ) {
-    this.blocks = this.open(relBlockKey(rel, fork, fromBlock), relBlockKey(rel, fork, toBlock - 1));
-    try {
-      this.materialized = this.open(materializedBlockKey(rel, fork, fromBlock), materializedBlockKey(rel, fork, toBlock - 1));
-    } catch (err) {
-      this.blocks.close().catch(() => {});
-      throw err;
+    this.blocks = new Cursor(reader, KeySpace.RelBlock, end);
+    this.materialized = new Cursor(reader, KeySpace.MaterializedBlock, end);
+  }
+
+  /** iterators opened and seeks made, this timeline and its ancestors' scans */
+  stats(): { opened: number; seeks: number } {
+    const own = { opened: this.blocks.stats.opened + this.materialized.stats.opened, seeks: this.blocks.stats.seeks + this.materialized.stats.seeks };
+    const ancestor = this.ancestorScan?.stats();
+    return ancestor ? { opened: own.opened + ancestor.opened, seeks: own.seeks + ancestor.seeks } : own;
+  }
+
+  /** The page of `block` of a relation fork; `target` is its relBlockKey. */
+  async page(rel: RelTag, fork: ForkNumber, block: number, target: Buffer): Promise<Buffer> {
+    // usually both cursors are positioned from what they hold; otherwise they move (and, when
+    // opening or seeking, read) in parallel
+    const materializedReady = this.materialized.skipBuffered(target);
+    const blocksReady = this.blocks.skipBuffered(target);
+    if (!materializedReady || !blocksReady) {
+      // both settled before an error is thrown: no cursor may still be moving after this read
+      const moved = await Promise.allSettled([materializedReady || this.materialized.skipTo(target), blocksReady || this.blocks.skipTo(target)]);
+      for (const result of moved) if (result.status === "rejected") throw result.reason;
     }
-  }
-
-  private open(first: Buffer, last: Buffer): Cursor {
-    // the raw db iterator rather than store.iterate: it takes highWaterMarkBytes
-    const iterator = this.reader.store.db.iterator({ gte: storeKey(first, 0n), lte: storeKey(last, MAX_LSN), highWaterMarkBytes: BATCH_BYTES });
-    return new Cursor(iterator as unknown as RawIterator);
-  }
-
-  /** The newest materialized image of `block` at or below the LSN (entries of earlier blocks are skipped). */
-  private async materializedAt(block: number): Promise<{ lsn: Lsn; raw: Buffer } | undefined> {
-    let found: { lsn: Lsn; raw: Buffer } | undefined;
+    // the newest materialized image at or below the LSN
+    let materialized: { lsn: Lsn; raw: Buffer } | undefined;
     for (;;) {
       const entry = this.materialized.head() ?? (await this.materialized.fill());
-      if (!entry) return found;
-      const entryBlock = blockOf(entry[0]);
-      if (entryBlock > block) return found;
-      if (entryBlock === block) {
-        const entryLsn = lsnOf(entry[0]);
-        if (entryLsn <= this.lsn) found = { lsn: entryLsn, raw: entry[1] };
-      }
+      if (!entry || compareEntity(entry[0], target) !== 0) break;
+      const entryLsn = lsnOf(entry[0]);
+      if (entryLsn > this.lsn) break; // the block's later versions are left to the next skipTo
+      materialized = { lsn: entryLsn, raw: entry[1] };
       this.materialized.advance();
     }
-  }
-
-  async page(block: number): Promise<Buffer> {
-    const materialized = await this.materializedAt(block);
     const floor = materialized?.lsn;
     // versions of `block` in (floor, lsn], from the newest base on (if any); oldest first
     const chain: Array<{ lsn: Lsn; raw: Buffer }> = [];
     for (;;) {
       const entry = this.blocks.head() ?? (await this.blocks.fill());
-      if (!entry) break;
-      const entryBlock = blockOf(entry[0]);
-      if (entryBlock > block) break;
-      this.blocks.advance();
-      if (entryBlock < block) continue; // a block the caller skipped (ancestor scans)
+      if (!entry || compareEntity(entry[0], target) !== 0) break;
       const entryLsn = lsnOf(entry[0]);
-      if (entryLsn > this.lsn || (floor !== undefined && entryLsn <= floor)) continue;
-      if (isBase(entry[1])) chain.length = 0; // older versions are never needed again
-      chain.push({ lsn: entryLsn, raw: entry[1] });
+      // versions above the LSN (all later ones of the block too) are left to the next skipTo,
+      // which seeks past them when there are more than a batch
+      if (entryLsn > this.lsn) break;
+      this.blocks.advance();
+      if (entry[1][0] !== ValueKind.Run) addVersion(chain, entryLsn, entry[1], floor, this.lsn);
+      // a run's versions (never bases) lie at and above its key, each checked on its own
+      else for (const member of expandEntry(entryLsn, entry[1])) addVersion(chain, member.lsn, member.raw, floor, this.lsn);
     }
     const complete = chain.length > 0 && isBase(chain[0].raw);
 
-    const materializedValue = materialized && decodeValue(materialized.raw);
     // the common case after an import: the page is its one stored image. The iterator's value
     // buffer is ours alone (classic-level copies each entry), so it is returned without the copy
     // replay would make.
     if (chain.length === 1 && chain[0].raw[0] === ValueKind.Image && chain[0].raw.length === BLCKSZ + 1) return chain[0].raw.subarray(1);
 
     // the same start page as getPage
+    const materializedValue = materialized && decodeValue(materialized.raw);
     let page: Buffer;
     if (complete) page = Buffer.alloc(BLCKSZ);
     else if (materializedValue?.kind === ValueKind.Image) page = Buffer.from(materializedValue.bytes);
-    else if (this.reader.ancestor) page = await this.ancestorPage(block);
+    else if (this.reader.ancestor) page = await this.ancestorPage(rel, fork, block, target);
     else page = Buffer.alloc(BLCKSZ);
 
     const versions: Array<{ lsn: Lsn; value: StoredValue }> = chain.map((v) => ({ lsn: v.lsn, value: decodeValue(v.raw) }));
     if (versions.length === 0) return page;
-    page = await this.reader.replayVersions(page, versions, { rel: this.rel, fork: this.fork, blockNumber: block });
+    page = await this.reader.replayVersions(page, versions, { rel, fork, blockNumber: block });
 
     // materialize long chains as getPage does, so later reads of the block replay less
     let replayed = 0;
     for (const v of versions) if (v.value.kind === ValueKind.WalRecord || v.value.kind === ValueKind.Derived) replayed++;
     if (replayed > Math.floor(this.reader.maxReplay / 2)) {
-      await this.reader.store.putDerived(materializedBlockKey(this.rel, this.fork, block), versions[versions.length - 1].lsn, imageValue(page));
+      await this.reader.store.putDerived(materializedBlockKey(rel, fork, block), versions[versions.length - 1].lsn, imageValue(page));
     }
     return page;
   }
 
-  private async ancestorPage(block: number): Promise<Buffer> {
+  private ancestorPage(rel: RelTag, fork: ForkNumber, block: number, target: Buffer): Promise<Buffer> {
     const ancestor = this.reader.ancestor!;
-    if (!this.ancestorScan) {
-      const at = this.lsn < ancestor.lsn ? this.lsn : ancestor.lsn;
-      this.ancestorScan = new TimelineScan(ancestor.reader, this.rel, this.fork, block, this.toBlock, at);
-    }
+    this.ancestorScan ??= new TimelineScan(ancestor.reader, this.lsn < ancestor.lsn ? this.lsn : ancestor.lsn, this.end);
     // a buffer no one else holds (replay or an iterator value), so replay here may modify it
-    return this.ancestorScan.page(block);
+    return this.ancestorScan.page(rel, fork, block, target);
   }
 
   async close(): Promise<void> {
@@ -207,11 +340,91 @@ class TimelineScan {
   }
 }
 
+/** A block of a relation fork. */
+export interface RelationBlock {
+  rel: RelTag;
+  fork: ForkNumber;
+  block: number;
+}
+
+export interface RelationScannerOptions {
+  /**
+   * Where reading stops (exclusive): the scanner's iterators end there, so no read-ahead goes past
+   * it; reading a block at or after it is refused. Default: the end of the key space.
+   */
+  end?: RelationBlock;
+}
+
+function checkBlock(block: number): void {
+  if (!Number.isInteger(block) || block < 0 || block > 0xffff_ffff) throw new RangeError(`invalid block number ${block}`);
+}
+
+/**
+ * Pages of many relation forks as of one LSN, read through one forward pass per key space (and
+ * per ancestor timeline): its cursors stay open from one read to the next. Read blocks in key
+ * order — by tablespace, database, relation, fork, then block (as listRelations lists them) —
+ * for one pass; any order gives the same pages, but each step back is a seek. Each page is
+ * byte-identical to `reader.getPage(rel, fork, block, lsn)` (a zero page for a block without any
+ * version on any timeline). Memory: a few iterator batches per cursor and one block's chain per
+ * timeline. One read at a time; `close` when done (also after an error).
+ */
+export class RelationScanner {
+  private readonly scan: TimelineScan;
+  private readonly end: Buffer | undefined;
+  private busy = false;
+  private closed = false;
+
+  constructor(
+    reader: PageReader,
+    readonly lsn: Lsn,
+    options: RelationScannerOptions = {},
+  ) {
+    if (options.end) checkBlock(options.end.block);
+    this.end = options.end && relBlockKey(options.end.rel, options.end.fork, options.end.block);
+    this.scan = new TimelineScan(reader, lsn, this.end);
+  }
+
+  /** iterators opened and seeks made so far, over all timelines */
+  get stats(): { opened: number; seeks: number } {
+    return this.scan.stats();
+  }
+
+  /** The page of one block. Errors (redo, corrupt values) are thrown for that block; the scanner stays usable. */
+  async page(rel: RelTag, fork: ForkNumber, block: number): Promise<Buffer> {
+    checkBlock(block);
+    if (this.closed) throw new Error("relation scanner is closed");
+    if (this.busy) throw new Error("relation scanner: one read at a time");
+    const target = relBlockKey(rel, fork, block);
+    if (this.end && compareEntity(target, this.end) >= 0) throw new RangeError(`block ${block} of ${rel.spcNode}/${rel.dbNode}/${rel.relNode} fork ${fork} is past the scanner's end`);
+    this.busy = true;
+    try {
+      return await this.scan.page(rel, fork, block, target);
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  /** Blocks [fromBlock, toBlock) of a relation fork in block order. */
+  async *pages(rel: RelTag, fork: ForkNumber, fromBlock: number, toBlock: number): AsyncGenerator<{ blockNumber: number; page: Buffer }> {
+    if (!Number.isInteger(fromBlock) || !Number.isInteger(toBlock) || fromBlock < 0 || toBlock > 0xffff_ffff) {
+      throw new RangeError(`invalid block range [${fromBlock}, ${toBlock})`);
+    }
+    for (let block = fromBlock; block < toBlock; block++) yield { blockNumber: block, page: await this.page(rel, fork, block) };
+  }
+
+  /** Closes the iterators (waiting for reads in flight). */
+  async close(): Promise<void> {
+    this.closed = true;
+    await this.scan.close();
+  }
+}
+
 /**
  * Every page of blocks [fromBlock, toBlock) of a relation fork as of `lsn`, in block order, each
  * byte-identical to `reader.getPage(rel, fork, block, lsn)` (blocks without any version on any
  * timeline are zero pages). Streams: memory holds a few iterator batches and one block's chain
- * per timeline. Errors (redo, corrupt values) are thrown for the block being read.
+ * per timeline. Errors (redo, corrupt values) are thrown for the block being read. To read many
+ * relations, a RelationScanner reuses its iterators from one to the next.
  */
 export async function* scanRelationPages(
   reader: PageReader,
@@ -225,10 +438,10 @@ export async function* scanRelationPages(
     throw new RangeError(`invalid block range [${fromBlock}, ${toBlock})`);
   }
   if (fromBlock >= toBlock) return;
-  const scan = new TimelineScan(reader, rel, fork, fromBlock, toBlock, lsn);
+  const scanner = new RelationScanner(reader, lsn, { end: { rel, fork, block: toBlock } });
   try {
-    for (let block = fromBlock; block < toBlock; block++) yield { blockNumber: block, page: await scan.page(block) };
+    yield* scanner.pages(rel, fork, fromBlock, toBlock);
   } finally {
-    await scan.close();
+    await scanner.close();
   }
 }
