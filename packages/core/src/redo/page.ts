@@ -363,14 +363,24 @@ const COMPACT_SCRATCH = Buffer.allocUnsafe(65536);
 function compactifyTuples(page: Buffer, items: CompactItem[]): void {
   const upperBefore = getPdUpper(page);
   const special = getPdSpecial(page);
-  // Snapshot the tuple space once: every item is copied from its original bytes. (One scratch
-  // buffer for all calls: this runs synchronously and keeps nothing.)
-  const scratch = COMPACT_SCRATCH.subarray(0, special - upperBefore);
-  page.copy(scratch, 0, upperBefore, special);
+  // Items whose data already lies in descending order (the usual heap page: tuples are added
+  // downwards) only move up, each into space that is free or already vacated, so they can be
+  // moved in place. Otherwise every item is copied from a snapshot of the tuple space. (One
+  // scratch buffer for all calls: this runs synchronously and keeps nothing.)
+  let presorted = true;
+  for (let i = 1; i < items.length && presorted; i++) presorted = items[i].itemoff < items[i - 1].itemoff;
+  let scratch: Buffer | undefined;
+  if (!presorted) {
+    scratch = COMPACT_SCRATCH.subarray(0, special - upperBefore);
+    page.copy(scratch, 0, upperBefore, special);
+  }
   let upper = special;
   for (const it of items) {
     upper -= it.alignedLen;
-    if (upper !== it.itemoff) scratch.copy(page, upper, it.itemoff - upperBefore, it.itemoff - upperBefore + it.alignedLen);
+    if (upper !== it.itemoff) {
+      if (scratch) scratch.copy(page, upper, it.itemoff - upperBefore, it.itemoff - upperBefore + it.alignedLen);
+      else page.copyWithin(upper, it.itemoff, it.itemoff + it.alignedLen);
+    }
     const pos = itemIdPosition(it.offnum);
     const raw = page.readUInt32LE(pos);
     page.writeUInt32LE(((raw & ~0x7fff) | upper) >>> 0, pos);
