@@ -44,27 +44,41 @@ async function expectScanEqualsGetPage(reader: PageReader, from: number, to: num
   return scanned;
 }
 
-describe("relation scan", () => {
+/** Throwaway stores for one describe block, closed and removed by `cleanup` after each test. */
+function tempStores(prefix: string) {
   const dirs: string[] = [];
   const stores: TimelineStore[] = [];
-  async function openStore(): Promise<TimelineStore> {
-    const dir = mkdtempSync(path.join(os.tmpdir(), "strata-relscan-"));
-    dirs.push(dir);
-    const store = await TimelineStore.open(dir);
-    stores.push(store);
-    return store;
-  }
-  async function commit(store: TimelineStore, entries: Array<{ key: Buffer; value: Buffer }>, startLsn = 0x10n, last = 0x10000n) {
-    await store.commit(entries, { lastRecordLsn: last, diskConsistentLsn: last, startLsn });
-  }
+  return {
+    async openStore(): Promise<TimelineStore> {
+      const dir = mkdtempSync(path.join(os.tmpdir(), prefix));
+      dirs.push(dir);
+      const store = await TimelineStore.open(dir);
+      stores.push(store);
+      return store;
+    },
+    /** closes a store now (it must close, i.e. hold no open iterator) and forgets it */
+    async closeStore(store: TimelineStore) {
+      await store.close();
+      stores.splice(stores.indexOf(store), 1);
+    },
+    async cleanup() {
+      for (const s of stores.splice(0)) await s.close();
+      for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+    },
+  };
+}
+
+async function commit(store: TimelineStore, entries: Array<{ key: Buffer; value: Buffer }>, startLsn = 0x10n, last = 0x10000n) {
+  await store.commit(entries, { lastRecordLsn: last, diskConsistentLsn: last, startLsn });
+}
+
+describe("relation scan", () => {
+  const { openStore, closeStore, cleanup } = tempStores("strata-relscan-");
   let store: TimelineStore;
   beforeEach(async () => {
     store = await openStore();
   });
-  afterEach(async () => {
-    for (const s of stores.splice(0)) await s.close();
-    for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
-  });
+  afterEach(cleanup);
 
   /** A timeline exercising every kind of chain start, at many LSNs. */
   async function fillTimeline(s: TimelineStore) {
@@ -190,8 +204,7 @@ describe("relation scan", () => {
     const reader = new PageReader(store);
     for await (const { blockNumber } of scanRelationPages(reader, rel, ForkNumber.Main, 0, 12, 0x800n)) if (blockNumber === 2) break;
     // a store with an iterator left open would not close
-    await store.close();
-    stores.splice(stores.indexOf(store), 1);
+    await closeStore(store);
   });
 
   it("expands runs of versions, also where a materialized image or the LSN falls inside a run", async () => {
@@ -264,22 +277,8 @@ async function expectScannerEqualsGetPage(reader: PageReader, forks: Fork[], lsn
 }
 
 describe("relation scanner over many relations", () => {
-  const dirs: string[] = [];
-  const stores: TimelineStore[] = [];
-  async function openStore(): Promise<TimelineStore> {
-    const dir = mkdtempSync(path.join(os.tmpdir(), "strata-relscan-many-"));
-    dirs.push(dir);
-    const store = await TimelineStore.open(dir);
-    stores.push(store);
-    return store;
-  }
-  async function commit(store: TimelineStore, entries: Array<{ key: Buffer; value: Buffer }>, startLsn = 0x10n, last = 0x10000n) {
-    await store.commit(entries, { lastRecordLsn: last, diskConsistentLsn: last, startLsn });
-  }
-  afterEach(async () => {
-    for (const s of stores.splice(0)) await s.close();
-    for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
-  });
+  const { openStore, closeStore, cleanup } = tempStores("strata-relscan-many-");
+  afterEach(cleanup);
 
   // live relations of the parent: 30 small ones in database 5 (every 10th relNode), a few in
   // database 6 and in pg_global; in between, what a backup must skip
@@ -454,7 +453,6 @@ describe("relation scanner over many relations", () => {
     }
     await expect(scanner.page(live[1], ForkNumber.Main, 0)).rejects.toThrow(/closed/);
     // a store with an iterator left open would not close
-    await store.close();
-    stores.splice(stores.indexOf(store), 1);
+    await closeStore(store);
   });
 });
