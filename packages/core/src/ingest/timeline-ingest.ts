@@ -68,7 +68,6 @@ export class TimelineIngestor {
   private inflight: Promise<void> | undefined;
   /** the commit in flight has finished (durable or failed) */
   private inflightSettled = false;
-  private pendingEndOfInflight: Lsn = 0n;
 
   /** Records not yet durable: pending in memory, or in a commit still being written. */
   get hasPending(): boolean {
@@ -156,8 +155,7 @@ export class TimelineIngestor {
     if (this.failed || this.pendingRecords === 0) return undefined;
     // a settled commit's error (if any) is already `failed`, checked above
     this.inflight = undefined;
-    this.startCommit();
-    const endLsn = this.pendingEndOfInflight;
+    const endLsn = this.startCommit();
     return this.inflight!.then(() => endLsn);
   }
 
@@ -172,14 +170,13 @@ export class TimelineIngestor {
     }
   }
 
-  /** Starts committing the pending batch; the caller has settled the previous commit. */
-  private startCommit(): void {
+  /** Starts committing the pending batch (the caller has settled the previous commit); returns the LSN it ends at. */
+  private startCommit(): Lsn {
     const batch = this.pending;
     const records = this.pendingRecords;
     const endLsn = this.pendingEnd;
     this.pending = new IngestBatch();
     this.pendingRecords = 0;
-    this.pendingEndOfInflight = endLsn;
     this.inflightSettled = false;
     const done = this.store.commit(batch.finish(), { lastRecordLsn: endLsn, diskConsistentLsn: endLsn, startLsn: this.startLsn }).then(
       () => {
@@ -199,5 +196,6 @@ export class TimelineIngestor {
     // the error is delivered by settle(); don't report it as unhandled meanwhile
     done.catch(() => {});
     this.inflight = done;
+    return endLsn;
   }
 }

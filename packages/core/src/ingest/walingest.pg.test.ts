@@ -230,42 +230,52 @@ describe("WAL ingest from a real PostgreSQL 15", () => {
     await store.close();
   });
 
+  /** The store (dumped) after ingesting `bytes` in one call: the reference for batched runs. */
+  async function ingestedStraight(name: string, bytes: Buffer, maxBatchBytes?: number) {
+    const straight = await newStore(path.join(tmp, name), range.start);
+    await (await TimelineIngestor.open(straight)).ingestWal(bytes, range.start, maxBatchBytes === undefined ? {} : { maxBatchBytes });
+    const dump = await dumpStore(straight);
+    await straight.close();
+    return dump;
+  }
+
+  /** Makes every commit of `store` take `delayMs` longer and counts commits in flight. */
+  function slowDisk(store: TimelineStore, delayMs: number, beforeCommit?: () => void) {
+    const commit = store.commit.bind(store);
+    const disk = { inFlight: 0, maxInFlight: 0, durable: range.start };
+    store.commit = async (entries, markers) => {
+      disk.inFlight++;
+      disk.maxInFlight = Math.max(disk.maxInFlight, disk.inFlight);
+      beforeCommit?.();
+      await new Promise((resolve) => setTimeout(resolve, delayMs));
+      await commit(entries, markers);
+      disk.durable = markers.lastRecordLsn;
+      disk.inFlight--;
+    };
+    return disk;
+  }
+
   it("writes a commit while the next batch is built: at most one in flight, resume point only at durable LSNs", async () => {
     const bytes = readWalRange(cluster.walDir, range.start, range.end);
-    const straight = await newStore(path.join(tmp, "pipeline-ref"), range.start);
-    await (await TimelineIngestor.open(straight)).ingestWal(bytes, range.start, 256 * 1024);
-    const expected = await dumpStore(straight);
-    await straight.close();
+    const expected = await ingestedStraight("pipeline-ref", bytes, 256 * 1024);
 
     const store = await newStore(path.join(tmp, "pipelined"), range.start);
     try {
       const ingestor = await TimelineIngestor.open(store);
-      const commit = store.commit.bind(store);
-      let inFlight = 0;
-      let maxInFlight = 0;
       let returnedWithCommitInFlight = 0;
-      let durable = range.start;
-      store.commit = async (entries, markers) => {
-        inFlight++;
-        maxInFlight = Math.max(maxInFlight, inFlight);
-        expect(ingestor.resumeLsn).toBe(durable);
-        await new Promise((resolve) => setTimeout(resolve, 5)); // a slow disk
-        await commit(entries, markers);
-        durable = markers.lastRecordLsn;
-        inFlight--;
-      };
+      const disk = slowDisk(store, 5, () => expect(ingestor.resumeLsn).toBe(disk.durable));
       for (let pos = 0; pos < bytes.length; pos += 100_000) {
         const lsn = await ingestor.ingestWal(bytes.subarray(pos, pos + 100_000), range.start + BigInt(pos), { flush: false, maxBatchBytes: 256 * 1024 });
-        if (inFlight > 0) returnedWithCommitInFlight++;
+        if (disk.inFlight > 0) returnedWithCommitInFlight++;
         expect(lsn).toBe(ingestor.resumeLsn);
-        expect(ingestor.resumeLsn <= durable).toBe(true);
+        expect(ingestor.resumeLsn <= disk.durable).toBe(true);
       }
-      expect(await ingestor.flush()).toBe(durable);
-      expect(inFlight).toBe(0);
+      expect(await ingestor.flush()).toBe(disk.durable);
+      expect(disk.inFlight).toBe(0);
       expect(ingestor.hasPending).toBe(false);
-      expect(maxInFlight).toBe(1);
+      expect(disk.maxInFlight).toBe(1);
       expect(returnedWithCommitInFlight).toBeGreaterThan(0);
-      expect((await store.readMarkers()).lastRecordLsn).toBe(durable);
+      expect((await store.readMarkers()).lastRecordLsn).toBe(disk.durable);
       expect(await dumpStore(store)).toEqual(expected);
     } finally {
       await store.close();
@@ -274,33 +284,19 @@ describe("WAL ingest from a real PostgreSQL 15", () => {
 
   it("commits in the background on request without waiting, never two at once, resolving at the durable LSN", async () => {
     const bytes = readWalRange(cluster.walDir, range.start, range.end);
-    const straight = await newStore(path.join(tmp, "background-ref"), range.start);
-    await (await TimelineIngestor.open(straight)).ingestWal(bytes, range.start);
-    const expected = await dumpStore(straight);
-    await straight.close();
+    const expected = await ingestedStraight("background-ref", bytes);
 
     const store = await newStore(path.join(tmp, "background"), range.start);
     try {
       const ingestor = await TimelineIngestor.open(store);
-      const commit = store.commit.bind(store);
-      let inFlight = 0;
-      let maxInFlight = 0;
-      let durable = range.start;
-      store.commit = async (entries, markers) => {
-        inFlight++;
-        maxInFlight = Math.max(maxInFlight, inFlight);
-        await new Promise((resolve) => setTimeout(resolve, 25));
-        await commit(entries, markers);
-        durable = markers.lastRecordLsn;
-        inFlight--;
-      };
+      const disk = slowDisk(store, 25);
       const started: Array<Promise<bigint>> = [];
       let refused = 0;
       for (let pos = 0; pos < bytes.length; pos += 20_000) {
         await ingestor.ingestWal(bytes.subarray(pos, pos + 20_000), range.start + BigInt(pos), { flush: false });
-        const wasInFlight = inFlight > 0;
+        const wasInFlight = disk.inFlight > 0;
         const commitDone = ingestor.commitInBackground();
-        if (commitDone) started.push(commitDone.then((lsn) => (expect(durable >= lsn).toBe(true), lsn)));
+        if (commitDone) started.push(commitDone.then((lsn) => (expect(disk.durable >= lsn).toBe(true), lsn)));
         else if (wasInFlight) refused++;
         if (pos % 100_000 === 0) await new Promise((resolve) => setTimeout(resolve, 10));
       }
@@ -308,9 +304,9 @@ describe("WAL ingest from a real PostgreSQL 15", () => {
       expect(lsns.length).toBeGreaterThan(1);
       expect(refused).toBeGreaterThan(0);
       expect([...lsns].sort((a, b) => (a < b ? -1 : 1))).toEqual(lsns);
-      expect(await ingestor.flush()).toBe(durable);
-      expect(maxInFlight).toBe(1);
-      expect((await store.readMarkers()).lastRecordLsn).toBe(durable);
+      expect(await ingestor.flush()).toBe(disk.durable);
+      expect(disk.maxInFlight).toBe(1);
+      expect((await store.readMarkers()).lastRecordLsn).toBe(disk.durable);
       expect(await dumpStore(store)).toEqual(expected);
     } finally {
       await store.close();

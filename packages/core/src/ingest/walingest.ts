@@ -61,7 +61,8 @@ export class IngestBatch {
   /** The entries to commit, the open piece closed into them: a piece never spans two commits. */
   finish(): Array<{ key: Buffer; value: Buffer }> {
     this.closePiece();
-    for (const entity of [...this.runs.keys()]) this.closeRun(entity);
+    for (const run of this.runs.values()) this.pushRun(run.versions);
+    this.runs.clear();
     return this.entries;
   }
 
@@ -70,8 +71,7 @@ export class IngestBatch {
    * changes many times (a hot heap page, the current CLOG page) becomes one entry, not one per
    * record. A base (image, will-init record) closes the entity's run and is written on its own.
    */
-  private runs = new Map<string, Array<{ key: Buffer; lsn: Lsn; value: Buffer }>>();
-  private runBytes = new Map<string, number>();
+  private runs = new Map<string, { versions: Array<{ key: Buffer; lsn: Lsn; value: Buffer }>; bytes: number }>();
 
   put(entityKey: Buffer, lsn: Lsn, value: Buffer) {
     this.putKey(storeKey(entityKey, lsn), value);
@@ -93,27 +93,25 @@ export class IngestBatch {
     }
     let run = this.runs.get(entity);
     const lsn = key.readBigUInt64BE(ENTITY_KEY_LENGTH);
-    if (!run) {
-      run = [];
-      this.runs.set(entity, run);
-      this.runBytes.set(entity, 0);
-    } else if (run[run.length - 1].lsn === lsn) {
+    if (!run) this.runs.set(entity, (run = { versions: [], bytes: 0 }));
+    else if (run.versions[run.versions.length - 1].lsn === lsn) {
       // a second write of the same version replaces it, as it would in the store
-      run.pop();
+      run.bytes -= run.versions.pop()!.value.length;
     }
-    run.push({ key, lsn, value });
-    const bytes = this.runBytes.get(entity)! + value.length;
-    this.runBytes.set(entity, bytes);
-    if (run.length >= RUN_MAX_VERSIONS || bytes >= RUN_MAX_BYTES) this.closeRun(entity);
+    run.versions.push({ key, lsn, value });
+    run.bytes += value.length;
+    if (run.versions.length >= RUN_MAX_VERSIONS || run.bytes >= RUN_MAX_BYTES) this.closeRun(entity);
   }
 
   private closeRun(entity: string) {
     const run = this.runs.get(entity);
     if (!run) return;
     this.runs.delete(entity);
-    this.runBytes.delete(entity);
-    if (run.length === 1) this.entries.push({ key: run[0].key, value: run[0].value });
-    else this.entries.push({ key: run[0].key, value: runValue(run) });
+    this.pushRun(run.versions);
+  }
+
+  private pushRun(versions: Array<{ key: Buffer; lsn: Lsn; value: Buffer }>) {
+    this.entries.push({ key: versions[0].key, value: versions.length === 1 ? versions[0].value : runValue(versions) });
   }
 }
 

@@ -4,7 +4,7 @@
 import { ClassicLevel } from "classic-level";
 import type { Lsn } from "../lsn.ts";
 import { ENTITY_KEY_LENGTH, KeySpace, storeKey } from "./keys.ts";
-import { decodeValue, expandEntry, ValueKind, type StoredValue } from "./values.ts";
+import { decodeValue, expandEntry, isBaseValue, ValueKind, type StoredValue } from "./values.ts";
 
 export interface TimelineMarkers {
   /** end of the last WAL record stored */
@@ -127,14 +127,11 @@ export class TimelineStore {
               if (aboveLsn !== undefined && member.lsn <= aboveLsn) break;
               versions.push({ lsn: member.lsn, value: decodeValue(member.raw) });
             }
-          } else {
-            if (aboveLsn !== undefined && keyLsn <= aboveLsn) return { versions: versions.reverse(), complete: false, truncated: false };
-            const value = decodeValue(raw);
-            versions.push({ lsn: keyLsn, value });
-            if (value.kind === ValueKind.Image || value.kind === ValueKind.Tombstone || ("willInit" in value && value.willInit)) {
-              return { versions: versions.reverse(), complete: true, truncated: false };
-            }
+          } else if (aboveLsn === undefined || keyLsn > aboveLsn) {
+            versions.push({ lsn: keyLsn, value: decodeValue(raw) });
+            if (isBaseValue(raw)) return { versions: versions.reverse(), complete: true, truncated: false };
           }
+          // nothing older than this entry lies above `aboveLsn`
           if (aboveLsn !== undefined && keyLsn <= aboveLsn) return { versions: versions.reverse(), complete: false, truncated: false };
           if (versions.length >= max) return { versions: versions.reverse(), complete: false, truncated: true };
         }

@@ -22,7 +22,7 @@
 import type { Lsn } from "../lsn.ts";
 import { BLCKSZ, type ForkNumber, type RelTag } from "../reltag.ts";
 import { ENTITY_KEY_LENGTH, KeySpace, materializedBlockKey, relBlockKey, storeKey } from "../storage/keys.ts";
-import { decodeValue, expandEntry, imageValue, type StoredValue, ValueKind } from "../storage/values.ts";
+import { decodeValue, expandEntry, imageValue, isBaseValue, type StoredValue, ValueKind } from "../storage/values.ts";
 import type { PageReader } from "./page-reader.ts";
 
 /** entries per LevelDB round trip */
@@ -220,19 +220,12 @@ class Cursor {
   }
 }
 
-/** Image, Tombstone or a will-init record/derived change: a chain starts here (getReconstructChain's rule). */
-function isBase(raw: Buffer): boolean {
-  const kind = raw[0];
-  if (kind === ValueKind.Image || kind === ValueKind.Tombstone) return true;
-  return (kind === ValueKind.WalRecord || kind === ValueKind.Derived) && raw[1] === 1;
-}
-
 const lsnOf = (key: Buffer) => key.readBigUInt64BE(ENTITY_KEY_LENGTH);
 
 /** Adds a version in (floor, lsn] to a block's chain (oldest first), which restarts at a base. */
 function addVersion(chain: Array<{ lsn: Lsn; raw: Buffer }>, versionLsn: Lsn, raw: Buffer, floor: Lsn | undefined, lsn: Lsn): void {
   if (versionLsn > lsn || (floor !== undefined && versionLsn <= floor)) return;
-  if (isBase(raw)) chain.length = 0; // older versions are never needed again
+  if (isBaseValue(raw)) chain.length = 0; // older versions are never needed again
   chain.push({ lsn: versionLsn, raw });
 }
 
@@ -296,7 +289,7 @@ class TimelineScan {
       // a run's versions (never bases) lie at and above its key, each checked on its own
       else for (const member of expandEntry(entryLsn, entry[1])) addVersion(chain, member.lsn, member.raw, floor, this.lsn);
     }
-    const complete = chain.length > 0 && isBase(chain[0].raw);
+    const complete = chain.length > 0 && isBaseValue(chain[0].raw);
 
     // the common case after an import: the page is its one stored image. The iterator's value
     // buffer is ours alone (classic-level copies each entry), so it is returned without the copy
