@@ -114,7 +114,8 @@ export class TimelineStore {
     const max = limit ?? Infinity;
     try {
       // most chains are short: the first batch usually reaches the base
-      for (let batchSize = Math.min(max, 16); batchSize > 0; batchSize = Math.min(batchSize * 4, 1024, Math.max(1, max - versions.length))) {
+      // (above a cached page: usually only a few newer versions, and the entry after them is read for nothing)
+      for (let batchSize = Math.min(max, aboveLsn === undefined ? 16 : 4); batchSize > 0; batchSize = Math.min(batchSize * 4, 1024, Math.max(1, max - versions.length))) {
         const entries = await iterator.nextv(batchSize);
         for (const [key, raw] of entries) {
           const keyLsn = key.readBigUInt64BE(ENTITY_KEY_LENGTH);

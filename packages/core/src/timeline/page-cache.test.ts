@@ -54,6 +54,37 @@ describe("the shared page cache", () => {
     expect((await reader.getPage(rel, ForkNumber.Main, 1, 0x1ffn))[8000]).toBe(0);
   });
 
+  it("brings an older cached page forward by replaying only the versions committed after it", async () => {
+    const cache = new PageCache(100);
+    const reader = new PageReader(store, { pageCache: cache });
+    const plain = new PageReader(store, { pageCache: new PageCache(0) });
+    await commitImage(store, 1, 0x100n);
+    for (let i = 1; i <= 30; i++) await commitRecord(store, 1, 0x100n + BigInt(i) * 0x10n, i);
+    expect((await reader.getPage(rel, ForkNumber.Main, 1, 0x100n + 30n * 0x10n))[8000]).toBe(30);
+    const chainReads: Array<{ aboveLsn: bigint | undefined; versions: number }> = [];
+    const getChain = store.getReconstructChain.bind(store);
+    store.getReconstructChain = async (...args) => {
+      const chain = await getChain(...args);
+      chainReads.push({ aboveLsn: args[2], versions: chain.versions.length });
+      return chain;
+    };
+    // two more records: the next read replays those two on the cached page, not all 32
+    await commitRecord(store, 1, 0x400n, 31);
+    await commitRecord(store, 1, 0x410n, 32);
+    const page = await reader.getPage(rel, ForkNumber.Main, 1, 0x410n);
+    expect(page[8000]).toBe(32);
+    expect(chainReads).toEqual([{ aboveLsn: 0x3ffn, versions: 2 }]);
+    expect(page).toEqual(await plain.getPage(rel, ForkNumber.Main, 1, 0x410n));
+    // an image after the cached page: the read starts from it, not from the cached page
+    await commitImage(store, 1, 0x500n);
+    await commitRecord(store, 1, 0x510n, 5);
+    chainReads.length = 0;
+    const afterImage = await reader.getPage(rel, ForkNumber.Main, 1, 0x510n);
+    expect(chainReads).toEqual([{ aboveLsn: 0x4ffn, versions: 2 }]);
+    expect(afterImage[8000]).toBe(5);
+    expect(afterImage).toEqual(await plain.getPage(rel, ForkNumber.Main, 1, 0x510n));
+  });
+
   it("hands out copies: changing a returned page does not change the cache", async () => {
     const reader = new PageReader(store, { pageCache: new PageCache(100) });
     await commitImage(store, 1, 0x100n);

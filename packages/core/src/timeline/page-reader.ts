@@ -116,14 +116,32 @@ export class PageReader {
       if (cached) return cached;
     }
     const token = this.store.writeToken();
+    let materialized: { lsn: Lsn; value: StoredValue } | undefined;
+    let chain: { versions: Array<{ lsn: Lsn; value: StoredValue }>; complete: boolean; truncated: boolean } | undefined;
+    // a cached older page: replay only the versions after it (a hot page read again, or reads
+    // walking forward through history)
+    const older = materializing ? undefined : this.pageCache.getOlder(this.store, entity, lsn);
+    if (older) {
+      const newer = await this.store.getReconstructChain(entity, lsn, older.validTo, Math.floor(this.maxReplay / 2) + 1);
+      if (!newer.truncated) {
+        chain = newer;
+        // an incomplete chain continues from the cached page, as from a materialized image
+        if (!newer.complete) materialized = { lsn: older.fromLsn, value: { kind: ValueKind.Image, bytes: older.page } };
+      }
+    }
     // Newest versions first, a bounded number: most chains reach their base (an image or a
     // will-init record) within it. Only a longer chain looks for a materialized image to start from.
     const firstRead = Math.max(16, Math.floor(this.maxReplay / 2) + 1);
-    let chain = await this.store.getReconstructChain(entity, lsn, undefined, firstRead);
-    let materialized: { lsn: Lsn; value: StoredValue } | undefined;
+    chain ??= await this.store.getReconstructChain(entity, lsn, undefined, firstRead);
     if (chain.truncated) {
       materialized = await this.store.getVersion(materializedBlockKey(rel, fork, blockNumber), lsn);
-      chain = await this.store.getReconstructChain(entity, lsn, materialized?.lsn);
+      const oldestRead = chain.versions[0]?.lsn;
+      if (materialized !== undefined && oldestRead !== undefined && materialized.lsn >= oldestRead) {
+        // the usual case (materialization keeps chains short): the first read already holds
+        // every version above the image, so don't read them again
+        const above = materialized.lsn;
+        chain = { versions: chain.versions.filter((v) => v.lsn > above), complete: false, truncated: false };
+      } else chain = await this.store.getReconstructChain(entity, lsn, materialized?.lsn);
     }
     let page: Buffer;
     const versions = chain.versions;
