@@ -1,5 +1,5 @@
 import { LsnOutOfRangeError, PageNotFoundError, parseForkName, parseRelTag, UnsupportedRecordError } from "@strata/core";
-import { decodeRecord, decodeRecordLogPiece, formatLsn, formatRecordLine, parseLsn, storeKey, walRecordLogKey, WaitLsnTimeoutError } from "@strata/core";
+import { decodeLoggedRecord, decodeRecordLogPiece, formatLsn, formatRecordLine, parseLsn, storeKey, walRecordLogKey, WaitLsnTimeoutError } from "@strata/core";
 import { NotFoundError, TimeoutError } from "../errors.ts";
 import { timelineView } from "../service/tenants.ts";
 import { getPageInput, timelineGetInput, timelineListInput, waitLsnInput, waldumpInput } from "../schemas.ts";
@@ -107,16 +107,14 @@ export const timelinesRouter = router({
       let first = storeKey(walRecordLogKey(), from);
       for await (const [key] of handle.store.iterateReverse(storeKey(walRecordLogKey(), 0n), storeKey(walRecordLogKey(), from + 1n), 1)) first = key;
       pieces: for await (const [, value] of handle.store.iterate(first, storeKey(walRecordLogKey(), to - 1n))) {
-        for (const { start, end, raw } of decodeRecordLogPiece(value)) {
-          if (start < from) continue;
-          if (start >= to) break pieces;
+        for (const logged of decodeRecordLogPiece(value)) {
+          if (logged.start < from) continue;
+          if (logged.start >= to) break pieces;
           if (lines.length >= input.limit) {
             truncated = true;
             break pieces;
           }
-          const record = decodeRecord(raw, start, { verifyCrc: false });
-          record.endLsn = end;
-          lines.push(formatRecordLine(record));
+          lines.push(formatRecordLine(decodeLoggedRecord(logged)));
         }
       }
     }

@@ -15,7 +15,7 @@ import { derivedValue, DerivedKind, imageValue, isBaseValue, readU32Value, RUN_M
 import { encodeRecordLogPiece, type LoggedRecord, PIECE_RECORD_HEADER, PIECE_TARGET_BYTES } from "../storage/record-log.ts";
 import { setPageLsn } from "../redo/page.ts";
 import { restoreBlockImage } from "../wal/image.ts";
-import type { BlockRef, DecodedRecord } from "../wal/record.ts";
+import { type BlockRef, type DecodedRecord, withoutImages } from "../wal/record.ts";
 import {
   CHECKPOINT_SIZE, CheckPointField, CLOG_XACTS_PER_PAGE, FSM_SLOTS_PER_PAGE, fsmLeafToPhysical, HEAPBLOCKS_PER_VM_PAGE, MULTIXACT_MEMBERS_PER_PAGE, MULTIXACT_OFFSETS_PER_PAGE,
   parseXactOutcome, readRelFileNode, RM, SLRU_PAGES_PER_SEGMENT, TRANSACTION_STATUS_ABORTED, TRANSACTION_STATUS_COMMITTED,
@@ -42,8 +42,8 @@ export class IngestBatch {
   private pieceBytes = 0;
 
   /** Adds a record to the WAL record log: pieces of about PIECE_TARGET_BYTES, not one entry each. */
-  logRecord(start: Lsn, end: Lsn, raw: Buffer) {
-    this.piece.push({ start, end, raw });
+  logRecord(start: Lsn, end: Lsn, raw: Buffer, imagesOmitted = false) {
+    this.piece.push(imagesOmitted ? { start, end, raw, imagesOmitted } : { start, end, raw });
     const size = PIECE_RECORD_HEADER + raw.length;
     this.pieceBytes += size;
     this.bytes += size;
@@ -318,7 +318,11 @@ export class WalIngest {
 
   private ingestResolved(record: DecodedRecord, batch: IngestBatch): Promise<void> | undefined {
     const lsn = record.endLsn;
-    batch.logRecord(record.lsn, lsn, record.raw);
+    // the log keeps records without their page images: those are stored under their blocks
+    // (as images or in the block's record), and a second copy was about half of what FPI-heavy
+    // WAL (index builds, first changes after a checkpoint) wrote
+    const logged = withoutImages(record);
+    batch.logRecord(record.lsn, lsn, logged, logged !== record.raw);
 
     const info = record.info & 0xf0;
     const isFpiRecord = record.rmid === RM.XLOG && (info === XLOG_FPI || info === XLOG_FPI_FOR_HINT);

@@ -19,6 +19,13 @@ describe("WAL record log pieces", () => {
     expect(plain(decodeRecordLogPiece(piece))).toEqual(plain(records));
   });
 
+  it("keeps the flag of a record stored without its page images, and reads pieces without any flag", () => {
+    const records: LoggedRecord[] = [rec(0x1000028n, 54), { ...rec(0x1000060n, 91), imagesOmitted: true }];
+    const decoded = decodeRecordLogPiece(encodeRecordLogPiece(records));
+    expect(decoded.map((r) => [r.raw.length, r.imagesOmitted ?? false])).toEqual([[54, false], [91, true]]);
+    expect(decoded[1].raw.equals(records[1].raw)).toBe(true);
+  });
+
   it("keeps LSNs above 2^32 and near 2^64 exact", () => {
     const records = [
       { start: 0x1_0000_0028n, end: 0x1_0000_0060n, raw: Buffer.from("a") },

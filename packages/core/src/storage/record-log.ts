@@ -4,7 +4,11 @@
 // of ingest CPU. Layout: docs/key-layout.md.
 //   [format u8 = RECORD_LOG_PIECE] then per record, in LSN order:
 //   [start LSN u64 BE][end LSN u64 BE][length u32 BE][raw record]
+// The length's top bit says the record is stored without its page images (wal/record.ts
+// withoutImages): they are stored under their blocks already, and the log only serves waldump
+// and lookups by LSN or commit time. Pieces written before that flag existed have it clear.
 import type { Lsn } from "../lsn.ts";
+import { decodeRecord, type DecodedRecord } from "../wal/record.ts";
 import { writeLsnBE } from "./keys.ts";
 
 /** First byte of a piece; outside ValueKind (1..4) so a piece is never taken for a version value. */
@@ -17,7 +21,18 @@ export const PIECE_RECORD_HEADER = 20;
 export interface LoggedRecord {
   start: Lsn;
   end: Lsn;
+  /** the record's bytes, or with `imagesOmitted` its bytes without page images */
   raw: Buffer;
+  imagesOmitted?: boolean;
+}
+
+const IMAGES_OMITTED = 0x8000_0000;
+
+/** The logged record decoded (CRC not checked: without images it no longer matches), with its end LSN. */
+export function decodeLoggedRecord(logged: LoggedRecord): DecodedRecord {
+  const record = decodeRecord(logged.raw, logged.start, { verifyCrc: false, imagesOmitted: logged.imagesOmitted });
+  record.endLsn = logged.end;
+  return record;
 }
 
 /** One piece holding `records` (in LSN order), built in one allocation. */
@@ -28,10 +43,10 @@ export function encodeRecordLogPiece(records: ReadonlyArray<LoggedRecord>): Buff
   value[0] = RECORD_LOG_PIECE;
   let pos = 1;
   for (let i = 0; i < records.length; i++) {
-    const { start, end, raw } = records[i];
+    const { start, end, raw, imagesOmitted } = records[i];
     writeLsnBE(value, pos, start);
     writeLsnBE(value, pos + 8, end);
-    value.writeUInt32BE(raw.length, pos + 16);
+    value.writeUInt32BE((raw.length | (imagesOmitted ? IMAGES_OMITTED : 0)) >>> 0, pos + 16);
     value.set(raw, pos + PIECE_RECORD_HEADER); // a plain memcpy
     pos += PIECE_RECORD_HEADER + raw.length;
   }
@@ -47,10 +62,13 @@ export function decodeRecordLogPiece(value: Buffer): LoggedRecord[] {
   let pos = 1;
   while (pos < value.length) {
     if (pos + PIECE_RECORD_HEADER > value.length) throw new Error(`corrupt WAL record log piece: truncated record header at byte ${pos}`);
-    const length = value.readUInt32BE(pos + 16);
+    const lengthField = value.readUInt32BE(pos + 16);
+    const length = lengthField & ~IMAGES_OMITTED;
     const rawStart = pos + PIECE_RECORD_HEADER;
     if (rawStart + length > value.length) throw new Error(`corrupt WAL record log piece: record of ${length} bytes at byte ${pos} runs past the end`);
-    out.push({ start: value.readBigUInt64BE(pos), end: value.readBigUInt64BE(pos + 8), raw: value.subarray(rawStart, rawStart + length) });
+    const record: LoggedRecord = { start: value.readBigUInt64BE(pos), end: value.readBigUInt64BE(pos + 8), raw: value.subarray(rawStart, rawStart + length) };
+    if (lengthField & IMAGES_OMITTED) record.imagesOmitted = true;
+    out.push(record);
     pos = rawStart + length;
   }
   return out;

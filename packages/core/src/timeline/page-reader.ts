@@ -11,7 +11,7 @@ import { getPageLsn, isNewPage, setPageLsn } from "../redo/page.ts";
 import { rmgrFor } from "../redo/rmgrs.ts";
 import { storeKey, walRecordLogKey, checkpointKey, controlFileKey, relmapFileKey, decodeRelKey, dbDirEntryKey, entityPrefix, KeySpace, materializedBlockKey, relBlockKey, relSizeKey, type SlruKind, slruBlockKey, slruSegSizeKey } from "../storage/keys.ts";
 import type { TimelineStore } from "../storage/timeline-store.ts";
-import { decodeRecordLogPiece, lastRecordBefore } from "../storage/record-log.ts";
+import { decodeLoggedRecord, decodeRecordLogPiece, lastRecordBefore } from "../storage/record-log.ts";
 import { PageCache, sharedPageCache } from "./page-cache.ts";
 import { DerivedKind, imageValue, readU32Value, type StoredValue, ValueKind } from "../storage/values.ts";
 import { restoreBlockImage } from "../wal/image.ts";
@@ -290,7 +290,7 @@ export class PageReader {
         const rmid = raw[17];
         const op = raw[16] & 0x70;
         if (rmid !== 1 || (op !== 0x00 && op !== 0x30)) continue;
-        const record = decodeRecord(raw, start, { verifyCrc: false });
+        const record = decodeLoggedRecord(records[i]);
         if (record.mainData.readBigInt64LE(0) <= micros2000) return end;
       }
     }

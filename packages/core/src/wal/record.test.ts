@@ -2,7 +2,7 @@ import { describe, expect, test } from "vitest";
 import { parseLsn } from "../lsn.ts";
 import { BLCKSZ } from "../reltag.ts";
 import { restoreBlockImage } from "./image.ts";
-import { computeRecordCrc, decodeRecord } from "./record.ts";
+import { computeRecordCrc, decodeRecord, fpiLength, withoutImages } from "./record.ts";
 import { WalDecodeError } from "./errors.ts";
 
 /** Assembles an XLogRecord the way XLogRecordAssemble lays it out, with a valid CRC. */
@@ -50,6 +50,32 @@ function sampleRecord() {
   ];
   return { rec: buildRecord({ headers, payloads: [image, blockData0, blockData3, main] }), image, main };
 }
+
+describe("records without their page images (the WAL record log's form)", () => {
+  test("drop exactly the image bytes and decode back to the same record with empty images", () => {
+    const { rec, image, main } = sampleRecord();
+    const full = decodeRecord(rec, LSN);
+    const stripped = withoutImages(full);
+    expect(stripped.length).toBe(rec.length - image.length);
+    const back = decodeRecord(stripped, LSN, { imagesOmitted: true });
+    expect(back).toMatchObject({ lsn: LSN, totalLength: rec.length, xid: 735, prev: 0x1512e08n, rmid: 10, info: 0, origin: 9, toplevelXid: 900 });
+    expect(back.blocks.map((b) => ({ ...b, data: b.data.toString(), image: b.image && { ...b.image, bytes: b.image.bytes.length } }))).toEqual(
+      full.blocks.map((b) => ({ ...b, data: b.data.toString(), image: b.image && { ...b.image, bytes: 0 } })),
+    );
+    expect(back.mainData.equals(main)).toBe(true);
+    // what pg_waldump prints from it (rec/tot lengths, FPW flags) is unchanged
+    expect(fpiLength(back)).toBe(fpiLength(full));
+  });
+
+  test("leave a record without images as it is, and refuse stored bytes of the wrong length", () => {
+    const noImage = buildRecord({ headers: [Buffer.from([255, 4])], payloads: [Buffer.from("main")] });
+    const decoded = decodeRecord(noImage, LSN);
+    expect(withoutImages(decoded)).toBe(decoded.raw);
+    expect(decodeRecord(noImage, LSN, { imagesOmitted: true }).mainData.toString()).toBe("main");
+    const stripped = withoutImages(decodeRecord(sampleRecord().rec, LSN));
+    expect(() => decodeRecord(stripped.subarray(0, stripped.length - 1), LSN, { imagesOmitted: true })).toThrow(WalDecodeError);
+  });
+});
 
 describe("decodeRecord", () => {
   test("parses block refs, SAME_REL, origin, toplevel xid and long main data, slicing payloads in order", () => {

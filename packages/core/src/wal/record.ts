@@ -102,7 +102,8 @@ export function computeRecordCrc(bytes: Uint8Array, totalLength: number): number
  * (page headers already removed). Verifies the CRC. Throws WalDecodeError naming `lsn`.
  * `endLsn` is left as lsn + MAXALIGN(tot_len); the stream reader overwrites it with EndRecPtr.
  */
-export function decodeRecord(bytes: Buffer, lsn: Lsn, opts?: { verifyCrc?: boolean }): DecodedRecord {
+export function decodeRecord(bytes: Buffer, lsn: Lsn, opts?: { verifyCrc?: boolean; imagesOmitted?: boolean }): DecodedRecord {
+  if (opts?.imagesOmitted) return decodeWithoutImages(bytes, lsn);
   // No closures in here: each one costs an allocation (and a keepNames helper call under tsx)
   // per record; error messages are only built on failure.
   if (bytes.length < SIZE_OF_XLOG_RECORD) badRecord(lsn, `record truncated: ${bytes.length} bytes, header needs ${SIZE_OF_XLOG_RECORD}`);
@@ -247,6 +248,7 @@ export function decodeRecord(bytes: Buffer, lsn: Lsn, opts?: { verifyCrc?: boole
   if (totalLength - pos !== payloadTotal) {
     badRecord(lsn, `record payload length mismatch: headers announce ${payloadTotal} bytes, ${totalLength - pos} remain`);
   }
+  headerEnd = pos;
 
   // Payloads: per block, image bytes then block data; then main data.
   for (let i = 0; i < blocks.length; i++) {
@@ -278,6 +280,63 @@ export function decodeRecord(bytes: Buffer, lsn: Lsn, opts?: { verifyCrc?: boole
   if (origin !== undefined) record.origin = origin;
   if (toplevelXid !== undefined) record.toplevelXid = toplevelXid;
   return record;
+}
+
+/** where the last decodeRecord's headers ended (read by decodeWithoutImages, right after the call) */
+let headerEnd = 0;
+
+/**
+ * The record's bytes without its page images (for the WAL record log, which keeps records for
+ * waldump and lookups by LSN or time, while images are stored under their blocks already): the
+ * header, block headers (with each image's header, so lengths and flags are still known), block
+ * data and main data. xl_tot_len still says the full length; the CRC no longer matches. Read back
+ * with decodeRecord(..., { imagesOmitted: true }). A record without images is returned as is.
+ */
+export function withoutImages(record: DecodedRecord): Buffer {
+  const raw = record.raw;
+  let imageBytes = 0;
+  for (const b of record.blocks) if (b.image) imageBytes += b.image.length;
+  if (imageBytes === 0) return raw;
+  const out = Buffer.allocUnsafe(raw.length - imageBytes);
+  // payloads are laid out per block (image, then data), then main data: copy around the images
+  let from = 0;
+  let to = 0;
+  for (const b of record.blocks) {
+    if (!b.image || b.image.length === 0) continue;
+    const imageStart = b.image.bytes.byteOffset - raw.byteOffset;
+    to += raw.copy(out, to, from, imageStart);
+    from = imageStart + b.image.length;
+  }
+  raw.copy(out, to, from);
+  return out;
+}
+
+/** decodeRecord for bytes written by withoutImages: the same record, with empty image bytes. */
+function decodeWithoutImages(bytes: Buffer, lsn: Lsn): DecodedRecord {
+  if (bytes.length < SIZE_OF_XLOG_RECORD) badRecord(lsn, `record truncated: ${bytes.length} bytes, header needs ${SIZE_OF_XLOG_RECORD}`);
+  const totalLength = bytes.readUInt32LE(0);
+  if (bytes.length === totalLength) return decodeRecord(bytes, lsn, { verifyCrc: false }); // it had none
+  // parse the headers with the image bytes put back as zeros (they are only headers' payload)
+  const full = Buffer.alloc(Math.max(totalLength, bytes.length));
+  bytes.copy(full, 0, 0, Math.min(bytes.length, totalLength));
+  const parsed = decodeRecord(full, lsn, { verifyCrc: false });
+  let imageBytes = 0;
+  for (const b of parsed.blocks) if (b.image) imageBytes += b.image.length;
+  if (bytes.length !== totalLength - imageBytes) {
+    badRecord(lsn, `stored record without images has ${bytes.length} bytes, headers announce ${totalLength - imageBytes}`);
+  }
+  // payloads again, now over `bytes`: block data and main data are views into the stored bytes
+  let pos = headerEnd;
+  for (const b of parsed.blocks) {
+    if (b.image) b.image.bytes = EMPTY;
+    if (b.data.length) {
+      b.data = bytes.subarray(pos, pos + b.data.length);
+      pos += b.data.length;
+    }
+  }
+  parsed.mainData = bytes.subarray(pos, pos + parsed.mainData.length);
+  parsed.raw = bytes;
+  return parsed;
 }
 
 const EMPTY = Buffer.alloc(0);
