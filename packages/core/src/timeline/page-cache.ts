@@ -55,15 +55,16 @@ export class PageCache {
 
   /**
    * The newest cached page of `entityKey` that is older than `lsn` (its validity ended before it):
-   * a copy, and the last LSN it is valid for. Replaying only the versions after that brings it to
-   * `lsn`, which is far cheaper than a rebuild when a hot page is read again after a few changes.
+   * the cached buffer itself (callers copy it before changing it), and the last LSN it is valid
+   * for. Replaying only the versions after that brings it to `lsn`, which is far cheaper than a
+   * rebuild when a hot page is read again after a few changes.
    */
   getOlder(store: TimelineStore, entityKey: Buffer, lsn: Lsn): { page: Buffer; fromLsn: Lsn; validTo: Lsn } | undefined {
     if (this.maxPages <= 0) return undefined;
     const entry = this.entries.get(cacheKey(store.id, entityKey));
     if (!entry || entry.validTo === OPEN || entry.validTo >= lsn) return undefined;
     entry.used = true;
-    return { page: Buffer.from(entry.page), fromLsn: entry.fromLsn, validTo: entry.validTo };
+    return { page: entry.page, fromLsn: entry.fromLsn, validTo: entry.validTo };
   }
 
   /**

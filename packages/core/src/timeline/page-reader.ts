@@ -126,6 +126,7 @@ export class PageReader {
       if (!newer.truncated) {
         chain = newer;
         // an incomplete chain continues from the cached page, as from a materialized image
+        // (copied below before replay changes it)
         if (!newer.complete) materialized = { lsn: older.fromLsn, value: { kind: ValueKind.Image, bytes: older.page } };
       }
     }

@@ -248,7 +248,6 @@ export function decodeRecord(bytes: Buffer, lsn: Lsn, opts?: { verifyCrc?: boole
   if (totalLength - pos !== payloadTotal) {
     badRecord(lsn, `record payload length mismatch: headers announce ${payloadTotal} bytes, ${totalLength - pos} remain`);
   }
-  headerEnd = pos;
 
   // Payloads: per block, image bytes then block data; then main data.
   for (let i = 0; i < blocks.length; i++) {
@@ -282,9 +281,6 @@ export function decodeRecord(bytes: Buffer, lsn: Lsn, opts?: { verifyCrc?: boole
   return record;
 }
 
-/** where the last decodeRecord's headers ended (read by decodeWithoutImages, right after the call) */
-let headerEnd = 0;
-
 /**
  * The record's bytes without its page images (for the WAL record log, which keeps records for
  * waldump and lookups by LSN or time, while images are stored under their blocks already): the
@@ -316,17 +312,22 @@ function decodeWithoutImages(bytes: Buffer, lsn: Lsn): DecodedRecord {
   if (bytes.length < SIZE_OF_XLOG_RECORD) badRecord(lsn, `record truncated: ${bytes.length} bytes, header needs ${SIZE_OF_XLOG_RECORD}`);
   const totalLength = bytes.readUInt32LE(0);
   if (bytes.length === totalLength) return decodeRecord(bytes, lsn, { verifyCrc: false }); // it had none
+  if (bytes.length > totalLength) badRecord(lsn, `stored record without images has ${bytes.length} bytes, more than xl_tot_len ${totalLength}`);
   // parse the headers with the image bytes put back as zeros (they are only headers' payload)
-  const full = Buffer.alloc(Math.max(totalLength, bytes.length));
-  bytes.copy(full, 0, 0, Math.min(bytes.length, totalLength));
+  const full = Buffer.alloc(totalLength);
+  bytes.copy(full);
   const parsed = decodeRecord(full, lsn, { verifyCrc: false });
   let imageBytes = 0;
-  for (const b of parsed.blocks) if (b.image) imageBytes += b.image.length;
+  let dataBytes = 0;
+  for (const b of parsed.blocks) {
+    if (b.image) imageBytes += b.image.length;
+    dataBytes += b.data.length;
+  }
   if (bytes.length !== totalLength - imageBytes) {
     badRecord(lsn, `stored record without images has ${bytes.length} bytes, headers announce ${totalLength - imageBytes}`);
   }
-  // payloads again, now over `bytes`: block data and main data are views into the stored bytes
-  let pos = headerEnd;
+  // payloads again, now over `bytes` (they follow the headers): block data and main data are views into the stored bytes
+  let pos = bytes.length - dataBytes - parsed.mainData.length;
   for (const b of parsed.blocks) {
     if (b.image) b.image.bytes = EMPTY;
     if (b.data.length) {
