@@ -96,6 +96,16 @@ describe("branches at any LSN", () => {
     expect(tree.stdout).toMatch(new RegExp(`^main ${mainId}`, "m"));
     expect(tree.stdout).toMatch(new RegExp(`^  └─ p1 ${p1.id} @ ${p1.ancestorLsn}`, "m"));
     expect(tree.stdout).toMatch(/^    └─ p1-child /m);
+    // the parent by branch name, from the CLI: a grandchild of p1
+    const byName = await runCli(["branch", "create", "--tenant", tenantId, "--name", "p1-grandchild", "--parent", "p1-child", "--json"], env);
+    expect(byName.code, byName.stderr).toBe(0);
+    expect(JSON.parse(byName.stdout)).toMatchObject({ parentTimelineId: child.id, ancestorLsn: child.ancestorLsn });
+    const unknown = await runCli(["branch", "create", "--tenant", tenantId, "--name", "orphan", "--parent", "no-such-branch"], env);
+    expect(unknown.code).toBe(1);
+    expect(unknown.stderr).toMatch(/NOT_FOUND: parent branch "no-such-branch" not found/);
+    await expect(createStrataClient(daemon.apiUrl).branches.create.mutate({ tenantId, name: "both", parentBranch: "p1", parentTimelineId: p1.id })).rejects.toSatisfy(
+      (e) => errorCode(e) === "BAD_REQUEST" && /not both/.test((e as Error).message),
+    );
   });
 
   it("rounds an LSN inside a record down to the end of the record before it", async () => {

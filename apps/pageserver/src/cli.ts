@@ -29,8 +29,10 @@ function table(rows: Array<Record<string, unknown>>, columns: string[]): string 
   return [line(columns.map((c) => c.toUpperCase())), ...rows.map((r) => line(columns.map((c) => String(r[c] ?? ""))))].join("\n");
 }
 
+const ID_SHAPE = /^[0-9a-f]{32}$/;
+
 function requireId(value: string, what: string): string {
-  if (!/^[0-9a-f]{32}$/.test(value)) throw new UsageError(`invalid ${what} "${value}": expected 32 lowercase hex characters`);
+  if (!ID_SHAPE.test(value)) throw new UsageError(`invalid ${what} "${value}": expected 32 lowercase hex characters`);
   return value;
 }
 
@@ -292,7 +294,7 @@ branch
   .description("create a branch (O(1): no data is copied)")
   .requiredOption("--tenant <id>", "tenant id")
   .requiredOption("--name <name>", "branch name, unique in the tenant")
-  .option("--parent <timeline>", "parent timeline id (default: the main timeline)")
+  .option("--parent <branch>", "parent branch name or timeline id (default: the main timeline)")
   .option("--lsn <X/Y>", "branch point (default: the parent's last_record_lsn)")
   .option("--at <iso-time>", "branch at the last commit at or before this time")
   .option("--json", "machine-readable output")
@@ -302,7 +304,8 @@ branch
     const created = await client(cmd).branches.create.mutate({
       tenantId: requireId(opts.tenant, "tenant id"),
       name: opts.name,
-      parentTimelineId: opts.parent ? requireId(opts.parent, "parent timeline id") : undefined,
+      // a timeline id when it looks like one (32 lowercase hex), else a branch name
+      ...(opts.parent === undefined ? {} : ID_SHAPE.test(opts.parent) ? { parentTimelineId: opts.parent } : { parentBranch: opts.parent }),
       lsn: opts.lsn ? requireLsn(opts.lsn, "--lsn") : undefined,
       at: opts.at,
     });

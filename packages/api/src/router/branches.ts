@@ -7,6 +7,8 @@ export const branchCreateInput = z.object({
   tenantId: idSchema,
   name: z.string().min(1).max(63),
   parentTimelineId: idSchema.optional(),
+  /** the parent by branch name (instead of parentTimelineId) */
+  parentBranch: z.string().min(1).max(63).optional(),
   lsn: lsnSchema.optional(),
   at: z.string().min(1).optional(),
 });

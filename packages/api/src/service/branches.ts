@@ -11,6 +11,8 @@ export interface CreateBranchInput {
   tenantId: string;
   name: string;
   parentTimelineId?: string;
+  /** the parent by branch name (instead of parentTimelineId) */
+  parentBranch?: string;
   lsn?: string;
   /** ISO time: branch at the last commit at or before it */
   at?: string;
@@ -31,10 +33,16 @@ export class BranchService {
     await this.tenants.get(input.tenantId);
     if (!BRANCH_NAME.test(input.name)) throw new InvalidInputError(`invalid branch name "${input.name}": use letters, digits, '_', '.', '-' (max 63)`);
     if (input.lsn !== undefined && input.at !== undefined) throw new InvalidInputError("give either an LSN or a time, not both");
+    if (input.parentTimelineId !== undefined && input.parentBranch !== undefined) throw new InvalidInputError("give either a parent timeline id or a parent branch name, not both");
     const parentRow = input.parentTimelineId
       ? await this.db.timeline.findFirst({ where: { id: input.parentTimelineId, tenantId: input.tenantId } })
-      : await this.db.timeline.findFirst({ where: { tenantId: input.tenantId, parentTimelineId: null }, orderBy: { createdAt: "asc" } });
-    if (!parentRow || parentRow.state !== "active") throw new NotFoundError(`parent timeline ${input.parentTimelineId ?? "(main)"} not found in tenant ${input.tenantId}`);
+      : input.parentBranch !== undefined
+        ? await this.db.timeline.findFirst({ where: { name: input.parentBranch, tenantId: input.tenantId } })
+        : await this.db.timeline.findFirst({ where: { tenantId: input.tenantId, parentTimelineId: null }, orderBy: { createdAt: "asc" } });
+    if (!parentRow || parentRow.state !== "active") {
+      const which = input.parentTimelineId ? `parent timeline ${input.parentTimelineId}` : input.parentBranch !== undefined ? `parent branch "${input.parentBranch}"` : "main timeline";
+      throw new NotFoundError(`${which} not found in tenant ${input.tenantId}`);
+    }
     const parent = this.manager.get(input.tenantId, parentRow.id);
     if (!parent) throw new NotFoundError(`parent timeline ${parentRow.id} is not attached`);
     let markers = await parent.store.readMarkers();
