@@ -100,6 +100,13 @@ describe("branches at any LSN", () => {
     const byName = await runCli(["branch", "create", "--tenant", tenantId, "--name", "p1-grandchild", "--parent", "p1-child", "--json"], env);
     expect(byName.code, byName.stderr).toBe(0);
     expect(JSON.parse(byName.stdout)).toMatchObject({ parentTimelineId: child.id, ancestorLsn: child.ancestorLsn });
+    // --timeline takes a branch name as well
+    const got = await runCli(["timeline", "get", "--tenant", tenantId, "--timeline", "p1-grandchild", "--json"], env);
+    expect(got.code, got.stderr).toBe(0);
+    expect(JSON.parse(got.stdout)).toMatchObject({ name: "p1-grandchild", parentTimelineId: child.id });
+    const missing = await runCli(["timeline", "get", "--tenant", tenantId, "--timeline", "no-such-branch"], env);
+    expect(missing.code).not.toBe(0);
+    expect(missing.stderr).toMatch(/no branch named "no-such-branch"/);
     const unknown = await runCli(["branch", "create", "--tenant", tenantId, "--name", "orphan", "--parent", "no-such-branch"], env);
     expect(unknown.code).toBe(1);
     expect(unknown.stderr).toMatch(/NOT_FOUND: parent branch "no-such-branch" not found/);

@@ -36,6 +36,15 @@ function requireId(value: string, what: string): string {
   return value;
 }
 
+/** A --timeline value: a timeline id as given, or a branch name looked up in the tenant. */
+async function timelineArg(cmd: Command, tenantId: string, value: string): Promise<string> {
+  if (ID_SHAPE.test(value)) return value;
+  const timelines = await client(cmd).branches.list.query({ tenantId });
+  const found = timelines.find((t) => t.name === value);
+  if (!found) throw new Error(`NOT_FOUND: no branch named "${value}" in tenant ${tenantId} (give a branch name or a 32-hex timeline id)`);
+  return found.id;
+}
+
 program
   .name("strata")
   .description("Strata pageserver: PostgreSQL pages at any LSN, with branching")
@@ -158,12 +167,12 @@ timeline
   .command("get")
   .description("show one timeline")
   .requiredOption("--tenant <id>", "tenant id")
-  .requiredOption("--timeline <id>", "timeline id")
+  .requiredOption("--timeline <timeline>", "timeline id or branch name")
   .option("--json", "machine-readable output")
   .action(async (opts, cmd) => {
     const found = await client(cmd).timelines.get.query({
       tenantId: requireId(opts.tenant, "tenant id"),
-      timelineId: requireId(opts.timeline, "timeline id"),
+      timelineId: await timelineArg(cmd, opts.tenant, opts.timeline),
     });
     print(opts.json, found, () =>
       Object.entries(found)
@@ -181,7 +190,7 @@ program
   .command("wait-lsn")
   .description("return once the timeline has durably stored WAL up to an LSN")
   .requiredOption("--tenant <id>", "tenant id")
-  .requiredOption("--timeline <id>", "timeline id")
+  .requiredOption("--timeline <timeline>", "timeline id or branch name")
   .requiredOption("--lsn <X/Y>", "LSN to wait for")
   .option("--timeout <seconds>", "give up after this many seconds", "60")
   .option("--json", "machine-readable output")
@@ -190,7 +199,7 @@ program
     if (!Number.isFinite(timeoutSeconds) || timeoutSeconds < 0) throw new UsageError(`invalid --timeout "${opts.timeout}"`);
     const result = await client(cmd).timelines.waitLsn.mutate({
       tenantId: requireId(opts.tenant, "tenant id"),
-      timelineId: requireId(opts.timeline, "timeline id"),
+      timelineId: await timelineArg(cmd, opts.tenant, opts.timeline),
       lsn: requireLsn(opts.lsn, "--lsn"),
       timeoutSeconds,
     });
@@ -201,7 +210,7 @@ program
   .command("getpage")
   .description("write the 8192-byte page of a relation block as of an LSN (GetPage@LSN)")
   .requiredOption("--tenant <id>", "tenant id")
-  .requiredOption("--timeline <id>", "timeline id")
+  .requiredOption("--timeline <timeline>", "timeline id or branch name")
   .requiredOption("--rel <spc/db/rel>", "relation file node, e.g. 1663/5/16384")
   .option("--fork <fork>", "main, fsm, vm or init", "main")
   .requiredOption("--block <n>", "block number")
@@ -215,7 +224,7 @@ program
     const lsn = opts.lsn === "latest" ? "latest" : requireLsn(opts.lsn, "--lsn");
     const result = await client(cmd).timelines.getPage.query({
       tenantId: requireId(opts.tenant, "tenant id"),
-      timelineId: requireId(opts.timeline, "timeline id"),
+      timelineId: await timelineArg(cmd, opts.tenant, opts.timeline),
       rel: opts.rel,
       fork: opts.fork,
       block: Number(opts.block),
@@ -235,12 +244,12 @@ program
   .command("fullbackup")
   .description("write a tar of a complete PostgreSQL 15 data directory at an LSN (stock postgres starts from it)")
   .requiredOption("--tenant <id>", "tenant id")
-  .requiredOption("--timeline <id>", "timeline id")
+  .requiredOption("--timeline <timeline>", "timeline id or branch name")
   .option("--lsn <X/Y>", "LSN (a record boundary; default: the latest)")
   .requiredOption("--out <file>", "output tar file, or - for stdout")
   .action(async (opts, cmd) => {
     const tenantId = requireId(opts.tenant, "tenant id");
-    const timelineId = requireId(opts.timeline, "timeline id");
+    const timelineId = await timelineArg(cmd, tenantId, opts.timeline);
     const lsn = opts.lsn ? requireLsn(opts.lsn, "--lsn") : undefined;
     const health = await client(cmd).health.query();
     const [host, port] = [health.pageServiceAddress.replace(/:\d+$/, ""), Number(health.pageServiceAddress.split(":").pop())];
@@ -271,14 +280,14 @@ program
   .command("waldump")
   .description("print the stored WAL records, one per line, comparable with pg_waldump")
   .requiredOption("--tenant <id>", "tenant id")
-  .requiredOption("--timeline <id>", "timeline id")
+  .requiredOption("--timeline <timeline>", "timeline id or branch name")
   .option("--from <X/Y>", "first record LSN (inclusive)")
   .option("--to <X/Y>", "stop before this LSN")
   .option("--limit <n>", "at most this many records", "1000000")
   .action(async (opts, cmd) => {
     const result = await client(cmd).timelines.waldump.query({
       tenantId: requireId(opts.tenant, "tenant id"),
-      timelineId: requireId(opts.timeline, "timeline id"),
+      timelineId: await timelineArg(cmd, opts.tenant, opts.timeline),
       from: opts.from ? requireLsn(opts.from, "--from") : undefined,
       to: opts.to ? requireLsn(opts.to, "--to") : undefined,
       limit: Number(opts.limit),
