@@ -42,7 +42,7 @@ export class TimelineStore {
   private constructor(readonly db: ClassicLevel<Buffer, Buffer>) {}
 
   static async open(dir: string): Promise<TimelineStore> {
-    const db = new ClassicLevel<Buffer, Buffer>(dir, { keyEncoding: "buffer", valueEncoding: "buffer", writeBufferSize: 32 * 1024 * 1024 });
+    const db = new ClassicLevel<Buffer, Buffer>(dir, { keyEncoding: "buffer", valueEncoding: "buffer", writeBufferSize: 16 * 1024 * 1024 });
     await db.open();
     return new TimelineStore(db);
   }
