@@ -10,7 +10,7 @@ import { formatLsn, parseLsn } from "@strata/core";
 import { PgCluster } from "@strata/core/testing";
 import { createStrataClient } from "@strata/api/client";
 import { makeDataDir, removeDataDir, startDaemon, type Daemon } from "../apps/pageserver/src/test-daemon.ts";
-import { envNumber, fmtMB, MB, progress, progressDone, sampleMemory, sleep } from "./lib.mts";
+import { envNumber, fmtMB, MB, progress, progressDone, readCpuSeconds, sampleMemory, sleep } from "./lib.mts";
 
 // BENCH_DAEMON_NODE_OPTIONS="--require /abs/path/bench/cpu-profile-preload.cjs" profiles the daemon
 const DAEMON_ENV: Record<string, string> = process.env.BENCH_DAEMON_NODE_OPTIONS ? { NODE_OPTIONS: process.env.BENCH_DAEMON_NODE_OPTIONS } : {};
@@ -66,7 +66,7 @@ try {
 
   const unattached: number[] = [];
   const attached: number[] = [];
-  const drains: Array<{ apiSeconds: number; trueSeconds: number; lagAtStop: number; trueLagAtStop: number; maxLagDuring: number; peakRss: number }> = [];
+  const drains: Array<{ cpuSeconds: number; walBytes: number; apiSeconds: number; trueSeconds: number; lagAtStop: number; trueLagAtStop: number; maxLagDuring: number; peakRss: number }> = [];
   for (let round = 1; round <= ROUNDS; round++) {
     // baseline: nothing follows the primary (the pageserver is stopped; its slot just keeps WAL)
     unattached.push(await runPgbench(cluster, `round ${round}/${ROUNDS} unattached`));
@@ -89,10 +89,14 @@ try {
       maxLagDuring = Math.max(maxLagDuring, trueLag);
       return `, lag ${fmtMB(trueLag)} (API lagBytes ${fmtMB(info.lagBytes ?? 0)}), RSS ${fmtMB(memory.current)}`;
     };
+    const runStartLsn = await flushLsn(cluster);
+    const cpuBefore = readCpuSeconds(daemon.process.pid!) ?? 0;
     attached.push(await runPgbench(cluster, `round ${round}/${ROUNDS} attached`, sampleLag));
+    const cpuSeconds = (readCpuSeconds(daemon.process.pid!) ?? 0) - cpuBefore;
 
     // lag after the load stops: (1) the API's lagBytes, (2) primary flush LSN at stop - stored LSN
     const stopLsn = await flushLsn(cluster);
+    const walBytes = Number(stopLsn - runStartLsn);
     const d0 = performance.now();
     let apiSeconds = -1;
     let trueSeconds = -1;
@@ -114,7 +118,7 @@ try {
     }
     progressDone();
     const mem = memory.stop();
-    drains.push({ apiSeconds, trueSeconds, lagAtStop, trueLagAtStop, maxLagDuring, peakRss: mem.peakRss });
+    drains.push({ cpuSeconds, walBytes, apiSeconds, trueSeconds, lagAtStop, trueLagAtStop, maxLagDuring, peakRss: mem.peakRss });
     await daemon.stop();
     daemon = undefined;
     await cluster.sql("CHECKPOINT");
@@ -127,12 +131,16 @@ try {
     console.log(
       `round ${i + 1}: unattached ${unattached[i].toFixed(1)} tps, attached ${attached[i].toFixed(1)} tps (${(attached[i] / unattached[i]).toFixed(3)}x); ` +
         `lag at stop ${fmtMB(d.trueLagAtStop)} (API lagBytes ${fmtMB(d.lagAtStop)}), max lag during run ${fmtMB(d.maxLagDuring)}; ` +
-        `lag < 16 MB after ${d.trueSeconds.toFixed(2)} s (API lagBytes: ${d.apiSeconds.toFixed(2)} s); pageserver peak RSS ${fmtMB(d.peakRss)}`,
+        `lag < 16 MB after ${d.trueSeconds.toFixed(2)} s (API lagBytes: ${d.apiSeconds.toFixed(2)} s); pageserver peak RSS ${fmtMB(d.peakRss)}; ` +
+        `pageserver CPU during the run ${d.cpuSeconds.toFixed(1)} s for ${fmtMB(d.walBytes)} of WAL (${((d.cpuSeconds / SECONDS) * 100).toFixed(0)}% of a core, ${((d.cpuSeconds * 1000) / (d.walBytes / MB)).toFixed(1)} ms per MB)`,
     );
   }
   console.log(`baseline (no pageserver): ${avg(unattached).toFixed(1)} tps`);
   console.log(`with pageserver attached: ${avg(attached).toFixed(1)} tps`);
   console.log(`ratio attached/baseline:  ${(avg(attached) / avg(unattached)).toFixed(3)}x (target >= 0.85x)`);
+  const cpu = drains.reduce((a, d) => a + d.cpuSeconds, 0);
+  const wal = drains.reduce((a, d) => a + d.walBytes, 0);
+  console.log(`pageserver CPU while attached: ${((cpu / (SECONDS * ROUNDS)) * 100).toFixed(0)}% of one core, ${((cpu * 1000) / (wal / MB)).toFixed(1)} ms per MB of WAL`);
   console.log(
     `time to lag < 16 MB after pgbench stops: ${avg(drains.map((d) => d.trueSeconds)).toFixed(2)} s average, ${Math.max(...drains.map((d) => d.trueSeconds)).toFixed(2)} s worst ` +
       `(by API lagBytes: ${avg(drains.map((d) => d.apiSeconds)).toFixed(2)} s average) (target <= 5 s)`,

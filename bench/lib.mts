@@ -38,6 +38,18 @@ export function readMemory(pid: number): { rss: number; hwm: number; anon: numbe
   }
 }
 
+/** CPU time (user + system, all threads, children not included) a process has used so far, in seconds. */
+export function readCpuSeconds(pid: number): number | undefined {
+  try {
+    // the command name (field 2) may hold spaces: count fields after its closing parenthesis
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in USER_HZ (100 on Linux)
+  } catch {
+    return undefined;
+  }
+}
+
 /** Samples a process's RSS every `intervalMs`; stop() returns the peak RSS, last VmHWM and samples. */
 export function sampleMemory(pid: number, intervalMs = 200) {
   let peakRss = 0;

@@ -7,7 +7,7 @@ import { formatLsn, parseLsn, type Lsn } from "../lsn.ts";
 import { ForkNumber } from "../reltag.ts";
 import { checkpointKey, dbDirEntryKey, ENTITY_KEY_LENGTH, entityPrefix, KeySpace, relSizeKey, SlruKind, slruBlockKey, twoPhaseFileKey } from "../storage/keys.ts";
 import { TimelineStore } from "../storage/timeline-store.ts";
-import { DerivedKind, expandEntry, readU32Value, ValueKind } from "../storage/values.ts";
+import { DerivedKind, expandEntry, imageValue, readImageRef, readU32Value, ValueKind } from "../storage/values.ts";
 import { decodeLoggedRecord, decodeRecordLogPiece, type LoggedRecord } from "../storage/record-log.ts";
 import { withoutImages } from "../wal/record.ts";
 import { formatRecordLine } from "../wal/waldump.ts";
@@ -52,7 +52,9 @@ async function dumpStore(store: TimelineStore): Promise<{ entries: string[]; rec
     }
     const entity = k.subarray(0, ENTITY_KEY_LENGTH).toString("hex");
     for (const version of expandEntry(k.readBigUInt64BE(ENTITY_KEY_LENGTH), v)) {
-      entries.push(`${entity}@${version.lsn.toString(16).padStart(16, "0")}=${version.raw.toString("hex")}`);
+      // an image in the page image files compares by its bytes (where it sits depends on write order)
+      const raw = version.raw[0] === ValueKind.ImageRef ? imageValue(store.images.read(readImageRef(version.raw))) : version.raw;
+      entries.push(`${entity}@${version.lsn.toString(16).padStart(16, "0")}=${raw.toString("hex")}`);
     }
   }
   const records = (await loggedRecords(store)).map((r) => `${formatLsn(r.start)}-${formatLsn(r.end)}=${r.raw.toString("hex")}`);

@@ -1,6 +1,6 @@
 // WAL ingest: turns each decoded record into versioned key-value writes (see docs/key-layout.md).
 //   walreceiver -> WalStreamDecoder -> WalIngest -> TimelineStore (one atomic batch per step)
-// Block references are stored as page images (full-page-image records) or as the raw record
+// Block references are stored as page images (a block whose full-page image applies) or as the raw record
 // keyed by each block it touches, at the record's end LSN. Records that change things no block
 // reference describes (relation create/truncate/drop, databases, CLOG, multixacts, relmap,
 // checkpoints, visibility-map bits) are translated into writes on the keys they affect.
@@ -13,14 +13,14 @@ import {
 import type { TimelineStore } from "../storage/timeline-store.ts";
 import { derivedValue, DerivedKind, imageValue, isBaseValue, readU32Value, RUN_MAX_BYTES, RUN_MAX_VERSIONS, runValue, type StoredValue, TOMBSTONE, u32Value, ValueKind, walRecordValue } from "../storage/values.ts";
 import { encodeRecordLogPiece, type LoggedRecord, PIECE_RECORD_HEADER, PIECE_TARGET_BYTES } from "../storage/record-log.ts";
-import { setPageLsn } from "../redo/page.ts";
-import { restoreBlockImage } from "../wal/image.ts";
+import { RMGRS } from "../redo/rmgrs.ts";
+import { applyRecord } from "../timeline/page-reader.ts";
 import { type BlockRef, type DecodedRecord, withoutImages } from "../wal/record.ts";
 import {
   CHECKPOINT_SIZE, CheckPointField, CLOG_XACTS_PER_PAGE, FSM_SLOTS_PER_PAGE, fsmLeafToPhysical, HEAPBLOCKS_PER_VM_PAGE, MULTIXACT_MEMBERS_PER_PAGE, MULTIXACT_OFFSETS_PER_PAGE,
   parseXactOutcome, readRelFileNode, RM, SLRU_PAGES_PER_SEGMENT, TRANSACTION_STATUS_ABORTED, TRANSACTION_STATUS_COMMITTED,
   XACT_ABORT, XACT_ABORT_PREPARED, XACT_COMMIT, XACT_COMMIT_PREPARED, XACT_OPMASK, XACT_PREPARE, XLOG_CHECKPOINT_ONLINE,
-  XLOG_CHECKPOINT_SHUTDOWN, XLOG_FPI, XLOG_FPI_FOR_HINT, XLOG_NEXTOID,
+  XLOG_CHECKPOINT_SHUTDOWN, XLOG_NEXTOID,
 } from "./records.ts";
 
 const ZERO_PAGE = Buffer.alloc(8192);
@@ -325,7 +325,6 @@ export class WalIngest {
     batch.logRecord(record.lsn, lsn, logged, logged !== record.raw);
 
     const info = record.info & 0xf0;
-    const isFpiRecord = record.rmid === RM.XLOG && (info === XLOG_FPI || info === XLOG_FPI_FOR_HINT);
     // the stored bytes of a record are the same under each of its blocks (LevelDB copies them
     // into its batch), so build them once per will_init flag, not once per block
     let recordValue: Buffer | undefined;
@@ -334,12 +333,12 @@ export class WalIngest {
     for (let i = 0; i < blocks.length; i++) {
       const block = blocks[i];
       const state = this.forks.get(block.rel, block.forkNum);
-      if (isFpiRecord && block.hasImage && block.applyImage) {
-        const page = restoreBlockImage(block, record.lsn);
-        if (!page.equals(ZERO_PAGE)) {
-          // like redo: the restored page carries the LSN of the record that wrote it
-          setPageLsn(page, lsn);
-        }
+      // A block whose image applies is that image after redo (PostgreSQL restores it and skips
+      // the block's changes; GiST clears a flag after it): stored as the page it becomes, not as
+      // the record, whatever the rmgr. Records that do not decode that far stay records, so a
+      // read reports them as before.
+      const page = block.hasImage && block.applyImage ? pageFromImage(record, block) : undefined;
+      if (page) {
         batch.putKey(relBlockStoreKey(block.rel, block.forkNum, block.blockNumber, lsn), imageValue(page));
         this.resetChain(state, block.blockNumber);
       } else {
@@ -646,5 +645,15 @@ export class WalIngest {
       });
       batch.put(relBlockKey(rel, ForkNumber.VisibilityMap, vmBlock), lsn, derivedValue(DerivedKind.ClearVisibilityMapBits, payload));
     }
+  }
+}
+
+/** The page a block with an applicable image has after redo (as GetPage would rebuild it), or undefined. */
+function pageFromImage(record: DecodedRecord, block: BlockRef): Buffer | undefined {
+  if (!RMGRS[record.rmid]) return undefined;
+  try {
+    return applyRecord(ZERO_PAGE, record, block);
+  } catch {
+    return undefined;
   }
 }

@@ -4,7 +4,9 @@
 import { ClassicLevel } from "classic-level";
 import type { Lsn } from "../lsn.ts";
 import { ENTITY_KEY_LENGTH, KeySpace, storeKey } from "./keys.ts";
-import { decodeValue, expandEntry, isBaseValue, ValueKind, type StoredValue } from "./values.ts";
+import path from "node:path";
+import { PageImageFiles } from "./page-images.ts";
+import { decodeValue, expandEntry, imageRefValue, type ImageSource, isBaseValue, isExternalizableImage, ValueKind, type StoredValue } from "./values.ts";
 
 export interface TimelineMarkers {
   /** end of the last WAL record stored */
@@ -30,8 +32,8 @@ const VERSION_CACHE_LIMIT = 50_000;
 
 
 /** The version an entry holds at `lsn`: itself, or a run's newest member at or below it. */
-function newestAtOrBelow(keyLsn: Lsn, raw: Buffer, lsn: Lsn): { lsn: Lsn; value: StoredValue } {
-  if (raw[0] !== ValueKind.Run) return { lsn: keyLsn, value: decodeValue(raw) };
+function newestAtOrBelow(keyLsn: Lsn, raw: Buffer, lsn: Lsn, images: ImageSource): { lsn: Lsn; value: StoredValue } {
+  if (raw[0] !== ValueKind.Run) return { lsn: keyLsn, value: decodeValue(raw, images) };
   const members = expandEntry(keyLsn, raw);
   let i = members.length - 1;
   while (i > 0 && members[i].lsn > lsn) i--;
@@ -39,18 +41,41 @@ function newestAtOrBelow(keyLsn: Lsn, raw: Buffer, lsn: Lsn): { lsn: Lsn; value:
 }
 
 export class TimelineStore {
-  private constructor(readonly db: ClassicLevel<Buffer, Buffer>) {}
+  private constructor(
+    readonly db: ClassicLevel<Buffer, Buffer>,
+    /** full-page images, referenced from LevelDB entries (storage/page-images.ts) */
+    readonly images: PageImageFiles,
+  ) {}
 
   static async open(dir: string): Promise<TimelineStore> {
     const db = new ClassicLevel<Buffer, Buffer>(dir, { keyEncoding: "buffer", valueEncoding: "buffer", writeBufferSize: 16 * 1024 * 1024 });
     await db.open();
-    return new TimelineStore(db);
+    // inside the LevelDB directory (LevelDB leaves names it does not know alone): one directory per store
+    return new TimelineStore(db, PageImageFiles.open(path.join(dir, "page-images")));
   }
 
   async close(): Promise<void> {
     for (const listener of this.writeListeners) listener(undefined);
     this.writeListeners.clear();
     await this.db.close();
+    await this.images.close();
+  }
+
+  /**
+   * The values to write for `entries`: full-page images are staged in the page image files and
+   * replaced by references (written and synced by `images.flush()` before the entries are).
+   */
+  private externalizeImages(entries: ReadonlyArray<{ key: Buffer; value: Buffer }>): { values: Buffer[]; staged: boolean } {
+    const values: Buffer[] = new Array(entries.length);
+    let staged = false;
+    for (let i = 0; i < entries.length; i++) {
+      const value = entries[i].value;
+      if (isExternalizableImage(value)) {
+        values[i] = imageRefValue(this.images.stage(value.subarray(1)));
+        staged = true;
+      } else values[i] = value;
+    }
+    return { values, staged };
   }
 
   /** the store is owned by one process: markers are cached after the first read */
@@ -85,7 +110,7 @@ export class TimelineStore {
     }
     const token = this.writeToken();
     const [entry] = await this.readRange({ gte: storeKey(entityKey, 0n), lte: storeKey(entityKey, lsn), reverse: true, limit: 1 }, 1);
-    const version = entry && newestAtOrBelow(entry[0].readBigUInt64BE(ENTITY_KEY_LENGTH), entry[1], lsn);
+    const version = entry && newestAtOrBelow(entry[0].readBigUInt64BE(ENTITY_KEY_LENGTH), entry[1], lsn, this.images);
     if (cacheId !== undefined) {
       const openEnded = this.unchangedSince(token) && this.markers !== undefined && lsn >= this.markers.lastRecordLsn;
       this.versionCache.delete(cacheId);
@@ -129,7 +154,7 @@ export class TimelineStore {
               versions.push({ lsn: member.lsn, value: decodeValue(member.raw) });
             }
           } else if (aboveLsn === undefined || keyLsn > aboveLsn) {
-            versions.push({ lsn: keyLsn, value: decodeValue(raw) });
+            versions.push({ lsn: keyLsn, value: decodeValue(raw, this.images) });
             if (isBaseValue(raw)) return { versions: versions.reverse(), complete: true, truncated: false };
           }
           // nothing older than this entry lies above `aboveLsn`
@@ -164,12 +189,12 @@ export class TimelineStore {
       const entityKey = key.subarray(0, ENTITY_KEY_LENGTH);
       const versionLsn = key.readBigUInt64BE(ENTITY_KEY_LENGTH);
       if (current && !current.entityKey.equals(entityKey)) {
-        out.push({ entityKey: current.entityKey, lsn: current.lsn, value: decodeValue(current.raw) });
+        out.push({ entityKey: current.entityKey, lsn: current.lsn, value: decodeValue(current.raw, this.images) });
         current = undefined;
       }
       if (versionLsn <= lsn) current = { entityKey: Buffer.from(entityKey), lsn: versionLsn, raw };
     }
-    if (current) out.push({ entityKey: current.entityKey, lsn: current.lsn, value: decodeValue(current.raw) });
+    if (current) out.push({ entityKey: current.entityKey, lsn: current.lsn, value: decodeValue(current.raw, this.images) });
     return out;
   }
 
@@ -188,7 +213,9 @@ export class TimelineStore {
     const key = storeKey(entityKey, lsn);
     this.beginWrite([{ key }]);
     try {
-      await this.db.put(key, value);
+      const { values, staged } = this.externalizeImages([{ key, value }]);
+      if (staged) await this.images.flush();
+      await this.db.put(key, values[0]);
     } finally {
       this.endWrite();
     }
@@ -260,11 +287,14 @@ export class TimelineStore {
     value.writeBigUInt64BE(markers.diskConsistentLsn, 8);
     value.writeBigUInt64BE(markers.startLsn, 16);
     // a chained batch is several times faster than an array of operation objects here
-    const batch = this.db.batch();
-    for (const entry of entries) batch.put(entry.key, entry.value);
-    batch.put(MARKERS_KEY, value);
     this.beginWrite(entries);
     try {
+      const { values, staged } = this.externalizeImages(entries);
+      // the images first: a durable reference must point at durable bytes
+      if (staged) await this.images.flush();
+      const batch = this.db.batch();
+      for (let i = 0; i < entries.length; i++) batch.put(entries[i].key, values[i]);
+      batch.put(MARKERS_KEY, value);
       await batch.write({ sync: true });
       this.markers = { ...markers };
     } finally {

@@ -2,6 +2,7 @@
 // newest Image or at a record that initializes the page, and replay the records above it.
 import type { Lsn } from "../lsn.ts";
 import { writeLsnBE } from "./keys.ts";
+import type { PageImageRef } from "./page-images.ts";
 
 export const enum ValueKind {
   /** a complete value: a page image, a file's bytes, a u32 size… */
@@ -17,6 +18,11 @@ export const enum ValueKind {
    * one entry keyed by the first one's LSN (never a base: bases are entries of their own)
    */
   Run = 5,
+  /**
+   * an Image whose bytes live in the store's page image files (storage/page-images.ts):
+   * [kind][file u32 BE][offset u32 BE][length u32 BE]. Decodes as an Image.
+   */
+  ImageRef = 6,
 }
 
 export const enum DerivedKind {
@@ -35,6 +41,28 @@ export function imageValue(bytes: Buffer): Buffer {
   bytes.copy(value, 1);
   return value;
 }
+
+/** Where an image's bytes are, for decoding an ImageRef (the store's page image files). */
+export interface ImageSource {
+  read(ref: PageImageRef): Buffer;
+}
+
+export function imageRefValue(ref: PageImageRef): Buffer {
+  const value = Buffer.allocUnsafe(13);
+  value[0] = ValueKind.ImageRef;
+  value.writeUInt32BE(ref.file, 1);
+  value.writeUInt32BE(ref.offset, 5);
+  value.writeUInt32BE(ref.length, 9);
+  return value;
+}
+
+export function readImageRef(value: Buffer): PageImageRef {
+  if (value.length !== 13) throw new Error(`corrupt stored value: image reference of ${value.length} bytes`);
+  return { file: value.readUInt32BE(1), offset: value.readUInt32BE(5), length: value.readUInt32BE(9) };
+}
+
+/** Only full pages go to the image files: small images (sizes, files) stay inline. */
+export const isExternalizableImage = (value: Buffer) => value.length === 8193 && value[0] === ValueKind.Image;
 
 export function u32Value(n: number): Buffer {
   const value = Buffer.alloc(5);
@@ -70,10 +98,14 @@ export type StoredValue =
   | { kind: ValueKind.Derived; willInit: boolean; derived: DerivedKind; payload: Buffer }
   | { kind: ValueKind.Tombstone };
 
-export function decodeValue(value: Buffer): StoredValue {
+/** `images` resolves ImageRef values (their bytes are read here, into a buffer of their own). */
+export function decodeValue(value: Buffer, images?: ImageSource): StoredValue {
   switch (value[0]) {
     case ValueKind.Image:
       return { kind: ValueKind.Image, bytes: value.subarray(1) };
+    case ValueKind.ImageRef:
+      if (!images) throw new Error("an image reference needs its store's page image files to be read");
+      return { kind: ValueKind.Image, bytes: images.read(readImageRef(value)) };
     case ValueKind.WalRecord:
       return { kind: ValueKind.WalRecord, willInit: value[1] === 1, recordLsn: value.readBigUInt64BE(2), raw: value.subarray(10) };
     case ValueKind.Derived:
@@ -140,6 +172,6 @@ export function expandEntry(keyLsn: Lsn, raw: Buffer): Array<{ lsn: Lsn; raw: Bu
 /** Whether a value starts a reconstruct chain: Image, Tombstone, or a will-init record/derived change. */
 export function isBaseValue(raw: Buffer): boolean {
   const kind = raw[0];
-  if (kind === ValueKind.Image || kind === ValueKind.Tombstone) return true;
+  if (kind === ValueKind.Image || kind === ValueKind.Tombstone || kind === ValueKind.ImageRef) return true;
   return (kind === ValueKind.WalRecord || kind === ValueKind.Derived) && raw[1] === 1;
 }

@@ -1,0 +1,96 @@
+import { appendFileSync, mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { relBlockKey, storeKey } from "./keys.ts";
+import { PageImageFiles } from "./page-images.ts";
+import { TimelineStore } from "./timeline-store.ts";
+import { imageValue, u32Value, ValueKind } from "./values.ts";
+
+const page = (fill: number) => Buffer.alloc(8192, fill);
+const rel = { spcNode: 1663, dbNode: 5, relNode: 16384 };
+
+describe("page image files", () => {
+  let dir: string;
+  beforeEach(() => {
+    dir = mkdtempSync(path.join(os.tmpdir(), "strata-page-images-"));
+  });
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+  it("reads back every flushed image at its reference, also after reopening", async () => {
+    const files = PageImageFiles.open(dir);
+    const refs = [1, 2, 3].map((n) => files.stage(page(n)));
+    await files.flush();
+    expect(refs.map((r) => files.read(r)[0])).toEqual([1, 2, 3]);
+    await files.close();
+    const reopened = PageImageFiles.open(dir);
+    expect(reopened.read(refs[2]).equals(page(3))).toBe(true);
+    // appends continue after what is there
+    const next = reopened.stage(page(4));
+    expect(next.offset).toBe(3 * 8192);
+    await reopened.flush();
+    expect(reopened.read(next).equals(page(4))).toBe(true);
+    await reopened.close();
+  });
+
+  it("starts a new file when one is full and keeps reading the old ones", async () => {
+    const files = PageImageFiles.open(dir, { fileBytes: 2 * 8192 });
+    const refs = [1, 2, 3, 4, 5].map((n) => files.stage(page(n)));
+    await files.flush();
+    expect(refs.map((r) => r.file)).toEqual([1, 1, 2, 2, 3]);
+    expect(refs.map((r) => files.read(r)[0])).toEqual([1, 2, 3, 4, 5]);
+    expect(readdirSync(dir).sort()).toEqual(["00000001.img", "00000002.img", "00000003.img"]);
+    await files.close();
+  });
+
+  it("appends after bytes a crash left unreferenced at the end, and names a reference past the end", async () => {
+    const files = PageImageFiles.open(dir);
+    const ref = files.stage(page(7));
+    await files.flush();
+    await files.close();
+    appendFileSync(path.join(dir, "00000001.img"), Buffer.alloc(100, 0xee)); // a torn write
+    const reopened = PageImageFiles.open(dir);
+    const next = reopened.stage(page(8));
+    expect(next.offset).toBe(8192 + 100);
+    await reopened.flush();
+    expect(reopened.read(ref).equals(page(7))).toBe(true);
+    expect(reopened.read(next).equals(page(8))).toBe(true);
+    expect(() => reopened.read({ file: 1, offset: 10 * 8192, length: 8192 })).toThrow(/00000001\.img is truncated: 0 of 8192 bytes at offset 81920/);
+    await reopened.close();
+  });
+
+  it("keeps full pages out of LevelDB: the store holds a reference, reads return the page", async () => {
+    const store = await TimelineStore.open(path.join(dir, "store"));
+    const key = relBlockKey(rel, 0, 3);
+    await store.commit(
+      [
+        { key: storeKey(key, 0x100n), value: imageValue(page(1)) },
+        { key: storeKey(key, 0x200n), value: imageValue(page(2)) },
+        { key: storeKey(relBlockKey(rel, 0, 4), 0x100n), value: u32Value(42) },
+      ],
+      { lastRecordLsn: 0x200n, diskConsistentLsn: 0x200n, startLsn: 0x100n },
+    );
+    await store.putDerived(relBlockKey(rel, 0, 5), 0x200n, imageValue(page(5)));
+    const raw = new Map<string, Buffer>();
+    for await (const [k, v] of store.iterate(Buffer.alloc(1), Buffer.alloc(28, 0xff))) raw.set(k.toString("hex"), v);
+    expect(raw.get(storeKey(key, 0x200n).toString("hex"))).toHaveLength(13);
+    expect(raw.get(storeKey(key, 0x200n).toString("hex"))![0]).toBe(ValueKind.ImageRef);
+    // small images stay inline
+    expect(raw.get(storeKey(relBlockKey(rel, 0, 4), 0x100n).toString("hex"))).toEqual(u32Value(42));
+    expect(statSync(path.join(dir, "store", "page-images", "00000001.img")).size).toBe(3 * 8192);
+    await store.close();
+
+    const reopened = await TimelineStore.open(path.join(dir, "store"));
+    const at = async (k: Buffer, lsn: bigint) => {
+      const v = await reopened.getVersion(k, lsn);
+      return v?.value.kind === ValueKind.Image ? v.value.bytes : undefined;
+    };
+    expect((await at(key, 0x1ffn))!.equals(page(1))).toBe(true);
+    expect((await at(key, 0x200n))!.equals(page(2))).toBe(true);
+    expect((await at(relBlockKey(rel, 0, 5), 0x200n))!.equals(page(5))).toBe(true);
+    const chain = await reopened.getReconstructChain(key, 0x300n);
+    expect(chain.complete).toBe(true);
+    expect(chain.versions.map((v) => v.lsn)).toEqual([0x200n]);
+    await reopened.close();
+  });
+});
