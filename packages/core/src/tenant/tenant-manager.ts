@@ -52,6 +52,8 @@ export interface ProgressPoint {
 
 const PROGRESS_POINTS = 600;
 const MATERIALIZE_QUEUE_LIMIT = 10_000;
+/** pages materialized at once by the background materializer */
+const MATERIALIZE_GROUP = 8;
 
 export class TenantManager {
   private readonly timelines = new Map<string, TimelineHandle>();
@@ -184,9 +186,15 @@ export class TenantManager {
     if (this.materializing.has(key)) return;
     const run = (async () => {
       while (queue.size && this.timelines.has(key)) {
-        const [id, page] = queue.entries().next().value!;
-        queue.delete(id);
-        await handle.reader.materialize(page.rel, page.fork, page.block, page.lsn).catch(() => {});
+        // a few pages at a time: their images then share one write and fdatasync of the page
+        // image files (each one alone would pay its own)
+        const group: Array<{ rel: RelTag; fork: ForkNumber; block: number; lsn: Lsn }> = [];
+        for (const [id, page] of queue) {
+          if (group.length === MATERIALIZE_GROUP) break;
+          queue.delete(id);
+          group.push(page);
+        }
+        await Promise.all(group.map((page) => handle.reader.materialize(page.rel, page.fork, page.block, page.lsn).catch(() => {})));
         // let ingest and reads go first
         await new Promise((resolve) => setImmediate(resolve));
       }
