@@ -191,6 +191,7 @@ export class PageReader {
   /**
    * Applies stored versions of one block (oldest first, as `getReconstructChain` returns them) to
    * `page` and returns the result; for callers that read versions themselves (relation scans).
+   * The versions' buffers are the caller's own and are used as pages (replay may modify them).
    */
   async replayVersions(page: Buffer, versions: Array<{ lsn: Lsn; value: StoredValue }>, target: { rel: RelTag; fork: ForkNumber; blockNumber: number }): Promise<Buffer> {
     for (const version of versions) page = await this.applyVersion(page, version.value, version.lsn, target);
@@ -200,7 +201,9 @@ export class PageReader {
   private async applyVersion(page: Buffer, value: StoredValue, versionLsn: Lsn, target: { rel: RelTag; fork: ForkNumber; blockNumber: number }): Promise<Buffer> {
     switch (value.kind) {
       case ValueKind.Image:
-        return Buffer.from(value.bytes);
+        // the chain's own buffer (an iterator entry or an image file read, never shared): replay
+        // may modify it in place, so no copy
+        return value.bytes;
       case ValueKind.Tombstone:
         return Buffer.alloc(BLCKSZ);
       case ValueKind.WalRecord: {

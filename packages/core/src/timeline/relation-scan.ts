@@ -303,7 +303,7 @@ class TimelineScan {
     const materializedValue = materialized && decodeValue(materialized.raw, images);
     let page: Buffer;
     if (complete) page = Buffer.alloc(BLCKSZ);
-    else if (materializedValue?.kind === ValueKind.Image) page = Buffer.from(materializedValue.bytes);
+    else if (materializedValue?.kind === ValueKind.Image) page = materializedValue.bytes; // the iterator entry or image file read is ours alone
     else if (this.reader.ancestor) page = await this.ancestorPage(rel, fork, block, target);
     else page = Buffer.alloc(BLCKSZ);
 
