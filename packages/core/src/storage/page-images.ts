@@ -132,7 +132,11 @@ export class PageImageFiles {
     }
   }
 
-  /** The bytes of a stored image (a new buffer, the caller's to keep or modify). */
+  /**
+   * The bytes of a stored image (a new buffer, the caller's to keep or modify). Synchronous: from
+   * the OS page cache a pread takes microseconds, less than a trip through libuv's thread pool; a
+   * read that goes to disk holds the event loop for that one read.
+   */
   read(ref: PageImageRef): Buffer {
     let fd = this.readFds.get(ref.file);
     if (fd === undefined) {
