@@ -148,8 +148,8 @@ try {
   console.log(`ratio strata / pg_basebackup MB/s: ${(sRate / bRate).toFixed(3)}x (target >= 0.8x); by time for the same database: ${(b.s / s.s).toFixed(3)}x`);
   const bs = best(baseStart, (x) => x.total);
   const es = best(epStart, (x) => x.total);
-  console.log(`baseline pg_basebackup -Fp -X stream + postgres start: ${bs.total.toFixed(2)} s (backup ${bs.backup.toFixed(2)} s, start until a query answers ${bs.start.toFixed(2)} s)`);
-  console.log(`strata endpoint start on a branch: ${es.total.toFixed(2)} s until a query answers (endpoints.start round trip ${es.api.toFixed(2)} s)`);
+  console.log(`baseline pg_basebackup -Fp -X stream + postgres start: ${bs.total.toFixed(2)} s (backup ${bs.backup.toFixed(2)} s, start until a query answers ${bs.start.toFixed(2)} s; all rounds: ${baseStart.map((x) => x.total.toFixed(2)).join(", ")} s)`);
+  console.log(`strata endpoint start on a branch: ${es.total.toFixed(2)} s until a query answers (endpoints.start round trip ${es.api.toFixed(2)} s; all rounds: ${epStart.map((x) => x.total.toFixed(2)).join(", ")} s)`);
   console.log(`ratio baseline time / strata time: ${(bs.total / es.total).toFixed(3)}x`);
 } finally {
   progressDone();
