@@ -1,10 +1,10 @@
 // The per-timeline versioned key-value store on classic-level (LevelDB). Every write to a
 // timeline goes through one atomic batch together with the timeline's durable LSN markers,
 // so a crash leaves either all of an ingest step or none of it.
+import path from "node:path";
 import { ClassicLevel } from "classic-level";
 import type { Lsn } from "../lsn.ts";
 import { ENTITY_KEY_LENGTH, KeySpace, storeKey } from "./keys.ts";
-import path from "node:path";
 import { PageImageFiles } from "./page-images.ts";
 import { decodeValue, expandEntry, imageRefValue, type ImageSource, isBaseValue, isExternalizableImage, ValueKind, type StoredValue } from "./values.ts";
 
