@@ -1,6 +1,7 @@
 // The per-timeline versioned key-value store on classic-level (LevelDB). Every write to a
 // timeline goes through one atomic batch together with the timeline's durable LSN markers,
-// so a crash leaves either all of an ingest step or none of it.
+// so a crash leaves either all of an ingest step or none of it. Full-page images go to the store's
+// page image files first (synced), and the batch holds references to them (page-images.ts).
 import path from "node:path";
 import { ClassicLevel } from "classic-level";
 import type { Lsn } from "../lsn.ts";
