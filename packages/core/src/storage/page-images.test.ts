@@ -1,4 +1,4 @@
-import { appendFileSync, mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";
+import { appendFileSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -56,6 +56,24 @@ describe("page image files", () => {
     expect(reopened.read(ref).equals(page(7))).toBe(true);
     expect(reopened.read(next).equals(page(8))).toBe(true);
     expect(() => reopened.read({ file: 1, offset: 10 * 8192, length: 8192 })).toThrow(/00000001\.img is truncated: 0 of 8192 bytes at offset 81920/);
+    await reopened.close();
+  });
+
+  it("writes nothing to LevelDB when the images a commit references cannot be written", async () => {
+    const store = await TimelineStore.open(path.join(dir, "store"));
+    await store.commit([], { lastRecordLsn: 0x100n, diskConsistentLsn: 0x100n, startLsn: 0x100n });
+    // the image file's name is taken by a directory: opening it for writing fails
+    mkdirSync(path.join(dir, "store", "page-images", "00000001.img"));
+    const key = relBlockKey(rel, 0, 1);
+    await expect(
+      store.commit([{ key: storeKey(key, 0x200n), value: imageValue(page(9)) }], { lastRecordLsn: 0x200n, diskConsistentLsn: 0x200n, startLsn: 0x100n }),
+    ).rejects.toThrow(/EISDIR/);
+    expect(await store.getVersion(key, 0x300n)).toBeUndefined();
+    expect((await store.readMarkers()).lastRecordLsn).toBe(0x100n);
+    await store.close();
+    const reopened = await TimelineStore.open(path.join(dir, "store"));
+    expect((await reopened.readMarkers()).lastRecordLsn).toBe(0x100n);
+    expect(await reopened.getVersion(key, 0x300n)).toBeUndefined();
     await reopened.close();
   });
 
