@@ -13,7 +13,6 @@ import {
 import type { TimelineStore } from "../storage/timeline-store.ts";
 import { derivedValue, DerivedKind, imageValue, isBaseValue, readU32Value, RUN_MAX_BYTES, RUN_MAX_VERSIONS, runValue, type StoredValue, TOMBSTONE, u32Value, ValueKind, walRecordValue } from "../storage/values.ts";
 import { encodeRecordLogPiece, type LoggedRecord, PIECE_RECORD_HEADER, PIECE_TARGET_BYTES } from "../storage/record-log.ts";
-import { RMGRS } from "../redo/rmgrs.ts";
 import { applyRecord } from "../timeline/page-reader.ts";
 import { type BlockRef, type DecodedRecord, withoutImages } from "../wal/record.ts";
 import {
@@ -650,7 +649,7 @@ export class WalIngest {
 
 /** The page a block with an applicable image has after redo (as GetPage would rebuild it), or undefined. */
 function pageFromImage(record: DecodedRecord, block: BlockRef): Buffer | undefined {
-  if (!RMGRS[record.rmid]) return undefined;
+  // an unknown rmgr or an image that does not restore throws: the block then stays a record
   try {
     return applyRecord(ZERO_PAGE, record, block);
   } catch {

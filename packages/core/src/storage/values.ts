@@ -1,6 +1,7 @@
 // Values stored under versioned keys. The first byte says what the version is; reads stop at the
 // newest Image or at a record that initializes the page, and replay the records above it.
 import type { Lsn } from "../lsn.ts";
+import { BLCKSZ } from "../reltag.ts";
 import { writeLsnBE } from "./keys.ts";
 import type { PageImageRef } from "./page-images.ts";
 
@@ -62,7 +63,7 @@ export function readImageRef(value: Buffer): PageImageRef {
 }
 
 /** Only full pages go to the image files: small images (sizes, files) stay inline. */
-export const isExternalizableImage = (value: Buffer) => value.length === 8193 && value[0] === ValueKind.Image;
+export const isExternalizableImage = (value: Buffer) => value.length === BLCKSZ + 1 && value[0] === ValueKind.Image;
 
 export function u32Value(n: number): Buffer {
   const value = Buffer.alloc(5);

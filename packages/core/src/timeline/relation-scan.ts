@@ -22,7 +22,7 @@
 import type { Lsn } from "../lsn.ts";
 import { BLCKSZ, type ForkNumber, type RelTag } from "../reltag.ts";
 import { ENTITY_KEY_LENGTH, KeySpace, materializedBlockKey, relBlockKey, storeKey } from "../storage/keys.ts";
-import { decodeValue, expandEntry, imageValue, isBaseValue, readImageRef, type StoredValue, ValueKind } from "../storage/values.ts";
+import { decodeValue, expandEntry, imageValue, isBaseValue, type StoredValue, ValueKind } from "../storage/values.ts";
 import type { PageReader } from "./page-reader.ts";
 
 /** entries per LevelDB round trip */
@@ -291,23 +291,21 @@ class TimelineScan {
     }
     const complete = chain.length > 0 && isBaseValue(chain[0].raw);
 
-    // the common case after an import: the page is its one stored image. The iterator's value
-    // buffer is ours alone (classic-level copies each entry), so it is returned without the copy
-    // replay would make.
+    // decoded buffers (iterator entries, image file reads) are ours alone: replay uses them as pages
     const images = this.reader.store.images;
-    if (chain.length === 1 && chain[0].raw[0] === ValueKind.Image && chain[0].raw.length === BLCKSZ + 1) return chain[0].raw.subarray(1);
-    // (an image in the page image files is read into a buffer of its own)
-    if (chain.length === 1 && chain[0].raw[0] === ValueKind.ImageRef) return images.read(readImageRef(chain[0].raw));
+    const versions: Array<{ lsn: Lsn; value: StoredValue }> = chain.map((v) => ({ lsn: v.lsn, value: decodeValue(v.raw, images) }));
+    // the common case after an import: the page is its one stored image
+    const only = versions.length === 1 ? versions[0].value : undefined;
+    if (only?.kind === ValueKind.Image && only.bytes.length === BLCKSZ) return only.bytes;
 
     // the same start page as getPage
     const materializedValue = materialized && decodeValue(materialized.raw, images);
     let page: Buffer;
     if (complete) page = Buffer.alloc(BLCKSZ);
-    else if (materializedValue?.kind === ValueKind.Image) page = materializedValue.bytes; // the iterator entry or image file read is ours alone
+    else if (materializedValue?.kind === ValueKind.Image) page = materializedValue.bytes;
     else if (this.reader.ancestor) page = await this.ancestorPage(rel, fork, block, target);
     else page = Buffer.alloc(BLCKSZ);
 
-    const versions: Array<{ lsn: Lsn; value: StoredValue }> = chain.map((v) => ({ lsn: v.lsn, value: decodeValue(v.raw, images) }));
     if (versions.length === 0) return page;
     page = await this.reader.replayVersions(page, versions, { rel, fork, blockNumber: block });
 
