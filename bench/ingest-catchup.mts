@@ -52,6 +52,8 @@ const cluster = await PgCluster.start({
     max_slot_wal_keep_size: "-1",
     checkpoint_timeout: "'1h'",
     shared_buffers: "'256MB'",
+    // the backlog is generated faster (the same records; commits only stop waiting for their flush)
+    synchronous_commit: "off",
   },
 });
 const dataDir = makeDataDir();
@@ -107,6 +109,9 @@ try {
   const memory = sampleMemory(daemon.process.pid!, 200);
   const api2 = createStrataClient(daemon.apiUrl, "bench");
   let done = false;
+  // the pageserver's V8 heap and Buffers, from its /metrics at each report: which part of RSS grows
+  const gauge = (metrics: string, name: string) => Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, "m").exec(metrics)?.[1] ?? NaN);
+  const jsPeak = { heap: 0, external: 0 };
   const reporter = (async () => {
     let prev = { t: performance.now(), lsn: strataStart };
     while (!done) {
@@ -114,13 +119,18 @@ try {
       if (done) break;
       const info = await api2.timelines.get.query({ tenantId, timelineId }).catch(() => undefined);
       if (!info) continue;
+      const metrics = await fetch(`${daemon!.apiUrl}/metrics`).then((r) => r.text()).catch(() => "");
+      const heap = gauge(metrics, "strata_nodejs_heap_size_total_bytes");
+      const external = gauge(metrics, "strata_nodejs_external_memory_bytes");
+      if (heap > jsPeak.heap) jsPeak.heap = heap;
+      if (external > jsPeak.external) jsPeak.external = external;
       const lsn = parseLsn(info.lastRecordLsn);
       const now = performance.now();
       const rate = Number(lsn - prev.lsn) / MB / ((now - prev.t) / 1000);
       prev = { t: now, lsn };
       progress(
         `strata: ${fmtMB(Number(lsn - strataStart))} / ${fmtMB(Number(target - strataStart))} ingested, ${rate.toFixed(1)} MB/s now, ` +
-          `RSS ${fmtMB(memory.current)} (peak ${fmtMB(memory.peak)}), walreceiver ${info.walreceiver?.state}`,
+          `RSS ${fmtMB(memory.current)} (peak ${fmtMB(memory.peak)}; V8 heap ${fmtMB(heap)}, Buffers ${fmtMB(external)}), walreceiver ${info.walreceiver?.state}`,
       );
     }
   })();
@@ -141,10 +151,10 @@ try {
   const strataSeconds = (performance.now() - s0) / 1000;
   // where the memory is at the end of the catch-up (V8 heap vs Buffers vs the rest: LevelDB, malloc)
   const metrics = await (await fetch(`${daemon.apiUrl}/metrics`)).text();
-  const gauge = (name: string) => Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, "m").exec(metrics)?.[1] ?? NaN);
   const memoryBreakdown =
-    `heap used ${fmtMB(gauge("strata_nodejs_heap_size_used_bytes"))} of ${fmtMB(gauge("strata_nodejs_heap_size_total_bytes"))}, ` +
-    `external ${fmtMB(gauge("strata_nodejs_external_memory_bytes"))}, RSS ${fmtMB(gauge("strata_process_resident_memory_bytes"))}`;
+    `heap used ${fmtMB(gauge(metrics, "strata_nodejs_heap_size_used_bytes"))} of ${fmtMB(gauge(metrics, "strata_nodejs_heap_size_total_bytes"))}, ` +
+    `external ${fmtMB(gauge(metrics, "strata_nodejs_external_memory_bytes"))}, RSS ${fmtMB(gauge(metrics, "strata_process_resident_memory_bytes"))}; ` +
+    `largest seen every 2 s: V8 heap ${fmtMB(jsPeak.heap)}, Buffers ${fmtMB(jsPeak.external)}`;
   await reporter;
   progressDone();
   const mem = memory.stop();

@@ -107,7 +107,7 @@ export const timelinesRouter = router({
       let first = storeKey(walRecordLogKey(), from);
       for await (const [key] of handle.store.iterateReverse(storeKey(walRecordLogKey(), 0n), storeKey(walRecordLogKey(), from + 1n), 1)) first = key;
       pieces: for await (const [, value] of handle.store.iterate(first, storeKey(walRecordLogKey(), to - 1n))) {
-        for (const logged of decodeRecordLogPiece(value)) {
+        for (const logged of decodeRecordLogPiece(value, handle.store.recordLog)) {
           if (logged.start < from) continue;
           if (logged.start >= to) break pieces;
           if (lines.length >= input.limit) {

@@ -29,7 +29,7 @@ async function newStore(dir: string, startLsn: Lsn) {
 async function loggedRecords(store: TimelineStore): Promise<LoggedRecord[]> {
   const out: LoggedRecord[] = [];
   for await (const [key, value] of store.iterate(entityPrefix(KeySpace.WalRecordLog), Buffer.alloc(28, KeySpace.WalRecordLog).fill(0xff, 1))) {
-    const records = decodeRecordLogPiece(value);
+    const records = decodeRecordLogPiece(value, store.recordLog);
     // a piece is keyed by its first record
     expect(key.readBigUInt64BE(19)).toBe(records[0].start);
     out.push(...records);

@@ -1,12 +1,14 @@
 // The per-timeline versioned key-value store on classic-level (LevelDB). Every write to a
 // timeline goes through one atomic batch together with the timeline's durable LSN markers,
-// so a crash leaves either all of an ingest step or none of it. Full-page images go to the store's
-// page image files first (synced), and the batch holds references to them (page-images.ts).
+// so a crash leaves either all of an ingest step or none of it. Full-page images and WAL record log
+// pieces go to the store's append-only files first (synced), and the batch holds references to
+// them (append-files.ts).
 import path from "node:path";
 import { ClassicLevel } from "classic-level";
 import type { Lsn } from "../lsn.ts";
 import { ENTITY_KEY_LENGTH, KeySpace, storeKey } from "./keys.ts";
-import { PageImageFiles } from "./page-images.ts";
+import { AppendFiles } from "./append-files.ts";
+import { pieceRefValue, RECORD_LOG_PIECE } from "./record-log.ts";
 import { decodeValue, expandEntry, imageRefValue, type ImageSource, isBaseValue, isExternalizableImage, ValueKind, type StoredValue } from "./values.ts";
 
 export interface TimelineMarkers {
@@ -41,18 +43,28 @@ function newestAtOrBelow(keyLsn: Lsn, raw: Buffer, lsn: Lsn, images: ImageSource
   return { lsn: members[i].lsn, value: decodeValue(members[i].raw) };
 }
 
+/**
+ * LevelDB keeps each open table file memory-mapped, and every page of it that a compaction or read
+ * touched stays in the process's RSS while the file is open. With its default (1000 files of
+ * 2 MB) RSS grew with the store, past the whole database; this bounds the mapped part to about
+ * (MAX_OPEN_FILES - 10) x 2 MB per store.
+ */
+const MAX_OPEN_FILES = 32;
+
 export class TimelineStore {
   private constructor(
     readonly db: ClassicLevel<Buffer, Buffer>,
-    /** full-page images, referenced from LevelDB entries (storage/page-images.ts) */
-    readonly images: PageImageFiles,
+    /** full-page images, referenced from LevelDB entries (ValueKind.ImageRef) */
+    readonly images: AppendFiles,
+    /** the WAL record log's pieces, referenced from its LevelDB entries (storage/record-log.ts) */
+    readonly recordLog: AppendFiles,
   ) {}
 
   static async open(dir: string): Promise<TimelineStore> {
-    const db = new ClassicLevel<Buffer, Buffer>(dir, { keyEncoding: "buffer", valueEncoding: "buffer", writeBufferSize: 16 * 1024 * 1024 });
+    const db = new ClassicLevel<Buffer, Buffer>(dir, { keyEncoding: "buffer", valueEncoding: "buffer", writeBufferSize: 16 * 1024 * 1024, maxOpenFiles: MAX_OPEN_FILES });
     await db.open();
     // inside the LevelDB directory (LevelDB leaves names it does not know alone): one directory per store
-    return new TimelineStore(db, PageImageFiles.open(path.join(dir, "page-images")));
+    return new TimelineStore(db, AppendFiles.open(path.join(dir, "page-images"), { suffix: "img" }), AppendFiles.open(path.join(dir, "record-log"), { suffix: "log" }));
   }
 
   async close(): Promise<void> {
@@ -60,23 +72,30 @@ export class TimelineStore {
     this.writeListeners.clear();
     await this.db.close();
     await this.images.close();
+    await this.recordLog.close();
   }
 
   /**
-   * The values to write for `entries`: full-page images are staged in the page image files and
-   * replaced by references (written and synced by `images.flush()` before the entries are).
+   * The values to write for `entries`: full-page images and record log pieces are staged in the
+   * store's files and replaced by references; `flush` writes and syncs what was staged, and must
+   * finish before the entries are written.
    */
-  private externalizeImages(entries: ReadonlyArray<{ key: Buffer; value: Buffer }>): { values: Buffer[]; staged: boolean } {
+  private externalize(entries: ReadonlyArray<{ key: Buffer; value: Buffer }>): { values: Buffer[]; flush: (() => Promise<unknown>) | undefined } {
     const values: Buffer[] = new Array(entries.length);
-    let staged = false;
+    let images = false;
+    let pieces = false;
     for (let i = 0; i < entries.length; i++) {
-      const value = entries[i].value;
+      const { key, value } = entries[i];
       if (isExternalizableImage(value)) {
         values[i] = imageRefValue(this.images.stage(value.subarray(1)));
-        staged = true;
+        images = true;
+      } else if (key[0] === KeySpace.WalRecordLog && value[0] === RECORD_LOG_PIECE) {
+        values[i] = pieceRefValue(this.recordLog.stage(value));
+        pieces = true;
       } else values[i] = value;
     }
-    return { values, staged };
+    const flush = images && pieces ? () => Promise.all([this.images.flush(), this.recordLog.flush()]) : images ? () => this.images.flush() : pieces ? () => this.recordLog.flush() : undefined;
+    return { values, flush };
   }
 
   /** the store is owned by one process: markers are cached after the first read */
@@ -214,8 +233,8 @@ export class TimelineStore {
     const key = storeKey(entityKey, lsn);
     this.beginWrite([{ key }]);
     try {
-      const { values, staged } = this.externalizeImages([{ key, value }]);
-      if (staged) await this.images.flush();
+      const { values, flush } = this.externalize([{ key, value }]);
+      if (flush) await flush();
       await this.db.put(key, values[0]);
     } finally {
       this.endWrite();
@@ -290,9 +309,9 @@ export class TimelineStore {
     // a chained batch is several times faster than an array of operation objects here
     this.beginWrite(entries);
     try {
-      const { values, staged } = this.externalizeImages(entries);
-      // the images first: a durable reference must point at durable bytes
-      if (staged) await this.images.flush();
+      const { values, flush } = this.externalize(entries);
+      // the files first: a durable reference must point at durable bytes
+      if (flush) await flush();
       const batch = this.db.batch();
       for (let i = 0; i < entries.length; i++) batch.put(entries[i].key, values[i]);
       batch.put(MARKERS_KEY, value);

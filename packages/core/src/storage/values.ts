@@ -3,7 +3,7 @@
 import type { Lsn } from "../lsn.ts";
 import { BLCKSZ } from "../reltag.ts";
 import { writeLsnBE } from "./keys.ts";
-import type { PageImageRef } from "./page-images.ts";
+import type { FileRef } from "./append-files.ts";
 
 export const enum ValueKind {
   /** a complete value: a page image, a file's bytes, a u32 size… */
@@ -20,7 +20,7 @@ export const enum ValueKind {
    */
   Run = 5,
   /**
-   * an Image whose bytes live in the store's page image files (storage/page-images.ts):
+   * an Image whose bytes live in the store's page image files (storage/append-files.ts):
    * [kind][file u32 BE][offset u32 BE][length u32 BE]. Decodes as an Image.
    */
   ImageRef = 6,
@@ -45,10 +45,10 @@ export function imageValue(bytes: Buffer): Buffer {
 
 /** Where an image's bytes are, for decoding an ImageRef (the store's page image files). */
 export interface ImageSource {
-  read(ref: PageImageRef): Buffer;
+  read(ref: FileRef): Buffer;
 }
 
-export function imageRefValue(ref: PageImageRef): Buffer {
+export function imageRefValue(ref: FileRef): Buffer {
   const value = Buffer.allocUnsafe(13);
   value[0] = ValueKind.ImageRef;
   value.writeUInt32BE(ref.file, 1);
@@ -57,7 +57,7 @@ export function imageRefValue(ref: PageImageRef): Buffer {
   return value;
 }
 
-export function readImageRef(value: Buffer): PageImageRef {
+export function readImageRef(value: Buffer): FileRef {
   if (value.length !== 13) throw new Error(`corrupt stored value: image reference of ${value.length} bytes`);
   return { file: value.readUInt32BE(1), offset: value.readUInt32BE(5), length: value.readUInt32BE(9) };
 }

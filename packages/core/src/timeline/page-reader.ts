@@ -261,7 +261,7 @@ export class PageReader {
   async recordBefore(lsn: Lsn): Promise<{ start: Lsn; end: Lsn } | undefined> {
     // the last piece keyed below `lsn` starts with a record before it, so it holds the answer
     for await (const [, value] of this.store.iterateReverse(storeKey(walRecordLogKey(), 0n), storeKey(walRecordLogKey(), lsn), 1)) {
-      const record = lastRecordBefore(value, lsn);
+      const record = lastRecordBefore(value, lsn, this.store.recordLog);
       if (record) return { start: record.start, end: record.end };
     }
     return this.ancestor ? this.ancestor.reader.recordBefore(this.ancestorLsn(lsn)) : undefined;
@@ -286,7 +286,7 @@ export class PageReader {
   async lsnForTime(time: number, upTo: Lsn): Promise<Lsn | undefined> {
     const micros2000 = BigInt(time - Date.UTC(2000, 0, 1)) * 1000n;
     for await (const [, value] of this.store.iterateReverse(storeKey(walRecordLogKey(), 0n), storeKey(walRecordLogKey(), upTo))) {
-      const records = decodeRecordLogPiece(value);
+      const records = decodeRecordLogPiece(value, this.store.recordLog);
       for (let i = records.length - 1; i >= 0; i--) {
         const { start, end, raw } = records[i];
         // the newest piece may run past `upTo` (e.g. an ancestor's records after the branch point)

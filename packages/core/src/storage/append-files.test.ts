@@ -1,16 +1,18 @@
-import { appendFileSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";
+import { appendFileSync, closeSync, mkdirSync, openSync, writeSync, mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { relBlockKey, storeKey } from "./keys.ts";
-import { PageImageFiles } from "./page-images.ts";
+import { relBlockKey, storeKey, walRecordLogKey } from "./keys.ts";
+import { AppendFiles } from "./append-files.ts";
 import { TimelineStore } from "./timeline-store.ts";
+import { PageReader } from "../timeline/page-reader.ts";
+import { decodeRecordLogPiece, encodeRecordLogPiece, RECORD_LOG_PIECE_REF } from "./record-log.ts";
 import { imageValue, u32Value, ValueKind } from "./values.ts";
 
 const page = (fill: number) => Buffer.alloc(8192, fill);
 const rel = { spcNode: 1663, dbNode: 5, relNode: 16384 };
 
-describe("page image files", () => {
+describe("append-only files: page images and WAL record log pieces", () => {
   let dir: string;
   beforeEach(() => {
     dir = mkdtempSync(path.join(os.tmpdir(), "strata-page-images-"));
@@ -18,12 +20,12 @@ describe("page image files", () => {
   afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
   it("reads back every flushed image at its reference, also after reopening", async () => {
-    const files = PageImageFiles.open(dir);
+    const files = AppendFiles.open(dir);
     const refs = [1, 2, 3].map((n) => files.stage(page(n)));
     await files.flush();
     expect(refs.map((r) => files.read(r)[0])).toEqual([1, 2, 3]);
     await files.close();
-    const reopened = PageImageFiles.open(dir);
+    const reopened = AppendFiles.open(dir);
     expect(reopened.read(refs[2]).equals(page(3))).toBe(true);
     // appends continue after what is there
     const next = reopened.stage(page(4));
@@ -34,7 +36,7 @@ describe("page image files", () => {
   });
 
   it("starts a new file when one is full and keeps reading the old ones", async () => {
-    const files = PageImageFiles.open(dir, { fileBytes: 2 * 8192 });
+    const files = AppendFiles.open(dir, { fileBytes: 2 * 8192 });
     const refs = [1, 2, 3, 4, 5].map((n) => files.stage(page(n)));
     await files.flush();
     expect(refs.map((r) => r.file)).toEqual([1, 1, 2, 2, 3]);
@@ -44,12 +46,12 @@ describe("page image files", () => {
   });
 
   it("appends after bytes a crash left unreferenced at the end, and names a reference past the end", async () => {
-    const files = PageImageFiles.open(dir);
+    const files = AppendFiles.open(dir);
     const ref = files.stage(page(7));
     await files.flush();
     await files.close();
     appendFileSync(path.join(dir, "00000001.img"), Buffer.alloc(100, 0xee)); // a torn write
-    const reopened = PageImageFiles.open(dir);
+    const reopened = AppendFiles.open(dir);
     const next = reopened.stage(page(8));
     expect(next.offset).toBe(8192 + 100);
     await reopened.flush();
@@ -57,6 +59,26 @@ describe("page image files", () => {
     expect(reopened.read(next).equals(page(8))).toBe(true);
     expect(() => reopened.read({ file: 1, offset: 10 * 8192, length: 8192 })).toThrow(/00000001\.img is truncated: 0 of 8192 bytes at offset 81920/);
     await reopened.close();
+  });
+
+  it("reads pages stored one after another ahead of time, as copies, never past what a finished write covers", async () => {
+    const files = AppendFiles.open(dir);
+    const stored = Array.from({ length: 40 }, (_, n) => page(n + 1));
+    const refs = stored.map((p) => files.stage(p));
+    await files.flush();
+    // an image staged but not yet written, whose file region already holds other bytes (as a
+    // concurrent reader could see of a write in progress)
+    const pendingRef = files.stage(page(99));
+    const fd = openSync(path.join(dir, "00000001.img"), "r+");
+    writeSync(fd, Buffer.alloc(8192, 0xee), 0, 8192, pendingRef.offset);
+    closeSync(fd);
+    const first = files.read(refs[0]);
+    first.fill(0); // the caller's own copy
+    for (let n = 1; n < refs.length; n++) expect(files.read(refs[n]).equals(stored[n])).toBe(true);
+    await files.flush();
+    expect(files.read(pendingRef).equals(page(99))).toBe(true);
+    expect(files.read(refs[0]).equals(stored[0])).toBe(true);
+    await files.close();
   });
 
   it("writes nothing to LevelDB when the images a commit references cannot be written", async () => {
@@ -109,6 +131,36 @@ describe("page image files", () => {
     const chain = await reopened.getReconstructChain(key, 0x300n);
     expect(chain.complete).toBe(true);
     expect(chain.versions.map((v) => v.lsn)).toEqual([0x200n]);
+    await reopened.close();
+  });
+
+  it("keeps WAL record log pieces out of LevelDB: the entry is a reference, readers get the records, also after reopening", async () => {
+    const store = await TimelineStore.open(path.join(dir, "store"));
+    const records = [
+      { start: 0x1000028n, end: 0x1000060n, raw: Buffer.alloc(54, 3) },
+      { start: 0x1000060n, end: 0x10000c0n, raw: Buffer.alloc(91, 4), imagesOmitted: true },
+    ];
+    const later = [{ start: 0x10000c0n, end: 0x1000100n, raw: Buffer.alloc(60, 5) }];
+    const logKey = (lsn: bigint) => storeKey(walRecordLogKey(), lsn);
+    await store.commit([{ key: logKey(0x1000028n), value: encodeRecordLogPiece(records) }], { lastRecordLsn: 0x10000c0n, diskConsistentLsn: 0x10000c0n, startLsn: 0x1000028n });
+    await store.commit([{ key: logKey(0x10000c0n), value: encodeRecordLogPiece(later) }], { lastRecordLsn: 0x1000100n, diskConsistentLsn: 0x1000100n, startLsn: 0x1000028n });
+    const raw: Buffer[] = [];
+    for await (const [, v] of store.iterate(logKey(0n), logKey(0xffffffffn))) raw.push(v);
+    expect(raw.map((v) => [v.length, v[0]])).toEqual([[13, RECORD_LOG_PIECE_REF], [13, RECORD_LOG_PIECE_REF]]);
+    expect(statSync(path.join(dir, "store", "record-log", "00000001.log")).size).toBe(encodeRecordLogPiece(records).length + encodeRecordLogPiece(later).length);
+    await store.close();
+
+    const reopened = await TimelineStore.open(path.join(dir, "store"));
+    const decoded = [];
+    for await (const [, v] of reopened.iterate(logKey(0n), logKey(0xffffffffn))) decoded.push(...decodeRecordLogPiece(v, reopened.recordLog));
+    expect(decoded.map((r) => [r.start, r.end, r.raw.toString("hex"), r.imagesOmitted ?? false])).toEqual(
+      [...records, ...later].map((r) => [r.start, r.end, r.raw.toString("hex"), "imagesOmitted" in r]),
+    );
+    const reader = new PageReader(reopened);
+    expect(await reader.recordBefore(0x1000080n)).toEqual({ start: 0x1000060n, end: 0x10000c0n });
+    expect(await reader.roundToRecordBoundary(0x10000d0n)).toBe(0x10000c0n);
+    // without the files a reference cannot be read, and says so
+    expect(() => decodeRecordLogPiece(raw[0])).toThrow(/stored in a file/);
     await reopened.close();
   });
 });
