@@ -2,12 +2,18 @@
 // pgbench TPS on a primary with no pageserver attached (baseline) vs. with the pageserver streaming
 // from it (same primary, scale and clients), alternating BENCH_ROUNDS times and averaging; prints
 // the ratio (target >= 0.85x). After each attached run it times how long until the timeline's lag
-// is below 16 MB (target <= 5 s).
+// is below 16 MB (target <= 5 s). For context, each round also runs pgbench with pg_receivewal
+// streaming from the primary (no decoding, no storage): what any physical replication client
+// costs the primary on this machine, the floor for the attached ratio.
 //
 //   npx tsx bench/ingest-live-overhead.mts                 # 15 s per run, 2 rounds
 //   BENCH_SECONDS=60 BENCH_ROUNDS=3 npx tsx bench/ingest-live-overhead.mts
+import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
 import { formatLsn, parseLsn } from "@strata/core";
-import { PgCluster } from "@strata/core/testing";
+import { PgCluster, pgBinary } from "@strata/core/testing";
 import { createStrataClient } from "@strata/api/client";
 import { makeDataDir, removeDataDir, startDaemon, type Daemon } from "../apps/pageserver/src/test-daemon.ts";
 import { envNumber, fmtMB, MB, progress, progressDone, readCpuSeconds, sampleMemory, sleep } from "./lib.mts";
@@ -48,6 +54,26 @@ async function runPgbench(cluster: PgCluster, label: string, during?: () => Prom
   }
 }
 
+/** pgbench while pg_receivewal streams the primary's WAL into a temp directory (stopped by pid after). */
+async function runPgbenchWithReceivewal(cluster: PgCluster, label: string): Promise<number> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), "strata-bench-receivewal-"));
+  const child = spawn(pgBinary("pg_receivewal"), ["-D", dir, "-h", cluster.host, "-p", String(cluster.port), "-U", "postgres", "--no-loop", "--no-password"], {
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  let stderr = "";
+  child.stderr!.on("data", (d) => (stderr += d));
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  try {
+    await sleep(500);
+    if (child.exitCode !== null) throw new Error(`pg_receivewal exited with ${child.exitCode}: ${stderr}`);
+    return await runPgbench(cluster, label);
+  } finally {
+    if (child.exitCode === null) child.kill("SIGTERM");
+    await exited;
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 const cluster = await PgCluster.start({
   settings: { max_wal_size: "'4GB'", min_wal_size: "'1GB'", checkpoint_timeout: "'1h'", shared_buffers: "'256MB'" },
 });
@@ -65,11 +91,14 @@ try {
   progressDone();
 
   const unattached: number[] = [];
+  const receivewal: number[] = [];
   const attached: number[] = [];
   const drains: Array<{ cpuSeconds: number; walBytes: number; apiSeconds: number; trueSeconds: number; lagAtStop: number; trueLagAtStop: number; maxLagDuring: number; peakRss: number }> = [];
   for (let round = 1; round <= ROUNDS; round++) {
     // baseline: nothing follows the primary (the pageserver is stopped; its slot just keeps WAL)
     unattached.push(await runPgbench(cluster, `round ${round}/${ROUNDS} unattached`));
+    await cluster.sql("CHECKPOINT");
+    receivewal.push(await runPgbenchWithReceivewal(cluster, `round ${round}/${ROUNDS} pg_receivewal attached`));
     await cluster.sql("CHECKPOINT");
 
     // attached: the pageserver streams from the primary, caught up before pgbench starts
@@ -129,7 +158,8 @@ try {
   for (let i = 0; i < ROUNDS; i++) {
     const d = drains[i];
     console.log(
-      `round ${i + 1}: unattached ${unattached[i].toFixed(1)} tps, attached ${attached[i].toFixed(1)} tps (${(attached[i] / unattached[i]).toFixed(3)}x); ` +
+      `round ${i + 1}: unattached ${unattached[i].toFixed(1)} tps, pg_receivewal attached ${receivewal[i].toFixed(1)} tps (${(receivewal[i] / unattached[i]).toFixed(3)}x), ` +
+        `pageserver attached ${attached[i].toFixed(1)} tps (${(attached[i] / unattached[i]).toFixed(3)}x); ` +
         `lag at stop ${fmtMB(d.trueLagAtStop)} (API lagBytes ${fmtMB(d.lagAtStop)}), max lag during run ${fmtMB(d.maxLagDuring)}; ` +
         `lag < 16 MB after ${d.trueSeconds.toFixed(2)} s (API lagBytes: ${d.apiSeconds.toFixed(2)} s); pageserver peak RSS ${fmtMB(d.peakRss)}; ` +
         `pageserver CPU during the run ${d.cpuSeconds.toFixed(1)} s for ${fmtMB(d.walBytes)} of WAL (${((d.cpuSeconds / SECONDS) * 100).toFixed(0)}% of a core, ${((d.cpuSeconds * 1000) / (d.walBytes / MB)).toFixed(1)} ms per MB)`,
@@ -138,6 +168,7 @@ try {
   console.log(`baseline (no pageserver): ${avg(unattached).toFixed(1)} tps`);
   console.log(`with pageserver attached: ${avg(attached).toFixed(1)} tps`);
   console.log(`ratio attached/baseline:  ${(avg(attached) / avg(unattached)).toFixed(3)}x (target >= 0.85x)`);
+  console.log(`context: pg_receivewal attached/baseline ${(avg(receivewal) / avg(unattached)).toFixed(3)}x (streaming alone, ${avg(receivewal).toFixed(1)} tps)`);
   const cpu = drains.reduce((a, d) => a + d.cpuSeconds, 0);
   const wal = drains.reduce((a, d) => a + d.walBytes, 0);
   console.log(`pageserver CPU while attached: ${((cpu / (SECONDS * ROUNDS)) * 100).toFixed(0)}% of one core, ${((cpu * 1000) / (wal / MB)).toFixed(1)} ms per MB of WAL`);
