@@ -20,12 +20,12 @@ describe("append-only files: page images and WAL record log pieces", () => {
   afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
   it("reads back every flushed image at its reference, also after reopening", async () => {
-    const files = AppendFiles.open(dir);
+    const files = AppendFiles.open(dir, { suffix: "img" });
     const refs = [1, 2, 3].map((n) => files.stage(page(n)));
     await files.flush();
     expect(refs.map((r) => files.read(r)[0])).toEqual([1, 2, 3]);
     await files.close();
-    const reopened = AppendFiles.open(dir);
+    const reopened = AppendFiles.open(dir, { suffix: "img" });
     expect(reopened.read(refs[2]).equals(page(3))).toBe(true);
     // appends continue after what is there
     const next = reopened.stage(page(4));
@@ -36,7 +36,7 @@ describe("append-only files: page images and WAL record log pieces", () => {
   });
 
   it("starts a new file when one is full and keeps reading the old ones", async () => {
-    const files = AppendFiles.open(dir, { fileBytes: 2 * 8192 });
+    const files = AppendFiles.open(dir, { suffix: "img", fileBytes: 2 * 8192 });
     const refs = [1, 2, 3, 4, 5].map((n) => files.stage(page(n)));
     await files.flush();
     expect(refs.map((r) => r.file)).toEqual([1, 1, 2, 2, 3]);
@@ -46,12 +46,12 @@ describe("append-only files: page images and WAL record log pieces", () => {
   });
 
   it("appends after bytes a crash left unreferenced at the end, and names a reference past the end", async () => {
-    const files = AppendFiles.open(dir);
+    const files = AppendFiles.open(dir, { suffix: "img" });
     const ref = files.stage(page(7));
     await files.flush();
     await files.close();
     appendFileSync(path.join(dir, "00000001.img"), Buffer.alloc(100, 0xee)); // a torn write
-    const reopened = AppendFiles.open(dir);
+    const reopened = AppendFiles.open(dir, { suffix: "img" });
     const next = reopened.stage(page(8));
     expect(next.offset).toBe(8192 + 100);
     await reopened.flush();
@@ -62,7 +62,7 @@ describe("append-only files: page images and WAL record log pieces", () => {
   });
 
   it("reads pages stored one after another ahead of time, as copies, never past what a finished write covers", async () => {
-    const files = AppendFiles.open(dir);
+    const files = AppendFiles.open(dir, { suffix: "img" });
     const stored = Array.from({ length: 40 }, (_, n) => page(n + 1));
     const refs = stored.map((p) => files.stage(p));
     await files.flush();

@@ -31,6 +31,30 @@ export interface FileRef {
   length: number;
 }
 
+/** Reads stored values by their references (the store's AppendFiles). */
+export interface FileRefReader {
+  read(ref: FileRef): Buffer;
+}
+
+/**
+ * The LevelDB value standing for a value stored at `ref`: a byte saying what it is (an image, a
+ * record log piece), then file, offset and length as u32 BE.
+ */
+export function fileRefValue(kind: number, ref: FileRef): Buffer {
+  const value = Buffer.allocUnsafe(13);
+  value[0] = kind;
+  value.writeUInt32BE(ref.file, 1);
+  value.writeUInt32BE(ref.offset, 5);
+  value.writeUInt32BE(ref.length, 9);
+  return value;
+}
+
+/** The reference in a value written by fileRefValue; `what` names it in the error for a malformed one. */
+export function readFileRef(value: Buffer, what: string): FileRef {
+  if (value.length !== 13) throw new Error(`corrupt stored value: ${what} of ${value.length} bytes`);
+  return { file: value.readUInt32BE(1), offset: value.readUInt32BE(5), length: value.readUInt32BE(9) };
+}
+
 export class AppendFiles {
   private currentFile: number;
   /** where the next staged value goes in the current file */
@@ -49,7 +73,8 @@ export class AppendFiles {
   private readonly writtenEnd = new Map<number, number>();
   private readonly firstOpenFile: number;
   /** the last read's file and end, to recognise sequential reads */
-  private lastRead = { file: 0, end: -1 };
+  private lastReadFile = 0;
+  private lastReadEnd = -1;
   /** bytes read ahead: `bytes` holds the file's bytes from `offset` on */
   private window: { file: number; offset: number; bytes: Buffer } | undefined;
   private closed = false;
@@ -68,12 +93,9 @@ export class AppendFiles {
     this.writtenEnd.set(file, size);
   }
 
-  /**
-   * Opens (creating if needed) the files NNNNNNNN.<suffix> under `dir` (suffix: "img" unless
-   * given); appends continue after the newest file's end.
-   */
-  static open(dir: string, options: { fileBytes?: number; suffix?: string } = {}): AppendFiles {
-    const suffix = options.suffix ?? "img";
+  /** Opens (creating if needed) the files NNNNNNNN.<suffix> under `dir`; appends continue after the newest file's end. */
+  static open(dir: string, options: { suffix: string; fileBytes?: number }): AppendFiles {
+    const { suffix } = options;
     mkdirSync(dir, { recursive: true });
     let newest = 0;
     for (const name of readdirSync(dir)) {
@@ -169,8 +191,9 @@ export class AppendFiles {
   read(ref: FileRef): Buffer {
     const window = this.window;
     const end = ref.offset + ref.length;
-    const sequential = this.lastRead.file === ref.file && this.lastRead.end === ref.offset;
-    this.lastRead = { file: ref.file, end };
+    const sequential = this.lastReadFile === ref.file && this.lastReadEnd === ref.offset;
+    this.lastReadFile = ref.file;
+    this.lastReadEnd = end;
     if (window && window.file === ref.file && ref.offset >= window.offset && end <= window.offset + window.bytes.length) {
       // copied out: the caller may keep or modify its page, and must not pin the whole window
       return Buffer.from(window.bytes.subarray(ref.offset - window.offset, end - window.offset));

@@ -15,41 +15,30 @@
 // each compaction that passed over it. Stores written before hold the pieces inline.
 import type { Lsn } from "../lsn.ts";
 import { decodeRecord, type DecodedRecord } from "../wal/record.ts";
-import type { FileRef } from "./append-files.ts";
+import { type FileRefReader, fileRefValue, readFileRef, type FileRef } from "./append-files.ts";
 import { writeLsnBE } from "./keys.ts";
 
 /** First byte of a piece; outside ValueKind (1..4) so a piece is never taken for a version value. */
 export const RECORD_LOG_PIECE = 0x50;
-/** First byte of a reference to a piece in the record log files. */
-export const RECORD_LOG_PIECE_REF = 0x51;
-const PIECE_REF_BYTES = 13;
-
-/** Where pieces stored outside LevelDB are read from (the store's record log files). */
-export interface PieceSource {
-  read(ref: FileRef): Buffer;
-}
-
-/** The LevelDB value that refers to a piece stored at `ref`. */
-export function pieceRefValue(ref: FileRef): Buffer {
-  const value = Buffer.allocUnsafe(PIECE_REF_BYTES);
-  value[0] = RECORD_LOG_PIECE_REF;
-  value.writeUInt32BE(ref.file, 1);
-  value.writeUInt32BE(ref.offset, 5);
-  value.writeUInt32BE(ref.length, 9);
-  return value;
-}
-
-/** The piece's bytes: the value itself, or what its reference points at. */
-function pieceBytes(value: Buffer, files: PieceSource | undefined): Buffer {
-  if (value[0] !== RECORD_LOG_PIECE_REF) return value;
-  if (value.length !== PIECE_REF_BYTES) throw new Error(`corrupt WAL record log piece reference: ${value.length} bytes, expected ${PIECE_REF_BYTES}`);
-  if (!files) throw new Error("WAL record log piece stored in a file, but no record log files to read it from");
-  return files.read({ file: value.readUInt32BE(1), offset: value.readUInt32BE(5), length: value.readUInt32BE(9) });
-}
 /** A piece is closed once it holds this many record bytes (one large record stays whole). */
 export const PIECE_TARGET_BYTES = 64 * 1024;
 /** Bytes a record adds to a piece besides its raw bytes. */
 export const PIECE_RECORD_HEADER = 20;
+/** First byte of a reference to a piece in the record log files. */
+export const RECORD_LOG_PIECE_REF = 0x51;
+
+/** The LevelDB value that refers to a piece stored at `ref`. */
+export function pieceRefValue(ref: FileRef): Buffer {
+  return fileRefValue(RECORD_LOG_PIECE_REF, ref);
+}
+
+/** The piece's bytes: the value itself, or what its reference points at. */
+function pieceBytes(value: Buffer, files: FileRefReader | undefined): Buffer {
+  if (value[0] !== RECORD_LOG_PIECE_REF) return value;
+  const ref = readFileRef(value, "WAL record log piece reference");
+  if (!files) throw new Error("WAL record log piece stored in a file, but no record log files to read it from");
+  return files.read(ref);
+}
 
 export interface LoggedRecord {
   start: Lsn;
@@ -90,7 +79,7 @@ export function encodeRecordLogPiece(records: ReadonlyArray<LoggedRecord>): Buff
  * The records of a piece in LSN order; `raw` are views into the piece's bytes. `value` is the
  * stored value: a piece, or a reference resolved through `files`. Throws on a malformed piece.
  */
-export function decodeRecordLogPiece(stored: Buffer, files?: PieceSource): LoggedRecord[] {
+export function decodeRecordLogPiece(stored: Buffer, files?: FileRefReader): LoggedRecord[] {
   const value = pieceBytes(stored, files);
   if (value.length === 0 || value[0] !== RECORD_LOG_PIECE) {
     throw new Error(`corrupt WAL record log piece: format byte ${value[0]}, expected ${RECORD_LOG_PIECE}`);
@@ -112,7 +101,7 @@ export function decodeRecordLogPiece(stored: Buffer, files?: PieceSource): Logge
 }
 
 /** The last record of a piece that starts before `lsn` (pieces are keyed by their first start). */
-export function lastRecordBefore(value: Buffer, lsn: Lsn, files?: PieceSource): LoggedRecord | undefined {
+export function lastRecordBefore(value: Buffer, lsn: Lsn, files?: FileRefReader): LoggedRecord | undefined {
   let found: LoggedRecord | undefined;
   for (const record of decodeRecordLogPiece(value, files)) {
     if (record.start >= lsn) break;

@@ -7,9 +7,9 @@ import path from "node:path";
 import { ClassicLevel } from "classic-level";
 import type { Lsn } from "../lsn.ts";
 import { ENTITY_KEY_LENGTH, KeySpace, storeKey } from "./keys.ts";
-import { AppendFiles } from "./append-files.ts";
+import { AppendFiles, type FileRefReader } from "./append-files.ts";
 import { pieceRefValue, RECORD_LOG_PIECE } from "./record-log.ts";
-import { decodeValue, expandEntry, imageRefValue, type ImageSource, isBaseValue, isExternalizableImage, ValueKind, type StoredValue } from "./values.ts";
+import { decodeValue, expandEntry, imageRefValue, isBaseValue, isExternalizableImage, ValueKind, type StoredValue } from "./values.ts";
 
 export interface TimelineMarkers {
   /** end of the last WAL record stored */
@@ -35,7 +35,7 @@ const VERSION_CACHE_LIMIT = 50_000;
 
 
 /** The version an entry holds at `lsn`: itself, or a run's newest member at or below it. */
-function newestAtOrBelow(keyLsn: Lsn, raw: Buffer, lsn: Lsn, images: ImageSource): { lsn: Lsn; value: StoredValue } {
+function newestAtOrBelow(keyLsn: Lsn, raw: Buffer, lsn: Lsn, images: FileRefReader): { lsn: Lsn; value: StoredValue } {
   if (raw[0] !== ValueKind.Run) return { lsn: keyLsn, value: decodeValue(raw, images) };
   const members = expandEntry(keyLsn, raw);
   let i = members.length - 1;
@@ -76,11 +76,11 @@ export class TimelineStore {
   }
 
   /**
-   * The values to write for `entries`: full-page images and record log pieces are staged in the
-   * store's files and replaced by references; `flush` writes and syncs what was staged, and must
-   * finish before the entries are written.
+   * The values to write for `entries`, once the full-page images and record log pieces among them
+   * are written to the store's files and synced (each replaced by its reference): a durable
+   * reference must point at durable bytes, so the entries are written only after this.
    */
-  private externalize(entries: ReadonlyArray<{ key: Buffer; value: Buffer }>): { values: Buffer[]; flush: (() => Promise<unknown>) | undefined } {
+  private async externalize(entries: ReadonlyArray<{ key: Buffer; value: Buffer }>): Promise<Buffer[]> {
     const values: Buffer[] = new Array(entries.length);
     let images = false;
     let pieces = false;
@@ -94,8 +94,8 @@ export class TimelineStore {
         pieces = true;
       } else values[i] = value;
     }
-    const flush = images && pieces ? () => Promise.all([this.images.flush(), this.recordLog.flush()]) : images ? () => this.images.flush() : pieces ? () => this.recordLog.flush() : undefined;
-    return { values, flush };
+    if (images || pieces) await Promise.all([images && this.images.flush(), pieces && this.recordLog.flush()]);
+    return values;
   }
 
   /** the store is owned by one process: markers are cached after the first read */
@@ -233,9 +233,8 @@ export class TimelineStore {
     const key = storeKey(entityKey, lsn);
     this.beginWrite([{ key }]);
     try {
-      const { values, flush } = this.externalize([{ key, value }]);
-      if (flush) await flush();
-      await this.db.put(key, values[0]);
+      const [stored] = await this.externalize([{ key, value }]);
+      await this.db.put(key, stored);
     } finally {
       this.endWrite();
     }
@@ -309,9 +308,7 @@ export class TimelineStore {
     // a chained batch is several times faster than an array of operation objects here
     this.beginWrite(entries);
     try {
-      const { values, flush } = this.externalize(entries);
-      // the files first: a durable reference must point at durable bytes
-      if (flush) await flush();
+      const values = await this.externalize(entries);
       const batch = this.db.batch();
       for (let i = 0; i < entries.length; i++) batch.put(entries[i].key, values[i]);
       batch.put(MARKERS_KEY, value);

@@ -3,7 +3,7 @@
 import type { Lsn } from "../lsn.ts";
 import { BLCKSZ } from "../reltag.ts";
 import { writeLsnBE } from "./keys.ts";
-import type { FileRef } from "./append-files.ts";
+import { type FileRef, type FileRefReader, fileRefValue, readFileRef } from "./append-files.ts";
 
 export const enum ValueKind {
   /** a complete value: a page image, a file's bytes, a u32 size… */
@@ -43,23 +43,12 @@ export function imageValue(bytes: Buffer): Buffer {
   return value;
 }
 
-/** Where an image's bytes are, for decoding an ImageRef (the store's page image files). */
-export interface ImageSource {
-  read(ref: FileRef): Buffer;
-}
-
 export function imageRefValue(ref: FileRef): Buffer {
-  const value = Buffer.allocUnsafe(13);
-  value[0] = ValueKind.ImageRef;
-  value.writeUInt32BE(ref.file, 1);
-  value.writeUInt32BE(ref.offset, 5);
-  value.writeUInt32BE(ref.length, 9);
-  return value;
+  return fileRefValue(ValueKind.ImageRef, ref);
 }
 
 export function readImageRef(value: Buffer): FileRef {
-  if (value.length !== 13) throw new Error(`corrupt stored value: image reference of ${value.length} bytes`);
-  return { file: value.readUInt32BE(1), offset: value.readUInt32BE(5), length: value.readUInt32BE(9) };
+  return readFileRef(value, "image reference");
 }
 
 /** Only full pages go to the image files: small images (sizes, files) stay inline. */
@@ -100,7 +89,7 @@ export type StoredValue =
   | { kind: ValueKind.Tombstone };
 
 /** `images` resolves ImageRef values (their bytes are read here, into a buffer of their own). */
-export function decodeValue(value: Buffer, images?: ImageSource): StoredValue {
+export function decodeValue(value: Buffer, images?: FileRefReader): StoredValue {
   switch (value[0]) {
     case ValueKind.Image:
       return { kind: ValueKind.Image, bytes: value.subarray(1) };
