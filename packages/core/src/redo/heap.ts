@@ -5,17 +5,20 @@
 import type { BlockRef, DecodedRecord } from "../wal/record.ts";
 import { maskPageHintBits, maskPageLsnAndChecksum, maskUnusedSpace, MASK_MARKER } from "./mask.ts";
 import {
+  copyBytes,
   getItemIdRaw,
+  getPdUpper,
   InvalidOffsetNumber,
   isNewPage,
   LP_NORMAL,
   maxAlign,
   maxOffsetNumber,
-  pageAddItem,
   pageClearAllVisible,
   pageInit,
+  pageReserveItem,
   pageSetPrunable,
 } from "./page.ts";
+import { BLCKSZ } from "../reltag.ts";
 import { RedoError, type RmgrRedo, UnsupportedRecordError } from "./types.ts";
 
 // xl_info high nibble
@@ -96,17 +99,23 @@ export function setTupleCtid(page: Buffer, tuple: number, blockNumber: number, o
 }
 
 /**
- * Byte position of the NORMAL tuple at `offnum`, and its length; a missing or non-normal line
- * pointer is a redo failure (PostgreSQL PANICs with "invalid lp").
+ * Byte position of the NORMAL tuple at `offnum` (its length is the line pointer's, see
+ * tupleLength); a missing or non-normal line pointer is a redo failure (PostgreSQL PANICs with
+ * "invalid lp").
  */
-export function normalTuple(page: Buffer, offnum: number, record: DecodedRecord, block: BlockRef): { pos: number; len: number } {
+export function normalTuple(page: Buffer, offnum: number, record: DecodedRecord, block: BlockRef): number {
   if (offnum < 1 || offnum > maxOffsetNumber(page)) throw new RedoError(record, block, `invalid lp: offset ${offnum} beyond max ${maxOffsetNumber(page)}`);
   const raw = getItemIdRaw(page, offnum);
   if (((raw >>> 15) & 3) !== LP_NORMAL) throw new RedoError(record, block, `invalid lp: offset ${offnum} is not a normal item`);
   const pos = raw & 0x7fff;
   const len = raw >>> 17;
   if (len < SIZEOF_HEAP_TUPLE_HEADER || pos + len > page.length) throw new RedoError(record, block, `invalid lp: offset ${offnum} has length ${len} at ${pos}`);
-  return { pos, len };
+  return pos;
+}
+
+/** lp_len of the line pointer at `offnum` */
+function tupleLength(page: Buffer, offnum: number): number {
+  return getItemIdRaw(page, offnum) >>> 17;
 }
 
 /**
@@ -135,54 +144,39 @@ function setInfomask2Bits(page: Buffer, tuple: number, set: number, clear: numbe
   page.writeUInt16LE(((page.readUInt16LE(tuple + T_INFOMASK2) & ~clear) | set) & 0xffff, tuple + T_INFOMASK2);
 }
 
-/** buildTuple's result lives here until the next call (redo runs one record at a time) */
-const TUPLE_SCRATCH = Buffer.allocUnsafe(8192);
-
 /**
- * Builds a heap tuple as redo does: a zeroed 23-byte header carrying the logged infomask2,
- * infomask and t_hoff, xmin = the record's xid, cmin = 0 (FirstCommandId), the given xmax and
- * ctid; then `body` (null bitmap, padding, data) after it.
+ * Places a heap tuple of `length` bytes on the page as PageAddItem(overwrite, is_heap) at
+ * `offnum` would (failing as PostgreSQL's PANICs do), writes its header as redo builds it (a
+ * zeroed 23-byte header carrying the logged infomask2, infomask and t_hoff, xmin = the record's
+ * xid, cmin = 0 (FirstCommandId), the given xmax and ctid) and returns the tuple's position: the
+ * caller copies the body (null bitmap, padding, data) after the header, straight from the record.
  */
-export function buildTuple(
-  infomask2: number,
-  infomask: number,
-  hoff: number,
-  body: Buffer[],
-  xmin: number,
-  xmax: number,
-  blockNumber: number,
+export function placeHeapTuple(
+  page: Buffer,
+  length: number,
   offnum: number,
-): Buffer {
-  let bodyLen = 0;
-  for (const part of body) bodyLen += part.length;
-  const length = SIZEOF_HEAP_TUPLE_HEADER + bodyLen;
-  // every caller copies the tuple into a page at once: one scratch buffer instead of an allocation
-  // per tuple (an oversized tuple still gets its own buffer, and the page add then fails on it)
-  const tuple = length <= TUPLE_SCRATCH.length ? TUPLE_SCRATCH.subarray(0, length) : Buffer.alloc(length);
-  tuple.writeUInt32LE(xmin >>> 0, T_XMIN);
-  tuple.writeUInt32LE(xmax >>> 0, T_XMAX);
-  tuple.writeUInt32LE(0, T_CID);
-  setTupleCtid(tuple, 0, blockNumber, offnum);
-  tuple.writeUInt16LE(infomask2, T_INFOMASK2);
-  // HeapTupleHeaderSetCmin clears HEAP_COMBOCID
-  tuple.writeUInt16LE(infomask & ~HEAP_COMBOCID, T_INFOMASK);
-  tuple[T_HOFF] = hoff;
-  let at = SIZEOF_HEAP_TUPLE_HEADER;
-  for (const part of body) {
-    part.copy(tuple, at);
-    at += part.length;
+  header: { infomask2: number; infomask: number; hoff: number; xmin: number; xmax: number },
+  record: DecodedRecord,
+  block: BlockRef,
+): number {
+  if (isNewPage(page)) throw new RedoError(record, block, "page is not initialized");
+  if (maxOffsetNumber(page) + 1 < offnum) throw new RedoError(record, block, `invalid max offset number: ${maxOffsetNumber(page)} for offset ${offnum}`);
+  if (length > BLCKSZ || pageReserveItem(page, length, offnum, HEAP_OVERWRITE) === InvalidOffsetNumber) {
+    throw new RedoError(record, block, `failed to add tuple of ${length} bytes at offset ${offnum}`);
   }
+  const tuple = getPdUpper(page);
+  page.writeUInt32LE(header.xmin >>> 0, tuple + T_XMIN);
+  page.writeUInt32LE(header.xmax >>> 0, tuple + T_XMAX);
+  page.writeUInt32LE(0, tuple + T_CID);
+  setTupleCtid(page, tuple, block.blockNumber, offnum);
+  page.writeUInt16LE(header.infomask2, tuple + T_INFOMASK2);
+  // HeapTupleHeaderSetCmin clears HEAP_COMBOCID
+  page.writeUInt16LE(header.infomask & ~HEAP_COMBOCID, tuple + T_INFOMASK);
+  page[tuple + T_HOFF] = header.hoff;
   return tuple;
 }
 
-/** PageAddItem(overwrite, is_heap) at `offnum`, failing as PostgreSQL's PANICs do. */
-export function addHeapTuple(page: Buffer, tuple: Buffer, offnum: number, record: DecodedRecord, block: BlockRef): void {
-  if (isNewPage(page)) throw new RedoError(record, block, "page is not initialized");
-  if (maxOffsetNumber(page) + 1 < offnum) throw new RedoError(record, block, `invalid max offset number: ${maxOffsetNumber(page)} for offset ${offnum}`);
-  if (pageAddItem(page, tuple, offnum, { overwrite: true, isHeap: true }) === InvalidOffsetNumber) {
-    throw new RedoError(record, block, `failed to add tuple of ${tuple.length} bytes at offset ${offnum}`);
-  }
-}
+const HEAP_OVERWRITE = { overwrite: true, isHeap: true } as const;
 
 export function requireData(record: DecodedRecord, block: BlockRef, minLength: number): Buffer {
   if (block.data.length < minLength) throw new RedoError(record, block, `block data of ${block.data.length} bytes, expected at least ${minLength}`);
@@ -203,17 +197,9 @@ function redoInsert(page: Buffer, record: DecodedRecord, block: BlockRef): void 
   const flags = main[2];
   if (record.info & XLOG_HEAP_INIT_PAGE) pageInit(page, 0);
   const data = requireData(record, block, SIZEOF_HEAP_HEADER);
-  const tuple = buildTuple(
-    data.readUInt16LE(0),
-    data.readUInt16LE(2),
-    data[4],
-    [data.subarray(SIZEOF_HEAP_HEADER)],
-    record.xid,
-    0,
-    block.blockNumber,
-    offnum,
-  );
-  addHeapTuple(page, tuple, offnum, record, block);
+  const header = { infomask2: data.readUInt16LE(0), infomask: data.readUInt16LE(2), hoff: data[4], xmin: record.xid, xmax: 0 };
+  const tuple = placeHeapTuple(page, SIZEOF_HEAP_TUPLE_HEADER + data.length - SIZEOF_HEAP_HEADER, offnum, header, record, block);
+  copyBytes(data, SIZEOF_HEAP_HEADER, data.length, page, tuple + SIZEOF_HEAP_TUPLE_HEADER);
   if (flags & XLH_INSERT_ALL_VISIBLE_CLEARED) pageClearAllVisible(page);
 }
 
@@ -224,7 +210,7 @@ function redoDelete(page: Buffer, record: DecodedRecord, block: BlockRef): void 
   const offnum = main.readUInt16LE(4);
   const infobits = main[6];
   const flags = main[7];
-  const { pos } = normalTuple(page, offnum, record, block);
+  const pos = normalTuple(page, offnum, record, block);
   applyXmaxInfobits(page, pos, infobits);
   setInfomask2Bits(page, pos, 0, HEAP_HOT_UPDATED);
   if (flags & XLH_DELETE_IS_SUPER) page.writeUInt32LE(0, pos + T_XMIN);
@@ -260,7 +246,7 @@ function readUpdate(record: DecodedRecord, block: BlockRef): UpdateRecord {
 
 /** The old tuple version: xmax and lock bits, HOT flag, forward link to the new version. */
 function updateOldTuple(page: Buffer, record: DecodedRecord, block: BlockRef, xl: UpdateRecord, hot: boolean, newBlock: number): void {
-  const { pos } = normalTuple(page, xl.oldOffnum, record, block);
+  const pos = normalTuple(page, xl.oldOffnum, record, block);
   applyXmaxInfobits(page, pos, xl.oldInfobits);
   // fix_infomask_from_infobits may set KEYS_UPDATED; the HOT flag is independent of it
   if (hot) setInfomask2Bits(page, pos, HEAP_HOT_UPDATED, 0);
@@ -274,9 +260,11 @@ function updateOldTuple(page: Buffer, record: DecodedRecord, block: BlockRef, xl
 
 /**
  * The new tuple version, rebuilt from the logged bytes plus a prefix and/or suffix of the old
- * version's data (only when both are on this page). `oldTuple` is the old version's bytes.
+ * version's data (only when both are on this page): the old version is `oldLength` bytes at
+ * `oldPos` of `page` (oldLength 0: not on this page). Placing the new version moves no other
+ * tuple, so its prefix and suffix are copied from the old version on the page itself.
  */
-function insertNewTuple(page: Buffer, record: DecodedRecord, block: BlockRef, xl: UpdateRecord, oldTuple: Buffer | undefined): void {
+function insertNewTuple(page: Buffer, record: DecodedRecord, block: BlockRef, xl: UpdateRecord, oldPos: number, oldLength: number): void {
   const data = block.data;
   let at = 0;
   let prefixLen = 0;
@@ -296,29 +284,30 @@ function insertNewTuple(page: Buffer, record: DecodedRecord, block: BlockRef, xl
   const infomask = data.readUInt16LE(at + 2);
   const hoff = data[at + 4];
   at += SIZEOF_HEAP_HEADER;
-  const logged = data.subarray(at);
+  const loggedLen = data.length - at;
 
-  const body: Buffer[] = [];
+  let oldHoff = 0;
   if (prefixLen > 0 || suffixLen > 0) {
-    if (!oldTuple) throw new RedoError(record, block, "update takes a prefix/suffix from an old tuple on another page");
-    const oldHoff = oldTuple[T_HOFF];
-    if (oldHoff + prefixLen > oldTuple.length || suffixLen > oldTuple.length) {
-      throw new RedoError(record, block, `prefix ${prefixLen}/suffix ${suffixLen} exceed the old tuple of ${oldTuple.length} bytes`);
+    if (oldLength === 0) throw new RedoError(record, block, "update takes a prefix/suffix from an old tuple on another page");
+    oldHoff = page[oldPos + T_HOFF];
+    if (oldHoff + prefixLen > oldLength || suffixLen > oldLength) {
+      throw new RedoError(record, block, `prefix ${prefixLen}/suffix ${suffixLen} exceed the old tuple of ${oldLength} bytes`);
     }
   }
+  const bitmapLen = hoff - SIZEOF_HEAP_TUPLE_HEADER;
+  if (prefixLen > 0 && (bitmapLen < 0 || bitmapLen > loggedLen)) throw new RedoError(record, block, `t_hoff ${hoff} does not fit the logged tuple`);
+  const header = { infomask2, infomask, hoff, xmin: record.xid, xmax: xl.newXmax };
+  const tuple = placeHeapTuple(page, SIZEOF_HEAP_TUPLE_HEADER + loggedLen + prefixLen + suffixLen, xl.newOffnum, header, record, block);
+  let to = tuple + SIZEOF_HEAP_TUPLE_HEADER;
   if (prefixLen > 0) {
     // bitmap [+ padding] comes first in the record, then the prefix from the old tuple's data
-    const bitmapLen = hoff - SIZEOF_HEAP_TUPLE_HEADER;
-    if (bitmapLen < 0 || bitmapLen > logged.length) throw new RedoError(record, block, `t_hoff ${hoff} does not fit the logged tuple`);
-    const oldHoff = oldTuple![T_HOFF];
-    body.push(logged.subarray(0, bitmapLen), oldTuple!.subarray(oldHoff, oldHoff + prefixLen), logged.subarray(bitmapLen));
+    to += copyBytes(data, at, at + bitmapLen, page, to);
+    to += copyBytes(page, oldPos + oldHoff, oldPos + oldHoff + prefixLen, page, to);
+    to += copyBytes(data, at + bitmapLen, data.length, page, to);
   } else {
-    body.push(logged);
+    to += copyBytes(data, at, data.length, page, to);
   }
-  if (suffixLen > 0) body.push(oldTuple!.subarray(oldTuple!.length - suffixLen));
-
-  const tuple = buildTuple(infomask2, infomask, hoff, body, record.xid, xl.newXmax, block.blockNumber, xl.newOffnum);
-  addHeapTuple(page, tuple, xl.newOffnum, record, block);
+  if (suffixLen > 0) copyBytes(page, oldPos + oldLength - suffixLen, oldPos + oldLength, page, to);
   if (xl.flags & XLH_UPDATE_NEW_ALL_VISIBLE_CLEARED) pageClearAllVisible(page);
 }
 
@@ -329,9 +318,14 @@ function insertNewTuple(page: Buffer, record: DecodedRecord, block: BlockRef, xl
  */
 function redoUpdate(page: Buffer, record: DecodedRecord, block: BlockRef, hot: boolean): void {
   const xl = readUpdate(record, block);
-  const newBlock = record.blocks.find((b) => b.id === 0);
+  // loops, not find/some: no closure per replayed update
+  let newBlock: BlockRef | undefined;
+  let samePage = true;
+  for (const b of record.blocks) {
+    if (b.id === 0) newBlock = b;
+    else if (b.id === 1) samePage = false;
+  }
   if (!newBlock) throw new RedoError(record, block, "update record without block 0");
-  const samePage = !record.blocks.some((b) => b.id === 1);
 
   if (block.id === 1) {
     updateOldTuple(page, record, block, xl, hot, newBlock.blockNumber);
@@ -339,21 +333,21 @@ function redoUpdate(page: Buffer, record: DecodedRecord, block: BlockRef, hot: b
   }
   if (block.id !== 0) throw new RedoError(record, block, `unexpected block id ${block.id} in an update`);
 
-  let oldTuple: Buffer | undefined;
+  let oldPos = 0;
+  let oldLength = 0;
   if (samePage) {
     updateOldTuple(page, record, block, xl, hot, block.blockNumber);
-    const { pos, len } = normalTuple(page, xl.oldOffnum, record, block);
-    // copy: adding the new tuple does not move the old one, but keep the view independent
-    oldTuple = Buffer.from(page.subarray(pos, pos + len));
+    oldPos = normalTuple(page, xl.oldOffnum, record, block);
+    oldLength = tupleLength(page, xl.oldOffnum);
   } else if (record.info & XLOG_HEAP_INIT_PAGE) {
     pageInit(page, 0);
   }
-  insertNewTuple(page, record, block, xl, oldTuple);
+  insertNewTuple(page, record, block, xl, oldPos, oldLength);
 }
 
 function redoConfirm(page: Buffer, record: DecodedRecord, block: BlockRef): void {
   const offnum = requireMain(record, block, 2).readUInt16LE(0);
-  const { pos } = normalTuple(page, offnum, record, block);
+  const pos = normalTuple(page, offnum, record, block);
   setTupleCtid(page, pos, block.blockNumber, offnum);
 }
 
@@ -368,7 +362,7 @@ function redoLock(page: Buffer, record: DecodedRecord, block: BlockRef): void {
   const lockingXid = main.readUInt32LE(0);
   const offnum = main.readUInt16LE(4);
   const infobits = main[6];
-  const { pos } = normalTuple(page, offnum, record, block);
+  const pos = normalTuple(page, offnum, record, block);
   applyXmaxInfobits(page, pos, infobits);
   if (xmaxIsLockedOnly(page.readUInt16LE(pos + T_INFOMASK))) {
     setInfomask2Bits(page, pos, 0, HEAP_HOT_UPDATED);
@@ -380,7 +374,8 @@ function redoLock(page: Buffer, record: DecodedRecord, block: BlockRef): void {
 
 function redoInplace(page: Buffer, record: DecodedRecord, block: BlockRef): void {
   const offnum = requireMain(record, block, 2).readUInt16LE(0);
-  const { pos, len } = normalTuple(page, offnum, record, block);
+  const pos = normalTuple(page, offnum, record, block);
+  const len = tupleLength(page, offnum);
   const hoff = page[pos + T_HOFF];
   if (len - hoff !== block.data.length) throw new RedoError(record, block, `wrong tuple length: ${len - hoff} on page, ${block.data.length} in record`);
   block.data.copy(page, pos + hoff);

@@ -4,11 +4,10 @@
 // is heap_mask (heap.ts) for every block, VM pages included, as PostgreSQL does.
 import type { BlockRef, DecodedRecord } from "../wal/record.ts";
 import {
-  addHeapTuple,
   applyXmaxInfobits,
-  buildTuple,
   heapMask,
   normalTuple,
+  placeHeapTuple,
   requireData,
   requireMain,
   SIZEOF_HEAP_TUPLE_HEADER,
@@ -22,6 +21,7 @@ import {
   XLOG_HEAP_OPMASK,
 } from "./heap.ts";
 import {
+  copyBytes,
   FirstOffsetNumber,
   getItemIdRaw,
   isNewPage,
@@ -68,15 +68,6 @@ function checkOffset(page: Buffer, offnum: number, record: DecodedRecord, block:
   }
 }
 
-function withPageErrors<T>(record: DecodedRecord, block: BlockRef, fn: () => T): T {
-  try {
-    return fn();
-  } catch (err) {
-    if (err instanceof PageCorruptedError) throw new RedoError(record, block, err.message);
-    throw err;
-  }
-}
-
 /** PRUNE: redirect / dead / unused line pointers as logged, then PageRepairFragmentation. */
 function redoPrune(page: Buffer, record: DecodedRecord, block: BlockRef): void {
   // xl_heap_prune {latestRemovedXid u32, nredirected u16, ndead u16}
@@ -105,7 +96,12 @@ function redoPrune(page: Buffer, record: DecodedRecord, block: BlockRef): void {
     checkOffset(page, off, record, block);
     itemIdSetUnused(page, off);
   }
-  withPageErrors(record, block, () => pageRepairFragmentation(page));
+  try {
+    pageRepairFragmentation(page);
+  } catch (err) {
+    if (err instanceof PageCorruptedError) throw new RedoError(record, block, err.message);
+    throw err;
+  }
 }
 
 /** VACUUM (second heap pass): LP_DEAD pointers become unused, then the array is truncated. */
@@ -159,7 +155,8 @@ function redoVisible(page: Buffer, record: DecodedRecord, block: BlockRef): void
     return "hint-lsn";
   }
   if (block.id !== 0) throw new RedoError(record, block, `unexpected block id ${block.id} in Heap2/VISIBLE`);
-  const heapBlock = record.blocks.find((b) => b.id === 1);
+  let heapBlock: BlockRef | undefined;
+  for (const b of record.blocks) if (b.id === 1) heapBlock = b;
   if (!heapBlock) throw new RedoError(record, block, "Heap2/VISIBLE without the heap block (block 1)");
   if (isNewPage(page)) pageInit(page, 0);
   const inPage = heapBlock.blockNumber % VM_HEAPBLOCKS_PER_PAGE;
@@ -191,9 +188,9 @@ function redoMultiInsert(page: Buffer, record: DecodedRecord, block: BlockRef): 
     const hoff = data[at + 6];
     at += SIZEOF_MULTI_INSERT_TUPLE;
     if (at + datalen > data.length) throw new RedoError(record, block, `multi-insert tuple ${k} of ${datalen} bytes overruns the block data`);
-    const tuple = buildTuple(infomask2, infomask, hoff, [data.subarray(at, at + datalen)], record.xid, 0, block.blockNumber, offnum);
+    const tuple = placeHeapTuple(page, SIZEOF_HEAP_TUPLE_HEADER + datalen, offnum, { infomask2, infomask, hoff, xmin: record.xid, xmax: 0 }, record, block);
+    copyBytes(data, at, at + datalen, page, tuple + SIZEOF_HEAP_TUPLE_HEADER);
     at += datalen;
-    addHeapTuple(page, tuple, offnum, record, block);
   }
   if (at !== data.length) throw new RedoError(record, block, `total tuple length mismatch: used ${at} of ${data.length} bytes`);
   if (flags & XLH_INSERT_ALL_VISIBLE_CLEARED) pageClearAllVisible(page);
@@ -206,7 +203,7 @@ function redoLockUpdated(page: Buffer, record: DecodedRecord, block: BlockRef): 
   const main = requireMain(record, block, 8);
   const xmax = main.readUInt32LE(0);
   const offnum = main.readUInt16LE(4);
-  const { pos } = normalTuple(page, offnum, record, block);
+  const pos = normalTuple(page, offnum, record, block);
   applyXmaxInfobits(page, pos, main[6]);
   page.writeUInt32LE(xmax, pos + T_XMAX);
 }

@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import {
   getItem,
   getPageLsn,
+  pageLsnAtLeast,
   getPdFlags,
   getPdLower,
   getPdPageSizeVersion,
@@ -71,6 +72,17 @@ describe("page header", () => {
     setPageLsn(page, 0x12345678_9abcdef0n);
     expect([...page.subarray(0, 8)]).toEqual([0x78, 0x56, 0x34, 0x12, 0xf0, 0xde, 0xbc, 0x9a]);
     expect(getPageLsn(page)).toBe(0x12345678_9abcdef0n);
+  });
+
+  it("reads, writes and compares page LSNs exactly on both sides of 2^53", () => {
+    const page = freshPage();
+    for (const lsn of [0n, 0x1_0000_0000n, 0x1f_ffff_ffff_fff0n, 0x20_0000_0000_0000n, 0x20_0000_0000_0001n, 0xffff_ffff_ffff_fff8n]) {
+      setPageLsn(page, lsn);
+      expect(getPageLsn(page)).toBe(lsn);
+      expect(pageLsnAtLeast(page, lsn)).toBe(true);
+      expect(pageLsnAtLeast(page, lsn + 1n)).toBe(false);
+      if (lsn > 0n) expect(pageLsnAtLeast(page, lsn - 1n)).toBe(true);
+    }
   });
 
   it("MAXALIGNs to 8", () => {

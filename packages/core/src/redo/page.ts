@@ -59,17 +59,53 @@ export function shortAlign(n: number): number {
   return (n + 1) & ~1;
 }
 
+/**
+ * Copies source[start, end) to target at `at`; returns the byte count. Short ranges (tuples, index
+ * items) go byte by byte: Buffer#copy creates a typed-array view per call, which costs more than
+ * copying a hundred bytes. Ranges must not overlap.
+ */
+export function copyBytes(source: Uint8Array, start: number, end: number, target: Uint8Array, at: number): number {
+  const n = end - start;
+  if (n > 256) {
+    target.set(source.subarray(start, end), at);
+    return n;
+  }
+  for (let i = 0; i < n; i++) target[at + i] = source[start + i];
+  return n;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Header accessors
 
-/** pd_lsn is stored as {xlogid (high 32 bits), xrecoff (low 32 bits)}, each little-endian. */
+/**
+ * pd_lsn is stored as {xlogid (high 32 bits), xrecoff (low 32 bits)}, each little-endian. LSNs
+ * below 2^53 (8 PiB of WAL, i.e. all in practice) take a path without BigInt arithmetic: replay
+ * compares and stamps the page LSN for every record it applies.
+ */
 export function getPageLsn(page: Buffer): Lsn {
-  return (BigInt(page.readUInt32LE(OFF_LSN)) << 32n) | BigInt(page.readUInt32LE(OFF_LSN + 4));
+  const hi = page.readUInt32LE(OFF_LSN);
+  const lo = page.readUInt32LE(OFF_LSN + 4);
+  return hi < SAFE_XLOGID_LIMIT ? BigInt(hi * 0x100000000 + lo) : (BigInt(hi) << 32n) | BigInt(lo);
 }
 export function setPageLsn(page: Buffer, lsn: Lsn): void {
-  page.writeUInt32LE(Number(lsn >> 32n) >>> 0, OFF_LSN);
-  page.writeUInt32LE(Number(lsn & 0xffffffffn) >>> 0, OFF_LSN + 4);
+  if (lsn <= MAX_SAFE_LSN) {
+    const n = Number(lsn);
+    page.writeUInt32LE(Math.floor(n / 0x100000000), OFF_LSN);
+    page.writeUInt32LE(n >>> 0, OFF_LSN + 4);
+  } else {
+    page.writeUInt32LE(Number(lsn >> 32n) >>> 0, OFF_LSN);
+    page.writeUInt32LE(Number(lsn & 0xffffffffn) >>> 0, OFF_LSN + 4);
+  }
 }
+/** getPageLsn(page) >= lsn, without a BigInt allocated in the usual case */
+export function pageLsnAtLeast(page: Buffer, lsn: Lsn): boolean {
+  const hi = page.readUInt32LE(OFF_LSN);
+  if (hi < SAFE_XLOGID_LIMIT && lsn <= MAX_SAFE_LSN) return hi * 0x100000000 + page.readUInt32LE(OFF_LSN + 4) >= Number(lsn);
+  return getPageLsn(page) >= lsn;
+}
+const MAX_SAFE_LSN = BigInt(Number.MAX_SAFE_INTEGER);
+/** xlogid values below this give an LSN below 2^53 */
+const SAFE_XLOGID_LIMIT = 0x200000;
 
 export function getPdChecksum(page: Buffer): number {
   return page.readUInt16LE(OFF_CHECKSUM);
@@ -304,8 +340,18 @@ export interface AddItemOptions {
  * when the item cannot be placed (PostgreSQL returns that too, with a WARNING).
  */
 export function pageAddItem(page: Buffer, item: Uint8Array, offnum: number, opts: AddItemOptions = {}): number {
+  const placed = pageReserveItem(page, item.length, offnum, opts);
+  if (placed !== InvalidOffsetNumber) page.set(item, getPdUpper(page));
+  return placed;
+}
+
+/**
+ * pageAddItem without the copy: places a line pointer and `size` bytes of item space exactly as
+ * pageAddItem would, and leaves writing the item at pd_upper to the caller (redo builds heap
+ * tuples in place instead of building each one elsewhere and copying it).
+ */
+export function pageReserveItem(page: Buffer, size: number, offnum: number, opts: AddItemOptions = {}): number {
   checkPointers(page, false);
-  const size = item.length;
   const limit = maxOffsetNumber(page) + 1;
   let needShuffle = false;
 
@@ -336,7 +382,6 @@ export function pageAddItem(page: Buffer, item: Uint8Array, offnum: number, opts
     page.copyWithin(from + ITEM_ID_SIZE, from, itemIdPosition(limit));
   }
   itemIdSetNormal(page, offnum, upper, size);
-  page.set(item, upper);
   setPdLower(page, lower);
   setPdUpper(page, upper);
   return offnum;
@@ -345,22 +390,25 @@ export function pageAddItem(page: Buffer, item: Uint8Array, offnum: number, opts
 // ---------------------------------------------------------------------------------------------
 // Compaction
 
-/** One item with storage to keep: where its line pointer will be, where its data is now. */
-interface CompactItem {
-  /** 1-based offset number of the line pointer to update */
-  offnum: number;
-  itemoff: number;
-  alignedLen: number;
-}
+/**
+ * compactify_tuples' input, in preallocated arrays instead of an object per item (this runs for
+ * every heap prune and index delete replayed): for item k, the 1-based offset number of the line
+ * pointer to update, where its data is now, and its MAXALIGNed length.
+ */
+const MAX_LINE_POINTERS = (BLCKSZ - SIZE_OF_PAGE_HEADER) / ITEM_ID_SIZE;
+const compactOffnum = new Uint16Array(MAX_LINE_POINTERS);
+const compactItemoff = new Uint16Array(MAX_LINE_POINTERS);
+const compactAlignedLen = new Uint16Array(MAX_LINE_POINTERS);
 
 /**
- * compactify_tuples: packs the kept items' data against pd_special in the order given (the first
- * item ends at pd_special), each taking its MAXALIGNed length (padding bytes travel along), updates
- * their lp_off and sets pd_upper. Whatever lies below the new pd_upper is left as it was.
+ * compactify_tuples: packs the first `count` items of the compact arrays against pd_special in
+ * that order (the first item ends at pd_special), each taking its MAXALIGNed length (padding bytes
+ * travel along), updates their lp_off and sets pd_upper. Whatever lies below the new pd_upper is
+ * left as it was.
  */
 const COMPACT_SCRATCH = Buffer.allocUnsafe(65536);
 
-function compactifyTuples(page: Buffer, items: CompactItem[]): void {
+function compactifyTuples(page: Buffer, count: number): void {
   const upperBefore = getPdUpper(page);
   const special = getPdSpecial(page);
   // Items whose data already lies in descending order (the usual heap page: tuples are added
@@ -368,24 +416,41 @@ function compactifyTuples(page: Buffer, items: CompactItem[]): void {
   // moved in place. Otherwise every item is copied from a snapshot of the tuple space. (One
   // scratch buffer for all calls: this runs synchronously and keeps nothing.)
   let presorted = true;
-  for (let i = 1; i < items.length && presorted; i++) presorted = items[i].itemoff < items[i - 1].itemoff;
-  let scratch: Buffer | undefined;
-  if (!presorted) {
-    scratch = COMPACT_SCRATCH.subarray(0, special - upperBefore);
-    page.copy(scratch, 0, upperBefore, special);
-  }
+  for (let i = 1; i < count && presorted; i++) presorted = compactItemoff[i] < compactItemoff[i - 1];
+  const fromScratch = !presorted;
+  if (fromScratch) page.copy(COMPACT_SCRATCH, 0, upperBefore, special);
+  // Items whose data lie back to back, each below the previous one, land back to back too: they
+  // move as one run (one copy instead of one per item; after a prune most of a page is such runs).
   let upper = special;
-  for (const it of items) {
-    upper -= it.alignedLen;
-    if (upper !== it.itemoff) {
-      if (scratch) scratch.copy(page, upper, it.itemoff - upperBefore, it.itemoff - upperBefore + it.alignedLen);
-      else page.copyWithin(upper, it.itemoff, it.itemoff + it.alignedLen);
+  let runFrom = 0; // source start of the pending run (the last item added to it)
+  let runEnd = 0; // source end of the pending run
+  let runTo = 0; // where the run's first byte goes
+  for (let i = 0; i < count; i++) {
+    const itemoff = compactItemoff[i];
+    const alignedLen = compactAlignedLen[i];
+    upper -= alignedLen;
+    if (i > 0 && itemoff + alignedLen === runFrom) {
+      runFrom = itemoff;
+      runTo = upper;
+    } else {
+      if (i > 0) moveRun(page, fromScratch, upperBefore, runFrom, runEnd, runTo);
+      runFrom = itemoff;
+      runEnd = itemoff + alignedLen;
+      runTo = upper;
     }
-    const pos = itemIdPosition(it.offnum);
+    const pos = itemIdPosition(compactOffnum[i]);
     const raw = page.readUInt32LE(pos);
     page.writeUInt32LE(((raw & ~0x7fff) | upper) >>> 0, pos);
   }
+  if (count > 0) moveRun(page, fromScratch, upperBefore, runFrom, runEnd, runTo);
   setPdUpper(page, upper);
+}
+
+/** Moves the item data at [from, end) of the tuple space to `to` (from the snapshot if taken). */
+function moveRun(page: Buffer, fromScratch: boolean, upperBefore: number, from: number, end: number, to: number): void {
+  if (to === from) return;
+  if (fromScratch) COMPACT_SCRATCH.copy(page, to, from - upperBefore, end - upperBefore);
+  else page.copyWithin(to, from, end);
 }
 
 /**
@@ -399,12 +464,13 @@ export function pageRepairFragmentation(page: Buffer): void {
   const upper = getPdUpper(page);
   const special = getPdSpecial(page);
   const nline = maxOffsetNumber(page);
-  const items: CompactItem[] = [];
+  let count = 0;
   let nunused = 0;
   let totalLen = 0;
   let finalUsed = InvalidOffsetNumber;
-  for (let i = FirstOffsetNumber; i <= nline; i++) {
-    const raw = getItemIdRaw(page, i);
+  for (let i = FirstOffsetNumber, at = SIZE_OF_PAGE_HEADER; i <= nline; i++, at += ITEM_ID_SIZE) {
+    // the line pointer read byte by byte: this loop visits every line pointer of every pruned page
+    const raw = (page[at] | (page[at + 1] << 8) | (page[at + 2] << 16) | (page[at + 3] << 24)) >>> 0;
     const flags = (raw >>> 15) & 3;
     if (flags !== LP_UNUSED) {
       const len = raw >>> 17;
@@ -413,22 +479,25 @@ export function pageRepairFragmentation(page: Buffer): void {
         if (itemoff < upper || itemoff >= special) throw new PageCorruptedError(`corrupted line pointer: ${itemoff}`);
         const alignedLen = maxAlign(len);
         totalLen += alignedLen;
-        items.push({ offnum: i, itemoff, alignedLen });
+        compactOffnum[count] = i;
+        compactItemoff[count] = itemoff;
+        compactAlignedLen[count] = alignedLen;
+        count++;
       }
       finalUsed = i;
     } else {
-      itemIdSetUnused(page, i);
+      if (raw !== 0) itemIdSetUnused(page, i);
       nunused++;
     }
   }
 
-  if (items.length === 0) {
+  if (count === 0) {
     setPdUpper(page, special);
   } else {
     if (totalLen > special - lower) {
       throw new PageCorruptedError(`corrupted item lengths: total ${totalLen}, available space ${special - lower}`);
     }
-    compactifyTuples(page, items);
+    compactifyTuples(page, count);
   }
 
   if (finalUsed !== nline) {
@@ -526,8 +595,8 @@ export function pageIndexMultiDelete(page: Buffer, offnums: ArrayLike<number>): 
   const upper = getPdUpper(page);
   const special = getPdSpecial(page);
   const nline = maxOffsetNumber(page);
-  const kept: CompactItem[] = [];
   const newIds: number[] = [];
+  let count = 0;
   let totalLen = 0;
   let next = 0;
   for (let offnum = FirstOffsetNumber; offnum <= nline; offnum++) {
@@ -542,7 +611,10 @@ export function pageIndexMultiDelete(page: Buffer, offnums: ArrayLike<number>): 
     } else {
       const alignedLen = maxAlign(size);
       totalLen += alignedLen;
-      kept.push({ offnum: newIds.length + 1, itemoff: offset, alignedLen });
+      compactOffnum[count] = newIds.length + 1;
+      compactItemoff[count] = offset;
+      compactAlignedLen[count] = alignedLen;
+      count++;
       newIds.push(raw);
     }
   }
@@ -552,7 +624,7 @@ export function pageIndexMultiDelete(page: Buffer, offnums: ArrayLike<number>): 
   }
   for (let k = 0; k < newIds.length; k++) setItemIdRaw(page, k + 1, newIds[k]);
   setPdLower(page, SIZE_OF_PAGE_HEADER + newIds.length * ITEM_ID_SIZE);
-  if (kept.length > 0) compactifyTuples(page, kept);
+  if (count > 0) compactifyTuples(page, count);
   else setPdUpper(page, special);
 }
 

@@ -7,7 +7,7 @@ import { formatLsn, type Lsn } from "../lsn.ts";
 import { BLCKSZ, ForkNumber, type RelTag } from "../reltag.ts";
 import { readControlFile } from "../basebackup/control.ts";
 import { applyDerived } from "../redo/derived.ts";
-import { getPageLsn, isNewPage, setPageLsn } from "../redo/page.ts";
+import { getPageLsn, isNewPage, pageLsnAtLeast, setPageLsn } from "../redo/page.ts";
 import { rmgrFor } from "../redo/rmgrs.ts";
 import { storeKey, walRecordLogKey, checkpointKey, controlFileKey, relmapFileKey, decodeRelKey, dbDirEntryKey, entityPrefix, KeySpace, materializedBlockKey, relBlockKey, relSizeKey, type SlruKind, slruBlockKey, slruSegSizeKey } from "../storage/keys.ts";
 import type { TimelineStore } from "../storage/timeline-store.ts";
@@ -33,18 +33,19 @@ export const pageLsn = getPageLsn;
  * pages are read zero-on-error and initialized by their redo.
  */
 export function applyRecord(page: Buffer, record: DecodedRecord, block: BlockRef, hintBitsLogged = false): Buffer {
+  const endLsn = record.endLsn;
   if (block.hasImage && block.applyImage) {
     const restored = restoreBlockImage(block, record.lsn);
     rmgrFor(record).afterImage?.(restored, record, block);
-    if (!isNewPage(restored)) setPageLsn(restored, record.endLsn);
+    if (!isNewPage(restored)) setPageLsn(restored, endLsn);
     return restored;
   }
   if (block.willInit) page = Buffer.alloc(BLCKSZ);
   else if (isNewPage(page)) {
     if (block.forkNum !== ForkNumber.VisibilityMap) return page;
-  } else if (getPageLsn(page) >= record.endLsn) return page;
+  } else if (pageLsnAtLeast(page, endLsn)) return page;
   const result = rmgrFor(record).redo(page, record, block);
-  if (result === undefined || (result === "hint-lsn" && hintBitsLogged)) setPageLsn(page, record.endLsn);
+  if (result === undefined || (result === "hint-lsn" && hintBitsLogged)) setPageLsn(page, endLsn);
   return page;
 }
 
