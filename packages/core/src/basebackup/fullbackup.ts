@@ -11,6 +11,7 @@ import { formatLsn, type Lsn } from "../lsn.ts";
 import { BLCKSZ, ForkNumber, formatRelTag, type RelTag } from "../reltag.ts";
 import { SLRU_DIRS, SLRU_PAGES_PER_SEGMENT, SlruKind } from "../storage/keys.ts";
 import { PageReader } from "../timeline/page-reader.ts";
+import type { FileRef } from "../storage/append-files.ts";
 import { RelationScanner } from "../timeline/relation-scan.ts";
 import { crc32c } from "../wal/crc32c.ts";
 import { buildControlFile, checkpointRecord, checkpointRecordLsn, checkpointWal, readControlFile, shutdownCheckpoint, WAL_LEVEL_NAMES, type ControlSettings } from "./control.ts";
@@ -204,16 +205,12 @@ async function planSlru(reader: PageReader, lsn: Lsn, checkpoint: Buffer): Promi
 }
 
 /**
- * The pages of blocks [from, to) of a relation fork in order. A PageReader's relations are read
- * by one RelationScanner for the whole backup (relation-scan.ts: one forward pass over the
- * store, as the files come in key order); other readers (test doubles) are read page by page
- * with `readAhead` reads in flight.
+ * The pages of blocks [from, to) of a relation fork in order, for readers other than a
+ * PageReader (test doubles): page by page with `readAhead` reads in flight. A PageReader's
+ * relations are read by one RelationScanner for the whole backup (relation-scan.ts: one forward
+ * pass over the store, as the files come in key order).
  */
-async function* readRelation(reader: RelationScanner | Pick<PageReader, "getPage">, rel: RelTag, fork: ForkNumber, from: number, to: number, lsn: Lsn, readAhead: number): AsyncGenerator<{ blockNumber: number; page: Buffer }> {
-  if (reader instanceof RelationScanner) {
-    yield* reader.pages(rel, fork, from, to);
-    return;
-  }
+async function* readRelation(reader: Pick<PageReader, "getPage">, rel: RelTag, fork: ForkNumber, from: number, to: number, lsn: Lsn, readAhead: number): AsyncGenerator<{ blockNumber: number; page: Buffer }> {
   const inFlight: Array<Promise<Buffer>> = [];
   let next = from;
   for (let block = from; block < to; block++) {
@@ -345,42 +342,73 @@ export async function fullBackup(reader: PageReader, lsn: Lsn, out: Writable | T
           const { path, rel, sourceFork, firstBlock, blocks } = entry.file;
           await tar.beginFile(path, blocks * BLCKSZ);
           const end = firstBlock + blocks;
-          const pages = readRelation(scanner ?? reader, rel, sourceFork, firstBlock, end, lsn, readAhead);
+          // a PageReader's relations come from the one scanner; other readers page by page
+          const pages = scanner ? undefined : readRelation(reader, rel, sourceFork, firstBlock, end, lsn, readAhead);
+          const nextPage = async (block: number): Promise<Buffer | FileRef> => {
+            if (scanner) return scanner.pageOrImage(rel, sourceFork, block);
+            const next = await pages!.next();
+            if (next.done || next.value.blockNumber !== block) throw new FullBackupError(`${path}: block ${block} missing from the relation read`);
+            return next.value.page;
+          };
           // pages are gathered into chunks of up to WRITE_PAGES: one sink call (one page service
           // message, one file write) per chunk instead of per page. The sink may keep a chunk, so
-          // every chunk is a new buffer.
+          // every chunk is a new buffer. Pages that are one stored image are read straight into
+          // the chunk, images stored one after another (an import's) with one pread.
           let chunk = Buffer.alloc(0);
+          let chunkFirstBlock = firstBlock;
           let filled = 0;
+          let run: { file: number; offset: number; length: number; at: number } | undefined;
+          const readRun = () => {
+            if (!run) return;
+            const { file, offset, length, at } = run;
+            run = undefined;
+            try {
+              scanner!.readImagesInto(file, offset, length, chunk, at);
+            } catch (err) {
+              const first = chunkFirstBlock + at / BLCKSZ;
+              throw new FullBackupError(`reading ${path} blocks ${first}..${first + length / BLCKSZ - 1} at ${formatLsn(lsn)}: ${(err as Error).message}`, { cause: err });
+            }
+          };
           const flush = async () => {
+            readRun();
+            // the checksum goes into the chunk's copy: the reader's pages stay as they were
+            if (checksums) for (let at = 0; at < filled; at += BLCKSZ) setPageChecksum(chunk.subarray(at, at + BLCKSZ), chunkFirstBlock + at / BLCKSZ);
             if (filled) await tar.write(filled === chunk.length ? chunk : chunk.subarray(0, filled));
             filled = 0;
           };
           try {
             for (let block = firstBlock; block < end; block++) {
-              let next: IteratorResult<{ blockNumber: number; page: Buffer }>;
+              let found: Buffer | FileRef;
               try {
-                next = await pages.next();
+                found = await nextPage(block);
               } catch (err) {
+                if (err instanceof FullBackupError) throw err;
                 throw new FullBackupError(`reading ${path} block ${block} at ${formatLsn(lsn)}: ${(err as Error).message}`, { cause: err });
               }
-              if (next.done || next.value.blockNumber !== block) throw new FullBackupError(`${path}: block ${block} missing from the relation read`);
-              const page = next.value.page;
-              if (page.length !== BLCKSZ) throw new FullBackupError(`${path} block ${block}: page is ${page.length} bytes`);
               if (filled === chunk.length) {
                 await flush();
                 chunk = Buffer.allocUnsafe(Math.min(end - block, WRITE_PAGES) * BLCKSZ);
+                chunkFirstBlock = block;
               }
-              // the copy into the chunk is where the checksum goes: the reader's page stays as it was
-              const target = chunk.subarray(filled, filled + BLCKSZ);
-              page.copy(target);
-              if (checksums) setPageChecksum(target, block);
+              if (found instanceof Buffer) {
+                if (found.length !== BLCKSZ) throw new FullBackupError(`${path} block ${block}: page is ${found.length} bytes`);
+                readRun(); // a run continues only over consecutive places in the chunk
+                found.copy(chunk, filled);
+              } else {
+                const ref = found as FileRef;
+                if (run && run.file === ref.file && run.offset + run.length === ref.offset) run.length += ref.length;
+                else {
+                  readRun();
+                  run = { file: ref.file, offset: ref.offset, length: ref.length, at: filled };
+                }
+              }
               filled += BLCKSZ;
               relationPages++;
               progress();
             }
             await flush();
           } finally {
-            await pages.return(undefined);
+            await pages?.return(undefined);
           }
           await tar.endFile();
           break;

@@ -214,6 +214,16 @@ export class AppendFiles {
     return out;
   }
 
+  /**
+   * Reads `length` bytes at `offset` of `file` (one stored value, or several stored one after
+   * another) straight into `target` at `at`: a full backup reads runs of consecutive page images
+   * into its output chunk with one pread, without a buffer per page.
+   */
+  readInto(file: number, offset: number, length: number, target: Buffer, at: number): void {
+    const n = readSync(this.readFd(file), target, at, length, offset);
+    if (n !== length) throw this.truncated({ file, offset, length }, n);
+  }
+
   /** A file's name for messages: its directory and file name. */
   private name(file: number): string {
     return `${path.basename(this.dir)}/${fileName(file, this.suffix)}`;

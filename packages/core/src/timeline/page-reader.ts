@@ -153,7 +153,8 @@ export class PageReader {
     const versions = chain.versions;
     if (!chain.complete && materialized?.value.kind === ValueKind.Image) page = Buffer.from(materialized.value.bytes);
     else if (!chain.complete) page = await this.ancestorPage(rel, fork, blockNumber, lsn);
-    else page = Buffer.alloc(BLCKSZ);
+    // a chain starting at an image replays onto that image's own buffer: no zero page needed
+    else page = versions[0]?.value.kind === ValueKind.Image ? versions[0].value.bytes : Buffer.alloc(BLCKSZ);
     let replayed = 0;
     const target = { rel, fork, blockNumber };
     for (const version of versions) {

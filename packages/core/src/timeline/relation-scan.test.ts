@@ -115,6 +115,38 @@ describe("relation scan", () => {
     }
   });
 
+  it("hands back a page that is one stored image as its reference, and images stored one after another read as one run", async () => {
+    // blocks 0-7: one image each, written in one commit (consecutive in the image file, as an
+    // import writes them); block 8: an image with a record above it (a page, rebuilt)
+    const entries = [];
+    for (let b = 0; b < 8; b++) entries.push(image(b, 0x100n, b + 1));
+    entries.push(image(8, 0x100n, 9), generic(8, 0x200n, 8100, "z"));
+    await commit(store, entries);
+    const reader = new PageReader(store);
+    const scanner = new RelationScanner(reader, 0x300n);
+    try {
+      const found = [];
+      for (let b = 0; b <= 8; b++) found.push(await scanner.pageOrImage(rel, ForkNumber.Main, b));
+      const refs = found.slice(0, 8) as Array<{ file: number; offset: number; length: number }>;
+      for (const ref of refs) expect(ref).not.toBeInstanceOf(Buffer);
+      for (let b = 1; b < 8; b++) expect(refs[b]).toEqual({ file: refs[0].file, offset: refs[b - 1].offset + 8192, length: 8192 });
+      expect(found[8]).toBeInstanceOf(Buffer);
+      expect((found[8] as Buffer).equals(await reader.getPage(rel, ForkNumber.Main, 8, 0x300n))).toBe(true);
+      // the run, read with one pread at an offset of a larger buffer, is the eight pages
+      const target = Buffer.alloc(9 * 8192, 0xff);
+      scanner.readImagesInto(refs[0].file, refs[0].offset, 8 * 8192, target, 8192);
+      expect(target.subarray(0, 8192).every((x) => x === 0xff)).toBe(true);
+      for (let b = 0; b < 8; b++) {
+        expect(target.subarray((b + 1) * 8192, (b + 2) * 8192).equals(await reader.getPage(rel, ForkNumber.Main, b, 0x300n)), `block ${b}`).toBe(true);
+      }
+      // a run past the end of what was written is a clear error
+      // (block 8's image follows block 7's: it is the last one written)
+      expect(() => scanner.readImagesInto(refs[0].file, refs[7].offset + 2 * 8192 - 4096, 8192, target, 0)).toThrow(/truncated/);
+    } finally {
+      await scanner.close();
+    }
+  });
+
   it("reads a range that does not start at block 0, and an empty range", async () => {
     await fillTimeline(store);
     const reader = new PageReader(store);

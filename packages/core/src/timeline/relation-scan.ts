@@ -22,7 +22,8 @@
 import type { Lsn } from "../lsn.ts";
 import { BLCKSZ, type ForkNumber, type RelTag } from "../reltag.ts";
 import { ENTITY_KEY_LENGTH, KeySpace, materializedBlockKey, relBlockKey, storeKey } from "../storage/keys.ts";
-import { decodeValue, expandEntry, imageValue, isBaseValue, type StoredValue, ValueKind } from "../storage/values.ts";
+import type { AppendFiles, FileRef } from "../storage/append-files.ts";
+import { decodeValue, expandEntry, imageValue, isBaseValue, readImageRef, type StoredValue, ValueKind } from "../storage/values.ts";
 import type { PageReader } from "./page-reader.ts";
 
 /** entries per LevelDB round trip */
@@ -255,6 +256,15 @@ class TimelineScan {
 
   /** The page of `block` of a relation fork; `target` is its relBlockKey. */
   async page(rel: RelTag, fork: ForkNumber, block: number, target: Buffer): Promise<Buffer> {
+    const found = await this.pageOrImage(rel, fork, block, target);
+    return found instanceof Buffer ? found : this.reader.store.images.read(found as FileRef);
+  }
+
+  /**
+   * As `page`, but a page that is exactly one full image stored in the page image files comes
+   * back as that image's reference, not read yet: the caller reads it where it wants it.
+   */
+  async pageOrImage(rel: RelTag, fork: ForkNumber, block: number, target: Buffer): Promise<Buffer | FileRef> {
     // usually both cursors are positioned from what they hold; otherwise they move (and, when
     // opening or seeking, read) in parallel
     const materializedReady = this.materialized.skipBuffered(target);
@@ -290,18 +300,24 @@ class TimelineScan {
       else for (const member of expandEntry(entryLsn, entry[1])) addVersion(chain, member.lsn, member.raw, floor, this.lsn);
     }
     const complete = chain.length > 0 && isBaseValue(chain[0].raw);
+    // the common case after an import: the page is its one stored image
+    if (chain.length === 1 && chain[0].raw[0] === ValueKind.ImageRef) {
+      const ref = readImageRef(chain[0].raw);
+      if (ref.length === BLCKSZ) return ref;
+    }
 
     // decoded buffers (iterator entries, image file reads) are ours alone: replay uses them as pages
     const images = this.reader.store.images;
     const versions: Array<{ lsn: Lsn; value: StoredValue }> = chain.map((v) => ({ lsn: v.lsn, value: decodeValue(v.raw, images) }));
-    // the common case after an import: the page is its one stored image
+    // an image stored inline (stores written before the image files)
     const only = versions.length === 1 ? versions[0].value : undefined;
     if (only?.kind === ValueKind.Image && only.bytes.length === BLCKSZ) return only.bytes;
 
     // the same start page as getPage
     const materializedValue = materialized && decodeValue(materialized.raw, images);
     let page: Buffer;
-    if (complete) page = Buffer.alloc(BLCKSZ);
+    // a chain starting at an image replays onto that image's own buffer: no zero page needed
+    if (complete) page = versions[0].value.kind === ValueKind.Image ? versions[0].value.bytes : Buffer.alloc(BLCKSZ);
     else if (materializedValue?.kind === ValueKind.Image) page = materializedValue.bytes;
     else if (this.reader.ancestor) page = await this.ancestorPage(rel, fork, block, target);
     else page = Buffer.alloc(BLCKSZ);
@@ -365,6 +381,7 @@ function checkBlock(block: number): void {
 export class RelationScanner {
   private readonly scan: TimelineScan;
   private readonly end: Buffer | undefined;
+  private readonly images: AppendFiles;
   private busy = false;
   private closed = false;
 
@@ -373,6 +390,7 @@ export class RelationScanner {
     readonly lsn: Lsn,
     options: RelationScannerOptions = {},
   ) {
+    this.images = reader.store.images;
     if (options.end) checkBlock(options.end.block);
     this.end = options.end && relBlockKey(options.end.rel, options.end.fork, options.end.block);
     this.scan = new TimelineScan(reader, lsn, this.end);
@@ -385,6 +403,15 @@ export class RelationScanner {
 
   /** The page of one block. Errors (redo, corrupt values) are thrown for that block; the scanner stays usable. */
   async page(rel: RelTag, fork: ForkNumber, block: number): Promise<Buffer> {
+    const found = await this.pageOrImage(rel, fork, block);
+    return found instanceof Buffer ? found : this.images.read(found as FileRef);
+  }
+
+  /**
+   * As `page`, but a block whose page is one full image in the page image files comes back as
+   * its reference (read it with `readImagesInto`).
+   */
+  async pageOrImage(rel: RelTag, fork: ForkNumber, block: number): Promise<Buffer | FileRef> {
     checkBlock(block);
     if (this.closed) throw new Error("relation scanner is closed");
     if (this.busy) throw new Error("relation scanner: one read at a time");
@@ -392,10 +419,18 @@ export class RelationScanner {
     if (this.end && compareEntity(target, this.end) >= 0) throw new RangeError(`block ${block} of ${rel.spcNode}/${rel.dbNode}/${rel.relNode} fork ${fork} is past the scanner's end`);
     this.busy = true;
     try {
-      return await this.scan.page(rel, fork, block, target);
+      return await this.scan.pageOrImage(rel, fork, block, target);
     } finally {
       this.busy = false;
     }
+  }
+
+  /**
+   * Reads `length` bytes of the page image files at a reference's file and offset into `target`
+   * at `at`: one image from `pageOrImage`, or several whose references follow each other.
+   */
+  readImagesInto(file: number, offset: number, length: number, target: Buffer, at: number): void {
+    this.images.readInto(file, offset, length, target, at);
   }
 
   /** Blocks [fromBlock, toBlock) of a relation fork in block order. */
