@@ -255,7 +255,16 @@ class Connection {
             started = true;
           }
           if (this.closed) throw new Error("client went away");
-          if (!this.socket.write(message("d").bytes(chunk).end())) await new Promise((r) => this.socket.once("drain", r));
+          // the CopyData header and the chunk go out as one write without copying the chunk (the
+          // backup hands over a new buffer per chunk: the socket may keep it until sent)
+          const header = Buffer.allocUnsafe(5);
+          header[0] = 0x64; // 'd'
+          header.writeUInt32BE(chunk.length + 4, 1);
+          this.socket.cork();
+          this.socket.write(header);
+          const flowing = this.socket.write(chunk);
+          this.socket.uncork();
+          if (!flowing) await new Promise((r) => this.socket.once("drain", r));
         };
         try {
           await this.options.fullBackup(handle, lsn, write);
