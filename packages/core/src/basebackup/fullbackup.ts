@@ -64,8 +64,8 @@ const PG_VERSION = Buffer.from("15\n");
 /**
  * Relation pages per sink write (120 KiB). Measured with bench/fullbackup.mts on 2 cores, best of
  * 4 rounds through the page service: 32 pages per write took 0.74-0.85 s (first rounds 1.2-1.8 s),
- * 15 pages 0.51-0.70 s (first rounds 1.0-1.5 s). Smaller writes let the receiving end work on one
- * chunk while the next is read, and stay under glibc's 128 KiB mmap threshold.
+ * 15 pages 0.51-0.70 s (first rounds 1.0-1.5 s). Why is not pinned down: smaller writes hand
+ * the receiving end work sooner, and stay under glibc's 128 KiB mmap threshold.
  */
 const WRITE_PAGES = 15;
 const FORK_SUFFIX = ["", "_fsm", "_vm", "_init"];
