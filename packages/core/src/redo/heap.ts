@@ -18,7 +18,6 @@ import {
   pageReserveItem,
   pageSetPrunable,
 } from "./page.ts";
-import { BLCKSZ } from "../reltag.ts";
 import { RedoError, type RmgrRedo, UnsupportedRecordError } from "./types.ts";
 
 // xl_info high nibble
@@ -161,7 +160,7 @@ export function placeHeapTuple(
 ): number {
   if (isNewPage(page)) throw new RedoError(record, block, "page is not initialized");
   if (maxOffsetNumber(page) + 1 < offnum) throw new RedoError(record, block, `invalid max offset number: ${maxOffsetNumber(page)} for offset ${offnum}`);
-  if (length > BLCKSZ || pageReserveItem(page, length, offnum, HEAP_OVERWRITE) === InvalidOffsetNumber) {
+  if (pageReserveItem(page, length, offnum, HEAP_OVERWRITE) === InvalidOffsetNumber) {
     throw new RedoError(record, block, `failed to add tuple of ${length} bytes at offset ${offnum}`);
   }
   const tuple = getPdUpper(page);

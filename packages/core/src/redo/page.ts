@@ -468,9 +468,8 @@ export function pageRepairFragmentation(page: Buffer): void {
   let nunused = 0;
   let totalLen = 0;
   let finalUsed = InvalidOffsetNumber;
-  for (let i = FirstOffsetNumber, at = SIZE_OF_PAGE_HEADER; i <= nline; i++, at += ITEM_ID_SIZE) {
-    // the line pointer read byte by byte: this loop visits every line pointer of every pruned page
-    const raw = (page[at] | (page[at + 1] << 8) | (page[at + 2] << 16) | (page[at + 3] << 24)) >>> 0;
+  for (let i = FirstOffsetNumber; i <= nline; i++) {
+    const raw = getItemIdRaw(page, i);
     const flags = (raw >>> 15) & 3;
     if (flags !== LP_UNUSED) {
       const len = raw >>> 17;

@@ -299,12 +299,12 @@ class TimelineScan {
       // a run's versions (never bases) lie at and above its key, each checked on its own
       else for (const member of expandEntry(entryLsn, entry[1])) addVersion(chain, member.lsn, member.raw, floor, this.lsn);
     }
-    const complete = chain.length > 0 && isBaseValue(chain[0].raw);
     // the common case after an import: the page is its one stored image
     if (chain.length === 1 && chain[0].raw[0] === ValueKind.ImageRef) {
       const ref = readImageRef(chain[0].raw);
       if (ref.length === BLCKSZ) return ref;
     }
+    const complete = chain.length > 0 && isBaseValue(chain[0].raw);
 
     // decoded buffers (iterator entries, image file reads) are ours alone: replay uses them as pages
     const images = this.reader.store.images;
