@@ -17,11 +17,13 @@ import { PageServiceClient } from "@strata/core";
 import { PgCluster, freePort, makePostgresTempDir, runAsPostgres } from "@strata/core/testing";
 import { createStrataClient } from "@strata/api/client";
 import { makeDataDir, removeDataDir, startDaemon, type Daemon } from "../apps/pageserver/src/test-daemon.ts";
-import { envNumber, fmtMB, MB, progress, progressDone } from "./lib.mts";
+import { envNumber, fmtMB, MB, progress, progressDone, readCpuSeconds } from "./lib.mts";
 
 const SCALE = envNumber("BENCH_SCALE", 10);
 const PGBENCH_SECONDS = envNumber("BENCH_PGBENCH_SECONDS", 5);
 const ROUNDS = envNumber("BENCH_ROUNDS", 2);
+// BENCH_ENDPOINTS=0 skips part (2)
+const ENDPOINTS = process.env.BENCH_ENDPOINTS !== "0";
 
 function dirBytes(dir: string): number {
   let total = 0;
@@ -74,7 +76,7 @@ try {
   console.error(`databases: ${fmtMB(Number(size))}; timeline at ${lsn}`);
 
   const base: Array<{ s: number; bytes: number }> = [];
-  const strata: Array<{ s: number; bytes: number }> = [];
+  const strata: Array<{ s: number; bytes: number; daemonCpu: number; clientCpu: number }> = [];
   for (let round = 1; round <= ROUNDS; round++) {
     const dir = makePostgresTempDir("strata-bench-basebackup-");
     tempDirs.push(dir);
@@ -87,11 +89,15 @@ try {
     progress(`round ${round}/${ROUNDS}: strata fullbackup through the page service`);
     const ps = await PageServiceClient.connect("127.0.0.1", daemon.pgPort);
     let bytes = 0;
+    // CPU of both ends: on 2 cores the daemon and this client compete with each other
+    const daemonCpu0 = readCpuSeconds(daemon.process.pid!) ?? 0;
+    const clientCpu0 = process.cpuUsage();
     t = performance.now();
     await ps.fullbackup(ids.tenantId, ids.timelineId, undefined, (chunk) => {
       bytes += chunk.length;
     });
-    strata.push({ s: (performance.now() - t) / 1000, bytes });
+    const clientCpu = process.cpuUsage(clientCpu0);
+    strata.push({ s: (performance.now() - t) / 1000, bytes, daemonCpu: (readCpuSeconds(daemon.process.pid!) ?? 0) - daemonCpu0, clientCpu: (clientCpu.user + clientCpu.system) / 1e6 });
     ps.close();
   }
 
@@ -99,7 +105,7 @@ try {
   await api.branches.create.mutate({ tenantId: ids.tenantId, name: "bench" });
   const baseStart: Array<{ backup: number; start: number; total: number }> = [];
   const epStart: Array<{ api: number; total: number }> = [];
-  for (let round = 1; round <= ROUNDS; round++) {
+  for (let round = 1; ENDPOINTS && round <= ROUNDS; round++) {
     const dir = makePostgresTempDir("strata-bench-basebackup-");
     tempDirs.push(dir);
     const pgdata = path.join(dir, "data");
@@ -146,11 +152,14 @@ try {
   console.log(`baseline pg_basebackup -Ft -X none: ${fmtMB(b.bytes)} in ${b.s.toFixed(2)} s = ${bRate.toFixed(1)} MB/s (all rounds: ${base.map((x) => x.s.toFixed(2)).join(", ")} s)`);
   console.log(`strata fullbackup (page service):   ${fmtMB(s.bytes)} in ${s.s.toFixed(2)} s = ${sRate.toFixed(1)} MB/s (all rounds: ${strata.map((x) => x.s.toFixed(2)).join(", ")} s)`);
   console.log(`ratio strata / pg_basebackup MB/s: ${(sRate / bRate).toFixed(3)}x (target >= 0.8x); by time for the same database: ${(b.s / s.s).toFixed(3)}x`);
-  const bs = best(baseStart, (x) => x.total);
-  const es = best(epStart, (x) => x.total);
-  console.log(`baseline pg_basebackup -Fp -X stream + postgres start: ${bs.total.toFixed(2)} s (backup ${bs.backup.toFixed(2)} s, start until a query answers ${bs.start.toFixed(2)} s; all rounds: ${baseStart.map((x) => x.total.toFixed(2)).join(", ")} s)`);
-  console.log(`strata endpoint start on a branch: ${es.total.toFixed(2)} s until a query answers (endpoints.start round trip ${es.api.toFixed(2)} s; all rounds: ${epStart.map((x) => x.total.toFixed(2)).join(", ")} s)`);
-  console.log(`ratio baseline time / strata time: ${(bs.total / es.total).toFixed(3)}x`);
+  console.log(`CPU in the best strata round: pageserver ${s.daemonCpu.toFixed(2)} s, client ${s.clientCpu.toFixed(2)} s (all rounds: ${strata.map((x) => `${x.daemonCpu.toFixed(2)}/${x.clientCpu.toFixed(2)}`).join(", ")} s)`);
+  if (ENDPOINTS) {
+    const bs = best(baseStart, (x) => x.total);
+    const es = best(epStart, (x) => x.total);
+    console.log(`baseline pg_basebackup -Fp -X stream + postgres start: ${bs.total.toFixed(2)} s (backup ${bs.backup.toFixed(2)} s, start until a query answers ${bs.start.toFixed(2)} s; all rounds: ${baseStart.map((x) => x.total.toFixed(2)).join(", ")} s)`);
+    console.log(`strata endpoint start on a branch: ${es.total.toFixed(2)} s until a query answers (endpoints.start round trip ${es.api.toFixed(2)} s; all rounds: ${epStart.map((x) => x.total.toFixed(2)).join(", ")} s)`);
+    console.log(`ratio baseline time / strata time: ${(bs.total / es.total).toFixed(3)}x`);
+  }
 } finally {
   progressDone();
   if (endpointUp) await endpointUp().catch(() => {});

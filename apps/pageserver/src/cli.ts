@@ -254,8 +254,9 @@ program
     const health = await client(cmd).health.query();
     const [host, port] = [health.pageServiceAddress.replace(/:\d+$/, ""), Number(health.pageServiceAddress.split(":").pop())];
     const { PageServiceClient } = await import("@strata/core");
-    const { createWriteStream } = await import("node:fs");
-    const out = opts.out === "-" ? process.stdout : createWriteStream(opts.out);
+    const { closeSync, openSync, writeSync } = await import("node:fs");
+    // a file is written synchronously: the client hands over views of its read buffer
+    const fd = opts.out === "-" ? undefined : openSync(opts.out, "w");
     const page = await PageServiceClient.connect(host, port);
     let bytes = 0;
     const started = Date.now();
@@ -264,15 +265,20 @@ program
       if (progress) drawProgress(formatProgress(bytes, null, Date.now() - started));
     }, 200);
     try {
-      await page.fullbackup(tenantId, timelineId, lsn, async (chunk) => {
+      await page.fullbackup(tenantId, timelineId, lsn, (chunk) => {
         bytes += chunk.length;
-        if (!out.write(chunk)) await new Promise<void>((resolve) => out.once("drain", () => resolve()));
+        if (fd !== undefined) {
+          for (let done = 0; done < chunk.length; ) done += writeSync(fd, chunk, done);
+          return;
+        }
+        // stdout may keep what it is given until drained: give it a copy
+        if (!process.stdout.write(Buffer.from(chunk))) return new Promise<void>((resolve) => process.stdout.once("drain", () => resolve()));
       });
     } finally {
       clearInterval(tick);
       page.close();
+      if (fd !== undefined) closeSync(fd);
     }
-    if (out !== process.stdout) await new Promise<void>((resolve) => out.end(() => resolve()));
     if (opts.out !== "-") process.stderr.write(`${progress ? "\r" : ""}wrote ${(bytes / 1048576).toFixed(1)} MB to ${opts.out} in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
   });
 

@@ -6,7 +6,7 @@ import { execFileSync } from "node:child_process";
 import { rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { makeDataDir, removeDataDir, runCli, startDaemon, type Daemon } from "./test-daemon.ts";
+import { makeDataDir, removeDataDir, runCli, startDaemon, strataBin, type Daemon } from "./test-daemon.ts";
 
 describe("page service (pagestream over the PostgreSQL wire protocol)", () => {
   let primary: PgCluster;
@@ -97,7 +97,7 @@ describe("page service (pagestream over the PostgreSQL wire protocol)", () => {
     client.close();
   });
 
-  it("streams a full backup tar with `strata fullbackup` and refuses bad LSNs with a clear error", async () => {
+  it("streams a full backup tar with `strata fullbackup` to a file or stdout, and refuses bad LSNs with a clear error", async () => {
     const env = { STRATA_API: daemon.apiUrl };
     const out = path.join(os.tmpdir(), `strata-fullbackup-${process.pid}.tar`);
     try {
@@ -106,6 +106,22 @@ describe("page service (pagestream over the PostgreSQL wire protocol)", () => {
       const listing = execFileSync("tar", ["-tf", out]).toString().split("\n");
       for (const entry of ["PG_VERSION", "global/pg_control", "global/pg_filenode.map", `base/${accounts.dbNode}/${accounts.relNode}`, "pg_xact/0000"]) expect(listing).toContain(entry);
       expect(listing.some((e) => /^pg_wal\/[0-9A-F]{24}$/.test(e))).toBe(true);
+      // the bytes survive the client's reused read buffer, written to a file and to stdout: the
+      // accounts table in each archive is, block by block, what GetPage returns
+      const fromStdout = execFileSync(process.execPath, [strataBin, "fullbackup", "--tenant", tenantId, "--timeline", timelineId, "--out", "-"], {
+        env: { ...process.env, ...env },
+        maxBuffer: 1 << 30,
+      });
+      const member = `base/${accounts.dbNode}/${accounts.relNode}`;
+      const client = await connect();
+      const stream = await client.pagestream(tenantId, timelineId);
+      for (const file of [execFileSync("tar", ["-xOf", out, member], { maxBuffer: 1 << 30 }), execFileSync("tar", ["-xO", "-f", "-", member], { input: fromStdout, maxBuffer: 1 << 30 })]) {
+        expect(file.length).toBe(blocks * 8192);
+        for (let block = 0; block < blocks; block++) {
+          if (!file.subarray(block * 8192, (block + 1) * 8192).equals(await stream.getPage(accounts, ForkNumber.Main, block))) throw new Error(`block ${block} of ${member} differs from GetPage`);
+        }
+      }
+      client.close();
       const low = await runCli(["fullbackup", "--tenant", tenantId, "--timeline", timelineId, "--lsn", "0/10", "--out", out], env);
       expect(low.code).toBe(1);
       expect(low.stderr).toMatch(/below the first readable LSN/);

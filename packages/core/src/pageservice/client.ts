@@ -3,12 +3,16 @@
 import net from "node:net";
 import type { Lsn } from "../lsn.ts";
 import type { ForkNumber, RelTag } from "../reltag.ts";
-import { message, MessageReader, type Frame } from "../replication/protocol.ts";
+import { message, type Frame } from "../replication/protocol.ts";
 import { parseServerFields } from "../replication/errors.ts";
 import {
   decodeResponse, encodeRequest, LATEST_LSN, RequestTag, ResponseTag,
   type PagestreamRequest, type PagestreamResult, type PagestreamSlruKind, type PagestreamVersion,
 } from "./messages.ts";
+import { FrameReceiver } from "./frame-receiver.ts";
+
+/** Socket reads land in one buffer of this size per connection, reused for every read. */
+const READ_BUFFER_BYTES = 256 * 1024;
 
 type DistributiveOmit<T, K extends keyof T> = T extends unknown ? Omit<T, K> : never;
 
@@ -25,25 +29,30 @@ export interface ReadAt {
 }
 
 export class PageServiceClient {
-  private readonly reader = new MessageReader();
+  private readonly receiver: FrameReceiver;
   private waiters: Array<() => void> = [];
   private error: Error | undefined;
   private reqid = 0n;
+  private socket!: net.Socket;
 
-  private constructor(private readonly socket: net.Socket) {
-    socket.setNoDelay(true);
-    socket.on("data", (chunk) => {
-      this.reader.feed(chunk);
-      this.wake();
-    });
-    socket.on("error", (err) => {
-      this.error ??= err;
-      this.wake();
-    });
-    socket.on("close", () => {
-      this.error ??= new PageServiceError("page service connection closed");
-      this.wake();
-    });
+  private constructor() {
+    this.receiver = new FrameReceiver(() => this.wake(), (err) => this.fail(err));
+  }
+
+  /** Takes one socket read; false pauses the socket (a fullbackup sink is busy with the buffer). */
+  private received(buf: Buffer, n: number): boolean {
+    try {
+      return this.receiver.receive(buf, 0, n, () => this.socket.resume());
+    } catch (err) {
+      this.fail(err as Error);
+      return false;
+    }
+  }
+
+  private fail(err: Error) {
+    this.error ??= err;
+    this.socket.destroy();
+    this.wake();
   }
 
   private wake() {
@@ -55,7 +64,7 @@ export class PageServiceClient {
   /** The next message from the server. */
   async frame(): Promise<Frame> {
     for (;;) {
-      const frame = this.reader.next();
+      const frame = this.receiver.next();
       if (frame) return frame;
       if (this.error) throw this.error;
       await new Promise<void>((resolve) => this.waiters.push(resolve));
@@ -63,12 +72,22 @@ export class PageServiceClient {
   }
 
   static async connect(host: string, port: number): Promise<PageServiceClient> {
-    const socket = net.connect(port, host);
+    const client = new PageServiceClient();
+    const socket = net.connect({ port, host, onread: { buffer: Buffer.allocUnsafe(READ_BUFFER_BYTES), callback: (n: number, buf: Buffer) => client.received(buf, n) } });
+    client.socket = socket;
+    socket.setNoDelay(true);
+    socket.on("error", (err) => {
+      client.error ??= err;
+      client.wake();
+    });
+    socket.on("close", () => {
+      client.error ??= new PageServiceError("page service connection closed");
+      client.wake();
+    });
     await new Promise<void>((resolve, reject) => {
       socket.once("connect", resolve);
       socket.once("error", reject);
     });
-    const client = new PageServiceClient(socket);
     const params = Buffer.from("user\0strata\0application_name\0strata-client\0\0");
     const startup = Buffer.alloc(8);
     startup.writeInt32BE(8 + params.length, 0);
@@ -117,20 +136,28 @@ export class PageServiceClient {
     return ++this.reqid;
   }
 
-  /** Streams `fullbackup`: calls `onChunk` with each piece of the tar, in order. */
+  /**
+   * Streams `fullbackup`: calls `onChunk` with each piece of the tar, in order. A piece is a view
+   * of the connection's read buffer, valid until `onChunk` returns or the promise it returns
+   * settles (reading pauses until then): copy what must live longer.
+   */
   async fullbackup(tenantId: string, timelineId: string, lsn: string | undefined, onChunk: (chunk: Buffer) => void | Promise<void>): Promise<void> {
-    this.socket.write(message("Q").cstring(`fullbackup ${tenantId} ${timelineId}${lsn ? ` ${lsn}` : ""}`).end());
-    let error: PageServiceError | undefined;
-    for (;;) {
-      const frame = await this.frame();
-      if (frame.type === "d") await onChunk(frame.body);
-      else if (frame.type === "E") {
-        const fields = parseServerFields(frame.body);
-        error ??= new PageServiceError(fields.M ?? "fullbackup failed", fields.C);
-      } else if (frame.type === "Z") {
-        if (error) throw error;
-        return;
+    this.receiver.sink = onChunk;
+    try {
+      this.socket.write(message("Q").cstring(`fullbackup ${tenantId} ${timelineId}${lsn ? ` ${lsn}` : ""}`).end());
+      let error: PageServiceError | undefined;
+      for (;;) {
+        const frame = await this.frame();
+        if (frame.type === "E") {
+          const fields = parseServerFields(frame.body);
+          error ??= new PageServiceError(fields.M ?? "fullbackup failed", fields.C);
+        } else if (frame.type === "Z") {
+          if (error) throw error;
+          return;
+        }
       }
+    } finally {
+      this.receiver.sink = undefined;
     }
   }
 
