@@ -101,7 +101,7 @@ describe("full backup layout", () => {
   it("writes every fork in relation segments, unlogged main forks from init forks, SLRUs, relmaps, 2PC files and pg_control last", async () => {
     const chunks: Buffer[] = [];
     const progress: number[][] = [];
-    const result = await fullBackup(fakeReader(), LSN, async (c) => void chunks.push(c), { onProgress: (b, t) => progress.push([b, t]) });
+    const result = await fullBackup(fakeReader(), LSN, async (c) => void chunks.push(Buffer.from(c)), { onProgress: (b, t) => progress.push([b, t]) });
     const files = await untar(chunks);
     const names = [...files.keys()];
     expect(names.at(-1)).toBe("global/pg_control");
@@ -146,6 +146,37 @@ describe("full backup layout", () => {
 
     expect(result.bytes).toBe(chunks.reduce((n, c) => n + c.length, 0));
     expect(progress.at(-1)).toEqual([result.bytes, result.bytes]);
+  });
+
+  it("refills a chunk buffer only once the sink is done with it", async () => {
+    const time = new Date(1_700_000_000_000);
+    const reference: Buffer[] = [];
+    await fullBackup(fakeReader(), LSN, async (c) => void reference.push(Buffer.from(c)), { time });
+    // a sink that reads relation chunks late (20 event loop turns), everything else soon: several
+    // chunk buffers are out at once, and the ring must wait before refilling one
+    const late: Buffer[] = [];
+    let calls = 0;
+    await fullBackup(
+      fakeReader(),
+      LSN,
+      (chunk) =>
+        new Promise<void>((resolve) => {
+          const slot = calls++;
+          const turn = (left: number): void => {
+            if (left > 0) return void setImmediate(() => turn(left - 1));
+            late[slot] = Buffer.from(chunk);
+            resolve();
+          };
+          turn(chunk.length >= 8192 && chunk.length % 8192 === 0 ? 20 : 1);
+        }),
+      { time },
+    );
+    const [got, want] = [await untar(late), await untar(reference)];
+    expect([...got.keys()]).toEqual([...want.keys()]);
+    for (const [name, content] of want) {
+      const other = got.get(name);
+      if (content instanceof Buffer ? !(other instanceof Buffer && other.equals(content)) : other !== content) throw new Error(`${name} differs`);
+    }
   });
 
   it("rejects an unaligned LSN and an LSN inside a record", async () => {

@@ -68,6 +68,11 @@ const PG_VERSION = Buffer.from("15\n");
  * the receiving end work sooner, and stay under glibc's 128 KiB mmap threshold.
  */
 const WRITE_PAGES = 15;
+/**
+ * Chunk buffers a backup cycles through: a buffer is refilled once the sink is done with it, so a
+ * backup allocates no memory per chunk, and this many chunks can be on their way at once.
+ */
+const CHUNKS_IN_FLIGHT = 4;
 const FORK_SUFFIX = ["", "_fsm", "_vm", "_init"];
 
 const PG_HBA = `# pg_hba.conf written by Strata's full backup: trust on the local socket and loopback.
@@ -103,6 +108,44 @@ function postgresqlConf(s: ControlSettings): string {
     `track_commit_timestamp = ${s.trackCommitTimestamp ? "on" : "off"}`,
     "",
   ].join("\n");
+}
+
+/** The chunk buffers of one backup, each lent to the sink until its write is done. */
+class ChunkRing {
+  private readonly buffers: Buffer[];
+  private readonly lent: Array<Promise<void> | undefined>;
+  private next = 0;
+
+  constructor(chunkBytes: number, count: number) {
+    this.buffers = Array.from({ length: count }, () => Buffer.allocUnsafe(chunkBytes));
+    this.lent = new Array(count).fill(undefined);
+  }
+
+  /** The next buffer, once the sink is done with what it last held (its write error, if any, throws here). */
+  async take(): Promise<Buffer> {
+    const done = this.lent[this.next];
+    if (done) {
+      this.lent[this.next] = undefined;
+      await done;
+    }
+    return this.buffers[this.next];
+  }
+
+  /** Lends the buffer last taken to a write; the one after it is taken next. */
+  lend(done: Promise<void>): void {
+    done.catch(() => {}); // awaited by take() or settle(); not an unhandled rejection meanwhile
+    this.lent[this.next] = done;
+    this.next = (this.next + 1) % this.buffers.length;
+  }
+
+  /** Waits for every write still holding a buffer. */
+  async settle(): Promise<void> {
+    for (let i = 0; i < this.lent.length; i++) {
+      const done = this.lent[i];
+      this.lent[i] = undefined;
+      if (done) await done;
+    }
+  }
 }
 
 interface RelationFile {
@@ -324,6 +367,7 @@ export async function fullBackup(reader: PageReader, lsn: Lsn, out: Writable | T
   let scanEnd: { rel: RelTag; fork: ForkNumber; block: number } | undefined;
   for (const file of relations) if (file.blocks > 0) scanEnd = { rel: file.rel, fork: file.sourceFork, block: file.firstBlock + file.blocks };
   const scanner = reader instanceof PageReader ? new RelationScanner(reader, lsn, { end: scanEnd }) : undefined;
+  const chunks = new ChunkRing(WRITE_PAGES * BLCKSZ, CHUNKS_IN_FLIGHT);
   try {
     for (const entry of entries) {
       switch (entry.type) {
@@ -356,10 +400,10 @@ export async function fullBackup(reader: PageReader, lsn: Lsn, out: Writable | T
             return next.value.page;
           };
           // pages are gathered into chunks of up to WRITE_PAGES: one sink call (one page service
-          // message, one file write) per chunk instead of per page. The sink may keep a chunk, so
-          // every chunk is a new buffer. Pages that are one stored image are read straight into
-          // the chunk, images stored one after another (an import's) with one pread.
-          let chunk = Buffer.alloc(0);
+          // message, one file write) per chunk instead of per page, into buffers of the ring that
+          // the sink is done with. Pages that are one stored image are read straight into the
+          // chunk, images stored one after another (an import's) with one pread.
+          let chunk: Buffer = Buffer.alloc(0);
           let chunkFirstBlock = firstBlock;
           let filled = 0;
           let run: { file: number; offset: number; length: number; at: number } | undefined;
@@ -378,7 +422,7 @@ export async function fullBackup(reader: PageReader, lsn: Lsn, out: Writable | T
             readRun();
             // the checksum goes into the chunk's copy: the reader's pages stay as they were
             if (checksums) for (let at = 0; at < filled; at += BLCKSZ) setPageChecksum(chunk.subarray(at, at + BLCKSZ), chunkFirstBlock + at / BLCKSZ);
-            if (filled) await tar.write(filled === chunk.length ? chunk : chunk.subarray(0, filled));
+            if (filled) chunks.lend(tar.write(filled === chunk.length ? chunk : chunk.subarray(0, filled)));
             filled = 0;
           };
           try {
@@ -392,7 +436,7 @@ export async function fullBackup(reader: PageReader, lsn: Lsn, out: Writable | T
               }
               if (filled === chunk.length) {
                 await flush();
-                chunk = Buffer.allocUnsafe(Math.min(end - block, WRITE_PAGES) * BLCKSZ);
+                chunk = (await chunks.take()).subarray(0, Math.min(end - block, WRITE_PAGES) * BLCKSZ);
                 chunkFirstBlock = block;
               }
               if (found instanceof Buffer) {
@@ -430,6 +474,7 @@ export async function fullBackup(reader: PageReader, lsn: Lsn, out: Writable | T
       files++;
       progress();
     }
+    await chunks.settle();
   } finally {
     // closes the scan's iterators also when the archive write failed
     await scanner?.close();

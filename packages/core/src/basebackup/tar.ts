@@ -9,6 +9,11 @@ const ZERO_BLOCKS = Buffer.alloc(2 * BLOCK);
 /** largest size the 11 octal digits of a ustar header can express (8 GiB - 1) */
 const MAX_USTAR_SIZE = 8 ** 11 - 1;
 
+/**
+ * Takes the archive's bytes in order. The promise resolves once the sink is done with `chunk`
+ * (written, or copied): the caller may then reuse the buffer. A caller may hand over the next
+ * chunk before that; calls are made in archive order.
+ */
 export type TarSink = (chunk: Buffer) => Promise<void>;
 
 export class TarWriteError extends Error {
@@ -24,25 +29,16 @@ export function tarEntrySize(contentSize: number): number {
 export const TAR_TRAILER_SIZE = 2 * BLOCK;
 
 /**
- * Adapts a Writable (honouring backpressure and surfacing its errors) or an async chunk callback
- * to a sink. The Writable is not ended: the caller owns it.
+ * Adapts a Writable (its errors surface) or an async chunk callback to a sink. A chunk is done
+ * when the Writable's write callback fires, which also holds the backup to the stream's pace. The
+ * Writable is not ended: the caller owns it.
  */
 export function toTarSink(out: Writable | TarSink): TarSink {
   if (typeof out === "function") return out;
   return (chunk) =>
     new Promise<void>((resolve, reject) => {
       if (out.destroyed || out.writableEnded) return reject(new TarWriteError("output stream is closed"));
-      const onError = (err: Error) => {
-        out.off("drain", onDrain);
-        reject(err);
-      };
-      const onDrain = () => {
-        out.off("error", onError);
-        resolve();
-      };
-      if (out.write(chunk)) return resolve();
-      out.once("error", onError);
-      out.once("drain", onDrain);
+      out.write(chunk, (err) => (err ? reject(err) : resolve()));
     });
 }
 
@@ -120,7 +116,7 @@ export class TarWriter {
     this.open = { path, remaining: size, size };
   }
 
-  /** Content of the open file. The sink may keep the buffer: don't modify it afterwards. */
+  /** Content of the open file. Resolves once the sink is done with the buffer (see TarSink). */
   async write(chunk: Buffer): Promise<void> {
     if (!this.open) throw new TarWriteError("write() without beginFile()");
     if (chunk.length > this.open.remaining) throw new TarWriteError(`${this.open.path}: content exceeds the declared ${this.open.size} bytes`);

@@ -20,9 +20,7 @@ export async function prepareDataDirectory(reader: PageReader, lsn: Lsn, dataDir
   const exited = new Promise<number | null>((resolve) => tar.once("exit", resolve));
   let result: FullBackupResult;
   try {
-    result = await fullBackup(reader, lsn, async (chunk) => {
-      if (!tar.stdin.write(chunk)) await new Promise((resolve) => tar.stdin.once("drain", resolve));
-    });
+    result = await fullBackup(reader, lsn, tar.stdin);
   } finally {
     tar.stdin.end();
   }

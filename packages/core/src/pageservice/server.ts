@@ -255,16 +255,17 @@ class Connection {
             started = true;
           }
           if (this.closed) throw new Error("client went away");
-          // the CopyData header and the chunk go out as one write without copying the chunk (the
-          // backup hands over a new buffer per chunk: the socket may keep it until sent)
+          // the CopyData header and the chunk go out as one write without copying the chunk; the
+          // backup may reuse the chunk once its write is done (TarSink)
           const header = Buffer.allocUnsafe(5);
           header[0] = 0x64; // 'd'
           header.writeUInt32BE(chunk.length + 4, 1);
-          this.socket.cork();
-          this.socket.write(header);
-          const flowing = this.socket.write(chunk);
-          this.socket.uncork();
-          if (!flowing) await new Promise((r) => this.socket.once("drain", r));
+          await new Promise<void>((resolve, reject) => {
+            this.socket.cork();
+            this.socket.write(header);
+            this.socket.write(chunk, (err) => (err ? reject(err) : resolve()));
+            this.socket.uncork();
+          });
         };
         try {
           await this.options.fullBackup(handle, lsn, write);
