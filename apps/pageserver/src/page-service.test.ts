@@ -97,6 +97,31 @@ describe("page service (pagestream over the PostgreSQL wire protocol)", () => {
     client.close();
   });
 
+  it("ends a full backup whose client went away, and keeps serving everyone else", async () => {
+    const dropping = await connect();
+    let pieces = 0;
+    await expect(
+      dropping.fullbackup(tenantId, timelineId, undefined, () => {
+        if (++pieces === 3) throw new Error("reader gave up");
+      }),
+    ).rejects.toThrow(/reader gave up/);
+    // the server's side of that backup ends (its scan closed), it does not wait forever
+    for (let waited = 0; !daemon.output().includes('"full backup failed"'); waited += 50) {
+      if (waited > 30_000) throw new Error(`no "full backup failed" in the log:\n${daemon.output().slice(-2000)}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const client = await connect();
+    const stream = await client.pagestream(tenantId, timelineId);
+    expect((await stream.getPage(accounts, ForkNumber.Main, 3)).equals(await apiPage(3))).toBe(true);
+    client.close();
+    const again = await connect();
+    let bytes = 0;
+    await again.fullbackup(tenantId, timelineId, undefined, (piece) => void (bytes += piece.length));
+    expect(bytes).toBeGreaterThan(blocks * 8192);
+    expect(bytes % 512).toBe(0);
+    again.close();
+  });
+
   it("streams a full backup tar with `strata fullbackup` to a file or stdout, and refuses bad LSNs with a clear error", async () => {
     const env = { STRATA_API: daemon.apiUrl };
     const out = path.join(os.tmpdir(), `strata-fullbackup-${process.pid}.tar`);

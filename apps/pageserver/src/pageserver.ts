@@ -141,8 +141,15 @@ export async function startPageserver(options: PageserverOptions): Promise<Runni
         const target = lsn ?? markers.lastRecordLsn;
         if (target < markers.startLsn) throw new Error(`LSN ${formatLsn(target)} is below the first readable LSN ${formatLsn(markers.startLsn)} of the timeline`);
         if (target > markers.lastRecordLsn) markers = await manager.waitForLsn(handle.tenantId, handle.timelineId, target, 60_000);
-        const result = await fullBackup(handle.reader, target, write);
-        logger.info({ tenantId: handle.tenantId, timelineId: handle.timelineId, lsn: formatLsn(target), bytes: result.bytes }, "full backup sent");
+        const where = { tenantId: handle.tenantId, timelineId: handle.timelineId, lsn: formatLsn(target) };
+        let result;
+        try {
+          result = await fullBackup(handle.reader, target, write);
+        } catch (err) {
+          logger.warn({ ...where, err: (err as Error).message }, "full backup failed");
+          throw err;
+        }
+        logger.info({ ...where, bytes: result.bytes }, "full backup sent");
       },
     });
     const pageConnections = new Set<net.Socket>();
