@@ -9,7 +9,7 @@ import {
   decodeResponse, encodeRequest, LATEST_LSN, RequestTag, ResponseTag,
   type PagestreamRequest, type PagestreamResult, type PagestreamSlruKind, type PagestreamVersion,
 } from "./messages.ts";
-import { FrameReceiver } from "./frame-receiver.ts";
+import { FrameReceiver } from "../replication/frame-receiver.ts";
 
 /** Socket reads land in one buffer of this size per connection, reused for every read. */
 const READ_BUFFER_BYTES = 256 * 1024;

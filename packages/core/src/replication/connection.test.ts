@@ -1,9 +1,11 @@
+import net from "node:net";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { formatLsn, parseLsn } from "../lsn.ts";
 import { freePort, PgCluster, writePostgresFile } from "../testing/pgcluster.ts";
 import { ReplicationConnection } from "./connection.ts";
 import { PrimaryConnectError, PrimaryError } from "./errors.ts";
+import { ProtocolViolation } from "./protocol.ts";
 
 describe("replication connection", () => {
   let cluster: PgCluster;
@@ -84,6 +86,20 @@ describe("replication connection", () => {
     expect(err).toBeInstanceOf(PrimaryConnectError);
     expect(err.message).toBe(`cannot connect to primary at 127.0.0.1:${port}: connection refused`);
     expect(err.errno).toBe("ECONNREFUSED");
+  });
+
+  it("fails with a clear error, not a hang, when the server's byte stream is not the protocol", async () => {
+    // a server that answers the startup packet with a frame whose length field is impossible
+    const server = net.createServer((socket) => socket.once("data", () => socket.write(Buffer.from([0x52, 0, 0, 0, 2, 0, 0, 0, 0]))));
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    try {
+      const port = (server.address() as net.AddressInfo).port;
+      const err = await ReplicationConnection.connect({ host: "127.0.0.1", port, user: "postgres" }, { connectTimeoutMs: 20_000 }).catch((e) => e);
+      expect(err).toBeInstanceOf(ProtocolViolation);
+      expect(err.message).toMatch(/invalid length 2 for message type "R"/);
+    } finally {
+      server.close();
+    }
   });
 
   it("authenticates with SCRAM-SHA-256, and a wrong password fails with the server's message", async () => {

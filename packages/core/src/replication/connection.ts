@@ -7,7 +7,8 @@ import net from "node:net";
 import { parseLsn, type Lsn } from "../lsn.ts";
 import { md5PasswordResponse, SCRAM_MECHANISM, ScramSession } from "./auth.ts";
 import { parseServerFields, PrimaryConnectError, PrimaryError } from "./errors.ts";
-import { BodyReader, message, MessageReader, parseDataRow, parseRowDescription, ProtocolViolation, type Frame } from "./protocol.ts";
+import { FrameReceiver } from "./frame-receiver.ts";
+import { BodyReader, message, parseDataRow, parseRowDescription, ProtocolViolation, type Frame } from "./protocol.ts";
 import { startReplication, type ReplicationStream, type StartReplicationOptions } from "./stream.ts";
 
 export interface PrimaryTarget {
@@ -63,7 +64,6 @@ export class ReplicationConnection {
   /** How the server authenticated us. */
   authMethod: "trust" | "password" | "md5" | "scram-sha-256" = "trust";
 
-  private readonly reader = new MessageReader();
   private wake: (() => void) | null = null;
   private closedError: Error | null = null;
   private paused = false;
@@ -72,6 +72,7 @@ export class ReplicationConnection {
 
   private constructor(
     private readonly socket: net.Socket,
+    private readonly reader: FrameReceiver,
     readonly host: string,
     readonly port: number,
     readonly user: string,
@@ -79,14 +80,6 @@ export class ReplicationConnection {
   ) {
     this.highWaterMark = options.highWaterMark ?? 1 << 20;
     socket.setNoDelay(true);
-    socket.on("data", (chunk: Buffer) => {
-      this.reader.feed(chunk);
-      if (!this.paused && this.reader.bufferedBytes > this.highWaterMark) {
-        this.paused = true;
-        socket.pause();
-      }
-      this.notify();
-    });
     socket.on("error", (err: NodeJS.ErrnoException) => {
       this.closedError ??= new PrimaryConnectError(`connection to primary at ${this.address} failed: ${err.message}`, err.code, { cause: err });
       this.notify();
@@ -113,8 +106,27 @@ export class ReplicationConnection {
     const user = t.user ?? process.env.PGUSER ?? "postgres";
     const timeoutMs = options.connectTimeoutMs ?? 10_000;
 
-    const socket = await openSocket(host, port, timeoutMs);
-    const conn = new ReplicationConnection(socket, host, port, user, options);
+    let conn: ReplicationConnection | undefined;
+    const reader = new FrameReceiver(
+      () => conn?.notify(),
+      () => {},
+    );
+    // socket reads land in one reused buffer; frames are copied out of it (FrameReceiver)
+    const socket = await openSocket(host, port, timeoutMs, (n, buf) => {
+      try {
+        reader.receive(buf, 0, n, () => {});
+      } catch (err) {
+        conn?.fail(err as Error);
+        return false;
+      }
+      // flow control: stop reading while the consumer is far behind
+      if (conn && !conn.paused && reader.bufferedBytes > conn.highWaterMark) {
+        conn.paused = true;
+        return false;
+      }
+      return true;
+    });
+    conn = new ReplicationConnection(socket, reader, host, port, user, options);
     const timer = setTimeout(() => {
       conn.closedError ??= new PrimaryConnectError(`cannot connect to primary at ${host}:${port}: startup timed out after ${timeoutMs} ms`, "ETIMEDOUT");
       socket.destroy();
@@ -258,6 +270,13 @@ export class ReplicationConnection {
     const w = this.wake;
     this.wake = null;
     w?.();
+  }
+
+  /** The stream from the server is broken (a frame that cannot be parsed): readers get `err`. */
+  private fail(err: Error): void {
+    this.closedError ??= err;
+    this.socket.destroy();
+    this.notify();
   }
 
   // ---- simple query ---------------------------------------------------------------------------
@@ -460,9 +479,12 @@ const ERRNO_TEXT: Record<string, string> = {
   ETIMEDOUT: "timed out",
 };
 
-function openSocket(host: string, port: number, timeoutMs: number): Promise<net.Socket> {
+/** Bytes of the buffer each connection's socket reads into (reused for every read). */
+const READ_BUFFER_BYTES = 256 * 1024;
+
+function openSocket(host: string, port: number, timeoutMs: number, onRead: (n: number, buf: Buffer) => boolean): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
-    const socket = net.connect({ host, port });
+    const socket = net.connect({ host, port, onread: { buffer: Buffer.allocUnsafe(READ_BUFFER_BYTES), callback: onRead } });
     const fail = (err: NodeJS.ErrnoException) => {
       clearTimeout(timer);
       socket.destroy();

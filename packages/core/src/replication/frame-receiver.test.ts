@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { message } from "../replication/protocol.ts";
+import { message } from "./protocol.ts";
 import { FrameReceiver } from "./frame-receiver.ts";
 
 /** A CopyOut exchange: CopyOutResponse, CopyData messages of various sizes, CopyDone, CommandComplete, ReadyForQuery. */

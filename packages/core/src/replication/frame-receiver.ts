@@ -1,9 +1,10 @@
-// Cuts the bytes a page service client reads into protocol frames. The socket reads into one
-// reused buffer (no allocation per read), so whatever must outlive a read is copied here, once:
-// a frame's body into a buffer of exactly its size. While a CopyData sink is set (fullbackup),
-// CopyData bodies are not copied at all: each piece goes to the sink as a view of the read buffer,
-// which is valid until the sink returns or the promise it returns settles.
-import { ProtocolViolation, type Frame } from "../replication/protocol.ts";
+// Cuts the bytes a client reads into protocol v3 frames (the replication connection, the page
+// service client). The socket reads into one reused buffer (net's `onread`: no 64 KiB allocation
+// per read), so whatever must outlive a read is copied here, once: a frame's body into a buffer of
+// exactly its size. While a CopyData sink is set (fullbackup), CopyData bodies are not copied at
+// all: each piece goes to the sink as a view of the read buffer, which is valid until the sink
+// returns or the promise it returns settles.
+import { ProtocolViolation, type Frame } from "./protocol.ts";
 
 /** Largest non-CopyData message accepted; guards against garbage or a desynchronised stream. */
 const MAX_FRAME_BYTES = 1 << 30;
@@ -33,9 +34,19 @@ export class FrameReceiver {
    */
   constructor(private readonly onFrames: () => void, private readonly onError: (err: Error) => void) {}
 
+  /** bytes of the frames not taken yet, and of the one being collected */
+  private queued = 0;
+
+  /** Bytes received but not yet taken as frames (for flow control). */
+  get bufferedBytes(): number {
+    return this.queued + this.bodyFill;
+  }
+
   /** The next complete frame, if any. */
   next(): Frame | undefined {
-    return this.frames.shift();
+    const frame = this.frames.shift();
+    if (frame) this.queued -= frame.body.length;
+    return frame;
   }
 
   /**
@@ -78,7 +89,9 @@ export class FrameReceiver {
           this.bodyFill += n;
           if (this.bodyFill === this.body.length) {
             this.frames.push({ type: this.frameType, body: this.body });
+            this.queued += this.body.length;
             this.body = undefined;
+            this.bodyFill = 0;
           }
         } else {
           const n = Math.min(5 - this.headerFill, end - pos);
