@@ -5,7 +5,8 @@ import path from "node:path";
 import { ForkNumber } from "../reltag.ts";
 import { materializedBlockKey, relBlockKey, SlruKind, slruBlockKey, storeKey } from "../storage/keys.ts";
 import { TimelineStore } from "../storage/timeline-store.ts";
-import { derivedValue, DerivedKind, imageValue, walRecordValue } from "../storage/values.ts";
+import { derivedValue, DerivedKind, imageValue, ValueKind, walRecordValue } from "../storage/values.ts";
+import { RMGRS } from "../redo/rmgrs.ts";
 import { UnsupportedRecordError } from "../redo/types.ts";
 import { IngestBatch } from "../ingest/walingest.ts";
 import { PageCache } from "./page-cache.ts";
@@ -119,6 +120,41 @@ describe("GetPage@LSN page reconstruction", () => {
     const middle = await reader.getPage(rel, ForkNumber.Main, 7, 0x1000n + 120n * 0x100n);
     expect(middle[8001 + 120]).toBe(120);
     expect(middle[8001 + 121]).toBe(0);
+  });
+
+  it("continues a materialization from the page the previous one produced, replaying only the newer records", async () => {
+    const key = relBlockKey(rel, ForkNumber.Main, 3);
+    const at = (i: number) => 0x1000n + BigInt(i) * 0x100n;
+    const commitRecords = async (from: number, to: number, base?: boolean) => {
+      const entries = base ? [{ key: storeKey(key, at(0)), value: imageValue(emptyPage(at(0))) }] : [];
+      for (let i = from; i <= to; i++) entries.push({ key: storeKey(key, at(i)), value: walRecordValue(record(20, 3, genericDelta(8001 + (i % 180), Buffer.from([i]))), at(i) - 0x40n, false) });
+      await store.commit(entries, { lastRecordLsn: at(to), diskConsistentLsn: at(to), startLsn: at(0) });
+    };
+    let redos = 0;
+    const generic = RMGRS[20]!;
+    const redo = generic.redo;
+    (generic as { redo: typeof redo }).redo = (page, rec, block) => {
+      redos++;
+      return redo(page, rec, block);
+    };
+    try {
+      await commitRecords(1, 60, true);
+      const reader = new PageReader(store, { pageCache: new PageCache(0) });
+      await reader.materialize(rel, ForkNumber.Main, 3, at(60));
+      expect(redos).toBe(60);
+      // without the stored image, only the page the reader kept can spare the first 60 records
+      await store.db.del(storeKey(materializedBlockKey(rel, ForkNumber.Main, 3), at(60)));
+      await commitRecords(61, 130);
+      redos = 0;
+      await reader.materialize(rel, ForkNumber.Main, 3, at(130));
+      expect(redos).toBe(70);
+      const stored = await store.getVersion(materializedBlockKey(rel, ForkNumber.Main, 3), at(130));
+      const rebuilt = await new PageReader(store, { maxReplay: Number.MAX_SAFE_INTEGER, pageCache: new PageCache(0) }).getPage(rel, ForkNumber.Main, 3, at(130));
+      expect(stored?.value.kind === ValueKind.Image && stored.value.bytes.equals(rebuilt)).toBe(true);
+      for (let i = 1; i <= 130; i++) expect(rebuilt[8001 + i]).toBe(i);
+    } finally {
+      (generic as { redo: typeof redo }).redo = redo;
+    }
   });
 
   it("applies derived CLOG status changes on SLRU pages", async () => {

@@ -18,6 +18,8 @@ import { restoreBlockImage } from "../wal/image.ts";
 import { decodeRecord, type BlockRef, type DecodedRecord } from "../wal/record.ts";
 
 export const DEFAULT_MAX_REPLAY = 100;
+/** pages a reader keeps from its recent materializations (1 MiB): the hot pages of a workload */
+const MATERIALIZED_PAGES_KEPT = 128;
 
 export class PageReadError extends Error {}
 
@@ -71,6 +73,13 @@ export class PageReader {
   readonly maxReplay: number;
   readonly ancestor: { reader: PageReader; lsn: Lsn } | undefined;
   readonly pageCache: PageCache;
+  /**
+   * The last page each recent materialization produced, and the LSN of the newest version in it
+   * (entity key latin1 -> page), most recent last. Versions are only ever added above the newest
+   * one stored, so a later materialization of the block replays just the versions above that LSN
+   * onto this page: no search for the previous image, no image read, no chain read past it.
+   */
+  private readonly materializedPages = new Map<string, { page: Buffer; lsn: Lsn }>();
 
   constructor(readonly store: TimelineStore, options: PageReaderOptions = {}) {
     this.maxReplay = options.maxReplay ?? DEFAULT_MAX_REPLAY;
@@ -125,9 +134,11 @@ export class PageReader {
     let chain: { versions: Array<{ lsn: Lsn; value: StoredValue }>; complete: boolean; truncated: boolean } | undefined;
     // a cached older page: replay only the versions after it (a hot page read again, or reads
     // walking forward through history)
-    const older = materializing ? undefined : this.pageCache.getOlder(this.store, entity, lsn);
+    const entityId = materializing ? entity.toString("latin1") : "";
+    const older = materializing ? this.lastMaterialized(entityId, lsn) : this.pageCache.getOlder(this.store, entity, lsn);
     if (older) {
-      const newer = await this.store.getReconstructChain(entity, lsn, older.validTo, Math.floor(this.maxReplay / 2) + 1);
+      // (a materialization reads everything above its last page: it replays all of it anyway)
+      const newer = await this.store.getReconstructChain(entity, lsn, older.validTo, materializing ? undefined : Math.floor(this.maxReplay / 2) + 1);
       if (!newer.truncated) {
         chain = newer;
         // an incomplete chain continues from the cached page, as from a materialized image
@@ -172,7 +183,20 @@ export class PageReader {
     // materialize well before the limit, so reads stay under maxReplay as chains keep growing
     const threshold = options.materializeAbove ?? Math.floor(this.maxReplay / 2);
     if (replayed > threshold && versions.length) await this.store.putDerived(materializedBlockKey(rel, fork, blockNumber), newest, imageValue(page));
+    if (materializing && lsn >= newest) this.rememberMaterialized(entityId, page, newest);
     return page;
+  }
+
+  private lastMaterialized(entityId: string, lsn: Lsn): { page: Buffer; fromLsn: Lsn; validTo: Lsn } | undefined {
+    const last = this.materializedPages.get(entityId);
+    if (!last || last.lsn > lsn) return undefined;
+    return { page: last.page, fromLsn: last.lsn, validTo: last.lsn };
+  }
+
+  private rememberMaterialized(entityId: string, page: Buffer, lsn: Lsn): void {
+    this.materializedPages.delete(entityId);
+    this.materializedPages.set(entityId, { page: Buffer.from(page), lsn });
+    if (this.materializedPages.size > MATERIALIZED_PAGES_KEPT) this.materializedPages.delete(this.materializedPages.keys().next().value!);
   }
 
   private hintBits: Promise<boolean> | undefined;
