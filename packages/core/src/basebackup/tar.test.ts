@@ -1,7 +1,8 @@
+import { spawn } from "node:child_process";
 import { describe, expect, it } from "vitest";
 import { readTar, type TarEntry } from "../replication/tar.ts";
 import { pageChecksum, setPageChecksum } from "./page-checksum.ts";
-import { TAR_TRAILER_SIZE, tarEntrySize, TarWriter, TarWriteError } from "./tar.ts";
+import { TAR_TRAILER_SIZE, tarEntrySize, TarWriter, TarWriteError, toTarSink } from "./tar.ts";
 
 async function readBack(archive: Buffer): Promise<Array<{ entry: TarEntry; body: Buffer }>> {
   const out: Array<{ entry: TarEntry; body: Buffer }> = [];
@@ -20,6 +21,21 @@ async function readBack(archive: Buffer): Promise<Array<{ entry: TarEntry; body:
   );
   return out;
 }
+
+describe("tar sink for a stream", () => {
+  it("fails a chunk with the stream's error (EPIPE: the reader closed its end), without an unhandled 'error' event", async () => {
+    // a reader that closes its stdin at once and stays alive: the write fails with EPIPE
+    const reader = spawn("sh", ["-c", "exec 0<&-; sleep 2"], { stdio: ["pipe", "ignore", "ignore"] });
+    try {
+      await new Promise((r) => setTimeout(r, 300));
+      const sink = toTarSink(reader.stdin);
+      await expect(sink(Buffer.alloc(256 * 1024, 1))).rejects.toMatchObject({ code: "EPIPE" });
+      await new Promise((r) => setTimeout(r, 100)); // an unhandled 'error' event would fail the test here
+    } finally {
+      reader.kill("SIGKILL");
+    }
+  });
+});
 
 describe("tar writer", () => {
   it("writes directories and streamed files that a tar reader reads back, with the predicted size", async () => {

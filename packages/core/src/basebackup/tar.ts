@@ -35,6 +35,9 @@ export const TAR_TRAILER_SIZE = 2 * BLOCK;
  */
 export function toTarSink(out: Writable | TarSink): TarSink {
   if (typeof out === "function") return out;
+  // a write error reaches the backup through the write callbacks; without a listener the stream's
+  // 'error' event (EPIPE when the reading process is gone) would also throw out of the process
+  if (out.listenerCount("error") === 0) out.on("error", () => {});
   return (chunk) =>
     new Promise<void>((resolve, reject) => {
       if (out.destroyed || out.writableEnded) return reject(new TarWriteError("output stream is closed"));
