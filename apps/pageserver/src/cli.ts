@@ -257,6 +257,7 @@ program
     const { closeSync, openSync, writeSync } = await import("node:fs");
     // a file is written synchronously: the client hands over views of its read buffer
     const fd = opts.out === "-" ? undefined : openSync(opts.out, "w");
+    if (fd === undefined) process.stdout.on("error", () => {});
     const page = await PageServiceClient.connect(host, port);
     let bytes = 0;
     const started = Date.now();
@@ -271,8 +272,9 @@ program
           for (let done = 0; done < chunk.length; ) done += writeSync(fd, chunk, done);
           return;
         }
-        // stdout may keep what it is given until drained: give it a copy
-        if (!process.stdout.write(Buffer.from(chunk))) return new Promise<void>((resolve) => process.stdout.once("drain", () => resolve()));
+        // the piece stays valid (reading pauses) until stdout has taken it; its error (EPIPE
+        // when the reader went away) arrives here, not as an unhandled 'error' event
+        return new Promise<void>((resolve, reject) => process.stdout.write(chunk, (err) => (err ? reject(err) : resolve())));
       });
     } finally {
       clearInterval(tick);

@@ -3,7 +3,7 @@ import { createStrataClient } from "@strata/api/client";
 import { encodeRequest, ForkNumber, LATEST_LSN, PagestreamSlruKind, PageServiceClient, parseLsn, RequestTag, ResponseTag } from "@strata/core";
 import { PgCluster } from "@strata/core/testing";
 import { execFileSync } from "node:child_process";
-import { rmSync } from "node:fs";
+import { readFileSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { makeDataDir, removeDataDir, runCli, startDaemon, strataBin, type Daemon } from "./test-daemon.ts";
@@ -147,6 +147,13 @@ describe("page service (pagestream over the PostgreSQL wire protocol)", () => {
         }
       }
       client.close();
+      // a reader that stops early (| head): a clear error and exit code 1, not a crash
+      const cut = execFileSync("bash", ["-c", `"${process.execPath}" "${strataBin}" fullbackup --tenant ${tenantId} --timeline ${timelineId} --out - 2>"${out}.err" | head -c 1000 >/dev/null; echo \${PIPESTATUS[0]}`], { env: { ...process.env, ...env } });
+      expect(cut.toString().trim()).toBe("1");
+      const cutErr = readFileSync(`${out}.err`, "utf8");
+      expect(cutErr).toMatch(/^strata: .*EPIPE/m);
+      expect(cutErr).not.toMatch(/Unhandled|at .*\.js:\d+/);
+      rmSync(`${out}.err`, { force: true });
       const low = await runCli(["fullbackup", "--tenant", tenantId, "--timeline", timelineId, "--lsn", "0/10", "--out", out], env);
       expect(low.code).toBe(1);
       expect(low.stderr).toMatch(/below the first readable LSN/);
