@@ -17,18 +17,33 @@ export async function prepareDataDirectory(reader: PageReader, lsn: Lsn, dataDir
   const tar = spawn("tar", ["-x", "-f", "-", "-C", dataDir], { stdio: ["pipe", "ignore", "pipe"] });
   let stderr = "";
   tar.stderr.on("data", (d) => (stderr += d));
-  const exited = new Promise<number | null>((resolve) => tar.once("exit", resolve));
-  let result: FullBackupResult;
+  // a tar that cannot be started reports 'error' and never 'exit'
+  const exited = new Promise<number | null>((resolve) => {
+    tar.once("exit", resolve);
+    tar.once("error", (err) => {
+      stderr += err.message;
+      resolve(null);
+    });
+  });
+  let result: FullBackupResult | undefined;
+  let failure: unknown;
   try {
     result = await fullBackup(reader, lsn, tar.stdin);
+  } catch (err) {
+    failure = err;
   } finally {
     tar.stdin.end();
   }
   const code = await exited;
-  if (code !== 0) throw new Error(`extracting the full backup failed: tar exited with ${code}: ${stderr.trim()}`);
+  // a write that failed because tar went away: tar's own message says why
+  const tarGone = failure === undefined || ["EPIPE", "ERR_STREAM_DESTROYED"].includes((failure as NodeJS.ErrnoException).code ?? "");
+  if (code !== 0 && tarGone) throw new Error(`extracting the full backup failed: tar exited with ${code}: ${stderr.trim()}`, { cause: failure });
+  if (failure !== undefined || !result) throw failure;
   if (isRoot) {
     await new Promise<void>((resolve, reject) =>
-      spawn("chown", ["-R", "postgres:postgres", dataDir]).once("exit", (c) => (c === 0 ? resolve() : reject(new Error(`chown exited with ${c}`)))),
+      spawn("chown", ["-R", "postgres:postgres", dataDir])
+        .once("exit", (c) => (c === 0 ? resolve() : reject(new Error(`chown exited with ${c}`))))
+        .once("error", (err) => reject(new Error(`chown could not run: ${err.message}`))),
     );
   }
   chmodSync(dataDir, 0o700);
