@@ -8,7 +8,7 @@ export function createPageService(opts: {
   logger: Logger;
   metrics: Metrics;
   manager: TenantManager;
-  fullBackup?: (handle: TimelineHandle, lsn: Lsn | undefined, write: (chunk: Buffer) => Promise<void>) => Promise<void>;
+  fullBackup?: (handle: TimelineHandle, lsn: Lsn | undefined, write: (chunk: Buffer, reuse?: boolean) => Promise<void>) => Promise<void>;
 }) {
   const { logger, metrics } = opts;
   const observers = new Map<string, ReturnType<Metrics["pageRequests"]["labels"]>>();

@@ -422,7 +422,7 @@ export async function fullBackup(reader: PageReader, lsn: Lsn, out: Writable | T
             readRun();
             // the checksum goes into the chunk's copy: the reader's pages stay as they were
             if (checksums) for (let at = 0; at < filled; at += BLCKSZ) setPageChecksum(chunk.subarray(at, at + BLCKSZ), chunkFirstBlock + at / BLCKSZ);
-            if (filled) chunks.lend(tar.write(filled === chunk.length ? chunk : chunk.subarray(0, filled)));
+            if (filled) chunks.lend(tar.write(filled === chunk.length ? chunk : chunk.subarray(0, filled), true));
             filled = 0;
           };
           try {

@@ -10,11 +10,11 @@ const ZERO_BLOCKS = Buffer.alloc(2 * BLOCK);
 const MAX_USTAR_SIZE = 8 ** 11 - 1;
 
 /**
- * Takes the archive's bytes in order. The promise resolves once the sink is done with `chunk`
- * (written, or copied): the caller may then reuse the buffer. A caller may hand over the next
- * chunk before that; calls are made in archive order.
+ * Takes the archive's bytes in order; the promise resolves when the sink can take more. With
+ * `reuse`, the caller will overwrite `chunk` later: the promise then resolves only once the sink
+ * is done with it (written, or copied), and the caller may hand over more chunks before that.
  */
-export type TarSink = (chunk: Buffer) => Promise<void>;
+export type TarSink = (chunk: Buffer, reuse?: boolean) => Promise<void>;
 
 export class TarWriteError extends Error {
   override readonly name = "TarWriteError";
@@ -29,19 +29,36 @@ export function tarEntrySize(contentSize: number): number {
 export const TAR_TRAILER_SIZE = 2 * BLOCK;
 
 /**
- * Adapts a Writable (its errors surface) or an async chunk callback to a sink. A chunk is done
- * when the Writable's write callback fires, which also holds the backup to the stream's pace. The
- * Writable is not ended: the caller owns it.
+ * Adapts a Writable (honouring backpressure; its errors surface) or an async chunk callback to a
+ * sink. A chunk to be reused is done when the Writable's write callback fires. The Writable is
+ * not ended: the caller owns it.
  */
 export function toTarSink(out: Writable | TarSink): TarSink {
   if (typeof out === "function") return out;
-  // a write error reaches the backup through the write callbacks; without a listener the stream's
-  // 'error' event (EPIPE when the reading process is gone) would also throw out of the process
-  if (out.listenerCount("error") === 0) out.on("error", () => {});
-  return (chunk) =>
+  // a write error reaches the backup through the write callbacks (and the next write); without a
+  // listener the stream's 'error' event (EPIPE when the reader is gone) would also end the process
+  out.on("error", () => {});
+  return (chunk, reuse) =>
     new Promise<void>((resolve, reject) => {
       if (out.destroyed || out.writableEnded) return reject(new TarWriteError("output stream is closed"));
-      out.write(chunk, (err) => (err ? reject(err) : resolve()));
+      if (reuse) {
+        out.write(chunk, (err) => (err ? reject(err) : resolve()));
+        return;
+      }
+      const onClose = () => {
+        out.off("drain", onDrain);
+        reject(new TarWriteError("output stream closed"));
+      };
+      const onDrain = () => {
+        out.off("close", onClose);
+        resolve();
+      };
+      const flowing = out.write(chunk, (err) => {
+        if (err) reject(err); // a no-op once settled
+      });
+      if (flowing) return resolve();
+      out.once("drain", onDrain);
+      out.once("close", onClose);
     });
 }
 
@@ -91,9 +108,9 @@ export class TarWriter {
 
   constructor(private readonly sink: TarSink) {}
 
-  private async emit(chunk: Buffer): Promise<void> {
+  private async emit(chunk: Buffer, reuse = false): Promise<void> {
     this.written += chunk.length;
-    await this.sink(chunk);
+    await this.sink(chunk, reuse);
   }
 
   private assertNoOpenFile(): void {
@@ -119,12 +136,15 @@ export class TarWriter {
     this.open = { path, remaining: size, size };
   }
 
-  /** Content of the open file. Resolves once the sink is done with the buffer (see TarSink). */
-  async write(chunk: Buffer): Promise<void> {
+  /**
+   * Content of the open file. Without `reuse` the sink may keep the buffer: don't modify it
+   * afterwards. With `reuse`, resolves once the sink is done with it (see TarSink).
+   */
+  async write(chunk: Buffer, reuse = false): Promise<void> {
     if (!this.open) throw new TarWriteError("write() without beginFile()");
     if (chunk.length > this.open.remaining) throw new TarWriteError(`${this.open.path}: content exceeds the declared ${this.open.size} bytes`);
     this.open.remaining -= chunk.length;
-    await this.emit(chunk);
+    await this.emit(chunk, reuse);
   }
 
   /** Closes the open file (its content must be complete) and pads it to a 512-byte boundary. */

@@ -30,7 +30,7 @@ export interface PageServiceOptions {
   /** how long a request for an LSN not yet ingested waits (default 60 s) */
   waitLsnMs?: number;
   /** streams a full backup tar of a timeline at an LSN (absent: the command is refused) */
-  fullBackup?: (handle: TimelineHandle, lsn: Lsn | undefined, write: (chunk: Buffer) => Promise<void>) => Promise<void>;
+  fullBackup?: (handle: TimelineHandle, lsn: Lsn | undefined, write: (chunk: Buffer, reuse?: boolean) => Promise<void>) => Promise<void>;
   onRequest?: (kind: string, seconds: number, ok: boolean) => void;
   onConnection?: (delta: 1 | -1) => void;
   log?: (level: "debug" | "warn", message: string, fields?: Record<string, unknown>) => void;
@@ -249,23 +249,27 @@ class Connection {
         }
         if (!this.options.fullBackup) throw new PageServiceRequestError("fullbackup is not available on this pageserver");
         let started = false;
-        const write = async (chunk: Buffer) => {
+        const write = async (chunk: Buffer, reuse?: boolean) => {
           if (!started) {
             this.send(message("H").int8(0).int16(0).end());
             started = true;
           }
           if (this.closed) throw new Error("client went away");
-          // the CopyData header and the chunk go out as one write without copying the chunk; the
-          // backup may reuse the chunk once its write is done (TarSink)
+          // the CopyData header and the chunk go out as one write without copying the chunk; a
+          // chunk the backup reuses is done once its write is (TarSink)
           const header = Buffer.allocUnsafe(5);
           header[0] = 0x64; // 'd'
           header.writeUInt32BE(chunk.length + 4, 1);
-          await new Promise<void>((resolve, reject) => {
+          let flowing = true;
+          const written = new Promise<void>((resolve, reject) => {
             this.socket.cork();
             this.socket.write(header);
-            this.socket.write(chunk, (err) => (err ? reject(err) : resolve()));
+            flowing = this.socket.write(chunk, (err) => (err ? reject(err) : resolve()));
             this.socket.uncork();
           });
+          if (reuse) return written;
+          written.catch(() => {}); // surfaces through `closed` and the next write
+          if (!flowing) await drainOrClose(this.socket);
         };
         try {
           await this.options.fullBackup(handle, lsn, write);
@@ -337,3 +341,16 @@ export function createPageServiceServer(options: PageServiceOptions): net.Server
 }
 
 export { LATEST_LSN };
+
+/** Resolves when the socket can take more, or is gone (the next write then finds it closed). */
+function drainOrClose(socket: net.Socket): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      socket.off("drain", done);
+      socket.off("close", done);
+      resolve();
+    };
+    socket.once("drain", done);
+    socket.once("close", done);
+  });
+}
