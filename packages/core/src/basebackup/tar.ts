@@ -28,6 +28,9 @@ export function tarEntrySize(contentSize: number): number {
 /** Bytes of the end-of-archive marker (two zero blocks). */
 export const TAR_TRAILER_SIZE = 2 * BLOCK;
 
+/** streams given an 'error' listener by toTarSink (one each, however many backups they carry) */
+const quieted = new WeakSet<Writable>();
+
 /**
  * Adapts a Writable (honouring backpressure; its errors surface) or an async chunk callback to a
  * sink. A chunk to be reused is done when the Writable's write callback fires. The Writable is
@@ -37,7 +40,10 @@ export function toTarSink(out: Writable | TarSink): TarSink {
   if (typeof out === "function") return out;
   // a write error reaches the backup through the write callbacks (and the next write); without a
   // listener the stream's 'error' event (EPIPE when the reader is gone) would also end the process
-  out.on("error", () => {});
+  if (!quieted.has(out)) {
+    quieted.add(out);
+    out.on("error", () => {});
+  }
   return (chunk, reuse) =>
     new Promise<void>((resolve, reject) => {
       if (out.destroyed || out.writableEnded) return reject(new TarWriteError("output stream is closed"));

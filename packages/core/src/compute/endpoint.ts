@@ -38,7 +38,7 @@ export async function prepareDataDirectory(reader: PageReader, lsn: Lsn, dataDir
   // a write that failed because tar went away: tar's own message says why
   const tarGone = failure === undefined || ["EPIPE", "ERR_STREAM_DESTROYED"].includes((failure as NodeJS.ErrnoException).code ?? "");
   if (code !== 0 && tarGone) throw new Error(`extracting the full backup failed: tar exited with ${code}: ${stderr.trim()}`, { cause: failure });
-  if (failure !== undefined || !result) throw failure;
+  if (!result) throw failure;
   if (isRoot) {
     await new Promise<void>((resolve, reject) =>
       spawn("chown", ["-R", "postgres:postgres", dataDir])

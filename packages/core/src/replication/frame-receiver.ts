@@ -3,7 +3,8 @@
 // per read), so whatever must outlive a read is copied here, once: a frame's body into a buffer of
 // exactly its size. While a CopyData sink is set (fullbackup), CopyData bodies are not copied at
 // all: each piece goes to the sink as a view of the read buffer, which is valid until the sink
-// returns or the promise it returns settles.
+// returns or the promise it returns settles. (protocol.ts's MessageReader serves sockets whose
+// chunks are handed over for good: the page service's accepted connections.)
 import { ProtocolViolation, type Frame } from "./protocol.ts";
 
 /** Largest non-CopyData message accepted; guards against garbage or a desynchronised stream. */
@@ -15,6 +16,8 @@ export type CopyDataSink = (piece: Buffer) => void | Promise<void>;
 export class FrameReceiver {
   /** complete frames not yet taken */
   private readonly frames: Frame[] = [];
+  /** bytes of the frames not taken yet */
+  private queued = 0;
   private readonly header = Buffer.alloc(5);
   private headerFill = 0;
   private frameType = "";
@@ -33,9 +36,6 @@ export class FrameReceiver {
    *   throws a ProtocolViolation on a broken stream)
    */
   constructor(private readonly onFrames: () => void, private readonly onError: (err: Error) => void) {}
-
-  /** bytes of the frames not taken yet, and of the one being collected */
-  private queued = 0;
 
   /** Bytes received but not yet taken as frames (for flow control). */
   get bufferedBytes(): number {

@@ -1,7 +1,7 @@
-// Frontend/backend protocol v3 framing for the replication client: one chainable writer that builds
-// every outgoing message, one incremental reader that cuts socket chunks into {type, body} frames,
-// and a cursor for parsing message bodies. connection.ts, stream.ts and basebackup.ts use only these;
-// no message is assembled or parsed by hand anywhere else.
+// Frontend/backend protocol v3 framing: one chainable writer that builds every outgoing message,
+// an incremental reader that cuts socket chunks into {type, body} frames (the page service's side,
+// fed by 'data' events; clients reading into a reused buffer use frame-receiver.ts), and a cursor
+// for parsing message bodies. No message is assembled or parsed by hand anywhere else.
 import type { Lsn } from "../lsn.ts";
 
 /** Builds one message: optional 1-byte tag, int32 length (patched by end()), then the fields. */
@@ -109,9 +109,11 @@ export interface Frame {
 const MAX_MESSAGE_BYTES = 1 << 30;
 
 /**
- * Incremental frame reader. Socket chunks are kept in a list (never concatenated as a whole); a
- * frame's body is a zero-copy view when it lies inside one chunk, and only the bytes of that one
- * frame are copied when it spans chunks. Work is linear in the bytes fed.
+ * Incremental frame reader over chunks the caller hands over for good (socket 'data' events, as
+ * the page service's accepted sockets deliver them). Chunks are kept in a list (never concatenated
+ * as a whole); a frame's body is a zero-copy view when it lies inside one chunk, and only the
+ * bytes of that one frame are copied when it spans chunks, so memory follows what arrived, not
+ * what a length field announces. Work is linear in the bytes fed.
  */
 export class MessageReader {
   private chunks: Buffer[] = [];

@@ -1,6 +1,7 @@
 // CRC-32C (Castagnoli), the checksum PostgreSQL stamps on every WAL record. Table-driven:
-// slicing-by-16 over 32-bit words for long ranges, slicing-by-8 over bytes otherwise; with an incremental init/update/final API so the record decoder
-// can checksum the body and then the header without concatenating them.
+// slicing-by-16 over 32-bit words for long ranges, slicing-by-8 over bytes otherwise. The
+// incremental init/update/final API lets the record decoder checksum the body and then the header
+// without concatenating them.
 import { endianness } from "node:os";
 
 const POLY = 0x82f63b78; // reflected Castagnoli polynomial
