@@ -167,6 +167,53 @@ describe("relation scan", () => {
     for (const lsn of [0x105n, at - 1n, at, at + 0x18n, 0x200n, 0x1000n]) await expectScanEqualsGetPage(reader, 0, 4, lsn);
   });
 
+  it("stores the images of long chains without waiting for each, and closes only once they are stored", async () => {
+    // blocks 0-4: an image and 60 records each (above the materialization threshold of 50)
+    const entries = [];
+    for (let b = 0; b < 5; b++) {
+      entries.push(image(b, 0x100n, b + 1));
+      for (let i = 1; i <= 60; i++) entries.push(generic(b, 0x100n + BigInt(i) * 0x10n, 8000 + i, [b, i]));
+    }
+    await commit(store, entries);
+    const lsn = 0x100n + 60n * 0x10n;
+    const expected = [];
+    for (let b = 0; b < 5; b++) expected.push(Buffer.from(await new PageReader(store).getPage(rel, ForkNumber.Main, b, lsn, { materializeAbove: Number.MAX_SAFE_INTEGER })));
+
+    // the store holds every image write until released
+    const putDerived = store.putDerived.bind(store);
+    const held: Array<() => void> = [];
+    store.putDerived = (key, at, value) => new Promise<void>((resolve) => held.push(resolve)).then(() => putDerived(key, at, value));
+    const scanner = new RelationScanner(new PageReader(store), lsn);
+    for (let b = 0; b < 5; b++) expect((await scanner.page(rel, ForkNumber.Main, b)).equals(expected[b]), `block ${b}`).toBe(true);
+    expect(held.length).toBe(5); // all five pages read while no image was stored yet
+    let closed = false;
+    const closing = scanner.close().then(() => (closed = true));
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(closed).toBe(false);
+    for (const release of held) release();
+    await closing;
+    store.putDerived = putDerived;
+    for (let b = 0; b < 5; b++) {
+      const stored = await store.getVersion(materializedBlockKey(rel, ForkNumber.Main, b), lsn);
+      expect(stored?.lsn, `block ${b}`).toBe(lsn);
+    }
+  }, 20_000); // a scan that waits for each image never finishes here
+
+  it("gives the same pages when storing a materialized image fails", async () => {
+    const entries = [image(0, 0x100n, 1)];
+    for (let i = 1; i <= 60; i++) entries.push(generic(0, 0x100n + BigInt(i) * 0x10n, 8000 + i, [i]));
+    await commit(store, entries);
+    const lsn = 0x100n + 60n * 0x10n;
+    const expected = Buffer.from(await new PageReader(store).getPage(rel, ForkNumber.Main, 0, lsn, { materializeAbove: Number.MAX_SAFE_INTEGER }));
+    store.putDerived = async () => {
+      throw new Error("disk full");
+    };
+    const scanner = new RelationScanner(new PageReader(store), lsn);
+    expect((await scanner.page(rel, ForkNumber.Main, 0)).equals(expected)).toBe(true);
+    await scanner.close();
+    expect(await store.getVersion(materializedBlockKey(rel, ForkNumber.Main, 0), lsn)).toBeUndefined();
+  });
+
   it("starts from a materialized image when the history below it is gone", async () => {
     // what GC would leave: the materialized image and the records above it, nothing below
     const base = emptyPage(0x300n, 0x42);

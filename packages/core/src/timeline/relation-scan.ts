@@ -34,6 +34,9 @@ const BATCH_ENTRIES = 256;
  */
 const BATCH_BYTES = 1024 * 1024;
 
+/** materialized images a scan may be storing at once (materializeLater) */
+const MATERIALIZATIONS_IN_FLIGHT = 64;
+
 type Entry = [Buffer, Buffer];
 
 interface RawIterator {
@@ -236,6 +239,8 @@ class TimelineScan {
   private readonly materialized: Cursor;
   /** created on the first block that needs it, so a branch that rewrote everything never reads its parent */
   private ancestorScan: TimelineScan | undefined;
+  /** materialized images being stored (materializeLater) */
+  private readonly materializing = new Set<Promise<void>>();
   private closed = false;
 
   constructor(
@@ -328,10 +333,22 @@ class TimelineScan {
     // materialize long chains as getPage does, so later reads of the block replay less
     let replayed = 0;
     for (const v of versions) if (v.value.kind === ValueKind.WalRecord || v.value.kind === ValueKind.Derived) replayed++;
-    if (replayed > Math.floor(this.reader.maxReplay / 2)) {
-      await this.reader.store.putDerived(materializedBlockKey(rel, fork, block), versions[versions.length - 1].lsn, imageValue(page));
-    }
+    if (replayed > Math.floor(this.reader.maxReplay / 2)) await this.materializeLater(materializedBlockKey(rel, fork, block), versions[versions.length - 1].lsn, imageValue(page));
     return page;
+  }
+
+  /**
+   * Stores a materialized image without waiting for it, up to MATERIALIZATIONS_IN_FLIGHT at once:
+   * images written together share one write and fdatasync of the page image files. Awaited one
+   * by one, a scan over many long chains (a branch or a catalog right after heavy DDL) spent most
+   * of its time in those syncs. An image that cannot be stored is only a missed shortcut: the
+   * block's history is intact, and the next read replays it again.
+   */
+  private async materializeLater(entityKey: Buffer, lsn: Lsn, value: Buffer): Promise<void> {
+    const stored = this.reader.store.putDerived(entityKey, lsn, value).catch(() => {});
+    this.materializing.add(stored);
+    void stored.then(() => this.materializing.delete(stored));
+    if (this.materializing.size >= MATERIALIZATIONS_IN_FLIGHT) await Promise.race(this.materializing);
   }
 
   private ancestorPage(rel: RelTag, fork: ForkNumber, block: number, target: Buffer): Promise<Buffer> {
@@ -344,7 +361,7 @@ class TimelineScan {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    const results = await Promise.allSettled([this.blocks.close(), this.materialized.close(), this.ancestorScan?.close()]);
+    const results = await Promise.allSettled([this.blocks.close(), this.materialized.close(), this.ancestorScan?.close(), Promise.all(this.materializing)]);
     const failed = results.find((r) => r.status === "rejected");
     if (failed) throw (failed as PromiseRejectedResult).reason;
   }
