@@ -130,7 +130,9 @@ function redoPageUpdate(page: Buffer, record: DecodedRecord, block: BlockRef): v
     for (let i = 0; i < ntodelete; i++) todelete.push(data.readUInt16LE(2 * i));
     pos = 2 * ntodelete;
     pageIndexMultiDelete(page, todelete);
-    if (getFlags(page) & F_LEAF) setFlags(page, getFlags(page) | F_TUPLES_DELETED);
+    // F_TUPLES_DELETED is not set: PostgreSQL 15.19 and later set it nowhere (the flag is
+    // deprecated and nothing reads it). 15.18 and earlier set it on VACUUM's deletions, primary
+    // and redo alike; the WAL does not say which release wrote it, so the mask ignores the flag.
   }
   const inserted = appendTuples(page, record, block, data, pos, data.length);
   if (inserted !== ntoinsert) throw new RedoError(record, block, `record announces ${ntoinsert} tuples but carries ${inserted}`);
@@ -148,8 +150,8 @@ function redoDelete(page: Buffer, record: DecodedRecord): void {
     for (let i = 0; i < ntodelete; i++) todelete.push(main.readUInt16LE(6 + 2 * i));
     pageIndexMultiDelete(page, todelete);
   }
-  // PostgreSQL's redo also sets F_TUPLES_DELETED here, but the primary (gistprunepage) does not,
-  // so a standby's page differs from the primary's in that (unused) bit. We follow the primary.
+  // PostgreSQL 15.18's redo also sets F_TUPLES_DELETED here, but its primary (gistprunepage)
+  // does not, and 15.19 on set it nowhere: not set (see redoPageUpdate).
   setFlags(page, getFlags(page) & ~F_HAS_GARBAGE);
 }
 
@@ -239,5 +241,8 @@ export const gistRmgr: RmgrRedo = {
     setFlags(page, getFlags(page) | F_FOLLOW_RIGHT);
     if (getFlags(page) & F_LEAF) maskLpFlags(page);
     setFlags(page, getFlags(page) & ~F_HAS_GARBAGE);
+    // not in PostgreSQL's gist_mask: a primary up to 15.18 sets F_TUPLES_DELETED on VACUUM, one
+    // from 15.19 on does not, the WAL is the same, and no code reads the flag (redoPageUpdate)
+    setFlags(page, getFlags(page) & ~F_TUPLES_DELETED);
   },
 };
