@@ -11,8 +11,7 @@ import { formatLsn, type Lsn } from "../lsn.ts";
 import { BLCKSZ, ForkNumber, formatRelTag, type RelTag } from "../reltag.ts";
 import { SLRU_DIRS, SLRU_PAGES_PER_SEGMENT, SlruKind } from "../storage/keys.ts";
 import { PageReader } from "../timeline/page-reader.ts";
-import type { FileRef } from "../storage/append-files.ts";
-import { RelationScanner } from "../timeline/relation-scan.ts";
+import { RelationScanner, type StoredImage } from "../timeline/relation-scan.ts";
 import { crc32c } from "../wal/crc32c.ts";
 import { buildControlFile, checkpointRecord, checkpointRecordLsn, checkpointWal, readControlFile, shutdownCheckpoint, WAL_LEVEL_NAMES, type ControlSettings } from "./control.ts";
 import { setPageChecksum } from "./page-checksum.ts";
@@ -416,7 +415,7 @@ export async function fullBackup(reader: PageReader, lsn: Lsn, out: Writable | T
           const end = firstBlock + blocks;
           // a PageReader's relations come from the one scanner; other readers page by page
           const pages = scanner ? undefined : readRelation(reader, rel, sourceFork, firstBlock, end, lsn, readAhead);
-          const nextPage = async (block: number): Promise<Buffer | FileRef> => {
+          const nextPage = async (block: number): Promise<Buffer | StoredImage> => {
             if (scanner) return scanner.pageOrImage(rel, sourceFork, block);
             const next = await pages!.next();
             if (next.done || next.value.blockNumber !== block) throw new FullBackupError(`${path}: block ${block} missing from the relation read`);
@@ -429,13 +428,13 @@ export async function fullBackup(reader: PageReader, lsn: Lsn, out: Writable | T
           let chunk: Buffer = Buffer.alloc(0);
           let chunkFirstBlock = firstBlock;
           let filled = 0;
-          let run: { file: number; offset: number; length: number; at: number } | undefined;
+          let run: { first: StoredImage; length: number; at: number } | undefined;
           const readRun = () => {
             if (!run) return;
-            const { file, offset, length, at } = run;
+            const { first, length, at } = run;
             run = undefined;
             try {
-              scanner!.readImagesInto(file, offset, length, chunk, at);
+              scanner!.readImagesInto(first, length, chunk, at);
             } catch (err) {
               const first = chunkFirstBlock + at / BLCKSZ;
               throw new FullBackupError(`reading ${path} blocks ${first}..${first + length / BLCKSZ - 1} at ${formatLsn(lsn)}: ${(err as Error).message}`, { cause: err });
@@ -450,7 +449,7 @@ export async function fullBackup(reader: PageReader, lsn: Lsn, out: Writable | T
           };
           try {
             for (let block = firstBlock; block < end; block++) {
-              let found: Buffer | FileRef;
+              let found: Buffer | StoredImage;
               try {
                 found = await nextPage(block);
               } catch (err) {
@@ -467,11 +466,12 @@ export async function fullBackup(reader: PageReader, lsn: Lsn, out: Writable | T
                 readRun(); // a run continues only over consecutive places in the chunk
                 found.copy(chunk, filled);
               } else {
-                const ref = found as FileRef;
-                if (run && run.file === ref.file && run.offset + run.length === ref.offset) run.length += ref.length;
+                const image = found as StoredImage;
+                // a run continues over images stored right after each other in the same files
+                if (run && run.first.images === image.images && run.first.file === image.file && run.first.offset + run.length === image.offset) run.length += image.length;
                 else {
                   readRun();
-                  run = { file: ref.file, offset: ref.offset, length: ref.length, at: filled };
+                  run = { first: image, length: image.length, at: filled };
                 }
               }
               filled += BLCKSZ;

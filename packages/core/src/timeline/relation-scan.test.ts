@@ -10,7 +10,7 @@ import { derivedValue, DerivedKind, imageValue, runValue, TOMBSTONE, walRecordVa
 import { UnsupportedRecordError } from "../redo/types.ts";
 import { PageReader } from "./page-reader.ts";
 import { computeRecordCrc } from "../wal/record.ts";
-import { RelationScanner, scanRelationPages } from "./relation-scan.ts";
+import { RelationScanner, scanRelationPages, type StoredImage } from "./relation-scan.ts";
 import { emptyPage, genericDelta, oneBlockRecord } from "./testutil.ts";
 
 const rel = { spcNode: 1663, dbNode: 5, relNode: 16384 };
@@ -127,21 +127,21 @@ describe("relation scan", () => {
     try {
       const found = [];
       for (let b = 0; b <= 8; b++) found.push(await scanner.pageOrImage(rel, ForkNumber.Main, b));
-      const refs = found.slice(0, 8) as Array<{ file: number; offset: number; length: number }>;
+      const refs = found.slice(0, 8) as StoredImage[];
       for (const ref of refs) expect(ref).not.toBeInstanceOf(Buffer);
-      for (let b = 1; b < 8; b++) expect(refs[b]).toEqual({ file: refs[0].file, offset: refs[b - 1].offset + 8192, length: 8192 });
+      for (let b = 1; b < 8; b++) expect(refs[b]).toEqual({ file: refs[0].file, offset: refs[b - 1].offset + 8192, length: 8192, images: store.images });
       expect(found[8]).toBeInstanceOf(Buffer);
       expect((found[8] as Buffer).equals(await reader.getPage(rel, ForkNumber.Main, 8, 0x300n))).toBe(true);
       // the run, read with one pread at an offset of a larger buffer, is the eight pages
       const target = Buffer.alloc(9 * 8192, 0xff);
-      scanner.readImagesInto(refs[0].file, refs[0].offset, 8 * 8192, target, 8192);
+      scanner.readImagesInto(refs[0], 8 * 8192, target, 8192);
       expect(target.subarray(0, 8192).every((x) => x === 0xff)).toBe(true);
       for (let b = 0; b < 8; b++) {
         expect(target.subarray((b + 1) * 8192, (b + 2) * 8192).equals(await reader.getPage(rel, ForkNumber.Main, b, 0x300n)), `block ${b}`).toBe(true);
       }
       // a run past the end of what was written is a clear error
       // (block 8's image follows block 7's: it is the last one written)
-      expect(() => scanner.readImagesInto(refs[0].file, refs[7].offset + 2 * 8192 - 4096, 8192, target, 0)).toThrow(/truncated/);
+      expect(() => scanner.readImagesInto({ ...refs[7], offset: refs[7].offset + 2 * 8192 - 4096 }, 8192, target, 0)).toThrow(/truncated/);
     } finally {
       await scanner.close();
     }
@@ -222,6 +222,34 @@ describe("relation scan", () => {
     expect(zero.page.equals(Buffer.alloc(8192))).toBe(true);
     expect(page.page[8190]).toBe(0x42);
     expect(page.page.subarray(8100, 8105).toString()).toBe("after");
+  });
+
+  it("hands back the ancestor's stored images as references into the ancestor's files for blocks a branch never changed", async () => {
+    const entries = [];
+    for (let b = 0; b < 6; b++) entries.push(image(b, 0x100n, b + 1));
+    await commit(store, entries);
+    const parent = new PageReader(store);
+    const childStore = await openStore();
+    // the child's own image of block 4 lands at the same place in the child's (empty) image files
+    // as the parent's block 0 in the parent's: only the files tell them apart
+    await commit(childStore, [image(4, 0x300n, 0x44)], 0x200n, 0x400n);
+    const child = new PageReader(childStore, { ancestor: { reader: parent, lsn: 0x200n } });
+    const scanner = new RelationScanner(child, 0x400n);
+    try {
+      const found = [];
+      for (let b = 0; b < 6; b++) found.push((await scanner.pageOrImage(rel, ForkNumber.Main, b)) as StoredImage);
+      for (const b of [0, 1, 2, 3, 5]) expect(found[b].images, `block ${b}`).toBe(store.images);
+      expect(found[4].images).toBe(childStore.images);
+      expect(found[4].offset).toBe(found[0].offset);
+      // blocks 0-3 as one run from the parent's files, block 4 from the child's
+      const target = Buffer.alloc(5 * 8192);
+      scanner.readImagesInto(found[0], 4 * 8192, target, 0);
+      scanner.readImagesInto(found[4], 8192, target, 4 * 8192);
+      for (let b = 0; b < 5; b++) expect(target.subarray(b * 8192, (b + 1) * 8192).equals(await child.getPage(rel, ForkNumber.Main, b, 0x400n)), `block ${b}`).toBe(true);
+      expect(target[4 * 8192 + 8190]).toBe(0x44);
+    } finally {
+      await scanner.close();
+    }
   });
 
   it("continues in the ancestor for blocks the branch has no base for, recursively", async () => {

@@ -34,6 +34,14 @@ const BATCH_ENTRIES = 256;
  */
 const BATCH_BYTES = 1024 * 1024;
 
+/**
+ * A page that is exactly one full image in a timeline's page image files: where it is, and in
+ * whose files (this timeline's, or an ancestor's for a block the branch never changed).
+ */
+export interface StoredImage extends FileRef {
+  images: AppendFiles;
+}
+
 /** materialized images a scan may be storing at once (materializeLater) */
 const MATERIALIZATIONS_IN_FLIGHT = 64;
 
@@ -262,14 +270,15 @@ class TimelineScan {
   /** The page of `block` of a relation fork; `target` is its relBlockKey. */
   async page(rel: RelTag, fork: ForkNumber, block: number, target: Buffer): Promise<Buffer> {
     const found = await this.pageOrImage(rel, fork, block, target);
-    return found instanceof Buffer ? found : this.reader.store.images.read(found as FileRef);
+    return found instanceof Buffer ? found : (found as StoredImage).images.read(found as StoredImage);
   }
 
   /**
-   * As `page`, but a page that is exactly one full image stored in the page image files comes
-   * back as that image's reference, not read yet: the caller reads it where it wants it.
+   * As `page`, but a page that is exactly one full image stored in page image files comes back
+   * as that image's reference, not read yet: the caller reads it where it wants it. A block the
+   * branch never changed comes back as the ancestor's answer, its image reference included.
    */
-  async pageOrImage(rel: RelTag, fork: ForkNumber, block: number, target: Buffer): Promise<Buffer | FileRef> {
+  async pageOrImage(rel: RelTag, fork: ForkNumber, block: number, target: Buffer): Promise<Buffer | StoredImage> {
     // usually both cursors are positioned from what they hold; otherwise they move (and, when
     // opening or seeking, read) in parallel
     const materializedReady = this.materialized.skipBuffered(target);
@@ -307,9 +316,19 @@ class TimelineScan {
     // the common case after an import: the page is its one stored image
     if (chain.length === 1 && chain[0].raw[0] === ValueKind.ImageRef) {
       const ref = readImageRef(chain[0].raw);
-      if (ref.length === BLCKSZ) return ref;
+      if (ref.length === BLCKSZ) return { file: ref.file, offset: ref.offset, length: ref.length, images: this.reader.store.images };
     }
     const complete = chain.length > 0 && isBaseValue(chain[0].raw);
+    if (chain.length === 0) {
+      // nothing to replay: the page is the materialized image, the ancestor's page, or zeros
+      if (materialized?.raw[0] === ValueKind.ImageRef) {
+        const ref = readImageRef(materialized.raw);
+        if (ref.length === BLCKSZ) return { file: ref.file, offset: ref.offset, length: ref.length, images: this.reader.store.images };
+      }
+      // (a branch's fresh endpoint reads every block this way: the ancestor's stored images
+      // stay references, read straight into the backup's chunk, runs of them with one pread)
+      if (!materialized && this.reader.ancestor) return this.ancestorPageOrImage(rel, fork, block, target);
+    }
 
     // decoded buffers (iterator entries, image file reads) are ours alone: replay uses them as pages
     const images = this.reader.store.images;
@@ -351,11 +370,19 @@ class TimelineScan {
     if (this.materializing.size >= MATERIALIZATIONS_IN_FLIGHT) await Promise.race(this.materializing);
   }
 
-  private ancestorPage(rel: RelTag, fork: ForkNumber, block: number, target: Buffer): Promise<Buffer> {
+  private ancestorScanner(): TimelineScan {
     const ancestor = this.reader.ancestor!;
     this.ancestorScan ??= new TimelineScan(ancestor.reader, this.lsn < ancestor.lsn ? this.lsn : ancestor.lsn, this.end);
+    return this.ancestorScan;
+  }
+
+  private ancestorPage(rel: RelTag, fork: ForkNumber, block: number, target: Buffer): Promise<Buffer> {
     // a buffer no one else holds (replay or an iterator value), so replay here may modify it
-    return this.ancestorScan.page(rel, fork, block, target);
+    return this.ancestorScanner().page(rel, fork, block, target);
+  }
+
+  private ancestorPageOrImage(rel: RelTag, fork: ForkNumber, block: number, target: Buffer): Promise<Buffer | StoredImage> {
+    return this.ancestorScanner().pageOrImage(rel, fork, block, target);
   }
 
   async close(): Promise<void> {
@@ -398,7 +425,6 @@ function checkBlock(block: number): void {
 export class RelationScanner {
   private readonly scan: TimelineScan;
   private readonly end: Buffer | undefined;
-  private readonly images: AppendFiles;
   private busy = false;
   private closed = false;
 
@@ -407,7 +433,6 @@ export class RelationScanner {
     readonly lsn: Lsn,
     options: RelationScannerOptions = {},
   ) {
-    this.images = reader.store.images;
     if (options.end) checkBlock(options.end.block);
     this.end = options.end && relBlockKey(options.end.rel, options.end.fork, options.end.block);
     this.scan = new TimelineScan(reader, lsn, this.end);
@@ -421,14 +446,14 @@ export class RelationScanner {
   /** The page of one block. Errors (redo, corrupt values) are thrown for that block; the scanner stays usable. */
   async page(rel: RelTag, fork: ForkNumber, block: number): Promise<Buffer> {
     const found = await this.pageOrImage(rel, fork, block);
-    return found instanceof Buffer ? found : this.images.read(found as FileRef);
+    return found instanceof Buffer ? found : (found as StoredImage).images.read(found as StoredImage);
   }
 
   /**
-   * As `page`, but a block whose page is one full image in the page image files comes back as
-   * its reference (read it with `readImagesInto`).
+   * As `page`, but a block whose page is one full image in page image files (this timeline's or
+   * an ancestor's) comes back as its reference (read it with `readImagesInto`).
    */
-  async pageOrImage(rel: RelTag, fork: ForkNumber, block: number): Promise<Buffer | FileRef> {
+  async pageOrImage(rel: RelTag, fork: ForkNumber, block: number): Promise<Buffer | StoredImage> {
     checkBlock(block);
     if (this.closed) throw new Error("relation scanner is closed");
     if (this.busy) throw new Error("relation scanner: one read at a time");
@@ -443,11 +468,11 @@ export class RelationScanner {
   }
 
   /**
-   * Reads `length` bytes of the page image files at a reference's file and offset into `target`
-   * at `at`: one image from `pageOrImage`, or several whose references follow each other.
+   * Reads `length` bytes of the page image files at an image's file and offset into `target` at
+   * `at`: that image from `pageOrImage`, or several stored right after it in the same files.
    */
-  readImagesInto(file: number, offset: number, length: number, target: Buffer, at: number): void {
-    this.images.readInto(file, offset, length, target, at);
+  readImagesInto(first: StoredImage, length: number, target: Buffer, at: number): void {
+    first.images.readInto(first.file, first.offset, length, target, at);
   }
 
   /** Blocks [fromBlock, toBlock) of a relation fork in block order. */
