@@ -436,8 +436,8 @@ export async function fullBackup(reader: PageReader, lsn: Lsn, out: Writable | T
             try {
               scanner!.readImagesInto(first, length, chunk, at);
             } catch (err) {
-              const first = chunkFirstBlock + at / BLCKSZ;
-              throw new FullBackupError(`reading ${path} blocks ${first}..${first + length / BLCKSZ - 1} at ${formatLsn(lsn)}: ${(err as Error).message}`, { cause: err });
+              const fromBlock = chunkFirstBlock + at / BLCKSZ;
+              throw new FullBackupError(`reading ${path} blocks ${fromBlock}..${fromBlock + length / BLCKSZ - 1} at ${formatLsn(lsn)}: ${(err as Error).message}`, { cause: err });
             }
           };
           const flush = async () => {
