@@ -42,6 +42,18 @@ export interface StoredImage extends FileRef {
   images: AppendFiles;
 }
 
+/** The full page a stored value of kind ImageRef refers to, in `images`; undefined for anything else. */
+function storedPage(raw: Buffer, images: AppendFiles): StoredImage | undefined {
+  if (raw[0] !== ValueKind.ImageRef) return undefined;
+  const ref = readImageRef(raw);
+  return ref.length === BLCKSZ ? { file: ref.file, offset: ref.offset, length: ref.length, images } : undefined;
+}
+
+/** The page itself: a stored image is read from its files. */
+function pageOf(found: Buffer | StoredImage): Buffer {
+  return found instanceof Buffer ? found : (found as StoredImage).images.read(found as StoredImage);
+}
+
 /** materialized images a scan may be storing at once (materializeLater) */
 const MATERIALIZATIONS_IN_FLIGHT = 64;
 
@@ -270,7 +282,7 @@ class TimelineScan {
   /** The page of `block` of a relation fork; `target` is its relBlockKey. */
   async page(rel: RelTag, fork: ForkNumber, block: number, target: Buffer): Promise<Buffer> {
     const found = await this.pageOrImage(rel, fork, block, target);
-    return found instanceof Buffer ? found : (found as StoredImage).images.read(found as StoredImage);
+    return pageOf(found);
   }
 
   /**
@@ -314,17 +326,13 @@ class TimelineScan {
       else for (const member of expandEntry(entryLsn, entry[1])) addVersion(chain, member.lsn, member.raw, floor, this.lsn);
     }
     // the common case after an import: the page is its one stored image
-    if (chain.length === 1 && chain[0].raw[0] === ValueKind.ImageRef) {
-      const ref = readImageRef(chain[0].raw);
-      if (ref.length === BLCKSZ) return { file: ref.file, offset: ref.offset, length: ref.length, images: this.reader.store.images };
-    }
+    const onlyImage = chain.length === 1 ? storedPage(chain[0].raw, this.reader.store.images) : undefined;
+    if (onlyImage) return onlyImage;
     const complete = chain.length > 0 && isBaseValue(chain[0].raw);
     if (chain.length === 0) {
       // nothing to replay: the page is the materialized image, the ancestor's page, or zeros
-      if (materialized?.raw[0] === ValueKind.ImageRef) {
-        const ref = readImageRef(materialized.raw);
-        if (ref.length === BLCKSZ) return { file: ref.file, offset: ref.offset, length: ref.length, images: this.reader.store.images };
-      }
+      const materializedImage = materialized && storedPage(materialized.raw, this.reader.store.images);
+      if (materializedImage) return materializedImage;
       // (a branch's fresh endpoint reads every block this way: the ancestor's stored images
       // stay references, read straight into the backup's chunk, runs of them with one pread)
       if (!materialized && this.reader.ancestor) return this.ancestorPageOrImage(rel, fork, block, target);
@@ -446,7 +454,7 @@ export class RelationScanner {
   /** The page of one block. Errors (redo, corrupt values) are thrown for that block; the scanner stays usable. */
   async page(rel: RelTag, fork: ForkNumber, block: number): Promise<Buffer> {
     const found = await this.pageOrImage(rel, fork, block);
-    return found instanceof Buffer ? found : (found as StoredImage).images.read(found as StoredImage);
+    return pageOf(found);
   }
 
   /**
