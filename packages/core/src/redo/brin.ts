@@ -4,18 +4,8 @@
 // revmap entries at them; the regular page's block number for a revmap entry comes from blk0.
 import type { BlockRef, DecodedRecord } from "../wal/record.ts";
 import { maskPageHintBits, maskPageLsnAndChecksum, maskUnusedSpace } from "./mask.ts";
-import {
-  getPdSpecial,
-  maxOffsetNumber,
-  pageAddItem,
-  pageIndexTupleDeleteNoCompact,
-  pageIndexTupleOverwrite,
-  pageInit,
-  pageGetContents,
-  InvalidOffsetNumber,
-  SIZE_OF_PAGE_HEADER,
-  setPdLower,
-} from "./page.ts";
+import { getPdSpecial, maxOffsetNumber, pageAddItem, pageIndexTupleDeleteNoCompact, pageIndexTupleOverwrite, pageInit, pageGetContents, InvalidOffsetNumber, SIZE_OF_PAGE_HEADER, setPdLower } from "./page.ts";
+import { readU16, writeU16 } from "../bytes.ts";
 import { type RmgrRedo, RedoError, UnsupportedRecordError } from "./types.ts";
 
 const XLOG_BRIN_CREATE_INDEX = 0x00;
@@ -45,21 +35,21 @@ const REVMAP_PAGE_MAXITEMS = Math.floor((8192 - SIZE_OF_PAGE_HEADER - BRIN_SPECI
 const INVALID_BLOCK = 0xffffffff;
 
 function brinPageType(page: Buffer): number {
-  return page.readUInt16LE(getPdSpecial(page) + SPECIAL_TYPE);
+  return readU16(page, getPdSpecial(page) + SPECIAL_TYPE);
 }
 
 function brinPageInit(page: Buffer, type: number): void {
   pageInit(page, BRIN_SPECIAL_SIZE);
-  page.writeUInt16LE(type, getPdSpecial(page) + SPECIAL_TYPE);
+  writeU16(page, type, getPdSpecial(page) + SPECIAL_TYPE);
 }
 
 /** brinSetHeapBlockItemptr: the revmap entry of `heapBlk`'s range := (blkno, offnum). */
 function setRevmapEntry(page: Buffer, pagesPerRange: number, heapBlk: number, blkno: number, offnum: number): void {
   const index = Math.floor(heapBlk / pagesPerRange) % REVMAP_PAGE_MAXITEMS;
   const pos = SIZE_OF_PAGE_HEADER + index * 6;
-  page.writeUInt16LE(blkno >>> 16, pos);
-  page.writeUInt16LE(blkno & 0xffff, pos + 2);
-  page.writeUInt16LE(offnum, pos + 4);
+  writeU16(page, blkno >>> 16, pos);
+  writeU16(page, blkno & 0xffff, pos + 2);
+  writeU16(page, offnum, pos + 4);
 }
 
 /** xl_brin_insert {heapBlk u32, pagesPerRange u32, offnum u16} at `at` in the main data. */
@@ -130,8 +120,8 @@ export const brinRmgr: RmgrRedo = {
     maskPageLsnAndChecksum(page);
     maskPageHintBits(page);
     const type = brinPageType(page);
-    if (type === BRIN_PAGETYPE_REGULAR || (type === BRIN_PAGETYPE_META && page.readUInt16LE(12) > SIZE_OF_PAGE_HEADER)) maskUnusedSpace(page);
+    if (type === BRIN_PAGETYPE_REGULAR || (type === BRIN_PAGETYPE_META && readU16(page, 12) > SIZE_OF_PAGE_HEADER)) maskUnusedSpace(page);
     const flagsAt = getPdSpecial(page) + SPECIAL_FLAGS;
-    if (flagsAt + 2 <= 8192) page.writeUInt16LE(page.readUInt16LE(flagsAt) & ~BRIN_EVACUATE_PAGE, flagsAt);
+    if (flagsAt + 2 <= 8192) writeU16(page, readU16(page, flagsAt) & ~BRIN_EVACUATE_PAGE, flagsAt);
   },
 };

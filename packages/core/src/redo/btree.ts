@@ -6,21 +6,8 @@
 // the bytes land where the primary put them.
 import type { BlockRef, DecodedRecord } from "../wal/record.ts";
 import { maskLpFlags, maskPageHintBits, maskPageLsnAndChecksum, maskUnusedSpace } from "./mask.ts";
-import {
-  getItem,
-  getPdSpecial,
-  InvalidOffsetNumber,
-  maxAlign,
-  maxOffsetNumber,
-  pageAddItem,
-  pageIndexMultiDelete,
-  pageIndexTupleDelete,
-  pageIndexTupleOverwrite,
-  pageInit,
-  setPdLower,
-  setPdUpper,
-  SIZE_OF_PAGE_HEADER,
-} from "./page.ts";
+import { getItem, getPdSpecial, InvalidOffsetNumber, maxAlign, maxOffsetNumber, pageAddItem, pageIndexMultiDelete, pageIndexTupleDelete, pageIndexTupleOverwrite, pageInit, setPdLower, setPdUpper, SIZE_OF_PAGE_HEADER } from "./page.ts";
+import { readU16, readU32, writeU16, writeU32 } from "../bytes.ts";
 import { type RmgrRedo, RedoError, UnsupportedRecordError } from "./types.ts";
 
 const XLOG_BTREE_INSERT_LEAF = 0x00;
@@ -98,13 +85,13 @@ function opaque(page: Buffer): number {
   return getPdSpecial(page);
 }
 function getFlags(page: Buffer): number {
-  return page.readUInt16LE(opaque(page) + OPAQUE_FLAGS);
+  return readU16(page, opaque(page) + OPAQUE_FLAGS);
 }
 function setFlags(page: Buffer, flags: number): void {
-  page.writeUInt16LE(flags & 0xffff, opaque(page) + OPAQUE_FLAGS);
+  writeU16(page, flags & 0xffff, opaque(page) + OPAQUE_FLAGS);
 }
 function isRightmost(page: Buffer): boolean {
-  return page.readUInt32LE(opaque(page) + OPAQUE_NEXT) === P_NONE;
+  return readU32(page, opaque(page) + OPAQUE_NEXT) === P_NONE;
 }
 /** P_FIRSTDATAKEY: the high key occupies offset 1 on every page but the rightmost of its level */
 function firstDataKey(page: Buffer): number {
@@ -115,11 +102,11 @@ function firstDataKey(page: Buffer): number {
 function btPageInit(page: Buffer, prev: number, next: number, level: number, flags: number): void {
   pageInit(page, OPAQUE_SIZE);
   const op = opaque(page);
-  page.writeUInt32LE(prev >>> 0, op + OPAQUE_PREV);
-  page.writeUInt32LE(next >>> 0, op + OPAQUE_NEXT);
-  page.writeUInt32LE(level >>> 0, op + OPAQUE_LEVEL);
-  page.writeUInt16LE(flags, op + OPAQUE_FLAGS);
-  page.writeUInt16LE(0, op + OPAQUE_CYCLEID);
+  writeU32(page, prev >>> 0, op + OPAQUE_PREV);
+  writeU32(page, next >>> 0, op + OPAQUE_NEXT);
+  writeU32(page, level >>> 0, op + OPAQUE_LEVEL);
+  writeU16(page, flags, op + OPAQUE_FLAGS);
+  writeU16(page, 0, op + OPAQUE_CYCLEID);
 }
 
 /** PageGetTempPageCopySpecial: an empty initialized page carrying `page`'s special space. */
@@ -255,13 +242,13 @@ function restoreMeta(page: Buffer, record: DecodedRecord, block: BlockRef): void
   const md = block.data;
   if (md.length < XL_METADATA_SIZE) throw new RedoError(record, block, `metapage data of ${md.length} bytes, expected ${XL_METADATA_SIZE}`);
   btPageInit(page, P_NONE, P_NONE, 0, BTP_META);
-  page.writeUInt32LE(BTREE_MAGIC, META_MAGIC);
-  page.writeUInt32LE(md.readUInt32LE(0), META_VERSION);
-  page.writeUInt32LE(md.readUInt32LE(4), META_ROOT);
-  page.writeUInt32LE(md.readUInt32LE(8), META_LEVEL);
-  page.writeUInt32LE(md.readUInt32LE(12), META_FASTROOT);
-  page.writeUInt32LE(md.readUInt32LE(16), META_FASTLEVEL);
-  page.writeUInt32LE(md.readUInt32LE(20), META_LAST_CLEANUP_NUM_DELPAGES);
+  writeU32(page, BTREE_MAGIC, META_MAGIC);
+  writeU32(page, md.readUInt32LE(0), META_VERSION);
+  writeU32(page, md.readUInt32LE(4), META_ROOT);
+  writeU32(page, md.readUInt32LE(8), META_LEVEL);
+  writeU32(page, md.readUInt32LE(12), META_FASTROOT);
+  writeU32(page, md.readUInt32LE(16), META_FASTLEVEL);
+  writeU32(page, md.readUInt32LE(20), META_LAST_CLEANUP_NUM_DELPAGES);
   page.writeDoubleLE(-1.0, META_LAST_CLEANUP_NUM_HEAP_TUPLES);
   page[META_ALLEQUALIMAGE] = md[24];
   setPdLower(page, META_END);
@@ -325,7 +312,7 @@ function redoSplit(page: Buffer, record: DecodedRecord, block: BlockRef, newItem
       return restoreItems(page, block.data, record, block);
     }
     case 2:
-      page.writeUInt32LE(blockNumberOf(record, 1)! >>> 0, opaque(page) + OPAQUE_PREV);
+      writeU32(page, blockNumberOf(record, 1)! >>> 0, opaque(page) + OPAQUE_PREV);
       return;
     case 3:
       return clearIncompleteSplit(page);
@@ -379,9 +366,9 @@ function rebuildLeftHalf(
 
   left.copy(page);
   const op = opaque(page);
-  page.writeUInt16LE(BTP_INCOMPLETE_SPLIT | (s.isLeaf ? BTP_LEAF : 0), op + OPAQUE_FLAGS);
-  page.writeUInt32LE(blockNumberOf(record, 1)! >>> 0, op + OPAQUE_NEXT);
-  page.writeUInt16LE(0, op + OPAQUE_CYCLEID);
+  writeU16(page, BTP_INCOMPLETE_SPLIT | (s.isLeaf ? BTP_LEAF : 0), op + OPAQUE_FLAGS);
+  writeU32(page, blockNumberOf(record, 1)! >>> 0, op + OPAQUE_NEXT);
+  writeU16(page, 0, op + OPAQUE_CYCLEID);
 }
 
 /**
@@ -520,10 +507,10 @@ function redoUnlinkPage(page: Buffer, record: DecodedRecord, block: BlockRef): v
       return;
     }
     case 1:
-      page.writeUInt32LE(rightsib, opaque(page) + OPAQUE_NEXT);
+      writeU32(page, rightsib, opaque(page) + OPAQUE_NEXT);
       return;
     case 2:
-      page.writeUInt32LE(leftsib, opaque(page) + OPAQUE_PREV);
+      writeU32(page, leftsib, opaque(page) + OPAQUE_PREV);
       return;
     case 3:
       return initHalfDeadLeaf(page, main.readUInt32LE(24), main.readUInt32LE(28), main.readUInt32LE(32), record, block);
@@ -596,6 +583,6 @@ export const btreeRmgr: RmgrRedo = {
     if (special < SIZE_OF_PAGE_HEADER || special > page.length - OPAQUE_SIZE) return; // never initialized
     if (getFlags(page) & BTP_LEAF) maskLpFlags(page);
     setFlags(page, getFlags(page) & ~(BTP_HAS_GARBAGE | BTP_SPLIT_END));
-    page.writeUInt16LE(0, special + OPAQUE_CYCLEID);
+    writeU16(page, 0, special + OPAQUE_CYCLEID);
   },
 };

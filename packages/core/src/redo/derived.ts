@@ -3,6 +3,7 @@
 // truncation, multixact offsets and members, and the FSM tail after a truncation.
 import { DerivedKind } from "../storage/values.ts";
 import { isNewPage, pageInit } from "./page.ts";
+import { readU16, writeU32 } from "../bytes.ts";
 
 const CLOG_XACTS_PER_PAGE = 8192 * 4;
 const HEAPBLOCKS_PER_VM_PAGE = (8192 - 24) * 4;
@@ -52,7 +53,7 @@ export function applyDerived(page: Buffer, kind: DerivedKind, payload: Buffer): 
     }
     case DerivedKind.MultiXactOffset: {
       const mid = payload.readUInt32LE(0);
-      page.writeUInt32LE(payload.readUInt32LE(4), (mid % MULTIXACT_OFFSETS_PER_PAGE) * 4);
+      writeU32(page, payload.readUInt32LE(4), (mid % MULTIXACT_OFFSETS_PER_PAGE) * 4);
       return;
     }
     case DerivedKind.MultiXactMembers: {
@@ -63,14 +64,14 @@ export function applyDerived(page: Buffer, kind: DerivedKind, payload: Buffer): 
         const group = Math.floor(offset / MEMBERS_PER_GROUP) % GROUPS_PER_PAGE;
         const slot = offset % MEMBERS_PER_GROUP;
         const base = group * GROUP_SIZE;
-        page.writeUInt32LE(payload.readUInt32LE(8 + 8 * i), base + 4 + slot * 4);
+        writeU32(page, payload.readUInt32LE(8 + 8 * i), base + 4 + slot * 4);
         page[base + slot] = payload.readInt32LE(12 + 8 * i) & 0xff;
       }
       return;
     }
     case DerivedKind.ZeroFsmTail: {
       const firstSlot = payload.readUInt32LE(0);
-      if (page.readUInt16LE(14) === 0) return; // a new FSM page has nothing to clear
+      if (readU16(page, 14) === 0) return; // a new FSM page has nothing to clear
       const leaves = FSM_NODES_PER_PAGE - FSM_NON_LEAF_NODES;
       for (let slot = firstSlot; slot < leaves; slot++) page[FSM_NODES + FSM_NON_LEAF_NODES + slot] = 0;
       // rebuild the upper levels of the page's binary tree: each node holds its children's max

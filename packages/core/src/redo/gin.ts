@@ -5,21 +5,8 @@
 // carry forced full-page images that the engine restores, so redo only sees the other blocks.
 import type { BlockRef, DecodedRecord } from "../wal/record.ts";
 import { maskPageContent, maskPageHintBits, maskPageLsnAndChecksum, maskUnusedSpace } from "./mask.ts";
-import {
-  getItem,
-  getPdLower,
-  getPdSpecial,
-  InvalidOffsetNumber,
-  maxOffsetNumber,
-  pageAddItem,
-  pageIndexTupleDelete,
-  pageInit,
-  pageIsEmpty,
-  setPdLower,
-  setPdPruneXid,
-  shortAlign,
-  SIZE_OF_PAGE_HEADER,
-} from "./page.ts";
+import { getItem, getPdLower, getPdSpecial, InvalidOffsetNumber, maxOffsetNumber, pageAddItem, pageIndexTupleDelete, pageInit, pageIsEmpty, setPdLower, setPdPruneXid, shortAlign, SIZE_OF_PAGE_HEADER } from "./page.ts";
+import { readU16, writeU16, writeU32 } from "../bytes.ts";
 import { type RmgrRedo, RedoError, UnsupportedRecordError } from "./types.ts";
 
 const XLOG_GIN_CREATE_PTREE = 0x10;
@@ -74,19 +61,19 @@ function flagsPos(page: Buffer): number {
   return getPdSpecial(page) + OPAQUE_FLAGS;
 }
 function getFlags(page: Buffer): number {
-  return page.readUInt16LE(flagsPos(page));
+  return readU16(page, flagsPos(page));
 }
 function setFlags(page: Buffer, flags: number): void {
-  page.writeUInt16LE(flags & 0xffff, flagsPos(page));
+  writeU16(page, flags & 0xffff, flagsPos(page));
 }
 function setRightlink(page: Buffer, blkno: number): void {
-  page.writeUInt32LE(blkno >>> 0, getPdSpecial(page) + OPAQUE_RIGHTLINK);
+  writeU32(page, blkno >>> 0, getPdSpecial(page) + OPAQUE_RIGHTLINK);
 }
 function getMaxoff(page: Buffer): number {
-  return page.readUInt16LE(getPdSpecial(page) + OPAQUE_MAXOFF);
+  return readU16(page, getPdSpecial(page) + OPAQUE_MAXOFF);
 }
 function setMaxoff(page: Buffer, maxoff: number): void {
-  page.writeUInt16LE(maxoff, getPdSpecial(page) + OPAQUE_MAXOFF);
+  writeU16(page, maxoff, getPdSpecial(page) + OPAQUE_MAXOFF);
 }
 
 /** GinInitPage: PageInit with the opaque special space, the given flags, no right sibling. */
@@ -454,7 +441,7 @@ export const ginRmgr: RmgrRedo = {
     maskPageLsnAndChecksum(page);
     maskPageHintBits(page);
     const pos = getPdSpecial(page) + OPAQUE_FLAGS;
-    const flags = pos + 2 <= page.length ? page.readUInt16LE(pos) : 0;
+    const flags = pos + 2 <= page.length ? readU16(page, pos) : 0;
     if (flags & GIN_DELETED) maskPageContent(page);
     else if (getPdLower(page) > SIZE_OF_PAGE_HEADER) maskUnusedSpace(page);
   },

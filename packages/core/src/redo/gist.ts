@@ -5,21 +5,8 @@
 import type { Lsn } from "../lsn.ts";
 import type { BlockRef, DecodedRecord } from "../wal/record.ts";
 import { maskLpFlags, maskPageHintBits, maskPageLsnAndChecksum, maskUnusedSpace } from "./mask.ts";
-import {
-  FirstOffsetNumber,
-  getPdSpecial,
-  InvalidOffsetNumber,
-  maxOffsetNumber,
-  pageAddItem,
-  pageGetContents,
-  pageIndexMultiDelete,
-  pageIndexTupleDelete,
-  pageIndexTupleOverwrite,
-  pageInit,
-  pageIsEmpty,
-  SIZE_OF_PAGE_HEADER,
-  setPdLower,
-} from "./page.ts";
+import { FirstOffsetNumber, getPdSpecial, InvalidOffsetNumber, maxOffsetNumber, pageAddItem, pageGetContents, pageIndexMultiDelete, pageIndexTupleDelete, pageIndexTupleOverwrite, pageInit, pageIsEmpty, SIZE_OF_PAGE_HEADER, setPdLower } from "./page.ts";
+import { readU16, writeU16, writeU32 } from "../bytes.ts";
 import { type RmgrRedo, RedoError, UnsupportedRecordError } from "./types.ts";
 
 const XLOG_GIST_PAGE_UPDATE = 0x00;
@@ -49,25 +36,25 @@ function opaqueAt(page: Buffer): number {
   return getPdSpecial(page);
 }
 function getFlags(page: Buffer): number {
-  return page.readUInt16LE(opaqueAt(page) + OPAQUE_FLAGS);
+  return readU16(page, opaqueAt(page) + OPAQUE_FLAGS);
 }
 function setFlags(page: Buffer, flags: number): void {
-  page.writeUInt16LE(flags & 0xffff, opaqueAt(page) + OPAQUE_FLAGS);
+  writeU16(page, flags & 0xffff, opaqueAt(page) + OPAQUE_FLAGS);
 }
 /** The NSN is stored like pd_lsn: xlogid (high half) then xrecoff (low half). */
 function setNsn(page: Buffer, nsn: Lsn): void {
   const at = opaqueAt(page) + OPAQUE_NSN;
-  page.writeUInt32LE(Number(nsn >> 32n) >>> 0, at);
-  page.writeUInt32LE(Number(nsn & 0xffffffffn) >>> 0, at + 4);
+  writeU32(page, Number(nsn >> 32n) >>> 0, at);
+  writeU32(page, Number(nsn & 0xffffffffn) >>> 0, at + 4);
 }
 
 /** gistinitpage */
 function gistInitPage(page: Buffer, flags: number): void {
   pageInit(page, OPAQUE_SIZE);
   const at = opaqueAt(page);
-  page.writeUInt32LE(INVALID_BLOCK, at + OPAQUE_RIGHTLINK);
-  page.writeUInt16LE(flags, at + OPAQUE_FLAGS);
-  page.writeUInt16LE(GIST_PAGE_ID, at + OPAQUE_PAGE_ID);
+  writeU32(page, INVALID_BLOCK, at + OPAQUE_RIGHTLINK);
+  writeU16(page, flags, at + OPAQUE_FLAGS);
+  writeU16(page, GIST_PAGE_ID, at + OPAQUE_PAGE_ID);
 }
 
 /** IndexTupleSize: the low 13 bits of t_info (after the 6-byte heap TID). */
@@ -192,7 +179,7 @@ function redoPageSplit(page: Buffer, record: DecodedRecord, block: BlockRef): vo
       rightlink = origrlink;
     }
   }
-  page.writeUInt32LE(rightlink, opaqueAt(page) + OPAQUE_RIGHTLINK);
+  writeU32(page, rightlink, opaqueAt(page) + OPAQUE_RIGHTLINK);
   setNsn(page, orignsn);
   const flags = getFlags(page);
   setFlags(page, followRight ? flags | F_FOLLOW_RIGHT : flags & ~F_FOLLOW_RIGHT);

@@ -6,6 +6,7 @@
 import type { BlockRef, DecodedRecord } from "../wal/record.ts";
 import { maskLpFlags, maskPageContent, maskPageHintBits, maskPageLsnAndChecksum, maskUnusedSpace } from "./mask.ts";
 import { getPdSpecial, InvalidOffsetNumber, maxAlign, pageAddItem, pageIndexMultiDelete, pageInit, setPdLower, SIZE_OF_PAGE_HEADER } from "./page.ts";
+import { readU16, readU32, writeU16, writeU32 } from "../bytes.ts";
 import { type RmgrRedo, RedoError, UnsupportedRecordError } from "./types.ts";
 
 const XLOG_HASH_INIT_META_PAGE = 0x00;
@@ -82,22 +83,22 @@ function opaque(page: Buffer): number {
 }
 
 function getFlag(page: Buffer): number {
-  return page.readUInt16LE(opaque(page) + OPAQUE_FLAG);
+  return readU16(page, opaque(page) + OPAQUE_FLAG);
 }
 
 function setFlag(page: Buffer, flag: number): void {
-  page.writeUInt16LE(flag & 0xffff, opaque(page) + OPAQUE_FLAG);
+  writeU16(page, flag & 0xffff, opaque(page) + OPAQUE_FLAG);
 }
 
 /** _hash_pageinit + the opaque fields every initializer sets. */
 function hashPageInit(page: Buffer, prev: number, next: number, bucket: number, flag: number): void {
   pageInit(page, OPAQUE_SIZE);
   const op = opaque(page);
-  page.writeUInt32LE(prev >>> 0, op + OPAQUE_PREV);
-  page.writeUInt32LE(next >>> 0, op + OPAQUE_NEXT);
-  page.writeUInt32LE(bucket >>> 0, op + OPAQUE_BUCKET);
-  page.writeUInt16LE(flag, op + OPAQUE_FLAG);
-  page.writeUInt16LE(HASHO_PAGE_ID, op + OPAQUE_PAGE_ID);
+  writeU32(page, prev >>> 0, op + OPAQUE_PREV);
+  writeU32(page, next >>> 0, op + OPAQUE_NEXT);
+  writeU32(page, bucket >>> 0, op + OPAQUE_BUCKET);
+  writeU16(page, flag, op + OPAQUE_FLAG);
+  writeU16(page, HASHO_PAGE_ID, op + OPAQUE_PAGE_ID);
 }
 
 /** pg_ceil_log2_32 */
@@ -135,26 +136,26 @@ function initMetaPage(page: Buffer, numTuples: number, procid: number, ffactor: 
   const spare = spareIndex(numBuckets);
 
   hashPageInit(page, INVALID_BLOCK, INVALID_BLOCK, INVALID_BUCKET, LH_META_PAGE);
-  page.writeUInt32LE(HASH_MAGIC, M_MAGIC);
-  page.writeUInt32LE(HASH_VERSION, M_VERSION);
+  writeU32(page, HASH_MAGIC, M_MAGIC);
+  writeU32(page, HASH_VERSION, M_VERSION);
   page.writeDoubleLE(0, M_NTUPLES);
-  page.writeUInt32LE(0, M_NMAPS);
-  page.writeUInt16LE(ffactor, M_FFACTOR);
+  writeU32(page, 0, M_NMAPS);
+  writeU16(page, ffactor, M_FFACTOR);
   // HashGetMaxBitmapSize: the page minus the header and the special space
   const bsize = 8192 - (maxAlign(SIZE_OF_PAGE_HEADER) + maxAlign(OPAQUE_SIZE));
-  page.writeUInt16LE(bsize, M_BSIZE);
+  writeU16(page, bsize, M_BSIZE);
   const lshift = 31 - Math.clz32(bsize);
-  page.writeUInt16LE(1 << lshift, M_BMSIZE);
-  page.writeUInt16LE(lshift + 3, M_BMSHIFT);
-  page.writeUInt32LE(procid >>> 0, M_PROCID);
-  page.writeUInt32LE(numBuckets - 1, M_MAXBUCKET);
+  writeU16(page, 1 << lshift, M_BMSIZE);
+  writeU16(page, lshift + 3, M_BMSHIFT);
+  writeU32(page, procid >>> 0, M_PROCID);
+  writeU32(page, numBuckets - 1, M_MAXBUCKET);
   // next power of two above numBuckets, minus one
   const highmask = 2 ** ceilLog2(numBuckets + 1) - 1;
-  page.writeUInt32LE(highmask >>> 0, M_HIGHMASK);
-  page.writeUInt32LE(highmask >>> 1, M_LOWMASK);
-  page.writeUInt32LE(1, M_SPARES + spare * 4);
-  page.writeUInt32LE(spare, M_OVFLPOINT);
-  page.writeUInt32LE(0, M_FIRSTFREE);
+  writeU32(page, highmask >>> 0, M_HIGHMASK);
+  writeU32(page, highmask >>> 1, M_LOWMASK);
+  writeU32(page, 1, M_SPARES + spare * 4);
+  writeU32(page, spare, M_OVFLPOINT);
+  writeU32(page, 0, M_FIRSTFREE);
   setPdLower(page, META_END);
 }
 
@@ -169,9 +170,9 @@ function initBitmapPage(page: Buffer, bmsize: number): void {
 /** SETBIT / CLRBIT on the bitmap's uint32 words (little-endian, so bit n is in byte n / 8). */
 function setBitmapBit(page: Buffer, bit: number, on: boolean): void {
   const pos = maxAlign(SIZE_OF_PAGE_HEADER) + (bit >>> 5) * 4;
-  const word = page.readUInt32LE(pos);
+  const word = readU32(page, pos);
   const mask = 1 << (bit & 31);
-  page.writeUInt32LE((on ? word | mask : word & ~mask) >>> 0, pos);
+  writeU32(page, (on ? word | mask : word & ~mask) >>> 0, pos);
 }
 
 function blockData(record: DecodedRecord, block: BlockRef, minLength: number): Buffer {
@@ -226,9 +227,9 @@ function redo(page: Buffer, record: DecodedRecord, block: BlockRef): void | "kee
       // xl_hash_init_bitmap_page {bmsize u16}; blk0 new bitmap, blk1 meta
       if (block.id === 0) initBitmapPage(page, main.readUInt16LE(0));
       else {
-        const nmaps = page.readUInt32LE(M_NMAPS);
-        page.writeUInt32LE(page.readUInt32LE(M_MAXBUCKET) + 2, M_MAPP + nmaps * 4);
-        page.writeUInt32LE(nmaps + 1, M_NMAPS);
+        const nmaps = readU32(page, M_NMAPS);
+        writeU32(page, readU32(page, M_MAXBUCKET) + 2, M_MAPP + nmaps * 4);
+        writeU32(page, nmaps + 1, M_NMAPS);
       }
       return;
 
@@ -314,7 +315,7 @@ function redoAddOverflowPage(page: Buffer, record: DecodedRecord, block: BlockRe
       return;
     }
     case 1:
-      page.writeUInt32LE(blockNumberOf(0)!, opaque(page) + OPAQUE_NEXT);
+      writeU32(page, blockNumberOf(0)!, opaque(page) + OPAQUE_NEXT);
       return;
     case 2:
       setBitmapBit(page, blockData(record, block, 4).readUInt32LE(0), true);
@@ -323,16 +324,16 @@ function redoAddOverflowPage(page: Buffer, record: DecodedRecord, block: BlockRe
       initBitmapPage(page, main.readUInt16LE(0));
       return;
     case 4: {
-      page.writeUInt32LE(blockData(record, block, 4).readUInt32LE(0), M_FIRSTFREE);
+      writeU32(page, blockData(record, block, 4).readUInt32LE(0), M_FIRSTFREE);
       if (!main[2]) {
-        const sparePos = M_SPARES + page.readUInt32LE(M_OVFLPOINT) * 4;
-        page.writeUInt32LE(page.readUInt32LE(sparePos) + 1, sparePos);
+        const sparePos = M_SPARES + readU32(page, M_OVFLPOINT) * 4;
+        writeU32(page, readU32(page, sparePos) + 1, sparePos);
         const newBitmap = blockNumberOf(3);
         if (newBitmap !== undefined) {
-          const nmaps = page.readUInt32LE(M_NMAPS);
-          page.writeUInt32LE(newBitmap, M_MAPP + nmaps * 4);
-          page.writeUInt32LE(nmaps + 1, M_NMAPS);
-          page.writeUInt32LE(page.readUInt32LE(sparePos) + 1, sparePos);
+          const nmaps = readU32(page, M_NMAPS);
+          writeU32(page, newBitmap, M_MAPP + nmaps * 4);
+          writeU32(page, nmaps + 1, M_NMAPS);
+          writeU32(page, readU32(page, sparePos) + 1, sparePos);
         }
       }
       return;
@@ -349,25 +350,25 @@ function redoSplitAllocatePage(page: Buffer, record: DecodedRecord, block: Block
   const newBucket = main.readUInt32LE(0);
   if (block.id === 0) {
     setFlag(page, main.readUInt16LE(4));
-    page.writeUInt32LE(newBucket, opaque(page) + OPAQUE_PREV);
+    writeU32(page, newBucket, opaque(page) + OPAQUE_PREV);
   } else if (block.id === 1) {
     hashPageInit(page, newBucket, INVALID_BLOCK, newBucket, main.readUInt16LE(6));
   } else if (block.id === 2) {
     const flags = main[8];
     const data = block.data;
-    page.writeUInt32LE(newBucket, M_MAXBUCKET);
+    writeU32(page, newBucket, M_MAXBUCKET);
     let pos = 0;
     if (flags & XLH_SPLIT_META_UPDATE_MASKS) {
       blockData(record, block, pos + 8);
-      page.writeUInt32LE(data.readUInt32LE(pos), M_LOWMASK);
-      page.writeUInt32LE(data.readUInt32LE(pos + 4), M_HIGHMASK);
+      writeU32(page, data.readUInt32LE(pos), M_LOWMASK);
+      writeU32(page, data.readUInt32LE(pos + 4), M_HIGHMASK);
       pos += 8;
     }
     if (flags & XLH_SPLIT_META_UPDATE_SPLITPOINT) {
       blockData(record, block, pos + 8);
       const ovflpoint = data.readUInt32LE(pos);
-      page.writeUInt32LE(data.readUInt32LE(pos + 4), M_SPARES + ovflpoint * 4);
-      page.writeUInt32LE(ovflpoint, M_OVFLPOINT);
+      writeU32(page, data.readUInt32LE(pos + 4), M_SPARES + ovflpoint * 4);
+      writeU32(page, ovflpoint, M_OVFLPOINT);
     }
   }
 }
@@ -387,22 +388,22 @@ function redoSqueezePage(page: Buffer, record: DecodedRecord, block: BlockRef): 
       return "keep-lsn";
     case 1:
       addMovedTuples(page, record, block, main.readUInt16LE(8));
-      if (main[11]) page.writeUInt32LE(nextblkno, opaque(page) + OPAQUE_NEXT);
+      if (main[11]) writeU32(page, nextblkno, opaque(page) + OPAQUE_NEXT);
       return;
     case 2:
       hashPageInit(page, INVALID_BLOCK, INVALID_BLOCK, INVALID_BUCKET, LH_UNUSED_PAGE);
       return;
     case 3:
-      page.writeUInt32LE(nextblkno, opaque(page) + OPAQUE_NEXT);
+      writeU32(page, nextblkno, opaque(page) + OPAQUE_NEXT);
       return;
     case 4:
-      page.writeUInt32LE(prevblkno, opaque(page) + OPAQUE_PREV);
+      writeU32(page, prevblkno, opaque(page) + OPAQUE_PREV);
       return;
     case 5:
       setBitmapBit(page, blockData(record, block, 4).readUInt32LE(0), false);
       return;
     case 6:
-      page.writeUInt32LE(blockData(record, block, 4).readUInt32LE(0), M_FIRSTFREE);
+      writeU32(page, blockData(record, block, 4).readUInt32LE(0), M_FIRSTFREE);
       return;
   }
 }
@@ -416,11 +417,11 @@ export const hashRmgr: RmgrRedo = {
     maskUnusedSpace(page);
     const flagPos = getPdSpecial(page) + OPAQUE_FLAG;
     if (flagPos + 2 > page.length) return;
-    const flag = page.readUInt16LE(flagPos);
+    const flag = readU16(page, flagPos);
     const type = flag & LH_PAGE_TYPE;
     if (type === LH_UNUSED_PAGE) maskPageContent(page);
     else if (type === LH_BUCKET_PAGE || type === LH_OVERFLOW_PAGE) maskLpFlags(page);
     // LH_PAGE_HAS_DEAD_TUPLES is a hint that may never have been logged
-    page.writeUInt16LE(page.readUInt16LE(flagPos) & ~LH_PAGE_HAS_DEAD_TUPLES, flagPos);
+    writeU16(page, readU16(page, flagPos) & ~LH_PAGE_HAS_DEAD_TUPLES, flagPos);
   },
 };

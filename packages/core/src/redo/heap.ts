@@ -4,20 +4,8 @@
 // heap page. Also home of heap tuple header helpers and heap_mask, shared with heap2.ts.
 import type { BlockRef, DecodedRecord } from "../wal/record.ts";
 import { maskPageHintBits, maskPageLsnAndChecksum, maskUnusedSpace, MASK_MARKER } from "./mask.ts";
-import {
-  copyBytes,
-  getItemIdRaw,
-  getPdUpper,
-  InvalidOffsetNumber,
-  isNewPage,
-  LP_NORMAL,
-  maxAlign,
-  maxOffsetNumber,
-  pageClearAllVisible,
-  pageInit,
-  pageReserveItem,
-  pageSetPrunable,
-} from "./page.ts";
+import { copyBytes, getItemIdRaw, getPdUpper, InvalidOffsetNumber, isNewPage, LP_NORMAL, maxAlign, maxOffsetNumber, pageClearAllVisible, pageInit, pageReserveItem, pageSetPrunable } from "./page.ts";
+import { readU16, writeU16, writeU32 } from "../bytes.ts";
 import { RedoError, type RmgrRedo, UnsupportedRecordError } from "./types.ts";
 
 // xl_info high nibble
@@ -92,9 +80,9 @@ const MOVED_PARTITIONS_BLOCK_NUMBER = 0xffffffff;
 // Tuple header helpers (positions are byte offsets of the tuple in the page)
 
 export function setTupleCtid(page: Buffer, tuple: number, blockNumber: number, offnum: number): void {
-  page.writeUInt16LE((blockNumber >>> 16) & 0xffff, tuple + T_CTID);
-  page.writeUInt16LE(blockNumber & 0xffff, tuple + T_CTID + 2);
-  page.writeUInt16LE(offnum, tuple + T_CTID + 4);
+  writeU16(page, (blockNumber >>> 16) & 0xffff, tuple + T_CTID);
+  writeU16(page, blockNumber & 0xffff, tuple + T_CTID + 2);
+  writeU16(page, offnum, tuple + T_CTID + 4);
 }
 
 /**
@@ -122,25 +110,25 @@ function tupleLength(page: Buffer, offnum: number): number {
  * KEYS_UPDATED), then set those the record's infobits name (fix_infomask_from_infobits).
  */
 export function applyXmaxInfobits(page: Buffer, tuple: number, infobits: number): void {
-  let infomask = page.readUInt16LE(tuple + T_INFOMASK) & ~(HEAP_XMAX_BITS | HEAP_MOVED);
-  let infomask2 = page.readUInt16LE(tuple + T_INFOMASK2) & ~HEAP_KEYS_UPDATED;
+  let infomask = readU16(page, tuple + T_INFOMASK) & ~(HEAP_XMAX_BITS | HEAP_MOVED);
+  let infomask2 = readU16(page, tuple + T_INFOMASK2) & ~HEAP_KEYS_UPDATED;
   if (infobits & XLHL_XMAX_IS_MULTI) infomask |= HEAP_XMAX_IS_MULTI;
   if (infobits & XLHL_XMAX_LOCK_ONLY) infomask |= HEAP_XMAX_LOCK_ONLY;
   if (infobits & XLHL_XMAX_EXCL_LOCK) infomask |= HEAP_XMAX_EXCL_LOCK;
   if (infobits & XLHL_XMAX_KEYSHR_LOCK) infomask |= HEAP_XMAX_KEYSHR_LOCK;
   if (infobits & XLHL_KEYS_UPDATED) infomask2 |= HEAP_KEYS_UPDATED;
-  page.writeUInt16LE(infomask & 0xffff, tuple + T_INFOMASK);
-  page.writeUInt16LE(infomask2 & 0xffff, tuple + T_INFOMASK2);
+  writeU16(page, infomask & 0xffff, tuple + T_INFOMASK);
+  writeU16(page, infomask2 & 0xffff, tuple + T_INFOMASK2);
 }
 
 /** HeapTupleHeaderSetCmax(tuple, FirstCommandId, false): t_cid = 0, HEAP_COMBOCID cleared. */
 function resetCmax(page: Buffer, tuple: number): void {
-  page.writeUInt32LE(0, tuple + T_CID);
-  page.writeUInt16LE(page.readUInt16LE(tuple + T_INFOMASK) & ~HEAP_COMBOCID, tuple + T_INFOMASK);
+  writeU32(page, 0, tuple + T_CID);
+  writeU16(page, readU16(page, tuple + T_INFOMASK) & ~HEAP_COMBOCID, tuple + T_INFOMASK);
 }
 
 function setInfomask2Bits(page: Buffer, tuple: number, set: number, clear: number): void {
-  page.writeUInt16LE(((page.readUInt16LE(tuple + T_INFOMASK2) & ~clear) | set) & 0xffff, tuple + T_INFOMASK2);
+  writeU16(page, ((readU16(page, tuple + T_INFOMASK2) & ~clear) | set) & 0xffff, tuple + T_INFOMASK2);
 }
 
 /**
@@ -164,13 +152,13 @@ export function placeHeapTuple(
     throw new RedoError(record, block, `failed to add tuple of ${length} bytes at offset ${offnum}`);
   }
   const tuple = getPdUpper(page);
-  page.writeUInt32LE(header.xmin >>> 0, tuple + T_XMIN);
-  page.writeUInt32LE(header.xmax >>> 0, tuple + T_XMAX);
-  page.writeUInt32LE(0, tuple + T_CID);
+  writeU32(page, header.xmin >>> 0, tuple + T_XMIN);
+  writeU32(page, header.xmax >>> 0, tuple + T_XMAX);
+  writeU32(page, 0, tuple + T_CID);
   setTupleCtid(page, tuple, block.blockNumber, offnum);
-  page.writeUInt16LE(header.infomask2, tuple + T_INFOMASK2);
+  writeU16(page, header.infomask2, tuple + T_INFOMASK2);
   // HeapTupleHeaderSetCmin clears HEAP_COMBOCID
-  page.writeUInt16LE(header.infomask & ~HEAP_COMBOCID, tuple + T_INFOMASK);
+  writeU16(page, header.infomask & ~HEAP_COMBOCID, tuple + T_INFOMASK);
   page[tuple + T_HOFF] = header.hoff;
   return tuple;
 }
@@ -212,8 +200,8 @@ function redoDelete(page: Buffer, record: DecodedRecord, block: BlockRef): void 
   const pos = normalTuple(page, offnum, record, block);
   applyXmaxInfobits(page, pos, infobits);
   setInfomask2Bits(page, pos, 0, HEAP_HOT_UPDATED);
-  if (flags & XLH_DELETE_IS_SUPER) page.writeUInt32LE(0, pos + T_XMIN);
-  else page.writeUInt32LE(xmax, pos + T_XMAX);
+  if (flags & XLH_DELETE_IS_SUPER) writeU32(page, 0, pos + T_XMIN);
+  else writeU32(page, xmax, pos + T_XMAX);
   resetCmax(page, pos);
   pageSetPrunable(page, record.xid);
   if (flags & XLH_DELETE_ALL_VISIBLE_CLEARED) pageClearAllVisible(page);
@@ -250,7 +238,7 @@ function updateOldTuple(page: Buffer, record: DecodedRecord, block: BlockRef, xl
   // fix_infomask_from_infobits may set KEYS_UPDATED; the HOT flag is independent of it
   if (hot) setInfomask2Bits(page, pos, HEAP_HOT_UPDATED, 0);
   else setInfomask2Bits(page, pos, 0, HEAP_HOT_UPDATED);
-  page.writeUInt32LE(xl.oldXmax, pos + T_XMAX);
+  writeU32(page, xl.oldXmax, pos + T_XMAX);
   resetCmax(page, pos);
   setTupleCtid(page, pos, newBlock, xl.newOffnum);
   pageSetPrunable(page, record.xid);
@@ -363,11 +351,11 @@ function redoLock(page: Buffer, record: DecodedRecord, block: BlockRef): void {
   const infobits = main[6];
   const pos = normalTuple(page, offnum, record, block);
   applyXmaxInfobits(page, pos, infobits);
-  if (xmaxIsLockedOnly(page.readUInt16LE(pos + T_INFOMASK))) {
+  if (xmaxIsLockedOnly(readU16(page, pos + T_INFOMASK))) {
     setInfomask2Bits(page, pos, 0, HEAP_HOT_UPDATED);
     setTupleCtid(page, pos, block.blockNumber, offnum);
   }
-  page.writeUInt32LE(lockingXid, pos + T_XMAX);
+  writeU32(page, lockingXid, pos + T_XMAX);
   resetCmax(page, pos);
 }
 
@@ -398,11 +386,11 @@ export function heapMask(page: Buffer, blockNumber: number): void {
     const pos = raw & 0x7fff;
     const len = raw >>> 17;
     if (((raw >>> 15) & 3) === LP_NORMAL && pos + SIZEOF_HEAP_TUPLE_HEADER <= page.length) {
-      const infomask = page.readUInt16LE(pos + T_INFOMASK);
-      if ((infomask & HEAP_XMIN_FROZEN) !== HEAP_XMIN_FROZEN) page.writeUInt16LE(infomask & ~HEAP_XACT_MASK, pos + T_INFOMASK);
-      else page.writeUInt16LE(infomask & ~(HEAP_XMAX_INVALID | HEAP_XMAX_COMMITTED), pos + T_INFOMASK);
-      page.writeUInt32LE(MASK_MARKER, pos + T_CID);
-      if (page.readUInt16LE(pos + T_CTID + 4) === SPEC_TOKEN_OFFSET_NUMBER) setTupleCtid(page, pos, blockNumber, off);
+      const infomask = readU16(page, pos + T_INFOMASK);
+      if ((infomask & HEAP_XMIN_FROZEN) !== HEAP_XMIN_FROZEN) writeU16(page, infomask & ~HEAP_XACT_MASK, pos + T_INFOMASK);
+      else writeU16(page, infomask & ~(HEAP_XMAX_INVALID | HEAP_XMAX_COMMITTED), pos + T_INFOMASK);
+      writeU32(page, MASK_MARKER, pos + T_CID);
+      if (readU16(page, pos + T_CTID + 4) === SPEC_TOKEN_OFFSET_NUMBER) setTupleCtid(page, pos, blockNumber, off);
     }
     if (len !== 0) {
       const end = Math.min(pos + maxAlign(len), page.length);

@@ -20,24 +20,8 @@ import {
   XLOG_HEAP_INIT_PAGE,
   XLOG_HEAP_OPMASK,
 } from "./heap.ts";
-import {
-  copyBytes,
-  FirstOffsetNumber,
-  getItemIdRaw,
-  isNewPage,
-  itemIdSetDead,
-  itemIdSetRedirect,
-  itemIdSetUnused,
-  LP_DEAD,
-  maxOffsetNumber,
-  PageCorruptedError,
-  pageClearAllVisible,
-  pageInit,
-  pageRepairFragmentation,
-  pageSetAllVisible,
-  pageTruncateLinePointerArray,
-  SIZE_OF_PAGE_HEADER,
-} from "./page.ts";
+import { copyBytes, FirstOffsetNumber, getItemIdRaw, isNewPage, itemIdSetDead, itemIdSetRedirect, itemIdSetUnused, LP_DEAD, maxOffsetNumber, PageCorruptedError, pageClearAllVisible, pageInit, pageRepairFragmentation, pageSetAllVisible, pageTruncateLinePointerArray, SIZE_OF_PAGE_HEADER } from "./page.ts";
+import { writeU16, writeU32 } from "../bytes.ts";
 import { RedoError, type RmgrRedo, UnsupportedRecordError } from "./types.ts";
 
 const XLOG_HEAP2_REWRITE = 0x00;
@@ -131,11 +115,11 @@ function redoFreezePage(page: Buffer, record: DecodedRecord, block: BlockRef): v
     // PostgreSQL does not check the line pointer kind here; the tuple is wherever lp_off points
     const pos = getItemIdRaw(page, offnum) & 0x7fff;
     if (pos + SIZEOF_HEAP_TUPLE_HEADER > page.length) throw new RedoError(record, block, `tuple at offset ${offnum} lies outside the page`);
-    page.writeUInt32LE(data.readUInt32LE(at), pos + T_XMAX);
-    if (frzflags & XLH_FREEZE_XVAC) page.writeUInt32LE(FROZEN_TRANSACTION_ID, pos + T_CID);
-    if (frzflags & XLH_INVALID_XVAC) page.writeUInt32LE(0, pos + T_CID);
-    page.writeUInt16LE(data.readUInt16LE(at + 8), pos + T_INFOMASK);
-    page.writeUInt16LE(data.readUInt16LE(at + 6), pos + T_INFOMASK2);
+    writeU32(page, data.readUInt32LE(at), pos + T_XMAX);
+    if (frzflags & XLH_FREEZE_XVAC) writeU32(page, FROZEN_TRANSACTION_ID, pos + T_CID);
+    if (frzflags & XLH_INVALID_XVAC) writeU32(page, 0, pos + T_CID);
+    writeU16(page, data.readUInt16LE(at + 8), pos + T_INFOMASK);
+    writeU16(page, data.readUInt16LE(at + 6), pos + T_INFOMASK2);
   }
 }
 
@@ -205,7 +189,7 @@ function redoLockUpdated(page: Buffer, record: DecodedRecord, block: BlockRef): 
   const offnum = main.readUInt16LE(4);
   const pos = normalTuple(page, offnum, record, block);
   applyXmaxInfobits(page, pos, main[6]);
-  page.writeUInt32LE(xmax, pos + T_XMAX);
+  writeU32(page, xmax, pos + T_XMAX);
 }
 
 export const heap2Rmgr: RmgrRedo = {

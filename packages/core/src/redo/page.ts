@@ -5,6 +5,7 @@
 // pd_pagesize_version(18) pd_prune_xid(20), then the line pointer array from offset 24.
 import type { Lsn } from "../lsn.ts";
 import { BLCKSZ } from "../reltag.ts";
+import { readU16, readU32, writeU16, writeU32 } from "../bytes.ts";
 
 export const SIZE_OF_PAGE_HEADER = 24;
 export const ITEM_ID_SIZE = 4;
@@ -83,24 +84,24 @@ export function copyBytes(source: Uint8Array, start: number, end: number, target
  * compares and stamps the page LSN for every record it applies.
  */
 export function getPageLsn(page: Buffer): Lsn {
-  const hi = page.readUInt32LE(OFF_LSN);
-  const lo = page.readUInt32LE(OFF_LSN + 4);
+  const hi = readU32(page, OFF_LSN);
+  const lo = readU32(page, OFF_LSN + 4);
   return hi < SAFE_XLOGID_LIMIT ? BigInt(hi * 0x100000000 + lo) : (BigInt(hi) << 32n) | BigInt(lo);
 }
 export function setPageLsn(page: Buffer, lsn: Lsn): void {
   if (lsn <= MAX_SAFE_LSN) {
     const n = Number(lsn);
-    page.writeUInt32LE(Math.floor(n / 0x100000000), OFF_LSN);
-    page.writeUInt32LE(n >>> 0, OFF_LSN + 4);
+    writeU32(page, Math.floor(n / 0x100000000), OFF_LSN);
+    writeU32(page, n >>> 0, OFF_LSN + 4);
   } else {
-    page.writeUInt32LE(Number(lsn >> 32n) >>> 0, OFF_LSN);
-    page.writeUInt32LE(Number(lsn & 0xffffffffn) >>> 0, OFF_LSN + 4);
+    writeU32(page, Number(lsn >> 32n) >>> 0, OFF_LSN);
+    writeU32(page, Number(lsn & 0xffffffffn) >>> 0, OFF_LSN + 4);
   }
 }
 /** getPageLsn(page) >= lsn, without a BigInt allocated in the usual case */
 export function pageLsnAtLeast(page: Buffer, lsn: Lsn): boolean {
-  const hi = page.readUInt32LE(OFF_LSN);
-  if (hi < SAFE_XLOGID_LIMIT && lsn <= MAX_SAFE_LSN) return hi * 0x100000000 + page.readUInt32LE(OFF_LSN + 4) >= Number(lsn);
+  const hi = readU32(page, OFF_LSN);
+  if (hi < SAFE_XLOGID_LIMIT && lsn <= MAX_SAFE_LSN) return hi * 0x100000000 + readU32(page, OFF_LSN + 4) >= Number(lsn);
   return getPageLsn(page) >= lsn;
 }
 const MAX_SAFE_LSN = BigInt(Number.MAX_SAFE_INTEGER);
@@ -108,43 +109,43 @@ const MAX_SAFE_LSN = BigInt(Number.MAX_SAFE_INTEGER);
 const SAFE_XLOGID_LIMIT = 0x200000;
 
 export function getPdChecksum(page: Buffer): number {
-  return page.readUInt16LE(OFF_CHECKSUM);
+  return readU16(page, OFF_CHECKSUM);
 }
 export function setPdChecksum(page: Buffer, v: number): void {
-  page.writeUInt16LE(v, OFF_CHECKSUM);
+  writeU16(page, v, OFF_CHECKSUM);
 }
 export function getPdFlags(page: Buffer): number {
-  return page.readUInt16LE(OFF_FLAGS);
+  return readU16(page, OFF_FLAGS);
 }
 export function setPdFlags(page: Buffer, v: number): void {
-  page.writeUInt16LE(v & 0xffff, OFF_FLAGS);
+  writeU16(page, v & 0xffff, OFF_FLAGS);
 }
 export function getPdLower(page: Buffer): number {
-  return page.readUInt16LE(OFF_LOWER);
+  return readU16(page, OFF_LOWER);
 }
 export function setPdLower(page: Buffer, v: number): void {
-  page.writeUInt16LE(v, OFF_LOWER);
+  writeU16(page, v, OFF_LOWER);
 }
 export function getPdUpper(page: Buffer): number {
-  return page.readUInt16LE(OFF_UPPER);
+  return readU16(page, OFF_UPPER);
 }
 export function setPdUpper(page: Buffer, v: number): void {
-  page.writeUInt16LE(v, OFF_UPPER);
+  writeU16(page, v, OFF_UPPER);
 }
 export function getPdSpecial(page: Buffer): number {
-  return page.readUInt16LE(OFF_SPECIAL);
+  return readU16(page, OFF_SPECIAL);
 }
 export function setPdSpecial(page: Buffer, v: number): void {
-  page.writeUInt16LE(v, OFF_SPECIAL);
+  writeU16(page, v, OFF_SPECIAL);
 }
 export function getPdPageSizeVersion(page: Buffer): number {
-  return page.readUInt16LE(OFF_SIZE_VERSION);
+  return readU16(page, OFF_SIZE_VERSION);
 }
 export function getPdPruneXid(page: Buffer): number {
-  return page.readUInt32LE(OFF_PRUNE_XID);
+  return readU32(page, OFF_PRUNE_XID);
 }
 export function setPdPruneXid(page: Buffer, xid: number): void {
-  page.writeUInt32LE(xid >>> 0, OFF_PRUNE_XID);
+  writeU32(page, xid >>> 0, OFF_PRUNE_XID);
 }
 
 export function pageHasFreeLinePointers(page: Buffer): boolean {
@@ -199,7 +200,7 @@ export function pageInit(page: Buffer, specialSize: number): void {
   setPdLower(page, SIZE_OF_PAGE_HEADER);
   setPdUpper(page, BLCKSZ - special);
   setPdSpecial(page, BLCKSZ - special);
-  page.writeUInt16LE(BLCKSZ | PG_PAGE_LAYOUT_VERSION, OFF_SIZE_VERSION);
+  writeU16(page, BLCKSZ | PG_PAGE_LAYOUT_VERSION, OFF_SIZE_VERSION);
 }
 
 /** PageIsNew: an all-zero (never initialized) page has pd_upper = 0. */
@@ -240,10 +241,10 @@ export function itemIdPosition(offnum: number): number {
   return SIZE_OF_PAGE_HEADER + (offnum - 1) * ITEM_ID_SIZE;
 }
 export function getItemIdRaw(page: Buffer, offnum: number): number {
-  return page.readUInt32LE(itemIdPosition(offnum));
+  return readU32(page, itemIdPosition(offnum));
 }
 export function setItemIdRaw(page: Buffer, offnum: number, raw: number): void {
-  page.writeUInt32LE(raw >>> 0, itemIdPosition(offnum));
+  writeU32(page, raw >>> 0, itemIdPosition(offnum));
 }
 export function makeItemId(off: number, flags: number, len: number): number {
   return ((off & 0x7fff) | ((flags & 3) << 15) | ((len & 0x7fff) << 17)) >>> 0;
@@ -439,8 +440,8 @@ function compactifyTuples(page: Buffer, count: number): void {
       runTo = upper;
     }
     const pos = itemIdPosition(compactOffnum[i]);
-    const raw = page.readUInt32LE(pos);
-    page.writeUInt32LE(((raw & ~0x7fff) | upper) >>> 0, pos);
+    const raw = readU32(page, pos);
+    writeU32(page, ((raw & ~0x7fff) | upper) >>> 0, pos);
   }
   if (count > 0) moveRun(page, fromScratch, upperBefore, runFrom, runEnd, runTo);
   setPdUpper(page, upper);

@@ -5,20 +5,8 @@
 // main data is a fixed struct followed by offset arrays and tuples, decoded below per type.
 import type { BlockRef, DecodedRecord } from "../wal/record.ts";
 import { maskPageHintBits, maskPageLsnAndChecksum, maskUnusedSpace } from "./mask.ts";
-import {
-  getItem,
-  getItemIdRaw,
-  getPdLower,
-  getPdSpecial,
-  InvalidOffsetNumber,
-  maxOffsetNumber,
-  pageAddItem,
-  pageIndexMultiDelete,
-  pageIndexTupleDelete,
-  pageInit,
-  SIZE_OF_PAGE_HEADER,
-  setItemIdRaw,
-} from "./page.ts";
+import { getItem, getItemIdRaw, getPdLower, getPdSpecial, InvalidOffsetNumber, maxOffsetNumber, pageAddItem, pageIndexMultiDelete, pageIndexTupleDelete, pageInit, SIZE_OF_PAGE_HEADER, setItemIdRaw } from "./page.ts";
+import { readU16, writeU16 } from "../bytes.ts";
 import { type RmgrRedo, RedoError, UnsupportedRecordError } from "./types.ts";
 
 const XLOG_SPGIST_ADD_LEAF = 0x10;
@@ -77,15 +65,15 @@ function opaqueAt(page: Buffer): number {
 }
 function bumpCounter(page: Buffer, field: number, delta: number): void {
   const at = opaqueAt(page) + field;
-  page.writeUInt16LE((page.readUInt16LE(at) + delta) & 0xffff, at);
+  writeU16(page, (readU16(page, at) + delta) & 0xffff, at);
 }
 
 /** SpGistInitPage */
 function initPage(page: Buffer, flags: number): void {
   pageInit(page, OPAQUE_SIZE);
   const at = opaqueAt(page);
-  page.writeUInt16LE(flags, at);
-  page.writeUInt16LE(SPGIST_PAGE_ID, at + OPAQUE_PAGE_ID);
+  writeU16(page, flags, at);
+  writeU16(page, SPGIST_PAGE_ID, at + OPAQUE_PAGE_ID);
 }
 function leafFlags(storesNulls: boolean): number {
   return SPGIST_LEAF | (storesNulls ? SPGIST_NULLS : 0);

@@ -5,6 +5,7 @@ import type { Lsn } from "../lsn.ts";
 import { BLCKSZ, type ForkNumber, type RelTag } from "../reltag.ts";
 import { crc32cFinal, crc32cUpdate, CRC32C_INIT } from "./crc32c.ts";
 import { WalDecodeError } from "./errors.ts";
+import { readU16, readU32 } from "../bytes.ts";
 
 export const SIZE_OF_XLOG_RECORD = 24;
 /** Offset of xl_crc inside XLogRecord; the CRC covers the 20 bytes before it. */
@@ -115,14 +116,14 @@ export function decodeRecord(bytes: Buffer, lsn: Lsn, opts?: { verifyCrc?: boole
   const raw = bytes.length === totalLength ? bytes : bytes.subarray(0, totalLength);
 
   if (opts?.verifyCrc !== false) {
-    const stored = raw.readUInt32LE(XL_CRC_OFFSET);
+    const stored = readU32(raw, XL_CRC_OFFSET);
     const computed = computeRecordCrc(raw, totalLength);
     if (stored !== computed) {
       throw new WalDecodeError("BAD_CRC", lsn, `incorrect resource manager data checksum in record (stored ${hex32(stored)}, computed ${hex32(computed)})`);
     }
   }
 
-  const xid = raw.readUInt32LE(4);
+  const xid = readU32(raw, 4);
   const prev = raw.readBigUInt64LE(8);
   const info = raw[16];
   const rmid = raw[17];
@@ -149,20 +150,20 @@ export function decodeRecord(bytes: Buffer, lsn: Lsn, opts?: { verifyCrc?: boole
     }
     if (id === XLR_BLOCK_ID_DATA_LONG) {
       if (pos + 4 > totalLength) tooShort(lsn, 4, "main data length", pos, totalLength);
-      mainDataLen = raw.readUInt32LE(pos);
+      mainDataLen = readU32(raw, pos);
       pos += 4;
       payloadTotal += mainDataLen;
       break;
     }
     if (id === XLR_BLOCK_ID_ORIGIN) {
       if (pos + 2 > totalLength) tooShort(lsn, 2, "replication origin", pos, totalLength);
-      origin = raw.readUInt16LE(pos);
+      origin = readU16(raw, pos);
       pos += 2;
       continue;
     }
     if (id === XLR_BLOCK_ID_TOPLEVEL_XID) {
       if (pos + 4 > totalLength) tooShort(lsn, 4, "toplevel xid", pos, totalLength);
-      toplevelXid = raw.readUInt32LE(pos);
+      toplevelXid = readU32(raw, pos);
       pos += 4;
       continue;
     }
@@ -172,7 +173,7 @@ export function decodeRecord(bytes: Buffer, lsn: Lsn, opts?: { verifyCrc?: boole
 
     if (pos + 3 > totalLength) tooShort(lsn, 3, `block ${id} header`, pos, totalLength);
     const forkFlags = raw[pos];
-    const dataLength = raw.readUInt16LE(pos + 1);
+    const dataLength = readU16(raw, pos + 1);
     pos += 3;
     const hasImage = (forkFlags & BKPBLOCK_HAS_IMAGE) !== 0;
     const hasData = (forkFlags & BKPBLOCK_HAS_DATA) !== 0;
@@ -184,8 +185,8 @@ export function decodeRecord(bytes: Buffer, lsn: Lsn, opts?: { verifyCrc?: boole
     let applyImage = false;
     if (hasImage) {
       if (pos + 5 > totalLength) tooShort(lsn, 5, `block ${id} image header`, pos, totalLength);
-      const length = raw.readUInt16LE(pos);
-      const holeOffset = raw.readUInt16LE(pos + 2);
+      const length = readU16(raw, pos);
+      const holeOffset = readU16(raw, pos + 2);
       const bimgInfo = raw[pos + 4];
       pos += 5;
       const compressed = (bimgInfo & BKPIMAGE_COMPRESSED) !== 0;
@@ -194,7 +195,7 @@ export function decodeRecord(bytes: Buffer, lsn: Lsn, opts?: { verifyCrc?: boole
       if (compressed) {
         if (hasHole) {
           if (pos + 2 > totalLength) tooShort(lsn, 2, `block ${id} hole length`, pos, totalLength);
-          holeLength = raw.readUInt16LE(pos);
+          holeLength = readU16(raw, pos);
           pos += 2;
         } else {
           holeLength = 0;
@@ -222,12 +223,12 @@ export function decodeRecord(bytes: Buffer, lsn: Lsn, opts?: { verifyCrc?: boole
       rel = prevRel!;
     } else {
       if (pos + 12 > totalLength) tooShort(lsn, 12, `block ${id} RelFileNode`, pos, totalLength);
-      rel = { spcNode: raw.readUInt32LE(pos), dbNode: raw.readUInt32LE(pos + 4), relNode: raw.readUInt32LE(pos + 8) };
+      rel = { spcNode: readU32(raw, pos), dbNode: readU32(raw, pos + 4), relNode: readU32(raw, pos + 8) };
       pos += 12;
     }
     prevRel = rel;
     if (pos + 4 > totalLength) tooShort(lsn, 4, `block ${id} block number`, pos, totalLength);
-    const blockNumber = raw.readUInt32LE(pos);
+    const blockNumber = readU32(raw, pos);
     pos += 4;
 
     blocks.push({
