@@ -1,3 +1,6 @@
+import { mkdtempSync, readdirSync, rmSync, truncateSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { ForkNumber } from "../reltag.ts";
 import { readTar } from "../replication/tar.ts";
@@ -7,7 +10,11 @@ import { crc32c } from "../wal/crc32c.ts";
 import { ControlField } from "./control.ts";
 import { fullBackup, FullBackupError } from "./fullbackup.ts";
 import { pageChecksum } from "./page-checksum.ts";
-import { fakeReader, LSN, page } from "./testutil.ts";
+import { fakeReader, heap, LSN, page } from "./testutil.ts";
+import { relBlockKey, storeKey } from "../storage/keys.ts";
+import { TimelineStore } from "../storage/timeline-store.ts";
+import { imageValue } from "../storage/values.ts";
+import { PageReader } from "../timeline/page-reader.ts";
 
 async function untar(chunks: Buffer[]): Promise<Map<string, Buffer | "dir">> {
   const files = new Map<string, Buffer | "dir">();
@@ -144,5 +151,81 @@ describe("full backup layout", () => {
     await expect(fullBackup(failing, LSN, async () => {})).rejects.toThrow(/reading base\/5\/16384\.1 block 3 at 0\/4766820: no redo support/);
     const tablespace = fakeReader({ listRelations: async () => [{ rel: { spcNode: 16500, dbNode: 5, relNode: 1 }, fork: ForkNumber.Main }] });
     await expect(fullBackup(tablespace, LSN, async () => {})).rejects.toThrow(FullBackupError);
+  });
+
+  describe("a relation read from a store's page image files", () => {
+    const BLOCKS = 40; // 3 chunks of up to 15 pages, each one run of stored images
+
+    /** A real reader over a store holding heap's main fork as BLOCKS images stored one after another; the rest of the cluster from the fake reader. */
+    async function storeReader(dir: string): Promise<{ store: TimelineStore; reader: PageReader }> {
+      const store = await TimelineStore.open(path.join(dir, "store"));
+      const entries = Array.from({ length: BLOCKS }, (_, block) => ({ key: storeKey(relBlockKey(heap, ForkNumber.Main, block), 0x100n), value: imageValue(page(ForkNumber.Main, block)) }));
+      await store.commit(entries, { lastRecordLsn: LSN, diskConsistentLsn: LSN, startLsn: 0x100n });
+      const fake = fakeReader();
+      const control = Buffer.from(await fake.getControlFile(LSN) as Buffer);
+      control.writeUInt32LE(131072, ControlField.relsegSize); // 1 GB segments: one file
+      control.writeUInt32LE(crc32c(control, 0, ControlField.crc), ControlField.crc);
+      const reader = Object.assign(new PageReader(store), {
+        getControlFile: async () => control,
+        getCheckpoint: fake.getCheckpoint,
+        recordBefore: fake.recordBefore,
+        listSlruSegments: fake.listSlruSegments,
+        getSlruPage: fake.getSlruPage,
+        listRelations: async () => [{ rel: heap, fork: ForkNumber.Main }],
+        relSize: async () => BLOCKS,
+        listDatabases: fake.listDatabases,
+        getRelmap: fake.getRelmap,
+        listTwoPhase: fake.listTwoPhase,
+      });
+      return { store, reader };
+    }
+
+    it("writes a relation stored as runs of images in block order, each page with its checksum", async () => {
+      const dir = mkdtempSync(path.join(os.tmpdir(), "strata-fullbackup-"));
+      const { store, reader } = await storeReader(dir);
+      try {
+        // a slow sink keeps several chunks in flight at once
+        const chunks: Buffer[] = [];
+        await fullBackup(reader, LSN, async (c) => {
+          chunks.push(Buffer.from(c));
+          await new Promise((resolve) => setImmediate(resolve));
+        });
+        const file = (await untar(chunks)).get("base/5/16384") as Buffer;
+        expect(file.length).toBe(BLOCKS * 8192);
+        for (let block = 0; block < BLOCKS; block++) {
+          const got = file.subarray(block * 8192, (block + 1) * 8192);
+          expect([got[100], got[101]]).toEqual([ForkNumber.Main, block]);
+          expect(got.readUInt16LE(8)).toBe(pageChecksum(got, block));
+        }
+      } finally {
+        await store.close();
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
+
+    it("names the blocks whose stored images cannot be read", async () => {
+      const dir = mkdtempSync(path.join(os.tmpdir(), "strata-fullbackup-"));
+      const { store, reader } = await storeReader(dir);
+      try {
+        const images = path.join(dir, "store", "page-images");
+        const [file] = readdirSync(images).filter((name) => name.endsWith(".img"));
+        truncateSync(path.join(images, file), 20 * 8192); // blocks 20.. are gone: the second chunk's run is short
+        const rejections: unknown[] = [];
+        const onRejection = (reason: unknown) => rejections.push(reason);
+        process.on("unhandledRejection", onRejection);
+        try {
+          const failed = fullBackup(reader, LSN, async () => {});
+          await expect(failed).rejects.toThrow(FullBackupError);
+          await expect(failed).rejects.toThrow(/reading base\/5\/16384 blocks 15\.\.29 at 0\/4766820: .*truncated/);
+          await new Promise((resolve) => setTimeout(resolve, 20));
+        } finally {
+          process.off("unhandledRejection", onRejection);
+        }
+        expect(rejections).toEqual([]);
+      } finally {
+        await store.close();
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
   });
 });
