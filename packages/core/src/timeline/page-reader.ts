@@ -23,6 +23,9 @@ const MATERIALIZED_PAGES_KEPT = 128;
 
 export class PageReadError extends Error {}
 
+/** decodeRecord options for stored records (their CRC was verified at ingest), made once rather than per replayed record */
+const STORED_RECORD = { verifyCrc: false } as const;
+
 /** The page LSN (pd_lsn). */
 export const pageLsn = getPageLsn;
 
@@ -247,7 +250,7 @@ export class PageReader {
       case ValueKind.Tombstone:
         return Buffer.alloc(BLCKSZ);
       case ValueKind.WalRecord: {
-        const record = decodeRecord(value.raw, value.recordLsn, { verifyCrc: false });
+        const record = decodeRecord(value.raw, value.recordLsn, STORED_RECORD);
         // records are stored at their end LSN, which is what redo stamps on the page
         record.endLsn = versionLsn;
         const block = findBlock(record, target.rel, target.fork, target.blockNumber);
