@@ -2,7 +2,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import pg from "pg";
 import { createStrataClient, errorCode } from "@strata/api/client";
 import { parseLsn } from "@strata/core";
-import { PgCluster } from "@strata/core/testing";
+import { rmSync } from "node:fs";
+import { makePostgresTempDir, PgCluster } from "@strata/core/testing";
 import { makeDataDir, removeDataDir, runCli, startDaemon, type Daemon } from "./test-daemon.ts";
 
 async function query<T extends Record<string, unknown>>(url: string, sql: string): Promise<T[]> {
@@ -22,6 +23,8 @@ describe("endpoints: stock PostgreSQL 15 running on a branch", () => {
   let daemon: Daemon;
   let env: Record<string, string>;
   let tenantId: string;
+  /** where the endpoint's user tablespace is created */
+  const tablespaceLocation = makePostgresTempDir("strata-endpoint-tablespace-");
 
   beforeAll(async () => {
     primary = await PgCluster.start({ settings: { autovacuum: "off" } });
@@ -41,6 +44,7 @@ describe("endpoints: stock PostgreSQL 15 running on a branch", () => {
     await daemon?.stop();
     await primary?.stop();
     removeDataDir(dataDir);
+    rmSync(tablespaceLocation, { recursive: true, force: true });
   });
 
   it("starts postgres on a branch with the parent's data, and a restart keeps every committed row", async () => {
@@ -52,6 +56,9 @@ describe("endpoints: stock PostgreSQL 15 running on a branch", () => {
     expect((await query<{ n: string }>(url, "SELECT count(*)::text AS n FROM items"))[0].n).toBe("1000");
     await query(url, "INSERT INTO items SELECT g, 'branch ' || g FROM generate_series(1001, 3000) g; UPDATE items SET note = 'changed' WHERE id <= 10; DELETE FROM items WHERE id BETWEEN 500 AND 599");
     await query(url, "CREATE TABLE branch_only AS SELECT g AS x FROM generate_series(1, 500) g; CREATE INDEX ON branch_only (x)");
+    // a user tablespace outside the endpoint's data directory
+    await query(url, `CREATE TABLESPACE elsewhere LOCATION '${tablespaceLocation}'`);
+    await query(url, "CREATE TABLE spaced TABLESPACE elsewhere AS SELECT g AS x FROM generate_series(1, 300) g");
     const expected = await query<{ n: string; s: string }>(url, "SELECT count(*)::text AS n, md5(string_agg(id || note, ',' ORDER BY id)) AS s FROM items");
     const second = await runCli(["endpoint", "start", "--tenant", tenantId, "--branch", "dev"], env);
     expect(second.code).toBe(1);
@@ -66,6 +73,10 @@ describe("endpoints: stock PostgreSQL 15 running on a branch", () => {
     const again = await query<{ n: string; s: string }>(restarted.connectionString, "SELECT count(*)::text AS n, md5(string_agg(id || note, ',' ORDER BY id)) AS s FROM items");
     expect(again).toEqual(expected);
     expect((await query<{ n: string }>(restarted.connectionString, "SELECT count(*)::text AS n FROM branch_only WHERE x > 250"))[0].n).toBe("250");
+    // the tablespace's data came back, now inside the new data directory (in place)
+    expect(await query(restarted.connectionString, "SELECT count(*)::int AS n, sum(x)::int AS s FROM spaced")).toEqual([{ n: 300, s: 45150 }]);
+    expect(await query(restarted.connectionString, "SELECT pg_tablespace_location(oid) LIKE 'pg_tblspc/%' AS in_place FROM pg_tablespace WHERE spcname = 'elsewhere'")).toEqual([{ in_place: true }]);
+    await query(restarted.connectionString, "INSERT INTO spaced SELECT generate_series(301, 310)");
     // writes on the branch never show on the parent
     expect((await primary.sql<{ n: string }>("SELECT count(*)::text AS n FROM items"))[0].n).toBe("1000");
   });

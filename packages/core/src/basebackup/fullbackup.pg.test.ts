@@ -42,7 +42,9 @@ async function fingerprint(sql: Sql) {
   const [history] = await sql("SELECT count(*)::int AS n, coalesce(sum(delta), 0)::bigint::text AS s FROM pgbench_history");
   const [extra] = await sql("SELECT count(*)::int AS n, md5(string_agg(id || ':' || v || ':' || n, ',' ORDER BY id)) AS h FROM extra");
   const [items] = await sql("SELECT count(*)::int AS n, md5(string_agg(id || ':' || name, ',' ORDER BY id)) AS h FROM items", "second");
-  return { accounts, branches, tellers, history, extra, items };
+  const [spaced] = await sql("SELECT count(*)::int AS n, md5(string_agg(id || ':' || h, ',' ORDER BY id)) AS h FROM spaced");
+  const [things] = await sql("SELECT count(*)::int AS n, sum(id)::bigint::text AS s FROM things", "third");
+  return { accounts, branches, tellers, history, extra, items, spaced, things };
 }
 
 /** Stops a postmaster by pid (fast shutdown) and waits for it to exit. */
@@ -118,7 +120,10 @@ describe("full backup", () => {
   }
 
   beforeAll(async () => {
-    primary = await PgCluster.start({ initdbArgs: ["--data-checksums"], settings: { max_prepared_transactions: 5, autovacuum: "off", wal_keep_size: "1GB" } });
+    primary = await PgCluster.start({
+      initdbArgs: ["--data-checksums"],
+      settings: { max_prepared_transactions: 5, autovacuum: "off", wal_keep_size: "1GB", allow_in_place_tablespaces: "on" },
+    });
     store = await TimelineStore.open(path.join(work, "store"));
     const imported = await importFromPrimary(store, primary.connectionString(), "strata_fullbackup");
     step("imported");
@@ -135,6 +140,16 @@ describe("full backup", () => {
     await sql("INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 2000) g", "second");
     await sql("CREATE INDEX items_name ON items (name)", "second");
     await primary.pgbench(["-t", "50", "-c", "2", "-n"]);
+    // a user tablespace: a table and an index of this database in it, and a database whose default it is
+    await sql("CREATE TABLESPACE elsewhere LOCATION ''");
+    await sql("CREATE TABLE spaced TABLESPACE elsewhere AS SELECT g AS id, md5(g::text) AS h FROM generate_series(1, 3000) g");
+    await sql("CREATE INDEX spaced_h ON spaced (h) TABLESPACE elsewhere");
+    await sql("CREATE DATABASE third TABLESPACE elsewhere");
+    await sql("CREATE TABLESPACE unused LOCATION ''"); // nothing goes in it before the backup
+    await sql("CREATE TABLESPACE dropped LOCATION ''");
+    await sql("DROP TABLESPACE dropped");
+    await sql("CREATE TABLE things (id int PRIMARY KEY)", "third");
+    await sql("INSERT INTO things SELECT generate_series(1, 500)", "third");
     await sql("CREATE UNLOGGED TABLE scratch (k int PRIMARY KEY)");
     await sql("INSERT INTO scratch SELECT generate_series(1, 100)");
     // a prepared transaction still pending at the backup LSN
@@ -217,7 +232,8 @@ describe("full backup", () => {
       if (isUnlogged && fork !== ForkNumber.Init) continue;
       const n = (await reader.relSize(rel, fork, lsn)) ?? 0;
       for (const target of isUnlogged ? [ForkNumber.Init, ForkNumber.Main] : [fork]) {
-        const name = `${rel.spcNode === 1664 ? "global" : `base/${rel.dbNode}`}/${rel.relNode}${suffixes[target]}`;
+        const dir = rel.spcNode === 1664 ? "global" : rel.spcNode === 1663 ? `base/${rel.dbNode}` : `pg_tblspc/${rel.spcNode}/PG_15_202209061/${rel.dbNode}`;
+        const name = `${dir}/${rel.relNode}${suffixes[target]}`;
         planned.push(name);
         const file = readFileSync(path.join(dataDir, name));
         expect(file.length, name).toBe(n * 8192);
@@ -231,7 +247,7 @@ describe("full backup", () => {
     }
     expect(pages).toBe(result.relationPages);
     const { stdout: members } = await execFileAsync("tar", ["-tf", tarPath], { maxBuffer: 64 * 1024 * 1024 });
-    const relationFiles = members.split("\n").filter((m) => /^(global|base\/\d+)\/\d+(_fsm|_vm|_init)?$/.test(m));
+    const relationFiles = members.split("\n").filter((m) => /^(global|base\/\d+|pg_tblspc\/\d+\/PG_15_\d+\/\d+)\/\d+(_fsm|_vm|_init)?$/.test(m));
     expect(relationFiles).toEqual(planned);
     expect(unlogged.size).toBeGreaterThan(0);
     step(`${pages} relation pages equal getPage`);
@@ -242,7 +258,17 @@ describe("full backup", () => {
     const sql = copy.sql;
     expect(await fingerprint(sql)).toEqual(expected);
     expect(expected.accounts.n).toBe(100000);
-    expect((await sql("SELECT datname FROM pg_database ORDER BY datname")).map((r) => r.datname)).toEqual(["postgres", "second", "template0", "template1"]);
+    expect((await sql("SELECT datname FROM pg_database ORDER BY datname")).map((r) => r.datname)).toEqual(["postgres", "second", "template0", "template1", "third"]);
+    // the user tablespace came back in place: inside the data directory, with its relations
+    expect(expected.spaced.n).toBe(3000);
+    expect(await sql("SELECT spcname, pg_tablespace_location(oid) LIKE 'pg_tblspc/%' AS in_place FROM pg_tablespace WHERE spcname = 'elsewhere'")).toEqual([{ spcname: "elsewhere", in_place: true }]);
+    expect(await sql("SELECT count(*)::int AS n FROM spaced WHERE h = md5('1234')")).toEqual([{ n: 1 }]);
+    await sql("INSERT INTO spaced SELECT g, md5(g::text) FROM generate_series(3001, 3100) g");
+    await sql("INSERT INTO things SELECT generate_series(501, 600)", "third");
+    // the tablespace that was empty at the backup LSN has its directory, and takes relations
+    await sql("CREATE TABLE later TABLESPACE unused AS SELECT g AS id FROM generate_series(1, 10) g");
+    expect(await sql("SELECT count(*)::int AS n FROM later")).toEqual([{ n: 10 }]);
+    expect(await sql("SELECT spcname FROM pg_tablespace WHERE spcname NOT LIKE 'pg_%' ORDER BY spcname")).toEqual([{ spcname: "elsewhere" }, { spcname: "unused" }]);
     // the unlogged table comes back empty (its main fork is a copy of its init fork)
     expect(await sql("SELECT count(*)::int AS n FROM scratch")).toEqual([{ n: 0 }]);
 
@@ -263,7 +289,7 @@ describe("full backup", () => {
     const amcheck = await execFileAsync(pgBinary("pg_amcheck"), ["-h", "127.0.0.1", "-p", String(copy.port), "-U", "postgres", "--all", "--heapallindexed", "--install-missing"]);
     expect(amcheck.stdout + amcheck.stderr).toBe("");
     // it really ran in both databases (it installed amcheck there to check them)
-    for (const db of ["postgres", "second"]) expect(await sql("SELECT count(*)::int AS n FROM pg_extension WHERE extname = 'amcheck'", db)).toEqual([{ n: 1 }]);
+    for (const db of ["postgres", "second", "third"]) expect(await sql("SELECT count(*)::int AS n FROM pg_extension WHERE extname = 'amcheck'", db)).toEqual([{ n: 1 }]);
     await sql("CHECKPOINT");
     step("copy verified");
   });

@@ -141,7 +141,7 @@ describe("full backup layout", () => {
     await expect(fullBackup(inside, LSN, async () => {})).rejects.toThrow(/inside the WAL record at 0\/4766810/);
   });
 
-  it("names the page that cannot be rebuilt, and refuses relations outside pg_default and pg_global", async () => {
+  it("names the page that cannot be rebuilt", async () => {
     const failing = fakeReader({
       getPage: async (_rel: RelTag, _fork: ForkNumber, block: number) => {
         if (block === 3) throw new Error("no redo support for Gin/SPLIT");
@@ -149,8 +149,41 @@ describe("full backup layout", () => {
       },
     });
     await expect(fullBackup(failing, LSN, async () => {})).rejects.toThrow(/reading base\/5\/16384\.1 block 3 at 0\/4766820: no redo support/);
-    const tablespace = fakeReader({ listRelations: async () => [{ rel: { spcNode: 16500, dbNode: 5, relNode: 1 }, fork: ForkNumber.Main }] });
-    await expect(fullBackup(tablespace, LSN, async () => {})).rejects.toThrow(FullBackupError);
+  });
+
+  it("writes user tablespaces as directories under pg_tblspc (in-place tablespaces), with their databases' directories and relations, empty ones too", async () => {
+    // tablespace 16500 holds database 16600 (its default tablespace) and table 17000 of database 5
+    const inTablespace = { spcNode: 16500, dbNode: 5, relNode: 17000 };
+    const catalog = { spcNode: 16500, dbNode: 16600, relNode: 1259 };
+    const base = fakeReader();
+    const reader = fakeReader({
+      listDatabases: async () => [...(await base.listDatabases(LSN)), { spcNode: 16500, dbNode: 16600 }],
+      listRelations: async () => [...(await base.listRelations(LSN)), { rel: inTablespace, fork: ForkNumber.Main }, { rel: catalog, fork: ForkNumber.Main }],
+      relSize: async (rel: RelTag, fork: ForkNumber) => (rel.spcNode === 16500 ? 1 : base.relSize(rel, fork, LSN)),
+      getRelmap: async (spc: number, db: number) => (db === 16600 ? Buffer.alloc(512, 0x33) : base.getRelmap(spc, db, LSN)),
+      listTablespaces: async () => [16500, 16700], // 16700: created, nothing in it yet
+    });
+    const chunks: Buffer[] = [];
+    await fullBackup(reader, LSN, async (c) => void chunks.push(Buffer.from(c)));
+    const files = await untar(chunks);
+    const names = [...files.keys()];
+    const version = "pg_tblspc/16500/PG_15_202209061";
+    for (const dir of ["pg_tblspc/16500", version, `${version}/16600`, `${version}/5`, "pg_tblspc/16700", "pg_tblspc/16700/PG_15_202209061"]) expect(files.get(dir)).toBe("dir");
+    // parents come before what they hold
+    expect(names.indexOf("pg_tblspc/16500")).toBeLessThan(names.indexOf(version));
+    expect(names.indexOf(version)).toBeLessThan(names.indexOf(`${version}/5`));
+    expect(names.indexOf(`${version}/5`)).toBeLessThan(names.indexOf(`${version}/5/17000`));
+    expect(files.get(`${version}/16600/PG_VERSION`)?.toString()).toBe("15\n");
+    expect(files.get(`${version}/16600/pg_filenode.map`)).toEqual(Buffer.alloc(512, 0x33));
+    expect(files.has(`${version}/5/PG_VERSION`)).toBe(false); // only a database's own directory has one
+    expect([(files.get(`${version}/5/17000`) as Buffer).length, (files.get(`${version}/16600/1259`) as Buffer).length]).toEqual([8192, 8192]);
+    expect(files.get("postgresql.conf")?.toString()).toContain("allow_in_place_tablespaces = on");
+
+    const plain: Buffer[] = [];
+    await fullBackup(fakeReader(), LSN, async (c) => void plain.push(Buffer.from(c)));
+    const plainFiles = await untar(plain);
+    expect(plainFiles.get("postgresql.conf")?.toString()).not.toContain("allow_in_place_tablespaces");
+    expect([...plainFiles.keys()].some((n) => n.startsWith("pg_tblspc/"))).toBe(false);
   });
 
   describe("a relation read from a store's page image files", () => {

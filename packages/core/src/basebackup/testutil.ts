@@ -14,6 +14,7 @@ function control(): Buffer {
   const c = Buffer.alloc(PG_CONTROL_FILE_SIZE);
   c.writeBigUInt64LE(42n, ControlField.systemIdentifier);
   c.writeUInt32LE(PG_CONTROL_VERSION, ControlField.pgControlVersion);
+  c.writeUInt32LE(202209061, ControlField.catalogVersionNo);
   c.writeInt32LE(1, ControlField.walLevel);
   c.writeInt32LE(7, ControlField.maxPreparedXacts);
   c.writeUInt32LE(8192, ControlField.blcksz);
@@ -75,6 +76,7 @@ export function fakeReader(overrides: Partial<Record<keyof PageReader, unknown>>
     listDatabases: async () => [{ spcNode: 1664, dbNode: 0 }, { spcNode: 1663, dbNode: 1 }, { spcNode: 1663, dbNode: 5 }],
     getRelmap: async (spc: number, db: number) => (db === 1 ? undefined : Buffer.alloc(512, spc === 1664 ? 0x11 : 0x22)),
     listTwoPhase: async () => [{ xid: 0x2a1, state: Buffer.from("state bytes") }],
+    listTablespaces: async () => [],
     getPage: async (_rel: RelTag, fork: ForkNumber, block: number) => page(fork, block),
     ...overrides,
   };

@@ -14,6 +14,9 @@ export const XLOG_NEXTOID = 0x30;
 export const XLOG_FPI = 0xb0;
 export const XLOG_FPI_FOR_HINT = 0xa0;
 
+export const XLOG_TBLSPC_CREATE = 0x00;
+export const XLOG_TBLSPC_DROP = 0x10;
+
 export const XACT_OPMASK = 0x70;
 export const XACT_HAS_INFO = 0x80;
 export const XACT_COMMIT = 0x00;

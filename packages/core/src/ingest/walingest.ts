@@ -8,7 +8,7 @@ import type { Lsn } from "../lsn.ts";
 import { ForkNumber, type RelTag } from "../reltag.ts";
 import {
   checkpointKey, dbDirEntryKey, decodeRelKey, ENTITY_KEY_LENGTH, entityPrefix, KeySpace, relBlockKey, relDirEntryKey, relmapFileKey,
-  relBlockStoreKey, relSizeKey, SlruKind, slruBlockKey, slruSegSizeKey, storeKey, storeKeyOf, twoPhaseFileKey,
+  relBlockStoreKey, relSizeKey, SlruKind, slruBlockKey, slruSegSizeKey, storeKey, storeKeyOf, tablespaceDirEntryKey, twoPhaseFileKey,
 } from "../storage/keys.ts";
 import type { TimelineStore } from "../storage/timeline-store.ts";
 import { derivedValue, DerivedKind, imageValue, isBaseValue, readU32Value, RUN_MAX_BYTES, RUN_MAX_VERSIONS, runValue, type StoredValue, TOMBSTONE, u32Value, ValueKind, walRecordValue } from "../storage/values.ts";
@@ -19,7 +19,7 @@ import {
   CHECKPOINT_SIZE, CheckPointField, CLOG_XACTS_PER_PAGE, FSM_SLOTS_PER_PAGE, fsmLeafToPhysical, HEAPBLOCKS_PER_VM_PAGE, MULTIXACT_MEMBERS_PER_PAGE, MULTIXACT_OFFSETS_PER_PAGE,
   parseXactOutcome, readRelFileNode, RM, SLRU_PAGES_PER_SEGMENT, TRANSACTION_STATUS_ABORTED, TRANSACTION_STATUS_COMMITTED,
   XACT_ABORT, XACT_ABORT_PREPARED, XACT_COMMIT, XACT_COMMIT_PREPARED, XACT_OPMASK, XACT_PREPARE, XLOG_CHECKPOINT_ONLINE,
-  XLOG_CHECKPOINT_SHUTDOWN, XLOG_NEXTOID,
+  XLOG_CHECKPOINT_SHUTDOWN, XLOG_NEXTOID, XLOG_TBLSPC_CREATE, XLOG_TBLSPC_DROP,
 } from "./records.ts";
 
 const ZERO_PAGE = Buffer.alloc(8192);
@@ -373,6 +373,14 @@ export class WalIngest {
       case RM.MULTIXACT:
         rest = this.ingestMultiXact(record, info, batch, lsn);
         break;
+      case RM.TBLSPC: {
+        // xl_tblspc_create_rec {ts_id, ts_path} / xl_tblspc_drop_rec {ts_id}: the tablespace's
+        // directory (a full backup writes it even while nothing is in it); its location is not kept
+        const spcNode = record.mainData.readUInt32LE(0);
+        if (info === XLOG_TBLSPC_CREATE) batch.put(tablespaceDirEntryKey(spcNode), lsn, imageValue(Buffer.from("t")));
+        else if (info === XLOG_TBLSPC_DROP) batch.put(tablespaceDirEntryKey(spcNode), lsn, TOMBSTONE);
+        break;
+      }
       case RM.RELMAP: {
         const dbNode = record.mainData.readUInt32LE(0);
         const spcNode = record.mainData.readUInt32LE(4);

@@ -17,6 +17,8 @@ export const enum KeySpace {
   RelDirEntry = 0x12,
   DbDirEntry = 0x13,
   RelmapFile = 0x14,
+  /** a user tablespace that exists (CREATE/DROP TABLESPACE), whether or not anything is in it yet */
+  TablespaceDirEntry = 0x16,
   SlruBlock = 0x20,
   SlruSegSize = 0x21,
   TwoPhaseFile = 0x30,
@@ -52,6 +54,7 @@ export const relSizeKey = (rel: RelTag, fork: ForkNumber) => entity(KeySpace.Rel
 export const relDirEntryKey = (rel: RelTag, fork: ForkNumber) => entity(KeySpace.RelDirEntry, rel.spcNode, rel.dbNode, rel.relNode, fork);
 export const dbDirEntryKey = (spcNode: number, dbNode: number) => entity(KeySpace.DbDirEntry, spcNode, dbNode);
 export const relmapFileKey = (spcNode: number, dbNode: number) => entity(KeySpace.RelmapFile, spcNode, dbNode);
+export const tablespaceDirEntryKey = (spcNode: number) => entity(KeySpace.TablespaceDirEntry, spcNode);
 export const slruBlockKey = (kind: SlruKind, segno: number, block: number) => entity(KeySpace.SlruBlock, kind, segno, 0, 0, block);
 export const slruSegSizeKey = (kind: SlruKind, segno: number) => entity(KeySpace.SlruSegSize, kind, segno);
 export const twoPhaseFileKey = (xid: number) => entity(KeySpace.TwoPhaseFile, xid);

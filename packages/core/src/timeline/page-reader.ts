@@ -368,6 +368,15 @@ export class PageReader {
     return out;
   }
 
+  /** User tablespaces (CREATE TABLESPACE, not dropped) that exist at `lsn`. */
+  async listTablespaces(lsn: Lsn): Promise<number[]> {
+    const out: number[] = [];
+    for (const entry of await this.scanLatest(entityPrefix(KeySpace.TablespaceDirEntry), lsn)) {
+      if (entry.value.kind !== ValueKind.Tombstone) out.push(entry.entityKey.readUInt32BE(1));
+    }
+    return out;
+  }
+
   /** SLRU segments of a kind at `lsn`, with their size in pages. */
   async listSlruSegments(kind: SlruKind, lsn: Lsn): Promise<Array<{ segno: number; pages: number }>> {
     const out: Array<{ segno: number; pages: number }> = [];
