@@ -44,7 +44,9 @@ async function fingerprint(sql: Sql) {
   const [items] = await sql("SELECT count(*)::int AS n, md5(string_agg(id || ':' || name, ',' ORDER BY id)) AS h FROM items", "second");
   const [spaced] = await sql("SELECT count(*)::int AS n, md5(string_agg(id || ':' || h, ',' ORDER BY id)) AS h FROM spaced");
   const [things] = await sql("SELECT count(*)::int AS n, sum(id)::bigint::text AS s FROM things", "third");
-  return { accounts, branches, tellers, history, extra, items, spaced, things };
+  const [outside] = await sql("SELECT count(*)::int AS n, md5(string_agg(id || ':' || v, ',' ORDER BY id)) AS h FROM before_import_outside");
+  const [inPlace] = await sql("SELECT count(*)::int AS n, sum(id)::bigint::text AS s FROM before_import_in_place");
+  return { accounts, branches, tellers, history, extra, items, spaced, things, outside, inPlace };
 }
 
 /** Stops a postmaster by pid (fast shutdown) and waits for it to exit. */
@@ -78,6 +80,8 @@ describe("full backup", () => {
   let primary: PgCluster | undefined;
   let store: TimelineStore | undefined;
   const work = mkdtempWork();
+  /** a tablespace of the primary outside its data directory, there before the import */
+  const outsideLocation = makePostgresTempDir("strata-fullbackup-tablespace-");
   /** the last record's end on the timeline, and what the primary had there */
   let lsn: Lsn = 0n;
   let expected: Awaited<ReturnType<typeof fingerprint>>;
@@ -124,6 +128,15 @@ describe("full backup", () => {
       initdbArgs: ["--data-checksums"],
       settings: { max_prepared_transactions: 5, autovacuum: "off", wal_keep_size: "1GB", allow_in_place_tablespaces: "on" },
     });
+    // user tablespaces the import must bring along: one outside the data directory (its own archive
+    // in BASE_BACKUP, a symlink in pg_tblspc) and an in-place one
+    const before = sqlOn(primary.port);
+    await before(`CREATE TABLESPACE outside LOCATION '${outsideLocation}'`);
+    await before("CREATE TABLE before_import_outside TABLESPACE outside AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 2000) g");
+    await before("CREATE INDEX before_import_outside_v ON before_import_outside (v) TABLESPACE outside");
+    await before("CREATE TABLESPACE in_place LOCATION ''");
+    await before("CREATE TABLE before_import_in_place TABLESPACE in_place AS SELECT generate_series(1, 700) AS id");
+    await before("CREATE TABLESPACE outside_empty LOCATION ''");
     store = await TimelineStore.open(path.join(work, "store"));
     const imported = await importFromPrimary(store, primary.connectionString(), "strata_fullbackup");
     step("imported");
@@ -187,6 +200,7 @@ describe("full backup", () => {
     await primary?.stop();
     for (const copy of copies) rmSync(copy.base, { recursive: true, force: true });
     rmSync(work, { recursive: true, force: true });
+    rmSync(outsideLocation, { recursive: true, force: true });
   });
 
   it("produces a data directory that stock PostgreSQL starts from without recovery, with the primary's data at the LSN", async () => {
@@ -268,7 +282,11 @@ describe("full backup", () => {
     // the tablespace that was empty at the backup LSN has its directory, and takes relations
     await sql("CREATE TABLE later TABLESPACE unused AS SELECT g AS id FROM generate_series(1, 10) g");
     expect(await sql("SELECT count(*)::int AS n FROM later")).toEqual([{ n: 10 }]);
-    expect(await sql("SELECT spcname FROM pg_tablespace WHERE spcname NOT LIKE 'pg_%' ORDER BY spcname")).toEqual([{ spcname: "elsewhere" }, { spcname: "unused" }]);
+    expect((await sql("SELECT spcname FROM pg_tablespace WHERE spcname NOT LIKE 'pg_%' ORDER BY spcname")).map((r) => r.spcname)).toEqual(["elsewhere", "in_place", "outside", "outside_empty", "unused"]);
+    // the imported tablespaces: data, in place now, and one that was empty at the import takes relations
+    expect([expected.outside.n, expected.inPlace.n]).toEqual([2000, 700]);
+    expect(await sql("SELECT count(*)::int AS n FROM pg_tablespace WHERE spcname LIKE 'outside%' AND pg_tablespace_location(oid) LIKE 'pg_tblspc/%'")).toEqual([{ n: 2 }]);
+    await sql("CREATE TABLE into_empty TABLESPACE outside_empty AS SELECT 1 AS one");
     // the unlogged table comes back empty (its main fork is a copy of its init fork)
     expect(await sql("SELECT count(*)::int AS n FROM scratch")).toEqual([{ n: 0 }]);
 

@@ -6,7 +6,7 @@ import type { Lsn } from "../lsn.ts";
 import { ForkNumber, type RelTag } from "../reltag.ts";
 import {
   checkpointKey, controlFileKey, dbDirEntryKey, relBlockKey, relDirEntryKey, relmapFileKey, relSizeKey, SlruKind,
-  slruBlockKey, slruSegSizeKey, twoPhaseFileKey, storeKey,
+  slruBlockKey, slruSegSizeKey, tablespaceDirEntryKey, twoPhaseFileKey, storeKey,
 } from "../storage/keys.ts";
 import type { TimelineStore } from "../storage/timeline-store.ts";
 import { imageValue, u32Value } from "../storage/values.ts";
@@ -28,7 +28,6 @@ export type BackupFile =
   | { kind: "slru"; slru: SlruKind; segno: number }
   | { kind: "control" }
   | { kind: "twophase"; xid: number }
-  | { kind: "tablespace"; path: string }
   | { kind: "ignored" };
 
 /** What a path inside a PostgreSQL 15 data directory is, as far as the page server cares. */
@@ -50,12 +49,20 @@ export function classifyBackupPath(path: string): BackupFile {
       segment: m[4] === undefined ? 0 : Number(m[4]),
     };
   }
+  // a user tablespace's files, as a data directory reaches them: pg_tblspc/<oid>/PG_15_<catalog version>/<db>/…
+  m = /^pg_tblspc\/(\d+)\/PG_15_\d+\/(\d+)\/(?:(pg_filenode\.map)|(PG_VERSION)|(\d+)(_fsm|_vm|_init)?(?:\.(\d+))?)$/.exec(p);
+  if (m) {
+    const spcNode = Number(m[1]);
+    const dbNode = Number(m[2]);
+    if (m[3]) return { kind: "relmap", spcNode, dbNode };
+    if (m[4]) return { kind: "dbdir", spcNode, dbNode };
+    return { kind: "relation", rel: { spcNode, dbNode, relNode: Number(m[5]) }, fork: FORK_SUFFIXES[m[6] ?? ""], segment: m[7] === undefined ? 0 : Number(m[7]) };
+  }
   for (const [prefix, slru] of SLRU_PREFIXES) {
     if (p.startsWith(prefix) && /^[0-9A-F]{4,6}$/.test(p.slice(prefix.length))) return { kind: "slru", slru, segno: parseInt(p.slice(prefix.length), 16) };
   }
   m = /^pg_twophase\/([0-9A-F]{8})$/.exec(p);
   if (m) return { kind: "twophase", xid: parseInt(m[1], 16) };
-  if (/^pg_tblspc\/\d+/.test(p)) return { kind: "tablespace", path: p };
   return { kind: "ignored" };
 }
 
@@ -104,6 +111,11 @@ export class BaseBackupImporter {
   }
 
   /** Imports one file of the backup; `path` is relative to the data directory. */
+  /** A user tablespace the backup has (its pg_tblspc entry), whether or not anything is in it. */
+  async addTablespace(spcNode: number): Promise<void> {
+    await this.put(tablespaceDirEntryKey(spcNode), imageValue(Buffer.from("t")));
+  }
+
   async addFile(path: string, body: AsyncIterable<Buffer>): Promise<void> {
     const file = classifyBackupPath(path);
     this.files++;
@@ -150,8 +162,6 @@ export class BaseBackupImporter {
         await this.put(twoPhaseFileKey(file.xid), imageValue(content.subarray(0, content.length - 4)));
         break;
       }
-      case "tablespace":
-        throw new Error(`user tablespaces are not supported (backup contains ${file.path})`);
       case "ignored":
         for await (const _ of body) {
           // drain

@@ -37,7 +37,10 @@ export async function importFromPrimary(
     createdSlot = true;
     let importer: BaseBackupImporter | undefined;
     const onStart = (lsn: Lsn) => void (importer = new BaseBackupImporter(store, lsn));
-    const result = await baseBackup(conn, { label: `strata ${slot}`, fast: true, onProgress, onStart }, async (entry, body) => {
+    const result = await baseBackup(conn, { label: `strata ${slot}`, fast: true, onProgress, onStart, otherTablespaces: "include" }, async (entry, body) => {
+      // a user tablespace's entry in pg_tblspc (a symlink, or an in-place tablespace's directory)
+      const tablespace = /^(?:\.\/)?pg_tblspc\/(\d+)\/?$/.exec(entry.path);
+      if (tablespace) await importer!.addTablespace(Number(tablespace[1]));
       if (entry.type !== "file") {
         for await (const _ of body) {
           // directories and symlinks carry no data

@@ -27,9 +27,11 @@ export interface BaseBackupOptions {
   onProgress?: (bytesDone: number, totalEstimate: number | null) => void;
   /**
    * Tablespaces outside the data directory: 'error' (default) fails before any file is streamed;
-   * 'skip' streams only the main data directory (pg_tblspc symlinks are still reported).
+   * 'skip' streams only the main data directory (pg_tblspc symlinks are still reported);
+   * 'include' streams their archives too, each entry's path prefixed with `pg_tblspc/<oid>/`
+   * (where PostgreSQL reaches it from the data directory).
    */
-  otherTablespaces?: "error" | "skip";
+  otherTablespaces?: "error" | "skip" | "include";
   /** MAX_RATE in kB/s. */
   maxRateKbps?: number;
   verifyChecksums?: boolean;
@@ -91,12 +93,15 @@ export async function baseBackup(conn: ReplicationConnection, options: BaseBacku
     for (;;) {
       const event = await copy.nextEvent();
       if (event.kind === "end") break;
-      if (event.kind === "archive" && event.tablespacePath === "") {
-        await readTar(async () => {
-          const chunk = await copy.archiveChunk();
-          if (chunk) bytes += chunk.length;
-          return chunk;
-        }, onFile);
+      const readChunk = async () => {
+        const chunk = await copy.archiveChunk();
+        if (chunk) bytes += chunk.length;
+        return chunk;
+      };
+      if (event.kind === "archive" && event.tablespacePath === "") await readTar(readChunk, onFile);
+      else if (event.kind === "archive" && options.otherTablespaces === "include") {
+        const oid = tablespaceOid(event, tablespaces);
+        await readTar(readChunk, (entry, body) => onFile({ ...entry, path: `pg_tblspc/${oid}/${entry.path.replace(/^\.\//, "")}` }, body));
       }
       // Archives of other tablespaces and the manifest: skipped chunk by chunk.
       while ((await copy.archiveChunk()) !== null) {}
@@ -181,6 +186,15 @@ function positionOf(result: QueryResult | undefined, which: string): { lsn: Lsn;
   const tli = row[result.columns.indexOf("tli")];
   if (!lsn || !tli) throw new ProtocolViolation(`BASE_BACKUP ${which} position is incomplete`);
   return { lsn: parseLsn(lsn), tli: Number(tli) };
+}
+
+/** The oid of the tablespace an archive holds: the one listed at its location, else its name's (`<oid>.tar`). */
+function tablespaceOid(event: { name: string; tablespacePath: string }, tablespaces: TablespaceInfo[]): number {
+  const listed = tablespaces.find((t) => t.oid !== null && t.location === event.tablespacePath);
+  if (listed) return listed.oid!;
+  const m = /^(\d+)\.tar/.exec(event.name);
+  if (m) return Number(m[1]);
+  throw new ProtocolViolation(`BASE_BACKUP archive "${event.name}" at ${event.tablespacePath} matches no listed tablespace`);
 }
 
 function tablespacesOf(result: QueryResult | undefined): TablespaceInfo[] {
