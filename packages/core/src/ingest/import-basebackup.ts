@@ -28,6 +28,8 @@ export type BackupFile =
   | { kind: "slru"; slru: SlruKind; segno: number }
   | { kind: "control" }
   | { kind: "twophase"; xid: number }
+  /** pg_tblspc/<oid> itself: a symlink, or an in-place tablespace's directory */
+  | { kind: "tablespace"; spcNode: number }
   | { kind: "ignored" };
 
 /** What a path inside a PostgreSQL 15 data directory is, as far as the page server cares. */
@@ -63,6 +65,8 @@ export function classifyBackupPath(path: string): BackupFile {
   }
   m = /^pg_twophase\/([0-9A-F]{8})$/.exec(p);
   if (m) return { kind: "twophase", xid: parseInt(m[1], 16) };
+  m = /^pg_tblspc\/(\d+)\/?$/.exec(p);
+  if (m) return { kind: "tablespace", spcNode: Number(m[1]) };
   return { kind: "ignored" };
 }
 
@@ -111,11 +115,6 @@ export class BaseBackupImporter {
   }
 
   /** Imports one file of the backup; `path` is relative to the data directory. */
-  /** A user tablespace the backup has (its pg_tblspc entry), whether or not anything is in it. */
-  async addTablespace(spcNode: number): Promise<void> {
-    await this.put(tablespaceDirEntryKey(spcNode), imageValue(Buffer.from("t")));
-  }
-
   async addFile(path: string, body: AsyncIterable<Buffer>): Promise<void> {
     const file = classifyBackupPath(path);
     this.files++;
@@ -162,6 +161,13 @@ export class BaseBackupImporter {
         await this.put(twoPhaseFileKey(file.xid), imageValue(content.subarray(0, content.length - 4)));
         break;
       }
+      case "tablespace":
+        // recorded whether or not anything is in it; the entry itself (symlink or directory) has no data
+        await this.put(tablespaceDirEntryKey(file.spcNode), imageValue(Buffer.from("t")));
+        for await (const _ of body) {
+          // drain
+        }
+        break;
       case "ignored":
         for await (const _ of body) {
           // drain

@@ -5,7 +5,7 @@ import type { Lsn } from "../lsn.ts";
 import { baseBackup } from "../replication/basebackup.ts";
 import { ReplicationConnection } from "../replication/connection.ts";
 import type { TimelineStore } from "../storage/timeline-store.ts";
-import { BaseBackupImporter } from "./import-basebackup.ts";
+import { BaseBackupImporter, classifyBackupPath } from "./import-basebackup.ts";
 
 export class PrimaryUnsuitableError extends Error {}
 
@@ -38,16 +38,11 @@ export async function importFromPrimary(
     let importer: BaseBackupImporter | undefined;
     const onStart = (lsn: Lsn) => void (importer = new BaseBackupImporter(store, lsn));
     const result = await baseBackup(conn, { label: `strata ${slot}`, fast: true, onProgress, onStart, otherTablespaces: "include" }, async (entry, body) => {
-      // a user tablespace's entry in pg_tblspc (a symlink, or an in-place tablespace's directory)
-      const tablespace = /^(?:\.\/)?pg_tblspc\/(\d+)\/?$/.exec(entry.path);
-      if (tablespace) await importer!.addTablespace(Number(tablespace[1]));
-      if (entry.type !== "file") {
-        for await (const _ of body) {
-          // directories and symlinks carry no data
-        }
-        return;
+      // pg_tblspc/<oid> (a symlink, or an in-place tablespace's directory) records the tablespace
+      if (entry.type === "file" || classifyBackupPath(entry.path).kind === "tablespace") return importer!.addFile(entry.path, body);
+      for await (const _ of body) {
+        // other directories and symlinks carry no data
       }
-      await importer!.addFile(entry.path, body);
     });
     if (!importer) throw new Error("BASE_BACKUP sent no start position");
     await importer.finish(result.endLsn);

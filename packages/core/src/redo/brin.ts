@@ -4,7 +4,18 @@
 // revmap entries at them; the regular page's block number for a revmap entry comes from blk0.
 import type { BlockRef, DecodedRecord } from "../wal/record.ts";
 import { maskPageHintBits, maskPageLsnAndChecksum, maskUnusedSpace } from "./mask.ts";
-import { getPdSpecial, maxOffsetNumber, pageAddItem, pageIndexTupleDeleteNoCompact, pageIndexTupleOverwrite, pageInit, pageGetContents, InvalidOffsetNumber, SIZE_OF_PAGE_HEADER, setPdLower } from "./page.ts";
+import {
+  getPdSpecial,
+  maxOffsetNumber,
+  pageAddItem,
+  pageIndexTupleDeleteNoCompact,
+  pageIndexTupleOverwrite,
+  pageInit,
+  pageGetContents,
+  InvalidOffsetNumber,
+  SIZE_OF_PAGE_HEADER,
+  setPdLower,
+} from "./page.ts";
 import { readU16, writeU16 } from "../bytes.ts";
 import { type RmgrRedo, RedoError, UnsupportedRecordError } from "./types.ts";
 

@@ -6,7 +6,21 @@
 // the bytes land where the primary put them.
 import type { BlockRef, DecodedRecord } from "../wal/record.ts";
 import { maskLpFlags, maskPageHintBits, maskPageLsnAndChecksum, maskUnusedSpace } from "./mask.ts";
-import { getItem, getPdSpecial, InvalidOffsetNumber, maxAlign, maxOffsetNumber, pageAddItem, pageIndexMultiDelete, pageIndexTupleDelete, pageIndexTupleOverwrite, pageInit, setPdLower, setPdUpper, SIZE_OF_PAGE_HEADER } from "./page.ts";
+import {
+  getItem,
+  getPdSpecial,
+  InvalidOffsetNumber,
+  maxAlign,
+  maxOffsetNumber,
+  pageAddItem,
+  pageIndexMultiDelete,
+  pageIndexTupleDelete,
+  pageIndexTupleOverwrite,
+  pageInit,
+  setPdLower,
+  setPdUpper,
+  SIZE_OF_PAGE_HEADER,
+} from "./page.ts";
 import { readU16, readU32, writeU16, writeU32 } from "../bytes.ts";
 import { type RmgrRedo, RedoError, UnsupportedRecordError } from "./types.ts";
 

@@ -5,7 +5,21 @@
 // carry forced full-page images that the engine restores, so redo only sees the other blocks.
 import type { BlockRef, DecodedRecord } from "../wal/record.ts";
 import { maskPageContent, maskPageHintBits, maskPageLsnAndChecksum, maskUnusedSpace } from "./mask.ts";
-import { getItem, getPdLower, getPdSpecial, InvalidOffsetNumber, maxOffsetNumber, pageAddItem, pageIndexTupleDelete, pageInit, pageIsEmpty, setPdLower, setPdPruneXid, shortAlign, SIZE_OF_PAGE_HEADER } from "./page.ts";
+import {
+  getItem,
+  getPdLower,
+  getPdSpecial,
+  InvalidOffsetNumber,
+  maxOffsetNumber,
+  pageAddItem,
+  pageIndexTupleDelete,
+  pageInit,
+  pageIsEmpty,
+  setPdLower,
+  setPdPruneXid,
+  shortAlign,
+  SIZE_OF_PAGE_HEADER,
+} from "./page.ts";
 import { readU16, writeU16, writeU32 } from "../bytes.ts";
 import { type RmgrRedo, RedoError, UnsupportedRecordError } from "./types.ts";
 

@@ -5,7 +5,21 @@
 import type { Lsn } from "../lsn.ts";
 import type { BlockRef, DecodedRecord } from "../wal/record.ts";
 import { maskLpFlags, maskPageHintBits, maskPageLsnAndChecksum, maskUnusedSpace } from "./mask.ts";
-import { FirstOffsetNumber, getPdSpecial, InvalidOffsetNumber, maxOffsetNumber, pageAddItem, pageGetContents, pageIndexMultiDelete, pageIndexTupleDelete, pageIndexTupleOverwrite, pageInit, pageIsEmpty, SIZE_OF_PAGE_HEADER, setPdLower } from "./page.ts";
+import {
+  FirstOffsetNumber,
+  getPdSpecial,
+  InvalidOffsetNumber,
+  maxOffsetNumber,
+  pageAddItem,
+  pageGetContents,
+  pageIndexMultiDelete,
+  pageIndexTupleDelete,
+  pageIndexTupleOverwrite,
+  pageInit,
+  pageIsEmpty,
+  SIZE_OF_PAGE_HEADER,
+  setPdLower,
+} from "./page.ts";
 import { readU16, writeU16, writeU32 } from "../bytes.ts";
 import { type RmgrRedo, RedoError, UnsupportedRecordError } from "./types.ts";
 

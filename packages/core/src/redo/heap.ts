@@ -4,7 +4,20 @@
 // heap page. Also home of heap tuple header helpers and heap_mask, shared with heap2.ts.
 import type { BlockRef, DecodedRecord } from "../wal/record.ts";
 import { maskPageHintBits, maskPageLsnAndChecksum, maskUnusedSpace, MASK_MARKER } from "./mask.ts";
-import { copyBytes, getItemIdRaw, getPdUpper, InvalidOffsetNumber, isNewPage, LP_NORMAL, maxAlign, maxOffsetNumber, pageClearAllVisible, pageInit, pageReserveItem, pageSetPrunable } from "./page.ts";
+import {
+  copyBytes,
+  getItemIdRaw,
+  getPdUpper,
+  InvalidOffsetNumber,
+  isNewPage,
+  LP_NORMAL,
+  maxAlign,
+  maxOffsetNumber,
+  pageClearAllVisible,
+  pageInit,
+  pageReserveItem,
+  pageSetPrunable,
+} from "./page.ts";
 import { readU16, writeU16, writeU32 } from "../bytes.ts";
 import { RedoError, type RmgrRedo, UnsupportedRecordError } from "./types.ts";
 

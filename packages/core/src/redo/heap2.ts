@@ -20,7 +20,24 @@ import {
   XLOG_HEAP_INIT_PAGE,
   XLOG_HEAP_OPMASK,
 } from "./heap.ts";
-import { copyBytes, FirstOffsetNumber, getItemIdRaw, isNewPage, itemIdSetDead, itemIdSetRedirect, itemIdSetUnused, LP_DEAD, maxOffsetNumber, PageCorruptedError, pageClearAllVisible, pageInit, pageRepairFragmentation, pageSetAllVisible, pageTruncateLinePointerArray, SIZE_OF_PAGE_HEADER } from "./page.ts";
+import {
+  copyBytes,
+  FirstOffsetNumber,
+  getItemIdRaw,
+  isNewPage,
+  itemIdSetDead,
+  itemIdSetRedirect,
+  itemIdSetUnused,
+  LP_DEAD,
+  maxOffsetNumber,
+  PageCorruptedError,
+  pageClearAllVisible,
+  pageInit,
+  pageRepairFragmentation,
+  pageSetAllVisible,
+  pageTruncateLinePointerArray,
+  SIZE_OF_PAGE_HEADER,
+} from "./page.ts";
 import { writeU16, writeU32 } from "../bytes.ts";
 import { RedoError, type RmgrRedo, UnsupportedRecordError } from "./types.ts";
 

@@ -5,7 +5,20 @@
 // main data is a fixed struct followed by offset arrays and tuples, decoded below per type.
 import type { BlockRef, DecodedRecord } from "../wal/record.ts";
 import { maskPageHintBits, maskPageLsnAndChecksum, maskUnusedSpace } from "./mask.ts";
-import { getItem, getItemIdRaw, getPdLower, getPdSpecial, InvalidOffsetNumber, maxOffsetNumber, pageAddItem, pageIndexMultiDelete, pageIndexTupleDelete, pageInit, SIZE_OF_PAGE_HEADER, setItemIdRaw } from "./page.ts";
+import {
+  getItem,
+  getItemIdRaw,
+  getPdLower,
+  getPdSpecial,
+  InvalidOffsetNumber,
+  maxOffsetNumber,
+  pageAddItem,
+  pageIndexMultiDelete,
+  pageIndexTupleDelete,
+  pageInit,
+  SIZE_OF_PAGE_HEADER,
+  setItemIdRaw,
+} from "./page.ts";
 import { readU16, writeU16 } from "../bytes.ts";
 import { type RmgrRedo, RedoError, UnsupportedRecordError } from "./types.ts";
 
