@@ -449,8 +449,8 @@ export async function fullBackup(reader: PageReader, lsn: Lsn, out: Writable | T
           const end = firstBlock + blocks;
           // a PageReader's relations come from the one scanner; other readers page by page
           const pages = scanner ? undefined : readRelation(reader, rel, sourceFork, firstBlock, end, lsn, readAhead);
-          const nextPage = async (block: number): Promise<Buffer | StoredImage> => {
-            if (scanner) return scanner.pageOrImage(rel, sourceFork, block);
+          const nextPage = async (block: number, into: Buffer): Promise<Buffer | StoredImage> => {
+            if (scanner) return scanner.pageOrImage(rel, sourceFork, block, into);
             const next = await pages!.next();
             if (next.done || next.value.blockNumber !== block) throw new FullBackupError(`${path}: block ${block} missing from the relation read`);
             return next.value.page;
@@ -483,22 +483,24 @@ export async function fullBackup(reader: PageReader, lsn: Lsn, out: Writable | T
           };
           try {
             for (let block = firstBlock; block < end; block++) {
-              let found: Buffer | StoredImage;
-              try {
-                found = await nextPage(block);
-              } catch (err) {
-                if (err instanceof FullBackupError) throw err;
-                throw new FullBackupError(`reading ${path} block ${block} at ${formatLsn(lsn)}: ${(err as Error).message}`, { cause: err });
-              }
               if (filled === chunk.length) {
                 await flush();
                 chunk = (await chunks.take()).subarray(0, Math.min(end - block, WRITE_PAGES) * BLCKSZ);
                 chunkFirstBlock = block;
               }
+              // a page the scanner rebuilds is rebuilt in its place in the chunk (no copy)
+              const place = chunk.subarray(filled, filled + BLCKSZ);
+              let found: Buffer | StoredImage;
+              try {
+                found = await nextPage(block, place);
+              } catch (err) {
+                if (err instanceof FullBackupError) throw err;
+                throw new FullBackupError(`reading ${path} block ${block} at ${formatLsn(lsn)}: ${(err as Error).message}`, { cause: err });
+              }
               if (found instanceof Buffer) {
                 if (found.length !== BLCKSZ) throw new FullBackupError(`${path} block ${block}: page is ${found.length} bytes`);
                 readRun(); // a run continues only over consecutive places in the chunk
-                found.copy(chunk, filled);
+                if (found !== place) found.copy(chunk, filled);
               } else {
                 const image = found as StoredImage;
                 // a run continues over images stored right after each other in the same files

@@ -32,14 +32,41 @@ async function scanAll(reader: PageReader, from: number, to: number, lsn: Lsn) {
   return out;
 }
 
-/** The scan of [from, to) equals getPage of every block, in order. */
+/**
+ * Pages of [from, to) read with pageOrImage into a lent buffer (filled with junk first, as a
+ * reused output buffer would be): a page rebuilt there or handed back in a buffer of its own or
+ * as an image reference, whichever the scanner chose.
+ */
+async function scanInto(reader: PageReader, from: number, to: number, lsn: Lsn): Promise<Buffer[]> {
+  const scanner = new RelationScanner(reader, lsn);
+  const out: Buffer[] = [];
+  try {
+    for (let block = from; block < to; block++) {
+      const into = Buffer.alloc(8192, 0xab);
+      const found = await scanner.pageOrImage(rel, ForkNumber.Main, block, into);
+      if (found instanceof Buffer) out.push(Buffer.from(found));
+      else {
+        const page = Buffer.alloc(8192);
+        scanner.readImagesInto(found as StoredImage, 8192, page, 0);
+        out.push(page);
+      }
+    }
+  } finally {
+    await scanner.close();
+  }
+  return out;
+}
+
+/** The scan of [from, to) equals getPage of every block, in order; so do pages rebuilt into a lent buffer. */
 async function expectScanEqualsGetPage(reader: PageReader, from: number, to: number, lsn: Lsn) {
   const scanned = await scanAll(reader, from, to, lsn);
+  const intoPages = await scanInto(reader, from, to, lsn);
   expect(scanned.map((e) => e.blockNumber)).toEqual(Array.from({ length: Math.max(0, to - from) }, (_, i) => from + i));
-  for (const { blockNumber, page } of scanned) {
+  for (const [i, { blockNumber, page }] of scanned.entries()) {
     const expected = await reader.getPage(rel, ForkNumber.Main, blockNumber, lsn);
     expect(page.length, `block ${blockNumber}`).toBe(8192);
     expect(page.equals(expected), `block ${blockNumber} at ${lsn.toString(16)}`).toBe(true);
+    expect(intoPages[i].equals(expected), `block ${blockNumber} at ${lsn.toString(16)}, rebuilt into a lent buffer`).toBe(true);
   }
   return scanned;
 }

@@ -290,7 +290,7 @@ class TimelineScan {
    * as that image's reference, not read yet: the caller reads it where it wants it. A block the
    * branch never changed comes back as the ancestor's answer, its image reference included.
    */
-  async pageOrImage(rel: RelTag, fork: ForkNumber, block: number, target: Buffer): Promise<Buffer | StoredImage> {
+  async pageOrImage(rel: RelTag, fork: ForkNumber, block: number, target: Buffer, into?: Buffer): Promise<Buffer | StoredImage> {
     // usually both cursors are positioned from what they hold; otherwise they move (and, when
     // opening or seeking, read) in parallel
     const materializedReady = this.materialized.skipBuffered(target);
@@ -335,24 +335,34 @@ class TimelineScan {
       if (materializedImage) return materializedImage;
       // (a branch's fresh endpoint reads every block this way: the ancestor's stored images
       // stay references, read straight into the backup's chunk, runs of them with one pread)
-      if (!materialized && this.reader.ancestor) return this.ancestorPageOrImage(rel, fork, block, target);
+      if (!materialized && this.reader.ancestor) return this.ancestorPageOrImage(rel, fork, block, target, into);
     }
 
-    // decoded buffers (iterator entries, image file reads) are ours alone: replay uses them as pages
     const images = this.reader.store.images;
-    const versions: Array<{ lsn: Lsn; value: StoredValue }> = chain.map((v) => ({ lsn: v.lsn, value: decodeValue(v.raw, images) }));
+    // the start page read from the image files straight into `into`, when there is one: no buffer
+    // of its own, and the caller finds the rebuilt page where it wants it
+    const intoStart = into && (complete ? storedPage(chain[0].raw, images) : !materialized ? undefined : storedPage(materialized.raw, images));
+    // decoded buffers (iterator entries, image file reads) are ours alone: replay uses them as pages
+    const versions: Array<{ lsn: Lsn; value: StoredValue }> = new Array(chain.length - (intoStart && complete ? 1 : 0));
+    for (let i = chain.length - versions.length, j = 0; i < chain.length; i++, j++) versions[j] = { lsn: chain[i].lsn, value: decodeValue(chain[i].raw, images) };
     // an image stored inline (stores written before the image files)
-    const only = versions.length === 1 ? versions[0].value : undefined;
+    const only = versions.length === 1 && chain.length === 1 ? versions[0].value : undefined;
     if (only?.kind === ValueKind.Image && only.bytes.length === BLCKSZ) return only.bytes;
 
     // the same start page as getPage
-    const materializedValue = materialized && decodeValue(materialized.raw, images);
     let page: Buffer;
-    // a chain starting at an image replays onto that image's own buffer: no zero page needed
-    if (complete) page = versions[0].value.kind === ValueKind.Image ? versions[0].value.bytes : Buffer.alloc(BLCKSZ);
-    else if (materializedValue?.kind === ValueKind.Image) page = materializedValue.bytes;
-    else if (this.reader.ancestor) page = await this.ancestorPage(rel, fork, block, target);
-    else page = Buffer.alloc(BLCKSZ);
+    if (intoStart) {
+      page = into!;
+      this.reader.store.images.readInto(intoStart.file, intoStart.offset, BLCKSZ, page, 0);
+    } else if (complete) {
+      // a chain starting at an image replays onto that image's own buffer: no zero page needed
+      page = versions[0].value.kind === ValueKind.Image ? versions[0].value.bytes : into ? into.fill(0) : Buffer.alloc(BLCKSZ);
+    } else {
+      const materializedValue = materialized && decodeValue(materialized.raw, images);
+      if (materializedValue?.kind === ValueKind.Image) page = materializedValue.bytes;
+      else if (this.reader.ancestor) page = await this.ancestorPage(rel, fork, block, target, into);
+      else page = into ? into.fill(0) : Buffer.alloc(BLCKSZ);
+    }
 
     if (versions.length === 0) return page;
     page = await this.reader.replayVersions(page, versions, { rel, fork, blockNumber: block });
@@ -384,13 +394,17 @@ class TimelineScan {
     return this.ancestorScan;
   }
 
-  private ancestorPage(rel: RelTag, fork: ForkNumber, block: number, target: Buffer): Promise<Buffer> {
-    // a buffer no one else holds (replay or an iterator value), so replay here may modify it
-    return this.ancestorScanner().page(rel, fork, block, target);
+  private async ancestorPage(rel: RelTag, fork: ForkNumber, block: number, target: Buffer, into: Buffer | undefined): Promise<Buffer> {
+    // a buffer no one else holds (`into`, replay or an iterator value), so replay here may modify it
+    const found = await this.ancestorScanner().pageOrImage(rel, fork, block, target, into);
+    if (found instanceof Buffer || !into) return pageOf(found);
+    const image = found as StoredImage;
+    image.images.readInto(image.file, image.offset, BLCKSZ, into, 0);
+    return into;
   }
 
-  private ancestorPageOrImage(rel: RelTag, fork: ForkNumber, block: number, target: Buffer): Promise<Buffer | StoredImage> {
-    return this.ancestorScanner().pageOrImage(rel, fork, block, target);
+  private ancestorPageOrImage(rel: RelTag, fork: ForkNumber, block: number, target: Buffer, into: Buffer | undefined): Promise<Buffer | StoredImage> {
+    return this.ancestorScanner().pageOrImage(rel, fork, block, target, into);
   }
 
   async close(): Promise<void> {
@@ -459,9 +473,12 @@ export class RelationScanner {
 
   /**
    * As `page`, but a block whose page is one full image in page image files (this timeline's or
-   * an ancestor's) comes back as its reference (read it with `readImagesInto`).
+   * an ancestor's) comes back as its reference (read it with `readImagesInto`). A page that is
+   * rebuilt may be rebuilt in `into` (BLCKSZ bytes the caller lends for this read, e.g. its place
+   * in an output buffer) and then comes back as `into` itself; its contents are undefined when
+   * the page comes back in another buffer or as a reference.
    */
-  async pageOrImage(rel: RelTag, fork: ForkNumber, block: number): Promise<Buffer | StoredImage> {
+  async pageOrImage(rel: RelTag, fork: ForkNumber, block: number, into?: Buffer): Promise<Buffer | StoredImage> {
     checkBlock(block);
     if (this.closed) throw new Error("relation scanner is closed");
     if (this.busy) throw new Error("relation scanner: one read at a time");
@@ -469,7 +486,8 @@ export class RelationScanner {
     if (this.end && compareEntity(target, this.end) >= 0) throw new RangeError(`block ${block} of ${rel.spcNode}/${rel.dbNode}/${rel.relNode} fork ${fork} is past the scanner's end`);
     this.busy = true;
     try {
-      return await this.scan.pageOrImage(rel, fork, block, target);
+      if (into && into.length !== BLCKSZ) throw new RangeError(`a page is rebuilt into ${BLCKSZ} bytes, not ${into.length}`);
+      return await this.scan.pageOrImage(rel, fork, block, target, into);
     } finally {
       this.busy = false;
     }
