@@ -3,13 +3,14 @@
 // SLRU pages, pg_filenode.map files, pg_control and its checkpoint, 2PC state files. WAL
 // streaming then resumes at the start LSN, and the timeline is readable from the end LSN.
 import type { Lsn } from "../lsn.ts";
-import { ForkNumber, type RelTag } from "../reltag.ts";
+import { BLCKSZ, ForkNumber, type RelTag } from "../reltag.ts";
 import {
-  checkpointKey, controlFileKey, dbDirEntryKey, relBlockKey, relDirEntryKey, relmapFileKey, relSizeKey, SlruKind,
+  checkpointKey, controlFileKey, dbDirEntryKey, imageExtentKey, relDirEntryKey, relmapFileKey, relSizeKey, SlruKind,
   slruBlockKey, slruSegSizeKey, tablespaceDirEntryKey, twoPhaseFileKey, storeKey,
 } from "../storage/keys.ts";
 import type { TimelineStore } from "../storage/timeline-store.ts";
-import { imageValue, u32Value } from "../storage/values.ts";
+import { EXTENT_BLOCKS } from "../storage/image-extents.ts";
+import { extentPagesValue, imageValue, u32Value } from "../storage/values.ts";
 
 export const DEFAULTTABLESPACE_OID = 1663;
 export const GLOBALTABLESPACE_OID = 1664;
@@ -124,11 +125,22 @@ export class BaseBackupImporter {
         const entry = this.relSizes.get(id) ?? { rel: file.rel, fork: file.fork, blocks: 0 };
         this.relSizes.set(id, entry);
         let block = file.segment * RELSEG_BLOCKS;
+        // extents of up to EXTENT_BLOCKS consecutive pages, one entry each (storage/image-extents.ts)
+        // (the value is a copy: this buffer is reused for the next extent)
+        const extent = Buffer.allocUnsafe(EXTENT_BLOCKS * BLCKSZ);
+        let extentFirst = block;
+        const putExtent = async () => {
+          if (block === extentFirst) return;
+          await this.put(imageExtentKey(file.rel, file.fork, extentFirst), extentPagesValue(extent.subarray(0, (block - extentFirst) * BLCKSZ)));
+          extentFirst = block;
+        };
         for await (const page of pages(body)) {
-          await this.put(relBlockKey(file.rel, file.fork, block), imageValue(page));
+          page.copy(extent, (block - extentFirst) * BLCKSZ);
           this.importedBytes += 8192;
           block++;
+          if (block - extentFirst === EXTENT_BLOCKS) await putExtent();
         }
+        await putExtent();
         entry.blocks = Math.max(entry.blocks, block);
         if (file.rel.dbNode !== 0) await this.put(dbDirEntryKey(file.rel.spcNode, file.rel.dbNode), imageValue(Buffer.from("d")));
         break;

@@ -19,6 +19,11 @@ export const enum KeySpace {
   RelmapFile = 0x14,
   /** a user tablespace that exists (CREATE/DROP TABLESPACE), whether or not anything is in it yet */
   TablespaceDirEntry = 0x16,
+  /**
+   * consecutive blocks of a relation fork imported as page images stored one after another (one
+   * entry per extent instead of one per block; storage/image-extents.ts)
+   */
+  ImageExtent = 0x17,
   SlruBlock = 0x20,
   SlruSegSize = 0x21,
   TwoPhaseFile = 0x30,
@@ -50,6 +55,8 @@ function entity(space: KeySpace, a = 0, b = 0, c = 0, d = 0, e = 0): Buffer {
 
 export const relBlockKey = (rel: RelTag, fork: ForkNumber, block: number) => entity(KeySpace.RelBlock, rel.spcNode, rel.dbNode, rel.relNode, fork, block);
 export const materializedBlockKey = (rel: RelTag, fork: ForkNumber, block: number) => entity(KeySpace.MaterializedBlock, rel.spcNode, rel.dbNode, rel.relNode, fork, block);
+/** The extent of imported page images starting at `firstBlock` (KeySpace.ImageExtent). */
+export const imageExtentKey = (rel: RelTag, fork: ForkNumber, firstBlock: number) => entity(KeySpace.ImageExtent, rel.spcNode, rel.dbNode, rel.relNode, fork, firstBlock);
 export const relSizeKey = (rel: RelTag, fork: ForkNumber) => entity(KeySpace.RelSize, rel.spcNode, rel.dbNode, rel.relNode, fork);
 export const relDirEntryKey = (rel: RelTag, fork: ForkNumber) => entity(KeySpace.RelDirEntry, rel.spcNode, rel.dbNode, rel.relNode, fork);
 export const dbDirEntryKey = (spcNode: number, dbNode: number) => entity(KeySpace.DbDirEntry, spcNode, dbNode);

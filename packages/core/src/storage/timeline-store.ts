@@ -9,7 +9,8 @@ import type { Lsn } from "../lsn.ts";
 import { ENTITY_KEY_LENGTH, KeySpace, storeKey } from "./keys.ts";
 import { AppendFiles, type FileRefReader } from "./append-files.ts";
 import { pieceRefValue, RECORD_LOG_PIECE } from "./record-log.ts";
-import { decodeValue, expandEntry, imageRefValue, isBaseValue, isExternalizableImage, ValueKind, type StoredValue } from "./values.ts";
+import { ImageExtentIndex } from "./image-extents.ts";
+import { decodeValue, expandEntry, imageExtentValue, imageRefValue, isBaseValue, isExternalizableImage, ValueKind, type StoredValue } from "./values.ts";
 
 export interface TimelineMarkers {
   /** end of the last WAL record stored */
@@ -89,6 +90,10 @@ export class TimelineStore {
       if (isExternalizableImage(value)) {
         values[i] = imageRefValue(this.images.stage(value.subarray(1)));
         images = true;
+      } else if (value[0] === ValueKind.ExtentPages && key[0] === KeySpace.ImageExtent) {
+        values[i] = imageExtentValue(this.images.stage(value.subarray(1)));
+        images = true;
+        this.extentsChanged = true;
       } else if (key[0] === KeySpace.WalRecordLog && value[0] === RECORD_LOG_PIECE) {
         values[i] = pieceRefValue(this.recordLog.stage(value));
         pieces = true;
@@ -228,6 +233,33 @@ export class TimelineStore {
     return this.db.iterator({ gte, lte, limit });
   }
 
+  private extentIndex: Promise<ImageExtentIndex> | undefined;
+  private extentsChanged = false;
+
+  /** This timeline's image extents (storage/image-extents.ts), read once and kept. */
+  imageExtents(): Promise<ImageExtentIndex> {
+    this.extentIndex ??= this.loadImageExtents().catch((err) => {
+      this.extentIndex = undefined;
+      throw err;
+    });
+    return this.extentIndex;
+  }
+
+  private async loadImageExtents(): Promise<ImageExtentIndex> {
+    const entries: Array<[Buffer, Buffer]> = [];
+    const iterator = this.db.iterator({ gte: Buffer.from([KeySpace.ImageExtent]), lt: Buffer.from([KeySpace.ImageExtent + 1]) });
+    try {
+      for (;;) {
+        const batch = await iterator.nextv(1000);
+        if (batch.length === 0) break;
+        for (const entry of batch) entries.push(entry);
+      }
+    } finally {
+      await iterator.close();
+    }
+    return new ImageExtentIndex(entries);
+  }
+
   /** Stores derived data (e.g. a materialized page) outside the ingest stream; not synced. */
   async putDerived(entityKey: Buffer, lsn: Lsn, value: Buffer): Promise<void> {
     const key = storeKey(entityKey, lsn);
@@ -236,6 +268,8 @@ export class TimelineStore {
       const [stored] = await this.externalize([{ key, value }]);
       await this.db.put(key, stored);
     } finally {
+      if (this.extentsChanged) this.extentIndex = undefined;
+      this.extentsChanged = false;
       this.endWrite();
     }
   }
@@ -315,6 +349,9 @@ export class TimelineStore {
       await batch.write({ sync: true });
       this.markers = { ...markers };
     } finally {
+      // (an index loaded while the batch was being written may lack its extents)
+      if (this.extentsChanged) this.extentIndex = undefined;
+      this.extentsChanged = false;
       this.endWrite();
     }
   }

@@ -24,6 +24,14 @@ export const enum ValueKind {
    * [kind][file u32 BE][offset u32 BE][length u32 BE]. Decodes as an Image.
    */
   ImageRef = 6,
+  /**
+   * imported page images of consecutive blocks stored one after another in the page image files
+   * (only under KeySpace.ImageExtent keys, never a version of one page):
+   * [kind][file u32 BE][offset u32 BE][length u32 BE], length = blocks * BLCKSZ
+   */
+  ImageExtent = 7,
+  /** the pages of an ImageExtent before the commit stores them ([kind][pages]); never stored as is */
+  ExtentPages = 8,
 }
 
 export const enum DerivedKind {
@@ -49,6 +57,26 @@ export function imageRefValue(ref: FileRef): Buffer {
 
 export function readImageRef(value: Buffer): FileRef {
   return readFileRef(value, "image reference");
+}
+
+/** The value an importer puts under an imageExtentKey: the pages of consecutive blocks. */
+export function extentPagesValue(pages: Buffer): Buffer {
+  if (pages.length === 0 || pages.length % BLCKSZ !== 0) throw new RangeError(`an image extent holds whole pages, not ${pages.length} bytes`);
+  const value = Buffer.allocUnsafe(1 + pages.length);
+  value[0] = ValueKind.ExtentPages;
+  pages.copy(value, 1);
+  return value;
+}
+
+export function imageExtentValue(ref: FileRef): Buffer {
+  return fileRefValue(ValueKind.ImageExtent, ref);
+}
+
+export function readImageExtent(value: Buffer): FileRef {
+  if (value[0] !== ValueKind.ImageExtent) throw new Error(`corrupt stored value: kind ${value[0]} under an image extent key`);
+  const ref = readFileRef(value, "image extent");
+  if (ref.length === 0 || ref.length % BLCKSZ !== 0) throw new Error(`corrupt stored value: image extent of ${ref.length} bytes`);
+  return ref;
 }
 
 /** Only full pages go to the image files: small images (sizes, files) stay inline. */
@@ -104,6 +132,9 @@ export function decodeValue(value: Buffer, images?: FileRefReader): StoredValue 
       return { kind: ValueKind.Tombstone };
     case ValueKind.Run:
       throw new Error("a run of versions must be expanded (expandEntry) before decoding");
+    case ValueKind.ImageExtent:
+    case ValueKind.ExtentPages:
+      throw new Error("an image extent holds many pages: it is read through the store's extent index");
     default:
       throw new Error(`corrupt stored value: unknown kind ${value[0]}`);
   }

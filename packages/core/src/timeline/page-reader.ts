@@ -12,6 +12,7 @@ import { rmgrFor } from "../redo/rmgrs.ts";
 import { storeKey, walRecordLogKey, checkpointKey, controlFileKey, relmapFileKey, decodeRelKey, dbDirEntryKey, entityPrefix, KeySpace, materializedBlockKey, relBlockKey, relSizeKey, type SlruKind, slruBlockKey, slruSegSizeKey } from "../storage/keys.ts";
 import type { TimelineStore } from "../storage/timeline-store.ts";
 import { decodeLoggedRecord, decodeRecordLogPiece, lastRecordBefore } from "../storage/record-log.ts";
+import { ImageExtentIndex } from "../storage/image-extents.ts";
 import { PageCache, sharedPageCache } from "./page-cache.ts";
 import { DerivedKind, imageValue, readU32Value, type StoredValue, ValueKind } from "../storage/values.ts";
 import { restoreBlockImage } from "../wal/image.ts";
@@ -111,6 +112,15 @@ export class PageReader {
     return [...merged.keys()].sort().map((k) => merged.get(k)!);
   }
 
+  /**
+   * The block's imported page on this timeline (an image extent at or below `lsn`), in a buffer
+   * of its own: the base of a chain that has no newer one.
+   */
+  private async importedPage(rel: RelTag, fork: ForkNumber, blockNumber: number, lsn: Lsn): Promise<{ page: Buffer; lsn: Lsn } | undefined> {
+    const extent = (await this.store.imageExtents()).find(rel, fork, blockNumber, lsn);
+    return extent && { page: this.store.images.read(ImageExtentIndex.pageRef(extent, blockNumber)), lsn: extent.lsn };
+  }
+
   /** The base a chain that ran out on this timeline continues from (the ancestor's page at the branch point). */
   private async ancestorPage(rel: RelTag, fork: ForkNumber, blockNumber: number, lsn: Lsn): Promise<Buffer> {
     if (!this.ancestor) return Buffer.alloc(BLCKSZ);
@@ -164,9 +174,13 @@ export class PageReader {
       } else chain = await this.store.getReconstructChain(entity, lsn, materialized?.lsn);
     }
     let page: Buffer;
+    let imported: { page: Buffer; lsn: Lsn } | undefined;
     const versions = chain.versions;
     if (!chain.complete && materialized?.value.kind === ValueKind.Image) page = Buffer.from(materialized.value.bytes);
-    else if (!chain.complete) page = await this.ancestorPage(rel, fork, blockNumber, lsn);
+    else if (!chain.complete) {
+      imported = await this.importedPage(rel, fork, blockNumber, lsn);
+      page = imported ? imported.page : await this.ancestorPage(rel, fork, blockNumber, lsn);
+    }
     // a chain starting at an image replays onto that image's own buffer: no zero page needed
     else page = versions[0]?.value.kind === ValueKind.Image ? versions[0].value.bytes : Buffer.alloc(BLCKSZ);
     let replayed = 0;
@@ -176,7 +190,7 @@ export class PageReader {
       page = applied instanceof Buffer ? applied : await applied;
       if (version.value.kind === ValueKind.WalRecord || version.value.kind === ValueKind.Derived) replayed++;
     }
-    const newest = versions.length ? versions[versions.length - 1].lsn : materialized ? materialized.lsn : (this.ancestor?.lsn ?? 0n);
+    const newest = versions.length ? versions[versions.length - 1].lsn : materialized ? materialized.lsn : imported ? imported.lsn : (this.ancestor?.lsn ?? 0n);
     // cached with no await since the check: a write starting later closes the entry itself.
     // (A page read through the ancestor below the branch point is not valid from `newest` on.)
     const latest = this.store.knownLastRecordLsn;

@@ -4,10 +4,11 @@ import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { Lsn } from "../lsn.ts";
 import { ForkNumber, type RelTag } from "../reltag.ts";
-import { materializedBlockKey, relBlockKey, storeKey } from "../storage/keys.ts";
+import { imageExtentKey, materializedBlockKey, relBlockKey, storeKey } from "../storage/keys.ts";
 import { TimelineStore } from "../storage/timeline-store.ts";
-import { derivedValue, DerivedKind, imageValue, runValue, TOMBSTONE, walRecordValue } from "../storage/values.ts";
+import { derivedValue, DerivedKind, extentPagesValue, imageValue, runValue, TOMBSTONE, walRecordValue } from "../storage/values.ts";
 import { UnsupportedRecordError } from "../redo/types.ts";
+import { PageCache } from "./page-cache.ts";
 import { PageReader } from "./page-reader.ts";
 import { computeRecordCrc } from "../wal/record.ts";
 import { RelationScanner, scanRelationPages, type StoredImage } from "./relation-scan.ts";
@@ -139,6 +140,79 @@ describe("relation scan", () => {
     const reader = new PageReader(store);
     for (const lsn of [0x50n, 0x100n, 0x150n, 0x1c0n, 0x250n, 0x300n, 0x350n, 0x400n, 0x450n, 0x550n, 0x650n, 0x800n]) {
       await expectScanEqualsGetPage(reader, 0, 12, lsn);
+    }
+  });
+
+  /**
+   * Blocks 0-9 imported at 0x100 as two image extents (0-5, 6-9), with later history on some of
+   * them; `perBlock` stores the same imported pages as one image entry per block instead.
+   */
+  async function fillImported(s: TimelineStore, perBlock: boolean) {
+    const pages = Array.from({ length: 10 }, (_, b) => emptyPage(0x100n, 0x40 + b));
+    const imported = perBlock
+      ? pages.map((page, b) => ({ key: storeKey(relBlockKey(rel, ForkNumber.Main, b), 0x100n), value: imageValue(page) }))
+      : [
+          { key: storeKey(imageExtentKey(rel, ForkNumber.Main, 0), 0x100n), value: extentPagesValue(Buffer.concat(pages.slice(0, 6))) },
+          { key: storeKey(imageExtentKey(rel, ForkNumber.Main, 6), 0x100n), value: extentPagesValue(Buffer.concat(pages.slice(6))) },
+        ];
+    await commit(s, [
+      ...imported,
+      // 2: records on the imported page; 4: a newer image; 5: a long chain on the imported page
+      generic(2, 0x200n, 8100, "x"), generic(2, 0x300n, 8101, "y"), image(4, 0x250n, 0x44),
+      // 7: a will-init record; 8: dropped; 9: records from the last extent's page
+      generic(7, 0x280n, 8100, "z", { willInit: true }), tombstone(8, 0x300n), generic(9, 0x180n, 8100, "w"),
+      // the other relation's image (and no extent of its own)
+      image(0, 0x100n, 0xee, other),
+      ...Array.from({ length: 70 }, (_, i) => generic(5, 0x100n + BigInt(i + 1) * 0x4n, 8000 + i, [i + 1])),
+    ]);
+  }
+
+  it("reads imported image extents as the blocks' own images: same pages as per-block images, at every LSN and on a branch", async () => {
+    await fillImported(store, false);
+    const plainStore = await openStore();
+    await fillImported(plainStore, true);
+    const reader = new PageReader(store, { pageCache: new PageCache(0) });
+    const plain = new PageReader(plainStore, { pageCache: new PageCache(0) });
+    for (const lsn of [0x50n, 0x100n, 0x180n, 0x200n, 0x250n, 0x280n, 0x300n, 0x400n]) {
+      await expectScanEqualsGetPage(reader, 0, 12, lsn);
+      for (let b = 0; b < 12; b++) {
+        const page = await reader.getPage(rel, ForkNumber.Main, b, lsn);
+        expect(page.equals(await plain.getPage(rel, ForkNumber.Main, b, lsn)), `block ${b} at ${lsn.toString(16)}`).toBe(true);
+      }
+    }
+    // an imported page untouched since the import is its image, and a block the import never had is zeros
+    expect((await reader.getPage(rel, ForkNumber.Main, 6, 0x400n))[8190]).toBe(0x46);
+    expect((await reader.getPage(rel, ForkNumber.Main, 10, 0x400n)).equals(Buffer.alloc(8192))).toBe(true);
+    expect((await reader.getPage(other, ForkNumber.Main, 0, 0x400n))[8190]).toBe(0xee);
+
+    // a branch reads the parent's extents for blocks it never changed
+    const childStore = await openStore();
+    await commit(childStore, [generic(1, 0x300n, 8100, "child"), image(6, 0x300n, 0x66)], 0x250n, 0x1000n);
+    const child = new PageReader(childStore, { ancestor: { reader, lsn: 0x250n }, pageCache: new PageCache(0) });
+    for (const lsn of [0x250n, 0x300n]) await expectScanEqualsGetPage(child, 0, 12, lsn);
+    expect((await child.getPage(rel, ForkNumber.Main, 1, 0x300n)).subarray(8100, 8105).toString()).toBe("child");
+  });
+
+  it("hands back untouched imported pages as references into their extent, consecutive ones one after another", async () => {
+    await fillImported(store, false);
+    const scanner = new RelationScanner(new PageReader(store), 0x400n);
+    try {
+      const found: Array<Buffer | StoredImage> = [];
+      for (let b = 0; b < 8; b++) found.push(await scanner.pageOrImage(rel, ForkNumber.Main, b));
+      // blocks 0, 1, 3 and 6 are untouched: references; 2 (records), 4 (newer image) and 5, 7 are not plain imports
+      const refs = [0, 1, 3, 6].map((b) => found[b] as StoredImage);
+      for (const ref of refs) expect(ref).not.toBeInstanceOf(Buffer);
+      expect(refs[1].file).toBe(refs[0].file);
+      expect(refs[1].offset).toBe(refs[0].offset + 8192);
+      expect(refs[2].offset).toBe(refs[0].offset + 3 * 8192);
+      // one read of blocks 0-1 is both pages
+      const two = Buffer.alloc(2 * 8192);
+      scanner.readImagesInto(refs[0], 2 * 8192, two, 0);
+      expect(two[8190]).toBe(0x40);
+      expect(two[8192 + 8190]).toBe(0x41);
+      expect(found[2]).toBeInstanceOf(Buffer);
+    } finally {
+      await scanner.close();
     }
   });
 

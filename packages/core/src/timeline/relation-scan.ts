@@ -23,6 +23,7 @@ import type { Lsn } from "../lsn.ts";
 import { BLCKSZ, type ForkNumber, type RelTag } from "../reltag.ts";
 import { ENTITY_KEY_LENGTH, KeySpace, materializedBlockKey, relBlockKey, storeKey } from "../storage/keys.ts";
 import type { AppendFiles, FileRef } from "../storage/append-files.ts";
+import type { ImageExtent, ImageExtentIndex } from "../storage/image-extents.ts";
 import { decodeValue, expandEntry, imageValue, isBaseValue, readImageRef, type StoredValue, ValueKind } from "../storage/values.ts";
 import type { PageReader } from "./page-reader.ts";
 
@@ -262,6 +263,10 @@ class TimelineScan {
   /** materialized images being stored (materializeLater) */
   private readonly materializing = new Set<Promise<void>>();
   private closed = false;
+  /** this timeline's image extents, read on the first block that needs them */
+  private extents: ImageExtentIndex | undefined;
+  /** the extent the last imported page came from (it holds the following blocks too) */
+  private lastExtent: { rel: RelTag; fork: ForkNumber; extent: ImageExtent } | undefined;
 
   constructor(
     private readonly reader: PageReader,
@@ -329,10 +334,18 @@ class TimelineScan {
     const onlyImage = chain.length === 1 ? storedPage(chain[0].raw, this.reader.store.images) : undefined;
     if (onlyImage) return onlyImage;
     const complete = chain.length > 0 && isBaseValue(chain[0].raw);
+    // the block's imported page (in an image extent): the base of a chain without a newer one
+    let imported: StoredImage | undefined;
+    if (!complete && !materialized) {
+      const found = this.importedImage(rel, fork, block);
+      imported = found instanceof Promise ? await found : found; // (an await of a value still costs a turn)
+    }
     if (chain.length === 0) {
-      // nothing to replay: the page is the materialized image, the ancestor's page, or zeros
+      // nothing to replay: the page is the materialized image, the imported one, the ancestor's
+      // page, or zeros
       const materializedImage = materialized && storedPage(materialized.raw, this.reader.store.images);
       if (materializedImage) return materializedImage;
+      if (imported) return imported;
       // (a branch's fresh endpoint reads every block this way: the ancestor's stored images
       // stay references, read straight into the backup's chunk, runs of them with one pread)
       if (!materialized && this.reader.ancestor) return this.ancestorPageOrImage(rel, fork, block, target, into);
@@ -341,7 +354,7 @@ class TimelineScan {
     const images = this.reader.store.images;
     // the start page read from the image files straight into `into`, when there is one: no buffer
     // of its own, and the caller finds the rebuilt page where it wants it
-    const intoStart = into && (complete ? storedPage(chain[0].raw, images) : !materialized ? undefined : storedPage(materialized.raw, images));
+    const intoStart = into && (complete ? storedPage(chain[0].raw, images) : materialized ? storedPage(materialized.raw, images) : imported);
     // decoded buffers (iterator entries, image file reads) are ours alone: replay uses them as pages
     const versions: Array<{ lsn: Lsn; value: StoredValue }> = new Array(chain.length - (intoStart && complete ? 1 : 0));
     for (let i = chain.length - versions.length, j = 0; i < chain.length; i++, j++) versions[j] = { lsn: chain[i].lsn, value: decodeValue(chain[i].raw, images) };
@@ -360,6 +373,7 @@ class TimelineScan {
     } else {
       const materializedValue = materialized && decodeValue(materialized.raw, images);
       if (materializedValue?.kind === ValueKind.Image) page = materializedValue.bytes;
+      else if (imported) page = pageOf(imported);
       else if (this.reader.ancestor) page = await this.ancestorPage(rel, fork, block, target, into);
       else page = into ? into.fill(0) : Buffer.alloc(BLCKSZ);
     }
@@ -386,6 +400,30 @@ class TimelineScan {
     this.materializing.add(stored);
     void stored.then(() => this.materializing.delete(stored));
     if (this.materializing.size >= MATERIALIZATIONS_IN_FLIGHT) await Promise.race(this.materializing);
+  }
+
+  /**
+   * The block's page in this timeline's image extents at or below the LSN, as a reference. Blocks
+   * come in order, so the extent of the previous one usually holds the next.
+   */
+  private importedImage(rel: RelTag, fork: ForkNumber, block: number): StoredImage | undefined | Promise<StoredImage | undefined> {
+    if (!this.extents) {
+      return this.reader.store.imageExtents().then((extents) => {
+        this.extents = extents;
+        return this.importedImage(rel, fork, block);
+      });
+    }
+    const last = this.lastExtent;
+    let extent: ImageExtent | undefined;
+    if (last && !this.extents.overlapping && last.fork === fork && last.rel.relNode === rel.relNode && last.rel.dbNode === rel.dbNode && last.rel.spcNode === rel.spcNode && block >= last.extent.firstBlock && block < last.extent.firstBlock + last.extent.blocks) {
+      extent = last.extent;
+    } else {
+      if (this.extents.size === 0) return undefined;
+      extent = this.extents.find(rel, fork, block, this.lsn);
+      if (extent) this.lastExtent = { rel, fork, extent };
+    }
+    // (the same shape as storedPage's: the callers stay monomorphic)
+    return extent && { file: extent.file, offset: extent.offset + (block - extent.firstBlock) * BLCKSZ, length: BLCKSZ, images: this.reader.store.images };
   }
 
   private ancestorScanner(): TimelineScan {
