@@ -44,11 +44,16 @@ export const enum DerivedKind {
   CopyPageFrom = 7,
 }
 
-export function imageValue(bytes: Buffer): Buffer {
+/** [kind][bytes] */
+function kindAndBytes(kind: ValueKind, bytes: Buffer): Buffer {
   const value = Buffer.allocUnsafe(1 + bytes.length);
-  value[0] = ValueKind.Image;
+  value[0] = kind;
   bytes.copy(value, 1);
   return value;
+}
+
+export function imageValue(bytes: Buffer): Buffer {
+  return kindAndBytes(ValueKind.Image, bytes);
 }
 
 export function imageRefValue(ref: FileRef): Buffer {
@@ -62,10 +67,7 @@ export function readImageRef(value: Buffer): FileRef {
 /** The value an importer puts under an imageExtentKey: the pages of consecutive blocks. */
 export function extentPagesValue(pages: Buffer): Buffer {
   if (pages.length === 0 || pages.length % BLCKSZ !== 0) throw new RangeError(`an image extent holds whole pages, not ${pages.length} bytes`);
-  const value = Buffer.allocUnsafe(1 + pages.length);
-  value[0] = ValueKind.ExtentPages;
-  pages.copy(value, 1);
-  return value;
+  return kindAndBytes(ValueKind.ExtentPages, pages);
 }
 
 export function imageExtentValue(ref: FileRef): Buffer {
