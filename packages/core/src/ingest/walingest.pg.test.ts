@@ -7,7 +7,7 @@ import { formatLsn, parseLsn, type Lsn } from "../lsn.ts";
 import { ForkNumber } from "../reltag.ts";
 import { checkpointKey, dbDirEntryKey, ENTITY_KEY_LENGTH, entityPrefix, KeySpace, relSizeKey, SlruKind, slruBlockKey, twoPhaseFileKey } from "../storage/keys.ts";
 import { TimelineStore } from "../storage/timeline-store.ts";
-import { DerivedKind, expandEntry, imageValue, readImageRef, readU32Value, ValueKind } from "../storage/values.ts";
+import { decodeValue, DerivedKind, expandEntry, imageValue, readImageRef, readU32Value, ValueKind, walRecordValue } from "../storage/values.ts";
 import { decodeLoggedRecord, decodeRecordLogPiece, type LoggedRecord } from "../storage/record-log.ts";
 import { withoutImages } from "../wal/record.ts";
 import { formatRecordLine } from "../wal/waldump.ts";
@@ -37,6 +37,13 @@ async function loggedRecords(store: TimelineStore): Promise<LoggedRecord[]> {
   return out;
 }
 
+/** A WalRecordInLog value as the WalRecord value with the same record inline. */
+function inlineRecord(raw: Buffer, store: TimelineStore): Buffer {
+  const value = decodeValue(raw, store.valueFiles);
+  if (value.kind !== ValueKind.WalRecord) throw new Error(`a record reference decoded as kind ${value.kind}`);
+  return walRecordValue(value.raw, value.recordLsn, value.willInit);
+}
+
 /**
  * Every stored entry, except that the WAL record log (whose piece boundaries follow the commit
  * boundaries) is compared by the records it holds.
@@ -52,8 +59,9 @@ async function dumpStore(store: TimelineStore): Promise<{ entries: string[]; rec
     }
     const entity = k.subarray(0, ENTITY_KEY_LENGTH).toString("hex");
     for (const version of expandEntry(k.readBigUInt64BE(ENTITY_KEY_LENGTH), v)) {
-      // an image in the page image files compares by its bytes (where it sits depends on write order)
-      const raw = version.raw[0] === ValueKind.ImageRef ? imageValue(store.images.read(readImageRef(version.raw))) : version.raw;
+      // an image in the page image files, or a record read from the log, compares by its bytes
+      // (where they sit depends on write order and piece boundaries)
+      const raw = version.raw[0] === ValueKind.ImageRef ? imageValue(store.images.read(readImageRef(version.raw))) : version.raw[0] === ValueKind.WalRecordInLog ? inlineRecord(version.raw, store) : version.raw;
       entries.push(`${entity}@${version.lsn.toString(16).padStart(16, "0")}=${raw.toString("hex")}`);
     }
   }

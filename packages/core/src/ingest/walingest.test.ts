@@ -1,7 +1,11 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { ForkNumber } from "../reltag.ts";
-import { ENTITY_KEY_LENGTH, KeySpace, relBlockStoreKey, SlruKind, slruBlockKey, storeKey } from "../storage/keys.ts";
-import { expandEntry, imageValue, isBaseValue, RUN_MAX_BYTES, RUN_MAX_VERSIONS, ValueKind, walRecordValue } from "../storage/values.ts";
+import { ENTITY_KEY_LENGTH, KeySpace, relBlockKey, relBlockStoreKey, SlruKind, slruBlockKey, storeKey } from "../storage/keys.ts";
+import { decodeValue, expandEntry, imageValue, isBaseValue, RUN_MAX_BYTES, RUN_MAX_VERSIONS, ValueKind, walRecordInLogValue, walRecordValue } from "../storage/values.ts";
+import { TimelineStore } from "../storage/timeline-store.ts";
 import { decodeRecordLogPiece, PIECE_RECORD_HEADER, PIECE_TARGET_BYTES } from "../storage/record-log.ts";
 import { IngestBatch } from "./walingest.ts";
 
@@ -133,3 +137,49 @@ describe("IngestBatch runs of page versions", () => {
 });
 
 const slruBlockKeyStore = (lsn: bigint) => storeKey(slruBlockKey(SlruKind.Clog, 0, 3), lsn);
+
+describe("IngestBatch records stored by reference to the log", () => {
+  it("points each reference at its record's bytes in the committed log piece, also for the record that closes a piece", async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), "strata-inlog-"));
+    const store = await TimelineStore.open(dir);
+    try {
+      const rel = { spcNode: 1663, dbNode: 5, relNode: 16384 };
+      const batch = new IngestBatch();
+      // a record that fills a piece on its own (it closes inside logRecord, before its reference
+      // is made), then two in the next piece
+      const logged = [
+        { start: 0x1000n, end: 0x11000n, raw: Buffer.alloc(PIECE_TARGET_BYTES, 0x22) },
+        { start: 0x11000n, end: 0x11c00n, raw: Buffer.alloc(3 * 1024, 0x11) },
+        { start: 0x11c00n, end: 0x14000n, raw: Buffer.alloc(4 * 1024, 0x33) },
+      ];
+      logged.forEach((r, i) => {
+        const inLog = batch.logRecord(r.start, r.end, r.raw);
+        batch.putKey(relBlockStoreKey(rel, ForkNumber.Main, i, r.end), inLog(true));
+      });
+      const entries = batch.finish();
+      expect(entries.filter((e) => e.key[0] === KeySpace.WalRecordLog)).toHaveLength(2);
+      await store.commit(entries, { lastRecordLsn: 0x14000n, diskConsistentLsn: 0x14000n, startLsn: 0x1000n });
+      for (const [i, r] of logged.entries()) {
+        const entry = await store.getVersion(relBlockKey(rel, ForkNumber.Main, i), r.end);
+        expect(entry?.value.kind, `block ${i}`).toBe(ValueKind.WalRecord);
+        const value = entry!.value as { raw: Buffer; recordLsn: bigint; willInit: boolean };
+        expect(value.raw.equals(r.raw), `block ${i}`).toBe(true);
+        expect(value.recordLsn).toBe(r.start);
+        expect(value.willInit).toBe(true);
+      }
+      // a reference is a small fixed-size value, and a base (its own entry, never in a run)
+      const [[, stored]] = await store.db.iterator({ gte: storeKey(relBlockKey(rel, ForkNumber.Main, 1), 0n), limit: 1 }).all();
+      expect(stored[0]).toBe(ValueKind.WalRecordInLog);
+      expect(stored.length).toBe(22);
+      expect(isBaseValue(stored)).toBe(true);
+    } finally {
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("refuses to read a reference that was never placed in the log", () => {
+    const unplaced = walRecordInLogValue(0x1000n, true, 21, 100);
+    expect(() => decodeValue(unplaced, { read: () => Buffer.alloc(0), readRecordLog: () => Buffer.alloc(100) })).toThrow(/never placed in the record log/);
+  });
+});

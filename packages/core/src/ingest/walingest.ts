@@ -11,7 +11,8 @@ import {
   relBlockStoreKey, relSizeKey, SlruKind, slruBlockKey, slruSegSizeKey, storeKey, storeKeyOf, tablespaceDirEntryKey, twoPhaseFileKey,
 } from "../storage/keys.ts";
 import type { TimelineStore } from "../storage/timeline-store.ts";
-import { derivedValue, DerivedKind, imageValue, isBaseValue, readU32Value, RUN_MAX_BYTES, RUN_MAX_VERSIONS, runValue, type StoredValue, TOMBSTONE, u32Value, ValueKind, walRecordValue } from "../storage/values.ts";
+import { derivedValue, DerivedKind, imageValue, isBaseValue, placeRecordsInLog, readU32Value, RUN_MAX_BYTES, RUN_MAX_VERSIONS, runValue, type StoredValue, TOMBSTONE, u32Value, ValueKind, walRecordInLogValue, walRecordValue } from "../storage/values.ts";
+import type { StoreEntry } from "../storage/timeline-store.ts";
 import { encodeRecordLogPiece, type LoggedRecord, PIECE_RECORD_HEADER, PIECE_TARGET_BYTES } from "../storage/record-log.ts";
 import { applyRecord } from "../timeline/page-reader.ts";
 import { type BlockRef, type DecodedRecord, withoutImages } from "../wal/record.ts";
@@ -32,29 +33,53 @@ export interface VersionLookup {
   scanLatest(prefix: Buffer, lsn: Lsn): Promise<Array<{ entityKey: Buffer; lsn: Lsn; value: StoredValue }>>;
 }
 
+/** Will-init records of at least this many bytes (and without images) are stored as WalRecordInLog. */
+const RECORD_IN_LOG_MIN_BYTES = 2048;
+
 /** Writes of one ingest step, committed atomically with the timeline's markers. */
 export class IngestBatch {
-  readonly entries: Array<{ key: Buffer; value: Buffer }> = [];
+  readonly entries: StoreEntry[] = [];
   bytes = 0;
   /** records of the open WAL record log piece; their raw buffers are the decoder's own copies */
   private piece: LoggedRecord[] = [];
   private pieceBytes = 0;
+  /** WalRecordInLog values of the open piece's records, placed when the commit stores the piece */
+  private pieceRefs: Buffer[] = [];
 
-  /** Adds a record to the WAL record log: pieces of about PIECE_TARGET_BYTES, not one entry each. */
-  logRecord(start: Lsn, end: Lsn, raw: Buffer, imagesOmitted = false) {
+  /**
+   * Adds a record to the WAL record log: pieces of about PIECE_TARGET_BYTES, not one entry each.
+   * Returns a function making a version value that refers to the record's raw bytes in its piece
+   * (WalRecordInLog) instead of holding a copy.
+   */
+  logRecord(start: Lsn, end: Lsn, raw: Buffer, imagesOmitted = false): (willInit: boolean) => Buffer {
     this.piece.push(imagesOmitted ? { start, end, raw, imagesOmitted } : { start, end, raw });
+    // the piece's format byte, the records before, this record's header
+    const offsetInPiece = 1 + this.pieceBytes + PIECE_RECORD_HEADER;
+    const refs = this.pieceRefs;
     const size = PIECE_RECORD_HEADER + raw.length;
     this.pieceBytes += size;
     this.bytes += size;
     if (this.pieceBytes >= PIECE_TARGET_BYTES) this.closePiece();
+    return (willInit) => {
+      const value = walRecordInLogValue(start, willInit, offsetInPiece, raw.length);
+      refs.push(value);
+      return value;
+    };
   }
 
   private closePiece() {
     if (this.piece.length === 0) return;
-    this.entries.push({ key: storeKeyOf(KeySpace.WalRecordLog, 0, 0, 0, 0, 0, this.piece[0].start), value: encodeRecordLogPiece(this.piece) });
+    const refs = this.pieceRefs;
+    this.entries.push({
+      key: storeKeyOf(KeySpace.WalRecordLog, 0, 0, 0, 0, 0, this.piece[0].start),
+      value: encodeRecordLogPiece(this.piece),
+      // (the last record's reference may be made right after its piece closed)
+      stored: (where) => placeRecordsInLog(refs, where),
+    });
     this.bytes += 28;
     this.piece = [];
     this.pieceBytes = 0;
+    this.pieceRefs = [];
   }
 
   /** The entries to commit, the open piece closed into them: a piece never spans two commits. */
@@ -321,7 +346,11 @@ export class WalIngest {
     // (as images or in the block's record), and a second copy was about half of what FPI-heavy
     // WAL (index builds, first changes after a checkpoint) wrote
     const logged = withoutImages(record);
-    batch.logRecord(record.lsn, lsn, logged, logged !== record.raw);
+    const inLog = batch.logRecord(record.lsn, lsn, logged, logged !== record.raw);
+    // a large record that starts its page over (a bulk load's multi-insert pages) is stored by
+    // reference to its copy in the log: LevelDB then does not carry (and compact) every such
+    // page a second time. Records with images are logged without them, and small ones stay inline.
+    const referenced = logged === record.raw && record.raw.length >= RECORD_IN_LOG_MIN_BYTES;
 
     const info = record.info & 0xf0;
     // the stored bytes of a record are the same under each of its blocks (LevelDB copies them
@@ -343,7 +372,7 @@ export class WalIngest {
       } else {
         const willInit = block.willInit || (block.hasImage && block.applyImage);
         const value = willInit
-          ? (recordValueInit ??= walRecordValue(record.raw, record.lsn, true))
+          ? (recordValueInit ??= referenced ? inLog(true) : walRecordValue(record.raw, record.lsn, true))
           : (recordValue ??= walRecordValue(record.raw, record.lsn, false));
         batch.putKey(relBlockStoreKey(block.rel, block.forkNum, block.blockNumber, lsn), value);
         if (willInit) this.resetChain(state, block.blockNumber);

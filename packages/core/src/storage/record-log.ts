@@ -12,7 +12,10 @@
 // store/record-log/NNNNNNNN.log) and the LevelDB entry holds a reference to them:
 //   [RECORD_LOG_PIECE_REF u8][file u32 BE][offset u32 BE][length u32 BE]
 // Pieces were about half of what ingest wrote to LevelDB, and every byte of them was rewritten by
-// each compaction that passed over it. Stores written before hold the pieces inline.
+// each compaction that passed over it. Stores written before hold the pieces inline. A page
+// version may refer to a record's raw bytes inside its piece in these files instead of holding a
+// copy (ValueKind.WalRecordInLog, values.ts): the commit completes such references when it stores
+// the piece.
 import type { Lsn } from "../lsn.ts";
 import { decodeRecord, type DecodedRecord } from "../wal/record.ts";
 import { type FileRefReader, fileRefValue, readFileRef, type FileRef } from "./append-files.ts";

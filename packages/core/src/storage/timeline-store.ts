@@ -7,10 +7,10 @@ import path from "node:path";
 import { ClassicLevel } from "classic-level";
 import type { Lsn } from "../lsn.ts";
 import { ENTITY_KEY_LENGTH, KeySpace, storeKey } from "./keys.ts";
-import { AppendFiles, type FileRefReader } from "./append-files.ts";
+import { AppendFiles, type FileRef, type FileRefReader } from "./append-files.ts";
 import { pieceRefValue, RECORD_LOG_PIECE } from "./record-log.ts";
 import { ImageExtentIndex } from "./image-extents.ts";
-import { decodeValue, expandEntry, imageExtentValue, imageRefValue, isBaseValue, isExternalizableImage, ValueKind, type StoredValue } from "./values.ts";
+import { decodeValue, expandEntry, imageExtentValue, imageRefValue, isBaseValue, isExternalizableImage, ValueKind, type StoredValue, type ValueFiles } from "./values.ts";
 
 export interface TimelineMarkers {
   /** end of the last WAL record stored */
@@ -22,6 +22,16 @@ export interface TimelineMarkers {
 }
 
 const MARKERS_KEY = Buffer.from("meta/markers");
+
+/**
+ * An entry to commit. `stored` is called with where the commit put the value's bytes when it goes
+ * to the record log files (a log piece): values referring into the piece are completed then.
+ */
+export interface StoreEntry {
+  key: Buffer;
+  value: Buffer;
+  stored?: (where: FileRef) => void;
+}
 
 /** Receives each version key (entity key + LSN) about to be written; `undefined` on close. */
 export type WriteListener = (storeKey: Buffer | undefined) => void;
@@ -36,8 +46,8 @@ const VERSION_CACHE_LIMIT = 50_000;
 
 
 /** The version an entry holds at `lsn`: itself, or a run's newest member at or below it. */
-function newestAtOrBelow(keyLsn: Lsn, raw: Buffer, lsn: Lsn, images: FileRefReader): { lsn: Lsn; value: StoredValue } {
-  if (raw[0] !== ValueKind.Run) return { lsn: keyLsn, value: decodeValue(raw, images) };
+function newestAtOrBelow(keyLsn: Lsn, raw: Buffer, lsn: Lsn, files: ValueFiles): { lsn: Lsn; value: StoredValue } {
+  if (raw[0] !== ValueKind.Run) return { lsn: keyLsn, value: decodeValue(raw, files) };
   const members = expandEntry(keyLsn, raw);
   let i = members.length - 1;
   while (i > 0 && members[i].lsn > lsn) i--;
@@ -61,6 +71,12 @@ export class TimelineStore {
     readonly recordLog: AppendFiles,
   ) {}
 
+  /** Resolves values whose bytes are in the store's files: page images and logged records. */
+  readonly valueFiles: ValueFiles = {
+    read: (ref) => this.images.read(ref),
+    readRecordLog: (ref) => this.recordLog.read(ref),
+  };
+
   static async open(dir: string): Promise<TimelineStore> {
     const db = new ClassicLevel<Buffer, Buffer>(dir, { keyEncoding: "buffer", valueEncoding: "buffer", writeBufferSize: 16 * 1024 * 1024, maxOpenFiles: MAX_OPEN_FILES });
     await db.open();
@@ -81,7 +97,7 @@ export class TimelineStore {
    * are written to the store's files and synced (each replaced by its reference): a durable
    * reference must point at durable bytes, so the entries are written only after this.
    */
-  private async externalize(entries: ReadonlyArray<{ key: Buffer; value: Buffer }>): Promise<Buffer[]> {
+  private async externalize(entries: ReadonlyArray<StoreEntry>): Promise<Buffer[]> {
     const values: Buffer[] = new Array(entries.length);
     let images = false;
     let pieces = false;
@@ -95,7 +111,10 @@ export class TimelineStore {
         images = true;
         this.extentsChanged = true;
       } else if (key[0] === KeySpace.WalRecordLog && value[0] === RECORD_LOG_PIECE) {
-        values[i] = pieceRefValue(this.recordLog.stage(value));
+        const where = this.recordLog.stage(value);
+        values[i] = pieceRefValue(where);
+        // (values referring into the piece are completed here, before any of them is written)
+        entries[i].stored?.(where);
         pieces = true;
       } else values[i] = value;
     }
@@ -135,7 +154,7 @@ export class TimelineStore {
     }
     const token = this.writeToken();
     const [entry] = await this.readRange({ gte: storeKey(entityKey, 0n), lte: storeKey(entityKey, lsn), reverse: true, limit: 1 }, 1);
-    const version = entry && newestAtOrBelow(entry[0].readBigUInt64BE(ENTITY_KEY_LENGTH), entry[1], lsn, this.images);
+    const version = entry && newestAtOrBelow(entry[0].readBigUInt64BE(ENTITY_KEY_LENGTH), entry[1], lsn, this.valueFiles);
     if (cacheId !== undefined) {
       const openEnded = this.unchangedSince(token) && this.markers !== undefined && lsn >= this.markers.lastRecordLsn;
       this.versionCache.delete(cacheId);
@@ -179,7 +198,7 @@ export class TimelineStore {
               versions.push({ lsn: member.lsn, value: decodeValue(member.raw) });
             }
           } else if (aboveLsn === undefined || keyLsn > aboveLsn) {
-            versions.push({ lsn: keyLsn, value: decodeValue(raw, this.images) });
+            versions.push({ lsn: keyLsn, value: decodeValue(raw, this.valueFiles) });
             if (isBaseValue(raw)) return { versions: versions.reverse(), complete: true, truncated: false };
           }
           // nothing older than this entry lies above `aboveLsn`
@@ -214,12 +233,12 @@ export class TimelineStore {
       const entityKey = key.subarray(0, ENTITY_KEY_LENGTH);
       const versionLsn = key.readBigUInt64BE(ENTITY_KEY_LENGTH);
       if (current && !current.entityKey.equals(entityKey)) {
-        out.push({ entityKey: current.entityKey, lsn: current.lsn, value: decodeValue(current.raw, this.images) });
+        out.push({ entityKey: current.entityKey, lsn: current.lsn, value: decodeValue(current.raw, this.valueFiles) });
         current = undefined;
       }
       if (versionLsn <= lsn) current = { entityKey: Buffer.from(entityKey), lsn: versionLsn, raw };
     }
-    if (current) out.push({ entityKey: current.entityKey, lsn: current.lsn, value: decodeValue(current.raw, this.images) });
+    if (current) out.push({ entityKey: current.entityKey, lsn: current.lsn, value: decodeValue(current.raw, this.valueFiles) });
     return out;
   }
 
@@ -334,7 +353,7 @@ export class TimelineStore {
   }
 
   /** Writes the entries and the new markers in one atomic, synced batch. */
-  async commit(entries: Array<{ key: Buffer; value: Buffer }>, markers: TimelineMarkers): Promise<void> {
+  async commit(entries: StoreEntry[], markers: TimelineMarkers): Promise<void> {
     const value = Buffer.alloc(24);
     value.writeBigUInt64BE(markers.lastRecordLsn, 0);
     value.writeBigUInt64BE(markers.diskConsistentLsn, 8);

@@ -32,6 +32,12 @@ export const enum ValueKind {
   ImageExtent = 7,
   /** the pages of an ImageExtent before the commit stores them ([kind][pages]); never stored as is */
   ExtentPages = 8,
+  /**
+   * a WalRecord whose raw bytes are read from the WAL record log files, where the record's log
+   * piece holds them (storage/record-log.ts): [kind][flags][record start LSN u64 BE][file u32 BE]
+   * [offset u32 BE][length u32 BE]. Decodes as a WalRecord.
+   */
+  WalRecordInLog = 9,
 }
 
 export const enum DerivedKind {
@@ -103,6 +109,41 @@ export function walRecordValue(raw: Buffer, recordLsn: Lsn, willInit: boolean): 
   return value;
 }
 
+/** Bytes of a WalRecordInLog value. */
+export const WAL_RECORD_IN_LOG_BYTES = 22;
+
+/**
+ * A WalRecordInLog value whose file and offset are not known yet: `offsetInPiece` is where the
+ * raw record lies in its log piece, and placeRecordsInLog fills in file and offset once the
+ * commit has put the piece in the record log files (before the value is written anywhere).
+ */
+export function walRecordInLogValue(recordLsn: Lsn, willInit: boolean, offsetInPiece: number, length: number): Buffer {
+  const value = Buffer.allocUnsafe(WAL_RECORD_IN_LOG_BYTES);
+  value[0] = ValueKind.WalRecordInLog;
+  value[1] = willInit ? 1 : 0;
+  writeLsnBE(value, 2, recordLsn);
+  value.writeUInt32BE(0xffff_ffff, 10);
+  value.writeUInt32BE(offsetInPiece, 14);
+  value.writeUInt32BE(length, 18);
+  return value;
+}
+
+/** Points WalRecordInLog values (from walRecordInLogValue) into the piece stored at `piece`. */
+export function placeRecordsInLog(values: ReadonlyArray<Buffer>, piece: FileRef): void {
+  for (const value of values) {
+    value.writeUInt32BE(piece.file, 10);
+    value.writeUInt32BE(piece.offset + value.readUInt32BE(14), 14);
+  }
+}
+
+/** Where the stored value reads its raw record from. */
+function recordInLogRef(value: Buffer): FileRef {
+  if (value.length !== WAL_RECORD_IN_LOG_BYTES) throw new Error(`corrupt stored value: WAL record reference of ${value.length} bytes`);
+  const ref = { file: value.readUInt32BE(10), offset: value.readUInt32BE(14), length: value.readUInt32BE(18) };
+  if (ref.file === 0xffff_ffff) throw new Error("WAL record reference was never placed in the record log");
+  return ref;
+}
+
 export function derivedValue(kind: DerivedKind, payload: Buffer, willInit = false): Buffer {
   const value = Buffer.allocUnsafe(3 + payload.length);
   value[0] = ValueKind.Derived;
@@ -118,9 +159,25 @@ export type StoredValue =
   | { kind: ValueKind.Derived; willInit: boolean; derived: DerivedKind; payload: Buffer }
   | { kind: ValueKind.Tombstone };
 
-/** `images` resolves ImageRef values (their bytes are read here, into a buffer of their own). */
-export function decodeValue(value: Buffer, images?: FileRefReader): StoredValue {
+/**
+ * The files a stored value's bytes may live in besides LevelDB: `read` reads the page image
+ * files, `readRecordLog` the WAL record log files.
+ */
+export interface ValueFiles extends FileRefReader {
+  readRecordLog(ref: FileRef): Buffer;
+}
+
+/**
+ * `files` resolves ImageRef and WalRecordInLog values (their bytes are read here, into a buffer
+ * of their own). A plain FileRefReader resolves image references only.
+ */
+export function decodeValue(value: Buffer, images?: FileRefReader | ValueFiles): StoredValue {
   switch (value[0]) {
+    case ValueKind.WalRecordInLog: {
+      const ref = recordInLogRef(value);
+      if (!images || !("readRecordLog" in images)) throw new Error("a WAL record stored in the record log needs its store's record log files to be read");
+      return { kind: ValueKind.WalRecord, willInit: value[1] === 1, recordLsn: value.readBigUInt64BE(2), raw: images.readRecordLog(ref) };
+    }
     case ValueKind.Image:
       return { kind: ValueKind.Image, bytes: value.subarray(1) };
     case ValueKind.ImageRef:
@@ -196,5 +253,5 @@ export function expandEntry(keyLsn: Lsn, raw: Buffer): Array<{ lsn: Lsn; raw: Bu
 export function isBaseValue(raw: Buffer): boolean {
   const kind = raw[0];
   if (kind === ValueKind.Image || kind === ValueKind.Tombstone || kind === ValueKind.ImageRef) return true;
-  return (kind === ValueKind.WalRecord || kind === ValueKind.Derived) && raw[1] === 1;
+  return (kind === ValueKind.WalRecord || kind === ValueKind.Derived || kind === ValueKind.WalRecordInLog) && raw[1] === 1;
 }

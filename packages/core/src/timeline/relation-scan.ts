@@ -357,7 +357,7 @@ class TimelineScan {
     const intoStart = into && (complete ? storedPage(chain[0].raw, images) : materialized ? storedPage(materialized.raw, images) : imported);
     // decoded buffers (iterator entries, image file reads) are ours alone: replay uses them as pages
     const versions: Array<{ lsn: Lsn; value: StoredValue }> = new Array(chain.length - (intoStart && complete ? 1 : 0));
-    for (let i = chain.length - versions.length, j = 0; i < chain.length; i++, j++) versions[j] = { lsn: chain[i].lsn, value: decodeValue(chain[i].raw, images) };
+    for (let i = chain.length - versions.length, j = 0; i < chain.length; i++, j++) versions[j] = { lsn: chain[i].lsn, value: decodeValue(chain[i].raw, this.reader.store.valueFiles) };
     // an image stored inline (stores written before the image files)
     const only = versions.length === 1 && chain.length === 1 ? versions[0].value : undefined;
     if (only?.kind === ValueKind.Image && only.bytes.length === BLCKSZ) return only.bytes;
