@@ -1,10 +1,12 @@
 // Opens the metadata database: SQLite (embedded default) or PostgreSQL when the URL says so.
 // Both generated clients share one model shape; callers see the SQLite client's types.
 import { execFile } from "node:child_process";
+import { createHash } from "node:crypto";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import { readdirSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { createRequire } from "node:module";
 import pg from "pg";
 import { PrismaBetterSQLite3 } from "@prisma/adapter-better-sqlite3";
 import { PrismaPg } from "@prisma/adapter-pg";
@@ -12,6 +14,10 @@ import { PrismaClient } from "../generated/prisma/client.ts";
 import { PrismaClient as PgPrismaClient } from "../generated/prisma-pg/client.ts";
 
 export type Database = PrismaClient;
+
+/** The part of better-sqlite3 (the SQLite adapter's driver; no type declarations) used here. */
+type SqliteDatabase = { prepare(sql: string): { all(): unknown[] }; close(): void };
+const SQLite = createRequire(import.meta.url)("better-sqlite3") as new (file: string, options: { readonly: boolean; fileMustExist: boolean }) => SqliteDatabase;
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
 
@@ -38,12 +44,46 @@ export function openDatabase(url: string): Database {
  */
 export async function applyMigrations(url: string): Promise<void> {
   if (isPostgresUrl(url)) return applyPostgresMigrations(url);
+  // the Prisma CLI takes 1.3-1.7 s to start, on every pageserver start: skip it when it would
+  // find nothing to do
+  if (sqliteMigrationsApplied(url)) return;
   const prisma = path.join(repoRoot, "node_modules/.bin/prisma");
   await promisify(execFile)(prisma, ["migrate", "deploy"], {
     cwd: repoRoot,
     env: { ...process.env, DATABASE_URL: url, CHECKPOINT_DISABLE: "1", PRISMA_HIDE_UPDATE_MESSAGE: "1" },
     timeout: 120_000,
   });
+}
+
+/**
+ * Whether an existing SQLite database (at an absolute `file:` path) records every migration of
+ * prisma/migrations as applied, finished, not rolled back, and with the checksum (SHA-256 of its
+ * migration.sql) of the file as it is now: what `prisma migrate deploy` checks before it reports
+ * "No pending migrations". Anything else, or any doubt, is left to Prisma.
+ */
+export function sqliteMigrationsApplied(url: string): boolean {
+  const file = /^file:(\/[^?]*)$/.exec(url)?.[1];
+  if (!file || !existsSync(file)) return false;
+  const dir = path.join(repoRoot, "prisma/migrations");
+  let applied: Array<{ migration_name: string; checksum: string; finished_at: string | null; rolled_back_at: string | null }>;
+  try {
+    const db = new SQLite(file, { readonly: true, fileMustExist: true });
+    try {
+      applied = db.prepare("SELECT migration_name, checksum, finished_at, rolled_back_at FROM _prisma_migrations").all() as typeof applied;
+    } finally {
+      db.close();
+    }
+  } catch {
+    return false; // no migrations table yet, or not a database Prisma made: Prisma says what is wrong
+  }
+  const done = new Map<string, string>();
+  for (const row of applied) {
+    if (row.rolled_back_at !== null) continue;
+    if (row.finished_at === null) return false; // a failed migration: Prisma reports it
+    done.set(row.migration_name, row.checksum);
+  }
+  const names = readdirSync(dir, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name);
+  return names.every((name) => done.get(name) === createHash("sha256").update(readFileSync(path.join(dir, name, "migration.sql"))).digest("hex"));
 }
 
 async function applyPostgresMigrations(url: string): Promise<void> {
