@@ -153,8 +153,8 @@ describe("IngestBatch records stored by reference to the log", () => {
         { start: 0x11c00n, end: 0x14000n, raw: Buffer.alloc(4 * 1024, 0x33) },
       ];
       logged.forEach((r, i) => {
-        const inLog = batch.logRecord(r.start, r.end, r.raw);
-        batch.putKey(relBlockStoreKey(rel, ForkNumber.Main, i, r.end), inLog(true));
+        batch.logRecord(r.start, r.end, r.raw);
+        batch.putKey(relBlockStoreKey(rel, ForkNumber.Main, i, r.end), batch.lastRecordInLog(true));
       });
       const entries = batch.finish();
       expect(entries.filter((e) => e.key[0] === KeySpace.WalRecordLog)).toHaveLength(2);

@@ -46,25 +46,39 @@ export class IngestBatch {
   /** WalRecordInLog values of the open piece's records, placed when the commit stores the piece */
   private pieceRefs: Buffer[] = [];
 
-  /**
-   * Adds a record to the WAL record log: pieces of about PIECE_TARGET_BYTES, not one entry each.
-   * Returns a function making a version value that refers to the record's raw bytes in its piece
-   * (WalRecordInLog) instead of holding a copy.
-   */
-  logRecord(start: Lsn, end: Lsn, raw: Buffer, imagesOmitted = false): (willInit: boolean) => Buffer {
+  /** where the last logged record's raw bytes are: its piece's references, offset in the piece */
+  private lastLogged: { start: Lsn; refs: Buffer[]; offsetInPiece: number; length: number } | undefined;
+
+  /** Adds a record to the WAL record log: pieces of about PIECE_TARGET_BYTES, not one entry each. */
+  logRecord(start: Lsn, end: Lsn, raw: Buffer, imagesOmitted = false) {
     this.piece.push(imagesOmitted ? { start, end, raw, imagesOmitted } : { start, end, raw });
     // the piece's format byte, the records before, this record's header
     const offsetInPiece = 1 + this.pieceBytes + PIECE_RECORD_HEADER;
-    const refs = this.pieceRefs;
     const size = PIECE_RECORD_HEADER + raw.length;
     this.pieceBytes += size;
     this.bytes += size;
+    const lastLogged = this.lastLogged;
+    if (lastLogged) {
+      // (one object per batch, rewritten: ingest logs every record)
+      lastLogged.start = start;
+      lastLogged.refs = this.pieceRefs;
+      lastLogged.offsetInPiece = offsetInPiece;
+      lastLogged.length = raw.length;
+    } else this.lastLogged = { start, refs: this.pieceRefs, offsetInPiece, length: raw.length };
     if (this.pieceBytes >= PIECE_TARGET_BYTES) this.closePiece();
-    return (willInit) => {
-      const value = walRecordInLogValue(start, willInit, offsetInPiece, raw.length);
-      refs.push(value);
-      return value;
-    };
+  }
+
+  /**
+   * A version value that refers to the last logged record's raw bytes in its piece
+   * (WalRecordInLog) instead of holding a copy; the record must have been logged whole.
+   */
+  lastRecordInLog(willInit: boolean): Buffer {
+    const logged = this.lastLogged;
+    if (!logged) throw new Error("no record logged yet");
+    const value = walRecordInLogValue(logged.start, willInit, logged.offsetInPiece, logged.length);
+    // (its piece may have closed already: the piece's entry places what is added here too)
+    logged.refs.push(value);
+    return value;
   }
 
   private closePiece() {
@@ -73,7 +87,6 @@ export class IngestBatch {
     this.entries.push({
       key: storeKeyOf(KeySpace.WalRecordLog, 0, 0, 0, 0, 0, this.piece[0].start),
       value: encodeRecordLogPiece(this.piece),
-      // (the last record's reference may be made right after its piece closed)
       stored: (where) => placeRecordsInLog(refs, where),
     });
     this.bytes += 28;
@@ -346,7 +359,7 @@ export class WalIngest {
     // (as images or in the block's record), and a second copy was about half of what FPI-heavy
     // WAL (index builds, first changes after a checkpoint) wrote
     const logged = withoutImages(record);
-    const inLog = batch.logRecord(record.lsn, lsn, logged, logged !== record.raw);
+    batch.logRecord(record.lsn, lsn, logged, logged !== record.raw);
     // a large record that starts its page over (a bulk load's multi-insert pages) is stored by
     // reference to its copy in the log: LevelDB then does not carry (and compact) every such
     // page a second time. Records with images are logged without them, and small ones stay inline.
@@ -372,7 +385,7 @@ export class WalIngest {
       } else {
         const willInit = block.willInit || (block.hasImage && block.applyImage);
         const value = willInit
-          ? (recordValueInit ??= referenced ? inLog(true) : walRecordValue(record.raw, record.lsn, true))
+          ? (recordValueInit ??= referenced ? batch.lastRecordInLog(true) : walRecordValue(record.raw, record.lsn, true))
           : (recordValue ??= walRecordValue(record.raw, record.lsn, false));
         batch.putKey(relBlockStoreKey(block.rel, block.forkNum, block.blockNumber, lsn), value);
         if (willInit) this.resetChain(state, block.blockNumber);

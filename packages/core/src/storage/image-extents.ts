@@ -89,6 +89,11 @@ export class ImageExtentIndex {
 
   /** The page of `block` in `extent` (from `find`), as a reference into the page image files. */
   static pageRef(extent: ImageExtent, block: number): FileRef {
-    return { file: extent.file, offset: extent.offset + (block - extent.firstBlock) * BLCKSZ, length: BLCKSZ };
+    return { file: extent.file, offset: ImageExtentIndex.pageOffset(extent, block), length: BLCKSZ };
+  }
+
+  /** Where in its file the page of `block` in `extent` starts. */
+  static pageOffset(extent: ImageExtent, block: number): number {
+    return extent.offset + (block - extent.firstBlock) * BLCKSZ;
   }
 }

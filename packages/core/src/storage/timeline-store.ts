@@ -287,8 +287,6 @@ export class TimelineStore {
       const [stored] = await this.externalize([{ key, value }]);
       await this.db.put(key, stored);
     } finally {
-      if (this.extentsChanged) this.extentIndex = undefined;
-      this.extentsChanged = false;
       this.endWrite();
     }
   }
@@ -348,6 +346,9 @@ export class TimelineStore {
   }
 
   private endWrite() {
+    // extents written: reload the index (one loaded while the batch was written may lack them)
+    if (this.extentsChanged) this.extentIndex = undefined;
+    this.extentsChanged = false;
     this.writing--;
     this.writeSeq++;
   }
@@ -368,9 +369,6 @@ export class TimelineStore {
       await batch.write({ sync: true });
       this.markers = { ...markers };
     } finally {
-      // (an index loaded while the batch was being written may lack its extents)
-      if (this.extentsChanged) this.extentIndex = undefined;
-      this.extentsChanged = false;
       this.endWrite();
     }
   }

@@ -23,7 +23,7 @@ import type { Lsn } from "../lsn.ts";
 import { BLCKSZ, type ForkNumber, type RelTag } from "../reltag.ts";
 import { ENTITY_KEY_LENGTH, KeySpace, materializedBlockKey, relBlockKey, storeKey } from "../storage/keys.ts";
 import type { AppendFiles, FileRef } from "../storage/append-files.ts";
-import type { ImageExtent, ImageExtentIndex } from "../storage/image-extents.ts";
+import { type ImageExtent, ImageExtentIndex } from "../storage/image-extents.ts";
 import { decodeValue, expandEntry, imageValue, isBaseValue, readImageRef, type StoredValue, ValueKind } from "../storage/values.ts";
 import type { PageReader } from "./page-reader.ts";
 
@@ -423,7 +423,7 @@ class TimelineScan {
       if (extent) this.lastExtent = { rel, fork, extent };
     }
     // (the same shape as storedPage's: the callers stay monomorphic)
-    return extent && { file: extent.file, offset: extent.offset + (block - extent.firstBlock) * BLCKSZ, length: BLCKSZ, images: this.reader.store.images };
+    return extent && { file: extent.file, offset: ImageExtentIndex.pageOffset(extent, block), length: BLCKSZ, images: this.reader.store.images };
   }
 
   private ancestorScanner(): TimelineScan {
