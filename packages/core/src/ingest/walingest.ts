@@ -7,13 +7,11 @@
 import type { Lsn } from "../lsn.ts";
 import { ForkNumber, type RelTag } from "../reltag.ts";
 import {
-  checkpointKey, dbDirEntryKey, decodeRelKey, ENTITY_KEY_LENGTH, entityPrefix, KeySpace, relBlockKey, relDirEntryKey, relmapFileKey,
-  relBlockStoreKey, relSizeKey, SlruKind, slruBlockKey, slruSegSizeKey, storeKey, storeKeyOf, tablespaceDirEntryKey, twoPhaseFileKey,
+  checkpointKey, dbDirEntryKey, decodeRelKey, entityPrefix, KeySpace, relBlockKey, relDirEntryKey, relmapFileKey, relSizeKey, SlruKind,
+  slruSegSizeKey, tablespaceDirEntryKey, twoPhaseFileKey,
 } from "../storage/keys.ts";
-import type { TimelineStore } from "../storage/timeline-store.ts";
-import { derivedValue, DerivedKind, imageValue, isBaseValue, placeRecordsInLog, readU32Value, RUN_MAX_BYTES, RUN_MAX_VERSIONS, runValue, type StoredValue, TOMBSTONE, u32Value, ValueKind, walRecordInLogValue, walRecordValue } from "../storage/values.ts";
-import type { StoreEntry } from "../storage/timeline-store.ts";
-import { encodeRecordLogPiece, type LoggedRecord, PIECE_RECORD_HEADER, PIECE_TARGET_BYTES } from "../storage/record-log.ts";
+import { derivedValue, DerivedKind, imageValue, readU32Value, type StoredValue, TOMBSTONE, u32Value, ValueKind, walRecordValue } from "../storage/values.ts";
+import { IngestBatch } from "./ingest-batch.ts";
 import { applyRecord } from "../timeline/page-reader.ts";
 import { type BlockRef, type DecodedRecord, withoutImages } from "../wal/record.ts";
 import {
@@ -22,6 +20,8 @@ import {
   XACT_ABORT, XACT_ABORT_PREPARED, XACT_COMMIT, XACT_COMMIT_PREPARED, XACT_OPMASK, XACT_PREPARE, XLOG_CHECKPOINT_ONLINE,
   XLOG_CHECKPOINT_SHUTDOWN, XLOG_NEXTOID, XLOG_TBLSPC_CREATE, XLOG_TBLSPC_DROP,
 } from "./records.ts";
+
+export { IngestBatch };
 
 const ZERO_PAGE = Buffer.alloc(8192);
 const XID_CHECKPOINT_INTERVAL = 1024;
@@ -35,122 +35,6 @@ export interface VersionLookup {
 
 /** Will-init records of at least this many bytes (and without images) are stored as WalRecordInLog. */
 const RECORD_IN_LOG_MIN_BYTES = 2048;
-
-/** Writes of one ingest step, committed atomically with the timeline's markers. */
-export class IngestBatch {
-  readonly entries: StoreEntry[] = [];
-  bytes = 0;
-  /** records of the open WAL record log piece; their raw buffers are the decoder's own copies */
-  private piece: LoggedRecord[] = [];
-  private pieceBytes = 0;
-  /** WalRecordInLog values of the open piece's records, placed when the commit stores the piece */
-  private pieceRefs: Buffer[] = [];
-
-  /** where the last logged record's raw bytes are: its piece's references, offset in the piece */
-  private lastLogged: { start: Lsn; refs: Buffer[]; offsetInPiece: number; length: number } | undefined;
-
-  /** Adds a record to the WAL record log: pieces of about PIECE_TARGET_BYTES, not one entry each. */
-  logRecord(start: Lsn, end: Lsn, raw: Buffer, imagesOmitted = false) {
-    this.piece.push(imagesOmitted ? { start, end, raw, imagesOmitted } : { start, end, raw });
-    // the piece's format byte, the records before, this record's header
-    const offsetInPiece = 1 + this.pieceBytes + PIECE_RECORD_HEADER;
-    const size = PIECE_RECORD_HEADER + raw.length;
-    this.pieceBytes += size;
-    this.bytes += size;
-    const lastLogged = this.lastLogged;
-    if (lastLogged) {
-      // (one object per batch, rewritten: ingest logs every record)
-      lastLogged.start = start;
-      lastLogged.refs = this.pieceRefs;
-      lastLogged.offsetInPiece = offsetInPiece;
-      lastLogged.length = raw.length;
-    } else this.lastLogged = { start, refs: this.pieceRefs, offsetInPiece, length: raw.length };
-    if (this.pieceBytes >= PIECE_TARGET_BYTES) this.closePiece();
-  }
-
-  /**
-   * A version value that refers to the last logged record's raw bytes in its piece
-   * (WalRecordInLog) instead of holding a copy; the record must have been logged whole.
-   */
-  lastRecordInLog(willInit: boolean): Buffer {
-    const logged = this.lastLogged;
-    if (!logged) throw new Error("no record logged yet");
-    const value = walRecordInLogValue(logged.start, willInit, logged.offsetInPiece, logged.length);
-    // (its piece may have closed already: the piece's entry places what is added here too)
-    logged.refs.push(value);
-    return value;
-  }
-
-  private closePiece() {
-    if (this.piece.length === 0) return;
-    const refs = this.pieceRefs;
-    this.entries.push({
-      key: storeKeyOf(KeySpace.WalRecordLog, 0, 0, 0, 0, 0, this.piece[0].start),
-      value: encodeRecordLogPiece(this.piece),
-      stored: (where) => placeRecordsInLog(refs, where),
-    });
-    this.bytes += 28;
-    this.piece = [];
-    this.pieceBytes = 0;
-    this.pieceRefs = [];
-  }
-
-  /** The entries to commit, the open piece closed into them: a piece never spans two commits. */
-  finish(): Array<{ key: Buffer; value: Buffer }> {
-    this.closePiece();
-    for (const run of this.runs.values()) this.pushRun(run.versions);
-    this.runs.clear();
-    return this.entries;
-  }
-
-  /**
-   * Open runs of page versions (relation blocks, SLRU pages) by entity: a page that one step
-   * changes many times (a hot heap page, the current CLOG page) becomes one entry, not one per
-   * record. A base (image, will-init record) closes the entity's run and is written on its own.
-   */
-  private runs = new Map<string, { versions: Array<{ key: Buffer; lsn: Lsn; value: Buffer }>; bytes: number }>();
-
-  put(entityKey: Buffer, lsn: Lsn, value: Buffer) {
-    this.putKey(storeKey(entityKey, lsn), value);
-  }
-
-  /** With a complete store key (built in one step by storeKeyOf / relBlockStoreKey). */
-  putKey(key: Buffer, value: Buffer) {
-    this.bytes += value.length + 27;
-    const space = key[0];
-    if (space !== KeySpace.RelBlock && space !== KeySpace.SlruBlock) {
-      this.entries.push({ key, value });
-      return;
-    }
-    const entity = key.toString("latin1", 0, ENTITY_KEY_LENGTH);
-    if (isBaseValue(value)) {
-      this.closeRun(entity);
-      this.entries.push({ key, value });
-      return;
-    }
-    let run = this.runs.get(entity);
-    const lsn = key.readBigUInt64BE(ENTITY_KEY_LENGTH);
-    if (!run) this.runs.set(entity, (run = { versions: [], bytes: 0 }));
-    else if (run.versions[run.versions.length - 1].lsn === lsn) {
-      // a second write of the same version replaces it, as it would in the store
-      run.bytes -= run.versions.pop()!.value.length;
-    }
-    run.versions.push({ key, lsn, value });
-    run.bytes += value.length;
-    if (run.versions.length >= RUN_MAX_VERSIONS || run.bytes >= RUN_MAX_BYTES) this.closeRun(entity);
-  }
-
-  private closeRun(entity: string) {
-    const run = this.runs.get(entity);
-    if (!run) return;
-    this.runs.delete(entity);
-    this.pushRun(run.versions);
-  }
-
-  private pushRun(versions: Array<{ key: Buffer; lsn: Lsn; value: Buffer }>) {
-    this.entries.push({ key: versions[0].key, value: versions.length === 1 ? versions[0].value : runValue(versions) });
-  }
-}
 
 /** What ingest tracks per relation fork. */
 interface ForkState {
@@ -194,7 +78,8 @@ class ForkStates {
 export class WalIngest {
   /** per relation fork: nblocks (-1 = known not to exist) and chain lengths */
   private readonly forks = new ForkStates();
-  private readonly slruSizes = new Map<string, number>();
+  /** SLRU segment sizes in pages (-1: none) by slruSegmentId */
+  private readonly slruSizes = new Map<number, number>();
   private checkpoint: Buffer;
   private checkpointDirty = false;
 
@@ -280,25 +165,35 @@ export class WalIngest {
     if (size <= block) this.setStateSize(batch, state, block + 1, lsn);
   }
 
-  private async slruSize(kind: SlruKind, segno: number, lsn: Lsn): Promise<number> {
-    const id = `${kind}/${segno}`;
-    const cached = this.slruSizes.get(id);
+  /** The SLRU segment's size in pages (-1: none), or a promise when it must be looked up first. */
+  private slruSize(kind: SlruKind, segno: number, lsn: Lsn): number | Promise<number> {
+    const cached = this.slruSizes.get(slruSegmentId(kind, segno));
     if (cached !== undefined) return cached;
-    const version = await this.lookup.getVersion(slruSegSizeKey(kind, segno), lsn);
-    const size = readU32Value(version?.value) ?? -1;
-    this.slruSizes.set(id, size);
-    return size;
+    return this.lookup.getVersion(slruSegSizeKey(kind, segno), lsn).then((version) => {
+      // a concurrent lookup of the same segment may have cached (and grown) it meanwhile
+      const id = slruSegmentId(kind, segno);
+      if (!this.slruSizes.has(id)) this.slruSizes.set(id, readU32Value(version?.value) ?? -1);
+      return this.slruSizes.get(id)!;
+    });
   }
 
-  private async putSlruPage(batch: IngestBatch, kind: SlruKind, pageno: number, value: Buffer, lsn: Lsn) {
+  /** Writes an SLRU page version (growing its segment); synchronous unless the segment's size must be looked up. */
+  private putSlruPage(batch: IngestBatch, kind: SlruKind, pageno: number, value: Buffer, lsn: Lsn): Promise<void> | undefined {
     const segno = Math.floor(pageno / SLRU_PAGES_PER_SEGMENT);
     const block = pageno % SLRU_PAGES_PER_SEGMENT;
-    batch.put(slruBlockKey(kind, segno, block), lsn, value);
-    const size = await this.slruSize(kind, segno, lsn);
-    if (size <= block) {
-      this.slruSizes.set(`${kind}/${segno}`, block + 1);
-      batch.put(slruSegSizeKey(kind, segno), lsn, u32Value(block + 1));
+    batch.putSlruBlock(kind, segno, block, lsn, value);
+    const size = this.slruSize(kind, segno, lsn);
+    if (typeof size === "number") {
+      this.growSlruSegment(batch, kind, segno, block, size, lsn);
+      return undefined;
     }
+    return size.then(() => this.growSlruSegment(batch, kind, segno, block, this.slruSizes.get(slruSegmentId(kind, segno))!, lsn));
+  }
+
+  private growSlruSegment(batch: IngestBatch, kind: SlruKind, segno: number, block: number, size: number, lsn: Lsn) {
+    if (size > block) return;
+    this.slruSizes.set(slruSegmentId(kind, segno), block + 1);
+    batch.put(slruSegSizeKey(kind, segno), lsn, u32Value(block + 1));
   }
 
   /**
@@ -366,9 +261,7 @@ export class WalIngest {
     const referenced = logged === record.raw && record.raw.length >= RECORD_IN_LOG_MIN_BYTES;
 
     const info = record.info & 0xf0;
-    // the stored bytes of a record are the same under each of its blocks (LevelDB copies them
-    // into its batch), so build them once per will_init flag, not once per block
-    let recordValue: Buffer | undefined;
+    // a will-init record's value is the same under each of its blocks: built once
     let recordValueInit: Buffer | undefined;
     const blocks = record.blocks;
     for (let i = 0; i < blocks.length; i++) {
@@ -380,16 +273,16 @@ export class WalIngest {
       // read reports them as before.
       const page = block.hasImage && block.applyImage ? pageFromImage(record, block) : undefined;
       if (page) {
-        batch.putKey(relBlockStoreKey(block.rel, block.forkNum, block.blockNumber, lsn), imageValue(page));
+        batch.putBlock(block.rel, block.forkNum, block.blockNumber, lsn, imageValue(page));
+        this.resetChain(state, block.blockNumber);
+      } else if (block.willInit || (block.hasImage && block.applyImage)) {
+        const value = (recordValueInit ??= referenced ? batch.lastRecordInLog(true) : walRecordValue(record.raw, record.lsn, true));
+        batch.putBlock(block.rel, block.forkNum, block.blockNumber, lsn, value);
         this.resetChain(state, block.blockNumber);
       } else {
-        const willInit = block.willInit || (block.hasImage && block.applyImage);
-        const value = willInit
-          ? (recordValueInit ??= referenced ? batch.lastRecordInLog(true) : walRecordValue(record.raw, record.lsn, true))
-          : (recordValue ??= walRecordValue(record.raw, record.lsn, false));
-        batch.putKey(relBlockStoreKey(block.rel, block.forkNum, block.blockNumber, lsn), value);
-        if (willInit) this.resetChain(state, block.blockNumber);
-        else this.countChain(state, block.rel, block.blockNumber);
+        // the common case: written straight into the block's run
+        batch.putBlockRecord(block.rel, block.forkNum, block.blockNumber, lsn, record.lsn, record.raw);
+        this.countChain(state, block.rel, block.blockNumber);
       }
       this.extendTo(batch, state, block.blockNumber, lsn);
     }
@@ -464,36 +357,48 @@ export class WalIngest {
     }
   }
 
-  private async setClogStatus(batch: IngestBatch, xids: number[], status: number, lsn: Lsn) {
+  /** Sets the xids' CLOG status, one derived value per CLOG page; synchronous unless a size must be looked up. */
+  private setClogStatus(batch: IngestBatch, xids: readonly number[], status: number, lsn: Lsn): Promise<void> | undefined {
+    // the common case: one xid, no grouping
+    if (xids.length === 1) return this.putSlruPage(batch, SlruKind.Clog, Math.floor(xids[0] / CLOG_XACTS_PER_PAGE), clogStatusValue(status, xids), lsn);
     const byPage = new Map<number, number[]>();
     for (const xid of xids) {
       const page = Math.floor(xid / CLOG_XACTS_PER_PAGE);
       (byPage.get(page) ?? byPage.set(page, []).get(page)!).push(xid);
     }
+    let pending: Promise<void> | undefined;
     for (const [pageno, pageXids] of byPage) {
-      const payload = Buffer.allocUnsafe(1 + 4 * pageXids.length);
-      payload[0] = status;
-      pageXids.forEach((x, i) => payload.writeUInt32LE(x, 1 + 4 * i));
-      await this.putSlruPage(batch, SlruKind.Clog, pageno, derivedValue(DerivedKind.ClogSetStatus, payload), lsn);
+      const put = this.putSlruPage(batch, SlruKind.Clog, pageno, clogStatusValue(status, pageXids), lsn);
+      if (put) pending = pending ? pending.then(() => put) : put;
     }
+    return pending;
   }
 
-  private async ingestXact(record: DecodedRecord, info: number, batch: IngestBatch, lsn: Lsn) {
+  /** Synchronous for a commit or abort whose lookups are all cached (the common case). */
+  private ingestXact(record: DecodedRecord, info: number, batch: IngestBatch, lsn: Lsn): Promise<void> | undefined {
     const op = info & XACT_OPMASK;
     if (op === XACT_COMMIT || op === XACT_ABORT || op === XACT_COMMIT_PREPARED || op === XACT_ABORT_PREPARED) {
       const isCommit = op === XACT_COMMIT || op === XACT_COMMIT_PREPARED;
       const outcome = parseXactOutcome(record.mainData, record.info, isCommit);
       const topXid = outcome.twophaseXid ?? record.xid;
-      const xids = [topXid, ...outcome.subxacts].filter((x) => x !== 0);
+      const xids = outcome.subxacts.length === 0 ? (topXid === 0 ? [] : [topXid]) : [topXid, ...outcome.subxacts].filter((x) => x !== 0);
       for (const x of outcome.subxacts) this.advanceNextXid(x);
-      await this.setClogStatus(batch, xids, isCommit ? TRANSACTION_STATUS_COMMITTED : TRANSACTION_STATUS_ABORTED, lsn);
-      for (const rel of outcome.droppedRels) {
-        for (const fork of FORKS) if ((await this.relSize(rel, fork, lsn)) >= 0) this.dropRel(batch, rel, fork, lsn);
+      const clog = this.setClogStatus(batch, xids, isCommit ? TRANSACTION_STATUS_COMMITTED : TRANSACTION_STATUS_ABORTED, lsn);
+      if (outcome.droppedRels.length === 0 && !clog) {
+        if (op === XACT_COMMIT_PREPARED || op === XACT_ABORT_PREPARED) batch.put(twoPhaseFileKey(topXid), lsn, TOMBSTONE);
+        return undefined;
       }
-      if (op === XACT_COMMIT_PREPARED || op === XACT_ABORT_PREPARED) batch.put(twoPhaseFileKey(topXid), lsn, TOMBSTONE);
+      return (async () => {
+        await clog;
+        for (const rel of outcome.droppedRels) {
+          for (const fork of FORKS) if ((await this.relSize(rel, fork, lsn)) >= 0) this.dropRel(batch, rel, fork, lsn);
+        }
+        if (op === XACT_COMMIT_PREPARED || op === XACT_ABORT_PREPARED) batch.put(twoPhaseFileKey(topXid), lsn, TOMBSTONE);
+      })();
     } else if (op === XACT_PREPARE) {
       batch.put(twoPhaseFileKey(record.xid), lsn, imageValue(record.mainData));
     }
+    return undefined;
   }
 
   private async ingestSmgr(record: DecodedRecord, info: number, batch: IngestBatch, lsn: Lsn) {
@@ -695,6 +600,22 @@ export class WalIngest {
       batch.put(relBlockKey(rel, ForkNumber.VisibilityMap, vmBlock), lsn, derivedValue(DerivedKind.ClearVisibilityMapBits, payload));
     }
   }
+}
+
+/** derivedValue(ClogSetStatus, [status][xid u32]...) in one allocation. */
+function clogStatusValue(status: number, xids: readonly number[]): Buffer {
+  const value = Buffer.allocUnsafe(4 + 4 * xids.length);
+  value[0] = ValueKind.Derived;
+  value[1] = 0;
+  value[2] = DerivedKind.ClogSetStatus;
+  value[3] = status;
+  for (let i = 0; i < xids.length; i++) value.writeUInt32LE(xids[i], 4 + 4 * i);
+  return value;
+}
+
+/** SLRU segments by one number (kind < 4). */
+function slruSegmentId(kind: SlruKind, segno: number): number {
+  return segno * 4 + kind;
 }
 
 /** The page a block with an applicable image has after redo (as GetPage would rebuild it), or undefined. */

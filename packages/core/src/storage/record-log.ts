@@ -69,13 +69,18 @@ export function encodeRecordLogPiece(records: ReadonlyArray<LoggedRecord>): Buff
   let pos = 1;
   for (let i = 0; i < records.length; i++) {
     const { start, end, raw, imagesOmitted } = records[i];
-    writeLsnBE(value, pos, start);
-    writeLsnBE(value, pos + 8, end);
-    value.writeUInt32BE((raw.length | (imagesOmitted ? IMAGES_OMITTED : 0)) >>> 0, pos + 16);
+    writePieceRecordHeader(value, pos, start, end, raw.length, imagesOmitted === true);
     value.set(raw, pos + PIECE_RECORD_HEADER); // a plain memcpy
     pos += PIECE_RECORD_HEADER + raw.length;
   }
   return value;
+}
+
+/** Writes the header of a piece's record at `pos`; its `length` raw bytes follow it. */
+export function writePieceRecordHeader(piece: Buffer, pos: number, start: Lsn, end: Lsn, length: number, imagesOmitted: boolean): void {
+  writeLsnBE(piece, pos, start);
+  writeLsnBE(piece, pos + 8, end);
+  piece.writeUInt32BE((length | (imagesOmitted ? IMAGES_OMITTED : 0)) >>> 0, pos + 16);
 }
 
 /**

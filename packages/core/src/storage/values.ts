@@ -207,7 +207,7 @@ export function readU32Value(value: StoredValue | undefined): number | undefined
 /** A run holds at most this many versions (and is closed early past RUN_MAX_BYTES). */
 export const RUN_MAX_VERSIONS = 256;
 export const RUN_MAX_BYTES = 64 * 1024;
-const RUN_MEMBER_HEADER = 12;
+export const RUN_MEMBER_HEADER = 12;
 
 /** [kind = Run][count u16 BE] then per version, oldest first: [LSN u64 BE][length u32 BE][value] */
 export function runValue(versions: ReadonlyArray<{ lsn: Lsn; value: Buffer }>): Buffer {
