@@ -94,6 +94,7 @@ let lsnB: Lsn | undefined;
 let lsnBHi = 0;
 let lsnBLo = 0;
 const U64_MAX = 0xffffffffffffffffn;
+const MAX_SAFE_LSN = BigInt(Number.MAX_SAFE_INTEGER);
 
 function writeU32BE(buf: Buffer, offset: number, n: number) {
   buf[offset] = n >>> 24;
@@ -113,9 +114,16 @@ export function writeLsnBE(buf: Buffer, offset: number, lsn: Lsn): void {
     hi = lsnBHi;
     lo = lsnBLo;
   } else {
-    if (lsn < 0n || lsn > U64_MAX) throw new RangeError(`LSN ${lsn} is out of range`);
-    hi = Number(lsn >> 32n);
-    lo = Number(lsn & 0xffffffffn);
+    if (lsn >= 0n && lsn <= MAX_SAFE_LSN) {
+      // every LSN in practice (2^53 bytes of WAL): one conversion, no BigInt arithmetic
+      const n = Number(lsn);
+      hi = Math.floor(n / 0x1_0000_0000);
+      lo = n >>> 0;
+    } else {
+      if (lsn < 0n || lsn > U64_MAX) throw new RangeError(`LSN ${lsn} is out of range`);
+      hi = Number(lsn >> 32n);
+      lo = Number(lsn & 0xffffffffn);
+    }
     // the older entry makes room
     lsnB = lsnA;
     lsnBHi = lsnAHi;

@@ -51,7 +51,7 @@ export class WalStreamDecoder {
   lastPageAddr: Lsn | undefined;
 
   /** decodeRecord options, made once rather than per record */
-  private readonly decodeOptions: { verifyCrc: boolean };
+  private readonly decodeOptions: { verifyCrc: boolean; endLsn?: Lsn };
   /** next unread stream position (a record start, a page start, or a skip target) */
   private pos: number;
   /** buffer holds stream bytes [bufStart, bufStart + bufLen) */
@@ -66,7 +66,7 @@ export class WalStreamDecoder {
   constructor(startLsn: Lsn, opts: WalStreamDecoderOptions = {}) {
     this.segmentSize = opts.segmentSize ?? DEFAULT_WAL_SEGMENT_SIZE;
     this.systemId = opts.systemId;
-    this.decodeOptions = { verifyCrc: opts.verifyCrc ?? true };
+    this.decodeOptions = { verifyCrc: opts.verifyCrc ?? true, endLsn: undefined };
     this.pos = Number(startLsn);
     if (this.pos % 8 !== 0) throw new RangeError(`WAL decoder start ${formatLsn(startLsn)} is not 8-byte aligned`);
     this.bufStart = this.pos;
@@ -239,17 +239,19 @@ export class WalStreamDecoder {
         endPos = pieces[pieces.length - 2] + pieces[pieces.length - 1];
       }
 
+      let next = align8(endPos);
+      // (one BigInt per record for its end, made here rather than derived in decodeRecord)
+      this.decodeOptions.endLsn = BigInt(next);
       const decoded = decodeRecord(record, recLsn, this.decodeOptions);
       const prev = Number(decoded.prev);
       if (this.prevRecord !== undefined ? prev !== this.prevRecord : prev >= pos) {
         throw new WalDecodeError("BAD_RECORD", recLsn, `record with incorrect prev-link ${formatLsn(decoded.prev)}`);
       }
-      let next = align8(endPos);
       if (decoded.rmid === RmgrId.XLOG && (decoded.info & 0xf0) === XLOG_SWITCH) {
         // the rest of the segment is padding; the next record starts in the next segment
         next = Math.ceil(next / this.segmentSize) * this.segmentSize;
+        decoded.endLsn = BigInt(next);
       }
-      decoded.endLsn = BigInt(next);
       this.prevRecord = pos;
       this.pos = next;
       return decoded;

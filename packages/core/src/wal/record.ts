@@ -101,9 +101,9 @@ export function computeRecordCrc(bytes: Uint8Array, totalLength: number): number
 /**
  * Decodes one record. `bytes` must start at the record and hold at least xl_tot_len bytes
  * (page headers already removed). Verifies the CRC. Throws WalDecodeError naming `lsn`.
- * `endLsn` is left as lsn + MAXALIGN(tot_len); the stream reader overwrites it with EndRecPtr.
+ * `endLsn` is `opts.endLsn` (the stream reader passes EndRecPtr), else lsn + MAXALIGN(tot_len).
  */
-export function decodeRecord(bytes: Buffer, lsn: Lsn, opts?: { verifyCrc?: boolean; imagesOmitted?: boolean }): DecodedRecord {
+export function decodeRecord(bytes: Buffer, lsn: Lsn, opts?: { verifyCrc?: boolean; imagesOmitted?: boolean; endLsn?: Lsn }): DecodedRecord {
   if (opts?.imagesOmitted) return decodeWithoutImages(bytes, lsn);
   // No closures in here: each one costs an allocation (and a keepNames helper call under tsx)
   // per record; error messages are only built on failure.
@@ -267,7 +267,7 @@ export function decodeRecord(bytes: Buffer, lsn: Lsn, opts?: { verifyCrc?: boole
 
   const record: DecodedRecord = {
     lsn,
-    endLsn: lsn + BigInt((totalLength + 7) & ~7),
+    endLsn: opts?.endLsn ?? lsn + BigInt((totalLength + 7) & ~7),
     totalLength,
     xid,
     prev,
