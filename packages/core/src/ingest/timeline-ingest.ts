@@ -30,7 +30,8 @@ export class TimelineIngestor {
     this.walIngest = walIngest;
     this.lastRecordLsn = markers.lastRecordLsn;
     this.startLsn = markers.startLsn;
-    this.decoder = new WalStreamDecoder(markers.lastRecordLsn);
+    // ingest is done with each record before it feeds more: records may borrow the decoder's bytes
+    this.decoder = new WalStreamDecoder(markers.lastRecordLsn, { borrowRecordBytes: true });
   }
 
   /** `lookup` (default: the store itself) is how ingest reads current state, e.g. through ancestors. */

@@ -81,6 +81,37 @@ describe("WAL of pgbench -i -s 1 and pgbench -t 200 -c 2", () => {
     }
   });
 
+  test("borrowed record bytes equal the copied ones until the next feed, in chunks of any size", () => {
+    const segStart = (start / SEG) * SEG;
+    const bytes = readFileSync(path.join(cluster.walDir, walFileName(1, start)));
+    let seed = 777;
+    const rand = () => {
+      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+      return 1 + (seed % 20000);
+    };
+    const decoder = new WalStreamDecoder(start, { borrowRecordBytes: true });
+    let i = 0;
+    let borrowed = 0;
+    for (let off = Number(start - segStart); off < bytes.length && i < records.length; ) {
+      const n = rand();
+      decoder.feed(bytes.subarray(off, off + n));
+      off += n;
+      for (const r of decoder.drain()) {
+        const expected = records[i++];
+        // checked before the next feed, which may overwrite borrowed bytes
+        if (r.lsn !== expected.lsn || r.endLsn !== expected.endLsn || !r.raw.equals(expected.raw) || !r.mainData.equals(expected.mainData)) {
+          expect.fail(`record #${i - 1} at ${formatLsn(expected.lsn)} differs`);
+        }
+        for (let b = 0; b < r.blocks.length; b++) expect(r.blocks[b].data.equals(expected.blocks[b].data)).toBe(true);
+        // (the decoder's buffer is at least 64 KiB; a copy is a pool slice or a buffer of its own size)
+        if (r.totalLength < 8192 && r.raw.buffer.byteLength >= 64 * 1024) borrowed++;
+      }
+    }
+    expect(i).toBeGreaterThan(1000);
+    // most records lie within a page and are views into the decoder's buffer
+    expect(borrowed).toBeGreaterThan(i / 2);
+  });
+
   test("the stream decoder keeps only about one record plus one chunk buffered", () => {
     const segStart = (start / SEG) * SEG;
     const bytes = readFileSync(path.join(cluster.walDir, walFileName(1, start)));

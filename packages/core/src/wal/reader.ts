@@ -32,6 +32,12 @@ export interface WalStreamDecoderOptions {
   systemId?: bigint;
   /** verify record CRCs (default true) */
   verifyCrc?: boolean;
+  /**
+   * Records that lie within one WAL page are views into the decoder's buffer instead of copies:
+   * their bytes (raw, mainData, block data and images) are valid only until the next feed().
+   * For a consumer that is done with each record before feeding more (ingest). Default false.
+   */
+  borrowRecordBytes?: boolean;
 }
 
 /**
@@ -50,6 +56,8 @@ export class WalStreamDecoder {
   /** page address of the last page header read */
   lastPageAddr: Lsn | undefined;
 
+  /** records within a page are views into `buf` (see WalStreamDecoderOptions) */
+  private readonly borrowRecordBytes: boolean;
   /** decodeRecord options, made once rather than per record */
   private readonly decodeOptions: { verifyCrc: boolean; endLsn?: Lsn };
   /** next unread stream position (a record start, a page start, or a skip target) */
@@ -67,6 +75,7 @@ export class WalStreamDecoder {
     this.segmentSize = opts.segmentSize ?? DEFAULT_WAL_SEGMENT_SIZE;
     this.systemId = opts.systemId;
     this.decodeOptions = { verifyCrc: opts.verifyCrc ?? true, endLsn: undefined };
+    this.borrowRecordBytes = opts.borrowRecordBytes ?? false;
     this.pos = Number(startLsn);
     if (this.pos % 8 !== 0) throw new RangeError(`WAL decoder start ${formatLsn(startLsn)} is not 8-byte aligned`);
     this.bufStart = this.pos;
@@ -217,9 +226,12 @@ export class WalStreamDecoder {
       if (pos + totLen <= pageEnd) {
         if (!this.have(pos, totLen)) return undefined;
         const o = pos - this.bufStart;
-        // copy: the record owns its bytes (allocUnsafe + copy, no intermediate view)
-        record = Buffer.allocUnsafe(totLen);
-        this.buf.copy(record, 0, o, o + totLen);
+        if (this.borrowRecordBytes) record = this.buf.subarray(o, o + totLen);
+        else {
+          // copy: the record owns its bytes (allocUnsafe + copy, no intermediate view)
+          record = Buffer.allocUnsafe(totLen);
+          this.buf.copy(record, 0, o, o + totLen);
+        }
         endPos = pos + totLen;
       } else {
         // spans pages: first make sure every piece (and each page header) is buffered
