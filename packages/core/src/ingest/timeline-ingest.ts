@@ -16,6 +16,15 @@ export interface IngestProgress {
 
 export class IngestStoppedError extends Error {}
 
+/**
+ * While a commit is in flight, ingest yields to the event loop after about this much work,
+ * counted as record bytes plus YIELD_RECORD_COST per record (~1000 small records or 1 MB of large
+ * ones: a few milliseconds).
+ */
+const YIELD_AFTER_WORK = 1024 * 1024;
+const YIELD_RECORD_COST = 1024;
+const turnEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
+
 export class TimelineIngestor {
   private decoder: WalStreamDecoder;
   private walIngest: WalIngest;
@@ -70,6 +79,9 @@ export class TimelineIngestor {
   /** the commit in flight has finished (durable or failed) */
   private inflightSettled = false;
 
+  /** decode work since ingest last yielded to the event loop (see YIELD_AFTER_WORK) */
+  private workSinceTurn = 0;
+
   /** Records not yet durable: pending in memory, or in a commit still being written. */
   get hasPending(): boolean {
     return this.pendingRecords > 0 || this.inflight !== undefined;
@@ -113,6 +125,15 @@ export class TimelineIngestor {
         if (ingesting) await ingesting; // most records need no lookup: no await, no microtask
         this.pendingRecords++;
         this.pendingEnd = record.endLsn;
+        // A commit in flight advances only when the event loop turns (its writes and fsyncs
+        // complete as I/O callbacks), and a chunk of small records keeps this loop busy for
+        // milliseconds without one: give it a turn now and then, so the commit overlaps with
+        // decoding instead of waiting for the next batch to fill.
+        this.workSinceTurn += YIELD_RECORD_COST + record.totalLength;
+        if (this.workSinceTurn >= YIELD_AFTER_WORK && this.inflight !== undefined && !this.inflightSettled) {
+          this.workSinceTurn = 0;
+          await turnEventLoop();
+        }
         if (this.pending.bytes >= maxBatchBytes) {
           // at most one commit in flight: wait for the previous one, then start this one
           while (this.inflight) await this.settle();
