@@ -54,6 +54,22 @@ const PROGRESS_POINTS = 600;
 const MATERIALIZE_QUEUE_LIMIT = 10_000;
 /** pages materialized at once by the background materializer */
 const MATERIALIZE_GROUP = 8;
+/** a timeline this far behind its primary is catching up on a backlog */
+export const CATCH_UP_LAG_BYTES = 16n * 1024n * 1024n;
+/** while catching up, background materialization does one group per this long */
+export const CATCH_UP_MATERIALIZE_INTERVAL_MS = 1000;
+
+/**
+ * How long the background materializer waits before its next group: no wait, unless the
+ * timeline's walreceiver is streaming a backlog (CATCH_UP_LAG_BYTES behind what the primary has
+ * flushed). Ingest then goes first: materializing hot pages replays their records, about a sixth
+ * of the main thread during a catch-up, and reads at an LSN not yet ingested must wait anyway;
+ * one group per interval still runs, and a read that finds a long chain stores its own image.
+ */
+export function materializeWaitMs(receiver: { status: Pick<WalReceiverStatus, "state" | "primaryFlushLsn">; lastRecordLsn: Lsn } | undefined): number {
+  if (!receiver || receiver.status.state !== "streaming") return 0;
+  return receiver.status.primaryFlushLsn - receiver.lastRecordLsn > CATCH_UP_LAG_BYTES ? CATCH_UP_MATERIALIZE_INTERVAL_MS : 0;
+}
 
 export class TenantManager {
   private readonly timelines = new Map<string, TimelineHandle>();
@@ -195,8 +211,11 @@ export class TenantManager {
           group.push(page);
         }
         await Promise.all(group.map((page) => handle.reader.materialize(page.rel, page.fork, page.block, page.lsn).catch(() => {})));
-        // let ingest and reads go first
-        await new Promise((resolve) => setImmediate(resolve));
+        // let ingest and reads go first (all of it while the timeline catches up on a backlog)
+        const until = Date.now() + materializeWaitMs(handle.receiver);
+        if (Date.now() >= until) await new Promise((resolve) => setImmediate(resolve));
+        // (in short steps: a detach, or the end of the backlog, ends the wait)
+        while (Date.now() < until && this.timelines.has(key) && materializeWaitMs(handle.receiver) > 0) await new Promise((resolve) => setTimeout(resolve, 50));
       }
     })();
     this.materializing.set(key, run);
