@@ -23,7 +23,8 @@ import {
 
 export { IngestBatch };
 
-const ZERO_PAGE = Buffer.alloc(8192);
+const BLCKSZ = 8192;
+const ZERO_PAGE = Buffer.alloc(BLCKSZ);
 const XID_CHECKPOINT_INTERVAL = 1024;
 const FORKS = [ForkNumber.Main, ForkNumber.Fsm, ForkNumber.VisibilityMap, ForkNumber.Init];
 
@@ -271,9 +272,9 @@ export class WalIngest {
       // the block's changes; GiST clears a flag after it): stored as the page it becomes, not as
       // the record, whatever the rmgr. Records that do not decode that far stay records, so a
       // read reports them as before.
-      const page = block.hasImage && block.applyImage ? pageFromImage(record, block) : undefined;
-      if (page) {
-        batch.putBlock(block.rel, block.forkNum, block.blockNumber, lsn, imageValue(page));
+      const image = block.hasImage && block.applyImage ? imageValueFromRecord(record, block) : undefined;
+      if (image) {
+        batch.putBlock(block.rel, block.forkNum, block.blockNumber, lsn, image);
         this.resetChain(state, block.blockNumber);
       } else if (block.willInit || (block.hasImage && block.applyImage)) {
         const value = (recordValueInit ??= referenced ? batch.lastRecordInLog(true) : walRecordValue(record.raw, record.lsn, true));
@@ -618,11 +619,17 @@ function slruSegmentId(kind: SlruKind, segno: number): number {
   return segno * 4 + kind;
 }
 
-/** The page a block with an applicable image has after redo (as GetPage would rebuild it), or undefined. */
-function pageFromImage(record: DecodedRecord, block: BlockRef): Buffer | undefined {
+/**
+ * The Image value of the page a block with an applicable image has after redo (as GetPage would
+ * rebuild it), restored straight into the value; undefined when it does not restore.
+ */
+function imageValueFromRecord(record: DecodedRecord, block: BlockRef): Buffer | undefined {
   // an unknown rmgr or an image that does not restore throws: the block then stays a record
+  const value = Buffer.allocUnsafe(1 + BLCKSZ);
+  value[0] = ValueKind.Image;
   try {
-    return applyRecord(ZERO_PAGE, record, block);
+    applyRecord(ZERO_PAGE, record, block, false, value.subarray(1));
+    return value;
   } catch {
     return undefined;
   }

@@ -38,10 +38,11 @@ export const pageLsn = getPageLsn;
  * found" in RBM_NORMAL mode; such pages are truncated or dropped later); only visibility-map
  * pages are read zero-on-error and initialized by their redo.
  */
-export function applyRecord(page: Buffer, record: DecodedRecord, block: BlockRef, hintBitsLogged = false): Buffer {
+export function applyRecord(page: Buffer, record: DecodedRecord, block: BlockRef, hintBitsLogged = false, imageInto?: Buffer): Buffer {
   const endLsn = record.endLsn;
   if (block.hasImage && block.applyImage) {
-    const restored = restoreBlockImage(block, record.lsn);
+    // (restored into `imageInto` when given: ingest restores straight into the value it stores)
+    const restored = restoreBlockImage(block, record.lsn, imageInto);
     rmgrFor(record).afterImage?.(restored, record, block);
     if (!isNewPage(restored)) setPageLsn(restored, endLsn);
     return restored;

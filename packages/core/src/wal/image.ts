@@ -34,12 +34,16 @@ export function decompressImage(image: BlockImage, lsn: Lsn = 0n): Buffer {
   }
 }
 
-/** Restores the full 8192-byte page of a block reference that carries an image. */
-export function restoreBlockImage(block: BlockRef, lsn: Lsn = 0n): Buffer {
+/**
+ * Restores the full 8192-byte page of a block reference that carries an image, into `into` (8192
+ * bytes) when given, else into a new buffer.
+ */
+export function restoreBlockImage(block: BlockRef, lsn: Lsn = 0n, into?: Buffer): Buffer {
   const image = block.image;
   if (!image) throw new WalDecodeError("BAD_IMAGE", lsn, `block ${block.id} has no full-page image`);
   const raw = decompressImage(image, lsn);
-  const page = Buffer.allocUnsafe(BLCKSZ);
+  if (into !== undefined && into.length !== BLCKSZ) throw new RangeError(`a page is restored into ${BLCKSZ} bytes, not ${into.length}`);
+  const page = into ?? Buffer.allocUnsafe(BLCKSZ);
   const { holeOffset, holeLength } = image;
   raw.copy(page, 0, 0, holeOffset);
   page.fill(0, holeOffset, holeOffset + holeLength);

@@ -33,9 +33,11 @@ export interface WalStreamDecoderOptions {
   /** verify record CRCs (default true) */
   verifyCrc?: boolean;
   /**
-   * Records that lie within one WAL page are views into the decoder's buffer instead of copies:
-   * their bytes (raw, mainData, block data and images) are valid only until the next feed().
-   * For a consumer that is done with each record before feeding more (ingest). Default false.
+   * Records are not copies of their own: one that lies within a WAL page is a view into the
+   * decoder's buffer, one that spans pages is assembled in a buffer reused for the next such
+   * record. Their bytes (raw, mainData, block data and images) are valid only until the next
+   * next() or feed(). For a consumer that is done with each record before asking for the next
+   * (ingest). Default false.
    */
   borrowRecordBytes?: boolean;
 }
@@ -241,7 +243,8 @@ export class WalStreamDecoder {
           // a crash cut this record off; the WAL continues with an OVERWRITE_CONTRECORD at that page
           continue;
         }
-        record = Buffer.allocUnsafe(totLen);
+        // a borrowed record spanning pages is assembled in a buffer reused from one record to the next
+        record = this.borrowRecordBytes ? this.assembly(totLen) : Buffer.allocUnsafe(totLen);
         let filled = 0;
         for (let i = 0; i < pieces.length; i += 2) {
           const o = pieces[i] - this.bufStart;
@@ -268,6 +271,19 @@ export class WalStreamDecoder {
       this.pos = next;
       return decoded;
     }
+  }
+
+  /** reused for borrowed records that span pages (full-page images mostly) */
+  private assemblyBuffer: Buffer | undefined;
+
+  private assembly(length: number): Buffer {
+    let buf = this.assemblyBuffer;
+    // kept up to a few pages' worth; a huge record gets a buffer of its own
+    if (buf === undefined || buf.length < length) {
+      buf = Buffer.allocUnsafe(Math.max(length, 4 * XLOG_BLCKSZ));
+      if (buf.length <= 1024 * 1024) this.assemblyBuffer = buf;
+    }
+    return buf.subarray(0, length);
   }
 
   /**
