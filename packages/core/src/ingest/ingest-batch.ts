@@ -9,7 +9,7 @@
 // their piece's and run's buffers (no intermediate value, key or object per version).
 import type { Lsn } from "../lsn.ts";
 import type { ForkNumber, RelTag } from "../reltag.ts";
-import { ENTITY_KEY_LENGTH, KeySpace, type SlruKind, storeKeyOf, writeLsnBE } from "../storage/keys.ts";
+import { ENTITY_KEY_LENGTH, KeySpace, type SlruKind, storeKey, storeKeyOf, writeLsnBE } from "../storage/keys.ts";
 import { PIECE_RECORD_HEADER, PIECE_TARGET_BYTES, RECORD_LOG_PIECE, writePieceRecordHeader } from "../storage/record-log.ts";
 import type { StoreEntry } from "../storage/timeline-store.ts";
 import { isBaseValue, placeRecordsInLog, RUN_MAX_BYTES, RUN_MAX_VERSIONS, RUN_MEMBER_HEADER, ValueKind, walRecordInLogValue } from "../storage/values.ts";
@@ -134,10 +134,7 @@ export class IngestBatch {
 
   /** A version of an entity at `lsn` (see putKey). */
   put(entityKey: Buffer, lsn: Lsn, value: Buffer) {
-    const key = Buffer.allocUnsafe(ENTITY_KEY_LENGTH + 8);
-    entityKey.copy(key, 0);
-    writeLsnBE(key, ENTITY_KEY_LENGTH, lsn);
-    this.putKey(key, value);
+    this.putKey(storeKey(entityKey, lsn), value);
   }
 
   /**
