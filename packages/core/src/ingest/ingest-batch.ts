@@ -144,10 +144,10 @@ export class IngestBatch {
   putKey(key: Buffer, value: Buffer) {
     const space = key[0];
     if (space === KeySpace.RelBlock) {
-      const blocks = this.forkRuns(key.readUInt32BE(1), key.readUInt32BE(5), key.readUInt32BE(9), key[13]);
-      this.putVersion(blocks, key.readUInt32BE(14), key, undefined, value);
+      const runs = this.forkRuns(key.readUInt32BE(1), key.readUInt32BE(5), key.readUInt32BE(9), key[13]);
+      this.putVersion(runs, key.readUInt32BE(14), key.readBigUInt64BE(ENTITY_KEY_LENGTH), value, key);
     } else if (space === KeySpace.SlruBlock) {
-      this.putVersion(this.slruRuns, slruRunId(key.readUInt32BE(1), key.readUInt32BE(5), key.readUInt32BE(14)), key, undefined, value);
+      this.putVersion(this.slruRuns, slruRunId(key.readUInt32BE(1), key.readUInt32BE(5), key.readUInt32BE(14)), key.readBigUInt64BE(ENTITY_KEY_LENGTH), value, key);
     } else {
       this.bytes += value.length + ENTRY_OVERHEAD;
       this.entries.push({ key, value });
@@ -156,13 +156,17 @@ export class IngestBatch {
 
   /** A version of a relation block at `lsn`. */
   putBlock(rel: RelTag, fork: ForkNumber, block: number, lsn: Lsn, value: Buffer) {
-    const blocks = this.forkRuns(rel.spcNode, rel.dbNode, rel.relNode, fork);
-    this.putVersion(blocks, block, undefined, lsn, value, rel, fork);
+    const runs = this.forkRuns(rel.spcNode, rel.dbNode, rel.relNode, fork);
+    // a key only where the version starts an entry or a run, not for each member of a run
+    const key = runs.has(block) && !startsOwnEntry(value) ? undefined : storeKeyOf(KeySpace.RelBlock, rel.spcNode, rel.dbNode, rel.relNode, fork, block, lsn);
+    this.putVersion(runs, block, lsn, value, key);
   }
 
   /** A version of an SLRU page at `lsn`. */
   putSlruBlock(kind: SlruKind, segno: number, block: number, lsn: Lsn, value: Buffer) {
-    this.putVersion(this.slruRuns, slruRunId(kind, segno, block), undefined, lsn, value, kind, segno);
+    const id = slruRunId(kind, segno, block);
+    const key = this.slruRuns.has(id) && !startsOwnEntry(value) ? undefined : storeKeyOf(KeySpace.SlruBlock, kind, segno, 0, 0, block, lsn);
+    this.putVersion(this.slruRuns, id, lsn, value, key);
   }
 
   /**
@@ -170,12 +174,12 @@ export class IngestBatch {
    * will-init), written straight into the block's run: the common case of ingest.
    */
   putBlockRecord(rel: RelTag, fork: ForkNumber, block: number, lsn: Lsn, recordLsn: Lsn, raw: Buffer) {
-    const blocks = this.forkRuns(rel.spcNode, rel.dbNode, rel.relNode, fork);
+    const runs = this.forkRuns(rel.spcNode, rel.dbNode, rel.relNode, fork);
     const valueLength = RECORD_VALUE_HEADER + raw.length;
-    let run = blocks.get(block);
+    let run = runs.get(block);
     if (run === undefined) {
       run = newRun(storeKeyOf(KeySpace.RelBlock, rel.spcNode, rel.dbNode, rel.relNode, fork, block, lsn), valueLength);
-      blocks.set(block, run);
+      runs.set(block, run);
     }
     const at = this.appendMember(run, lsn, valueLength);
     const buf = run.buf;
@@ -183,10 +187,7 @@ export class IngestBatch {
     buf[at + 1] = 0;
     writeLsnBE(buf, at + 2, recordLsn);
     buf.set(raw, at + RECORD_VALUE_HEADER);
-    if (run.count >= RUN_MAX_VERSIONS || run.valueBytes >= RUN_MAX_BYTES) {
-      blocks.delete(block);
-      this.pushRun(run);
-    }
+    this.closeRunIfFull(runs, block, run);
   }
 
   private forkRuns(spcNode: number, dbNode: number, relNode: number, fork: number): Map<number, Run> {
@@ -202,30 +203,32 @@ export class IngestBatch {
   }
 
   /**
-   * `value` at the version's key (given, or made from `lsn` and the entity fields: a relation's
-   * rel + fork, or an SLRU's kind + segno, with `id` the block).
+   * `value` as the version at `lsn` of the page `id` of `runs`. `key` (the version's store key)
+   * must be given when the version starts an entry of its own or a new run.
    */
-  private putVersion(runs: Map<number, Run>, id: number, key: Buffer | undefined, lsn: Lsn | undefined, value: Buffer, a?: RelTag | SlruKind, b?: number) {
-    key ??= entityStoreKey(runs === this.slruRuns, id, lsn!, a!, b!);
-    // a reference into the log is completed in place by the commit: it stays this very Buffer
-    if (isBaseValue(value) || value[0] === ValueKind.WalRecordInLog) {
+  private putVersion(runs: Map<number, Run>, id: number, lsn: Lsn, value: Buffer, key: Buffer | undefined) {
+    if (startsOwnEntry(value)) {
       const run = runs.get(id);
       if (run !== undefined) {
         runs.delete(id);
         this.pushRun(run);
       }
       this.bytes += value.length + ENTRY_OVERHEAD;
-      this.entries.push({ key, value });
+      this.entries.push({ key: key!, value });
       return;
     }
     let run = runs.get(id);
-    if (run === undefined) runs.set(id, (run = newRun(key, value.length)));
-    const at = this.appendMember(run, lsn ?? key.readBigUInt64BE(ENTITY_KEY_LENGTH), value.length);
+    if (run === undefined) runs.set(id, (run = newRun(key!, value.length)));
+    const at = this.appendMember(run, lsn, value.length);
     run.buf.set(value, at);
-    if (run.count >= RUN_MAX_VERSIONS || run.valueBytes >= RUN_MAX_BYTES) {
-      runs.delete(id);
-      this.pushRun(run);
-    }
+    this.closeRunIfFull(runs, id, run);
+  }
+
+  /** A run at its cap becomes an entry; the page's next version starts a new one. */
+  private closeRunIfFull(runs: Map<number, Run>, id: number, run: Run) {
+    if (run.count < RUN_MAX_VERSIONS && run.valueBytes < RUN_MAX_BYTES) return;
+    runs.delete(id);
+    this.pushRun(run);
   }
 
   /** Makes room for a member of `valueLength` bytes at `lsn` (replacing a member at the same LSN); returns where its value goes. */
@@ -280,8 +283,11 @@ function slruRunId(kind: number, segno: number, block: number): number {
   return (segno * 4 + kind) * 32 + block;
 }
 
-function entityStoreKey(slru: boolean, id: number, lsn: Lsn, a: RelTag | SlruKind, b: number): Buffer {
-  if (slru) return storeKeyOf(KeySpace.SlruBlock, a as SlruKind, b, 0, 0, id % 32, lsn);
-  const rel = a as RelTag;
-  return storeKeyOf(KeySpace.RelBlock, rel.spcNode, rel.dbNode, rel.relNode, b, id, lsn);
+/**
+ * Whether a version is an entry of its own rather than a run member: a base (image, will-init
+ * value), or a reference into the log, which the commit completes in place (it must stay this
+ * very Buffer).
+ */
+function startsOwnEntry(value: Buffer): boolean {
+  return isBaseValue(value) || value[0] === ValueKind.WalRecordInLog;
 }

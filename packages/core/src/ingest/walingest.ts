@@ -5,7 +5,7 @@
 // reference describes (relation create/truncate/drop, databases, CLOG, multixacts, relmap,
 // checkpoints, visibility-map bits) are translated into writes on the keys they affect.
 import type { Lsn } from "../lsn.ts";
-import { ForkNumber, type RelTag } from "../reltag.ts";
+import { BLCKSZ, ForkNumber, type RelTag } from "../reltag.ts";
 import {
   checkpointKey, dbDirEntryKey, decodeRelKey, entityPrefix, KeySpace, relBlockKey, relDirEntryKey, relmapFileKey, relSizeKey, SlruKind,
   slruSegSizeKey, tablespaceDirEntryKey, twoPhaseFileKey,
@@ -23,7 +23,6 @@ import {
 
 export { IngestBatch };
 
-const BLCKSZ = 8192;
 const ZERO_PAGE = Buffer.alloc(BLCKSZ);
 const XID_CHECKPOINT_INTERVAL = 1024;
 const FORKS = [ForkNumber.Main, ForkNumber.Fsm, ForkNumber.VisibilityMap, ForkNumber.Init];
@@ -185,14 +184,16 @@ export class WalIngest {
     batch.putSlruBlock(kind, segno, block, lsn, value);
     const size = this.slruSize(kind, segno, lsn);
     if (typeof size === "number") {
-      this.growSlruSegment(batch, kind, segno, block, size, lsn);
+      this.growSlruSegment(batch, kind, segno, block, lsn);
       return undefined;
     }
-    return size.then(() => this.growSlruSegment(batch, kind, segno, block, this.slruSizes.get(slruSegmentId(kind, segno))!, lsn));
+    return size.then(() => this.growSlruSegment(batch, kind, segno, block, lsn));
   }
 
-  private growSlruSegment(batch: IngestBatch, kind: SlruKind, segno: number, block: number, size: number, lsn: Lsn) {
-    if (size > block) return;
+  /** Grows the segment (its size looked up already) to cover `block`. */
+  private growSlruSegment(batch: IngestBatch, kind: SlruKind, segno: number, block: number, lsn: Lsn) {
+    // the size as cached now: a lookup of the same segment that finished meanwhile may have grown it
+    if (this.slruSizes.get(slruSegmentId(kind, segno))! > block) return;
     this.slruSizes.set(slruSegmentId(kind, segno), block + 1);
     batch.put(slruSegSizeKey(kind, segno), lsn, u32Value(block + 1));
   }

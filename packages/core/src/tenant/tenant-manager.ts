@@ -212,10 +212,13 @@ export class TenantManager {
         }
         await Promise.all(group.map((page) => handle.reader.materialize(page.rel, page.fork, page.block, page.lsn).catch(() => {})));
         // let ingest and reads go first (all of it while the timeline catches up on a backlog)
-        const until = Date.now() + materializeWaitMs(handle.receiver);
-        if (Date.now() >= until) await new Promise((resolve) => setImmediate(resolve));
-        // (in short steps: a detach, or the end of the backlog, ends the wait)
-        while (Date.now() < until && this.timelines.has(key) && materializeWaitMs(handle.receiver) > 0) await new Promise((resolve) => setTimeout(resolve, 50));
+        const wait = materializeWaitMs(handle.receiver);
+        if (wait === 0) await new Promise((resolve) => setImmediate(resolve));
+        else {
+          // in short steps: a detach, or the end of the backlog, ends the wait
+          const until = Date.now() + wait;
+          while (Date.now() < until && this.timelines.has(key) && materializeWaitMs(handle.receiver) > 0) await new Promise((resolve) => setTimeout(resolve, 50));
+        }
       }
     })();
     this.materializing.set(key, run);

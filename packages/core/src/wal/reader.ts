@@ -58,7 +58,7 @@ export class WalStreamDecoder {
   /** page address of the last page header read */
   lastPageAddr: Lsn | undefined;
 
-  /** records within a page are views into `buf` (see WalStreamDecoderOptions) */
+  /** records are views into `buf` or into `assemblyBuffer` (see WalStreamDecoderOptions) */
   private readonly borrowRecordBytes: boolean;
   /** decodeRecord options, made once rather than per record */
   private readonly decodeOptions: { verifyCrc: boolean; endLsn?: Lsn };
@@ -278,7 +278,7 @@ export class WalStreamDecoder {
 
   private assembly(length: number): Buffer {
     let buf = this.assemblyBuffer;
-    // kept up to a few pages' worth; a huge record gets a buffer of its own
+    // kept for reuse up to 1 MiB; a larger record gets a buffer of its own
     if (buf === undefined || buf.length < length) {
       buf = Buffer.allocUnsafe(Math.max(length, 4 * XLOG_BLCKSZ));
       if (buf.length <= 1024 * 1024) this.assemblyBuffer = buf;
