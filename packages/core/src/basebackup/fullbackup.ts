@@ -415,131 +415,216 @@ export async function fullBackup(reader: PageReader, lsn: Lsn, out: Writable | T
     reported = tar.written;
     options.onProgress(tar.written, total);
   };
-  const checksums = settings.dataChecksumVersion !== 0;
-  const readAhead = Math.max(1, options.readAhead ?? 16);
-  let files = 0;
-  let relationPages = 0;
-  // one scan for every relation, ending after the last block read (no read-ahead past it)
-  let scanEnd: { rel: RelTag; fork: ForkNumber; block: number } | undefined;
-  for (const file of relations) if (file.blocks > 0) scanEnd = { rel: file.rel, fork: file.sourceFork, block: file.firstBlock + file.blocks };
-  const scanner = reader instanceof PageReader ? new RelationScanner(reader, lsn, { end: scanEnd }) : undefined;
-  const chunks = new ChunkRing(WRITE_PAGES * BLCKSZ, CHUNKS_IN_FLIGHT);
+  const backup: BackupWrite = {
+    reader,
+    lsn,
+    tar,
+    // one scan for every relation, ending after the last block read (no read-ahead past it)
+    scanner: reader instanceof PageReader ? new RelationScanner(reader, lsn, { end: scanEnd(relations) }) : undefined,
+    chunks: new ChunkRing(WRITE_PAGES * BLCKSZ, CHUNKS_IN_FLIGHT),
+    checksums: settings.dataChecksumVersion !== 0,
+    readAhead: Math.max(1, options.readAhead ?? 16),
+    progress,
+    relationPages: 0,
+  };
+  let files: number;
   try {
-    for (const entry of entries) {
-      switch (entry.type) {
-        case "dir":
-          await tar.directory(entry.path);
-          continue;
-        case "bytes":
-          await tar.file(entry.path, entry.content);
-          break;
-        case "slru": {
-          const { path, kind, segno, pages } = entry.file;
-          await tar.beginFile(path, pages * BLCKSZ);
-          for (let block = 0; block < pages; block++) {
-            const page = await reader.getSlruPage(kind, segno, block, lsn);
-            await tar.write(page.length === BLCKSZ ? page : Buffer.from(page.subarray(0, BLCKSZ)));
-          }
-          await tar.endFile();
-          break;
-        }
-        case "relation": {
-          const { path, rel, sourceFork, firstBlock, blocks } = entry.file;
-          await tar.beginFile(path, blocks * BLCKSZ);
-          const end = firstBlock + blocks;
-          // a PageReader's relations come from the one scanner; other readers page by page
-          const pages = scanner ? undefined : readRelation(reader, rel, sourceFork, firstBlock, end, lsn, readAhead);
-          const nextPage = async (block: number, into: Buffer): Promise<Buffer | StoredImage> => {
-            if (scanner) return scanner.pageOrImage(rel, sourceFork, block, into);
-            const next = await pages!.next();
-            if (next.done || next.value.blockNumber !== block) throw new FullBackupError(`${path}: block ${block} missing from the relation read`);
-            return next.value.page;
-          };
-          // pages are gathered into chunks of up to WRITE_PAGES: one sink call (one page service
-          // message, one file write) per chunk instead of per page, into buffers of the ring that
-          // the sink is done with. Pages that are one stored image are read straight into the
-          // chunk, images stored one after another (an import's) with one pread.
-          let chunk: Buffer = Buffer.alloc(0);
-          let chunkFirstBlock = firstBlock;
-          let filled = 0;
-          let run: { first: StoredImage; length: number; at: number } | undefined;
-          const readRun = () => {
-            if (!run) return;
-            const { first, length, at } = run;
-            run = undefined;
-            try {
-              scanner!.readImagesInto(first, length, chunk, at);
-            } catch (err) {
-              const fromBlock = chunkFirstBlock + at / BLCKSZ;
-              throw new FullBackupError(`reading ${path} blocks ${fromBlock}..${fromBlock + length / BLCKSZ - 1} at ${formatLsn(lsn)}: ${(err as Error).message}`, { cause: err });
-            }
-          };
-          const flush = async () => {
-            readRun();
-            // the checksum goes into the chunk's copy: the reader's pages stay as they were
-            if (checksums) for (let at = 0; at < filled; at += BLCKSZ) setPageChecksum(chunk.subarray(at, at + BLCKSZ), chunkFirstBlock + at / BLCKSZ);
-            if (filled) chunks.lend(tar.write(filled === chunk.length ? chunk : chunk.subarray(0, filled), true));
-            filled = 0;
-          };
-          try {
-            for (let block = firstBlock; block < end; block++) {
-              if (filled === chunk.length) {
-                await flush();
-                chunk = (await chunks.take()).subarray(0, Math.min(end - block, WRITE_PAGES) * BLCKSZ);
-                chunkFirstBlock = block;
-              }
-              // a page the scanner rebuilds is rebuilt in its place in the chunk (no copy)
-              const place = chunk.subarray(filled, filled + BLCKSZ);
-              let found: Buffer | StoredImage;
-              try {
-                found = await nextPage(block, place);
-              } catch (err) {
-                if (err instanceof FullBackupError) throw err;
-                throw new FullBackupError(`reading ${path} block ${block} at ${formatLsn(lsn)}: ${(err as Error).message}`, { cause: err });
-              }
-              if (found instanceof Buffer) {
-                if (found.length !== BLCKSZ) throw new FullBackupError(`${path} block ${block}: page is ${found.length} bytes`);
-                readRun(); // a run continues only over consecutive places in the chunk
-                if (found !== place) found.copy(chunk, filled);
-              } else {
-                const image = found as StoredImage;
-                // a run continues over images stored right after each other in the same files
-                if (run && run.first.images === image.images && run.first.file === image.file && run.first.offset + run.length === image.offset) run.length += image.length;
-                else {
-                  readRun();
-                  run = { first: image, length: image.length, at: filled };
-                }
-              }
-              filled += BLCKSZ;
-              relationPages++;
-              progress();
-            }
-            await flush();
-          } finally {
-            await pages?.return(undefined);
-          }
-          await tar.endFile();
-          break;
-        }
-        case "wal":
-          await tar.beginFile(entry.path, entry.size);
-          for (const chunk of entry.chunks()) {
-            await tar.write(chunk);
-            progress();
-          }
-          await tar.endFile();
-          break;
-      }
-      files++;
-      progress();
-    }
-    await chunks.settle();
+    files = await writeEntries(backup, entries);
+    await backup.chunks.settle();
   } finally {
     // closes the scan's iterators also when the archive write failed
-    await scanner?.close();
+    await backup.scanner?.close();
   }
   await tar.finish();
   progress(true);
   if (tar.written !== total) throw new FullBackupError(`archive is ${tar.written} bytes, planned ${total}`);
-  return { lsn, checkpointLsn, walEndLsn: wal.endLsn, bytes: tar.written, files, relationPages };
+  return { lsn, checkpointLsn, walEndLsn: wal.endLsn, bytes: tar.written, files, relationPages: backup.relationPages };
+}
+
+/** Where the one relation scan of a backup ends: after the last block of the last non-empty file. */
+function scanEnd(relations: RelationFile[]): { rel: RelTag; fork: ForkNumber; block: number } | undefined {
+  let end: { rel: RelTag; fork: ForkNumber; block: number } | undefined;
+  for (const file of relations) if (file.blocks > 0) end = { rel: file.rel, fork: file.sourceFork, block: file.firstBlock + file.blocks };
+  return end;
+}
+
+/**
+ * What the writers of a backup's files share. The per-file writers are functions of their own
+ * rather than one loop in fullBackup: V8 optimizes a hot loop with its function, and one function
+ * holding every entry kind kept losing its optimized code (it met a new shape with each backup's
+ * last entries) and spent 100-180 ms recompiling per backup.
+ */
+interface BackupWrite {
+  reader: PageReader;
+  lsn: Lsn;
+  tar: TarWriter;
+  /** the relation scan (a PageReader's); other readers (test doubles) are read page by page */
+  scanner: RelationScanner | undefined;
+  chunks: ChunkRing;
+  checksums: boolean;
+  readAhead: number;
+  progress: () => void;
+  relationPages: number;
+}
+
+/** Writes the archive's entries in order; the number of files (directories not counted). */
+async function writeEntries(backup: BackupWrite, entries: Entry[]): Promise<number> {
+  const { tar } = backup;
+  let files = 0;
+  for (const entry of entries) {
+    switch (entry.type) {
+      case "dir":
+        await tar.directory(entry.path);
+        continue;
+      case "bytes":
+        await tar.file(entry.path, entry.content);
+        break;
+      case "slru":
+        await writeSlruFile(backup, entry.file);
+        break;
+      case "relation":
+        await writeRelationFile(backup, entry.file);
+        break;
+      case "wal":
+        await tar.beginFile(entry.path, entry.size);
+        for (const chunk of entry.chunks()) {
+          await tar.write(chunk);
+          backup.progress();
+        }
+        await tar.endFile();
+        break;
+    }
+    files++;
+    backup.progress();
+  }
+  return files;
+}
+
+async function writeSlruFile(backup: BackupWrite, file: SlruFile): Promise<void> {
+  const { path, kind, segno, pages } = file;
+  const { tar, reader, lsn } = backup;
+  await tar.beginFile(path, pages * BLCKSZ);
+  for (let block = 0; block < pages; block++) {
+    const page = await reader.getSlruPage(kind, segno, block, lsn);
+    await tar.write(page.length === BLCKSZ ? page : Buffer.from(page.subarray(0, BLCKSZ)));
+  }
+  await tar.endFile();
+}
+
+/**
+ * Pages of one relation file gathered into chunks of up to WRITE_PAGES: one sink call (one page
+ * service message, one file write) per chunk instead of per page, into buffers of the ring that
+ * the sink is done with. Pages that are one stored image are read straight into the chunk, images
+ * stored one after another (an import's) with one pread.
+ */
+class RelationChunks {
+  private chunk: Buffer = Buffer.alloc(0);
+  private chunkFirstBlock: number;
+  private filled = 0;
+  /** stored images to read into the chunk with one pread, from `at` on */
+  private run: { first: StoredImage; length: number; at: number } | undefined;
+
+  constructor(
+    private readonly backup: BackupWrite,
+    private readonly path: string,
+    firstBlock: number,
+    private readonly end: number,
+  ) {
+    this.chunkFirstBlock = firstBlock;
+  }
+
+  /** Where the page of `block` goes in the chunk (a new chunk is begun when this one is full). */
+  async place(block: number): Promise<Buffer> {
+    if (this.filled === this.chunk.length) {
+      await this.flush();
+      this.chunk = (await this.backup.chunks.take()).subarray(0, Math.min(this.end - block, WRITE_PAGES) * BLCKSZ);
+      this.chunkFirstBlock = block;
+    }
+    return this.chunk.subarray(this.filled, this.filled + BLCKSZ);
+  }
+
+  /** Takes the page of the block last placed: `place` itself (rebuilt there), another buffer, or a stored image. */
+  add(block: number, found: Buffer | StoredImage, place: Buffer): void {
+    if (found instanceof Buffer) {
+      if (found.length !== BLCKSZ) throw new FullBackupError(`${this.path} block ${block}: page is ${found.length} bytes`);
+      this.readRun(); // a run continues only over consecutive places in the chunk
+      if (found !== place) found.copy(this.chunk, this.filled);
+    } else {
+      const image = found as StoredImage;
+      const run = this.run;
+      // a run continues over images stored right after each other in the same files
+      if (run && run.first.images === image.images && run.first.file === image.file && run.first.offset + run.length === image.offset) run.length += image.length;
+      else {
+        this.readRun();
+        this.run = { first: image, length: image.length, at: this.filled };
+      }
+    }
+    this.filled += BLCKSZ;
+  }
+
+  /** Hands what the chunk holds to the sink. */
+  async flush(): Promise<void> {
+    this.readRun();
+    const { chunk, filled, chunkFirstBlock } = this;
+    // the checksum goes into the chunk's copy: the reader's pages stay as they were
+    if (this.backup.checksums) for (let at = 0; at < filled; at += BLCKSZ) setPageChecksum(chunk.subarray(at, at + BLCKSZ), chunkFirstBlock + at / BLCKSZ);
+    if (filled) this.backup.chunks.lend(this.backup.tar.write(filled === chunk.length ? chunk : chunk.subarray(0, filled), true));
+    this.filled = 0;
+  }
+
+  private readRun(): void {
+    const run = this.run;
+    if (!run) return;
+    this.run = undefined;
+    try {
+      run.first.images.readInto(run.first.file, run.first.offset, run.length, this.chunk, run.at);
+    } catch (err) {
+      const fromBlock = this.chunkFirstBlock + run.at / BLCKSZ;
+      throw new FullBackupError(`reading ${this.path} blocks ${fromBlock}..${fromBlock + run.length / BLCKSZ - 1} at ${formatLsn(this.backup.lsn)}: ${(err as Error).message}`, { cause: err });
+    }
+  }
+}
+
+async function writeRelationFile(backup: BackupWrite, file: RelationFile): Promise<void> {
+  const { path, rel, sourceFork, firstBlock, blocks } = file;
+  const { tar, scanner, lsn } = backup;
+  await tar.beginFile(path, blocks * BLCKSZ);
+  const end = firstBlock + blocks;
+  const chunks = new RelationChunks(backup, path, firstBlock, end);
+  if (scanner) {
+    for (let block = firstBlock; block < end; block++) {
+      // a page the scanner rebuilds is rebuilt in its place in the chunk (no copy)
+      const place = await chunks.place(block);
+      let found: Buffer | StoredImage;
+      try {
+        found = await scanner.pageOrImage(rel, sourceFork, block, place);
+      } catch (err) {
+        throw new FullBackupError(`reading ${path} block ${block} at ${formatLsn(lsn)}: ${(err as Error).message}`, { cause: err });
+      }
+      chunks.add(block, found, place);
+      backup.relationPages++;
+      backup.progress();
+    }
+  } else {
+    const pages = readRelation(backup.reader, rel, sourceFork, firstBlock, end, lsn, backup.readAhead);
+    try {
+      for (let block = firstBlock; block < end; block++) {
+        const place = await chunks.place(block);
+        let next: IteratorResult<{ blockNumber: number; page: Buffer }>;
+        try {
+          next = await pages.next();
+        } catch (err) {
+          throw new FullBackupError(`reading ${path} block ${block} at ${formatLsn(lsn)}: ${(err as Error).message}`, { cause: err });
+        }
+        if (next.done || next.value.blockNumber !== block) throw new FullBackupError(`${path}: block ${block} missing from the relation read`);
+        chunks.add(block, next.value.page, place);
+        backup.relationPages++;
+        backup.progress();
+      }
+    } finally {
+      await pages.return(undefined);
+    }
+  }
+  await chunks.flush();
+  await tar.endFile();
 }
