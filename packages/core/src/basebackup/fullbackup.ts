@@ -533,14 +533,17 @@ class RelationChunks {
     this.chunkFirstBlock = firstBlock;
   }
 
-  /** Where the page of `block` goes in the chunk (a new chunk is begun when this one is full). */
-  async place(block: number): Promise<Buffer> {
-    if (this.filled === this.chunk.length) {
-      await this.flush();
-      this.chunk = (await this.backup.chunks.take()).subarray(0, Math.min(this.end - block, WRITE_PAGES) * BLCKSZ);
-      this.chunkFirstBlock = block;
-    }
-    return this.chunk.subarray(this.filled, this.filled + BLCKSZ);
+  /** Where the page of `block` goes in the chunk; a promise only when a new chunk is begun. */
+  place(block: number): Buffer | Promise<Buffer> {
+    if (this.filled < this.chunk.length) return this.chunk.subarray(this.filled, this.filled + BLCKSZ);
+    return this.nextChunk(block);
+  }
+
+  private async nextChunk(block: number): Promise<Buffer> {
+    await this.flush();
+    this.chunk = (await this.backup.chunks.take()).subarray(0, Math.min(this.end - block, WRITE_PAGES) * BLCKSZ);
+    this.chunkFirstBlock = block;
+    return this.chunk.subarray(0, BLCKSZ);
   }
 
   /** Takes the page of the block last placed: `place` itself (rebuilt there), another buffer, or a stored image. */
@@ -593,13 +596,17 @@ async function writeRelationFile(backup: BackupWrite, file: RelationFile): Promi
   const chunks = new RelationChunks(backup, path, firstBlock, end);
   if (scanner) {
     for (let block = firstBlock; block < end; block++) {
-      // a page the scanner rebuilds is rebuilt in its place in the chunk (no copy)
-      const place = await chunks.place(block);
-      let found: Buffer | StoredImage;
-      try {
-        found = await scanner.pageOrImage(rel, sourceFork, block, place);
-      } catch (err) {
-        throw new FullBackupError(`reading ${path} block ${block} at ${formatLsn(lsn)}: ${(err as Error).message}`, { cause: err });
+      // a page the scanner rebuilds is rebuilt in its place in the chunk (no copy). Both calls
+      // usually answer without a promise: awaited only when they return one
+      let place = chunks.place(block);
+      if (place instanceof Promise) place = await place;
+      let found = scanner.pageOrImage(rel, sourceFork, block, place);
+      if (found instanceof Promise) {
+        try {
+          found = await found;
+        } catch (err) {
+          throw new FullBackupError(`reading ${path} block ${block} at ${formatLsn(lsn)}: ${(err as Error).message}`, { cause: err });
+        }
       }
       chunks.add(block, found, place);
       backup.relationPages++;

@@ -242,11 +242,13 @@ export class PageReader {
    * Applies stored versions of one block (oldest first, as `getReconstructChain` returns them) to
    * `page` and returns the result; for callers that read versions themselves (relation scans).
    * The versions' buffers are the caller's own and are used as pages (replay may modify them).
+   * Synchronous (the page, and redo errors thrown) unless a version needs a read (applyVersion).
    */
-  async replayVersions(page: Buffer, versions: Array<{ lsn: Lsn; value: StoredValue }>, target: { rel: RelTag; fork: ForkNumber; blockNumber: number }): Promise<Buffer> {
-    for (const version of versions) {
-      const applied = this.applyVersion(page, version.value, version.lsn, target);
-      page = applied instanceof Buffer ? applied : await applied;
+  replayVersions(page: Buffer, versions: Array<{ lsn: Lsn; value: StoredValue }>, target: { rel: RelTag; fork: ForkNumber; blockNumber: number }, from = 0): Buffer | Promise<Buffer> {
+    for (let i = from; i < versions.length; i++) {
+      const applied = this.applyVersion(page, versions[i].value, versions[i].lsn, target);
+      if (applied instanceof Promise) return applied.then((next) => this.replayVersions(next, versions, target, i + 1));
+      page = applied;
     }
     return page;
   }

@@ -60,6 +60,17 @@ const MATERIALIZATIONS_IN_FLIGHT = 64;
 
 type Entry = [Buffer, Buffer];
 
+/** A block's page: the page itself, or the stored image it is exactly. */
+type Found = Buffer | StoredImage;
+
+/** What a scan took for one block from its cursors. */
+interface BlockVersions {
+  /** the newest materialized image at or below the LSN */
+  materialized: { lsn: Lsn; raw: Buffer } | undefined;
+  /** versions in (materialized image, LSN], from the newest base on; oldest first */
+  chain: Array<{ lsn: Lsn; raw: Buffer }>;
+}
+
 interface RawIterator {
   nextv(size: number): Promise<Entry[]>;
   seek(target: Buffer): void;
@@ -235,6 +246,11 @@ class Cursor {
     this.pos++;
   }
 
+  /** Whether nothing follows what is buffered: the range has ended (or was never opened). */
+  atEnd(): boolean {
+    return this.pos >= this.batch.length && (this.ended || !this.iterator);
+  }
+
   /** Waits for a read-ahead in flight (abstract-level defers close until it finishes). */
   async close(): Promise<void> {
     this.batch = [];
@@ -294,98 +310,148 @@ class TimelineScan {
    * As `page`, but a page that is exactly one full image stored in page image files comes back
    * as that image's reference, not read yet: the caller reads it where it wants it. A block the
    * branch never changed comes back as the ancestor's answer, its image reference included.
+   *
+   * Synchronous (no promise) when the cursors hold what the block needs and nothing else needs
+   * I/O, the usual case for the next block of a relation: a promise per block, and resolving it
+   * with a Buffer (a `then` lookup along Buffer's prototype chain), were about a tenth of a full
+   * backup's main thread. Errors are thrown synchronously in that case.
    */
-  async pageOrImage(rel: RelTag, fork: ForkNumber, block: number, target: Buffer, into?: Buffer): Promise<Buffer | StoredImage> {
+  pageOrImage(rel: RelTag, fork: ForkNumber, block: number, target: Buffer, into?: Buffer): Found | Promise<Found> {
     // usually both cursors are positioned from what they hold; otherwise they move (and, when
     // opening or seeking, read) in parallel
     const materializedReady = this.materialized.skipBuffered(target);
     const blocksReady = this.blocks.skipBuffered(target);
-    if (!materializedReady || !blocksReady) {
-      // both settled before an error is thrown: no cursor may still be moving after this read
-      const moved = await Promise.allSettled([materializedReady || this.materialized.skipTo(target), blocksReady || this.blocks.skipTo(target)]);
-      for (const result of moved) if (result.status === "rejected") throw result.reason;
-    }
-    // the newest materialized image at or below the LSN
-    let materialized: { lsn: Lsn; raw: Buffer } | undefined;
+    if (!materializedReady || !blocksReady) return this.positionAndRead(rel, fork, block, target, into, materializedReady, blocksReady);
+    return this.readVersions(rel, fork, block, target, into);
+  }
+
+  private async positionAndRead(rel: RelTag, fork: ForkNumber, block: number, target: Buffer, into: Buffer | undefined, materializedReady: boolean, blocksReady: boolean): Promise<Found> {
+    // both settled before an error is thrown: no cursor may still be moving after this read
+    const moved = await Promise.allSettled([materializedReady || this.materialized.skipTo(target), blocksReady || this.blocks.skipTo(target)]);
+    for (const result of moved) if (result.status === "rejected") throw result.reason;
+    return this.readVersions(rel, fork, block, target, into);
+  }
+
+  /** The block's versions from both cursors (loading a batch only when one runs out), then its page. */
+  private readVersions(rel: RelTag, fork: ForkNumber, block: number, target: Buffer, into: Buffer | undefined): Found | Promise<Found> {
+    const versions: BlockVersions = { materialized: undefined, chain: [] };
+    if (this.takeMaterialized(target, versions) && this.takeVersions(target, versions)) return this.pageFrom(rel, fork, block, target, into, versions);
+    return this.readVersionsAsync(rel, fork, block, target, into, versions);
+  }
+
+  private async readVersionsAsync(rel: RelTag, fork: ForkNumber, block: number, target: Buffer, into: Buffer | undefined, versions: BlockVersions): Promise<Found> {
+    while (!this.takeMaterialized(target, versions)) await this.materialized.fill();
+    while (!this.takeVersions(target, versions)) await this.blocks.fill();
+    return this.pageFrom(rel, fork, block, target, into, versions);
+  }
+
+  /**
+   * Takes the block's materialized images that the cursor holds; the newest at or below the LSN
+   * is kept. False when its batch ran out first: load the next one and call again.
+   */
+  private takeMaterialized(target: Buffer, versions: BlockVersions): boolean {
     for (;;) {
-      const entry = this.materialized.head() ?? (await this.materialized.fill());
-      if (!entry || compareEntity(entry[0], target) !== 0) break;
+      const entry = this.materialized.head();
+      if (!entry) return this.materialized.atEnd();
+      if (compareEntity(entry[0], target) !== 0) return true;
       const entryLsn = lsnOf(entry[0]);
-      if (entryLsn > this.lsn) break; // the block's later versions are left to the next skipTo
-      materialized = { lsn: entryLsn, raw: entry[1] };
+      if (entryLsn > this.lsn) return true; // the block's later versions are left to the next skipTo
+      versions.materialized = { lsn: entryLsn, raw: entry[1] };
       this.materialized.advance();
     }
-    const floor = materialized?.lsn;
-    // versions of `block` in (floor, lsn], from the newest base on (if any); oldest first
-    const chain: Array<{ lsn: Lsn; raw: Buffer }> = [];
+  }
+
+  /**
+   * Takes the block's versions in (materialized image, LSN] that the cursor holds into the chain,
+   * from the newest base on. False when its batch ran out first: load the next one and call again.
+   */
+  private takeVersions(target: Buffer, versions: BlockVersions): boolean {
+    const floor = versions.materialized?.lsn;
     for (;;) {
-      const entry = this.blocks.head() ?? (await this.blocks.fill());
-      if (!entry || compareEntity(entry[0], target) !== 0) break;
+      const entry = this.blocks.head();
+      if (!entry) return this.blocks.atEnd();
+      if (compareEntity(entry[0], target) !== 0) return true;
       const entryLsn = lsnOf(entry[0]);
       // versions above the LSN (all later ones of the block too) are left to the next skipTo,
       // which seeks past them when there are more than a batch
-      if (entryLsn > this.lsn) break;
+      if (entryLsn > this.lsn) return true;
       this.blocks.advance();
-      if (entry[1][0] !== ValueKind.Run) addVersion(chain, entryLsn, entry[1], floor, this.lsn);
+      if (entry[1][0] !== ValueKind.Run) addVersion(versions.chain, entryLsn, entry[1], floor, this.lsn);
       // a run's versions (never bases) lie at and above its key, each checked on its own
-      else for (const member of expandEntry(entryLsn, entry[1])) addVersion(chain, member.lsn, member.raw, floor, this.lsn);
+      else for (const member of expandEntry(entryLsn, entry[1])) addVersion(versions.chain, member.lsn, member.raw, floor, this.lsn);
     }
+  }
+
+  /** The page from the block's versions: a stored image's reference, or rebuilt (in `into` when there is a start image to read). */
+  private pageFrom(rel: RelTag, fork: ForkNumber, block: number, target: Buffer, into: Buffer | undefined, versions: BlockVersions): Found | Promise<Found> {
+    const { materialized, chain } = versions;
+    const images = this.reader.store.images;
     // the common case after an import: the page is its one stored image
-    const onlyImage = chain.length === 1 ? storedPage(chain[0].raw, this.reader.store.images) : undefined;
+    const onlyImage = chain.length === 1 ? storedPage(chain[0].raw, images) : undefined;
     if (onlyImage) return onlyImage;
     const complete = chain.length > 0 && isBaseValue(chain[0].raw);
     // the block's imported page (in an image extent): the base of a chain without a newer one
     let imported: StoredImage | undefined;
     if (!complete && !materialized) {
       const found = this.importedImage(rel, fork, block);
-      imported = found instanceof Promise ? await found : found; // (an await of a value still costs a turn)
+      // (the extents are read on the first block that needs them; then this is done again)
+      if (found instanceof Promise) return found.then(() => this.pageFrom(rel, fork, block, target, into, versions));
+      imported = found;
     }
     if (chain.length === 0) {
       // nothing to replay: the page is the materialized image, the imported one, the ancestor's
       // page, or zeros
-      const materializedImage = materialized && storedPage(materialized.raw, this.reader.store.images);
+      const materializedImage = materialized && storedPage(materialized.raw, images);
       if (materializedImage) return materializedImage;
       if (imported) return imported;
       // (a branch's fresh endpoint reads every block this way: the ancestor's stored images
       // stay references, read straight into the backup's chunk, runs of them with one pread)
-      if (!materialized && this.reader.ancestor) return this.ancestorPageOrImage(rel, fork, block, target, into);
+      if (!materialized && this.reader.ancestor) return this.ancestorScanner().pageOrImage(rel, fork, block, target, into);
     }
 
-    const images = this.reader.store.images;
     // the start page read from the image files straight into `into`, when there is one: no buffer
     // of its own, and the caller finds the rebuilt page where it wants it
     const intoStart = into && (complete ? storedPage(chain[0].raw, images) : materialized ? storedPage(materialized.raw, images) : imported);
     // decoded buffers (iterator entries, image file reads) are ours alone: replay uses them as pages
-    const versions: Array<{ lsn: Lsn; value: StoredValue }> = new Array(chain.length - (intoStart && complete ? 1 : 0));
-    for (let i = chain.length - versions.length, j = 0; i < chain.length; i++, j++) versions[j] = { lsn: chain[i].lsn, value: decodeValue(chain[i].raw, this.reader.store.valueFiles) };
+    const decoded: Array<{ lsn: Lsn; value: StoredValue }> = new Array(chain.length - (intoStart && complete ? 1 : 0));
+    for (let i = chain.length - decoded.length, j = 0; i < chain.length; i++, j++) decoded[j] = { lsn: chain[i].lsn, value: decodeValue(chain[i].raw, this.reader.store.valueFiles) };
     // an image stored inline (stores written before the image files)
-    const only = versions.length === 1 && chain.length === 1 ? versions[0].value : undefined;
+    const only = decoded.length === 1 && chain.length === 1 ? decoded[0].value : undefined;
     if (only?.kind === ValueKind.Image && only.bytes.length === BLCKSZ) return only.bytes;
 
     // the same start page as getPage
     let page: Buffer;
     if (intoStart) {
       page = into!;
-      this.reader.store.images.readInto(intoStart.file, intoStart.offset, BLCKSZ, page, 0);
+      images.readInto(intoStart.file, intoStart.offset, BLCKSZ, page, 0);
     } else if (complete) {
       // a chain starting at an image replays onto that image's own buffer: no zero page needed
-      page = versions[0].value.kind === ValueKind.Image ? versions[0].value.bytes : into ? into.fill(0) : Buffer.alloc(BLCKSZ);
+      page = decoded[0].value.kind === ValueKind.Image ? decoded[0].value.bytes : into ? into.fill(0) : Buffer.alloc(BLCKSZ);
     } else {
       const materializedValue = materialized && decodeValue(materialized.raw, images);
       if (materializedValue?.kind === ValueKind.Image) page = materializedValue.bytes;
       else if (imported) page = pageOf(imported);
-      else if (this.reader.ancestor) page = await this.ancestorPage(rel, fork, block, target, into);
+      else if (this.reader.ancestor) return this.ancestorPage(rel, fork, block, target, into).then((start) => this.replay(rel, fork, block, start, decoded));
       else page = into ? into.fill(0) : Buffer.alloc(BLCKSZ);
     }
+    return this.replay(rel, fork, block, page, decoded);
+  }
 
-    if (versions.length === 0) return page;
-    page = await this.reader.replayVersions(page, versions, { rel, fork, blockNumber: block });
+  /** Replays the versions onto the start page as getPage does, and materializes a long chain as getPage does. */
+  private replay(rel: RelTag, fork: ForkNumber, block: number, start: Buffer, versions: Array<{ lsn: Lsn; value: StoredValue }>): Buffer | Promise<Buffer> {
+    if (versions.length === 0) return start;
+    const replayed = this.reader.replayVersions(start, versions, { rel, fork, blockNumber: block });
+    if (replayed instanceof Promise) return replayed.then((page) => this.materializeIfLong(rel, fork, block, page, versions));
+    return this.materializeIfLong(rel, fork, block, replayed, versions);
+  }
 
-    // materialize long chains as getPage does, so later reads of the block replay less
+  /** Materializes a long chain, as getPage does, so later reads of the block replay less. */
+  private materializeIfLong(rel: RelTag, fork: ForkNumber, block: number, page: Buffer, versions: Array<{ lsn: Lsn; value: StoredValue }>): Buffer | Promise<Buffer> {
     let replayed = 0;
     for (const v of versions) if (v.value.kind === ValueKind.WalRecord || v.value.kind === ValueKind.Derived) replayed++;
-    if (replayed > Math.floor(this.reader.maxReplay / 2)) await this.materializeLater(materializedBlockKey(rel, fork, block), versions[versions.length - 1].lsn, imageValue(page));
-    return page;
+    if (replayed <= Math.floor(this.reader.maxReplay / 2)) return page;
+    const full = this.materializeLater(materializedBlockKey(rel, fork, block), versions[versions.length - 1].lsn, imageValue(page));
+    return full ? full.then(() => page) : page;
   }
 
   /**
@@ -395,11 +461,12 @@ class TimelineScan {
    * of its time in those syncs. An image that cannot be stored is only a missed shortcut: the
    * block's history is intact, and the next read replays it again.
    */
-  private async materializeLater(entityKey: Buffer, lsn: Lsn, value: Buffer): Promise<void> {
+  private materializeLater(entityKey: Buffer, lsn: Lsn, value: Buffer): Promise<void> | undefined {
     const stored = this.reader.store.putDerived(entityKey, lsn, value).catch(() => {});
     this.materializing.add(stored);
     void stored.then(() => this.materializing.delete(stored));
-    if (this.materializing.size >= MATERIALIZATIONS_IN_FLIGHT) await Promise.race(this.materializing);
+    // undefined: nothing to wait for
+    return this.materializing.size >= MATERIALIZATIONS_IN_FLIGHT ? Promise.race(this.materializing) : undefined;
   }
 
   /**
@@ -439,10 +506,6 @@ class TimelineScan {
     const image = found as StoredImage;
     image.images.readInto(image.file, image.offset, BLCKSZ, into, 0);
     return into;
-  }
-
-  private ancestorPageOrImage(rel: RelTag, fork: ForkNumber, block: number, target: Buffer, into: Buffer | undefined): Promise<Buffer | StoredImage> {
-    return this.ancestorScanner().pageOrImage(rel, fork, block, target, into);
   }
 
   async close(): Promise<void> {
@@ -515,20 +578,32 @@ export class RelationScanner {
    * rebuilt may be rebuilt in `into` (BLCKSZ bytes the caller lends for this read, e.g. its place
    * in an output buffer) and then comes back as `into` itself; its contents are undefined when
    * the page comes back in another buffer or as a reference.
+   *
+   * A block that needs no I/O (the usual next block) comes back as is, not as a promise; `await`
+   * takes either. Errors always come as a rejected promise.
    */
-  async pageOrImage(rel: RelTag, fork: ForkNumber, block: number, into?: Buffer): Promise<Buffer | StoredImage> {
-    checkBlock(block);
-    if (this.closed) throw new Error("relation scanner is closed");
-    if (this.busy) throw new Error("relation scanner: one read at a time");
-    const target = relBlockKey(rel, fork, block);
-    if (this.end && compareEntity(target, this.end) >= 0) throw new RangeError(`block ${block} of ${rel.spcNode}/${rel.dbNode}/${rel.relNode} fork ${fork} is past the scanner's end`);
-    this.busy = true;
+  pageOrImage(rel: RelTag, fork: ForkNumber, block: number, into?: Buffer): Found | Promise<Found> {
+    let found: Found | Promise<Found>;
     try {
+      checkBlock(block);
+      if (this.closed) throw new Error("relation scanner is closed");
+      if (this.busy) throw new Error("relation scanner: one read at a time");
+      const target = relBlockKey(rel, fork, block);
+      if (this.end && compareEntity(target, this.end) >= 0) throw new RangeError(`block ${block} of ${rel.spcNode}/${rel.dbNode}/${rel.relNode} fork ${fork} is past the scanner's end`);
       if (into && into.length !== BLCKSZ) throw new RangeError(`a page is rebuilt into ${BLCKSZ} bytes, not ${into.length}`);
-      return await this.scan.pageOrImage(rel, fork, block, target, into);
-    } finally {
+      this.busy = true;
+      found = this.scan.pageOrImage(rel, fork, block, target, into);
+    } catch (err) {
       this.busy = false;
+      return Promise.reject(err);
     }
+    if (!(found instanceof Promise)) {
+      this.busy = false;
+      return found;
+    }
+    return found.finally(() => {
+      this.busy = false;
+    });
   }
 
   /**
