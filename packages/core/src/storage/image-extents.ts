@@ -41,6 +41,7 @@ export class ImageExtentIndex {
       const blocks = ref.length / BLCKSZ;
       fork.extents.push({ firstBlock: key.readUInt32BE(14), blocks, lsn: key.readBigUInt64BE(ENTITY_KEY_LENGTH), file: ref.file, offset: ref.offset });
       fork.longest = Math.max(fork.longest, blocks);
+      this.size++;
     }
     // store order is already (first block, LSN) within a fork; sorted anyway for other sources
     for (const fork of this.forks.values()) {
@@ -57,11 +58,8 @@ export class ImageExtentIndex {
    */
   overlapping = false;
 
-  get size(): number {
-    let n = 0;
-    for (const fork of this.forks.values()) n += fork.extents.length;
-    return n;
-  }
+  /** extents in the index (counted once: relation scans ask for each block outside the last extent) */
+  readonly size: number = 0;
 
   /** The extent holding `block` of a relation fork with the newest LSN at or below `lsn`. */
   find(rel: RelTag, fork: ForkNumber, block: number, lsn: Lsn): ImageExtent | undefined {
