@@ -430,6 +430,74 @@ describe("relation scan", () => {
     for (const lsn of [0x1f0n, 0x200n, 0x205n, 0x210n, 0x215n, 0x220n, 0x255n, 0x265n, 0x275n, 0x400n]) await expectScanEqualsGetPage(reader, 0, 4, lsn);
   });
 
+  /**
+   * Block 0: an image, `history` records, a run holding the materialized image's LSN (two of its
+   * versions above it), five more records; block 1 after it. Returns the reader, the LSNs to
+   * read at, and a counter of the entries iterators read.
+   */
+  async function hotBlock(s: TimelineStore, history: number) {
+    const entries = [image(0, 0x100n, 1)];
+    for (let k = 0; k < history; k++) entries.push(generic(0, 0x1000n + BigInt(k) * 0x10n, 7000 + (k % 1000), [k & 0xff]));
+    const runLsns = [0x10000n, 0x10010n, 0x10020n, 0x10030n];
+    entries.push({
+      key: storeKey(relBlockKey(rel, ForkNumber.Main, 0), runLsns[0]),
+      value: runValue(runLsns.map((l, i) => ({ lsn: l, value: generic(0, l, 8100 + i, [0x40 + i]).value }))),
+    });
+    for (let k = 0; k < 5; k++) entries.push(generic(0, 0x11000n + BigInt(k) * 0x10n, 8150 + k, [0x60 + k]));
+    entries.push(image(1, 0x100n, 2), generic(1, 0x11100n, 8100, "b1"));
+    await commit(s, entries, 0x10n, 0x20000n);
+    const reader = new PageReader(s, { pageCache: new PageCache(0) });
+    const imageLsn = runLsns[1];
+    await commit(s, [materialized(0, imageLsn, await reader.getPage(rel, ForkNumber.Main, 0, imageLsn))], 0x10n, 0x20000n);
+    const read = { entries: 0 };
+    const iterator = s.db.iterator.bind(s.db);
+    s.db.iterator = ((options: unknown) => {
+      const it = iterator(options as never);
+      const nextv = it.nextv.bind(it);
+      it.nextv = (async (size: number) => {
+        const batch = await nextv(size);
+        read.entries += batch.length;
+        return batch;
+      }) as typeof it.nextv;
+      return it;
+    }) as typeof s.db.iterator;
+    return { reader, read, lsns: [imageLsn, runLsns[2], runLsns[3], 0x11020n, 0x12000n] };
+  }
+
+  it("crosses a hot block's history below its materialized image with a seek, also when a run crosses the image", async () => {
+    const { reader, read, lsns } = await hotBlock(store, 1500);
+    for (const lsn of lsns) {
+      await expectScanEqualsGetPage(reader, 0, 2, lsn);
+      const expected = [await reader.getPage(rel, ForkNumber.Main, 0, lsn), await reader.getPage(rel, ForkNumber.Main, 1, lsn)];
+      const scanner = new RelationScanner(reader, lsn);
+      try {
+        read.entries = 0;
+        expect((await scanner.page(rel, ForkNumber.Main, 0)).equals(expected[0])).toBe(true);
+        expect((await scanner.page(rel, ForkNumber.Main, 1)).equals(expected[1])).toBe(true);
+        // a batch of the history and the one read ahead with it, not the 1500 entries below the image
+        expect(read.entries, `entries read at ${lsn.toString(16)}`).toBeLessThan(600);
+        expect(scanner.stats.seeks).toBeGreaterThanOrEqual(1);
+      } finally {
+        await scanner.close();
+      }
+    }
+  });
+
+  it("replays each version above the image once when the crossing run ends an iterator batch", async () => {
+    // the cursor's first batch (256 entries from block 0's image on) ends with the run
+    const { reader, lsns } = await hotBlock(store, 254);
+    const replayed: number[] = [];
+    const replayVersions = reader.replayVersions.bind(reader);
+    reader.replayVersions = (page, versions, target, from) => {
+      if (target.blockNumber === 0 && !from) replayed.push(versions.length);
+      return replayVersions(page, versions, target, from);
+    };
+    const end = lsns[lsns.length - 1];
+    await expectScanEqualsGetPage(reader, 0, 2, end);
+    // the run's two versions above the image and the five records after it
+    expect(replayed[0]).toBe(7);
+  });
+
   it("streams relations larger than an iterator batch", async () => {
     // 600 blocks with 3 versions each: several batches per cursor, blocks split across batches
     const entries = [];

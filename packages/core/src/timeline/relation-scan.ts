@@ -21,7 +21,7 @@
 // Replay goes through reader.replayVersions, so redo (and its errors) are getPage's own.
 import type { Lsn } from "../lsn.ts";
 import { BLCKSZ, type ForkNumber, type RelTag } from "../reltag.ts";
-import { ENTITY_KEY_LENGTH, KeySpace, materializedBlockKey, relBlockKey, storeKey } from "../storage/keys.ts";
+import { ENTITY_KEY_LENGTH, KeySpace, materializedBlockKey, relBlockKey, STORE_KEY_LENGTH, storeKey } from "../storage/keys.ts";
 import type { AppendFiles, FileRef } from "../storage/append-files.ts";
 import { type ImageExtent, ImageExtentIndex } from "../storage/image-extents.ts";
 import { decodeValue, expandEntry, imageValue, isBaseValue, readImageRef, type StoredValue, ValueKind } from "../storage/values.ts";
@@ -161,7 +161,8 @@ class Cursor {
       this.open(target);
       return;
     }
-    this.iterator!.seek(this.keyAt(target));
+    // (a store key, seekForward's, is sought as it is)
+    this.iterator!.seek(target.length === STORE_KEY_LENGTH ? target : this.keyAt(target));
     this.lastTarget = undefined;
     this.stats.seeks++;
     this.readAhead();
@@ -249,6 +250,21 @@ class Cursor {
   /** Whether nothing follows what is buffered: the range has ended (or was never opened). */
   atEnd(): boolean {
     return this.pos >= this.batch.length && (this.ended || !this.iterator);
+  }
+
+  /** The last entry of the batch taken (also once it has been read through). */
+  lastTaken(): Entry | undefined {
+    return this.batch.length ? this.batch[this.batch.length - 1] : undefined;
+  }
+
+  /**
+   * Moves forward to store key `key` (of the entity of the last skipTo) with a seek, dropping what
+   * is buffered or being read: the entries before it are not read at all.
+   */
+  async seekForward(key: Buffer): Promise<void> {
+    const target = this.lastTarget;
+    await this.reposition(key);
+    this.lastTarget = target;
   }
 
   /** Waits for a read-ahead in flight (abstract-level defers close until it finishes). */
@@ -341,8 +357,44 @@ class TimelineScan {
 
   private async readVersionsAsync(rel: RelTag, fork: ForkNumber, block: number, target: Buffer, into: Buffer | undefined, versions: BlockVersions): Promise<Found> {
     while (!this.takeMaterialized(target, versions)) await this.materialized.fill();
-    while (!this.takeVersions(target, versions)) await this.blocks.fill();
+    while (!this.takeVersions(target, versions)) {
+      if (this.obsoleteAhead(target, versions)) await this.skipObsolete(target, versions);
+      else await this.blocks.fill();
+    }
     return this.pageFrom(rel, fork, block, target, into, versions);
+  }
+
+  /**
+   * Whether the batch the blocks cursor just read through ended inside the block's versions at or
+   * below its materialized image: a page written often (a hot row's page) has a long history
+   * there that the materialized image makes needless, and it grows with every write.
+   */
+  private obsoleteAhead(target: Buffer, versions: BlockVersions): boolean {
+    const last = this.blocks.lastTaken();
+    return versions.materialized !== undefined && last !== undefined && compareEntity(last[0], target) === 0 && lsnOf(last[0]) <= versions.materialized.lsn;
+  }
+
+  /**
+   * Crosses the rest of the block's versions at or below its materialized image with a seek
+   * instead of reading them: at most a batch of them is read per block, however long the history
+   * (a full backup used to read a hot page's whole history every time). The last entry at or below
+   * the image is looked up on its own: a run keyed there may hold versions above it.
+   */
+  private async skipObsolete(target: Buffer, versions: BlockVersions): Promise<void> {
+    const floor = versions.materialized!.lsn;
+    const entity = target.subarray(0, ENTITY_KEY_LENGTH);
+    const taken = this.blocks.lastTaken()![0];
+    const lookup = this.reader.store.iterateReverse(storeKey(entity, 0n), storeKey(entity, floor + 1n), 1);
+    try {
+      const [last] = await lookup.nextv(1);
+      // (the entry the batch ended with was taken already)
+      if (last && last[1][0] === ValueKind.Run && !last[0].equals(taken)) {
+        for (const member of expandEntry(lsnOf(last[0]), last[1])) addVersion(versions.chain, member.lsn, member.raw, floor, this.lsn);
+      }
+    } finally {
+      await lookup.close();
+    }
+    await this.blocks.seekForward(storeKey(entity, floor + 1n));
   }
 
   /**
