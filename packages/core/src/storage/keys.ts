@@ -26,6 +26,8 @@ export const enum KeySpace {
   ImageExtent = 0x17,
   SlruBlock = 0x20,
   SlruSegSize = 0x21,
+  /** SLRU pages materialized by reads (bounded replay, as 0x15 for relation blocks); derived data, safe to drop */
+  MaterializedSlru = 0x22,
   TwoPhaseFile = 0x30,
   Checkpoint = 0x40,
   ControlFile = 0x41,
@@ -63,6 +65,7 @@ export const dbDirEntryKey = (spcNode: number, dbNode: number) => entity(KeySpac
 export const relmapFileKey = (spcNode: number, dbNode: number) => entity(KeySpace.RelmapFile, spcNode, dbNode);
 export const tablespaceDirEntryKey = (spcNode: number) => entity(KeySpace.TablespaceDirEntry, spcNode);
 export const slruBlockKey = (kind: SlruKind, segno: number, block: number) => entity(KeySpace.SlruBlock, kind, segno, 0, 0, block);
+export const materializedSlruKey = (kind: SlruKind, segno: number, block: number) => entity(KeySpace.MaterializedSlru, kind, segno, 0, 0, block);
 export const slruSegSizeKey = (kind: SlruKind, segno: number) => entity(KeySpace.SlruSegSize, kind, segno);
 export const twoPhaseFileKey = (xid: number) => entity(KeySpace.TwoPhaseFile, xid);
 export const checkpointKey = () => entity(KeySpace.Checkpoint);

@@ -3,9 +3,9 @@ import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { ForkNumber } from "../reltag.ts";
-import { materializedBlockKey, relBlockKey, SlruKind, slruBlockKey, storeKey } from "../storage/keys.ts";
+import { materializedBlockKey, materializedSlruKey, relBlockKey, SlruKind, slruBlockKey, storeKey } from "../storage/keys.ts";
 import { TimelineStore } from "../storage/timeline-store.ts";
-import { derivedValue, DerivedKind, imageValue, ValueKind, walRecordValue } from "../storage/values.ts";
+import { derivedValue, DerivedKind, imageValue, runValue, ValueKind, walRecordValue } from "../storage/values.ts";
 import { RMGRS } from "../redo/rmgrs.ts";
 import { UnsupportedRecordError } from "../redo/types.ts";
 import { IngestBatch } from "../ingest/walingest.ts";
@@ -179,6 +179,57 @@ describe("GetPage@LSN page reconstruction", () => {
     expect([status(page, 735), status(page, 736), status(page, 737), status(page, 738)]).toEqual([1, 1, 2, 0]);
     const earlier = await new PageReader(store).getSlruPage(SlruKind.Clog, 0, 0, 0x250n);
     expect(status(earlier, 737)).toBe(0);
+  });
+
+  it("stores a long CLOG page history as a materialized image and replays only what came after it", async () => {
+    // 3000 transactions, one status version each (in runs of 10, as ingest writes them), above a zero page
+    const n = 3000;
+    const key = slruBlockKey(SlruKind.Clog, 0, 0);
+    const at = (i: number) => 0x1000n + BigInt(i) * 0x10n;
+    const statusOf = (i: number) => (i % 3 === 0 ? 2 : 1);
+    const version = (i: number) => {
+      const change = Buffer.alloc(5);
+      change[0] = statusOf(i);
+      change.writeUInt32LE(100 + i, 1);
+      return derivedValue(DerivedKind.ClogSetStatus, change);
+    };
+    const entries = [{ key: storeKey(key, 0x100n), value: imageValue(Buffer.alloc(8192)) }];
+    for (let i = 0; i < n; i += 10) entries.push({ key: storeKey(key, at(i)), value: runValue(Array.from({ length: 10 }, (_, j) => ({ lsn: at(i + j), value: version(i + j) }))) });
+    await store.commit(entries, { lastRecordLsn: at(n), diskConsistentLsn: at(n), startLsn: 0x100n });
+    const status = (page: Buffer, xid: number) => (page[xid >> 2] >> ((xid & 3) * 2)) & 3;
+    const expectStatuses = (page: Buffer, upTo: number) => {
+      const wrong: number[] = [];
+      for (let i = 0; i < n; i++) if (status(page, 100 + i) !== (i <= upTo ? statusOf(i) : 0)) wrong.push(100 + i);
+      expect(wrong, `xids with a wrong status as of version ${upTo}`).toEqual([]);
+    };
+
+    // count the entries reads take from the store
+    let entriesRead = 0;
+    const iterator = store.db.iterator.bind(store.db);
+    store.db.iterator = ((options: unknown) => {
+      const it = iterator(options as never);
+      const nextv = it.nextv.bind(it);
+      it.nextv = (async (size: number) => {
+        const batch = await nextv(size);
+        entriesRead += batch.length;
+        return batch;
+      }) as typeof it.nextv;
+      return it;
+    }) as typeof store.db.iterator;
+
+    const reader = new PageReader(store, { maxReplay: 100, pageCache: new PageCache(0) });
+    entriesRead = 0;
+    expectStatuses(await reader.getSlruPage(SlruKind.Clog, 0, 0, at(2900)), 2900);
+    expect(entriesRead).toBeGreaterThan(290); // the whole history, once
+    const stored = await store.getVersion(materializedSlruKey(SlruKind.Clog, 0, 0), at(2900));
+    expect(stored?.lsn).toBe(at(2900));
+    // later reads start from the image: the versions above it, not the 2900 below
+    entriesRead = 0;
+    expectStatuses(await reader.getSlruPage(SlruKind.Clog, 0, 0, at(2999)), 2999);
+    expect(entriesRead).toBeLessThan(60);
+    // earlier LSNs still replay their own history
+    expectStatuses(await reader.getSlruPage(SlruKind.Clog, 0, 0, at(1500)), 1500);
+    expectStatuses(await reader.getSlruPage(SlruKind.Clog, 0, 0, at(10)), 10);
   });
 });
 

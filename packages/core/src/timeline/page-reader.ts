@@ -9,7 +9,7 @@ import { readControlFile } from "../basebackup/control.ts";
 import { applyDerived } from "../redo/derived.ts";
 import { getPageLsn, isNewPage, pageLsnAtLeast, setPageLsn } from "../redo/page.ts";
 import { rmgrFor } from "../redo/rmgrs.ts";
-import { storeKey, walRecordLogKey, checkpointKey, controlFileKey, relmapFileKey, decodeRelKey, dbDirEntryKey, entityPrefix, KeySpace, materializedBlockKey, relBlockKey, relSizeKey, type SlruKind, slruBlockKey, slruSegSizeKey } from "../storage/keys.ts";
+import { storeKey, walRecordLogKey, checkpointKey, controlFileKey, relmapFileKey, decodeRelKey, dbDirEntryKey, entityPrefix, KeySpace, materializedBlockKey, materializedSlruKey, relBlockKey, relSizeKey, type SlruKind, slruBlockKey, slruSegSizeKey } from "../storage/keys.ts";
 import type { TimelineStore } from "../storage/timeline-store.ts";
 import { decodeLoggedRecord, decodeRecordLogPiece, lastRecordBefore } from "../storage/record-log.ts";
 import { ImageExtentIndex } from "../storage/image-extents.ts";
@@ -293,16 +293,40 @@ export class PageReader {
   }
 
   /** An SLRU page (pg_xact, pg_multixact) as of `lsn`. */
+  /**
+   * An SLRU page as of `lsn`. Every transaction's status is a version of its CLOG page (32768 to a
+   * page), so a page's history is long: as for relation pages, a read that replays more than
+   * maxReplay/2 versions stores the page as a materialized image (key space 0x22), and later reads
+   * replay only the versions above the newest one at or below their LSN. Without it a full backup
+   * replayed every transaction the cluster ever committed, every time.
+   */
   async getSlruPage(kind: SlruKind, segno: number, blockNumber: number, lsn: Lsn): Promise<Buffer> {
-    const chain = await this.store.getReconstructChain(slruBlockKey(kind, segno, blockNumber), lsn);
-    let page =
-      !chain.complete && this.ancestor ? Buffer.from(await this.ancestor.reader.getSlruPage(kind, segno, blockNumber, this.ancestorLsn(lsn))) : Buffer.alloc(BLCKSZ);
+    const entity = slruBlockKey(kind, segno, blockNumber);
+    // newest versions first, a bounded number; only a longer chain looks for a materialized image
+    let chain = await this.store.getReconstructChain(entity, lsn, undefined, Math.floor(this.maxReplay / 2) + 1);
+    let materialized: { lsn: Lsn; value: StoredValue } | undefined;
+    if (chain.truncated) {
+      materialized = await this.store.getVersion(materializedSlruKey(kind, segno, blockNumber), lsn);
+      const oldestRead = chain.versions[0]?.lsn;
+      if (materialized !== undefined && oldestRead !== undefined && materialized.lsn >= oldestRead) {
+        const above = materialized.lsn;
+        chain = { versions: chain.versions.filter((v) => v.lsn > above), complete: false, truncated: false };
+      } else chain = await this.store.getReconstructChain(entity, lsn, materialized?.lsn);
+    }
+    let page: Buffer;
+    if (!chain.complete && materialized?.value.kind === ValueKind.Image) page = Buffer.from(materialized.value.bytes);
+    else if (!chain.complete && this.ancestor) page = Buffer.from(await this.ancestor.reader.getSlruPage(kind, segno, blockNumber, this.ancestorLsn(lsn)));
+    else page = Buffer.alloc(BLCKSZ);
+    let replayed = 0;
     for (const version of chain.versions) {
       if (version.value.kind === ValueKind.Image) page = Buffer.from(version.value.bytes);
       else if (version.value.kind === ValueKind.Tombstone) page = Buffer.alloc(BLCKSZ);
-      else if (version.value.kind === ValueKind.Derived) applyDerived(page, version.value.derived, version.value.payload);
-      else throw new PageReadError(`unexpected WAL record stored for an SLRU page at ${formatLsn(version.lsn)}`);
+      else if (version.value.kind === ValueKind.Derived) {
+        applyDerived(page, version.value.derived, version.value.payload);
+        replayed++;
+      } else throw new PageReadError(`unexpected WAL record stored for an SLRU page at ${formatLsn(version.lsn)}`);
     }
+    if (replayed > Math.floor(this.maxReplay / 2)) await this.store.putDerived(materializedSlruKey(kind, segno, blockNumber), chain.versions[chain.versions.length - 1].lsn, imageValue(page));
     return page;
   }
 
