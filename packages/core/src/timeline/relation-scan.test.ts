@@ -498,6 +498,51 @@ describe("relation scan", () => {
     expect(replayed[0]).toBe(7);
   });
 
+  it("takes a hot block's newest materialized image without reading every older one", async () => {
+    // block 0: an image, 4000 records; a materialized image at each of the first 3500 records'
+    // LSNs (junk pages, but for the two the reads below must start from); block 1 after it
+    const n = 4000;
+    const at = (k: number) => 0x1000n + BigInt(k) * 0x10n;
+    const entries = [image(0, 0x100n, 1)];
+    for (let k = 0; k < n; k++) entries.push(generic(0, at(k), 6000 + (k % 2000), [k & 0xff]));
+    entries.push(image(1, 0x100n, 2), generic(1, at(n), 8100, "b1"));
+    await commit(store, entries, 0x10n, 0x100000n);
+    const exact = new PageReader(store, { maxReplay: Number.MAX_SAFE_INTEGER, pageCache: new PageCache(0) });
+    const images = [];
+    for (let k = 0; k < 3500; k++) images.push(materialized(0, at(k), k === 1700 || k === 3499 ? await exact.getPage(rel, ForkNumber.Main, 0, at(k)) : emptyPage(at(k), 0x77)));
+    await commit(store, images, 0x10n, 0x100000n);
+    const reader = new PageReader(store, { pageCache: new PageCache(0) });
+
+    let entriesRead = 0;
+    const iterator = store.db.iterator.bind(store.db);
+    store.db.iterator = ((options: unknown) => {
+      const it = iterator(options as never);
+      const nextv = it.nextv.bind(it);
+      it.nextv = (async (size: number) => {
+        const batch = await nextv(size);
+        entriesRead += batch.length;
+        return batch;
+      }) as typeof it.nextv;
+      return it;
+    }) as typeof store.db.iterator;
+    for (const lsn of [at(1700) + 8n, at(3499), at(n)]) {
+      // replayed from the block's first image, before any scan stores a materialized image
+      const expected = [await exact.getPage(rel, ForkNumber.Main, 0, lsn), await exact.getPage(rel, ForkNumber.Main, 1, lsn)];
+      const scanner = new RelationScanner(reader, lsn);
+      try {
+        entriesRead = 0;
+        expect((await scanner.page(rel, ForkNumber.Main, 0)).equals(expected[0]), `block 0 at ${lsn.toString(16)}`).toBe(true);
+        expect((await scanner.page(rel, ForkNumber.Main, 1)).equals(expected[1]), `block 1 at ${lsn.toString(16)}`).toBe(true);
+        // a few batches from each key space (each seek reads one, and one ahead), not the 3500
+        // images and the records below them
+        expect(entriesRead, `entries read at ${lsn.toString(16)}`).toBeLessThan(2600);
+      } finally {
+        await scanner.close();
+      }
+      await expectScanEqualsGetPage(reader, 0, 2, lsn);
+    }
+  });
+
   it("streams relations larger than an iterator batch", async () => {
     // 600 blocks with 3 versions each: several batches per cursor, blocks split across batches
     const entries = [];

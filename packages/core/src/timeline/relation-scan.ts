@@ -356,12 +356,38 @@ class TimelineScan {
   }
 
   private async readVersionsAsync(rel: RelTag, fork: ForkNumber, block: number, target: Buffer, into: Buffer | undefined, versions: BlockVersions): Promise<Found> {
-    while (!this.takeMaterialized(target, versions)) await this.materialized.fill();
+    while (!this.takeMaterialized(target, versions)) {
+      if (this.materializedAhead(target)) await this.skipToNewestMaterialized(target, versions);
+      else await this.materialized.fill();
+    }
     while (!this.takeVersions(target, versions)) {
       if (this.obsoleteAhead(target, versions)) await this.skipObsolete(target, versions);
       else await this.blocks.fill();
     }
     return this.pageFrom(rel, fork, block, target, into, versions);
+  }
+
+  /**
+   * Whether the batch the materialized cursor just read through ended inside the block's images
+   * at or below the LSN: a hot page gets one every few dozen writes, and only the newest counts.
+   */
+  private materializedAhead(target: Buffer): boolean {
+    const last = this.materialized.lastTaken();
+    return last !== undefined && compareEntity(last[0], target) === 0 && lsnOf(last[0]) <= this.lsn;
+  }
+
+  /** Takes the block's newest materialized image at or below the LSN with one lookup, and seeks past the rest. */
+  private async skipToNewestMaterialized(target: Buffer, versions: BlockVersions): Promise<void> {
+    const entity = Buffer.from(target.subarray(0, ENTITY_KEY_LENGTH));
+    entity[0] = KeySpace.MaterializedBlock;
+    const lookup = this.reader.store.iterateReverse(storeKey(entity, 0n), storeKey(entity, this.lsn + 1n), 1);
+    try {
+      const [newest] = await lookup.nextv(1);
+      if (newest && (!versions.materialized || lsnOf(newest[0]) > versions.materialized.lsn)) versions.materialized = { lsn: lsnOf(newest[0]), raw: newest[1] };
+    } finally {
+      await lookup.close();
+    }
+    await this.materialized.seekForward(storeKey(entity, this.lsn + 1n));
   }
 
   /**
