@@ -11,7 +11,7 @@ import { UnsupportedRecordError } from "../redo/types.ts";
 import { IngestBatch } from "../ingest/walingest.ts";
 import { PageCache } from "./page-cache.ts";
 import { PageReader, pageLsn } from "./page-reader.ts";
-import { emptyPage, genericDelta, oneBlockRecord } from "./testutil.ts";
+import { countEntriesRead, emptyPage, genericDelta, oneBlockRecord } from "./testutil.ts";
 
 const rel = { spcNode: 1663, dbNode: 5, relNode: 16384 };
 
@@ -203,30 +203,17 @@ describe("GetPage@LSN page reconstruction", () => {
       expect(wrong, `xids with a wrong status as of version ${upTo}`).toEqual([]);
     };
 
-    // count the entries reads take from the store
-    let entriesRead = 0;
-    const iterator = store.db.iterator.bind(store.db);
-    store.db.iterator = ((options: unknown) => {
-      const it = iterator(options as never);
-      const nextv = it.nextv.bind(it);
-      it.nextv = (async (size: number) => {
-        const batch = await nextv(size);
-        entriesRead += batch.length;
-        return batch;
-      }) as typeof it.nextv;
-      return it;
-    }) as typeof store.db.iterator;
-
+    const read = countEntriesRead(store);
     const reader = new PageReader(store, { maxReplay: 100, pageCache: new PageCache(0) });
-    entriesRead = 0;
+    read.entries = 0;
     expectStatuses(await reader.getSlruPage(SlruKind.Clog, 0, 0, at(2900)), 2900);
-    expect(entriesRead).toBeGreaterThan(290); // the whole history, once
+    expect(read.entries).toBeGreaterThan(290); // the whole history, once
     const stored = await store.getVersion(materializedSlruKey(SlruKind.Clog, 0, 0), at(2900));
     expect(stored?.lsn).toBe(at(2900));
     // later reads start from the image: the versions above it, not the 2900 below
-    entriesRead = 0;
+    read.entries = 0;
     expectStatuses(await reader.getSlruPage(SlruKind.Clog, 0, 0, at(2999)), 2999);
-    expect(entriesRead).toBeLessThan(60);
+    expect(read.entries).toBeLessThan(60);
     // earlier LSNs still replay their own history
     expectStatuses(await reader.getSlruPage(SlruKind.Clog, 0, 0, at(1500)), 1500);
     expectStatuses(await reader.getSlruPage(SlruKind.Clog, 0, 0, at(10)), 10);

@@ -160,20 +160,7 @@ export class PageReader {
         if (!newer.complete) materialized = { lsn: older.fromLsn, value: { kind: ValueKind.Image, bytes: older.page } };
       }
     }
-    // Newest versions first, a bounded number: most chains reach their base (an image or a
-    // will-init record) within it. Only a longer chain looks for a materialized image to start from.
-    const firstRead = Math.max(16, Math.floor(this.maxReplay / 2) + 1);
-    chain ??= await this.store.getReconstructChain(entity, lsn, undefined, firstRead);
-    if (chain.truncated) {
-      materialized = await this.store.getVersion(materializedBlockKey(rel, fork, blockNumber), lsn);
-      const oldestRead = chain.versions[0]?.lsn;
-      if (materialized !== undefined && oldestRead !== undefined && materialized.lsn >= oldestRead) {
-        // the usual case (materialization keeps chains short): the first read already holds
-        // every version above the image, so don't read them again
-        const above = materialized.lsn;
-        chain = { versions: chain.versions.filter((v) => v.lsn > above), complete: false, truncated: false };
-      } else chain = await this.store.getReconstructChain(entity, lsn, materialized?.lsn);
-    }
+    if (!chain) ({ chain, materialized } = await this.chainAboveMaterialized(entity, materializedBlockKey(rel, fork, blockNumber), lsn, Math.max(16, Math.floor(this.maxReplay / 2) + 1)));
     let page: Buffer;
     let imported: { page: Buffer; lsn: Lsn } | undefined;
     const versions = chain.versions;
@@ -203,6 +190,31 @@ export class PageReader {
     if (replayed > threshold && versions.length) await this.store.putDerived(materializedBlockKey(rel, fork, blockNumber), newest, imageValue(page));
     if (materializing && lsn >= newest) this.rememberMaterialized(entityId, page, newest);
     return page;
+  }
+
+  /**
+   * The versions to replay for an entity at `lsn`, oldest first. Newest versions first, a bounded
+   * number (`firstRead`): most chains reach their base (an image or a will-init record) within it.
+   * Only a longer chain looks for a materialized image (at `materializedKey`) to start from; the
+   * chain then holds the versions above it and is not complete.
+   */
+  private async chainAboveMaterialized(
+    entity: Buffer,
+    materializedKey: Buffer,
+    lsn: Lsn,
+    firstRead: number,
+  ): Promise<{ chain: { versions: Array<{ lsn: Lsn; value: StoredValue }>; complete: boolean; truncated: boolean }; materialized: { lsn: Lsn; value: StoredValue } | undefined }> {
+    const chain = await this.store.getReconstructChain(entity, lsn, undefined, firstRead);
+    if (!chain.truncated) return { chain, materialized: undefined };
+    const materialized = await this.store.getVersion(materializedKey, lsn);
+    const oldestRead = chain.versions[0]?.lsn;
+    if (materialized !== undefined && oldestRead !== undefined && materialized.lsn >= oldestRead) {
+      // the usual case (materialization keeps chains short): the first read already holds every
+      // version above the image, so don't read them again
+      const above = materialized.lsn;
+      return { chain: { versions: chain.versions.filter((v) => v.lsn > above), complete: false, truncated: false }, materialized };
+    }
+    return { chain: await this.store.getReconstructChain(entity, lsn, materialized?.lsn), materialized };
   }
 
   private lastMaterialized(entityId: string, lsn: Lsn): { page: Buffer; fromLsn: Lsn; validTo: Lsn } | undefined {
@@ -301,18 +313,7 @@ export class PageReader {
    * replayed every transaction the cluster ever committed, every time.
    */
   async getSlruPage(kind: SlruKind, segno: number, blockNumber: number, lsn: Lsn): Promise<Buffer> {
-    const entity = slruBlockKey(kind, segno, blockNumber);
-    // newest versions first, a bounded number; only a longer chain looks for a materialized image
-    let chain = await this.store.getReconstructChain(entity, lsn, undefined, Math.floor(this.maxReplay / 2) + 1);
-    let materialized: { lsn: Lsn; value: StoredValue } | undefined;
-    if (chain.truncated) {
-      materialized = await this.store.getVersion(materializedSlruKey(kind, segno, blockNumber), lsn);
-      const oldestRead = chain.versions[0]?.lsn;
-      if (materialized !== undefined && oldestRead !== undefined && materialized.lsn >= oldestRead) {
-        const above = materialized.lsn;
-        chain = { versions: chain.versions.filter((v) => v.lsn > above), complete: false, truncated: false };
-      } else chain = await this.store.getReconstructChain(entity, lsn, materialized?.lsn);
-    }
+    const { chain, materialized } = await this.chainAboveMaterialized(slruBlockKey(kind, segno, blockNumber), materializedSlruKey(kind, segno, blockNumber), lsn, Math.floor(this.maxReplay / 2) + 1);
     let page: Buffer;
     if (!chain.complete && materialized?.value.kind === ValueKind.Image) page = Buffer.from(materialized.value.bytes);
     else if (!chain.complete && this.ancestor) page = Buffer.from(await this.ancestor.reader.getSlruPage(kind, segno, blockNumber, this.ancestorLsn(lsn)));

@@ -12,7 +12,7 @@ import { PageCache } from "./page-cache.ts";
 import { PageReader } from "./page-reader.ts";
 import { computeRecordCrc } from "../wal/record.ts";
 import { RelationScanner, scanRelationPages, type StoredImage } from "./relation-scan.ts";
-import { emptyPage, genericDelta, oneBlockRecord } from "./testutil.ts";
+import { countEntriesRead, emptyPage, genericDelta, oneBlockRecord } from "./testutil.ts";
 
 const rel = { spcNode: 1663, dbNode: 5, relNode: 16384 };
 const other = { spcNode: 1663, dbNode: 5, relNode: 16385 };
@@ -449,18 +449,7 @@ describe("relation scan", () => {
     const reader = new PageReader(s, { pageCache: new PageCache(0) });
     const imageLsn = runLsns[1];
     await commit(s, [materialized(0, imageLsn, await reader.getPage(rel, ForkNumber.Main, 0, imageLsn))], 0x10n, 0x20000n);
-    const read = { entries: 0 };
-    const iterator = s.db.iterator.bind(s.db);
-    s.db.iterator = ((options: unknown) => {
-      const it = iterator(options as never);
-      const nextv = it.nextv.bind(it);
-      it.nextv = (async (size: number) => {
-        const batch = await nextv(size);
-        read.entries += batch.length;
-        return batch;
-      }) as typeof it.nextv;
-      return it;
-    }) as typeof s.db.iterator;
+    const read = countEntriesRead(s);
     return { reader, read, lsns: [imageLsn, runLsns[2], runLsns[3], 0x11020n, 0x12000n] };
   }
 
@@ -513,29 +502,18 @@ describe("relation scan", () => {
     await commit(store, images, 0x10n, 0x100000n);
     const reader = new PageReader(store, { pageCache: new PageCache(0) });
 
-    let entriesRead = 0;
-    const iterator = store.db.iterator.bind(store.db);
-    store.db.iterator = ((options: unknown) => {
-      const it = iterator(options as never);
-      const nextv = it.nextv.bind(it);
-      it.nextv = (async (size: number) => {
-        const batch = await nextv(size);
-        entriesRead += batch.length;
-        return batch;
-      }) as typeof it.nextv;
-      return it;
-    }) as typeof store.db.iterator;
+    const read = countEntriesRead(store);
     for (const lsn of [at(1700) + 8n, at(3499), at(n)]) {
       // replayed from the block's first image, before any scan stores a materialized image
       const expected = [await exact.getPage(rel, ForkNumber.Main, 0, lsn), await exact.getPage(rel, ForkNumber.Main, 1, lsn)];
       const scanner = new RelationScanner(reader, lsn);
       try {
-        entriesRead = 0;
+        read.entries = 0;
         expect((await scanner.page(rel, ForkNumber.Main, 0)).equals(expected[0]), `block 0 at ${lsn.toString(16)}`).toBe(true);
         expect((await scanner.page(rel, ForkNumber.Main, 1)).equals(expected[1]), `block 1 at ${lsn.toString(16)}`).toBe(true);
         // a few batches from each key space (each seek reads one, and one ahead), not the 3500
         // images and the records below them
-        expect(entriesRead, `entries read at ${lsn.toString(16)}`).toBeLessThan(2600);
+        expect(read.entries, `entries read at ${lsn.toString(16)}`).toBeLessThan(2600);
       } finally {
         await scanner.close();
       }

@@ -1,6 +1,7 @@
 // Hand-built WAL records and pages for the page reader's unit tests.
 import type { Lsn } from "../lsn.ts";
 import type { RelTag } from "../reltag.ts";
+import type { TimelineStore } from "../storage/timeline-store.ts";
 import { computeRecordCrc } from "../wal/record.ts";
 
 /** A WAL record of `rmid` with one block reference (`rel`, main fork, `block`) carrying `data`. */
@@ -41,4 +42,24 @@ export function emptyPage(lsn: Lsn = 0n, mark = 0): Buffer {
   page.writeUInt16LE(8192, 16);
   page[8190] = mark;
   return page;
+}
+
+/**
+ * Counts the entries the store's iterators hand out from now on (`read.entries`, which a test may
+ * reset): how much of the store a read went through.
+ */
+export function countEntriesRead(store: TimelineStore): { entries: number } {
+  const read = { entries: 0 };
+  const iterator = store.db.iterator.bind(store.db);
+  store.db.iterator = ((options: unknown) => {
+    const it = iterator(options as never);
+    const nextv = it.nextv.bind(it);
+    it.nextv = (async (size: number) => {
+      const batch = await nextv(size);
+      read.entries += batch.length;
+      return batch;
+    }) as typeof it.nextv;
+    return it;
+  }) as typeof store.db.iterator;
+  return read;
 }
