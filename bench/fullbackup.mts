@@ -8,7 +8,8 @@
 //       a query answers) vs `pg_basebackup -Fp -X stream -c fast --no-sync` + `pg_ctl start -w` of
 //       the same database (then until a query answers). Ratio = baseline time / Strata time.
 // Each measurement runs BENCH_ROUNDS times alternating baseline/Strata; the best round is printed,
-// and the first round's ratio (the pageserver's first backup also warms up its JIT).
+// the median of the later rounds, and the first round's ratio (the pageserver's first backup also
+// warms up its JIT).
 //
 //   npx tsx bench/fullbackup.mts
 //   BENCH_SCALE=60 npx tsx bench/fullbackup.mts      # ~1 GB
@@ -183,6 +184,16 @@ try {
   console.log(`reference pg_basebackup -D dir -Ft -X none (to a file): ${fmtMB(bd.bytes)} in ${bd.s.toFixed(2)} s = ${(bd.bytes / MB / bd.s).toFixed(1)} MB/s (all rounds: ${baseToDisk.map((x) => x.s.toFixed(2)).join(", ")} s)`);
   console.log(`strata fullbackup (page service):   ${fmtMB(s.bytes)} in ${s.s.toFixed(2)} s = ${sRate.toFixed(1)} MB/s (all rounds: ${strata.map((x) => x.s.toFixed(2)).join(", ")} s)`);
   console.log(`ratio strata / pg_basebackup MB/s: ${(sRate / bRate).toFixed(3)}x (target >= 0.8x); by time for the same database: ${(b.s / s.s).toFixed(3)}x; against pg_basebackup to a file: ${(sRate / (bd.bytes / MB / bd.s)).toFixed(3)}x`);
+  // the median of the rounds after the first: a best round of either side can be an outlier
+  const median = (xs: number[]) => {
+    const sorted = [...xs].sort((a, b) => a - b);
+    return sorted.length % 2 ? sorted[(sorted.length - 1) / 2] : (sorted[sorted.length / 2 - 1] + sorted[sorted.length / 2]) / 2;
+  };
+  if (ROUNDS > 1) {
+    const sMedian = median(strata.slice(1).map((x) => x.s));
+    const bMedian = median(base.slice(1).map((x) => x.s));
+    console.log(`median of rounds 2-${ROUNDS}: strata ${sMedian.toFixed(2)} s vs pg_basebackup ${bMedian.toFixed(2)} s, ratio MB/s ${((s.bytes / sMedian) / (b.bytes / bMedian)).toFixed(3)}x`);
+  }
   console.log(`first round: strata ${strata[0].s.toFixed(2)} s vs pg_basebackup ${base[0].s.toFixed(2)} s, ratio MB/s ${(strata[0].bytes / strata[0].s / (base[0].bytes / base[0].s)).toFixed(3)}x`);
   console.log(`CPU in the best strata round: pageserver ${s.daemonCpu.toFixed(2)} s, client ${s.clientCpu.toFixed(2)} s (all rounds: ${strata.map((x) => `${x.daemonCpu.toFixed(2)}/${x.clientCpu.toFixed(2)}`).join(", ")} s)`);
   if (ENDPOINTS) {
