@@ -304,9 +304,8 @@ export class PageReader {
     await this.getPage(rel, fork, blockNumber, lsn, { materializeAbove: 0 });
   }
 
-  /** An SLRU page (pg_xact, pg_multixact) as of `lsn`. */
   /**
-   * An SLRU page as of `lsn`. Every transaction's status is a version of its CLOG page (32768 to a
+   * An SLRU page (pg_xact, pg_multixact) as of `lsn`. Every transaction's status is a version of its CLOG page (32768 to a
    * page), so a page's history is long: as for relation pages, a read that replays more than
    * maxReplay/2 versions stores the page as a materialized image (key space 0x22), and later reads
    * replay only the versions above the newest one at or below their LSN. Without it a full backup
