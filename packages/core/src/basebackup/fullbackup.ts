@@ -580,7 +580,8 @@ class RelationChunks {
     if (!run) return;
     this.run = undefined;
     try {
-      run.first.images.readInto(run.first.file, run.first.offset, run.length, this.chunk, run.at);
+      // (stored images come from the scanner only)
+      this.backup.scanner!.readImagesInto(run.first, run.length, this.chunk, run.at);
     } catch (err) {
       const fromBlock = this.chunkFirstBlock + run.at / BLCKSZ;
       throw new FullBackupError(`reading ${this.path} blocks ${fromBlock}..${fromBlock + run.length / BLCKSZ - 1} at ${formatLsn(this.backup.lsn)}: ${(err as Error).message}`, { cause: err });

@@ -160,7 +160,7 @@ export class PageReader {
         if (!newer.complete) materialized = { lsn: older.fromLsn, value: { kind: ValueKind.Image, bytes: older.page } };
       }
     }
-    if (!chain) ({ chain, materialized } = await this.chainAboveMaterialized(entity, materializedBlockKey(rel, fork, blockNumber), lsn, Math.max(16, Math.floor(this.maxReplay / 2) + 1)));
+    if (!chain) ({ chain, materialized } = await this.chainAboveMaterialized(entity, materializedBlockKey(rel, fork, blockNumber), lsn));
     let page: Buffer;
     let imported: { page: Buffer; lsn: Lsn } | undefined;
     const versions = chain.versions;
@@ -194,17 +194,16 @@ export class PageReader {
 
   /**
    * The versions to replay for an entity at `lsn`, oldest first. Newest versions first, a bounded
-   * number (`firstRead`): most chains reach their base (an image or a will-init record) within it.
-   * Only a longer chain looks for a materialized image (at `materializedKey`) to start from; the
-   * chain then holds the versions above it and is not complete.
+   * number: most chains reach their base (an image or a will-init record) within it. Only a longer
+   * chain looks for a materialized image (at `materializedKey`) to start from; the chain then
+   * holds the versions above it and is not complete.
    */
   private async chainAboveMaterialized(
     entity: Buffer,
     materializedKey: Buffer,
     lsn: Lsn,
-    firstRead: number,
   ): Promise<{ chain: { versions: Array<{ lsn: Lsn; value: StoredValue }>; complete: boolean; truncated: boolean }; materialized: { lsn: Lsn; value: StoredValue } | undefined }> {
-    const chain = await this.store.getReconstructChain(entity, lsn, undefined, firstRead);
+    const chain = await this.store.getReconstructChain(entity, lsn, undefined, Math.max(16, Math.floor(this.maxReplay / 2) + 1));
     if (!chain.truncated) return { chain, materialized: undefined };
     const materialized = await this.store.getVersion(materializedKey, lsn);
     const oldestRead = chain.versions[0]?.lsn;
@@ -305,14 +304,14 @@ export class PageReader {
   }
 
   /**
-   * An SLRU page (pg_xact, pg_multixact) as of `lsn`. Every transaction's status is a version of its CLOG page (32768 to a
-   * page), so a page's history is long: as for relation pages, a read that replays more than
-   * maxReplay/2 versions stores the page as a materialized image (key space 0x22), and later reads
-   * replay only the versions above the newest one at or below their LSN. Without it a full backup
-   * replayed every transaction the cluster ever committed, every time.
+   * An SLRU page (pg_xact, pg_multixact) as of `lsn`. Every transaction's status is a version of
+   * its CLOG page (32768 to a page), so a page's history is long: as for relation pages, a read
+   * that replays more than maxReplay/2 versions stores the page as a materialized image (key
+   * space 0x22), and later reads replay only the versions above the newest one at or below their
+   * LSN. Without it a full backup replayed every transaction the cluster ever committed.
    */
   async getSlruPage(kind: SlruKind, segno: number, blockNumber: number, lsn: Lsn): Promise<Buffer> {
-    const { chain, materialized } = await this.chainAboveMaterialized(slruBlockKey(kind, segno, blockNumber), materializedSlruKey(kind, segno, blockNumber), lsn, Math.floor(this.maxReplay / 2) + 1);
+    const { chain, materialized } = await this.chainAboveMaterialized(slruBlockKey(kind, segno, blockNumber), materializedSlruKey(kind, segno, blockNumber), lsn);
     let page: Buffer;
     if (!chain.complete && materialized?.value.kind === ValueKind.Image) page = Buffer.from(materialized.value.bytes);
     else if (!chain.complete && this.ancestor) page = Buffer.from(await this.ancestor.reader.getSlruPage(kind, segno, blockNumber, this.ancestorLsn(lsn)));
