@@ -20,3 +20,21 @@ export function isValidLsnText(text: string): boolean {
 }
 
 export const INVALID_LSN: Lsn = 0n;
+
+const WAL_PAGE_SIZE = 8192n;
+const SHORT_PAGE_HEADER = 24n;
+const LONG_PAGE_HEADER = 40n;
+
+/**
+ * `lsn`, or the start of its page when it points just past that page's header. PostgreSQL's
+ * pg_current_wal_insert_lsn() points there when the last record ended at a page boundary, and the
+ * header is written only with the next record: WAL is complete up to such an LSN once it is
+ * complete up to the page start (no record ends inside a header). Waiting for the LSN itself
+ * would wait for a record that may never come.
+ */
+export function pageStartIfPastHeader(lsn: Lsn, segmentSize = 16 * 1024 * 1024): Lsn {
+  const inPage = lsn % WAL_PAGE_SIZE;
+  if (inPage === SHORT_PAGE_HEADER) return lsn - inPage;
+  if (inPage === LONG_PAGE_HEADER && lsn % BigInt(segmentSize) === LONG_PAGE_HEADER) return lsn - inPage;
+  return lsn;
+}

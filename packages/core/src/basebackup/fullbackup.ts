@@ -221,12 +221,12 @@ async function planRelations(reader: PageReader, lsn: Lsn, relsegSize: number, c
   // it (what PostgreSQL's reset after a crash does), and their other forks are left out
   const unlogged = new Set(forks.filter((f) => f.fork === ForkNumber.Init).map((f) => formatRelTag(f.rel)));
   const included = forks.filter(({ rel, fork }) => fork === ForkNumber.Init || !unlogged.has(formatRelTag(rel)));
-  const sizes = await relationSizes(reader, included, lsn);
+  const sizes = await reader.relationSizes(included, lsn);
   const files: RelationFile[] = [];
   for (let i = 0; i < included.length; i++) {
     const { rel, fork } = included[i];
     const isUnlogged = unlogged.has(formatRelTag(rel));
-    const blocks = sizes[i];
+    const blocks = sizes[i] ?? 0;
     const dir = relationDir(rel, catalogVersion);
     for (const target of isUnlogged ? [ForkNumber.Init, ForkNumber.Main] : [fork]) {
       const base = `${dir}/${rel.relNode}${FORK_SUFFIX[target]}`;
@@ -238,27 +238,6 @@ async function planRelations(reader: PageReader, lsn: Lsn, relsegSize: number, c
     }
   }
   return files;
-}
-
-/**
- * Relation sizes looked up this many at a time: each lookup is a LevelDB read on libuv's threads
- * (two on a branch whose own history lacks the relation), and one at a time a database with 13k
- * relation forks took 2.7 s just for these before its first byte.
- */
-const SIZE_LOOKUPS_IN_FLIGHT = 16;
-
-/** nblocks of each fork (0 for a fork without a size), in the order given. */
-async function relationSizes(reader: PageReader, forks: ReadonlyArray<{ rel: RelTag; fork: ForkNumber }>, lsn: Lsn): Promise<number[]> {
-  const sizes: number[] = new Array(forks.length);
-  let next = 0;
-  const worker = async () => {
-    while (next < forks.length) {
-      const i = next++;
-      sizes[i] = (await reader.relSize(forks[i].rel, forks[i].fork, lsn)) ?? 0;
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(SIZE_LOOKUPS_IN_FLIGHT, forks.length) }, worker));
-  return sizes;
 }
 
 /**

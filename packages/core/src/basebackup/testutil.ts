@@ -73,6 +73,10 @@ export function fakeReader(overrides: Partial<Record<keyof PageReader, unknown>>
       { rel: shared, fork: ForkNumber.Main },
     ],
     relSize: async (rel: RelTag, fork: ForkNumber) => sizes.get(`${rel.relNode}/${fork}`),
+    // as PageReader's: relSize of each (an override of relSize applies here too)
+    relationSizes(forks: Array<{ rel: RelTag; fork: ForkNumber }>, lsn: Lsn) {
+      return Promise.all(forks.map(({ rel, fork }) => (this as unknown as PageReader).relSize(rel, fork, lsn)));
+    },
     listDatabases: async () => [{ spcNode: 1664, dbNode: 0 }, { spcNode: 1663, dbNode: 1 }, { spcNode: 1663, dbNode: 5 }],
     getRelmap: async (spc: number, db: number) => (db === 1 ? undefined : Buffer.alloc(512, spc === 1664 ? 0x11 : 0x22)),
     listTwoPhase: async () => [{ xid: 0x2a1, state: Buffer.from("state bytes") }],

@@ -75,15 +75,7 @@ export interface OracleOptions extends PgClusterOptions {
   maxMismatches?: number;
 }
 
-async function waitFlushed(cluster: PgCluster): Promise<Lsn> {
-  const [{ lsn }] = await cluster.sql<{ lsn: string }>("SELECT pg_current_wal_insert_lsn()::text AS lsn");
-  for (let i = 0; i < 400; i++) {
-    const [{ done }] = await cluster.sql<{ done: boolean }>("SELECT pg_current_wal_flush_lsn() >= $1::pg_lsn AS done", [lsn]);
-    if (done) break;
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  return parseLsn(lsn);
-}
+const waitFlushed = (cluster: PgCluster): Promise<Lsn> => cluster.flushedWalEnd();
 
 const KIND_TO_RMGR: Record<string, number> = { heap: 10, sequence: 15, btree: 11, hash: 12, gin: 13, gist: 14, spgist: 16, brin: 17, bloom: 20 };
 

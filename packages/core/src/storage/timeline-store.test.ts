@@ -3,10 +3,11 @@ import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { ForkNumber } from "../reltag.ts";
-import { relBlockKey, relSizeKey, storeKey } from "./keys.ts";
+import { entityPrefix, KeySpace, materializedBlockKey, relBlockKey, relSizeKey, storeKey } from "./keys.ts";
 import { TimelineStore } from "./timeline-store.ts";
 import { imageValue, readU32Value, u32Value, ValueKind, walRecordValue } from "./values.ts";
 import { IngestBatch } from "../ingest/walingest.ts";
+import { countEntriesRead } from "../timeline/testutil.ts";
 
 const rel = { spcNode: 1663, dbNode: 5, relNode: 16384 };
 
@@ -102,6 +103,46 @@ describe("TimelineStore versions", () => {
     // the newest version at or below an LSN inside a run
     expect((await store.getVersion(key, 0x100n + 777n))?.lsn).toBe(0x100n + 777n);
     expect((await store.getVersion(key, 0x100n + 777n))?.value).toMatchObject({ kind: ValueKind.WalRecord, raw: Buffer.alloc(40, 777) });
+  });
+
+  it("gives each entity's newest version at or below an LSN in one scan, without reading a long history whole", async () => {
+    // relation sizes: three forks with a few versions, a table extended 5000 times between them,
+    // and one created after the LSNs read
+    const forkRel = (relNode: number) => ({ ...rel, relNode });
+    const entries = [];
+    for (const relNode of [100, 300]) for (let v = 1; v <= 5; v++) entries.push({ key: storeKey(relSizeKey(forkRel(relNode), ForkNumber.Main), 0x1000n * BigInt(v)), value: u32Value(relNode + v) });
+    for (let v = 1; v <= 5000; v++) entries.push({ key: storeKey(relSizeKey(forkRel(200), ForkNumber.Main), 0x100n + BigInt(v)), value: u32Value(v) });
+    entries.push({ key: storeKey(relSizeKey(forkRel(200), ForkNumber.Fsm), 0x2000n), value: u32Value(3) });
+    entries.push({ key: storeKey(relSizeKey(forkRel(400), ForkNumber.Main), 0x9000n), value: u32Value(1) });
+    await store.commit(entries, { lastRecordLsn: 0x9000n, diskConsistentLsn: 0x9000n, startLsn: 0x100n });
+    const read = countEntriesRead(store);
+    for (const lsn of [0x100n, 0x101n, 0x100n + 2500n, 0x1000n + 4999n, 0x3000n, 0x8fffn]) {
+      read.entries = 0;
+      const scanned = await store.scanLatest(entityPrefix(KeySpace.RelSize), lsn);
+      expect(read.entries, `entries read at ${lsn}`).toBeLessThan(2500);
+      const expected = [];
+      for (const relNode of [100, 200, 300, 400]) {
+        for (const fork of [ForkNumber.Main, ForkNumber.Fsm]) {
+          const version = await store.getVersion(relSizeKey(forkRel(relNode), fork), lsn);
+          if (version) expected.push({ relNode, fork, lsn: version.lsn, blocks: readU32Value(version.value) });
+        }
+      }
+      const got = scanned.map((e) => ({ relNode: e.entityKey.readUInt32BE(9), fork: e.entityKey[13], lsn: e.lsn, blocks: readU32Value(e.value) }));
+      expect(got, `at ${lsn}`).toEqual(expected);
+    }
+  });
+
+  it("finishes storing the materialized images readers did not wait for before it closes", async () => {
+    const page = (block: number) => Buffer.alloc(8192, block + 1);
+    // a read hands them over and returns (PageReader.materializeLater)
+    const stored = Array.from({ length: 20 }, (_, block) => store.putDerived(materializedBlockKey(rel, ForkNumber.Main, block), 0x300n, imageValue(page(block))));
+    await store.close();
+    await Promise.all(stored);
+    store = await TimelineStore.open(dir);
+    for (let block = 0; block < 20; block++) {
+      const image = await store.getVersion(materializedBlockKey(rel, ForkNumber.Main, block), 0x300n);
+      expect(image?.value.kind === ValueKind.Image && image.value.bytes.equals(page(block)), `block ${block}`).toBe(true);
+    }
   });
 
   it("tells a reader whether any write started or finished since its token", async () => {

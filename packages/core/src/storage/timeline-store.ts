@@ -42,6 +42,9 @@ for (const space of [KeySpace.RelSize, KeySpace.RelDirEntry, KeySpace.DbDirEntry
   VERSION_CACHED[space] = true;
 }
 const VERSION_CACHE_LIMIT = 50_000;
+/** scanLatest: entries per read, and versions of one entity in a row after which it seeks past them */
+const SCAN_BATCH = 1000;
+const SCAN_SEEK_AFTER = 64;
 
 
 
@@ -85,6 +88,8 @@ export class TimelineStore {
   }
 
   async close(): Promise<void> {
+    // (readers do not wait for the materialized images they store: the store does, before closing)
+    await Promise.allSettled(this.derivedWrites);
     for (const listener of this.writeListeners) listener(undefined);
     this.writeListeners.clear();
     await this.db.close();
@@ -224,21 +229,48 @@ export class TimelineStore {
     }
   }
 
-  /** For every entity whose key starts with `prefix`: its newest version at or below `lsn`. */
+  /**
+   * For every entity whose key starts with `prefix`: its newest version at or below `lsn`. One
+   * forward pass over the versions; an entity whose versions fill the rest of a batch (a table's
+   * size gets one per extension) is looked up on its own, and the pass seeks past its history.
+   */
   async scanLatest(prefix: Buffer, lsn: Lsn): Promise<Array<{ entityKey: Buffer; lsn: Lsn; value: StoredValue }>> {
     const upper = Buffer.concat([prefix, Buffer.alloc(ENTITY_KEY_LENGTH + 8 - prefix.length, 0xff)]);
     const out: Array<{ entityKey: Buffer; lsn: Lsn; value: StoredValue }> = [];
-    let current: { entityKey: Buffer; lsn: Lsn; raw: Buffer } | undefined;
-    for await (const [key, raw] of this.db.iterator({ gte: prefix, lte: upper })) {
-      const entityKey = key.subarray(0, ENTITY_KEY_LENGTH);
-      const versionLsn = key.readBigUInt64BE(ENTITY_KEY_LENGTH);
-      if (current && !current.entityKey.equals(entityKey)) {
-        out.push({ entityKey: current.entityKey, lsn: current.lsn, value: decodeValue(current.raw, this.valueFiles) });
-        current = undefined;
+    let entityKey: Buffer | undefined;
+    let newest: [Buffer, Buffer] | undefined;
+    let versions = 0;
+    const finish = () => {
+      if (entityKey && newest) out.push({ entityKey, ...newestAtOrBelow(newest[0].readBigUInt64BE(ENTITY_KEY_LENGTH), newest[1], lsn, this.valueFiles) });
+      entityKey = newest = undefined;
+    };
+    const iterator = this.db.iterator({ gte: prefix, lte: upper });
+    try {
+      for (;;) {
+        const batch = await iterator.nextv(SCAN_BATCH);
+        if (batch.length === 0) break;
+        for (const entry of batch) {
+          const key = entry[0];
+          if (!entityKey || key.compare(entityKey, 0, ENTITY_KEY_LENGTH, 0, ENTITY_KEY_LENGTH) !== 0) {
+            finish();
+            entityKey = key.subarray(0, ENTITY_KEY_LENGTH);
+            versions = 0;
+          }
+          versions++;
+          if (key.readBigUInt64BE(ENTITY_KEY_LENGTH) <= lsn) newest = entry;
+        }
+        if (versions >= SCAN_SEEK_AFTER && entityKey) {
+          const long = entityKey;
+          entityKey = newest = undefined;
+          const version = await this.getVersion(long, lsn);
+          if (version) out.push({ entityKey: long, ...version });
+          iterator.seek(storeKey(long, 0xffff_ffff_ffff_ffffn));
+        }
       }
-      if (versionLsn <= lsn) current = { entityKey: Buffer.from(entityKey), lsn: versionLsn, raw };
+      finish();
+    } finally {
+      await iterator.close();
     }
-    if (current) out.push({ entityKey: current.entityKey, lsn: current.lsn, value: decodeValue(current.raw, this.valueFiles) });
     return out;
   }
 
@@ -280,7 +312,17 @@ export class TimelineStore {
   }
 
   /** Stores derived data (e.g. a materialized page) outside the ingest stream; not synced. */
-  async putDerived(entityKey: Buffer, lsn: Lsn, value: Buffer): Promise<void> {
+  putDerived(entityKey: Buffer, lsn: Lsn, value: Buffer): Promise<void> {
+    const written = this.writeDerived(entityKey, lsn, value);
+    this.derivedWrites.add(written);
+    const forget = () => this.derivedWrites.delete(written);
+    written.then(forget, forget);
+    return written;
+  }
+
+  private readonly derivedWrites = new Set<Promise<void>>();
+
+  private async writeDerived(entityKey: Buffer, lsn: Lsn, value: Buffer): Promise<void> {
     const key = storeKey(entityKey, lsn);
     this.beginWrite([{ key }]);
     try {

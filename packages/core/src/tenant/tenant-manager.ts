@@ -1,7 +1,7 @@
 // The pageserver's live tenants: opens each active timeline's store when its tenant is attached
 // (only after the tenant's creation committed), runs a walreceiver for timelines that follow a
 // primary, answers "wait until LSN is durable", and closes everything on detach/shutdown.
-import { formatLsn, type Lsn } from "../lsn.ts";
+import { formatLsn, pageStartIfPastHeader, type Lsn } from "../lsn.ts";
 import type { ForkNumber, RelTag } from "../reltag.ts";
 import { importFromPrimary, type PrimaryImportResult } from "../ingest/import-primary.ts";
 import { bootstrapTimeline } from "../ingest/bootstrap.ts";
@@ -280,8 +280,9 @@ export class TenantManager {
   }
 
   /** Resolves once the timeline has durably stored WAL up to `lsn`; fails after `timeoutMs`. */
-  async waitForLsn(tenantId: string, timelineId: string, lsn: Lsn, timeoutMs: number): Promise<TimelineMarkers> {
+  async waitForLsn(tenantId: string, timelineId: string, requested: Lsn, timeoutMs: number): Promise<TimelineMarkers> {
     const deadline = Date.now() + timeoutMs;
+    const lsn = pageStartIfPastHeader(requested);
     for (;;) {
       const handle = this.get(tenantId, timelineId);
       if (!handle) throw new Error(`timeline ${timelineId} is not attached`);
@@ -292,7 +293,7 @@ export class TenantManager {
       const left = deadline - Date.now();
       if (left <= 0) {
         throw new WaitLsnTimeoutError(
-          `timed out after ${timeoutMs} ms waiting for LSN ${formatLsn(lsn)}; timeline is durable up to ${formatLsn(markers.diskConsistentLsn)}` +
+          `timed out after ${timeoutMs} ms waiting for LSN ${formatLsn(requested)}; timeline is durable up to ${formatLsn(markers.diskConsistentLsn)}` +
             (status?.lastError ? ` (walreceiver: ${status.state}, last error: ${status.lastError})` : ""),
         );
       }

@@ -8,6 +8,7 @@ import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
 import pg from "pg";
+import { formatLsn, pageStartIfPastHeader, parseLsn, type Lsn } from "../lsn.ts";
 
 const execFileAsync = promisify(execFile);
 
@@ -161,6 +162,24 @@ export class PgCluster {
       return last.rows as T[];
     } finally {
       await client.end();
+    }
+  }
+
+  /**
+   * The end of the WAL written so far, once it is flushed to pg_wal (for tests that read the
+   * segment files up to it). When the last record ended at a page boundary,
+   * pg_current_wal_insert_lsn() points past the next page's header, which is written only with
+   * the next record: the page start is returned then, or reading up to it meets a zeroed page.
+   */
+  async flushedWalEnd(timeoutMs = 30_000): Promise<Lsn> {
+    const [{ lsn: text }] = await this.sql<{ lsn: string }>("SELECT pg_current_wal_insert_lsn()::text AS lsn");
+    const end = pageStartIfPastHeader(parseLsn(text));
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const [{ done }] = await this.sql<{ done: boolean }>("SELECT pg_current_wal_flush_lsn() >= $1::pg_lsn AS done", [formatLsn(end)]);
+      if (done) return end;
+      if (Date.now() > deadline) throw new Error(`WAL up to ${formatLsn(end)} was not flushed within ${timeoutMs} ms`);
+      await new Promise((resolve) => setTimeout(resolve, 25));
     }
   }
 

@@ -3,9 +3,9 @@ import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { ForkNumber } from "../reltag.ts";
-import { materializedBlockKey, materializedSlruKey, relBlockKey, SlruKind, slruBlockKey, storeKey } from "../storage/keys.ts";
+import { materializedBlockKey, materializedSlruKey, relBlockKey, relSizeKey, SlruKind, slruBlockKey, storeKey } from "../storage/keys.ts";
 import { TimelineStore } from "../storage/timeline-store.ts";
-import { derivedValue, DerivedKind, imageValue, runValue, ValueKind, walRecordValue } from "../storage/values.ts";
+import { derivedValue, DerivedKind, imageValue, runValue, TOMBSTONE, u32Value, ValueKind, walRecordValue } from "../storage/values.ts";
 import { RMGRS } from "../redo/rmgrs.ts";
 import { UnsupportedRecordError } from "../redo/types.ts";
 import { IngestBatch } from "../ingest/walingest.ts";
@@ -111,6 +111,7 @@ describe("GetPage@LSN page reconstruction", () => {
     const reader = new PageReader(store, { maxReplay: 100 });
     const first = await reader.getPage(rel, ForkNumber.Main, 7, end);
     for (let i = 71; i <= 250; i++) expect(first[8001 + (i % 180)]).toBe(i);
+    await reader.materializationsStored(); // (the read does not wait for it)
     const materialized = await store.getVersion(materializedBlockKey(rel, ForkNumber.Main, 7), end);
     expect(materialized?.lsn).toBe(end);
     const chain = await store.getReconstructChain(key, end, materialized!.lsn);
@@ -181,6 +182,34 @@ describe("GetPage@LSN page reconstruction", () => {
     expect(status(earlier, 737)).toBe(0);
   });
 
+  it("gives every fork's size in one scan as relSize gives it, on a branch too", async () => {
+    const sizeAt = (relNode: number, fork: ForkNumber, lsn: bigint, blocks: number | undefined) => ({ key: storeKey(relSizeKey({ ...rel, relNode }, fork), lsn), value: blocks === undefined ? TOMBSTONE : u32Value(blocks) });
+    // parent: 1000 (main, fsm) grows, 1001 grows 300 times, 1002 is dropped at 0x900
+    const entries = [sizeAt(1000, ForkNumber.Main, 0x100n, 1), sizeAt(1000, ForkNumber.Fsm, 0x100n, 3), sizeAt(1000, ForkNumber.Main, 0x800n, 2), sizeAt(1002, ForkNumber.Main, 0x100n, 7), sizeAt(1002, ForkNumber.Main, 0x900n, undefined)];
+    for (let i = 1; i <= 300; i++) entries.push(sizeAt(1001, ForkNumber.Main, 0x100n + BigInt(i), i));
+    await store.commit(entries, { lastRecordLsn: 0xa00n, diskConsistentLsn: 0xa00n, startLsn: 0x100n });
+    // branch at 0x880: 1001 truncated, 1003 created; the parent's later changes do not show
+    const childDir = mkdtempSync(path.join(os.tmpdir(), "strata-reader-child-"));
+    const child = await TimelineStore.open(childDir);
+    try {
+      await child.commit([sizeAt(1001, ForkNumber.Main, 0x900n, 0), sizeAt(1003, ForkNumber.Main, 0x950n, 4)], { lastRecordLsn: 0xa00n, diskConsistentLsn: 0xa00n, startLsn: 0x880n });
+      const forks = [1000, 1001, 1002, 1003, 1004].flatMap((relNode) => [ForkNumber.Main, ForkNumber.Fsm].map((fork) => ({ rel: { ...rel, relNode }, fork })));
+      const parentReader = new PageReader(store);
+      const childReader = new PageReader(child, { ancestor: { reader: parentReader, lsn: 0x880n } });
+      for (const [reader, lsns] of [[parentReader, [0x100n, 0x150n, 0x7ffn, 0x800n, 0x900n]], [childReader, [0x880n, 0x900n, 0x950n, 0xa00n]]] as const) {
+        for (const lsn of lsns) {
+          const oneByOne = await Promise.all(forks.map(({ rel: r, fork }) => reader.relSize(r, fork, lsn)));
+          expect(await reader.relationSizes(forks, lsn), `at ${lsn}`).toEqual(oneByOne);
+        }
+      }
+      // the figures themselves, on the branch at its end: 1000 as of the branch point, 1001 truncated there, 1002 still there, 1003 new
+      expect(await childReader.relationSizes(forks, 0xa00n)).toEqual([2, 3, 0, undefined, 7, undefined, 4, undefined, undefined, undefined]);
+    } finally {
+      await child.close();
+      rmSync(childDir, { recursive: true, force: true });
+    }
+  });
+
   it("stores a long CLOG page history as a materialized image and replays only what came after it", async () => {
     // 3000 transactions, one status version each (in runs of 10, as ingest writes them), above a zero page
     const n = 3000;
@@ -208,6 +237,7 @@ describe("GetPage@LSN page reconstruction", () => {
     read.entries = 0;
     expectStatuses(await reader.getSlruPage(SlruKind.Clog, 0, 0, at(2900)), 2900);
     expect(read.entries).toBeGreaterThan(290); // the whole history, once
+    await reader.materializationsStored(); // (the read does not wait for it)
     const stored = await store.getVersion(materializedSlruKey(SlruKind.Clog, 0, 0), at(2900));
     expect(stored?.lsn).toBe(at(2900));
     // later reads start from the image: the versions above it, not the 2900 below

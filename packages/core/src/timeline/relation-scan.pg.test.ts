@@ -18,15 +18,7 @@ import { RelationScanner, scanRelationPages } from "./relation-scan.ts";
 const SEGMENT = 16 * 1024 * 1024;
 
 /** Waits until everything inserted so far is flushed; returns that LSN. */
-async function flushed(primary: PgCluster): Promise<Lsn> {
-  const [{ lsn }] = await primary.sql<{ lsn: string }>("SELECT pg_current_wal_insert_lsn()::text AS lsn");
-  for (let i = 0; i < 400; i++) {
-    const [{ done }] = await primary.sql<{ done: boolean }>(`SELECT pg_current_wal_flush_lsn() >= '${lsn}'::pg_lsn AS done`);
-    if (done) break;
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  return parseLsn(lsn);
-}
+const flushed = (primary: PgCluster): Promise<Lsn> => primary.flushedWalEnd();
 
 async function ingest(ingestor: TimelineIngestor, primary: PgCluster, from: Lsn, to: Lsn): Promise<Lsn> {
   let last = from;

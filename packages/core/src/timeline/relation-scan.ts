@@ -55,9 +55,6 @@ function pageOf(found: Buffer | StoredImage): Buffer {
   return found instanceof Buffer ? found : (found as StoredImage).images.read(found as StoredImage);
 }
 
-/** materialized images a scan may be storing at once (materializeLater) */
-const MATERIALIZATIONS_IN_FLIGHT = 64;
-
 type Entry = [Buffer, Buffer];
 
 /** A block's page: the page itself, or the stored image it is exactly. */
@@ -292,8 +289,6 @@ class TimelineScan {
   private readonly materialized: Cursor;
   /** created on the first block that needs it, so a branch that rewrote everything never reads its parent */
   private ancestorScan: TimelineScan | undefined;
-  /** materialized images being stored (materializeLater) */
-  private readonly materializing = new Set<Promise<void>>();
   private closed = false;
   /** this timeline's image extents, read on the first block that needs them */
   private extents: ImageExtentIndex | undefined;
@@ -528,23 +523,8 @@ class TimelineScan {
     let replayed = 0;
     for (const v of versions) if (v.value.kind === ValueKind.WalRecord || v.value.kind === ValueKind.Derived) replayed++;
     if (replayed <= Math.floor(this.reader.maxReplay / 2)) return page;
-    const full = this.materializeLater(materializedBlockKey(rel, fork, block), versions[versions.length - 1].lsn, imageValue(page));
+    const full = this.reader.materializeLater(materializedBlockKey(rel, fork, block), versions[versions.length - 1].lsn, imageValue(page));
     return full ? full.then(() => page) : page;
-  }
-
-  /**
-   * Stores a materialized image without waiting for it, up to MATERIALIZATIONS_IN_FLIGHT at once:
-   * images written together share one write and fdatasync of the page image files. Awaited one
-   * by one, a scan over many long chains (a branch or a catalog right after heavy DDL) spent most
-   * of its time in those syncs. An image that cannot be stored is only a missed shortcut: the
-   * block's history is intact, and the next read replays it again.
-   */
-  private materializeLater(entityKey: Buffer, lsn: Lsn, value: Buffer): Promise<void> | undefined {
-    const stored = this.reader.store.putDerived(entityKey, lsn, value).catch(() => {});
-    this.materializing.add(stored);
-    void stored.then(() => this.materializing.delete(stored));
-    // undefined: nothing to wait for
-    return this.materializing.size >= MATERIALIZATIONS_IN_FLIGHT ? Promise.race(this.materializing) : undefined;
   }
 
   /**
@@ -589,7 +569,7 @@ class TimelineScan {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    const results = await Promise.allSettled([this.blocks.close(), this.materialized.close(), this.ancestorScan?.close(), Promise.all(this.materializing)]);
+    const results = await Promise.allSettled([this.blocks.close(), this.materialized.close(), this.ancestorScan?.close()]);
     const failed = results.find((r) => r.status === "rejected");
     if (failed) throw (failed as PromiseRejectedResult).reason;
   }

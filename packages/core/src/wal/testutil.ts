@@ -15,13 +15,7 @@ export async function insertLsn(cluster: PgCluster): Promise<Lsn> {
 export async function captureWal(cluster: PgCluster, work: () => Promise<unknown>): Promise<{ start: Lsn; end: Lsn }> {
   const start = await insertLsn(cluster);
   await work();
-  const end = await insertLsn(cluster);
-  for (let i = 0; i < 200; i++) {
-    const [{ done }] = await cluster.sql<{ done: boolean }>("SELECT pg_current_wal_flush_lsn() >= $1::pg_lsn AS done", [formatLsn(end)]);
-    if (done) break;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return { start, end };
+  return { start, end: await cluster.flushedWalEnd() };
 }
 
 export async function pgWaldump(cluster: PgCluster, start: Lsn, end: Lsn): Promise<WaldumpEntry[]> {
