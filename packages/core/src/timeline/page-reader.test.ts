@@ -182,6 +182,27 @@ describe("GetPage@LSN page reconstruction", () => {
     expect(status(earlier, 737)).toBe(0);
   });
 
+  it("does not wait for the image it materializes, and stores it once however often the page is read meanwhile", async () => {
+    const key = relBlockKey(rel, ForkNumber.Main, 9);
+    const entries = [{ key: storeKey(key, 0x1000n), value: imageValue(emptyPage(0x1000n)) }];
+    for (let i = 1; i <= 80; i++) {
+      const lsn = 0x1000n + BigInt(i) * 0x100n;
+      entries.push({ key: storeKey(key, lsn), value: walRecordValue(record(20, 9, genericDelta(8001 + i, Buffer.from([i]))), lsn - 0x40n, false) });
+    }
+    const end = 0x1000n + 80n * 0x100n;
+    await store.commit(entries, { lastRecordLsn: end, diskConsistentLsn: end, startLsn: 0x1000n });
+    const putDerived = store.putDerived.bind(store);
+    const held: Array<() => void> = [];
+    store.putDerived = (k, at, value) => new Promise<void>((resolve) => held.push(resolve)).then(() => putDerived(k, at, value));
+    const reader = new PageReader(store, { maxReplay: 100, pageCache: new PageCache(0) });
+    for (let read = 0; read < 3; read++) expect((await reader.getPage(rel, ForkNumber.Main, 9, end))[8001 + 80]).toBe(80);
+    expect(held.length).toBe(1);
+    for (const release of held) release();
+    await reader.materializationsStored();
+    store.putDerived = putDerived;
+    expect((await store.getVersion(materializedBlockKey(rel, ForkNumber.Main, 9), end))?.lsn).toBe(end);
+  }, 20_000); // a read that waits for its image never returns here
+
   it("gives every fork's size in one scan as relSize gives it, on a branch too", async () => {
     const sizeAt = (relNode: number, fork: ForkNumber, lsn: bigint, blocks: number | undefined) => ({ key: storeKey(relSizeKey({ ...rel, relNode }, fork), lsn), value: blocks === undefined ? TOMBSTONE : u32Value(blocks) });
     // parent: 1000 (main, fsm) grows, 1001 grows 300 times, 1002 is dropped at 0x900

@@ -90,6 +90,8 @@ export class PageReader {
 
   /** materialized images being stored (materializeLater) */
   private readonly materializing = new Set<Promise<void>>();
+  /** what they store: entity key (latin1) @ LSN */
+  private readonly materializingIds = new Set<string>();
 
   constructor(readonly store: TimelineStore, options: PageReaderOptions = {}) {
     this.maxReplay = options.maxReplay ?? DEFAULT_MAX_REPLAY;
@@ -317,9 +319,16 @@ export class PageReader {
    * the history is intact, and the next read replays it again.
    */
   materializeLater(entityKey: Buffer, lsn: Lsn, value: Buffer): Promise<void> | undefined {
+    // reads of a hot page meanwhile would store the same image again
+    const id = `${entityKey.toString("latin1")}@${lsn}`;
+    if (this.materializingIds.has(id)) return undefined;
+    this.materializingIds.add(id);
     const stored = this.store.putDerived(entityKey, lsn, value).catch(() => {});
     this.materializing.add(stored);
-    void stored.then(() => this.materializing.delete(stored));
+    void stored.then(() => {
+      this.materializing.delete(stored);
+      this.materializingIds.delete(id);
+    });
     return this.materializing.size >= MATERIALIZATIONS_IN_FLIGHT ? Promise.race(this.materializing) : undefined;
   }
 
