@@ -180,6 +180,8 @@ export class TimelineStore {
     lsn: Lsn,
     aboveLsn?: Lsn,
     limit?: number,
+    /** entries the first LevelDB round trip reads (more follow as needed; default 16, 4 above `aboveLsn`) */
+    firstBatch?: number,
   ): Promise<{ versions: Array<{ lsn: Lsn; value: StoredValue }>; complete: boolean; truncated: boolean }> {
     const versions: Array<{ lsn: Lsn; value: StoredValue }> = [];
     // no lower bound at `aboveLsn`: a run keyed at or below it may hold versions above it
@@ -189,7 +191,7 @@ export class TimelineStore {
     try {
       // most chains are short: the first batch usually reaches the base
       // (above a cached page: usually only a few newer versions, and the entry after them is read for nothing)
-      for (let batchSize = Math.min(max, aboveLsn === undefined ? 16 : 4); batchSize > 0; batchSize = Math.min(batchSize * 4, 1024, Math.max(1, max - versions.length))) {
+      for (let batchSize = Math.min(max, firstBatch ?? (aboveLsn === undefined ? 16 : 4)); batchSize > 0; batchSize = Math.min(batchSize * 4, 1024, Math.max(1, max - versions.length))) {
         const entries = await iterator.nextv(batchSize);
         for (const [key, raw] of entries) {
           const keyLsn = key.readBigUInt64BE(ENTITY_KEY_LENGTH);

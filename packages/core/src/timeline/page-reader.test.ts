@@ -147,8 +147,10 @@ describe("GetPage@LSN page reconstruction", () => {
       await store.db.del(storeKey(materializedBlockKey(rel, ForkNumber.Main, 3), at(60)));
       await commitRecords(61, 130);
       redos = 0;
+      const read = countEntriesRead(store);
       await reader.materialize(rel, ForkNumber.Main, 3, at(130));
       expect(redos).toBe(70);
+      expect(read.batches).toBeLessThanOrEqual(2); // (LevelDB round trips: 64 versions, then the rest)
       const stored = await store.getVersion(materializedBlockKey(rel, ForkNumber.Main, 3), at(130));
       const rebuilt = await new PageReader(store, { maxReplay: Number.MAX_SAFE_INTEGER, pageCache: new PageCache(0) }).getPage(rel, ForkNumber.Main, 3, at(130));
       expect(stored?.value.kind === ValueKind.Image && stored.value.bytes.equals(rebuilt)).toBe(true);

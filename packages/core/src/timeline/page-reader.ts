@@ -19,6 +19,8 @@ import { restoreBlockImage } from "../wal/image.ts";
 import { decodeRecord, type BlockRef, type DecodedRecord } from "../wal/record.ts";
 
 export const DEFAULT_MAX_REPLAY = 100;
+/** versions a materialization above the reader's last page for the block reads in its first round trip */
+const MATERIALIZE_FIRST_BATCH = 64;
 /** materialized images a reader may be storing at once (materializeLater) */
 const MATERIALIZATIONS_IN_FLIGHT = 64;
 /** pages a reader keeps from its recent materializations (1 MiB): the hot pages of a workload */
@@ -158,8 +160,11 @@ export class PageReader {
     const entityId = materializing ? entity.toString("latin1") : "";
     const older = materializing ? this.lastMaterialized(entityId, lsn) : this.pageCache.getOlder(this.store, entity, lsn);
     if (older) {
-      // (a materialization reads everything above its last page: it replays all of it anyway)
-      const newer = await this.store.getReconstructChain(entity, lsn, older.validTo, materializing ? undefined : Math.floor(this.maxReplay / 2) + 1);
+      // (a materialization reads everything above its last page: it replays all of it anyway, and
+      // it runs once the chain is ~50 versions long: one LevelDB round trip for them, not three)
+      const newer = materializing
+        ? await this.store.getReconstructChain(entity, lsn, older.validTo, undefined, MATERIALIZE_FIRST_BATCH)
+        : await this.store.getReconstructChain(entity, lsn, older.validTo, Math.floor(this.maxReplay / 2) + 1);
       if (!newer.truncated) {
         chain = newer;
         // an incomplete chain continues from the cached page, as from a materialized image

@@ -48,8 +48,8 @@ export function emptyPage(lsn: Lsn = 0n, mark = 0): Buffer {
  * Counts the entries the store's iterators hand out from now on (`read.entries`, which a test may
  * reset): how much of the store a read went through.
  */
-export function countEntriesRead(store: TimelineStore): { entries: number } {
-  const read = { entries: 0 };
+export function countEntriesRead(store: TimelineStore): { entries: number; batches: number } {
+  const read = { entries: 0, batches: 0 };
   const iterator = store.db.iterator.bind(store.db);
   store.db.iterator = ((options: unknown) => {
     const it = iterator(options as never);
@@ -57,6 +57,7 @@ export function countEntriesRead(store: TimelineStore): { entries: number } {
     it.nextv = (async (size: number) => {
       const batch = await nextv(size);
       read.entries += batch.length;
+      read.batches++;
       return batch;
     }) as typeof it.nextv;
     return it;
