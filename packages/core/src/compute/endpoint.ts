@@ -8,7 +8,7 @@ import path from "node:path";
 import { fullBackup, type FullBackupResult } from "../basebackup/fullbackup.ts";
 import { parseLsn, type Lsn } from "../lsn.ts";
 import type { PageReader } from "../timeline/page-reader.ts";
-import { readWalSegments } from "../wal/reader.ts";
+import { DEFAULT_WAL_SEGMENT_SIZE, readWalSegments } from "../wal/reader.ts";
 import { chownToPostgres, isRoot, pgBinary, runAsPostgres, signalAndWait } from "./postgres.ts";
 
 /** Writes a full backup of the branch at `lsn` into `dataDir` (streamed through tar, no temp file). */
@@ -111,7 +111,8 @@ export async function shutdownCheckpointEnd(dataDir: string): Promise<Lsn> {
   const match = /Latest checkpoint location:\s+(\S+)/.exec(stdout);
   if (!match) throw new Error(`pg_controldata printed no checkpoint location for ${dataDir}`);
   const checkpoint = parseLsn(match[1]);
-  for (const record of readWalSegments(path.join(dataDir, "pg_wal"), checkpoint)) return record.endLsn;
+  const segmentSize = Number(/Bytes per WAL segment:\s+(\d+)/.exec(stdout)?.[1] ?? DEFAULT_WAL_SEGMENT_SIZE);
+  for (const record of readWalSegments(path.join(dataDir, "pg_wal"), checkpoint, undefined, { segmentSize })) return record.endLsn;
   throw new Error(`the checkpoint record at ${match[1]} is not in ${dataDir}/pg_wal`);
 }
 

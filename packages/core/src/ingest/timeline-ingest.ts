@@ -3,7 +3,10 @@
 // crash, streaming resumes at the durable last_record_lsn, so no record is lost or stored twice.
 import { formatLsn, type Lsn } from "../lsn.ts";
 import type { TimelineStore } from "../storage/timeline-store.ts";
-import { WalStreamDecoder } from "../wal/reader.ts";
+import { readControlFile } from "../basebackup/control.ts";
+import { controlFileKey } from "../storage/keys.ts";
+import { ValueKind } from "../storage/values.ts";
+import { DEFAULT_WAL_SEGMENT_SIZE, WalStreamDecoder } from "../wal/reader.ts";
 import type { DecodedRecord } from "../wal/record.ts";
 import { IngestBatch, type VersionLookup, WalIngest } from "./walingest.ts";
 
@@ -35,19 +38,27 @@ export class TimelineIngestor {
   totalRecords = 0;
   totalBytes = 0;
 
-  private constructor(private readonly store: TimelineStore, walIngest: WalIngest, markers: { lastRecordLsn: Lsn; startLsn: Lsn }) {
+  private constructor(
+    private readonly store: TimelineStore,
+    walIngest: WalIngest,
+    markers: { lastRecordLsn: Lsn; startLsn: Lsn },
+    readonly segmentSize: number,
+  ) {
     this.walIngest = walIngest;
     this.lastRecordLsn = markers.lastRecordLsn;
     this.startLsn = markers.startLsn;
     // ingest is done with each record before it feeds more: records may borrow the decoder's bytes
-    this.decoder = new WalStreamDecoder(markers.lastRecordLsn, { borrowRecordBytes: true });
+    this.decoder = new WalStreamDecoder(markers.lastRecordLsn, { borrowRecordBytes: true, segmentSize });
   }
 
   /** `lookup` (default: the store itself) is how ingest reads current state, e.g. through ancestors. */
   static async open(store: TimelineStore, lookup: VersionLookup = store): Promise<TimelineIngestor> {
     const markers = await store.readMarkers();
     if (markers.lastRecordLsn === 0n) throw new Error("timeline has no starting point: import a base backup first");
-    return new TimelineIngestor(store, await WalIngest.load(lookup, markers.lastRecordLsn), markers);
+    // the cluster's wal_segment_size (initdb --wal-segsize): long page headers start its segments
+    const control = await lookup.getVersion(controlFileKey(), markers.lastRecordLsn);
+    const segmentSize = control?.value.kind === ValueKind.Image ? readControlFile(control.value.bytes).segmentSize : DEFAULT_WAL_SEGMENT_SIZE;
+    return new TimelineIngestor(store, await WalIngest.load(lookup, markers.lastRecordLsn), markers, segmentSize);
   }
 
   /** Pages whose record chains grew long since the last call (for background materialization). */

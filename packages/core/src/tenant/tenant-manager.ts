@@ -6,6 +6,7 @@ import type { ForkNumber, RelTag } from "../reltag.ts";
 import { importFromPrimary, type PrimaryImportResult } from "../ingest/import-primary.ts";
 import { bootstrapTimeline } from "../ingest/bootstrap.ts";
 import { TimelineIngestor } from "../ingest/timeline-ingest.ts";
+import { readControlFile } from "../basebackup/control.ts";
 import { WalReceiver, type WalReceiverStatus } from "../ingest/walreceiver.ts";
 import { TimelineStore, type TimelineMarkers } from "../storage/timeline-store.ts";
 import { PageReader } from "../timeline/page-reader.ts";
@@ -173,7 +174,7 @@ export class TenantManager {
     const ingestor = await TimelineIngestor.open(handle.store, handle.reader);
     const from = ingestor.resumeLsn;
     if (from >= upTo) return from;
-    const durable = await ingestor.ingestWal(readWalRange(walDir, from, upTo), from);
+    const durable = await ingestor.ingestWal(readWalRange(walDir, from, upTo, { segmentSize: ingestor.segmentSize }), from);
     if (durable < upTo) throw new Error(`WAL in ${walDir} ends at ${formatLsn(durable)}, before ${formatLsn(upTo)}`);
     this.events.onDurable?.(tenantId, timelineId, durable, ingestor.totalBytes, ingestor.totalRecords);
     const pages = ingestor.drainLongChains();
@@ -282,7 +283,7 @@ export class TenantManager {
   /** Resolves once the timeline has durably stored WAL up to `lsn`; fails after `timeoutMs`. */
   async waitForLsn(tenantId: string, timelineId: string, requested: Lsn, timeoutMs: number): Promise<TimelineMarkers> {
     const deadline = Date.now() + timeoutMs;
-    const lsn = pageStartIfPastHeader(requested);
+    const lsn = await this.pastHeaderToPageStart(tenantId, timelineId, requested);
     for (;;) {
       const handle = this.get(tenantId, timelineId);
       if (!handle) throw new Error(`timeline ${timelineId} is not attached`);
@@ -307,6 +308,14 @@ export class TenantManager {
         this.waiters.add(wake);
       });
     }
+  }
+
+  /** pageStartIfPastHeader with the timeline's own WAL segment size (read only when it matters). */
+  private async pastHeaderToPageStart(tenantId: string, timelineId: string, lsn: Lsn): Promise<Lsn> {
+    const inPage = lsn % 8192n;
+    if (inPage !== 24n && inPage !== 40n) return lsn; // not where a page header could end
+    const control = await this.get(tenantId, timelineId)?.reader.getControlFile(lsn).catch(() => undefined);
+    return pageStartIfPastHeader(lsn, control ? readControlFile(control).segmentSize : undefined);
   }
 
   /** Lag inputs of every timeline that follows a primary. */

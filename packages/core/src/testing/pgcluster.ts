@@ -172,8 +172,10 @@ export class PgCluster {
    * the next record: the page start is returned then, or reading up to it meets a zeroed page.
    */
   async flushedWalEnd(timeoutMs = 30_000): Promise<Lsn> {
-    const [{ lsn: text }] = await this.sql<{ lsn: string }>("SELECT pg_current_wal_insert_lsn()::text AS lsn");
-    const end = pageStartIfPastHeader(parseLsn(text));
+    const [{ lsn: text, segment }] = await this.sql<{ lsn: string; segment: string }>(
+      "SELECT pg_current_wal_insert_lsn()::text AS lsn, (SELECT setting FROM pg_settings WHERE name = 'wal_segment_size') AS segment",
+    );
+    const end = pageStartIfPastHeader(parseLsn(text), Number(segment));
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const [{ done }] = await this.sql<{ done: boolean }>("SELECT pg_current_wal_flush_lsn() >= $1::pg_lsn AS done", [formatLsn(end)]);

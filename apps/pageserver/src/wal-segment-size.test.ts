@@ -1,0 +1,71 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import pg from "pg";
+import { createStrataClient } from "@strata/api/client";
+import { formatLsn } from "@strata/core";
+import { PgCluster } from "@strata/core/testing";
+import { makeDataDir, removeDataDir, runCli, startDaemon, type Daemon } from "./test-daemon.ts";
+
+async function query<T extends Record<string, unknown>>(url: string, sql: string): Promise<T[]> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    return (await client.query(sql)).rows as T[];
+  } finally {
+    await client.end();
+  }
+}
+
+const CHECKSUM = "SELECT count(*)::text AS n, sum(abalance)::text AS s FROM pgbench_accounts";
+
+// initdb --wal-segsize: long page headers (and the segment size they carry) start every 1 MB
+describe("a primary with 1 MB WAL segments", () => {
+  let primary: PgCluster;
+  let dataDir: string;
+  let daemon: Daemon;
+  let tenantId: string;
+  let mainId: string;
+
+  beforeAll(async () => {
+    primary = await PgCluster.start({ initdbArgs: ["--wal-segsize=1"], settings: { autovacuum: "off" } });
+    dataDir = makeDataDir();
+    daemon = await startDaemon(dataDir);
+    const tenant = await createStrataClient(daemon.apiUrl).tenants.create.mutate({ fromPrimary: primary.connectionString() });
+    tenantId = tenant.id;
+    mainId = tenant.timelines[0].id;
+  });
+
+  afterAll(async () => {
+    await daemon?.stop();
+    await primary?.stop();
+    removeDataDir(dataDir);
+  });
+
+  it("is followed across its segment boundaries, and an endpoint on a branch of it starts with its data", async () => {
+    // ~15 MB of WAL after the import: fifteen segment boundaries
+    await primary.pgbench(["-i", "-s", "1", "-q"]);
+    await primary.pgbench(["-t", "200", "-c", "2"]);
+    const [expected] = await query<{ n: string; s: string }>(primary.connectionString(), CHECKSUM);
+    const end = await primary.flushedWalEnd();
+    const waited = await runCli(["wait-lsn", "--tenant", tenantId, "--timeline", mainId, "--lsn", formatLsn(end), "--timeout", "120"], { STRATA_API: daemon.apiUrl });
+    expect(waited.code, waited.stderr).toBe(0);
+
+    const client = createStrataClient(daemon.apiUrl);
+    await client.branches.create.mutate({ tenantId, name: "copy" });
+    const endpoint = await client.endpoints.start.mutate({ tenantId, branch: "copy" });
+    try {
+      expect(await query(endpoint.connectionString!, CHECKSUM)).toEqual([expected]);
+      const [{ size }] = await query<{ size: string }>(endpoint.connectionString!, "SELECT setting AS size FROM pg_settings WHERE name = 'wal_segment_size'");
+      expect(size).toBe("1048576");
+      // the endpoint's own WAL (several segments) streams back into the branch
+      await query(endpoint.connectionString!, "CREATE TABLE wide AS SELECT g AS id, repeat(md5(g::text), 16) AS pad FROM generate_series(1, 6000) g");
+    } finally {
+      await client.endpoints.stop.mutate({ tenantId, branch: "copy" });
+    }
+    const restarted = await client.endpoints.start.mutate({ tenantId, branch: "copy" });
+    try {
+      expect(await query(restarted.connectionString!, "SELECT count(*)::int AS n, sum(length(pad))::int AS bytes FROM wide")).toEqual([{ n: 6000, bytes: 6000 * 512 }]);
+    } finally {
+      await client.endpoints.stop.mutate({ tenantId, branch: "copy" });
+    }
+  }, 180_000);
+});
