@@ -5,6 +5,7 @@
 import { spawn } from "node:child_process";
 import { appendFileSync, mkdirSync, readFileSync, chmodSync, writeFileSync } from "node:fs";
 import path from "node:path";
+import { readControlFile, WAL_LEVEL_NAMES } from "../basebackup/control.ts";
 import { fullBackup, type FullBackupResult } from "../basebackup/fullbackup.ts";
 import { parseLsn, type Lsn } from "../lsn.ts";
 import type { PageReader } from "../timeline/page-reader.ts";
@@ -55,8 +56,12 @@ export interface EndpointConfig {
   socketDir: string;
 }
 
-/** Settings an endpoint needs on top of the backup's postgresql.conf. */
+/**
+ * Settings an endpoint needs on top of the backup's postgresql.conf: WAL for its walsender to
+ * stream (wal_level at least replica: a logical one stays logical, as the branch's source had it).
+ */
 export function configureEndpoint(dataDir: string, config: EndpointConfig): void {
+  const source = readControlFile(readFileSync(path.join(dataDir, "global", "pg_control")));
   appendFileSync(
     path.join(dataDir, "postgresql.conf"),
     [
@@ -65,8 +70,8 @@ export function configureEndpoint(dataDir: string, config: EndpointConfig): void
       "listen_addresses = '127.0.0.1'",
       `port = ${config.port}`,
       `unix_socket_directories = '${config.socketDir}'`,
-      "wal_level = replica",
-      "max_wal_senders = 10",
+      `wal_level = ${source.walLevel >= WAL_LEVEL_NAMES.indexOf("logical") ? "logical" : "replica"}`,
+      `max_wal_senders = ${Math.max(10, source.maxWalSenders)}`,
       "max_replication_slots = 10",
       // keep WAL around even before the slot exists or if the pageserver is away for a while
       "wal_keep_size = '1GB'",

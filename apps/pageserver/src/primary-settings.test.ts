@@ -69,3 +69,62 @@ describe("a primary with 1 MB WAL segments", () => {
     }
   }, 180_000);
 });
+
+describe("a primary with non-default settings that pg_control records", () => {
+  let primary: PgCluster;
+  let dataDir: string;
+  let daemon: Daemon;
+  let tenantId: string;
+  let mainId: string;
+
+  beforeAll(async () => {
+    primary = await PgCluster.start({
+      settings: { autovacuum: "off", track_commit_timestamp: "on", full_page_writes: "off", wal_compression: "lz4", max_connections: 150, max_prepared_transactions: 5, wal_level: "logical" },
+    });
+    dataDir = makeDataDir();
+    daemon = await startDaemon(dataDir);
+    const tenant = await createStrataClient(daemon.apiUrl).tenants.create.mutate({ fromPrimary: primary.connectionString() });
+    tenantId = tenant.id;
+    mainId = tenant.timelines[0].id;
+  });
+
+  afterAll(async () => {
+    await daemon?.stop();
+    await primary?.stop();
+    removeDataDir(dataDir);
+  });
+
+  it("starts an endpoint on a branch with the primary's data and pg_control parameters", async () => {
+    await primary.pgbench(["-i", "-s", "1", "-q"]);
+    await primary.pgbench(["-t", "200", "-c", "2"]);
+    await primary.sql("BEGIN; CREATE TABLE pending (x int); INSERT INTO pending VALUES (1); PREPARE TRANSACTION 'p1'");
+    const [expected] = await query<{ n: string; s: string }>(primary.connectionString(), CHECKSUM);
+    const end = await primary.flushedWalEnd();
+    const waited = await runCli(["wait-lsn", "--tenant", tenantId, "--timeline", mainId, "--lsn", formatLsn(end), "--timeout", "120"], { STRATA_API: daemon.apiUrl });
+    expect(waited.code, waited.stderr).toBe(0);
+
+    const client = createStrataClient(daemon.apiUrl);
+    await client.branches.create.mutate({ tenantId, name: "copy" });
+    const endpoint = await client.endpoints.start.mutate({ tenantId, branch: "copy" });
+    try {
+      const url = endpoint.connectionString!;
+      expect(await query(url, CHECKSUM)).toEqual([expected]);
+      expect(await query(url, "SELECT gid FROM pg_prepared_xacts")).toEqual([{ gid: "p1" }]);
+      const settings = await query<{ name: string; setting: string }>(url, "SELECT name, setting FROM pg_settings WHERE name IN ('track_commit_timestamp', 'max_connections', 'wal_level', 'max_prepared_transactions') ORDER BY name");
+      expect(settings).toEqual([
+        { name: "max_connections", setting: "150" },
+        { name: "max_prepared_transactions", setting: "5" },
+        { name: "track_commit_timestamp", setting: "on" },
+        { name: "wal_level", setting: "logical" },
+      ]);
+      // new commits on the endpoint get their timestamps
+      await query(url, "CREATE TABLE after_start (x int); INSERT INTO after_start VALUES (1)");
+      const [{ known }] = await query<{ known: boolean }>(url, "SELECT pg_xact_commit_timestamp(xmin) IS NOT NULL AS known FROM after_start");
+      expect(known).toBe(true);
+      await query(url, "COMMIT PREPARED 'p1'");
+      expect(await query(url, "SELECT x FROM pending")).toEqual([{ x: 1 }]);
+    } finally {
+      await client.endpoints.stop.mutate({ tenantId, branch: "copy" });
+    }
+  }, 180_000);
+});
