@@ -2,7 +2,9 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import pg from "pg";
 import { createStrataClient } from "@strata/api/client";
 import { formatLsn } from "@strata/core";
-import { PgCluster } from "@strata/core/testing";
+import { appendFileSync } from "node:fs";
+import path from "node:path";
+import { PgCluster, writePostgresFile } from "@strata/core/testing";
 import { makeDataDir, removeDataDir, runCli, startDaemon, type Daemon } from "./test-daemon.ts";
 
 async function query<T extends Record<string, unknown>>(url: string, sql: string): Promise<T[]> {
@@ -123,6 +125,62 @@ describe("a primary with non-default settings that pg_control records", () => {
       expect(known).toBe(true);
       await query(url, "COMMIT PREPARED 'p1'");
       expect(await query(url, "SELECT x FROM pending")).toEqual([{ x: 1 }]);
+    } finally {
+      await client.endpoints.stop.mutate({ tenantId, branch: "copy" });
+    }
+  }, 180_000);
+});
+
+describe("a primary on timeline 2 (after a point-in-time recovery ended)", () => {
+  let primary: PgCluster;
+  let dataDir: string;
+  let daemon: Daemon;
+  let tenantId: string;
+  let mainId: string;
+
+  beforeAll(async () => {
+    primary = await PgCluster.start({ settings: { autovacuum: "off" } });
+    await primary.sql("CREATE TABLE before_switch AS SELECT g AS x FROM generate_series(1, 100) g");
+    // archive recovery that runs out of WAL ends on a new timeline
+    await primary.stopServer();
+    writePostgresFile(path.join(primary.dataDir, "recovery.signal"), "");
+    appendFileSync(path.join(primary.dataDir, "postgresql.conf"), "restore_command = 'false'\n"); // no archive: pg_wal only
+    await primary.startServer();
+    const [{ tli }] = await primary.sql<{ tli: number }>("SELECT timeline_id AS tli FROM pg_control_checkpoint()");
+    expect(tli).toBe(2);
+    dataDir = makeDataDir();
+    daemon = await startDaemon(dataDir);
+    const tenant = await createStrataClient(daemon.apiUrl).tenants.create.mutate({ fromPrimary: primary.connectionString() });
+    tenantId = tenant.id;
+    mainId = tenant.timelines[0].id;
+  });
+
+  afterAll(async () => {
+    await daemon?.stop();
+    await primary?.stop();
+    removeDataDir(dataDir);
+  });
+
+  it("is followed, and an endpoint on a branch of it starts with its data", async () => {
+    await primary.pgbench(["-i", "-s", "1", "-q"]);
+    await primary.pgbench(["-t", "200", "-c", "2"]);
+    const [expected] = await query<{ n: string; s: string }>(primary.connectionString(), CHECKSUM);
+    const end = await primary.flushedWalEnd();
+    const waited = await runCli(["wait-lsn", "--tenant", tenantId, "--timeline", mainId, "--lsn", formatLsn(end), "--timeout", "120"], { STRATA_API: daemon.apiUrl });
+    expect(waited.code, waited.stderr).toBe(0);
+    const client = createStrataClient(daemon.apiUrl);
+    await client.branches.create.mutate({ tenantId, name: "copy" });
+    const endpoint = await client.endpoints.start.mutate({ tenantId, branch: "copy" });
+    try {
+      expect(await query(endpoint.connectionString!, CHECKSUM)).toEqual([expected]);
+      expect(await query(endpoint.connectionString!, "SELECT count(*)::int AS n FROM before_switch")).toEqual([{ n: 100 }]);
+      await query(endpoint.connectionString!, "CREATE TABLE on_branch AS SELECT 1 AS x");
+    } finally {
+      await client.endpoints.stop.mutate({ tenantId, branch: "copy" });
+    }
+    const restarted = await client.endpoints.start.mutate({ tenantId, branch: "copy" });
+    try {
+      expect(await query(restarted.connectionString!, "SELECT x FROM on_branch")).toEqual([{ x: 1 }]);
     } finally {
       await client.endpoints.stop.mutate({ tenantId, branch: "copy" });
     }
