@@ -150,7 +150,9 @@ describe("a primary on timeline 2 (after a point-in-time recovery ended)", () =>
     expect(tli).toBe(2);
     dataDir = makeDataDir();
     daemon = await startDaemon(dataDir);
-    const tenant = await createStrataClient(daemon.apiUrl).tenants.create.mutate({ fromPrimary: primary.connectionString() });
+    // (through its Unix socket, a URL without a host as libpq takes it)
+    const fromPrimary = `postgresql://postgres@/postgres?host=${encodeURIComponent(primary.baseDir)}&port=${primary.port}`;
+    const tenant = await createStrataClient(daemon.apiUrl).tenants.create.mutate({ fromPrimary });
     tenantId = tenant.id;
     mainId = tenant.timelines[0].id;
   });
@@ -161,7 +163,7 @@ describe("a primary on timeline 2 (after a point-in-time recovery ended)", () =>
     removeDataDir(dataDir);
   });
 
-  it("is followed, and an endpoint on a branch of it starts with its data", async () => {
+  it("is followed through its Unix socket, and an endpoint on a branch of it starts with its data", async () => {
     await primary.pgbench(["-i", "-s", "1", "-q"]);
     await primary.pgbench(["-t", "200", "-c", "2"]);
     const [expected] = await query<{ n: string; s: string }>(primary.connectionString(), CHECKSUM);

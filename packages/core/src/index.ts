@@ -14,7 +14,7 @@ export * from "./ingest/import-primary.ts";
 export * from "./storage/keys.ts";
 export * from "./storage/values.ts";
 export * from "./storage/record-log.ts";
-export { ReplicationConnection, PrimaryError, PrimaryConnectError } from "./replication/index.ts";
+export { parsePostgresUrl, ReplicationConnection, PrimaryError, PrimaryConnectError } from "./replication/index.ts";
 export * from "./timeline/page-reader.ts";
 export { scanRelationPages } from "./timeline/relation-scan.ts";
 export { PageCache, sharedPageCache } from "./timeline/page-cache.ts";

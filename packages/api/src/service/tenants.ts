@@ -2,7 +2,7 @@
 // primary key decides the one winner among concurrent creates), then the storage directory is
 // built atomically, then the row is marked active. Nothing runs for a tenant before that commit.
 // A crash in between leaves a "creating" row that `recover()` rolls back at the next start.
-import { createTenantStorage, removeTimelineStorage, failpoint, formatLsn, generateId, isValidId, listTenantStorage, removeTempStorage, removeTenantStorage, TenantStorageExists } from "@strata/core";
+import { createTenantStorage, parsePostgresUrl, removeTimelineStorage, failpoint, formatLsn, generateId, isValidId, listTenantStorage, removeTempStorage, removeTenantStorage, TenantStorageExists } from "@strata/core";
 import type { Database } from "../db.ts";
 import { ConflictError, InvalidInputError, NotFoundError, PrimaryRequestError, isUniqueViolation } from "../errors.ts";
 
@@ -102,13 +102,11 @@ export class TenantService {
     const timelineId = generateId();
     let slot: string | undefined;
     if (options.fromPrimary !== undefined) {
-      let url: URL;
       try {
-        url = new URL(options.fromPrimary);
+        parsePostgresUrl(options.fromPrimary);
       } catch {
         throw new InvalidInputError(`invalid primary "${options.fromPrimary}": expected a postgres:// URL`);
       }
-      if (url.protocol !== "postgres:" && url.protocol !== "postgresql:") throw new InvalidInputError(`invalid primary "${options.fromPrimary}": expected a postgres:// URL`);
       slot = options.slot ?? `strata_${id}_${timelineId.slice(0, 16)}`;
       if (!SLOT_NAME.test(slot)) throw new InvalidInputError(`invalid slot name "${slot}": use 1-63 lowercase letters, digits and underscores`);
       const owner = await this.db.timeline.findUnique({ where: { slotName: slot } });

@@ -53,6 +53,22 @@ describe("replication connection", () => {
     }
   });
 
+  it("connects through the server's Unix socket when the host is a directory, as libpq does", async () => {
+    for (const url of [`postgresql://postgres@/postgres?host=${cluster.baseDir}&port=${cluster.port}`, `postgresql://postgres@${encodeURIComponent(cluster.baseDir)}:${cluster.port}/postgres`]) {
+      const conn = await ReplicationConnection.connect(url);
+      try {
+        const [{ system_identifier }] = await cluster.sql<{ system_identifier: string }>("SELECT system_identifier::text FROM pg_control_system()");
+        expect((await conn.identifySystem()).systemId, url).toBe(system_identifier);
+        const [{ client_addr }] = await cluster.sql<{ client_addr: string | null }>("SELECT client_addr FROM pg_stat_activity WHERE backend_type = 'walsender'");
+        expect(client_addr, url).toBeNull(); // a local (socket) connection
+      } finally {
+        await conn.close();
+      }
+      await new Promise((resolve) => setTimeout(resolve, 100)); // the walsender exits
+    }
+    await expect(ReplicationConnection.connect(`postgresql://postgres@/postgres?host=${cluster.baseDir}-nowhere&port=${cluster.port}`)).rejects.toThrow(PrimaryConnectError);
+  });
+
   it("creates, re-ensures, reads and drops physical slots", async () => {
     const conn = await ReplicationConnection.connect(target());
     try {

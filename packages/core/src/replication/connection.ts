@@ -4,6 +4,7 @@
 // the connection over for their COPY phase. Socket reads are flow-controlled: the socket is paused
 // while more than `highWaterMark` bytes sit unread, so a slow consumer bounds memory.
 import net from "node:net";
+import path from "node:path";
 import { parseLsn, type Lsn } from "../lsn.ts";
 import { md5PasswordResponse, SCRAM_MECHANISM, ScramSession } from "./auth.ts";
 import { parseServerFields, PrimaryConnectError, PrimaryError } from "./errors.ts";
@@ -100,7 +101,7 @@ export class ReplicationConnection {
   }
 
   static async connect(target: string | PrimaryTarget, options: ConnectOptions = {}): Promise<ReplicationConnection> {
-    const t = typeof target === "string" ? parseConnectionUrl(target) : target;
+    const t = typeof target === "string" ? parsePostgresUrl(target) : target;
     const host = t.host || "localhost";
     const port = t.port ?? 5432;
     const user = t.user ?? process.env.PGUSER ?? "postgres";
@@ -456,12 +457,31 @@ function startupError(fields: Record<string, string>): PrimaryError {
   return new PrimaryError(fields);
 }
 
-function parseConnectionUrl(url: string): PrimaryTarget {
-  const u = new URL(url);
-  if (u.protocol !== "postgres:" && u.protocol !== "postgresql:") throw new RangeError(`not a postgres:// URL: ${url}`);
+/**
+ * A postgres:// (or postgresql://) URL as libpq reads it, including one without a host before the
+ * path (`postgresql://user@/db?host=/var/run/postgresql`), which WHATWG URLs reject. A host that
+ * is an absolute path is the directory of the server's Unix socket.
+ */
+export function parsePostgresUrl(url: string): PrimaryTarget {
+  if (!/^postgres(ql)?:\/\//.test(url)) throw new RangeError(`not a postgres:// URL: ${url}`);
+  let u: URL;
+  let hostless = false;
+  try {
+    u = new URL(url);
+  } catch {
+    // an empty host: parse with a placeholder, then take the host from the parameters
+    const withHost = url.replace(/^(postgres(?:ql)?:\/\/(?:[^/?#@]*@)?)(?=[/?#]|$)/, "$1placeholder");
+    try {
+      u = new URL(withHost);
+    } catch {
+      throw new RangeError(`not a valid postgres:// URL: ${url}`);
+    }
+    hostless = withHost !== url;
+    if (!hostless) throw new RangeError(`not a valid postgres:// URL: ${url}`);
+  }
   const port = u.port ? Number(u.port) : u.searchParams.get("port") ? Number(u.searchParams.get("port")) : undefined;
   return {
-    host: decodeURIComponent(u.hostname.replace(/^\[|\]$/g, "")) || u.searchParams.get("host") || "localhost",
+    host: (hostless ? "" : decodeURIComponent(u.hostname.replace(/^\[|\]$/g, ""))) || u.searchParams.get("host") || "localhost",
     port,
     user: u.username ? decodeURIComponent(u.username) : (u.searchParams.get("user") ?? undefined),
     password: u.password ? decodeURIComponent(u.password) : (u.searchParams.get("password") ?? undefined),
@@ -484,7 +504,9 @@ const READ_BUFFER_BYTES = 256 * 1024;
 
 function openSocket(host: string, port: number, timeoutMs: number, onRead: (n: number, buf: Buffer) => boolean): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
-    const socket = net.connect({ host, port, onread: { buffer: Buffer.allocUnsafe(READ_BUFFER_BYTES), callback: onRead } });
+    const onread = { buffer: Buffer.allocUnsafe(READ_BUFFER_BYTES), callback: onRead };
+    // as libpq: a host that is an absolute path names the directory of the server's Unix socket
+    const socket = host.startsWith("/") ? net.connect({ path: path.join(host, `.s.PGSQL.${port}`), onread }) : net.connect({ host, port, onread });
     const fail = (err: NodeJS.ErrnoException) => {
       clearTimeout(timer);
       socket.destroy();

@@ -1,6 +1,6 @@
 // Public API of the physical-replication client: connect to a primary, identify it, manage physical
 // slots, stream WAL (walreceiver) and take a base backup (initial import).
-export { ReplicationConnection } from "./connection.ts";
+export { parsePostgresUrl, ReplicationConnection } from "./connection.ts";
 export type { ConnectOptions, PrimaryTarget, QueryResult, ReplicationSlotInfo, SystemIdentity } from "./connection.ts";
 export { ReplicationStream } from "./stream.ts";
 export type { StandbyStatus, StartReplicationOptions, TimelineSwitch, XLogData } from "./stream.ts";
