@@ -43,6 +43,8 @@ export class TimelineIngestor {
     walIngest: WalIngest,
     markers: { lastRecordLsn: Lsn; startLsn: Lsn },
     readonly segmentSize: number,
+    /** the database system identifier in the timeline's pg_control (undefined: none stored) */
+    readonly systemId: bigint | undefined,
   ) {
     this.walIngest = walIngest;
     this.lastRecordLsn = markers.lastRecordLsn;
@@ -55,10 +57,11 @@ export class TimelineIngestor {
   static async open(store: TimelineStore, lookup: VersionLookup = store): Promise<TimelineIngestor> {
     const markers = await store.readMarkers();
     if (markers.lastRecordLsn === 0n) throw new Error("timeline has no starting point: import a base backup first");
-    // the cluster's wal_segment_size (initdb --wal-segsize): long page headers start its segments
+    // the cluster's wal_segment_size (initdb --wal-segsize: long page headers start its segments)
+    // and system identifier (the walreceiver follows only that system)
     const control = await lookup.getVersion(controlFileKey(), markers.lastRecordLsn);
-    const segmentSize = control?.value.kind === ValueKind.Image ? readControlFile(control.value.bytes).segmentSize : DEFAULT_WAL_SEGMENT_SIZE;
-    return new TimelineIngestor(store, await WalIngest.load(lookup, markers.lastRecordLsn), markers, segmentSize);
+    const settings = control?.value.kind === ValueKind.Image ? readControlFile(control.value.bytes) : undefined;
+    return new TimelineIngestor(store, await WalIngest.load(lookup, markers.lastRecordLsn), markers, settings?.segmentSize ?? DEFAULT_WAL_SEGMENT_SIZE, settings?.systemId);
   }
 
   /** Pages whose record chains grew long since the last call (for background materialization). */

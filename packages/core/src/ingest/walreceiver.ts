@@ -10,6 +10,9 @@ import { PrimaryError } from "../replication/errors.ts";
 import { WalDecodeError } from "../wal/errors.ts";
 import { IngestStoppedError, TimelineIngestor } from "./timeline-ingest.ts";
 
+/** The primary answering is not the system the timeline follows. */
+export class DifferentSystemError extends Error {}
+
 export type WalReceiverState = "connecting" | "streaming" | "backoff" | "failed" | "stopped";
 
 export interface WalReceiverStatus {
@@ -94,6 +97,13 @@ export class WalReceiver {
           break;
         }
         const identity = await conn.identifySystem();
+        const expected = this.ingestor.systemId;
+        if (expected !== undefined && identity.systemId !== expected.toString()) {
+          // a different cluster now answers at this address (re-created, or another one): its WAL
+          // at our LSN is not this timeline's history. Retried with backoff, as PostgreSQL's own
+          // walreceiver does: the address may point at the right system again
+          throw new DifferentSystemError(`the primary is a different database system: its system identifier is ${identity.systemId}, the timeline's is ${expected}`);
+        }
         if (identity.xlogPos > this.status.primaryFlushLsn) this.status.primaryFlushLsn = identity.xlogPos;
         const stream = await conn.startReplication({ slot: this.options.slot, startLsn: this.ingestor.resumeLsn, timeline: identity.timeline });
         this.status.state = "streaming";
