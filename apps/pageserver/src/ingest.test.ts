@@ -124,6 +124,9 @@ describe("following a real PostgreSQL 15 primary", () => {
     expect(foreignSlot.stderr).toMatch(/slot "someone_elses" already exists on the primary/);
     const notUrl = await runCli(["tenant", "create", "--from-primary", "localhost:5432"], env);
     expect(notUrl.code).toBe(2);
+    const tls = await runCli(["tenant", "create", "--from-primary", `${primary.connectionString()}?sslmode=require`], env);
+    expect(tls.code).toBe(1);
+    expect(tls.stderr).toMatch(/sslmode=require: Strata connects to primaries without TLS/);
     // nothing half-created, and the followed tenant is still there
     const tenants = await createStrataClient(daemon.apiUrl).tenants.list.query();
     expect(tenants.map((t) => t.id)).toEqual([tenantId]);

@@ -104,8 +104,9 @@ export class TenantService {
     if (options.fromPrimary !== undefined) {
       try {
         parsePostgresUrl(options.fromPrimary);
-      } catch {
-        throw new InvalidInputError(`invalid primary "${options.fromPrimary}": expected a postgres:// URL`);
+      } catch (err) {
+        const why = /^sslmode=/.test((err as Error).message) ? (err as Error).message : "expected a postgres:// URL";
+        throw new InvalidInputError(`invalid primary "${options.fromPrimary}": ${why}`);
       }
       slot = options.slot ?? `strata_${id}_${timelineId.slice(0, 16)}`;
       if (!SLOT_NAME.test(slot)) throw new InvalidInputError(`invalid slot name "${slot}": use 1-63 lowercase letters, digits and underscores`);

@@ -67,6 +67,12 @@ describe("replication connection", () => {
       await new Promise((resolve) => setTimeout(resolve, 100)); // the walsender exits
     }
     await expect(ReplicationConnection.connect(`postgresql://postgres@/postgres?host=${cluster.baseDir}-nowhere&port=${cluster.port}`)).rejects.toThrow(PrimaryConnectError);
+    // no silent plaintext where the URL requires TLS
+    for (const mode of ["require", "verify-ca", "verify-full"]) {
+      await expect(ReplicationConnection.connect(`${cluster.connectionString()}?sslmode=${mode}`)).rejects.toThrow(`sslmode=${mode}: Strata connects to primaries without TLS`);
+    }
+    const prefer = await ReplicationConnection.connect(`${cluster.connectionString()}?sslmode=prefer`);
+    await prefer.close();
   });
 
   it("creates, re-ensures, reads and drops physical slots", async () => {

@@ -480,6 +480,11 @@ export function parsePostgresUrl(url: string): PrimaryTarget {
     if (!hostless) throw new RangeError(`not a valid postgres:// URL: ${url}`);
   }
   const port = u.port ? Number(u.port) : u.searchParams.get("port") ? Number(u.searchParams.get("port")) : undefined;
+  // never a plaintext connection where the URL demands an encrypted one
+  const sslmode = u.searchParams.get("sslmode");
+  if (sslmode !== null && !["disable", "allow", "prefer"].includes(sslmode)) {
+    throw new RangeError(`sslmode=${sslmode}: Strata connects to primaries without TLS (use sslmode=disable, allow or prefer, over a network you trust)`);
+  }
   return {
     host: (hostless ? "" : decodeURIComponent(u.hostname.replace(/^\[|\]$/g, ""))) || u.searchParams.get("host") || "localhost",
     port,
