@@ -1,26 +1,15 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import pg from "pg";
 import { createStrataClient, errorCode } from "@strata/api/client";
 import { pgBinary } from "@strata/core";
 import { PgCluster } from "@strata/core/testing";
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
-import { makeDataDir, removeDataDir, startDaemon, type Daemon } from "./test-daemon.ts";
+import { makeDataDir, query, removeDataDir, startDaemon, type Daemon } from "./test-daemon.ts";
 
 const CHECKSUMS = `SELECT (SELECT md5(string_agg(aid || ':' || abalance, ',' ORDER BY aid)) FROM pgbench_accounts) AS accounts,
   (SELECT md5(string_agg(bid || ':' || bbalance, ',' ORDER BY bid)) FROM pgbench_branches) AS branches,
   (SELECT md5(string_agg(tid || ':' || tbalance, ',' ORDER BY tid)) FROM pgbench_tellers) AS tellers,
   (SELECT count(*)::text FROM pgbench_history) AS history`;
-
-async function query<T extends Record<string, unknown>>(url: string, sql: string): Promise<T[]> {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
-    return (await client.query(sql)).rows as T[];
-  } finally {
-    await client.end();
-  }
-}
 
 describe("branching a pgbench history at several points and running postgres on each", () => {
   let primary: PgCluster;

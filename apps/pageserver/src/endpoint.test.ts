@@ -1,21 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import pg from "pg";
 import { createStrataClient, errorCode } from "@strata/api/client";
 import { parseLsn } from "@strata/core";
 import { rmSync } from "node:fs";
 import { makePostgresTempDir, PgCluster } from "@strata/core/testing";
-import { makeDataDir, removeDataDir, runCli, startDaemon, type Daemon } from "./test-daemon.ts";
-
-async function query<T extends Record<string, unknown>>(url: string, sql: string): Promise<T[]> {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
-    const result = await client.query(sql);
-    return (Array.isArray(result) ? result[result.length - 1] : result).rows as T[];
-  } finally {
-    await client.end();
-  }
-}
+import { makeDataDir, query, removeDataDir, runCli, startDaemon, type Daemon } from "./test-daemon.ts";
 
 describe("endpoints: stock PostgreSQL 15 running on a branch", () => {
   let primary: PgCluster;

@@ -1,6 +1,7 @@
 // Test helper: runs the real `strata pageserver` as a child process on free loopback ports and
 // always stops it by pid.
 import { spawn, type ChildProcess } from "node:child_process";
+import pg from "pg";
 import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -93,4 +94,16 @@ export function runCli(args: string[], env: Record<string, string> = {}): Promis
     child.stderr.on("data", (d) => (stderr += d));
     child.once("exit", (code) => resolve({ code, stdout, stderr }));
   });
+}
+
+/** Runs SQL (one or more statements) on a server by URL and returns the last statement's rows. */
+export async function query<T extends Record<string, unknown>>(url: string, sql: string): Promise<T[]> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    const result = await client.query(sql);
+    return (Array.isArray(result) ? result[result.length - 1] : result).rows as T[];
+  } finally {
+    await client.end();
+  }
 }
