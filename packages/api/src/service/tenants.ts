@@ -105,7 +105,7 @@ export class TenantService {
       try {
         parsePostgresUrl(options.fromPrimary);
       } catch (err) {
-        const why = /^sslmode=/.test((err as Error).message) ? (err as Error).message : "expected a postgres:// URL";
+        const why = /sslmode/.test((err as Error).message) ? (err as Error).message : "expected a postgres:// URL";
         throw new InvalidInputError(`invalid primary "${options.fromPrimary}": ${why}`);
       }
       slot = options.slot ?? `strata_${id}_${timelineId.slice(0, 16)}`;

@@ -1,8 +1,14 @@
+import { execFileSync } from "node:child_process";
+import { appendFileSync, chmodSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import net from "node:net";
+import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { formatLsn, parseLsn } from "../lsn.ts";
 import { freePort, PgCluster, writePostgresFile } from "../testing/pgcluster.ts";
+import { importFromPrimary } from "../ingest/import-primary.ts";
+import { TimelineStore } from "../storage/timeline-store.ts";
+import { PageReader } from "../timeline/page-reader.ts";
 import { ReplicationConnection } from "./connection.ts";
 import { PrimaryConnectError, PrimaryError } from "./errors.ts";
 import { ProtocolViolation } from "./protocol.ts";
@@ -67,12 +73,7 @@ describe("replication connection", () => {
       await new Promise((resolve) => setTimeout(resolve, 100)); // the walsender exits
     }
     await expect(ReplicationConnection.connect(`postgresql://postgres@/postgres?host=${cluster.baseDir}-nowhere&port=${cluster.port}`)).rejects.toThrow(PrimaryConnectError);
-    // no silent plaintext where the URL requires TLS
-    for (const mode of ["require", "verify-ca", "verify-full"]) {
-      await expect(ReplicationConnection.connect(`${cluster.connectionString()}?sslmode=${mode}`)).rejects.toThrow(`sslmode=${mode}: Strata connects to primaries without TLS`);
-    }
-    const prefer = await ReplicationConnection.connect(`${cluster.connectionString()}?sslmode=prefer`);
-    await prefer.close();
+
   });
 
   it("creates, re-ensures, reads and drops physical slots", async () => {
@@ -182,6 +183,82 @@ describe("primary without replication", () => {
       expect(err.message).toMatch(/^primary does not allow replication connections \(max_wal_senders = 0.*\): number of requested standby connections exceeds max_wal_senders \(currently 0\)/);
     } finally {
       await cluster.stop();
+    }
+  });
+});
+
+describe("replication connection over TLS", () => {
+  let cluster: PgCluster;
+  let plain: PgCluster;
+  let certFile: string;
+
+  beforeAll(async () => {
+    [cluster, plain] = await Promise.all([PgCluster.start(), PgCluster.start()]);
+    // a self-signed certificate for "localhost" only (not for 127.0.0.1)
+    certFile = path.join(cluster.dataDir, "server.crt");
+    const keyFile = path.join(cluster.dataDir, "server.key");
+    execFileSync("openssl", ["req", "-new", "-x509", "-days", "2", "-nodes", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost", "-keyout", keyFile, "-out", certFile], { stdio: "ignore" });
+    for (const file of [certFile, keyFile]) writePostgresFile(file, readFileSync(file, "utf8"));
+    chmodSync(keyFile, 0o600);
+    appendFileSync(path.join(cluster.dataDir, "postgresql.conf"), "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+    await cluster.sql("SELECT pg_reload_conf()");
+    await new Promise((resolve) => setTimeout(resolve, 300)); // the postmaster reloads asynchronously
+  });
+  afterAll(async () => {
+    await Promise.all([cluster?.stop(), plain?.stop()]);
+  });
+
+  /** Whether the walsender of `conn` runs over TLS, as the server sees it. */
+  async function encrypted(server: PgCluster): Promise<boolean> {
+    const rows = await server.sql<{ ssl: boolean }>("SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.backend_type = 'walsender'");
+    expect(rows.length).toBe(1);
+    return rows[0].ssl;
+  }
+
+  async function connected<T>(url: string, use: (conn: ReplicationConnection) => Promise<T>): Promise<T> {
+    const conn = await ReplicationConnection.connect(url);
+    try {
+      return await use(conn);
+    } finally {
+      await conn.close();
+      await new Promise((resolve) => setTimeout(resolve, 100)); // the walsender exits
+    }
+  }
+
+  it("encrypts when sslmode asks for it, checks the certificate for verify-ca and verify-full, and falls back to plaintext only for prefer", async () => {
+    const at = (host: string, params: string) => `postgresql://postgres@${host}:${cluster.port}/postgres?${params}`;
+    for (const url of [at("127.0.0.1", "sslmode=require"), at("127.0.0.1", "sslmode=prefer"), at("127.0.0.1", `sslmode=verify-ca&sslrootcert=${certFile}`), at("localhost", `sslmode=verify-full&sslrootcert=${certFile}`)]) {
+      await connected(url, async (conn) => {
+        expect((await conn.identifySystem()).timeline, url).toBe(1);
+        expect(await encrypted(cluster), url).toBe(true);
+      });
+    }
+    await connected(at("127.0.0.1", "sslmode=disable"), async () => expect(await encrypted(cluster)).toBe(false));
+    await connected(cluster.connectionString(), async () => expect(await encrypted(cluster)).toBe(false)); // no sslmode: plaintext
+    // the certificate is for "localhost", and signed by no CA the system knows
+    await expect(ReplicationConnection.connect(at("127.0.0.1", `sslmode=verify-full&sslrootcert=${certFile}`))).rejects.toThrow(/TLS with the server failed: .*(localhost|altnames|IP)/i);
+    await expect(ReplicationConnection.connect(at("localhost", "sslmode=verify-ca"))).rejects.toThrow(/TLS with the server failed: .*self.signed/i);
+    await expect(ReplicationConnection.connect(at("localhost", "sslmode=verify-ca&sslrootcert=/nonexistent.crt"))).rejects.toThrow(/cannot read sslrootcert/);
+    // a server without TLS
+    await expect(ReplicationConnection.connect(`${plain.connectionString()}?sslmode=require`)).rejects.toThrow(/does not support TLS, and sslmode=require requires it/);
+    await connected(`${plain.connectionString()}?sslmode=prefer`, async () => expect(await encrypted(plain)).toBe(false));
+    await expect(ReplicationConnection.connect(`${plain.connectionString()}?sslmode=sometimes`)).rejects.toThrow(/unknown sslmode "sometimes"/);
+  });
+
+  it("streams a whole base backup over TLS into a store", async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), "strata-tls-import-"));
+    const store = await TimelineStore.open(dir);
+    try {
+      await cluster.sql("CREATE TABLE bulk AS SELECT g, md5(g::text) AS h FROM generate_series(1, 100000) g");
+      const imported = await importFromPrimary(store, `postgresql://postgres@localhost:${cluster.port}/postgres?sslmode=verify-full&sslrootcert=${certFile}`, "strata_tls");
+      expect(imported.bytes).toBeGreaterThan(10 * 1024 * 1024);
+      const [{ size }] = await cluster.sql<{ size: string }>("SELECT pg_relation_size('bulk')::text AS size");
+      const reader = new PageReader(store);
+      const [{ db, node }] = await cluster.sql<{ db: number; node: number }>("SELECT (SELECT oid FROM pg_database WHERE datname = current_database()) AS db, pg_relation_filenode('bulk') AS node");
+      expect(await reader.relSize({ spcNode: 1663, dbNode: db, relNode: node }, 0, imported.endLsn)).toBe(Number(size) / 8192);
+    } finally {
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

@@ -11,6 +11,7 @@ import { parseServerFields, PrimaryConnectError, PrimaryError } from "./errors.t
 import { FrameReceiver } from "./frame-receiver.ts";
 import { BodyReader, message, parseDataRow, parseRowDescription, ProtocolViolation, type Frame } from "./protocol.ts";
 import { startReplication, type ReplicationStream, type StartReplicationOptions } from "./stream.ts";
+import { negotiateTls, type SslMode, type TlsOptions } from "./tls.ts";
 
 export interface PrimaryTarget {
   host: string;
@@ -19,6 +20,8 @@ export interface PrimaryTarget {
   password?: string;
   /** Ignored by a physical walsender, but sent if given. */
   database?: string;
+  /** TLS as libpq's sslmode asks for it (tls.ts); none when absent */
+  ssl?: TlsOptions;
 }
 
 export interface ConnectOptions {
@@ -112,7 +115,7 @@ export class ReplicationConnection {
       () => conn?.notify(),
       () => {},
     );
-    // socket reads land in one reused buffer; frames are copied out of it (FrameReceiver)
+    // socket reads land in one reused buffer (or TLS's chunks); frames are copied out of it (FrameReceiver)
     const socket = await openSocket(host, port, timeoutMs, (n, buf) => {
       try {
         reader.receive(buf, 0, n, () => {});
@@ -126,7 +129,7 @@ export class ReplicationConnection {
         return false;
       }
       return true;
-    });
+    }, t.ssl);
     conn = new ReplicationConnection(socket, reader, host, port, user, options);
     const timer = setTimeout(() => {
       conn.closedError ??= new PrimaryConnectError(`cannot connect to primary at ${host}:${port}: startup timed out after ${timeoutMs} ms`, "ETIMEDOUT");
@@ -480,12 +483,12 @@ export function parsePostgresUrl(url: string): PrimaryTarget {
     if (!hostless) throw new RangeError(`not a valid postgres:// URL: ${url}`);
   }
   const port = u.port ? Number(u.port) : u.searchParams.get("port") ? Number(u.searchParams.get("port")) : undefined;
-  // never a plaintext connection where the URL demands an encrypted one
-  const sslmode = u.searchParams.get("sslmode");
-  if (sslmode !== null && !["disable", "allow", "prefer"].includes(sslmode)) {
-    throw new RangeError(`sslmode=${sslmode}: Strata connects to primaries without TLS (use sslmode=disable, allow or prefer, over a network you trust)`);
-  }
+  // no sslmode: plaintext (unlike libpq's default, prefer: WAL is not encrypted unless asked)
+  const sslmode = u.searchParams.get("sslmode") ?? "disable";
+  if (!["disable", "allow", "prefer", "require", "verify-ca", "verify-full"].includes(sslmode)) throw new RangeError(`unknown sslmode "${sslmode}"`);
+  const rootCert = u.searchParams.get("sslrootcert") ?? undefined;
   return {
+    ssl: sslmode === "disable" || sslmode === "allow" ? undefined : { mode: sslmode as SslMode, rootCert },
     host: (hostless ? "" : decodeURIComponent(u.hostname.replace(/^\[|\]$/g, ""))) || u.searchParams.get("host") || "localhost",
     port,
     user: u.username ? decodeURIComponent(u.username) : (u.searchParams.get("user") ?? undefined),
@@ -507,9 +510,10 @@ const ERRNO_TEXT: Record<string, string> = {
 /** Bytes of the buffer each connection's socket reads into (reused for every read). */
 const READ_BUFFER_BYTES = 256 * 1024;
 
-function openSocket(host: string, port: number, timeoutMs: number, onRead: (n: number, buf: Buffer) => boolean): Promise<net.Socket> {
+function openSocket(host: string, port: number, timeoutMs: number, onRead: (n: number, buf: Buffer) => boolean, ssl?: TlsOptions): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
-    const onread = { buffer: Buffer.allocUnsafe(READ_BUFFER_BYTES), callback: onRead };
+    // without TLS, reads land in one reused buffer; with it, the TLS socket hands out its chunks
+    const onread = ssl ? undefined : { buffer: Buffer.allocUnsafe(READ_BUFFER_BYTES), callback: onRead };
     // as libpq: a host that is an absolute path names the directory of the server's Unix socket
     const socket = host.startsWith("/") ? net.connect({ path: path.join(host, `.s.PGSQL.${port}`), onread }) : net.connect({ host, port, onread });
     const fail = (err: NodeJS.ErrnoException) => {
@@ -521,9 +525,23 @@ function openSocket(host: string, port: number, timeoutMs: number, onRead: (n: n
     const timer = setTimeout(() => fail(Object.assign(new Error(`timed out after ${timeoutMs} ms`), { code: "ETIMEDOUT" })), timeoutMs);
     socket.once("error", fail);
     socket.once("connect", () => {
-      clearTimeout(timer);
+      if (!ssl) {
+        clearTimeout(timer);
+        socket.off("error", fail);
+        resolve(socket);
+        return;
+      }
       socket.off("error", fail);
-      resolve(socket);
+      negotiateTls(socket, host, ssl).then(
+        (secure) => {
+          clearTimeout(timer);
+          secure.on("data", (chunk: Buffer) => {
+            if (!onRead(chunk.length, chunk)) secure.pause();
+          });
+          resolve(secure);
+        },
+        (err: Error) => fail(Object.assign(err, { code: (err as NodeJS.ErrnoException).code })),
+      );
     });
   });
 }
