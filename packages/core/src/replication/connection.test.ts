@@ -243,6 +243,8 @@ describe("replication connection over TLS", () => {
     await expect(ReplicationConnection.connect(`${plain.connectionString()}?sslmode=require`)).rejects.toThrow(/does not support TLS, and sslmode=require requires it/);
     await connected(`${plain.connectionString()}?sslmode=prefer`, async () => expect(await encrypted(plain)).toBe(false));
     await expect(ReplicationConnection.connect(`${plain.connectionString()}?sslmode=sometimes`)).rejects.toThrow(/unknown sslmode "sometimes"/);
+    // as libpq: a Unix socket carries no TLS, whatever sslmode says
+    await connected(`postgresql://postgres@/postgres?host=${cluster.baseDir}&port=${cluster.port}&sslmode=verify-full`, async () => expect(await encrypted(cluster)).toBe(false));
   });
 
   it("streams a whole base backup over TLS into a store", async () => {

@@ -510,7 +510,9 @@ const ERRNO_TEXT: Record<string, string> = {
 /** Bytes of the buffer each connection's socket reads into (reused for every read). */
 const READ_BUFFER_BYTES = 256 * 1024;
 
-function openSocket(host: string, port: number, timeoutMs: number, onRead: (n: number, buf: Buffer) => boolean, ssl?: TlsOptions): Promise<net.Socket> {
+function openSocket(host: string, port: number, timeoutMs: number, onRead: (n: number, buf: Buffer) => boolean, tlsOptions?: TlsOptions): Promise<net.Socket> {
+  // as libpq: no TLS on a Unix socket, whatever sslmode says
+  const ssl = host.startsWith("/") ? undefined : tlsOptions;
   return new Promise((resolve, reject) => {
     // without TLS, reads land in one reused buffer; with it, the TLS socket hands out its chunks
     const onread = ssl ? undefined : { buffer: Buffer.allocUnsafe(READ_BUFFER_BYTES), callback: onRead };
