@@ -6,6 +6,11 @@ import { getPageInput, timelineGetInput, timelineListInput, waitLsnInput, waldum
 import { InvalidInputError, NotImplementedError } from "../errors.ts";
 import { publicProcedure, router, type Context } from "../trpc.ts";
 
+/** The primary URL without its password (in the user part or a `password` parameter): it never leaves the server. */
+export function redactPrimaryUrl(url: string): string {
+  return url.replace(/^([a-z]+:\/\/[^:@/?#]*):[^@/?#]*@/i, "$1:***@").replace(/([?&]password=)[^&#]*/gi, "$1***");
+}
+
 async function withProgress(ctx: Context, view: ReturnType<typeof timelineView>, primaryUrl: string | null) {
   const markers = await ctx.manager.markers(view.tenantId, view.id);
   const receiver = ctx.manager.receiverStatus(view.tenantId, view.id);
@@ -17,8 +22,7 @@ async function withProgress(ctx: Context, view: ReturnType<typeof timelineView>,
     diskConsistentLsn: formatLsn(markers?.diskConsistentLsn ?? 0n),
     startLsn: formatLsn(markers?.startLsn ?? 0n),
     attached: markers !== undefined,
-    // the password never leaves the server
-    primary: primaryUrl ? primaryUrl.replace(/:[^:@/]*@/, ":***@") : null,
+    primary: primaryUrl ? redactPrimaryUrl(primaryUrl) : null,
     primaryFlushLsn: primaryFlush === null ? null : formatLsn(primaryFlush),
     lagBytes: primaryFlush === null ? null : Number(primaryFlush > last ? primaryFlush - last : 0n),
     walreceiver: receiver
