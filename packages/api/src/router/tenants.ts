@@ -1,3 +1,4 @@
+import { redactPrimaryUrl } from "../redact.ts";
 import { recordOperation } from "../service/operations.ts";
 import { tenantCreateInput, tenantIdInput } from "../schemas.ts";
 import { publicProcedure, router } from "../trpc.ts";
@@ -8,7 +9,7 @@ export const tenantsRouter = router({
   /** bytes of the primary's base backup imported so far while `create` runs; null otherwise */
   importProgress: publicProcedure.input(tenantIdInput).query(({ ctx, input }) => ctx.tenants.importProgress(input.id)),
   create: publicProcedure.input(tenantCreateInput).mutation(({ ctx, input }) =>
-    recordOperation(ctx.db, { kind: "tenant.create", actor: ctx.actor, tenantId: input.id, input: { ...input, fromPrimary: input.fromPrimary?.replace(/:[^:@/]*@/, ":***@") }, tenantIdOf: (t) => t.id }, () =>
+    recordOperation(ctx.db, { kind: "tenant.create", actor: ctx.actor, tenantId: input.id, input: { ...input, fromPrimary: input.fromPrimary === undefined ? undefined : redactPrimaryUrl(input.fromPrimary) }, tenantIdOf: (t) => t.id }, () =>
       ctx.tenants.create(input.id, { fromPrimary: input.fromPrimary, slot: input.slot }),
     ),
   ),

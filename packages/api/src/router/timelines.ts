@@ -1,15 +1,11 @@
 import { LsnOutOfRangeError, PageNotFoundError, parseForkName, parseRelTag, UnsupportedRecordError } from "@strata/core";
 import { decodeLoggedRecord, decodeRecordLogPiece, formatLsn, formatRecordLine, parseLsn, storeKey, walRecordLogKey, WaitLsnTimeoutError } from "@strata/core";
 import { NotFoundError, TimeoutError } from "../errors.ts";
+import { redactPrimaryUrl } from "../redact.ts";
 import { timelineView } from "../service/tenants.ts";
 import { getPageInput, timelineGetInput, timelineListInput, waitLsnInput, waldumpInput } from "../schemas.ts";
 import { InvalidInputError, NotImplementedError } from "../errors.ts";
 import { publicProcedure, router, type Context } from "../trpc.ts";
-
-/** The primary URL without its password (in the user part or a `password` parameter): it never leaves the server. */
-export function redactPrimaryUrl(url: string): string {
-  return url.replace(/^([a-z]+:\/\/[^:@/?#]*):[^@/?#]*@/i, "$1:***@").replace(/([?&]password=)[^&#]*/gi, "$1***");
-}
 
 async function withProgress(ctx: Context, view: ReturnType<typeof timelineView>, primaryUrl: string | null) {
   const markers = await ctx.manager.markers(view.tenantId, view.id);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { redactPrimaryUrl } from "./timelines.ts";
+import { redactPrimaryUrl } from "./redact.ts";
 
 describe("primary URL shown by the API", () => {
   it("keeps everything but the password, wherever the URL carries it", () => {
