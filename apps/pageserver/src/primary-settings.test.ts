@@ -1,11 +1,11 @@
 // Primaries set up unlike the test harness's default: each is followed as a tenant's main timeline,
 // and an endpoint on a branch of it must start with its data.
-import { appendFileSync } from "node:fs";
+import { appendFileSync, readFileSync, rmSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createStrataClient } from "@strata/api/client";
-import { formatLsn } from "@strata/core";
-import { PgCluster, writePostgresFile } from "@strata/core/testing";
+import { formatLsn, stopPostgres } from "@strata/core";
+import { freePort, makePostgresTempDir, PgCluster, runAsPostgres, writePostgresFile } from "@strata/core/testing";
 import { makeDataDir, query, removeDataDir, runCli, startDaemon, type Daemon } from "./test-daemon.ts";
 
 const CHECKSUM = "SELECT count(*)::text AS n, sum(abalance)::text AS s FROM pgbench_accounts";
@@ -137,6 +137,39 @@ describe("a primary on timeline 2 (after a point-in-time recovery ended), throug
     });
     await onEndpoint(followed, "copy", async (url) => {
       expect(await query(url, "SELECT x FROM on_branch")).toEqual([{ x: 1 }]);
+    });
+  }, 180_000);
+});
+
+describe("a standby of the primary (cascading replication)", () => {
+  let standby: { dir: string; port: number; pid: number } | undefined;
+  // the primary takes the writes; the pageserver imports and follows its standby
+  const followed = followPrimary(
+    async () => {
+      const primary = await PgCluster.start({ settings: { autovacuum: "off" } });
+      const dir = makePostgresTempDir("strata-standby-");
+      const port = await freePort();
+      standby = { dir, port, pid: 0 };
+      const pgdata = path.join(dir, "data");
+      await runAsPostgres("pg_basebackup", ["-D", pgdata, "-R", "-X", "stream", "-c", "fast", "-h", primary.host, "-p", String(primary.port), "-U", "postgres"]);
+      await runAsPostgres("pg_ctl", ["-D", pgdata, "-l", path.join(dir, "server.log"), "-w", "-o", `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1`, "start"]);
+      standby.pid = Number(readFileSync(path.join(pgdata, "postmaster.pid"), "utf8").split("\n")[0]);
+      return primary;
+    },
+    () => `postgresql://postgres@127.0.0.1:${standby!.port}/postgres`,
+  );
+  afterAll(async () => {
+    if (standby?.pid) await stopPostgres(standby.pid);
+    if (standby) rmSync(standby.dir, { recursive: true, force: true });
+  });
+
+  it("is imported and followed from the standby, and an endpoint on a branch has the primary's data", async () => {
+    expect(await query(`postgresql://postgres@127.0.0.1:${standby!.port}/postgres`, "SELECT pg_is_in_recovery() AS standby")).toEqual([{ standby: true }]);
+    const expected = await pgbenchIngested(followed);
+    await createStrataClient(followed.daemon.apiUrl).branches.create.mutate({ tenantId: followed.tenantId, name: "copy" });
+    await onEndpoint(followed, "copy", async (url) => {
+      expect(await query(url, CHECKSUM)).toEqual([expected]);
+      expect(await query(url, "SELECT pg_is_in_recovery() AS standby")).toEqual([{ standby: false }]);
     });
   }, 180_000);
 });
