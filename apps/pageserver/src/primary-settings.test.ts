@@ -119,6 +119,8 @@ describe("a primary on timeline 2 (after a point-in-time recovery ended), throug
       writePostgresFile(path.join(primary.dataDir, "recovery.signal"), "");
       appendFileSync(path.join(primary.dataDir, "postgresql.conf"), "restore_command = 'false'\n"); // no archive: pg_wal only
       await primary.startServer();
+      // (it accepts connections while still recovering: wait for the end of recovery)
+      for (let i = 0; i < 600 && (await primary.sql<{ r: boolean }>("SELECT pg_is_in_recovery() AS r"))[0].r; i++) await new Promise((resolve) => setTimeout(resolve, 50));
       // (the checkpoint after the switch may still be running: the WAL file name says it at once)
       expect(await primary.sql("SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8) AS tli")).toEqual([{ tli: "00000002" }]);
       return primary;
