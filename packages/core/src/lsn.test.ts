@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { formatLsn, pageStartIfPastHeader, parseLsn } from "./lsn.ts";
+import { formatLsn, mayBePastPageHeader, pageStartIfPastHeader, parseLsn } from "./lsn.ts";
 
 describe("LSN text form", () => {
   it("round-trips X/Y hex and accepts lower case", () => {
@@ -22,5 +22,6 @@ describe("LSN text form", () => {
     expect(pageStartIfPastHeader(parseLsn("0/3D86020"))).toBe(parseLsn("0/3D86020"));
     expect(pageStartIfPastHeader(parseLsn("0/3D86000"))).toBe(parseLsn("0/3D86000"));
     expect(pageStartIfPastHeader(parseLsn("0/4100028"), 1024 * 1024)).toBe(parseLsn("0/4100000"));
+    expect([parseLsn("0/3D86018"), parseLsn("0/3D86028"), parseLsn("0/3D86020")].map(mayBePastPageHeader)).toEqual([true, true, false]);
   });
 });

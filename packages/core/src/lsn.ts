@@ -33,8 +33,15 @@ const LONG_PAGE_HEADER = 40n;
  * would wait for a record that may never come.
  */
 export function pageStartIfPastHeader(lsn: Lsn, segmentSize = 16 * 1024 * 1024): Lsn {
+  if (!mayBePastPageHeader(lsn)) return lsn;
   const inPage = lsn % WAL_PAGE_SIZE;
   if (inPage === SHORT_PAGE_HEADER) return lsn - inPage;
   if (inPage === LONG_PAGE_HEADER && lsn % BigInt(segmentSize) === LONG_PAGE_HEADER) return lsn - inPage;
   return lsn;
+}
+
+/** Whether `lsn` could point just past a page header, whatever the segment size. */
+export function mayBePastPageHeader(lsn: Lsn): boolean {
+  const inPage = lsn % WAL_PAGE_SIZE;
+  return inPage === SHORT_PAGE_HEADER || inPage === LONG_PAGE_HEADER;
 }

@@ -105,8 +105,7 @@ export class TenantService {
       try {
         parsePostgresUrl(options.fromPrimary);
       } catch (err) {
-        const why = /sslmode/.test((err as Error).message) ? (err as Error).message : "expected a postgres:// URL";
-        throw new InvalidInputError(`invalid primary "${options.fromPrimary}": ${why}`);
+        throw new InvalidInputError(`invalid primary "${options.fromPrimary}": ${(err as Error).message}`);
       }
       slot = options.slot ?? `strata_${id}_${timelineId.slice(0, 16)}`;
       if (!SLOT_NAME.test(slot)) throw new InvalidInputError(`invalid slot name "${slot}": use 1-63 lowercase letters, digits and underscores`);

@@ -70,7 +70,7 @@ export function configureEndpoint(dataDir: string, config: EndpointConfig): void
       "listen_addresses = '127.0.0.1'",
       `port = ${config.port}`,
       `unix_socket_directories = '${config.socketDir}'`,
-      `wal_level = ${source.walLevel >= WAL_LEVEL_NAMES.indexOf("logical") ? "logical" : "replica"}`,
+      `wal_level = ${WAL_LEVEL_NAMES[source.walLevel] === "logical" ? "logical" : "replica"}`,
       `max_wal_senders = ${Math.max(10, source.maxWalSenders)}`,
       "max_replication_slots = 10",
       // keep WAL around even before the slot exists or if the pageserver is away for a while

@@ -73,7 +73,6 @@ describe("replication connection", () => {
       await new Promise((resolve) => setTimeout(resolve, 100)); // the walsender exits
     }
     await expect(ReplicationConnection.connect(`postgresql://postgres@/postgres?host=${cluster.baseDir}-nowhere&port=${cluster.port}`)).rejects.toThrow(PrimaryConnectError);
-
   });
 
   it("creates, re-ensures, reads and drops physical slots", async () => {

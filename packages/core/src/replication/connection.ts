@@ -542,7 +542,7 @@ function openSocket(host: string, port: number, timeoutMs: number, onRead: (n: n
           });
           resolve(secure);
         },
-        (err: Error) => fail(Object.assign(err, { code: (err as NodeJS.ErrnoException).code })),
+        fail,
       );
     });
   });

@@ -1,7 +1,7 @@
 // The pageserver's live tenants: opens each active timeline's store when its tenant is attached
 // (only after the tenant's creation committed), runs a walreceiver for timelines that follow a
 // primary, answers "wait until LSN is durable", and closes everything on detach/shutdown.
-import { formatLsn, pageStartIfPastHeader, type Lsn } from "../lsn.ts";
+import { formatLsn, mayBePastPageHeader, pageStartIfPastHeader, type Lsn } from "../lsn.ts";
 import type { ForkNumber, RelTag } from "../reltag.ts";
 import { importFromPrimary, type PrimaryImportResult } from "../ingest/import-primary.ts";
 import { bootstrapTimeline } from "../ingest/bootstrap.ts";
@@ -312,8 +312,7 @@ export class TenantManager {
 
   /** pageStartIfPastHeader with the timeline's own WAL segment size (read only when it matters). */
   private async pastHeaderToPageStart(tenantId: string, timelineId: string, lsn: Lsn): Promise<Lsn> {
-    const inPage = lsn % 8192n;
-    if (inPage !== 24n && inPage !== 40n) return lsn; // not where a page header could end
+    if (!mayBePastPageHeader(lsn)) return lsn;
     const control = await this.get(tenantId, timelineId)?.reader.getControlFile(lsn).catch(() => undefined);
     return pageStartIfPastHeader(lsn, control ? readControlFile(control).segmentSize : undefined);
   }
