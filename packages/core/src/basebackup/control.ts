@@ -116,10 +116,10 @@ export function checkpointRecordLsn(lsn: Lsn, segmentSize: number): Lsn {
  * The CheckPoint of a shutdown checkpoint at `at`, from the timeline's tracked checkpoint:
  * redo = `at`; counters (nextXid, nextOid, multis, oldest*) kept; PrevTimeLineID = ThisTimeLineID;
  * oldestActiveXid invalid, as CreateCheckPoint writes it for a shutdown checkpoint; commit
- * timestamp bounds invalid because the backup carries no pg_commit_ts data (PostgreSQL starts
- * tracking afresh at nextXid if track_commit_timestamp is on).
+ * timestamp bounds those of the backup's pg_commit_ts (commit-ts.ts), invalid without it
+ * (PostgreSQL then starts tracking afresh at nextXid if track_commit_timestamp is on).
  */
-export function shutdownCheckpoint(tracked: Buffer, at: Lsn, time: Date): Buffer {
+export function shutdownCheckpoint(tracked: Buffer, at: Lsn, time: Date, commitTs?: { oldest: number; newest: number }): Buffer {
   if (tracked.length !== CHECKPOINT_SIZE) throw new ControlFileError(`tracked checkpoint is ${tracked.length} bytes, expected ${CHECKPOINT_SIZE}`);
   const cp = Buffer.from(tracked);
   cp.writeBigUInt64LE(at, CheckPointField.redo);
@@ -127,8 +127,8 @@ export function shutdownCheckpoint(tracked: Buffer, at: Lsn, time: Date): Buffer
   cp.fill(0, CHECKPOINT_FULL_PAGE_WRITES + 1, CheckPointField.nextXid); // padding
   cp.fill(0, CheckPointField.oldestMultiDB + 4, CheckPointField.time); // padding
   cp.writeBigInt64LE(BigInt(Math.floor(time.getTime() / 1000)), CheckPointField.time);
-  cp.writeUInt32LE(0, CheckPointField.oldestCommitTsXid);
-  cp.writeUInt32LE(0, CheckPointField.newestCommitTsXid);
+  cp.writeUInt32LE(commitTs?.oldest ?? 0, CheckPointField.oldestCommitTsXid);
+  cp.writeUInt32LE(commitTs?.newest ?? 0, CheckPointField.newestCommitTsXid);
   cp.fill(0, CheckPointField.oldestActiveXid, CHECKPOINT_SIZE);
   const nextXid = Number(cp.readBigUInt64LE(CheckPointField.nextXid) & 0xffffffffn);
   if (nextXid < 3) throw new ControlFileError(`tracked checkpoint has nextXid ${nextXid}; PostgreSQL needs a normal xid (>= 3)`);
@@ -153,9 +153,10 @@ export function checkpointRecord(checkpoint: Buffer, prev: Lsn): Buffer {
 /**
  * pg_control for a cluster shut down at the checkpoint record at `checkpointLsn`: the imported
  * file's identity and settings, state SHUTDOWNED, checkPoint/checkPointCopy set, recovery and
- * backup fields cleared, CRC recomputed, zero-padded to 8192 bytes.
+ * backup fields cleared, CRC recomputed, zero-padded to 8192 bytes. `overrides`: settings the
+ * source changed since the import.
  */
-export function buildControlFile(imported: Buffer, checkpoint: Buffer, checkpointLsn: Lsn, time: Date): Buffer {
+export function buildControlFile(imported: Buffer, checkpoint: Buffer, checkpointLsn: Lsn, time: Date, overrides: { trackCommitTimestamp?: boolean } = {}): Buffer {
   readControlFile(imported);
   const control = Buffer.alloc(PG_CONTROL_FILE_SIZE);
   imported.copy(control, 0, 0, ControlField.crc);
@@ -168,6 +169,7 @@ export function buildControlFile(imported: Buffer, checkpoint: Buffer, checkpoin
   control.writeBigUInt64LE(0n, ControlField.backupStartPoint);
   control.writeBigUInt64LE(0n, ControlField.backupEndPoint);
   control[ControlField.backupEndRequired] = 0;
+  if (overrides.trackCommitTimestamp !== undefined) control[ControlField.trackCommitTimestamp] = overrides.trackCommitTimestamp ? 1 : 0;
   control.writeUInt32LE(crc32c(control, 0, ControlField.crc), ControlField.crc);
   return control;
 }

@@ -13,6 +13,7 @@ import { SLRU_DIRS, SLRU_PAGES_PER_SEGMENT, SlruKind } from "../storage/keys.ts"
 import { PageReader } from "../timeline/page-reader.ts";
 import { RelationScanner, type StoredImage } from "../timeline/relation-scan.ts";
 import { crc32c } from "../wal/crc32c.ts";
+import { planCommitTs, type CommitTsPlan } from "./commit-ts.ts";
 import { buildControlFile, ControlField, checkpointRecord, checkpointRecordLsn, checkpointWal, readControlFile, shutdownCheckpoint, WAL_LEVEL_NAMES, type ControlSettings } from "./control.ts";
 import { setPageChecksum } from "./page-checksum.ts";
 import { TAR_TRAILER_SIZE, tarEntrySize, TarWriter, toTarSink, type TarSink } from "./tar.ts";
@@ -240,12 +241,14 @@ async function planRelations(reader: PageReader, lsn: Lsn, relsegSize: number, c
   return files;
 }
 
+const slruSegmentPath = (kind: SlruKind, segno: number) => `${SLRU_DIRS[kind]}/${segno.toString(16).toUpperCase().padStart(4, "0")}`;
+
 /**
- * SLRU segment files. Startup (TrimCLOG, TrimMultiXact) reads the page holding nextXid, nextMulti
+ * SLRU segment files (pg_commit_ts as commit-ts.ts plans it). Startup (TrimCLOG, TrimMultiXact) reads the page holding nextXid, nextMulti
  * and nextMultiOffset unless it starts exactly at that page; ingest keeps nextXid ahead of every
  * xid seen, so that page may not exist yet: it is added as a zero page (= no status recorded).
  */
-async function planSlru(reader: PageReader, lsn: Lsn, checkpoint: Buffer): Promise<SlruFile[]> {
+async function planSlru(reader: PageReader, lsn: Lsn, checkpoint: Buffer, commitTs: CommitTsPlan): Promise<SlruFile[]> {
   const nextXid = Number(checkpoint.readBigUInt64LE(CheckPointField.nextXid) & 0xffffffffn);
   const nextMulti = checkpoint.readUInt32LE(CheckPointField.nextMulti);
   const nextOffset = checkpoint.readUInt32LE(CheckPointField.nextMultiOffset);
@@ -264,9 +267,10 @@ async function planSlru(reader: PageReader, lsn: Lsn, checkpoint: Buffer): Promi
       segments.set(segno, Math.max(segments.get(segno) ?? 0, (page % SLRU_PAGES_PER_SEGMENT) + 1));
     }
     for (const [segno, pages] of [...segments].sort((a, b) => a[0] - b[0])) {
-      files.push({ path: `${SLRU_DIRS[kind]}/${segno.toString(16).toUpperCase().padStart(4, "0")}`, kind, segno, pages });
+      files.push({ path: slruSegmentPath(kind, segno), kind, segno, pages });
     }
   }
+  for (const { segno, pages } of commitTs.segments) files.push({ path: slruSegmentPath(SlruKind.CommitTs, segno), kind: SlruKind.CommitTs, segno, pages });
   return files;
 }
 
@@ -317,13 +321,16 @@ export async function fullBackup(reader: PageReader, lsn: Lsn, out: Writable | T
   }
 
   const checkpointLsn = checkpointRecordLsn(lsn, settings.segmentSize);
-  const checkpoint = shutdownCheckpoint(tracked, checkpointLsn, time);
+  const commitTs = planCommitTs(tracked, await reader.listSlruSegments(SlruKind.CommitTs, lsn));
+  // the source may have turned track_commit_timestamp on or off since the import (PARAMETER_CHANGE)
+  settings.trackCommitTimestamp = commitTs.tracked;
+  const checkpoint = shutdownCheckpoint(tracked, checkpointLsn, time, commitTs.bounds);
   const wal = checkpointWal(checkpointRecord(checkpoint, prev), checkpointLsn, {
     systemId: settings.systemId,
     timeline: checkpoint.readUInt32LE(CheckPointField.thisTimeLineID),
     segmentSize: settings.segmentSize,
   });
-  const control = buildControlFile(importedControl, checkpoint, checkpointLsn, time);
+  const control = buildControlFile(importedControl, checkpoint, checkpointLsn, time, { trackCommitTimestamp: commitTs.tracked });
 
   // plan every entry first, so progress can report the exact archive size
   const catalogVersion = importedControl.readUInt32LE(ControlField.catalogVersionNo);
@@ -342,7 +349,7 @@ export async function fullBackup(reader: PageReader, lsn: Lsn, out: Writable | T
     { type: "bytes", path: "pg_hba.conf", content: Buffer.from(PG_HBA) },
     { type: "bytes", path: "pg_ident.conf", content: Buffer.from(PG_IDENT) },
   );
-  for (const file of await planSlru(reader, lsn, checkpoint)) entries.push({ type: "slru", file });
+  for (const file of await planSlru(reader, lsn, checkpoint, commitTs)) entries.push({ type: "slru", file });
 
   for (const spcNode of [...userTablespaces].sort((a, b) => a - b)) {
     entries.push({ type: "dir", path: `pg_tblspc/${spcNode}` }, { type: "dir", path: tablespaceVersionDir(spcNode, catalogVersion) });

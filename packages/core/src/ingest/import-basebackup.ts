@@ -20,6 +20,7 @@ const SLRU_PREFIXES: Array<[string, SlruKind]> = [
   ["pg_xact/", SlruKind.Clog],
   ["pg_multixact/offsets/", SlruKind.MultiXactOffsets],
   ["pg_multixact/members/", SlruKind.MultiXactMembers],
+  ["pg_commit_ts/", SlruKind.CommitTs],
 ];
 
 export type BackupFile =

@@ -11,6 +11,9 @@ export const RM = {
 export const XLOG_CHECKPOINT_SHUTDOWN = 0x00;
 export const XLOG_CHECKPOINT_ONLINE = 0x10;
 export const XLOG_NEXTOID = 0x30;
+export const XLOG_PARAMETER_CHANGE = 0x60;
+/** xl_parameter_change: six int32 settings, then wal_log_hints and track_commit_timestamp (bools) */
+export const PARAMETER_CHANGE_TRACK_COMMIT_TIMESTAMP = 25;
 export const XLOG_FPI = 0xb0;
 export const XLOG_FPI_FOR_HINT = 0xa0;
 
@@ -30,6 +33,8 @@ const XACT_XINFO_HAS_SUBXACTS = 1 << 1;
 const XACT_XINFO_HAS_RELFILENODES = 1 << 2;
 const XACT_XINFO_HAS_INVALS = 1 << 3;
 const XACT_XINFO_HAS_TWOPHASE = 1 << 4;
+const XACT_XINFO_HAS_ORIGIN = 1 << 5;
+const XACT_XINFO_HAS_GID = 1 << 7;
 const XACT_XINFO_HAS_DROPPED_STATS = 1 << 8;
 
 export function readRelFileNode(buf: Buffer, offset: number): RelTag {
@@ -43,6 +48,12 @@ export interface XactOutcome {
   droppedRels: RelTag[];
   /** set for COMMIT_PREPARED / ABORT_PREPARED */
   twophaseXid?: number;
+  /**
+   * The time commit timestamps record: the replication origin's timestamp when the record has an
+   * origin (a commit replayed from elsewhere keeps its source's time, as xact_redo_commit does),
+   * else `time`.
+   */
+  commitTsTime: bigint;
 }
 
 /** Parses xl_xact_commit / xl_xact_abort main data. */
@@ -75,8 +86,18 @@ export function parseXactOutcome(data: Buffer, info: number, isCommit: boolean):
     const n = data.readInt32LE(off);
     off += 4 + 16 * n;
   }
-  const twophaseXid = xinfo & XACT_XINFO_HAS_TWOPHASE ? data.readUInt32LE(off) : undefined;
-  return { time, subxacts, droppedRels, twophaseXid };
+  let twophaseXid: number | undefined;
+  if (xinfo & XACT_XINFO_HAS_TWOPHASE) {
+    twophaseXid = data.readUInt32LE(off);
+    off += 4;
+    if (xinfo & XACT_XINFO_HAS_GID) {
+      const nul = data.indexOf(0, off);
+      off = (nul < 0 ? data.length : nul) + 1;
+    }
+  }
+  // xl_xact_origin {origin_lsn u64, origin_timestamp i64}, unaligned
+  const commitTsTime = xinfo & XACT_XINFO_HAS_ORIGIN ? data.readBigInt64LE(off + 8) : time;
+  return { time, subxacts, droppedRels, twophaseXid, commitTsTime };
 }
 
 /** CheckPoint struct field offsets (88 bytes, little-endian). */
@@ -102,6 +123,9 @@ export const CHECKPOINT_SIZE = 88;
 export const CLOG_XACTS_PER_PAGE = 8192 * 4;
 export const MULTIXACT_OFFSETS_PER_PAGE = 8192 / 4;
 export const MULTIXACT_MEMBERS_PER_PAGE = Math.floor(8192 / 20) * 4;
+/** pg_commit_ts: 10-byte entries (TimestampTz, RepOriginId) packed, 819 to a page */
+export const COMMIT_TS_ENTRY_SIZE = 10;
+export const COMMIT_TS_XACTS_PER_PAGE = Math.floor(8192 / COMMIT_TS_ENTRY_SIZE);
 export const SLRU_PAGES_PER_SEGMENT = 32;
 // visibility map: 2 bits per heap block on pages with a 24-byte header
 export const HEAPBLOCKS_PER_VM_PAGE = (8192 - 24) * 4;

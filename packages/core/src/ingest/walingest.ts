@@ -15,10 +15,10 @@ import { IngestBatch } from "./ingest-batch.ts";
 import { applyRecord } from "../timeline/page-reader.ts";
 import { type BlockRef, type DecodedRecord, withoutImages } from "../wal/record.ts";
 import {
-  CHECKPOINT_SIZE, CheckPointField, CLOG_XACTS_PER_PAGE, FSM_SLOTS_PER_PAGE, fsmLeafToPhysical, HEAPBLOCKS_PER_VM_PAGE, MULTIXACT_MEMBERS_PER_PAGE, MULTIXACT_OFFSETS_PER_PAGE,
+  CHECKPOINT_SIZE, CheckPointField, CLOG_XACTS_PER_PAGE, COMMIT_TS_XACTS_PER_PAGE, FSM_SLOTS_PER_PAGE, fsmLeafToPhysical, HEAPBLOCKS_PER_VM_PAGE, MULTIXACT_MEMBERS_PER_PAGE, MULTIXACT_OFFSETS_PER_PAGE,
   parseXactOutcome, readRelFileNode, RM, SLRU_PAGES_PER_SEGMENT, TRANSACTION_STATUS_ABORTED, TRANSACTION_STATUS_COMMITTED,
   XACT_ABORT, XACT_ABORT_PREPARED, XACT_COMMIT, XACT_COMMIT_PREPARED, XACT_OPMASK, XACT_PREPARE, XLOG_CHECKPOINT_ONLINE,
-  XLOG_CHECKPOINT_SHUTDOWN, XLOG_NEXTOID, XLOG_TBLSPC_CREATE, XLOG_TBLSPC_DROP,
+  XLOG_CHECKPOINT_SHUTDOWN, XLOG_NEXTOID, XLOG_PARAMETER_CHANGE, XLOG_TBLSPC_CREATE, XLOG_TBLSPC_DROP, PARAMETER_CHANGE_TRACK_COMMIT_TIMESTAMP,
 } from "./records.ts";
 
 export { IngestBatch };
@@ -82,6 +82,12 @@ export class WalIngest {
   private readonly slruSizes = new Map<number, number>();
   private checkpoint: Buffer;
   private checkpointDirty = false;
+  /**
+   * The xid after the newest one seen, exactly (the checkpoint's nextXid is rounded up): where
+   * commit timestamps start when the source turns track_commit_timestamp on. In memory only;
+   * after a restart the checkpoint's value stands in until the next checkpoint record.
+   */
+  private nextXidSeen: number | undefined;
 
   /** pages with a chain length entry (over all fork states; capped) */
   private chainCount = 0;
@@ -205,6 +211,7 @@ export class WalIngest {
    */
   private advanceNextXid(xid: number) {
     if (xid === 0) return;
+    if (this.nextXidSeen === undefined || ((xid + 1 - this.nextXidSeen) | 0) > 0) this.nextXidSeen = (xid + 1) >>> 0;
     // FullTransactionId as u64 LE = xid (low u32) then epoch (high u32): plain numbers, no BigInt
     // work on every record
     const current = this.checkpoint.readUInt32LE(CheckPointField.nextXid);
@@ -310,6 +317,9 @@ export class WalIngest {
       case RM.MULTIXACT:
         rest = this.ingestMultiXact(record, info, batch, lsn);
         break;
+      case RM.COMMIT_TS:
+        rest = this.ingestCommitTs(record, info, batch, lsn);
+        break;
       case RM.TBLSPC: {
         // xl_tblspc_create_rec {ts_id, ts_path} / xl_tblspc_drop_rec {ts_id}: the tablespace's
         // directory (a full backup writes it even while nothing is in it); its location is not kept
@@ -348,6 +358,8 @@ export class WalIngest {
       const incoming = record.mainData;
       const nextXid = this.checkpoint.readBigUInt64LE(CheckPointField.nextXid);
       incoming.copy(this.checkpoint, 0, 0, CHECKPOINT_SIZE);
+      const incomingNextXid = incoming.readUInt32LE(CheckPointField.nextXid);
+      if (this.nextXidSeen === undefined || ((incomingNextXid - this.nextXidSeen) | 0) > 0) this.nextXidSeen = incomingNextXid;
       // nextXid tracked from records may be ahead of an online checkpoint's snapshot
       if (nextXid > this.checkpoint.readBigUInt64LE(CheckPointField.nextXid)) this.checkpoint.writeBigUInt64LE(nextXid, CheckPointField.nextXid);
       // redo = the record's end for a shutdown checkpoint (a clean point), 0 for online ones
@@ -356,6 +368,66 @@ export class WalIngest {
     } else if (info === XLOG_NEXTOID) {
       this.checkpoint.writeUInt32LE(record.mainData.readUInt32LE(0), CheckPointField.nextOid);
       this.checkpointDirty = true;
+    } else if (info === XLOG_PARAMETER_CHANGE) {
+      // the source restarted with other settings; for commit timestamps this is what
+      // CommitTsParameterChange does on a standby: turning on starts at the next xid (keeping
+      // bounds already set), turning off invalidates them
+      const on = record.mainData[PARAMETER_CHANGE_TRACK_COMMIT_TIMESTAMP] !== 0;
+      if (on && !this.commitTsActive()) {
+        const start = this.nextXidSeen ?? this.checkpoint.readUInt32LE(CheckPointField.nextXid);
+        this.checkpoint.writeUInt32LE(start, CheckPointField.oldestCommitTsXid);
+        this.checkpoint.writeUInt32LE(start, CheckPointField.newestCommitTsXid);
+        this.checkpointDirty = true;
+      } else if (!on && this.commitTsActive()) {
+        this.checkpoint.writeUInt32LE(0, CheckPointField.oldestCommitTsXid);
+        this.checkpoint.writeUInt32LE(0, CheckPointField.newestCommitTsXid);
+        this.checkpointDirty = true;
+      }
+    }
+  }
+
+  /**
+   * Whether the source records commit timestamps at this point of the WAL: PostgreSQL keeps the
+   * bounds (oldestCommitTsXid, newestCommitTsXid) valid exactly while the module is active, and
+   * the tracked checkpoint holds them (from the import, checkpoint records and the changes here).
+   */
+  private commitTsActive(): boolean {
+    return this.checkpoint.readUInt32LE(CheckPointField.oldestCommitTsXid) !== 0;
+  }
+
+  /** The commit timestamp entries of a committed transaction tree, one derived value per pg_commit_ts page. */
+  private setCommitTs(batch: IngestBatch, xids: readonly number[], time: bigint, origin: number, lsn: Lsn): Promise<void> | undefined {
+    // one value per page and LSN (a second would replace the first): subxids need not be sorted
+    const byPage = new Map<number, number[]>();
+    for (const xid of xids) {
+      const page = Math.floor(xid / COMMIT_TS_XACTS_PER_PAGE);
+      (byPage.get(page) ?? byPage.set(page, []).get(page)!).push(xid);
+    }
+    let pending: Promise<void> | undefined;
+    for (const [pageno, pageXids] of byPage) {
+      const payload = Buffer.allocUnsafe(10 + 4 * pageXids.length);
+      payload.writeBigInt64LE(time, 0);
+      payload.writeUInt16LE(origin, 8);
+      for (let k = 0; k < pageXids.length; k++) payload.writeUInt32LE(pageXids[k], 10 + 4 * k);
+      const put = this.putSlruPage(batch, SlruKind.CommitTs, pageno, derivedValue(DerivedKind.CommitTsSet, payload), lsn);
+      if (put) pending = pending ? pending.then(() => put) : put;
+    }
+    return pending;
+  }
+
+  private async ingestCommitTs(record: DecodedRecord, info: number, batch: IngestBatch, lsn: Lsn) {
+    if (info === 0x00) {
+      // ZEROPAGE {int pageno}
+      await this.putSlruPage(batch, SlruKind.CommitTs, record.mainData.readInt32LE(0), imageValue(ZERO_PAGE), lsn);
+    } else if (info === 0x10) {
+      // TRUNCATE {int pageno, TransactionId oldestXid}: AdvanceOldestCommitTsXid; the segments
+      // stay, as for CLOG truncation (the compute removes them at its own next truncation)
+      const oldestXid = record.mainData.readUInt32LE(4);
+      const oldest = this.checkpoint.readUInt32LE(CheckPointField.oldestCommitTsXid);
+      if (oldest !== 0 && ((oldestXid - oldest) | 0) > 0) {
+        this.checkpoint.writeUInt32LE(oldestXid, CheckPointField.oldestCommitTsXid);
+        this.checkpointDirty = true;
+      }
     }
   }
 
@@ -385,7 +457,11 @@ export class WalIngest {
       const topXid = outcome.twophaseXid ?? record.xid;
       const xids = outcome.subxacts.length === 0 ? (topXid === 0 ? [] : [topXid]) : [topXid, ...outcome.subxacts].filter((x) => x !== 0);
       for (const x of outcome.subxacts) this.advanceNextXid(x);
-      const clog = this.setClogStatus(batch, xids, isCommit ? TRANSACTION_STATUS_COMMITTED : TRANSACTION_STATUS_ABORTED, lsn);
+      let clog = this.setClogStatus(batch, xids, isCommit ? TRANSACTION_STATUS_COMMITTED : TRANSACTION_STATUS_ABORTED, lsn);
+      if (isCommit && xids.length > 0 && this.commitTsActive()) {
+        const commitTs = this.setCommitTs(batch, xids, outcome.commitTsTime, record.origin ?? 0, lsn);
+        if (commitTs) clog = clog ? clog.then(() => commitTs) : commitTs;
+      }
       if (outcome.droppedRels.length === 0 && !clog) {
         if (op === XACT_COMMIT_PREPARED || op === XACT_ABORT_PREPARED) batch.put(twoPhaseFileKey(topXid), lsn, TOMBSTONE);
         return undefined;

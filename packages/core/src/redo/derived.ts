@@ -1,7 +1,8 @@
 // Changes Strata derives at ingest where PostgreSQL's redo touches a page the record does not
 // reference (storage/values.ts DerivedKind): CLOG status bits, visibility-map bit clears and
-// truncation, multixact offsets and members, and the FSM tail after a truncation.
+// truncation, multixact offsets and members, the FSM tail after a truncation, and commit timestamps.
 import { DerivedKind } from "../storage/values.ts";
+import { COMMIT_TS_ENTRY_SIZE, COMMIT_TS_XACTS_PER_PAGE } from "../ingest/records.ts";
 import { isNewPage, pageInit } from "./page.ts";
 import { readU16, writeU32 } from "../bytes.ts";
 
@@ -81,6 +82,14 @@ export function applyDerived(page: Buffer, kind: DerivedKind, payload: Buffer): 
         const l = left < FSM_NODES_PER_PAGE ? page[FSM_NODES + left] : 0;
         const r = right < FSM_NODES_PER_PAGE ? page[FSM_NODES + right] : 0;
         page[FSM_NODES + node] = Math.max(l, r);
+      }
+      return;
+    }
+    case DerivedKind.CommitTsSet: {
+      // TransactionIdSetCommitTs: the 10-byte entry (timestamp, then origin) of each xid
+      for (let i = 10; i + 4 <= payload.length; i += 4) {
+        const entry = (payload.readUInt32LE(i) % COMMIT_TS_XACTS_PER_PAGE) * COMMIT_TS_ENTRY_SIZE;
+        payload.copy(page, entry, 0, COMMIT_TS_ENTRY_SIZE);
       }
       return;
     }

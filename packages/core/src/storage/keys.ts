@@ -38,9 +38,11 @@ export const enum SlruKind {
   Clog = 0,
   MultiXactOffsets = 1,
   MultiXactMembers = 2,
+  /** pg_commit_ts, kept while the source tracks commit timestamps (track_commit_timestamp) */
+  CommitTs = 3,
 }
 
-export const SLRU_DIRS = ["pg_xact", "pg_multixact/offsets", "pg_multixact/members"] as const;
+export const SLRU_DIRS = ["pg_xact", "pg_multixact/offsets", "pg_multixact/members", "pg_commit_ts"] as const;
 export const SLRU_PAGES_PER_SEGMENT = 32;
 
 function entity(space: KeySpace, a = 0, b = 0, c = 0, d = 0, e = 0): Buffer {

@@ -48,6 +48,8 @@ export const enum DerivedKind {
   TruncateVisibilityMap = 5,
   ZeroFsmTail = 6,
   CopyPageFrom = 7,
+  /** pg_commit_ts entries of a committed transaction tree's xids on one page: [time i64 LE][origin u16 LE][xid u32 LE]... */
+  CommitTsSet = 8,
 }
 
 /** [kind][bytes] */
