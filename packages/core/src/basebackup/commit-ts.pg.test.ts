@@ -1,7 +1,8 @@
 // Commit timestamps (track_commit_timestamp) survive into a full backup: a PostgreSQL started on it
 // reports the primary's timestamp and replication origin for every transaction, whether its
 // pg_commit_ts page came with the import or was rebuilt from commit records, and the backup
-// follows the primary turning the setting off and on again (XLOG_PARAMETER_CHANGE).
+// follows the primary turning the setting off and on again (XLOG_PARAMETER_CHANGE), as it follows
+// the other settings pg_control records.
 import { execFile } from "node:child_process";
 import { appendFileSync, mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
@@ -42,7 +43,7 @@ async function commitTimestamps(url: string, nextXid: number) {
   return row as { digest: string; known: number };
 }
 
-describe("commit timestamps in a full backup", () => {
+describe("commit timestamps and pg_control settings in a full backup", () => {
   let primary: PgCluster | undefined;
   let store: TimelineStore | undefined;
   let ingestor: TimelineIngestor | undefined;
@@ -82,9 +83,9 @@ describe("commit timestamps in a full backup", () => {
     copy.pid = 0;
   }
 
-  async function restartPrimary(trackCommitTimestamp: boolean) {
+  async function restartPrimary(settings: Record<string, string>) {
     await primary!.stopServer();
-    appendFileSync(path.join(primary!.dataDir, "postgresql.conf"), `\ntrack_commit_timestamp = ${trackCommitTimestamp ? "on" : "off"}\n`);
+    appendFileSync(path.join(primary!.dataDir, "postgresql.conf"), Object.entries(settings).map(([name, value]) => `\n${name} = ${value}`).join("") + "\n");
     await primary!.startServer();
   }
 
@@ -149,7 +150,7 @@ describe("commit timestamps in a full backup", () => {
   }, 240_000);
 
   it("follows the primary turning track_commit_timestamp off and on again", async () => {
-    await restartPrimary(false);
+    await restartPrimary({ track_commit_timestamp: "off" });
     await primary!.script("CREATE TABLE while_off (x int); INSERT INTO while_off VALUES (1);");
     const offLsn = await ingestAll();
     const off = await startCopy(offLsn);
@@ -160,7 +161,7 @@ describe("commit timestamps in a full backup", () => {
       await stopCopy(off.copy);
     }
 
-    await restartPrimary(true);
+    await restartPrimary({ track_commit_timestamp: "on" });
     await primary!.pgbench(["-n", "-t", "300", "-c", "3"]);
     const url = primary!.connectionString();
     const nextXid = await nextXidOf();
@@ -175,5 +176,27 @@ describe("commit timestamps in a full backup", () => {
     } finally {
       await stopCopy(on.copy);
     }
+  }, 240_000);
+
+  it("has the settings the primary restarted with: more prepared transactions pending than it first allowed", async () => {
+    await restartPrimary({ max_prepared_transactions: "10", max_connections: "120", max_locks_per_transaction: "128" });
+    for (let i = 0; i < 7; i++) await primary!.sql(`BEGIN; CREATE TABLE pending_${i} (x int); INSERT INTO pending_${i} VALUES (${i}); PREPARE TRANSACTION 'pending_${i}'`);
+    const lsn = await ingestAll();
+    // a compute allowing 5 prepared transactions (the import's setting) refuses to start with 7
+    const { url, copy } = await startCopy(lsn);
+    try {
+      const settings = await sqlAt(url, "SELECT name, setting FROM pg_settings WHERE name IN ('max_prepared_transactions', 'max_connections', 'max_locks_per_transaction') ORDER BY name");
+      expect(settings).toEqual([
+        { name: "max_connections", setting: "120" },
+        { name: "max_locks_per_transaction", setting: "128" },
+        { name: "max_prepared_transactions", setting: "10" },
+      ]);
+      expect(await sqlAt(url, "SELECT count(*)::int AS n FROM pg_prepared_xacts")).toEqual([{ n: 7 }]);
+      await sqlAt(url, "COMMIT PREPARED 'pending_3'");
+      expect(await sqlAt(url, "SELECT x FROM pending_3")).toEqual([{ x: 3 }]);
+    } finally {
+      await stopCopy(copy);
+    }
+    for (let i = 0; i < 7; i++) await primary!.sql(`ROLLBACK PREPARED 'pending_${i}'`);
   }, 240_000);
 });

@@ -7,7 +7,7 @@ import { WalDecodeError } from "../wal/errors.ts";
 import { decodeRecord, type DecodedRecord } from "../wal/record.ts";
 import {
   buildControlFile, CHECKPOINT_RECORD_SIZE, checkpointRecord, checkpointRecordLsn, checkpointWal, ControlField, DB_SHUTDOWNED,
-  PG_CONTROL_FILE_SIZE, PG_CONTROL_VERSION, readControlFile, shutdownCheckpoint,
+  PG_CONTROL_FILE_SIZE, PG_CONTROL_VERSION, readControlFile, shutdownCheckpoint, withParameterChange,
 } from "./control.ts";
 
 const SEG = 16 * 1024 * 1024;
@@ -118,6 +118,25 @@ describe("shutdown checkpoint synthesis", () => {
     expect(control.subarray(ControlField.crc + 4).every((b) => b === 0)).toBe(true);
     const settings = readControlFile(control);
     expect(settings).toMatchObject({ systemId: SYSID, walLevel: 1, maxConnections: 100, maxPreparedXacts: 5, dataChecksumVersion: 1, segmentSize: SEG });
+  });
+
+  it("keeps commit timestamp bounds when the backup has pg_commit_ts", () => {
+    const cp = shutdownCheckpoint(trackedCheckpoint(), 0x4766820n, new Date(), { oldest: 4000, newest: 5119 });
+    expect([cp.readUInt32LE(CheckPointField.oldestCommitTsXid), cp.readUInt32LE(CheckPointField.newestCommitTsXid)]).toEqual([4000, 5119]);
+  });
+
+  it("takes the settings of an XLOG_PARAMETER_CHANGE into pg_control, with a valid CRC", () => {
+    const xlrec = Buffer.alloc(28);
+    [120, 9, 12, 10, 128, 2].forEach((v, i) => xlrec.writeInt32LE(v, 4 * i));
+    xlrec[24] = 1; // wal_log_hints
+    xlrec[25] = 1; // track_commit_timestamp
+    const control = withParameterChange(importedControl(), xlrec);
+    expect(readControlFile(control)).toMatchObject({
+      maxConnections: 120, maxWorkerProcesses: 9, maxWalSenders: 12, maxPreparedXacts: 10, maxLocksPerXact: 128, walLevel: 2, walLogHints: true, trackCommitTimestamp: true,
+      systemId: SYSID, segmentSize: SEG,
+    });
+    // the rest is the source's as it was
+    expect(control.subarray(0, ControlField.walLevel)).toEqual(importedControl().subarray(0, ControlField.walLevel));
   });
 
   it("refuses a corrupt or foreign pg_control", () => {

@@ -102,6 +102,23 @@ export function readControlFile(control: Buffer): ControlSettings {
 }
 
 /**
+ * `control` with the settings of an XLOG_PARAMETER_CHANGE record (xl_parameter_change: six int32
+ * then two bools), CRC recomputed: what PostgreSQL's redo of the record writes into a standby's
+ * pg_control, so a backup taken after the source restarted with other settings has them.
+ */
+export function withParameterChange(control: Buffer, xlrec: Buffer): Buffer {
+  readControlFile(control);
+  if (xlrec.length < 26) throw new ControlFileError(`XLOG_PARAMETER_CHANGE data is ${xlrec.length} bytes, expected 28`);
+  const updated = Buffer.from(control);
+  const ints = [ControlField.maxConnections, ControlField.maxWorkerProcesses, ControlField.maxWalSenders, ControlField.maxPreparedXacts, ControlField.maxLocksPerXact, ControlField.walLevel];
+  ints.forEach((field, i) => updated.writeInt32LE(xlrec.readInt32LE(4 * i), field));
+  updated[ControlField.walLogHints] = xlrec[24];
+  updated[ControlField.trackCommitTimestamp] = xlrec[25];
+  updated.writeUInt32LE(crc32c(updated, 0, ControlField.crc), ControlField.crc);
+  return updated;
+}
+
+/**
  * Where the checkpoint record goes for a backup at `lsn` (the end of the last record): `lsn`
  * itself, or just past the page header when `lsn` is on a page boundary (a record can't start
  * inside a header).

@@ -7,11 +7,12 @@
 import type { Lsn } from "../lsn.ts";
 import { BLCKSZ, ForkNumber, type RelTag } from "../reltag.ts";
 import {
-  checkpointKey, dbDirEntryKey, decodeRelKey, entityPrefix, KeySpace, relBlockKey, relDirEntryKey, relmapFileKey, relSizeKey, SlruKind,
+  checkpointKey, controlFileKey, dbDirEntryKey, decodeRelKey, entityPrefix, KeySpace, relBlockKey, relDirEntryKey, relmapFileKey, relSizeKey, SlruKind,
   slruSegSizeKey, tablespaceDirEntryKey, twoPhaseFileKey,
 } from "../storage/keys.ts";
 import { derivedValue, DerivedKind, imageValue, readU32Value, type StoredValue, TOMBSTONE, u32Value, ValueKind, walRecordValue } from "../storage/values.ts";
 import { IngestBatch } from "./ingest-batch.ts";
+import { withParameterChange } from "../basebackup/control.ts";
 import { applyRecord } from "../timeline/page-reader.ts";
 import { type BlockRef, type DecodedRecord, withoutImages } from "../wal/record.ts";
 import {
@@ -300,7 +301,7 @@ export class WalIngest {
     let rest: Promise<void> | undefined;
     switch (record.rmid) {
       case RM.XLOG:
-        this.ingestXlog(record, info);
+        rest = this.ingestXlog(record, info, batch, lsn);
         break;
       case RM.XACT:
         rest = this.ingestXact(record, info, batch, lsn);
@@ -353,7 +354,7 @@ export class WalIngest {
     }
   }
 
-  private ingestXlog(record: DecodedRecord, info: number) {
+  private ingestXlog(record: DecodedRecord, info: number, batch: IngestBatch, lsn: Lsn): Promise<void> | undefined {
     if (info === XLOG_CHECKPOINT_SHUTDOWN || info === XLOG_CHECKPOINT_ONLINE) {
       const incoming = record.mainData;
       const nextXid = this.checkpoint.readBigUInt64LE(CheckPointField.nextXid);
@@ -383,7 +384,17 @@ export class WalIngest {
         this.checkpoint.writeUInt32LE(0, CheckPointField.newestCommitTsXid);
         this.checkpointDirty = true;
       }
+      return this.putParameterChange(record.mainData, batch, lsn);
     }
+    return undefined;
+  }
+
+  /** A new version of the timeline's pg_control with the source's new settings (max_prepared_transactions, wal_level…). */
+  private async putParameterChange(xlrec: Buffer, batch: IngestBatch, lsn: Lsn) {
+    const control = await this.lookup.getVersion(controlFileKey(), lsn);
+    // a timeline without pg_control (no import) has nothing a backup could start from anyway
+    if (control?.value.kind !== ValueKind.Image) return;
+    batch.put(controlFileKey(), lsn, imageValue(withParameterChange(control.value.bytes, xlrec)));
   }
 
   /**
