@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createStrataClient } from "@strata/api/client";
-import { diffWaldumpEntries, formatLsn, parseLsn, parsePgWaldumpOutput } from "@strata/core";
+import { diffWaldumpEntries, formatLsn, parseLsn, parsePgWaldumpOutput, walFileName } from "@strata/core";
 import { PgCluster } from "@strata/core/testing";
 import { makeDataDir, removeDataDir, runCli, startDaemon, type Daemon } from "./test-daemon.ts";
 
@@ -38,7 +38,9 @@ describe("following a real PostgreSQL 15 primary", () => {
     const oursEntries = parsePgWaldumpOutput(ours.stdout);
     expect(oursEntries.length).toBeGreaterThan(100);
     const first = oursEntries[0].lsn;
-    const theirs = await primary.run("pg_waldump", ["-p", primary.walDir, "-s", first, "-e", upTo]);
+    // the segments named: pg_waldump otherwise takes the segment size from whichever file it lists
+    // first, and a segment PostgreSQL preallocated (zeros) has none
+    const theirs = await primary.run("pg_waldump", ["-p", primary.walDir, "-s", first, "-e", upTo, walFileName(1, parseLsn(first)), walFileName(1, parseLsn(upTo) - 1n)]);
     const theirEntries = parsePgWaldumpOutput(theirs.stdout);
     expect(diffWaldumpEntries(oursEntries, theirEntries)).toEqual([]);
     expect(oursEntries.length).toBe(theirEntries.length);

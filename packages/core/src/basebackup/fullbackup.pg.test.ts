@@ -46,7 +46,9 @@ async function fingerprint(sql: Sql) {
   const [things] = await sql("SELECT count(*)::int AS n, sum(id)::bigint::text AS s FROM things", "third");
   const [outside] = await sql("SELECT count(*)::int AS n, md5(string_agg(id || ':' || v, ',' ORDER BY id)) AS h FROM before_import_outside");
   const [inPlace] = await sql("SELECT count(*)::int AS n, sum(id)::bigint::text AS s FROM before_import_in_place");
-  return { accounts, branches, tellers, history, extra, items, spaced, things, outside, inPlace };
+  const [moved] = await sql("SELECT count(*)::int AS n, md5(string_agg(id || ':' || v, ',' ORDER BY id)) AS h FROM travels", "moved");
+  const [movedTable] = await sql("SELECT count(*)::int AS n, sum(id)::bigint::text AS s, pg_tablespace.spcname FROM relocated, pg_class JOIN pg_tablespace ON pg_tablespace.oid = reltablespace WHERE relname = 'relocated' GROUP BY spcname");
+  return { accounts, branches, tellers, history, extra, items, spaced, things, outside, inPlace, moved, movedTable };
 }
 
 /** Stops a postmaster by pid (fast shutdown) and waits for it to exit. */
@@ -163,6 +165,13 @@ describe("full backup", () => {
     await sql("DROP TABLESPACE dropped");
     await sql("CREATE TABLE things (id int PRIMARY KEY)", "third");
     await sql("INSERT INTO things SELECT generate_series(1, 500)", "third");
+    // a database and a table that move to another tablespace (movedb's FILE_COPY + DROP; a table's
+    // pages logged anew under its new relfilenode)
+    await sql("CREATE DATABASE moved");
+    await sql("CREATE TABLE travels (id int PRIMARY KEY, v text); INSERT INTO travels SELECT g, md5(g::text) FROM generate_series(1, 1500) g", "moved");
+    await sql("ALTER DATABASE moved SET TABLESPACE elsewhere");
+    await sql("CREATE TABLE relocated AS SELECT generate_series(1, 4000) AS id");
+    await sql("ALTER TABLE relocated SET TABLESPACE elsewhere");
     await sql("CREATE UNLOGGED TABLE scratch (k int PRIMARY KEY)");
     await sql("INSERT INTO scratch SELECT generate_series(1, 100)");
     // a prepared transaction still pending at the backup LSN
@@ -272,7 +281,7 @@ describe("full backup", () => {
     const sql = copy.sql;
     expect(await fingerprint(sql)).toEqual(expected);
     expect(expected.accounts.n).toBe(100000);
-    expect((await sql("SELECT datname FROM pg_database ORDER BY datname")).map((r) => r.datname)).toEqual(["postgres", "second", "template0", "template1", "third"]);
+    expect((await sql("SELECT datname FROM pg_database ORDER BY datname")).map((r) => r.datname)).toEqual(["moved", "postgres", "second", "template0", "template1", "third"]);
     // the user tablespace came back in place: inside the data directory, with its relations
     expect(expected.spaced.n).toBe(3000);
     expect(await sql("SELECT spcname, pg_tablespace_location(oid) LIKE 'pg_tblspc/%' AS in_place FROM pg_tablespace WHERE spcname = 'elsewhere'")).toEqual([{ spcname: "elsewhere", in_place: true }]);
@@ -331,7 +340,9 @@ describe("full backup", () => {
       // the server keeps writing WAL right after the synthesized record
       await copy.sql("INSERT INTO extra (v, n) VALUES ('after', 1)");
       const [{ flushed }] = await copy.sql("SELECT pg_current_wal_flush_lsn()::text AS flushed");
-      const dump = await execFileAsync(pgBinary("pg_waldump"), ["-p", path.join(copy.dataDir, "pg_wal"), "-s", formatLsn(result.checkpointLsn), "-e", flushed as string]);
+      // the segments named: pg_waldump otherwise takes the segment size from whichever file it lists
+      // first, and a segment PostgreSQL preallocated (zeros) has none
+      const dump = await execFileAsync(pgBinary("pg_waldump"), ["-p", path.join(copy.dataDir, "pg_wal"), "-s", formatLsn(result.checkpointLsn), "-e", flushed as string, walFileName(1, result.checkpointLsn), walFileName(1, parseLsn(flushed as string) - 1n)]);
       expect(dump.stdout).toContain(`CHECKPOINT_SHUTDOWN redo ${formatLsn(result.checkpointLsn)}`);
       expect(dump.stdout).toMatch(/desc: COMMIT/);
       await copy.sql("CHECKPOINT");

@@ -164,7 +164,7 @@ describe("WAL of pgbench -i -s 1 and pgbench -t 200 -c 2", () => {
   });
 
   test("formatRecordLine prints what plain pg_waldump prints, up to the rmgr-specific desc", async () => {
-    const { stdout } = await cluster.run("pg_waldump", ["-p", cluster.walDir, "-s", formatLsn(start), "-n", "300"]);
+    const { stdout } = await cluster.run("pg_waldump", ["-p", cluster.walDir, "-s", formatLsn(start), "-n", "300", walFileName(1, start)]);
     const lines = stdout.trim().split("\n");
     expect(lines).toHaveLength(300);
     for (let i = 0; i < lines.length; i++) {

@@ -3,7 +3,7 @@
 import { formatLsn, parseLsn, type Lsn } from "../lsn.ts";
 import type { PgCluster } from "../testing/pgcluster.ts";
 import type { DecodedRecord } from "./record.ts";
-import { readWalSegments, type ReadWalSegmentsOptions } from "./reader.ts";
+import { readWalSegments, walFileName, type ReadWalSegmentsOptions } from "./reader.ts";
 import { diffWaldumpEntries, parsePgWaldumpOutput, toWaldumpEntry, type WaldumpEntry } from "./waldump.ts";
 
 export async function insertLsn(cluster: PgCluster): Promise<Lsn> {
@@ -19,7 +19,9 @@ export async function captureWal(cluster: PgCluster, work: () => Promise<unknown
 }
 
 export async function pgWaldump(cluster: PgCluster, start: Lsn, end: Lsn): Promise<WaldumpEntry[]> {
-  const { stdout } = await cluster.run("pg_waldump", ["-b", "-p", cluster.walDir, "-s", formatLsn(start), "-e", formatLsn(end)]);
+  // the segments named: pg_waldump otherwise takes the segment size from whichever file it lists
+  // first, and a segment PostgreSQL preallocated (zeros) has none
+  const { stdout } = await cluster.run("pg_waldump", ["-b", "-p", cluster.walDir, "-s", formatLsn(start), "-e", formatLsn(end), walFileName(1, start), walFileName(1, end - 1n)]);
   return parsePgWaldumpOutput(stdout);
 }
 
