@@ -143,6 +143,7 @@ tenant
   .option("--json", "machine-readable output")
   .action(async (id, opts, cmd) => {
     const result = await client(cmd).tenants.delete.mutate({ id: requireId(id, "tenant id") });
+    for (const warning of result.warnings) console.error(`warning: ${warning}`);
     print(opts.json, result, () => `deleted tenant ${id}`);
   });
 

@@ -144,6 +144,36 @@ describe("following a real PostgreSQL 15 primary", () => {
       await minimal.stop();
     }
   });
+
+  it("drops a deleted tenant's replication slot on its primary, and warns about a slot it cannot reach", async () => {
+    const slots = async () => (await primary.sql<{ slot_name: string }>("SELECT slot_name FROM pg_replication_slots ORDER BY slot_name")).map((r) => r.slot_name);
+    const before = await slots();
+    const created = await runCli(["tenant", "create", "--from-primary", primary.connectionString(), "--json"], env);
+    expect(created.code, created.stderr).toBe(0);
+    const second = JSON.parse(created.stdout) as { id: string; timelines: Array<{ id: string }> };
+    const slot = (await slots()).find((name) => !before.includes(name))!;
+    expect(slot).toMatch(new RegExp(`^strata_${second.id}_`));
+    // streaming, so the slot is in use when the delete starts
+    const target = await flushLsn(primary);
+    const waited = await runCli(["wait-lsn", "--tenant", second.id, "--timeline", second.timelines[0].id, "--lsn", target, "--timeout", "60"], env);
+    expect(waited.code, waited.stderr).toBe(0);
+    const deleted = await runCli(["tenant", "delete", second.id], env);
+    expect(deleted.code, deleted.stderr).toBe(0);
+    expect(deleted.stderr).not.toMatch(/warning/);
+    // the followed tenant keeps its own slot (and `someone_elses` stays)
+    expect(await slots()).toEqual(before);
+
+    // a primary that is gone: the tenant goes anyway, with the slot it left named
+    const gone = await PgCluster.start();
+    const third = await runCli(["tenant", "create", "--from-primary", gone.connectionString(), "--json"], env);
+    expect(third.code, third.stderr).toBe(0);
+    const thirdId = (JSON.parse(third.stdout) as { id: string }).id;
+    await gone.stop();
+    const orphaned = await runCli(["tenant", "delete", thirdId], env);
+    expect(orphaned.code, orphaned.stderr).toBe(0);
+    expect(orphaned.stderr).toMatch(new RegExp(`warning: replication slot "strata_${thirdId}_\\w+" was not dropped on the primary .*pg_drop_replication_slot`));
+    expect((await createStrataClient(daemon.apiUrl).tenants.list.query()).map((t) => t.id)).toEqual([tenantId]);
+  });
 });
 
 describe("a primary that no longer has the WAL the timeline needs", () => {

@@ -124,11 +124,20 @@ export async function startPageserver(options: PageserverOptions): Promise<Runni
         metrics.tenants.dec();
         logger.info({ tenantId }, "tenant detached for deletion");
       },
+      releasePrimarySlot: async (tenantId, timelineId, primaryUrl, slot) => {
+        try {
+          const outcome = await manager.releasePrimarySlot(tenantId, timelineId, primaryUrl, slot);
+          logger.info({ tenantId, timelineId, slot, outcome }, outcome === "dropped" ? "dropped the timeline's replication slot on its primary" : "the primary had no replication slot to drop");
+        } catch (err) {
+          logger.warn({ tenantId, timelineId, slot, err: (err as Error).message }, "could not drop the timeline's replication slot on its primary");
+          throw err;
+        }
+      },
     });
     const endpoints: EndpointService = new EndpointService(db, dataDir, tenants, manager);
     const recovery = await tenants.recover();
     await endpoints.recover();
-    if (recovery.rolledBack.length || recovery.removedDirs.length) logger.warn(recovery, "recovered from an interrupted create/delete");
+    if (recovery.rolledBack.length || recovery.removedDirs.length || recovery.warnings.length) logger.warn(recovery, "recovered from an interrupted create/delete");
     for (const tenantId of recovery.active) await manager.attach(tenantId, await timelineSpecs(tenantId));
     metrics.tenants.set(recovery.active.length);
 

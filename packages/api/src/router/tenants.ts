@@ -14,7 +14,7 @@ export const tenantsRouter = router({
     ),
   ),
   delete: publicProcedure.input(tenantIdInput).mutation(async ({ ctx, input }) => {
-    await recordOperation(ctx.db, { kind: "tenant.delete", actor: ctx.actor, tenantId: input.id, input }, () => ctx.tenants.delete(input.id));
-    return { id: input.id, deleted: true as const };
+    const { warnings } = await recordOperation(ctx.db, { kind: "tenant.delete", actor: ctx.actor, tenantId: input.id, input }, () => ctx.tenants.delete(input.id));
+    return { id: input.id, deleted: true as const, warnings };
   }),
 });

@@ -61,6 +61,13 @@ export interface TenantHooks {
   onTenantActive?(tenantId: string): Promise<void>;
   /** called before a tenant's storage is removed: stop everything it runs */
   onTenantDeleting?(tenantId: string): Promise<void>;
+  /** drops the replication slot a deleted tenant's timeline had on its primary (after onTenantDeleting) */
+  releasePrimarySlot?(tenantId: string, timelineId: string, primaryUrl: string, slot: string): Promise<unknown>;
+}
+
+export interface TenantDeleted {
+  /** what deletion could not clean up outside Strata (a replication slot left on a primary) */
+  warnings: string[];
 }
 
 export class TenantService {
@@ -173,7 +180,7 @@ export class TenantService {
     return progress ? { bytes: progress.bytes, totalBytes: progress.totalBytes, elapsedMs: Date.now() - progress.startedAt } : null;
   }
 
-  async delete(id: string): Promise<void> {
+  async delete(id: string): Promise<TenantDeleted> {
     if (!isValidId(id)) throw new InvalidInputError(`invalid tenant id "${id}": expected 32 hex characters`);
     if (this.inFlight.has(id)) throw new ConflictError(`tenant ${id} is being created or deleted`);
     const row = await this.db.tenant.findUnique({ where: { id } });
@@ -183,6 +190,7 @@ export class TenantService {
       // Mark first: a crash after this point is finished by recover(), never resurrected.
       await this.db.tenant.update({ where: { id }, data: { state: "deleting" } });
       await this.hooks.onTenantDeleting?.(id);
+      const warnings = await this.releasePrimarySlots(id);
       await removeTenantStorage(this.dataDir, id);
       await this.db.$transaction([
         this.db.endpoint.deleteMany({ where: { tenantId: id } }),
@@ -190,9 +198,32 @@ export class TenantService {
         this.db.timeline.deleteMany({ where: { tenantId: id } }),
         this.db.tenant.delete({ where: { id } }),
       ]);
+      return { warnings };
     } finally {
       this.inFlight.delete(id);
     }
+  }
+
+  /**
+   * Drops the slots the tenant's timelines hold on the primaries they follow: a slot left behind
+   * keeps every WAL segment from its position on, until the primary's disk is full. A primary
+   * that is unreachable (or now another cluster) does not stop the deletion: what was left where
+   * comes back as warnings.
+   */
+  private async releasePrimarySlots(tenantId: string): Promise<string[]> {
+    const warnings: string[] = [];
+    const followed = await this.db.timeline.findMany({ where: { tenantId, primaryUrl: { not: null }, slotName: { not: null } } });
+    for (const row of followed) {
+      try {
+        await this.hooks.releasePrimarySlot?.(tenantId, row.id, row.primaryUrl!, row.slotName!);
+      } catch (err) {
+        warnings.push(
+          `replication slot "${row.slotName}" was not dropped on the primary of timeline ${row.id}: ${(err as Error).message}. ` +
+            `Drop it there (SELECT pg_drop_replication_slot('${row.slotName}')), or the primary keeps its WAL.`,
+        );
+      }
+    }
+    return warnings;
   }
 
   /**
@@ -200,11 +231,14 @@ export class TenantService {
    * rolled back / completed, stray temp dirs and directories without an active row are removed.
    * Returns the active tenant ids.
    */
-  async recover(): Promise<{ active: string[]; rolledBack: string[]; removedDirs: string[] }> {
+  async recover(): Promise<{ active: string[]; rolledBack: string[]; removedDirs: string[]; warnings: string[] }> {
     const removedDirs = await removeTempStorage(this.dataDir);
     const unfinished = await this.db.tenant.findMany({ where: { state: { in: ["creating", "deleting"] } } });
     const rolledBack: string[] = [];
+    const warnings: string[] = [];
     for (const row of unfinished) {
+      // a delete that crashed may not have dropped its slots yet (a create has no timeline row yet)
+      warnings.push(...(await this.releasePrimarySlots(row.id)));
       await removeTenantStorage(this.dataDir, row.id);
       await this.db.$transaction([
         this.db.endpoint.deleteMany({ where: { tenantId: row.id } }),
@@ -227,6 +261,6 @@ export class TenantService {
         removedDirs.push(dirId);
       }
     }
-    return { active, rolledBack, removedDirs };
+    return { active, rolledBack, removedDirs, warnings };
   }
 }

@@ -1,6 +1,7 @@
 // Initial import from a running primary: checks it can serve replication, reserves WAL with the
 // timeline's physical slot, streams BASE_BACKUP into the store, and leaves the timeline ready to
-// stream from the backup's start LSN. A slot this import created is dropped again if it fails.
+// stream from the backup's start LSN. A slot this import created is dropped again if it fails, and
+// by dropPrimarySlot when its tenant is deleted.
 import type { Lsn } from "../lsn.ts";
 import { baseBackup } from "../replication/basebackup.ts";
 import { ReplicationConnection } from "../replication/connection.ts";
@@ -51,6 +52,37 @@ export async function importFromPrimary(
     if (createdSlot) await conn.dropSlot(slot).catch(() => {});
     throw err;
   } finally {
+    await conn.close().catch(() => conn.destroy());
+  }
+}
+
+/** The primary at the URL is not the cluster the timeline was imported from. */
+export class OtherSystemError extends Error {}
+
+/**
+ * Drops the timeline's slot on its primary (tenant deletion): the slot would otherwise keep every
+ * WAL segment from its position on, and fill the primary's disk. Only on the database system the
+ * timeline came from (`systemId`, when known): a slot of that name on another cluster now at the
+ * same address is not Strata's to drop. Waits for the slot to be released (the walreceiver has just
+ * disconnected) for at most `timeoutMs`. Resolves "absent" when there is no such slot.
+ */
+export async function dropPrimarySlot(primary: string, slot: string, options: { systemId?: bigint; timeoutMs?: number } = {}): Promise<"dropped" | "absent"> {
+  const timeoutMs = options.timeoutMs ?? 10_000;
+  const conn = await ReplicationConnection.connect(primary, { applicationName: "strata-drop-slot", connectTimeoutMs: timeoutMs });
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    const identity = await conn.identifySystem();
+    if (options.systemId !== undefined && identity.systemId !== options.systemId.toString()) {
+      throw new OtherSystemError(`the primary is now a different database system (system identifier ${identity.systemId}, the timeline's is ${options.systemId}): its slot "${slot}" was left alone`);
+    }
+    if (!(await conn.readReplicationSlot(slot))?.slotType) return "absent";
+    const stillActive = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`replication slot "${slot}" is still in use after ${timeoutMs} ms (by another client?); it was left on the primary`)), timeoutMs);
+    });
+    await Promise.race([conn.dropSlot(slot, { wait: true }), stillActive]);
+    return "dropped";
+  } finally {
+    clearTimeout(timer);
     await conn.close().catch(() => conn.destroy());
   }
 }

@@ -1,9 +1,12 @@
 // The pageserver's live tenants: opens each active timeline's store when its tenant is attached
 // (only after the tenant's creation committed), runs a walreceiver for timelines that follow a
 // primary, answers "wait until LSN is durable", and closes everything on detach/shutdown.
+import { existsSync } from "node:fs";
+import { controlFileKey } from "../storage/keys.ts";
+import { ValueKind } from "../storage/values.ts";
 import { formatLsn, mayBePastPageHeader, pageStartIfPastHeader, type Lsn } from "../lsn.ts";
 import type { ForkNumber, RelTag } from "../reltag.ts";
-import { importFromPrimary, type PrimaryImportResult } from "../ingest/import-primary.ts";
+import { dropPrimarySlot, importFromPrimary, type PrimaryImportResult } from "../ingest/import-primary.ts";
 import { bootstrapTimeline } from "../ingest/bootstrap.ts";
 import { TimelineIngestor } from "../ingest/timeline-ingest.ts";
 import { readControlFile } from "../basebackup/control.ts";
@@ -243,6 +246,29 @@ export class TenantManager {
       return await importFromPrimary(store, primaryUrl, slotName, onProgress);
     } finally {
       await store.close();
+    }
+  }
+
+  /**
+   * Drops the timeline's replication slot on the primary it follows (its tenant is being deleted;
+   * its walreceiver must have stopped). Checked against the system identifier in the timeline's
+   * pg_control while its storage exists. See dropPrimarySlot.
+   */
+  async releasePrimarySlot(tenantId: string, timelineId: string, primaryUrl: string, slot: string): Promise<"dropped" | "absent"> {
+    return dropPrimarySlot(primaryUrl, slot, { systemId: await this.systemId(tenantId, timelineId) });
+  }
+
+  /** The system identifier in a timeline's pg_control, attached or not (undefined: none stored). */
+  private async systemId(tenantId: string, timelineId: string): Promise<bigint | undefined> {
+    const handle = this.get(tenantId, timelineId);
+    const dir = timelineStoreDir(this.dataDir, tenantId, timelineId);
+    if (!handle && !existsSync(dir)) return undefined;
+    const store = handle?.store ?? (await TimelineStore.open(dir));
+    try {
+      const control = await store.getVersion(controlFileKey(), (await store.readMarkers()).lastRecordLsn);
+      return control?.value.kind === ValueKind.Image ? readControlFile(control.value.bytes).systemId : undefined;
+    } finally {
+      if (!handle) await store.close();
     }
   }
 
