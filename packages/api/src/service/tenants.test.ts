@@ -62,6 +62,37 @@ function behavesLikeAMetadataStore(name: string, setup: () => Promise<{ url: str
       await expect(service.get("cd".repeat(16))).rejects.toBeInstanceOf(NotFoundError);
     });
 
+    it("drops the slot of a primary import a crash interrupted at recovery, and names one it cannot drop", async () => {
+      const url = "postgres://postgres@127.0.0.1:1/postgres";
+      // a create whose import never returns: the process "crashes" with the rows in place
+      const crashing = new TenantService(db, env.dataDir, { importTimeline: () => new Promise(() => {}) });
+      const ids = ["b1".repeat(16), "b2".repeat(16)];
+      for (const id of ids) void crashing.create(id, { fromPrimary: url, slot: `slot_${id.slice(0, 4)}` });
+      await expect.poll(() => db.timeline.count({ where: { tenantId: { in: ids }, state: "creating" } })).toBe(2);
+      const released: string[][] = [];
+      const restarted = new TenantService(db, env.dataDir, {
+        releasePrimarySlot: async (tenantId, _timelineId, primaryUrl, slot) => {
+          released.push([tenantId, primaryUrl, slot]);
+          if (tenantId === ids[1]) throw new Error("connect ECONNREFUSED 127.0.0.1:1");
+        },
+      });
+      const recovery = await restarted.recover();
+      expect(released.sort()).toEqual(ids.map((id) => [id, url, `slot_${id.slice(0, 4)}`]));
+      expect(recovery.rolledBack.sort()).toEqual(ids);
+      expect(recovery.warnings).toHaveLength(1);
+      expect(recovery.warnings[0]).toMatch(/replication slot "slot_b2b2" was not dropped .*ECONNREFUSED.*pg_drop_replication_slot\('slot_b2b2'\)/);
+      expect(await db.timeline.count({ where: { tenantId: { in: ids } } })).toBe(0);
+    });
+
+    it("leaves no rows behind when a primary import fails", async () => {
+      const id = "c1".repeat(16);
+      const failing = new TenantService(db, env.dataDir, { importTimeline: async () => Promise.reject(new Error("no route to primary")) });
+      await expect(failing.create(id, { fromPrimary: "postgres://postgres@127.0.0.1:1/postgres" })).rejects.toThrow(/no route to primary/);
+      expect(await db.tenant.findUnique({ where: { id } })).toBeNull();
+      expect(await db.timeline.count({ where: { tenantId: id } })).toBe(0);
+      expect(existsSync(path.join(env.dataDir, "tenants", id))).toBe(false);
+    });
+
     it("rolls back a half-created tenant at recovery and deletes cleanly", async () => {
       const id = "ef".repeat(16);
       await db.tenant.create({ data: { id, state: "creating" } });

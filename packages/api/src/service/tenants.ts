@@ -128,10 +128,21 @@ export class TenantService {
         if (isUniqueViolation(err)) throw new ConflictError(`tenant ${id} already exists`);
         throw err;
       }
+      // the main timeline's row from the start (not active yet): a crash during the import leaves
+      // the primary and slot on record, so recover() can drop a slot the import had created
+      try {
+        await this.db.timeline.create({
+          data: { id: timelineId, tenantId: id, name: "main", ancestorLsn: 0n, state: "creating", primaryUrl: options.fromPrimary ?? null, slotName: slot ?? null },
+        });
+      } catch (err) {
+        await this.db.tenant.delete({ where: { id } }).catch(() => {});
+        if (isUniqueViolation(err)) throw new ConflictError(`replication slot "${slot}" is already used by another tenant`);
+        throw err;
+      }
       try {
         await createTenantStorage(this.dataDir, id, timelineId);
       } catch (err) {
-        await this.db.tenant.delete({ where: { id } }).catch(() => {});
+        await this.discardCreated(id).catch(() => {});
         if (err instanceof TenantStorageExists) throw new ConflictError(`tenant ${id} already exists on disk`);
         throw err;
       }
@@ -141,7 +152,7 @@ export class TenantService {
           await this.hooks.bootstrapTimeline(id, timelineId);
         } catch (err) {
           await removeTenantStorage(this.dataDir, id).catch(() => {});
-          await this.db.tenant.delete({ where: { id } }).catch(() => {});
+          await this.discardCreated(id).catch(() => {});
           throw err;
         }
       }
@@ -155,14 +166,12 @@ export class TenantService {
           });
         } catch (err) {
           await removeTenantStorage(this.dataDir, id).catch(() => {});
-          await this.db.tenant.delete({ where: { id } }).catch(() => {});
+          await this.discardCreated(id).catch(() => {});
           throw new PrimaryRequestError(`cannot import from primary: ${(err as Error).message}`);
         }
       }
       await this.db.$transaction([
-        this.db.timeline.create({
-          data: { id: timelineId, tenantId: id, name: "main", ancestorLsn: 0n, state: "active", primaryUrl: options.fromPrimary ?? null, slotName: slot ?? null },
-        }),
+        this.db.timeline.update({ where: { id: timelineId }, data: { state: "active" } }),
         this.db.tenant.update({ where: { id }, data: { state: "active" } }),
       ]);
     } finally {
@@ -171,6 +180,11 @@ export class TenantService {
     }
     await this.hooks.onTenantActive?.(id);
     return this.get(id);
+  }
+
+  /** Removes the rows of a tenant whose creation failed (its main timeline's, then its own). */
+  private async discardCreated(id: string): Promise<void> {
+    await this.db.$transaction([this.db.timeline.deleteMany({ where: { tenantId: id } }), this.db.tenant.delete({ where: { id } })]);
   }
 
   /** How far the base backup import of a tenant being created from a primary is, or null. */
