@@ -334,6 +334,17 @@ branch
   });
 
 branch
+  .command("delete")
+  .description("delete a branch and its data (refused while it has branches or a running endpoint)")
+  .requiredOption("--tenant <id>", "tenant id")
+  .requiredOption("--name <branch>", "branch name or timeline id")
+  .option("--json", "machine-readable output")
+  .action(async (opts, cmd) => {
+    const deleted = await client(cmd).branches.delete.mutate({ tenantId: requireId(opts.tenant, "tenant id"), branch: opts.name });
+    print(opts.json, deleted, () => `deleted branch ${deleted.name} (${deleted.id})`);
+  });
+
+branch
   .command("list")
   .description("show the tenant's branch tree with branch points")
   .requiredOption("--tenant <id>", "tenant id")

@@ -1,7 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createStrataClient, errorCode } from "@strata/api/client";
 import { parseLsn } from "@strata/core";
-import { rmSync } from "node:fs";
+import { existsSync, rmSync } from "node:fs";
+import path from "node:path";
 import { makePostgresTempDir, PgCluster } from "@strata/core/testing";
 import { makeDataDir, query, removeDataDir, runCli, startDaemon, type Daemon } from "./test-daemon.ts";
 
@@ -78,6 +79,61 @@ describe("endpoints: stock PostgreSQL 15 running on a branch", () => {
     expect(list.filter((e) => e.state === "running").map((e) => e.branch).sort()).toEqual(["dev", "sibling"]);
     await expect(client.endpoints.start.mutate({ tenantId, branch: "main" })).rejects.toSatisfy((e) => errorCode(e) === "CONFLICT");
     await expect(client.endpoints.start.mutate({ tenantId, branch: "nope" })).rejects.toSatisfy((e) => errorCode(e) === "NOT_FOUND");
+  });
+
+  it("deletes a branch only when nothing depends on it, with its storage, and frees its name", async () => {
+    const client = createStrataClient(daemon.apiUrl);
+    const timelineDir = (id: string) => path.join(dataDir, "tenants", tenantId, "timelines", id);
+    const byName = async (name: string) => (await client.branches.list.query({ tenantId })).find((b) => b.name === name);
+    const sibling = (await byName("sibling"))!;
+    // its endpoint runs (previous test)
+    const busy = await runCli(["branch", "delete", "--tenant", tenantId, "--name", "sibling"], env);
+    expect(busy.code).toBe(1);
+    expect(busy.stderr).toMatch(/CONFLICT: branch sibling has a running endpoint .*stop it first/);
+    await client.branches.create.mutate({ tenantId, name: "nephew", parentBranch: "sibling" });
+    await client.endpoints.stop.mutate({ tenantId, branch: "sibling" });
+    await expect(client.branches.delete.mutate({ tenantId, branch: "sibling" })).rejects.toThrow(/has branches of its own \(nephew\)/);
+    await expect(client.branches.delete.mutate({ tenantId, branch: "main" })).rejects.toSatisfy((e) => errorCode(e) === "BAD_REQUEST");
+    await expect(client.branches.delete.mutate({ tenantId, branch: "nope" })).rejects.toSatisfy((e) => errorCode(e) === "NOT_FOUND");
+
+    const nephew = (await byName("nephew"))!;
+    expect(existsSync(timelineDir(nephew.id))).toBe(true);
+    const deleted = await runCli(["branch", "delete", "--tenant", tenantId, "--name", "nephew", "--json"], env);
+    expect(deleted.code, deleted.stderr).toBe(0);
+    expect(JSON.parse(deleted.stdout)).toMatchObject({ id: nephew.id, name: "nephew", deleted: true });
+    expect(existsSync(timelineDir(nephew.id))).toBe(false);
+    await client.branches.delete.mutate({ tenantId, branch: sibling.id });
+    expect(existsSync(timelineDir(sibling.id))).toBe(false);
+    expect((await client.branches.list.query({ tenantId })).map((b) => b.name).sort()).toEqual(["dev", "main"]);
+    expect((await client.endpoints.list.query({ tenantId })).map((e) => e.branch)).not.toContain("sibling");
+
+    // the name is free again, and the new branch has nothing of the old one's writes
+    await client.branches.create.mutate({ tenantId, name: "sibling" });
+    const again = await client.endpoints.start.mutate({ tenantId, branch: "sibling" });
+    expect((await query<{ n: string }>(again.connectionString!, "SELECT count(*)::text AS n FROM items"))[0].n).toBe("1000");
+    await client.endpoints.stop.mutate({ tenantId, branch: "sibling" });
+
+    // a delete racing an endpoint start or a branch of it: never both, and nothing half done
+    for (let round = 0; round < 3; round++) {
+      const name = `racer${round}`;
+      await client.branches.create.mutate({ tenantId, name });
+      const [del, start, child] = await Promise.allSettled([
+        client.branches.delete.mutate({ tenantId, branch: name }),
+        client.endpoints.start.mutate({ tenantId, branch: name }),
+        client.branches.create.mutate({ tenantId, name: `${name}_child`, parentBranch: name }),
+      ]);
+      if (del.status === "fulfilled") {
+        expect(start.status).toBe("rejected");
+        expect(child.status).toBe("rejected");
+        expect(await byName(name)).toBeUndefined();
+      } else {
+        if (start.status === "fulfilled") await client.endpoints.stop.mutate({ tenantId, branch: name });
+        if (child.status === "fulfilled") await client.branches.delete.mutate({ tenantId, branch: `${name}_child` });
+        await client.branches.delete.mutate({ tenantId, branch: name });
+      }
+      expect(await byName(name)).toBeUndefined();
+      expect((await client.endpoints.list.query({ tenantId })).filter((e) => e.state === "running").map((e) => e.branch)).toEqual(["dev"]);
+    }
   });
 
   it("bootstraps a tenant without a primary (initdb) and runs postgres on its main branch", async () => {

@@ -17,5 +17,8 @@ export const branchesRouter = router({
   create: publicProcedure.input(branchCreateInput).mutation(({ ctx, input }) =>
     recordOperation(ctx.db, { kind: "branch.create", actor: ctx.actor, tenantId: input.tenantId, input }, () => ctx.branches.create(input)),
   ),
+  delete: publicProcedure.input(z.object({ tenantId: idSchema, branch: z.string().min(1).max(63) })).mutation(({ ctx, input }) =>
+    recordOperation(ctx.db, { kind: "branch.delete", actor: ctx.actor, tenantId: input.tenantId, input }, () => ctx.branches.delete(input)),
+  ),
   list: publicProcedure.input(z.object({ tenantId: idSchema })).query(({ ctx, input }) => ctx.branches.list(input.tenantId)),
 });

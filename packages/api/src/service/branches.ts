@@ -1,10 +1,13 @@
 // Branches: new timelines that start at an LSN of a parent timeline and read through it below
 // that point. Creation copies no data (an empty store whose reads fall through to the parent),
 // so it is O(1) in database size. The LSN is validated against what the parent can serve and
-// rounded down to a record boundary; the branch reports the LSN it actually used.
+// rounded down to a record boundary; the branch reports the LSN it actually used. Deleting a
+// branch removes its storage and its stopped endpoints; one with branches of its own or a running
+// endpoint is refused.
 import { createTimelineStorage, formatLsn, generateId, type Lsn, parseLsn, removeTimelineStorage, TenantManager, WaitLsnTimeoutError } from "@strata/core";
 import type { Database } from "../db.ts";
 import { ConflictError, InvalidInputError, NotFoundError, isUniqueViolation } from "../errors.ts";
+import { branchDeleteBlocker, removeBranch } from "./branch-removal.ts";
 import { timelineView, type TenantService, type TimelineView } from "./tenants.ts";
 
 export interface CreateBranchInput {
@@ -85,6 +88,9 @@ export class BranchService {
       throw err;
     }
     try {
+      // a delete of the parent claims it before it looks for branches: one of the two sees the other
+      const parentNow = await this.db.timeline.findUnique({ where: { id: parentRow.id } });
+      if (parentNow?.state !== "active") throw new NotFoundError(`parent branch ${parentRow.name} is being deleted`);
       await createTimelineStorage(this.dataDir, input.tenantId, id, lsn);
       await this.manager.attach(input.tenantId, [{ id, parentTimelineId: parentRow.id, ancestorLsn: lsn }]);
       const row = await this.db.timeline.update({ where: { id }, data: { state: "active" } });
@@ -95,6 +101,35 @@ export class BranchService {
       await this.db.timeline.delete({ where: { id } }).catch(() => {});
       throw err;
     }
+  }
+
+  /**
+   * Deletes a branch: its timeline's storage, its stopped endpoints' rows and data directories.
+   * Refused (CONFLICT) while it has branches of its own (their reads fall through to it) or an
+   * endpoint that is not stopped; the main timeline goes only with its tenant. The branch is
+   * claimed (state "deleting") before those checks, and branch creation and endpoint start check
+   * the state after writing their own rows, so neither can slip past a delete. A delete a crash
+   * interrupted is finished (or undone) by TenantService.recover.
+   */
+  async delete(input: { tenantId: string; branch: string }): Promise<{ id: string; name: string; deleted: true }> {
+    await this.tenants.get(input.tenantId);
+    const row = /^[0-9a-f]{32}$/.test(input.branch)
+      ? await this.db.timeline.findFirst({ where: { tenantId: input.tenantId, id: input.branch } })
+      : await this.db.timeline.findFirst({ where: { tenantId: input.tenantId, name: input.branch } });
+    if (!row || (row.state !== "active" && row.state !== "deleting")) throw new NotFoundError(`branch ${input.branch} not found in tenant ${input.tenantId}`);
+    if (row.parentTimelineId === null) throw new InvalidInputError(`${row.name} is the tenant's main timeline: delete the tenant instead`);
+    const claimed = await this.db.timeline.updateMany({ where: { id: row.id, state: "active" }, data: { state: "deleting" } });
+    if (claimed.count === 0) throw new ConflictError(`branch ${row.name} is already being deleted`);
+    try {
+      const blocker = await branchDeleteBlocker(this.db, row.id);
+      if (blocker) throw new ConflictError(`branch ${row.name} ${blocker}`);
+    } catch (err) {
+      await this.db.timeline.update({ where: { id: row.id }, data: { state: "active" } });
+      throw err;
+    }
+    await this.manager.detachTimeline(input.tenantId, row.id);
+    await removeBranch(this.db, this.dataDir, input.tenantId, row.id);
+    return { id: row.id, name: row.name, deleted: true };
   }
 
   /** The tenant's timelines as a tree: each with its parent, branch LSN and progress. */

@@ -89,6 +89,8 @@ export class EndpointService {
       const port = input.port ?? (await freePort());
       await this.db.endpoint.create({ data: { id, tenantId: input.tenantId, timelineId: timeline.id, port, state: "starting", dataDir: root } });
       created = true;
+      // a branch delete claims the branch before it looks for endpoints: one of the two sees the other
+      if ((await this.db.timeline.findUnique({ where: { id: timeline.id } }))?.state !== "active") throw new NotFoundError(`branch ${timeline.name} is being deleted`);
       const lsn = (await handle.store.readMarkers()).lastRecordLsn;
       mkdirSync(root, { recursive: true });
       // postgres runs as its own user: it must be able to traverse down to its data directory

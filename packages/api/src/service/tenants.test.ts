@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { createTimelineStorage } from "@strata/core";
 import { PgCluster } from "@strata/core/testing";
 import { applyMigrations, defaultDatabaseUrl, openDatabase, type Database } from "../db.ts";
 import { ConflictError, InvalidInputError, NotFoundError } from "../errors.ts";
@@ -65,10 +66,11 @@ function behavesLikeAMetadataStore(name: string, setup: () => Promise<{ url: str
     it("drops the slot of a primary import a crash interrupted at recovery, and names one it cannot drop", async () => {
       const url = "postgres://postgres@127.0.0.1:1/postgres";
       // a create whose import never returns: the process "crashes" with the rows in place
-      const crashing = new TenantService(db, env.dataDir, { importTimeline: () => new Promise(() => {}) });
+      let importing = 0;
+      const crashing = new TenantService(db, env.dataDir, { importTimeline: () => new Promise(() => void importing++) });
       const ids = ["b1".repeat(16), "b2".repeat(16)];
       for (const id of ids) void crashing.create(id, { fromPrimary: url, slot: `slot_${id.slice(0, 4)}` });
-      await expect.poll(() => db.timeline.count({ where: { tenantId: { in: ids }, state: "creating" } })).toBe(2);
+      await expect.poll(() => importing).toBe(2);
       const released: string[][] = [];
       const restarted = new TenantService(db, env.dataDir, {
         releasePrimarySlot: async (tenantId, _timelineId, primaryUrl, slot) => {
@@ -82,6 +84,25 @@ function behavesLikeAMetadataStore(name: string, setup: () => Promise<{ url: str
       expect(recovery.warnings).toHaveLength(1);
       expect(recovery.warnings[0]).toMatch(/replication slot "slot_b2b2" was not dropped .*ECONNREFUSED.*pg_drop_replication_slot\('slot_b2b2'\)/);
       expect(await db.timeline.count({ where: { tenantId: { in: ids } } })).toBe(0);
+    });
+
+    it("finishes a branch delete a crash interrupted, or undoes it when the branch has branches of its own", async () => {
+      const tenant = await service.create("d1".repeat(16));
+      const main = tenant.timelines[0].id;
+      const [gone, kept, child] = ["d2", "d3", "d4"].map((x) => x.repeat(16));
+      for (const [id, parent] of [[gone, main], [kept, main], [child, kept]]) {
+        await db.timeline.create({ data: { id, tenantId: tenant.id, name: `b_${id.slice(0, 2)}`, parentTimelineId: parent, ancestorLsn: 1n, state: "active" } });
+        await createTimelineStorage(env.dataDir, tenant.id, id, 1n);
+      }
+      await db.timeline.updateMany({ where: { id: { in: [gone, kept] } }, data: { state: "deleting" } });
+      await service.recover();
+      expect(await db.timeline.findUnique({ where: { id: gone } })).toBeNull();
+      expect(existsSync(path.join(env.dataDir, "tenants", tenant.id, "timelines", gone))).toBe(false);
+      expect((await db.timeline.findUnique({ where: { id: kept } }))?.state).toBe("active");
+      expect(existsSync(path.join(env.dataDir, "tenants", tenant.id, "timelines", kept))).toBe(true);
+      await db.timeline.delete({ where: { id: child } });
+      await db.timeline.delete({ where: { id: kept } });
+      await service.delete(tenant.id);
     });
 
     it("leaves no rows behind when a primary import fails", async () => {

@@ -4,6 +4,7 @@
 // A crash in between leaves a "creating" row that `recover()` rolls back at the next start.
 import { createTenantStorage, parsePostgresUrl, removeTimelineStorage, failpoint, formatLsn, generateId, isValidId, listTenantStorage, removeTempStorage, removeTenantStorage, TenantStorageExists } from "@strata/core";
 import type { Database } from "../db.ts";
+import { branchDeleteBlocker, removeBranch } from "./branch-removal.ts";
 import { ConflictError, InvalidInputError, NotFoundError, PrimaryRequestError, isUniqueViolation } from "../errors.ts";
 
 export interface TimelineView {
@@ -266,6 +267,11 @@ export class TenantService {
     for (const row of await this.db.timeline.findMany({ where: { state: "creating" } })) {
       await removeTimelineStorage(this.dataDir, row.tenantId, row.id);
       await this.db.timeline.delete({ where: { id: row.id } });
+    }
+    // branch deletes that were interrupted: finished, or undone if the branch turns out to be in use
+    for (const row of await this.db.timeline.findMany({ where: { state: "deleting" } })) {
+      if (await branchDeleteBlocker(this.db, row.id)) await this.db.timeline.update({ where: { id: row.id }, data: { state: "active" } });
+      else await removeBranch(this.db, this.dataDir, row.tenantId, row.id);
     }
     const active = (await this.db.tenant.findMany({ where: { state: "active" }, select: { id: true } })).map((r) => r.id);
     const activeSet = new Set(active);
