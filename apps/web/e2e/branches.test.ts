@@ -2,7 +2,8 @@
 // tenant that follows it, the pageserver and `next start` on free loopback ports, driven through
 // Debian's chromium. Creates a branch "dev" through the form, checks it in the xyflow tree,
 // starts an endpoint on it from the browser, queries the table through the endpoint's
-// connection string, and stops it from the browser. Any console error or page error fails it.
+// connection string, and stops it from the browser, then deletes the branch from its page (refused
+// first while it has a branch of its own). Any console error or page error fails it.
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -143,6 +144,44 @@ describe("branches and endpoints", () => {
     await page.waitForURL(`${webUrl}/tenants/${tenant.id}/timelines/${dev!.id}`);
     await page.locator('[data-testid="endpoint-row"][data-branch="dev"][data-state="stopped"]').waitFor();
 
+    // delete dev from its page: refused while it has a branch of its own, then done
+    await client.branches.create.mutate({ tenantId: tenant.id, name: "dev_child", parentBranch: "dev" });
+    const deleteBranch = page.locator('[data-testid="delete-branch"]');
+    await deleteBranch.getByRole("button", { name: "Delete branch" }).click();
+    await deleteBranch.getByRole("button", { name: "Yes, delete" }).click();
+    const refusal = deleteBranch.locator('[role="alert"]');
+    await refusal.waitFor();
+    expect(await refusal.textContent()).toContain("CONFLICT");
+    expect(await refusal.textContent()).toContain("has branches of its own (dev_child)");
+    await client.branches.delete.mutate({ tenantId: tenant.id, branch: "dev_child" });
+    // the question stays open under the refusal: confirm again
+    await deleteBranch.getByRole("button", { name: "Yes, delete" }).click();
+    await page.waitForURL(`${webUrl}/tenants/${tenant.id}`);
+    await tree.locator('.react-flow__node [data-testid="branch-node"][data-timeline-name="main"]').waitFor();
+    await page.locator('[data-testid="endpoint-row"][data-branch="dev"]').waitFor({ state: "detached" });
+    expect(await tree.locator('.react-flow__node [data-testid="branch-node"][data-timeline-name="dev"]').count()).toBe(0);
+    expect((await client.branches.list.query({ tenantId: tenant.id })).map((b) => b.name)).toEqual(["main"]);
+
+    expect(errors).toEqual([]);
+  }, 90_000);
+
+  test("deleting a tenant whose primary is gone shows the replication slot left there until acknowledged", async () => {
+    const client = createStrataClient(apiUrl, "web-e2e");
+    const gone = await PgCluster.start();
+    const tenant = await client.tenants.create.mutate({ fromPrimary: gone.connectionString() });
+    await gone.stop();
+    const page = await context!.newPage();
+    const errors: string[] = [];
+    page.on("pageerror", (err) => errors.push(`pageerror: ${err.message}`));
+    await page.goto(`${webUrl}/tenants/${tenant.id}`);
+    await page.getByRole("button", { name: "Delete", exact: true }).click();
+    await page.getByRole("button", { name: "Yes, delete" }).click();
+    const warnings = page.locator('[data-testid="delete-warnings"]');
+    await warnings.waitFor({ timeout: ENDPOINT_TIMEOUT_MS });
+    expect(await warnings.textContent()).toMatch(new RegExp(`replication slot "strata_${tenant.id}_\\w+" was not dropped.*pg_drop_replication_slot`));
+    expect((await client.tenants.list.query()).map((t) => t.id)).not.toContain(tenant.id);
+    await warnings.getByRole("button", { name: "OK" }).click();
+    await page.waitForURL(`${webUrl}/`);
     expect(errors).toEqual([]);
   }, 90_000);
 });

@@ -3,7 +3,9 @@
 // live LSN progress chart. Everything is polled every second.
 import { useQuery } from "@tanstack/react-query";
 import Link from "next/link";
+import { useRouter } from "next/navigation";
 import type { ReactNode } from "react";
+import { DeleteBranchButton } from "@/components/branches/DeleteBranchButton";
 import { ErrorNotice } from "@/components/common/ErrorNotice";
 import { Mono } from "@/components/common/Mono";
 import { errorCode } from "@/lib/errors";
@@ -23,6 +25,7 @@ function Stat({ label, title, testId, children }: { label: string; title?: strin
 
 export function TimelineDetail({ tenantId, timelineId }: { tenantId: string; timelineId: string }) {
   const trpc = useTRPC();
+  const router = useRouter();
   const timeline = useQuery({
     ...trpc.timelines.get.queryOptions({ tenantId, timelineId }),
     refetchInterval: PROGRESS_POLL_MS,
@@ -52,9 +55,12 @@ export function TimelineDetail({ tenantId, timelineId }: { tenantId: string; tim
       {back}
       {timeline.isError ? <ErrorNotice title="Cannot refresh timeline." error={timeline.error} /> : null}
       <section className="card" data-testid="timeline-header">
-        <h1>
-          Timeline <span className="strong">{t.name}</span>
-        </h1>
+        <div className="card-head">
+          <h1>
+            Timeline <span className="strong">{t.name}</span>
+          </h1>
+          {t.parentTimelineId ? <DeleteBranchButton tenantId={tenantId} timelineId={t.id} name={t.name} onDeleted={() => router.push(`/tenants/${tenantId}`)} /> : null}
+        </div>
         <dl className="facts">
           <dt>Timeline id</dt>
           <dd><Mono>{t.id}</Mono></dd>

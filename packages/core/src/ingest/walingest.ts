@@ -408,19 +408,29 @@ export class WalIngest {
 
   /** The commit timestamp entries of a committed transaction tree, one derived value per pg_commit_ts page. */
   private setCommitTs(batch: IngestBatch, xids: readonly number[], time: bigint, origin: number, lsn: Lsn): Promise<void> | undefined {
-    // one value per page and LSN (a second would replace the first): subxids need not be sorted
-    const byPage = new Map<number, number[]>();
-    for (const xid of xids) {
-      const page = Math.floor(xid / COMMIT_TS_XACTS_PER_PAGE);
-      (byPage.get(page) ?? byPage.set(page, []).get(page)!).push(xid);
-    }
-    let pending: Promise<void> | undefined;
-    for (const [pageno, pageXids] of byPage) {
+    return this.putPerSlruPage(batch, SlruKind.CommitTs, xids, COMMIT_TS_XACTS_PER_PAGE, lsn, (pageXids) => {
       const payload = Buffer.allocUnsafe(10 + 4 * pageXids.length);
       payload.writeBigInt64LE(time, 0);
       payload.writeUInt16LE(origin, 8);
       for (let k = 0; k < pageXids.length; k++) payload.writeUInt32LE(pageXids[k], 10 + 4 * k);
-      const put = this.putSlruPage(batch, SlruKind.CommitTs, pageno, derivedValue(DerivedKind.CommitTsSet, payload), lsn);
+      return derivedValue(DerivedKind.CommitTsSet, payload);
+    });
+  }
+
+  /**
+   * One SLRU page version per page the xids fall on, made by `valueOf` from that page's xids (one
+   * value per page and LSN: a second would replace the first; subxids need not be sorted).
+   * Synchronous unless a segment size must be looked up.
+   */
+  private putPerSlruPage(batch: IngestBatch, kind: SlruKind, xids: readonly number[], perPage: number, lsn: Lsn, valueOf: (pageXids: number[]) => Buffer): Promise<void> | undefined {
+    const byPage = new Map<number, number[]>();
+    for (const xid of xids) {
+      const page = Math.floor(xid / perPage);
+      (byPage.get(page) ?? byPage.set(page, []).get(page)!).push(xid);
+    }
+    let pending: Promise<void> | undefined;
+    for (const [pageno, pageXids] of byPage) {
+      const put = this.putSlruPage(batch, kind, pageno, valueOf(pageXids), lsn);
       if (put) pending = pending ? pending.then(() => put) : put;
     }
     return pending;
@@ -446,17 +456,7 @@ export class WalIngest {
   private setClogStatus(batch: IngestBatch, xids: readonly number[], status: number, lsn: Lsn): Promise<void> | undefined {
     // the common case: one xid, no grouping
     if (xids.length === 1) return this.putSlruPage(batch, SlruKind.Clog, Math.floor(xids[0] / CLOG_XACTS_PER_PAGE), clogStatusValue(status, xids), lsn);
-    const byPage = new Map<number, number[]>();
-    for (const xid of xids) {
-      const page = Math.floor(xid / CLOG_XACTS_PER_PAGE);
-      (byPage.get(page) ?? byPage.set(page, []).get(page)!).push(xid);
-    }
-    let pending: Promise<void> | undefined;
-    for (const [pageno, pageXids] of byPage) {
-      const put = this.putSlruPage(batch, SlruKind.Clog, pageno, clogStatusValue(status, pageXids), lsn);
-      if (put) pending = pending ? pending.then(() => put) : put;
-    }
-    return pending;
+    return this.putPerSlruPage(batch, SlruKind.Clog, xids, CLOG_XACTS_PER_PAGE, lsn, (pageXids) => clogStatusValue(status, pageXids));
   }
 
   /** Synchronous for a commit or abort whose lookups are all cached (the common case). */
