@@ -255,7 +255,9 @@ export class TenantManager {
    * pg_control while its storage exists. See dropPrimarySlot.
    */
   async releasePrimarySlot(tenantId: string, timelineId: string, primaryUrl: string, slot: string): Promise<"dropped" | "absent"> {
-    return dropPrimarySlot(primaryUrl, slot, { systemId: await this.systemId(tenantId, timelineId) });
+    // a store that cannot be read (a create cut short) still had its slot recorded by name: drop it
+    const systemId = await this.systemId(tenantId, timelineId).catch(() => undefined);
+    return dropPrimarySlot(primaryUrl, slot, { systemId });
   }
 
   /** The system identifier in a timeline's pg_control, attached or not (undefined: none stored). */
