@@ -9,6 +9,9 @@ import { freePort, makePostgresTempDir, PgCluster, runAsPostgres, writePostgresF
 import { makeDataDir, query, removeDataDir, runCli, startDaemon, type Daemon } from "./test-daemon.ts";
 
 const CHECKSUM = "SELECT count(*)::text AS n, sum(abalance)::text AS s FROM pgbench_accounts";
+/** the commit timestamps of pgbench's history rows (never frozen), digested */
+const HISTORY_COMMIT_TIMES =
+  "SELECT count(*) FILTER (WHERE pg_xact_commit_timestamp(xmin) IS NULL)::int AS unknown, md5(string_agg(xmin::text || ':' || pg_xact_commit_timestamp(xmin)::text, ',' ORDER BY xmin::text::bigint, mtime)) AS digest FROM pgbench_history";
 
 interface Followed {
   primary: PgCluster;
@@ -86,7 +89,8 @@ describe("a primary with non-default settings that pg_control records", () => {
     }),
   );
 
-  it("starts an endpoint on a branch with the primary's data and pg_control parameters", async () => {
+  it("starts an endpoint on a branch with the primary's data, pg_control parameters and commit timestamps", async () => {
+    let endpointCommit = "";
     await followed.primary.sql("BEGIN; CREATE TABLE pending (x int); INSERT INTO pending VALUES (1); PREPARE TRANSACTION 'p1'");
     const expected = await pgbenchIngested(followed);
     await createStrataClient(followed.daemon.apiUrl).branches.create.mutate({ tenantId: followed.tenantId, name: "copy" });
@@ -100,11 +104,20 @@ describe("a primary with non-default settings that pg_control records", () => {
         { name: "track_commit_timestamp", setting: "on" },
         { name: "wal_level", setting: "logical" },
       ]);
+      // the primary's commits keep their timestamps on the branch, as they were on the primary
+      const primaryTimes = await query(followed.primary.connectionString(), HISTORY_COMMIT_TIMES);
+      expect(primaryTimes[0]).toMatchObject({ unknown: 0 });
+      expect(await query(url, HISTORY_COMMIT_TIMES)).toEqual(primaryTimes);
       // new commits on the endpoint get their timestamps
       await query(url, "CREATE TABLE after_start (x int); INSERT INTO after_start VALUES (1)");
       expect(await query(url, "SELECT pg_xact_commit_timestamp(xmin) IS NOT NULL AS known FROM after_start")).toEqual([{ known: true }]);
       await query(url, "COMMIT PREPARED 'p1'");
       expect(await query(url, "SELECT x FROM pending")).toEqual([{ x: 1 }]);
+      endpointCommit = (await query<{ t: string }>(url, "SELECT pg_xact_commit_timestamp(xmin)::text AS t FROM after_start"))[0].t;
+    });
+    // the endpoint's own commits came back into the branch with their timestamps
+    await onEndpoint(followed, "copy", async (url) => {
+      expect(await query(url, "SELECT pg_xact_commit_timestamp(xmin)::text AS t FROM after_start")).toEqual([{ t: endpointCommit }]);
     });
   }, 180_000);
 });
