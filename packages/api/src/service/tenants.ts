@@ -252,7 +252,7 @@ export class TenantService {
     const rolledBack: string[] = [];
     const warnings: string[] = [];
     for (const row of unfinished) {
-      // a delete that crashed may not have dropped its slots yet (a create has no timeline row yet)
+      // a delete, or a create during its import, that crashed may have left its slot on the primary
       warnings.push(...(await this.releasePrimarySlots(row.id)));
       await removeTenantStorage(this.dataDir, row.id);
       await this.db.$transaction([

@@ -14,13 +14,13 @@ function checkpoint(nextXid: number, oldest: number): Buffer {
 
 describe("pg_commit_ts in a full backup", () => {
   it("writes nothing and keeps the bounds invalid when the source does not track commit timestamps", () => {
-    expect(planCommitTs(checkpoint(5000, 0), [{ segno: 0, pages: 3 }])).toEqual({ tracked: false, segments: [] });
+    expect(planCommitTs(checkpoint(5000, 0), [{ segno: 0, pages: 3 }])).toEqual({ segments: [] });
   });
 
   it("keeps the source's oldest, ends at nextXid - 1, and gives every page up to it a file page", () => {
     // commits reached page 2; nextXid (rounded up by ingest) lies on page 3
     const plan = planCommitTs(checkpoint(3000, 700), [{ segno: 0, pages: 3 }]);
-    expect(plan).toEqual({ tracked: true, bounds: { oldest: 700, newest: 2999 }, segments: [{ segno: 0, pages: 4 }] });
+    expect(plan).toEqual({ bounds: { oldest: 700, newest: 2999 }, segments: [{ segno: 0, pages: 4 }] });
   });
 
   it("fills the segments between the stored ones and the newest xid's", () => {
@@ -42,7 +42,7 @@ describe("pg_commit_ts in a full backup", () => {
   });
 
   it("leaves the bounds invalid when the timeline kept no commit timestamps at all (the compute starts afresh)", () => {
-    expect(planCommitTs(checkpoint(5000, 700), [])).toEqual({ tracked: true, segments: [] });
+    expect(planCommitTs(checkpoint(5000, 700), [])).toEqual({ segments: [] });
   });
 
   it("has oldest = newest right after tracking started (nothing committed since)", () => {

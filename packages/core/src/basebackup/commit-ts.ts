@@ -9,8 +9,6 @@ const SEGMENTS = Math.floor(0xffffffff / XACTS_PER_SEGMENT) + 1;
 const FIRST_NORMAL_XID = 3;
 
 export interface CommitTsPlan {
-  /** the source tracked commit timestamps at the LSN (track_commit_timestamp in the backup's settings) */
-  tracked: boolean;
   /** bounds for the checkpoint; undefined: the timeline holds no commit timestamps (the compute starts afresh at nextXid) */
   bounds?: { oldest: number; newest: number };
   /** segments to write (number, pages), ascending */
@@ -32,14 +30,14 @@ export interface CommitTsPlan {
  */
 export function planCommitTs(tracked: Buffer, stored: ReadonlyArray<{ segno: number; pages: number }>): CommitTsPlan {
   let oldest = tracked.readUInt32LE(CheckPointField.oldestCommitTsXid);
-  if (oldest === 0) return { tracked: false, segments: [] };
+  if (oldest === 0) return { segments: [] };
   const nextXid = tracked.readUInt32LE(CheckPointField.nextXid);
   let newest = (nextXid - 1) >>> 0;
   if (newest < FIRST_NORMAL_XID) newest = 0xffffffff; // nextXid just wrapped past the special xids
   // xids compare modulo 2^32: at activation nothing has committed yet (oldest = newest = nextXid)
   if (((newest - oldest) | 0) < 0) newest = oldest;
 
-  if (stored.length === 0) return { tracked: true, segments: [] };
+  if (stored.length === 0) return { segments: [] };
   const pages = new Map(stored.map((s) => [s.segno, s.pages]));
   const segmentOf = (xid: number) => Math.floor(xid / XACTS_PER_SEGMENT);
   const newestSegment = segmentOf(newest);
@@ -53,7 +51,6 @@ export function planCommitTs(tracked: Buffer, stored: ReadonlyArray<{ segno: num
     if (segno === newestSegment) break;
   }
   return {
-    tracked: true,
     bounds: { oldest, newest },
     segments: [...pages].sort((a, b) => a[0] - b[0]).map(([segno, n]) => ({ segno, pages: n })),
   };

@@ -108,7 +108,7 @@ export function readControlFile(control: Buffer): ControlSettings {
  */
 export function withParameterChange(control: Buffer, xlrec: Buffer): Buffer {
   readControlFile(control);
-  if (xlrec.length < 26) throw new ControlFileError(`XLOG_PARAMETER_CHANGE data is ${xlrec.length} bytes, expected 28`);
+  if (xlrec.length < 26) throw new ControlFileError(`XLOG_PARAMETER_CHANGE data is ${xlrec.length} bytes, expected at least 26`);
   const updated = Buffer.from(control);
   const ints = [ControlField.maxConnections, ControlField.maxWorkerProcesses, ControlField.maxWalSenders, ControlField.maxPreparedXacts, ControlField.maxLocksPerXact, ControlField.walLevel];
   ints.forEach((field, i) => updated.writeInt32LE(xlrec.readInt32LE(4 * i), field));
@@ -170,10 +170,9 @@ export function checkpointRecord(checkpoint: Buffer, prev: Lsn): Buffer {
 /**
  * pg_control for a cluster shut down at the checkpoint record at `checkpointLsn`: the imported
  * file's identity and settings, state SHUTDOWNED, checkPoint/checkPointCopy set, recovery and
- * backup fields cleared, CRC recomputed, zero-padded to 8192 bytes. `overrides`: settings the
- * source changed since the import.
+ * backup fields cleared, CRC recomputed, zero-padded to 8192 bytes.
  */
-export function buildControlFile(imported: Buffer, checkpoint: Buffer, checkpointLsn: Lsn, time: Date, overrides: { trackCommitTimestamp?: boolean } = {}): Buffer {
+export function buildControlFile(imported: Buffer, checkpoint: Buffer, checkpointLsn: Lsn, time: Date): Buffer {
   readControlFile(imported);
   const control = Buffer.alloc(PG_CONTROL_FILE_SIZE);
   imported.copy(control, 0, 0, ControlField.crc);
@@ -186,7 +185,6 @@ export function buildControlFile(imported: Buffer, checkpoint: Buffer, checkpoin
   control.writeBigUInt64LE(0n, ControlField.backupStartPoint);
   control.writeBigUInt64LE(0n, ControlField.backupEndPoint);
   control[ControlField.backupEndRequired] = 0;
-  if (overrides.trackCommitTimestamp !== undefined) control[ControlField.trackCommitTimestamp] = overrides.trackCommitTimestamp ? 1 : 0;
   control.writeUInt32LE(crc32c(control, 0, ControlField.crc), ControlField.crc);
   return control;
 }

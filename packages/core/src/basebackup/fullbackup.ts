@@ -322,15 +322,13 @@ export async function fullBackup(reader: PageReader, lsn: Lsn, out: Writable | T
 
   const checkpointLsn = checkpointRecordLsn(lsn, settings.segmentSize);
   const commitTs = planCommitTs(tracked, await reader.listSlruSegments(SlruKind.CommitTs, lsn));
-  // the source may have turned track_commit_timestamp on or off since the import (PARAMETER_CHANGE)
-  settings.trackCommitTimestamp = commitTs.tracked;
   const checkpoint = shutdownCheckpoint(tracked, checkpointLsn, time, commitTs.bounds);
   const wal = checkpointWal(checkpointRecord(checkpoint, prev), checkpointLsn, {
     systemId: settings.systemId,
     timeline: checkpoint.readUInt32LE(CheckPointField.thisTimeLineID),
     segmentSize: settings.segmentSize,
   });
-  const control = buildControlFile(importedControl, checkpoint, checkpointLsn, time, { trackCommitTimestamp: commitTs.tracked });
+  const control = buildControlFile(importedControl, checkpoint, checkpointLsn, time);
 
   // plan every entry first, so progress can report the exact archive size
   const catalogVersion = importedControl.readUInt32LE(ControlField.catalogVersionNo);

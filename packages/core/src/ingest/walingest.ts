@@ -468,17 +468,17 @@ export class WalIngest {
       const topXid = outcome.twophaseXid ?? record.xid;
       const xids = outcome.subxacts.length === 0 ? (topXid === 0 ? [] : [topXid]) : [topXid, ...outcome.subxacts].filter((x) => x !== 0);
       for (const x of outcome.subxacts) this.advanceNextXid(x);
-      let clog = this.setClogStatus(batch, xids, isCommit ? TRANSACTION_STATUS_COMMITTED : TRANSACTION_STATUS_ABORTED, lsn);
+      let slruPuts = this.setClogStatus(batch, xids, isCommit ? TRANSACTION_STATUS_COMMITTED : TRANSACTION_STATUS_ABORTED, lsn);
       if (isCommit && xids.length > 0 && this.commitTsActive()) {
         const commitTs = this.setCommitTs(batch, xids, outcome.commitTsTime, record.origin ?? 0, lsn);
-        if (commitTs) clog = clog ? clog.then(() => commitTs) : commitTs;
+        if (commitTs) slruPuts = slruPuts ? slruPuts.then(() => commitTs) : commitTs;
       }
-      if (outcome.droppedRels.length === 0 && !clog) {
+      if (outcome.droppedRels.length === 0 && !slruPuts) {
         if (op === XACT_COMMIT_PREPARED || op === XACT_ABORT_PREPARED) batch.put(twoPhaseFileKey(topXid), lsn, TOMBSTONE);
         return undefined;
       }
       return (async () => {
-        await clog;
+        await slruPuts;
         for (const rel of outcome.droppedRels) {
           for (const fork of FORKS) if ((await this.relSize(rel, fork, lsn)) >= 0) this.dropRel(batch, rel, fork, lsn);
         }

@@ -2,8 +2,6 @@
 // (only after the tenant's creation committed), runs a walreceiver for timelines that follow a
 // primary, answers "wait until LSN is durable", and closes everything on detach/shutdown.
 import { existsSync } from "node:fs";
-import { controlFileKey } from "../storage/keys.ts";
-import { ValueKind } from "../storage/values.ts";
 import { formatLsn, mayBePastPageHeader, pageStartIfPastHeader, type Lsn } from "../lsn.ts";
 import type { ForkNumber, RelTag } from "../reltag.ts";
 import { dropPrimarySlot, importFromPrimary, type PrimaryImportResult } from "../ingest/import-primary.ts";
@@ -267,8 +265,8 @@ export class TenantManager {
     if (!handle && !existsSync(dir)) return undefined;
     const store = handle?.store ?? (await TimelineStore.open(dir));
     try {
-      const control = await store.getVersion(controlFileKey(), (await store.readMarkers()).lastRecordLsn);
-      return control?.value.kind === ValueKind.Image ? readControlFile(control.value.bytes).systemId : undefined;
+      const control = await (handle?.reader ?? new PageReader(store)).getControlFile((await store.readMarkers()).lastRecordLsn);
+      return control ? readControlFile(control).systemId : undefined;
     } finally {
       if (!handle) await store.close();
     }
