@@ -136,9 +136,17 @@ export async function startPageserver(options: PageserverOptions): Promise<Runni
     });
     const endpoints: EndpointService = new EndpointService(db, dataDir, tenants, manager);
     const recovery = await tenants.recover();
-    await endpoints.recover();
     if (recovery.rolledBack.length || recovery.removedDirs.length || recovery.warnings.length) logger.warn(recovery, "recovered from an interrupted create/delete");
-    for (const tenantId of recovery.active) await manager.attach(tenantId, await timelineSpecs(tenantId));
+    // a branch whose endpoint died does not follow it again; the WAL it left is ingested below
+    const orphaned = await endpoints.timelinesOfDeadEndpoints();
+    for (const tenantId of recovery.active) {
+      const specs = (await timelineSpecs(tenantId)).map((spec) => (orphaned.has(spec.id) ? { ...spec, primaryUrl: null, slotName: null } : spec));
+      await manager.attach(tenantId, specs);
+    }
+    for (const endpoint of await endpoints.recover()) {
+      if (endpoint.error) logger.error(endpoint, "an endpoint's postgres died while the pageserver was down, and the WAL it left could not be ingested");
+      else logger.warn(endpoint, "an endpoint's postgres died while the pageserver was down: marked failed, its WAL ingested into its branch");
+    }
     metrics.tenants.set(recovery.active.length);
 
     const pageService = createPageService({

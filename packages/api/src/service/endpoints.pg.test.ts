@@ -1,10 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import pg from "pg";
 import { compareDataDirectory, relationKinds } from "@strata/core/testing";
-import { parseLsn, TenantManager } from "@strata/core";
+import { formatLsn, isAlive, parseLsn, TenantManager } from "@strata/core";
 import { PgCluster } from "@strata/core/testing";
 import { applyMigrations, defaultDatabaseUrl, openDatabase, type Database } from "../db.ts";
 import { BranchService } from "./branches.ts";
@@ -90,5 +90,63 @@ describe("an endpoint's own data directory against a full backup at its shutdown
     await again.end();
     await endpoints.stop({ tenantId, branch: "offline" });
     expect(rows).toEqual([{ n: 20000, len: 20000 * 200 }]);
+  });
+
+  /** SIGKILL to a postmaster and all its children at once, as a crash of the machine (the page cache survives) would do. */
+  async function killPostgres(pid: number) {
+    const children = readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(/\s+/).filter(Boolean).map(Number);
+    for (const p of [pid, ...children]) process.kill(p, "SIGKILL");
+    const deadline = Date.now() + 10_000;
+    while ([pid, ...children].some((p) => isAlive(p))) {
+      if (Date.now() > deadline) throw new Error("postgres processes did not exit after SIGKILL");
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
+  /** An endpoint that committed `rows` rows its branch's walreceiver never got; returns the endpoint's flushed WAL end. */
+  async function endpointWithUnstreamedCommits(branch: string, rows: number) {
+    await branches.create({ tenantId, name: branch });
+    const endpoint = await endpoints.start({ tenantId, branch });
+    // a receiver that lags (or lost its connection): the commits below exist only in the endpoint's pg_wal
+    await manager.stopReceiver(tenantId, endpoint.timelineId);
+    const client = new pg.Client({ connectionString: endpoint.connectionString! });
+    await client.connect();
+    await client.query(`CREATE TABLE acknowledged (id int PRIMARY KEY, v text); INSERT INTO acknowledged SELECT g, md5(g::text) FROM generate_series(1, ${rows}) g`);
+    await client.query("UPDATE acknowledged SET v = 'updated' WHERE id % 10 = 0");
+    const flushed = parseLsn((await client.query("SELECT pg_current_wal_flush_lsn()::text AS l")).rows[0].l);
+    await client.end();
+    return { endpoint, flushed };
+  }
+
+  async function countOnNewEndpoint(branch: string) {
+    const endpoint = await endpoints.start({ tenantId, branch });
+    const client = new pg.Client({ connectionString: endpoint.connectionString! });
+    await client.connect();
+    const rows = (await client.query("SELECT count(*)::int AS n, count(*) FILTER (WHERE v = 'updated')::int AS updated FROM acknowledged")).rows;
+    await client.end();
+    await endpoints.stop({ tenantId, branch });
+    return rows[0];
+  }
+
+  it("gives the branch every commit of an endpoint killed before its WAL was streamed, when it is stopped", async () => {
+    const { endpoint, flushed } = await endpointWithUnstreamedCommits("killed", 5000);
+    await killPostgres(endpoint.pid!);
+    const stopped = await endpoints.stop({ tenantId, branch: "killed" });
+    expect(stopped.state).toBe("stopped");
+    // everything valid in its pg_wal, as its own crash recovery would have replayed
+    expect(parseLsn(stopped.stopLsn!)).toBeGreaterThanOrEqual(flushed);
+    expect(formatLsn((await manager.markers(tenantId, stopped.timelineId))!.lastRecordLsn)).toBe(stopped.stopLsn);
+    expect(await countOnNewEndpoint("killed")).toEqual({ n: 5000, updated: 500 });
+  });
+
+  it("gives the branch every commit of an endpoint that died while the pageserver was down, at the next start", async () => {
+    const { endpoint, flushed } = await endpointWithUnstreamedCommits("died", 3000);
+    await killPostgres(endpoint.pid!);
+    expect(await endpoints.timelinesOfDeadEndpoints()).toContain(endpoint.timelineId);
+    const recovered = await endpoints.recover();
+    expect(recovered).toEqual([{ endpointId: endpoint.id, timelineId: endpoint.timelineId, lsn: expect.any(String) }]);
+    expect(parseLsn(recovered[0].lsn!)).toBeGreaterThanOrEqual(flushed);
+    expect((await endpoints.list(tenantId)).find((e) => e.id === endpoint.id)?.state).toBe("failed");
+    expect(await countOnNewEndpoint("died")).toEqual({ n: 3000, updated: 300 });
   });
 });

@@ -2,12 +2,13 @@
 // LSN into a fresh data directory, start postgres on loopback, create a physical slot on it and
 // follow it with the branch's walreceiver. Stop = fast shutdown, then wait until the branch has
 // durably ingested the endpoint's WAL up to its shutdown checkpoint, so a later start has every
-// committed row. At most one running endpoint per branch.
+// committed row; an endpoint whose postgres died gives its branch all the valid WAL it left. At
+// most one running endpoint per branch.
 import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import path from "node:path";
 import {
   chownToPostgres, configureEndpoint, formatLsn, freePort, generateId, isAlive, prepareDataDirectory, ReplicationConnection,
-  shutdownCheckpointEnd, startPostgres, stopPostgres, type TenantManager,
+  shutdownCheckpointEnd, startPostgres, stopPostgres, type Lsn, type TenantManager,
 } from "@strata/core";
 import type { Database } from "../db.ts";
 import { ConflictError, InvalidInputError, NotFoundError } from "../errors.ts";
@@ -137,14 +138,20 @@ export class EndpointService {
     this.lock(timeline.id);
     try {
       await this.db.endpoint.update({ where: { id: row.id }, data: { state: "stopping" } });
-      if (row.pid && isAlive(row.pid)) await stopPostgres(row.pid, this.stopTimeoutMs);
       const pgdata = path.join(row.dataDir ?? "", "pgdata");
-      const end = await shutdownCheckpointEnd(pgdata);
-      // Only return once the branch has everything the endpoint wrote. The walsender sends all WAL
-      // before postgres exits, but only to a receiver that was streaming; whatever it did not get
-      // (a stop right after the start, a reconnect in progress) is read from the endpoint's pg_wal.
-      await this.manager.stopReceiver(input.tenantId, timeline.id);
-      await this.manager.ingestFromWalDir(input.tenantId, timeline.id, path.join(pgdata, "pg_wal"), end);
+      let end: Lsn;
+      if (row.pid && isAlive(row.pid)) {
+        await stopPostgres(row.pid, this.stopTimeoutMs);
+        end = await shutdownCheckpointEnd(pgdata);
+        // Only return once the branch has everything the endpoint wrote. The walsender sends all
+        // WAL before postgres exits, but only to a receiver that was streaming; whatever it did
+        // not get (a stop right after the start, a reconnect in progress) is read from its pg_wal.
+        await this.manager.stopReceiver(input.tenantId, timeline.id);
+        await this.manager.ingestFromWalDir(input.tenantId, timeline.id, path.join(pgdata, "pg_wal"), end);
+      } else {
+        // postgres died: its last checkpoint says nothing about what it wrote after it
+        end = await this.salvageWal(input.tenantId, timeline.id, pgdata);
+      }
       await this.db.timeline.update({ where: { id: timeline.id }, data: { primaryUrl: null, slotName: null } });
       const stopped = await this.db.endpoint.update({ where: { id: row.id }, data: { state: "stopped", pid: null, stopLsn: end } });
       if (row.dataDir && !this.keepDataDirs) rmSync(row.dataDir, { recursive: true, force: true });
@@ -178,13 +185,59 @@ export class EndpointService {
     }
   }
 
-  /** At startup: endpoints whose postgres died while the pageserver was down are marked failed. */
-  async recover(): Promise<void> {
+  /** Branches whose endpoint recover() ends: its postgres is gone, or its start or stop was cut short. */
+  async timelinesOfDeadEndpoints(): Promise<Set<string>> {
+    const rows = await this.db.endpoint.findMany({ where: { state: { in: ["starting", "running", "stopping"] } } });
+    return new Set(rows.filter((row) => !(row.state === "running" && isAlive(row.pid))).map((row) => row.timelineId));
+  }
+
+  /**
+   * At startup, after the timelines are attached: endpoints whose postgres died while the
+   * pageserver was down are marked failed, once the WAL they left (committed and acknowledged,
+   * maybe never streamed) is in their branch. A start or stop that was cut short fails the same way.
+   */
+  async recover(): Promise<Array<{ endpointId: string; timelineId: string; lsn?: string; error?: string }>> {
+    const recovered: Array<{ endpointId: string; timelineId: string; lsn?: string; error?: string }> = [];
     for (const row of await this.db.endpoint.findMany({ where: { state: { in: ["starting", "running", "stopping"] } } })) {
       if (row.state === "running" && isAlive(row.pid)) continue;
+      const outcome: (typeof recovered)[number] = { endpointId: row.id, timelineId: row.timelineId };
+      if (row.dataDir) {
+        const pgdata = path.join(row.dataDir, "pgdata");
+        try {
+          // a start or stop cut short can leave its postgres running: stopped first, then salvaged
+          const pid = row.pid && isAlive(row.pid) ? row.pid : runningPostmaster(pgdata);
+          if (pid) await stopPostgres(pid, this.stopTimeoutMs);
+          outcome.lsn = formatLsn(await this.salvageWal(row.tenantId, row.timelineId, pgdata));
+        } catch (err) {
+          outcome.error = (err as Error).message;
+        }
+      }
+      recovered.push(outcome);
       await this.db.endpoint.update({ where: { id: row.id }, data: { state: "failed", pid: null } });
       await this.db.timeline.update({ where: { id: row.timelineId }, data: { primaryUrl: null, slotName: null } }).catch(() => {});
     }
+    return recovered;
+  }
+
+  /** The branch takes every valid record a dead endpoint left in its pg_wal (its walreceiver stops first). */
+  private async salvageWal(tenantId: string, timelineId: string, pgdata: string): Promise<Lsn> {
+    const markers = await this.manager.markers(tenantId, timelineId);
+    if (!markers) throw new Error(`branch ${timelineId} is not attached`);
+    await this.manager.stopReceiver(tenantId, timelineId);
+    const walDir = path.join(pgdata, "pg_wal");
+    if (!existsSync(walDir)) return markers.lastRecordLsn; // a start cut short before its data directory was written
+    return this.manager.ingestAllFromWalDir(tenantId, timelineId, walDir);
+  }
+}
+
+/** The pid in a data directory's postmaster.pid if that process is a live postgres. */
+function runningPostmaster(pgdata: string): number | undefined {
+  try {
+    const pid = Number(readFileSync(path.join(pgdata, "postmaster.pid"), "utf8").split("\n")[0]);
+    if (!isAlive(pid)) return undefined;
+    return readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("postgres") ? pid : undefined;
+  } catch {
+    return undefined;
   }
 }
 

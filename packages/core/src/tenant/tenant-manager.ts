@@ -11,7 +11,7 @@ import { readControlFile } from "../basebackup/control.ts";
 import { WalReceiver, type WalReceiverStatus } from "../ingest/walreceiver.ts";
 import { TimelineStore, type TimelineMarkers } from "../storage/timeline-store.ts";
 import { PageReader } from "../timeline/page-reader.ts";
-import { readWalRange } from "../wal/reader.ts";
+import { endOfValidWal, readWalRange } from "../wal/reader.ts";
 import { timelineStoreDir } from "./tenant-storage.ts";
 
 export interface TimelineSpec {
@@ -175,13 +175,33 @@ export class TenantManager {
     const ingestor = await TimelineIngestor.open(handle.store, handle.reader);
     const from = ingestor.resumeLsn;
     if (from >= upTo) return from;
-    const durable = await ingestor.ingestWal(readWalRange(walDir, from, upTo, { segmentSize: ingestor.segmentSize }), from);
+    // a segment at a time: what a lagging receiver left behind can be any size
+    const step = BigInt(ingestor.segmentSize);
+    let durable = from;
+    for (let pos = from; pos < upTo; ) {
+      const next = pos - (pos % step) + step < upTo ? pos - (pos % step) + step : upTo;
+      durable = await ingestor.ingestWal(readWalRange(walDir, pos, next, { segmentSize: ingestor.segmentSize }), pos);
+      pos = next;
+    }
     if (durable < upTo) throw new Error(`WAL in ${walDir} ends at ${formatLsn(durable)}, before ${formatLsn(upTo)}`);
     this.events.onDurable?.(tenantId, timelineId, durable, ingestor.totalBytes, ingestor.totalRecords);
     const pages = ingestor.drainLongChains();
     if (pages.length) this.materializeLater(handle, pages, durable);
     for (const wake of this.waiters) wake();
     return durable;
+  }
+
+  /**
+   * Ingests everything a postgres that died (kill -9, a crash of its machine) left in its pg_wal
+   * past what the timeline has: every valid record, as its own crash recovery would replay them.
+   * Its commits were acknowledged once flushed there, whether or not they had been streamed.
+   */
+  async ingestAllFromWalDir(tenantId: string, timelineId: string, walDir: string): Promise<Lsn> {
+    const handle = this.get(tenantId, timelineId);
+    if (!handle) throw new Error(`timeline ${timelineId} is not attached`);
+    const ingestor = await TimelineIngestor.open(handle.store, handle.reader);
+    const end = endOfValidWal(walDir, ingestor.resumeLsn, { segmentSize: ingestor.segmentSize });
+    return this.ingestFromWalDir(tenantId, timelineId, walDir, end);
   }
 
   private materializing = new Map<string, Promise<void>>();

@@ -382,6 +382,23 @@ export function* readWalSegments(walDir: string, fromLsn: Lsn, toLsn?: Lsn, opts
   }
 }
 
+/**
+ * Where the valid WAL in a pg_wal directory ends, reading from `from` (a record or page start):
+ * the end of the last record before anything invalid (zeros, a recycled segment, a torn record
+ * whose CRC fails, a missing file). That is where PostgreSQL's crash recovery stops replaying.
+ */
+export function endOfValidWal(walDir: string, from: Lsn, opts: { segmentSize?: number; timeline?: number } = {}): Lsn {
+  const suffix = walFileName(0, from, opts.segmentSize ?? DEFAULT_WAL_SEGMENT_SIZE).slice(8);
+  if (!readdirSync(walDir).some((f) => f.length === 24 && f.endsWith(suffix))) return from; // nothing written past it
+  let end = from;
+  try {
+    for (const record of readWalSegments(walDir, from, undefined, opts)) end = record.endLsn;
+  } catch (err) {
+    if (!(err instanceof WalDecodeError)) throw err;
+  }
+  return end;
+}
+
 function endOfWal(err: WalDecodeError): boolean {
   return err.code === "ZERO_LENGTH" || err.code === "BAD_PAGE_ADDRESS" || (err.code === "BAD_PAGE_HEADER" && err.message.includes("magic"));
 }
