@@ -131,6 +131,7 @@ describe("an endpoint's own data directory against a full backup at its shutdown
   it("gives the branch every commit of an endpoint killed before its WAL was streamed, when it is stopped", async () => {
     const { endpoint, flushed } = await endpointWithUnstreamedCommits("killed", 5000);
     await killPostgres(endpoint.pid!);
+    await expect(endpoints.start({ tenantId, branch: "killed" })).rejects.toThrow(/already has a running endpoint .* its postgres \(pid \d+\) is gone: `endpoint stop` gives the branch the WAL it left/);
     const stopped = await endpoints.stop({ tenantId, branch: "killed" });
     expect(stopped.state).toBe("stopped");
     // everything valid in its pg_wal, as its own crash recovery would have replayed

@@ -83,7 +83,10 @@ export class EndpointService {
     const root = path.join(this.dataDir, "endpoints", id);
     try {
       const running = await this.db.endpoint.findFirst({ where: { timelineId: timeline.id, state: { in: ["starting", "running", "stopping"] } } });
-      if (running) throw new ConflictError(`branch ${timeline.name} already has a ${running.state} endpoint (${running.id}) on port ${running.port}`);
+      if (running) {
+        const dead = running.state === "running" && !isAlive(running.pid) ? `; its postgres (pid ${running.pid}) is gone: \`endpoint stop\` gives the branch the WAL it left` : "";
+        throw new ConflictError(`branch ${timeline.name} already has a ${running.state} endpoint (${running.id}) on port ${running.port}${dead}`);
+      }
       if (timeline.primaryUrl) throw new ConflictError(`branch ${timeline.name} follows an external primary; start endpoints on a branch of it`);
       const handle = this.manager.get(input.tenantId, timeline.id);
       if (!handle) throw new NotFoundError(`branch ${timeline.name} is not attached`);
