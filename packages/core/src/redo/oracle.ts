@@ -90,6 +90,18 @@ function maskSpgistLastUsedPages(page: Buffer): void {
   page.fill(0, SPGIST_LAST_USED_PAGES.start, SPGIST_LAST_USED_PAGES.end);
 }
 
+/**
+ * A visibility-map page with no bit set means what a page never written means: PostgreSQL extends
+ * the fork with initialized pages without WAL (visibilitymap_pin on a heap insert or update) and a
+ * replica reads the missing page as zeros, so such pages compare as zeros.
+ */
+function vmPageIsEmpty(page: Buffer): boolean {
+  for (let i = VM_BITMAP_START; i < page.length; i++) if (page[i] !== 0) return false;
+  return true;
+}
+/** the bitmap follows the page header (MAXALIGN(SizeOfPageHeaderData)) */
+const VM_BITMAP_START = 24;
+
 /** relfilenode path ("base/5/16384", "global/1262") -> access method kind, for masking. */
 export async function relationKinds(cluster: Pick<PgCluster, "sql">): Promise<Map<string, string>> {
   const kinds = new Map<string, string>();
@@ -144,6 +156,7 @@ export async function compareDataDirectory(dataDir: string, kinds: Map<string, s
         }
         for (const page of [ours, theirs]) {
           if (mask) mask(page, firstBlock + i);
+          else if (fork === 2 && vmPageIsEmpty(page)) page.fill(0);
           else page.fill(0, 0, 10); // LSN and checksum
           if (relKind === "spgist" && fork === 0 && firstBlock + i === 0) maskSpgistLastUsedPages(page);
         }
