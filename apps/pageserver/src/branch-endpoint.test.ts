@@ -132,6 +132,30 @@ describe("branching a pgbench history at several points and running postgres on 
     }
   });
 
+  it("notices an endpoint whose postgres died while it runs, and a new one there has every acknowledged row", async () => {
+    const client = createStrataClient(daemon.apiUrl);
+    await client.branches.create.mutate({ tenantId, name: "crashed" });
+    const endpoint = await client.endpoints.start.mutate({ tenantId, branch: "crashed" });
+    await query(endpoint.connectionString!, "CREATE TABLE acked (id int PRIMARY KEY); INSERT INTO acked SELECT generate_series(1, 5000)");
+    const pid = endpoint.pid!;
+    const children = readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(/\s+/).filter(Boolean).map(Number);
+    for (const p of [pid, ...children]) process.kill(p, "SIGKILL");
+    const deadline = Date.now() + 30_000;
+    let state = "running";
+    while (state === "running" && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 200));
+      state = (await client.endpoints.list.query({ tenantId })).find((e) => e.id === endpoint.id)!.state;
+    }
+    expect(state).toBe("failed");
+    expect(daemon.output()).toContain("an endpoint's postgres died: marked failed, its WAL ingested into its branch");
+    const again = await client.endpoints.start.mutate({ tenantId, branch: "crashed" });
+    try {
+      expect(await query(again.connectionString!, "SELECT count(*)::int AS n FROM acked")).toEqual([{ n: 5000 }]);
+    } finally {
+      await client.endpoints.stop.mutate({ tenantId, branch: "crashed" });
+    }
+  });
+
   it("lets exactly one of two concurrent endpoint starts on a branch win", async () => {
     const client = createStrataClient(daemon.apiUrl);
     await client.branches.create.mutate({ tenantId, name: "contested" });

@@ -19,6 +19,9 @@ export interface PageserverOptions {
   logger?: Logger;
 }
 
+/** How often endpoints are checked for a postgres that died (STRATA_ENDPOINT_CHECK_MS). */
+const ENDPOINT_CHECK_MS = Number(process.env.STRATA_ENDPOINT_CHECK_MS ?? 5000);
+
 export interface RunningPageserver {
   httpAddress: string;
   pgAddress: string;
@@ -181,12 +184,27 @@ export async function startPageserver(options: PageserverOptions): Promise<Runni
     info.httpAddress = await listen(httpServer, httpWhere, "the HTTP API");
     logger.info({ http: info.httpAddress, pageService: info.pageServiceAddress, dataDir, tenants: recovery.active.length }, "pageserver ready");
 
+    // an endpoint whose postgres dies while we run: its branch takes the WAL it left, it is marked failed
+    const reaper = setInterval(() => {
+      endpoints.reapDead().then(
+        (ended) => {
+          for (const endpoint of ended) {
+            if (endpoint.error) logger.error(endpoint, "an endpoint's postgres died, and the WAL it left could not be ingested");
+            else logger.warn(endpoint, "an endpoint's postgres died: marked failed, its WAL ingested into its branch");
+          }
+        },
+        (err: unknown) => logger.error({ err: (err as Error).message }, "checking endpoints failed"),
+      );
+    }, ENDPOINT_CHECK_MS);
+    reaper.unref();
+
     let closing: Promise<void> | undefined;
     return {
       httpAddress: info.httpAddress,
       pgAddress: info.pageServiceAddress,
       close: () =>
         (closing ??= (async () => {
+          clearInterval(reaper);
           httpServer.closeAllConnections?.();
           for (const socket of pageConnections) socket.destroy();
           await Promise.all([

@@ -150,4 +150,20 @@ describe("an endpoint's own data directory against a full backup at its shutdown
     expect((await endpoints.list(tenantId)).find((e) => e.id === endpoint.id)?.state).toBe("failed");
     expect(await countOnNewEndpoint("died")).toEqual({ n: 3000, updated: 300 });
   });
+
+  it("ends an endpoint whose postgres died while the pageserver runs: its WAL into the branch, marked failed", async () => {
+    const { endpoint, flushed } = await endpointWithUnstreamedCommits("reaped", 2000);
+    const alive = await endpoints.start({ tenantId, branch: "dev" });
+    await killPostgres(endpoint.pid!);
+    const ended = await endpoints.reapDead();
+    // the endpoint whose postgres runs is left alone
+    expect(ended).toEqual([{ endpointId: endpoint.id, timelineId: endpoint.timelineId, lsn: expect.any(String) }]);
+    expect(parseLsn(ended[0].lsn!)).toBeGreaterThanOrEqual(flushed);
+    const listed = await endpoints.list(tenantId);
+    expect(listed.find((e) => e.id === endpoint.id)?.state).toBe("failed");
+    expect(listed.find((e) => e.id === alive.id)?.state).toBe("running");
+    expect(await endpoints.reapDead()).toEqual([]);
+    await endpoints.stop({ tenantId, branch: "dev" });
+    expect(await countOnNewEndpoint("reaped")).toEqual({ n: 2000, updated: 200 });
+  });
 });

@@ -14,6 +14,14 @@ import type { Database } from "../db.ts";
 import { ConflictError, InvalidInputError, NotFoundError } from "../errors.ts";
 import type { TenantService } from "./tenants.ts";
 
+/** An endpoint ended as failed: up to where its branch took the WAL it left, or why that failed. */
+export interface EndedEndpoint {
+  endpointId: string;
+  timelineId: string;
+  lsn?: string;
+  error?: string;
+}
+
 export interface EndpointView {
   id: string;
   tenantId: string;
@@ -199,27 +207,53 @@ export class EndpointService {
    * pageserver was down are marked failed, once the WAL they left (committed and acknowledged,
    * maybe never streamed) is in their branch. A start or stop that was cut short fails the same way.
    */
-  async recover(): Promise<Array<{ endpointId: string; timelineId: string; lsn?: string; error?: string }>> {
-    const recovered: Array<{ endpointId: string; timelineId: string; lsn?: string; error?: string }> = [];
+  async recover(): Promise<EndedEndpoint[]> {
+    const ended: EndedEndpoint[] = [];
     for (const row of await this.db.endpoint.findMany({ where: { state: { in: ["starting", "running", "stopping"] } } })) {
       if (row.state === "running" && isAlive(row.pid)) continue;
-      const outcome: (typeof recovered)[number] = { endpointId: row.id, timelineId: row.timelineId };
-      if (row.dataDir) {
-        const pgdata = path.join(row.dataDir, "pgdata");
-        try {
-          // a start or stop cut short can leave its postgres running: stopped first, then salvaged
-          const pid = row.pid && isAlive(row.pid) ? row.pid : runningPostmaster(pgdata);
-          if (pid) await stopPostgres(pid, this.stopTimeoutMs);
-          outcome.lsn = formatLsn(await this.salvageWal(row.tenantId, row.timelineId, pgdata));
-        } catch (err) {
-          outcome.error = (err as Error).message;
-        }
-      }
-      recovered.push(outcome);
-      await this.db.endpoint.update({ where: { id: row.id }, data: { state: "failed", pid: null } });
-      await this.db.timeline.update({ where: { id: row.timelineId }, data: { primaryUrl: null, slotName: null } }).catch(() => {});
+      ended.push(await this.endAsFailed(row));
     }
-    return recovered;
+    return ended;
+  }
+
+  /**
+   * Endpoints on record as running whose postgres is gone (it crashed or was killed while the
+   * pageserver ran) are ended the same way: the WAL they left goes into their branch, and they are
+   * marked failed, so a new endpoint can start there. The pageserver runs this every few seconds;
+   * a branch whose endpoint is being started or stopped is left to that call.
+   */
+  async reapDead(): Promise<EndedEndpoint[]> {
+    const ended: EndedEndpoint[] = [];
+    for (const candidate of await this.db.endpoint.findMany({ where: { state: "running" } })) {
+      if (isAlive(candidate.pid) || this.busy.has(candidate.timelineId)) continue;
+      this.busy.add(candidate.timelineId);
+      try {
+        const row = await this.db.endpoint.findUnique({ where: { id: candidate.id } });
+        if (row?.state === "running" && !isAlive(row.pid)) ended.push(await this.endAsFailed(row));
+      } finally {
+        this.busy.delete(candidate.timelineId);
+      }
+    }
+    return ended;
+  }
+
+  /** Stops what is left of an endpoint, gives its branch the WAL it left, and marks it failed (its data directory stays). */
+  private async endAsFailed(row: { id: string; tenantId: string; timelineId: string; pid: number | null; dataDir: string | null }): Promise<EndedEndpoint> {
+    const outcome: EndedEndpoint = { endpointId: row.id, timelineId: row.timelineId };
+    if (row.dataDir) {
+      const pgdata = path.join(row.dataDir, "pgdata");
+      try {
+        // a start or stop cut short can leave its postgres running: stopped first, then salvaged
+        const pid = row.pid && isAlive(row.pid) ? row.pid : runningPostmaster(pgdata);
+        if (pid) await stopPostgres(pid, this.stopTimeoutMs);
+        outcome.lsn = formatLsn(await this.salvageWal(row.tenantId, row.timelineId, pgdata));
+      } catch (err) {
+        outcome.error = (err as Error).message;
+      }
+    }
+    await this.db.endpoint.update({ where: { id: row.id }, data: { state: "failed", pid: null } });
+    await this.db.timeline.update({ where: { id: row.timelineId }, data: { primaryUrl: null, slotName: null } }).catch(() => {});
+    return outcome;
   }
 
   /** The branch takes every valid record a dead endpoint left in its pg_wal (its walreceiver stops first). */
