@@ -191,8 +191,17 @@ export class EndpointService {
   /** Stops every running endpoint (used when a tenant is deleted). */
   async stopAll(tenantId: string): Promise<void> {
     for (const row of await this.db.endpoint.findMany({ where: { tenantId, state: { in: ["running", "starting", "stopping"] } } })) {
-      if (row.pid && isAlive(row.pid)) await stopPostgres(row.pid).catch(() => {});
-      if (row.dataDir && existsSync(row.dataDir)) rmSync(row.dataDir, { recursive: true, force: true });
+      // after a check of dead endpoints (reapDead) that may be reading this data directory
+      while (this.busy.has(row.timelineId)) await new Promise((r) => setTimeout(r, 50));
+      this.busy.add(row.timelineId);
+      try {
+        if (row.pid && isAlive(row.pid)) await stopPostgres(row.pid).catch(() => {});
+        if (row.dataDir && existsSync(row.dataDir)) rmSync(row.dataDir, { recursive: true, force: true });
+        // not left "running" with a dead pid for the check of dead endpoints to find
+        await this.db.endpoint.update({ where: { id: row.id }, data: { state: "stopped", pid: null } }).catch(() => {});
+      } finally {
+        this.busy.delete(row.timelineId);
+      }
     }
   }
 
