@@ -379,6 +379,9 @@ endpoint
     if (port !== undefined && (!Number.isInteger(port) || port < 1024 || port > 65535)) throw new UsageError(`invalid --port "${opts.port}"`);
     if (!opts.json) process.stderr.write("building the data directory from a full backup and starting postgres…\n");
     const started = await client(cmd).endpoints.start.mutate({ tenantId: requireId(opts.tenant, "tenant id"), branch: opts.branch, port });
+    if (!opts.json && started.detachedSubscriptions?.length) {
+      process.stderr.write(`disabled the subscriptions this branch inherited, and set their slot_name to NONE (their slots on the publisher stay with the cluster the branch was made from): ${started.detachedSubscriptions.join(", ")}\n`);
+    }
     print(opts.json, started, () => `endpoint ${started.id} running on branch ${started.branch} (from ${started.startLsn})\n${started.connectionString}`);
   });
 

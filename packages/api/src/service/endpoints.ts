@@ -7,7 +7,7 @@
 import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import path from "node:path";
 import {
-  chownToPostgres, configureEndpoint, formatLsn, freePort, generateId, isAlive, prepareDataDirectory, ReplicationConnection,
+  chownToPostgres, configureEndpoint, detachInheritedSubscriptions, formatLsn, freePort, generateId, isAlive, mayHaveSubscriptions, prepareDataDirectory, ReplicationConnection,
   shutdownCheckpointEnd, startPostgres, stopPostgres, type Lsn, type TenantManager,
 } from "@strata/core";
 import type { Database } from "../db.ts";
@@ -34,6 +34,8 @@ export interface EndpointView {
   startLsn: string | null;
   stopLsn: string | null;
   createdAt: string;
+  /** subscriptions the branch inherited, disabled and detached from their slot at its first start ("database.name") */
+  detachedSubscriptions?: string[];
 }
 
 type EndpointRow = { id: string; tenantId: string; timelineId: string; state: string; port: number | null; pid: number | null; startLsn: bigint | null; stopLsn: bigint | null; createdAt: Date };
@@ -111,8 +113,20 @@ export class EndpointService {
       const pgdata = path.join(root, "pgdata");
       await prepareDataDirectory(handle.reader, lsn, pgdata);
       configureEndpoint(pgdata, { port, socketDir: root });
-      pid = await startPostgres(pgdata, path.join(root, "postgres.log"));
       const url = `postgresql://postgres@127.0.0.1:${port}/postgres`;
+      const logFile = path.join(root, "postgres.log");
+      // Subscriptions in the data directory of a branch's first endpoint belong to the cluster it
+      // was made from (their slots on the publisher are that cluster's): they are detached before
+      // any logical replication worker may start, then postgres restarts with its settings.
+      let detached: string[] = [];
+      const everRan = await this.db.endpoint.count({ where: { timelineId: timeline.id, startLsn: { not: null } } });
+      if (everRan === 0 && (await mayHaveSubscriptions(handle.reader, lsn))) {
+        pid = await startPostgres(pgdata, logFile, { max_logical_replication_workers: 0 });
+        detached = await detachInheritedSubscriptions(url);
+        await stopPostgres(pid, this.stopTimeoutMs);
+        pid = undefined;
+      }
+      pid = await startPostgres(pgdata, logFile);
       const slot = `strata_ep_${timeline.id.slice(0, 16)}`;
       const conn = await ReplicationConnection.connect(url, { applicationName: "strata-endpoint-setup" });
       try {
@@ -124,7 +138,7 @@ export class EndpointService {
       await this.db.timeline.update({ where: { id: timeline.id }, data: { primaryUrl: url, slotName: slot } });
       await this.manager.startReceiver(input.tenantId, timeline.id, url, slot);
       const row = await this.db.endpoint.update({ where: { id }, data: { state: "running", pid, startLsn: lsn } });
-      return view(row, timeline.name);
+      return { ...view(row, timeline.name), ...(detached.length ? { detachedSubscriptions: detached } : {}) };
     } catch (err) {
       // undo only what this call did (a refused start must not touch the running endpoint)
       if (pid) await stopPostgres(pid).catch(() => {});

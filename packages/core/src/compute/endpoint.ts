@@ -5,6 +5,7 @@
 import { spawn } from "node:child_process";
 import { appendFileSync, mkdirSync, readFileSync, chmodSync, writeFileSync } from "node:fs";
 import path from "node:path";
+import pg from "pg";
 import { readControlFile, WAL_LEVEL_NAMES } from "../basebackup/control.ts";
 import { fullBackup, type FullBackupResult } from "../basebackup/fullbackup.ts";
 import { parseLsn, type Lsn } from "../lsn.ts";
@@ -86,12 +87,13 @@ export function configureEndpoint(dataDir: string, config: EndpointConfig): void
   chownToPostgres(path.join(dataDir, "pg_hba.conf"));
 }
 
-/** Starts postgres on the data directory and returns the postmaster pid. */
-export async function startPostgres(dataDir: string, logFile: string): Promise<number> {
+/** Starts postgres on the data directory and returns the postmaster pid. `settings` apply to this run only. */
+export async function startPostgres(dataDir: string, logFile: string, settings: Record<string, string | number> = {}): Promise<number> {
   writeFileSync(logFile, "");
   chownToPostgres(logFile);
+  const options = Object.entries(settings).map(([name, value]) => `-c ${name}=${value}`);
   try {
-    await runAsPostgres("pg_ctl", ["-D", dataDir, "-l", logFile, "-w", "-t", "120", "start"], { timeoutMs: 150_000 });
+    await runAsPostgres("pg_ctl", ["-D", dataDir, "-l", logFile, "-w", "-t", "120", ...(options.length ? ["-o", options.join(" ")] : []), "start"], { timeoutMs: 150_000 });
   } catch (err) {
     let log = "";
     try {
@@ -122,3 +124,58 @@ export async function shutdownCheckpointEnd(dataDir: string): Promise<Lsn> {
 }
 
 export { pgBinary };
+
+/** pg_subscription's OID (a shared, mapped catalog: its file is found through global/pg_filenode.map). */
+const SUBSCRIPTION_RELATION_ID = 6100;
+const RELMAP_MAGIC = 0x592717;
+const GLOBALTABLESPACE_OID = 1664;
+
+/**
+ * Whether the cluster at `lsn` may have logical replication subscriptions: pg_subscription has
+ * pages. (A cluster where none was ever created has none, the usual case.)
+ */
+export async function mayHaveSubscriptions(reader: PageReader, lsn: Lsn): Promise<boolean> {
+  const map = await reader.getRelmap(GLOBALTABLESPACE_OID, 0, lsn);
+  if (!map || map.readInt32LE(0) !== RELMAP_MAGIC) return true; // cannot tell: take the careful path
+  const count = map.readInt32LE(4);
+  for (let i = 0; i < count; i++) {
+    if (map.readUInt32LE(8 + i * 8) !== SUBSCRIPTION_RELATION_ID) continue;
+    const relNode = map.readUInt32LE(12 + i * 8);
+    return ((await reader.relSize({ spcNode: GLOBALTABLESPACE_OID, dbNode: 0, relNode }, 0, lsn)) ?? 0) > 0;
+  }
+  return true;
+}
+
+/**
+ * Disables the subscriptions a branch inherited and detaches them from their replication slot
+ * (`slot_name = NONE`): that slot, on the publisher, still belongs to the subscription of the
+ * cluster the branch was made from, and an endpoint applying from it would take changes that
+ * cluster then never gets. Run with the endpoint's logical replication workers off. Returns the
+ * subscriptions detached, as "database.name".
+ */
+export async function detachInheritedSubscriptions(url: string): Promise<string[]> {
+  const query = async <T>(database: string, sql: string): Promise<T[]> => {
+    const target = new URL(url);
+    target.pathname = `/${encodeURIComponent(database)}`;
+    const client = new pg.Client({ connectionString: target.toString() });
+    await client.connect();
+    try {
+      return (await client.query(sql)).rows as T[];
+    } finally {
+      await client.end();
+    }
+  };
+  const subscriptions = await query<{ name: string; database: string; slot: string | null; enabled: boolean }>(
+    "postgres",
+    "SELECT s.subname AS name, d.datname AS database, s.subslotname AS slot, s.subenabled AS enabled FROM pg_subscription s JOIN pg_database d ON d.oid = s.subdbid ORDER BY 2, 1",
+  );
+  const detached: string[] = [];
+  for (const sub of subscriptions) {
+    if (!sub.enabled && sub.slot === null) continue;
+    const name = `"${sub.name.replaceAll('"', '""')}"`;
+    if (sub.enabled) await query(sub.database, `ALTER SUBSCRIPTION ${name} DISABLE`);
+    if (sub.slot !== null) await query(sub.database, `ALTER SUBSCRIPTION ${name} SET (slot_name = NONE)`);
+    detached.push(`${sub.database}.${sub.name}`);
+  }
+  return detached;
+}
