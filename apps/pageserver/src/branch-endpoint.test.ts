@@ -1,9 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createStrataClient, errorCode } from "@strata/api/client";
-import { isAlive, pgBinary } from "@strata/core";
-import { PgCluster } from "@strata/core/testing";
+import { pgBinary } from "@strata/core";
+import { killPostgresTree, PgCluster } from "@strata/core/testing";
 import { execFile } from "node:child_process";
-import { readFileSync } from "node:fs";
 import { promisify } from "node:util";
 import pg from "pg";
 import { makeDataDir, query, removeDataDir, startDaemon, type Daemon } from "./test-daemon.ts";
@@ -109,13 +108,11 @@ describe("branching a pgbench history at several points and running postgres on 
     })().catch(() => {});
     await new Promise((r) => setTimeout(r, 1500));
     // a power cut: the pageserver, the postmaster and its children at the same moment
-    const pid = endpoint.pid!;
-    const children = readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(/\s+/).filter(Boolean).map(Number);
     daemon.process.kill("SIGKILL");
-    for (const p of [pid, ...children]) process.kill(p, "SIGKILL");
+    await killPostgresTree(endpoint.pid!);
     await writing;
     await writer.end().catch(() => {});
-    while ([pid, ...children].some((p) => isAlive(p)) || (daemon.process.exitCode === null && daemon.process.signalCode === null)) await new Promise((r) => setTimeout(r, 20));
+    while (daemon.process.exitCode === null && daemon.process.signalCode === null) await new Promise((r) => setTimeout(r, 20));
     expect(acked).toBeGreaterThan(10);
     daemon = await startDaemon(dataDir);
     client = createStrataClient(daemon.apiUrl);
@@ -137,9 +134,7 @@ describe("branching a pgbench history at several points and running postgres on 
     await client.branches.create.mutate({ tenantId, name: "crashed" });
     const endpoint = await client.endpoints.start.mutate({ tenantId, branch: "crashed" });
     await query(endpoint.connectionString!, "CREATE TABLE acked (id int PRIMARY KEY); INSERT INTO acked SELECT generate_series(1, 5000)");
-    const pid = endpoint.pid!;
-    const children = readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(/\s+/).filter(Boolean).map(Number);
-    for (const p of [pid, ...children]) process.kill(p, "SIGKILL");
+    await killPostgresTree(endpoint.pid!);
     const deadline = Date.now() + 30_000;
     let state = "running";
     while (state === "running" && Date.now() < deadline) {

@@ -133,6 +133,16 @@ function EndpointRow({ tenantId, branch, endpoint }: { tenantId: string; branch:
         </td>
         <td className="actions">{action}</td>
       </tr>
+      {start.data?.detachedSubscriptions?.length && state === "running" ? (
+        <tr className="endpoint-error-row">
+          <td colSpan={5}>
+            <div className="notice notice-warn" role="status" data-testid="endpoint-detached-subscriptions">
+              Disabled the subscriptions this branch inherited and detached them from their replication slots, which stay with the
+              cluster it was made from: <Mono>{start.data.detachedSubscriptions.join(", ")}</Mono>
+            </div>
+          </td>
+        </tr>
+      ) : null}
       {error ? (
         <tr className="endpoint-error-row">
           <td colSpan={5}>

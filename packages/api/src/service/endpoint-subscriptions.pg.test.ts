@@ -1,16 +1,10 @@
 // A branch of a logical replication subscriber: the subscription it inherits must not apply from
 // the publisher's slot, which still serves the subscriber the branch was made from.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { mkdtempSync, rmSync } from "node:fs";
-import os from "node:os";
-import path from "node:path";
 import pg from "pg";
-import { mayHaveSubscriptions, parseLsn, TenantManager } from "@strata/core";
+import { mayHaveSubscriptions, parseLsn } from "@strata/core";
 import { PgCluster } from "@strata/core/testing";
-import { applyMigrations, defaultDatabaseUrl, openDatabase, type Database } from "../db.ts";
-import { BranchService } from "./branches.ts";
-import { EndpointService } from "./endpoints.ts";
-import { TenantService } from "./tenants.ts";
+import { servicesFollowing, type ServicesFixture } from "./testutil.ts";
 
 async function query<T>(url: string, sql: string): Promise<T[]> {
   const client = new pg.Client({ connectionString: url });
@@ -33,12 +27,7 @@ async function until(what: string, check: () => Promise<boolean>, timeoutMs = 30
 describe("an endpoint on a branch of a logical replication subscriber", () => {
   let publisher: PgCluster;
   let subscriber: PgCluster;
-  let dataDir: string;
-  let db: Database;
-  let manager: TenantManager;
-  let endpoints: EndpointService;
-  let branches: BranchService;
-  let tenantId: string;
+  let services: ServicesFixture;
 
   beforeAll(async () => {
     publisher = await PgCluster.start({ settings: { wal_level: "logical" } });
@@ -47,29 +36,17 @@ describe("an endpoint on a branch of a logical replication subscriber", () => {
     await subscriber.sql("CREATE TABLE items (id int PRIMARY KEY, v text)");
     await subscriber.sql(`CREATE SUBSCRIPTION sub CONNECTION '${publisher.connectionString()}' PUBLICATION pub`);
     await until("the initial copy", async () => (await subscriber.sql<{ n: number }>("SELECT count(*)::int AS n FROM items"))[0].n === 100);
-    dataDir = mkdtempSync(path.join(os.tmpdir(), "strata-endpoint-sub-"));
-    await applyMigrations(defaultDatabaseUrl(dataDir));
-    db = openDatabase(defaultDatabaseUrl(dataDir));
-    manager = new TenantManager(dataDir, {}, 0);
-    const tenants: TenantService = new TenantService(db, dataDir, {
-      importTimeline: (t, tl, url, slot) => manager.importFromPrimary(t, tl, url, slot),
-      onTenantActive: async (t) => manager.attach(t, await db.timeline.findMany({ where: { tenantId: t } })),
-    });
-    branches = new BranchService(db, dataDir, tenants, manager);
-    endpoints = new EndpointService(db, dataDir, tenants, manager, 120_000);
-    tenantId = (await tenants.create(undefined, { fromPrimary: subscriber.connectionString() })).id;
+    services = await servicesFollowing(subscriber.connectionString());
   }, 120_000);
 
   afterAll(async () => {
-    await endpoints?.stopAll(tenantId).catch(() => {});
-    await manager?.shutdown();
-    await db?.$disconnect();
+    await services?.close();
     await subscriber?.stop();
     await publisher?.stop();
-    if (dataDir) rmSync(dataDir, { recursive: true, force: true });
   });
 
   it("disables and detaches the inherited subscription at the first start, and the subscriber keeps replicating", async () => {
+    const { db, manager, branches, endpoints, tenantId } = services;
     const timeline = (await db.timeline.findFirst({ where: { tenantId } }))!;
     const [{ lsn }] = await subscriber.sql<{ lsn: string }>("SELECT pg_current_wal_insert_lsn()::text AS lsn");
     await manager.waitForLsn(tenantId, timeline.id, parseLsn(lsn), 60_000);

@@ -1,20 +1,16 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import pg from "pg";
-import { compareDataDirectory, relationKinds } from "@strata/core/testing";
-import { formatLsn, isAlive, mayHaveSubscriptions, parseLsn, TenantManager } from "@strata/core";
+import { compareDataDirectory, killPostgresTree, relationKinds } from "@strata/core/testing";
+import { formatLsn, mayHaveSubscriptions, parseLsn, type TenantManager } from "@strata/core";
 import { PgCluster } from "@strata/core/testing";
-import { applyMigrations, defaultDatabaseUrl, openDatabase, type Database } from "../db.ts";
-import { BranchService } from "./branches.ts";
-import { EndpointService } from "./endpoints.ts";
-import { TenantService } from "./tenants.ts";
+import type { BranchService } from "./branches.ts";
+import type { EndpointService } from "./endpoints.ts";
+import { servicesFollowing, type ServicesFixture } from "./testutil.ts";
 
 describe("an endpoint's own data directory against a full backup at its shutdown LSN", () => {
   let primary: PgCluster;
-  let dataDir: string;
-  let db: Database;
+  let services: ServicesFixture;
   let manager: TenantManager;
   let endpoints: EndpointService;
   let branches: BranchService;
@@ -23,25 +19,13 @@ describe("an endpoint's own data directory against a full backup at its shutdown
   beforeAll(async () => {
     primary = await PgCluster.start({ settings: { autovacuum: "off" } });
     await primary.pgbench(["-i", "-s", "1", "-q"]);
-    dataDir = mkdtempSync(path.join(os.tmpdir(), "strata-endpoint-"));
-    await applyMigrations(defaultDatabaseUrl(dataDir));
-    db = openDatabase(defaultDatabaseUrl(dataDir));
-    manager = new TenantManager(dataDir, {}, 0);
-    const tenants: TenantService = new TenantService(db, dataDir, {
-      importTimeline: (t, tl, url, slot) => manager.importFromPrimary(t, tl, url, slot),
-      onTenantActive: async (t) => manager.attach(t, await db.timeline.findMany({ where: { tenantId: t } })),
-    });
-    branches = new BranchService(db, dataDir, tenants, manager);
-    endpoints = new EndpointService(db, dataDir, tenants, manager, 120_000, true);
-    tenantId = (await tenants.create(undefined, { fromPrimary: primary.connectionString() })).id;
+    services = await servicesFollowing(primary.connectionString(), { keepEndpointData: true });
+    ({ manager, endpoints, branches, tenantId } = services);
   });
 
   afterAll(async () => {
-    await endpoints?.stopAll(tenantId).catch(() => {});
-    await manager?.shutdown();
-    await db?.$disconnect();
+    await services?.close();
     await primary?.stop();
-    rmSync(dataDir, { recursive: true, force: true });
   });
 
   it("matches every relation block (masked per access method) after the endpoint ran pgbench and DDL", async () => {
@@ -94,17 +78,6 @@ describe("an endpoint's own data directory against a full backup at its shutdown
     expect(rows).toEqual([{ n: 20000, len: 20000 * 200 }]);
   });
 
-  /** SIGKILL to a postmaster and all its children at once, as a crash of the machine (the page cache survives) would do. */
-  async function killPostgres(pid: number) {
-    const children = readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(/\s+/).filter(Boolean).map(Number);
-    for (const p of [pid, ...children]) process.kill(p, "SIGKILL");
-    const deadline = Date.now() + 10_000;
-    while ([pid, ...children].some((p) => isAlive(p))) {
-      if (Date.now() > deadline) throw new Error("postgres processes did not exit after SIGKILL");
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  }
-
   /** An endpoint that committed `rows` rows its branch's walreceiver never got; returns the endpoint's flushed WAL end. */
   async function endpointWithUnstreamedCommits(branch: string, rows: number) {
     await branches.create({ tenantId, name: branch });
@@ -132,7 +105,7 @@ describe("an endpoint's own data directory against a full backup at its shutdown
 
   it("gives the branch every commit of an endpoint killed before its WAL was streamed, when it is stopped", async () => {
     const { endpoint, flushed } = await endpointWithUnstreamedCommits("killed", 5000);
-    await killPostgres(endpoint.pid!);
+    await killPostgresTree(endpoint.pid!);
     await expect(endpoints.start({ tenantId, branch: "killed" })).rejects.toThrow(/already has a running endpoint .* its postgres \(pid \d+\) is gone: `endpoint stop` gives the branch the WAL it left/);
     const stopped = await endpoints.stop({ tenantId, branch: "killed" });
     expect(stopped.state).toBe("stopped");
@@ -144,7 +117,7 @@ describe("an endpoint's own data directory against a full backup at its shutdown
 
   it("gives the branch every commit of an endpoint that died while the pageserver was down, at the next start", async () => {
     const { endpoint, flushed } = await endpointWithUnstreamedCommits("died", 3000);
-    await killPostgres(endpoint.pid!);
+    await killPostgresTree(endpoint.pid!);
     expect(await endpoints.timelinesOfDeadEndpoints()).toContain(endpoint.timelineId);
     const recovered = await endpoints.recover();
     expect(recovered).toEqual([{ endpointId: endpoint.id, timelineId: endpoint.timelineId, lsn: expect.any(String) }]);
@@ -156,7 +129,7 @@ describe("an endpoint's own data directory against a full backup at its shutdown
   it("ends an endpoint whose postgres died while the pageserver runs: its WAL into the branch, marked failed", async () => {
     const { endpoint, flushed } = await endpointWithUnstreamedCommits("reaped", 2000);
     const alive = await endpoints.start({ tenantId, branch: "dev" });
-    await killPostgres(endpoint.pid!);
+    await killPostgresTree(endpoint.pid!);
     const ended = await endpoints.reapDead();
     // the endpoint whose postgres runs is left alone
     expect(ended).toEqual([{ endpointId: endpoint.id, timelineId: endpoint.timelineId, lsn: expect.any(String) }]);
