@@ -167,11 +167,12 @@ export class EndpointService {
       let end: Lsn;
       if (row.pid && isAlive(row.pid)) {
         await stopPostgres(row.pid, this.stopTimeoutMs);
-        end = await shutdownCheckpointEnd(pgdata);
         // Only return once the branch has everything the endpoint wrote. The walsender sends all
         // WAL before postgres exits, but only to a receiver that was streaming; whatever it did
         // not get (a stop right after the start, a reconnect in progress) is read from its pg_wal.
+        // (The receiver stops first: it would only retry a postgres that is gone.)
         await this.manager.stopReceiver(input.tenantId, timeline.id);
+        end = await shutdownCheckpointEnd(pgdata);
         await this.manager.ingestFromWalDir(input.tenantId, timeline.id, path.join(pgdata, "pg_wal"), end);
       } else {
         // postgres died: its last checkpoint says nothing about what it wrote after it
