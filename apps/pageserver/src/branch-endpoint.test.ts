@@ -143,6 +143,8 @@ describe("branching a pgbench history at several points and running postgres on 
     }
     expect(state).toBe("failed");
     expect(daemon.output()).toContain("an endpoint's postgres died: marked failed, its WAL ingested into its branch");
+    const metrics = await (await fetch(`${daemon.apiUrl}/metrics`)).text();
+    expect(metrics).toContain(`strata_endpoints_died_total{tenant="${tenantId}",timeline="${endpoint.timelineId}"} 1`);
     const again = await client.endpoints.start.mutate({ tenantId, branch: "crashed" });
     try {
       expect(await query(again.connectionString!, "SELECT count(*)::int AS n FROM acked")).toEqual([{ n: 5000 }]);

@@ -32,6 +32,12 @@ export function createMetrics() {
       buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1, 5],
       registers: [registry],
     }),
+    endpointsDied: new Counter({
+      name: "strata_endpoints_died_total",
+      help: "Endpoints whose postgres was found dead (then marked failed, their WAL ingested into their branch)",
+      labelNames: ["tenant", "timeline"] as const,
+      registers: [registry],
+    }),
     pageServiceConnections: new Gauge({ name: "strata_page_service_connections", help: "Open page service connections", registers: [registry] }),
     pageCacheHits: new Gauge({
       name: "strata_page_cache_hits",

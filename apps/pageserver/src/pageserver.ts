@@ -147,6 +147,7 @@ export async function startPageserver(options: PageserverOptions): Promise<Runni
       await manager.attach(tenantId, specs);
     }
     for (const endpoint of await endpoints.recover()) {
+      metrics.endpointsDied.inc({ tenant: endpoint.tenantId, timeline: endpoint.timelineId });
       if (endpoint.error) logger.error(endpoint, "an endpoint's postgres died while the pageserver was down, and the WAL it left could not be ingested");
       else logger.warn(endpoint, "an endpoint's postgres died while the pageserver was down: marked failed, its WAL ingested into its branch");
     }
@@ -189,6 +190,7 @@ export async function startPageserver(options: PageserverOptions): Promise<Runni
       endpoints.reapDead().then(
         (ended) => {
           for (const endpoint of ended) {
+            metrics.endpointsDied.inc({ tenant: endpoint.tenantId, timeline: endpoint.timelineId });
             if (endpoint.error) logger.error(endpoint, "an endpoint's postgres died, and the WAL it left could not be ingested");
             else logger.warn(endpoint, "an endpoint's postgres died: marked failed, its WAL ingested into its branch");
           }

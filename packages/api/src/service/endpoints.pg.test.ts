@@ -120,7 +120,7 @@ describe("an endpoint's own data directory against a full backup at its shutdown
     await killPostgresTree(endpoint.pid!);
     expect(await endpoints.timelinesOfDeadEndpoints()).toContain(endpoint.timelineId);
     const recovered = await endpoints.recover();
-    expect(recovered).toEqual([{ endpointId: endpoint.id, timelineId: endpoint.timelineId, lsn: expect.any(String) }]);
+    expect(recovered).toEqual([{ endpointId: endpoint.id, tenantId, timelineId: endpoint.timelineId, lsn: expect.any(String) }]);
     expect(parseLsn(recovered[0].lsn!)).toBeGreaterThanOrEqual(flushed);
     expect((await endpoints.list(tenantId)).find((e) => e.id === endpoint.id)?.state).toBe("failed");
     expect(await countOnNewEndpoint("died")).toEqual({ n: 3000, updated: 300 });
@@ -132,7 +132,7 @@ describe("an endpoint's own data directory against a full backup at its shutdown
     await killPostgresTree(endpoint.pid!);
     const ended = await endpoints.reapDead();
     // the endpoint whose postgres runs is left alone
-    expect(ended).toEqual([{ endpointId: endpoint.id, timelineId: endpoint.timelineId, lsn: expect.any(String) }]);
+    expect(ended).toEqual([{ endpointId: endpoint.id, tenantId, timelineId: endpoint.timelineId, lsn: expect.any(String) }]);
     expect(parseLsn(ended[0].lsn!)).toBeGreaterThanOrEqual(flushed);
     const listed = await endpoints.list(tenantId);
     expect(listed.find((e) => e.id === endpoint.id)?.state).toBe("failed");

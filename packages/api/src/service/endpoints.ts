@@ -17,6 +17,7 @@ import type { TenantService } from "./tenants.ts";
 /** An endpoint ended as failed: up to where its branch took the WAL it left, or why that failed. */
 export interface EndedEndpoint {
   endpointId: string;
+  tenantId: string;
   timelineId: string;
   lsn?: string;
   error?: string;
@@ -263,7 +264,7 @@ export class EndpointService {
 
   /** Stops what is left of an endpoint, gives its branch the WAL it left, and marks it failed (its data directory stays). */
   private async endAsFailed(row: { id: string; tenantId: string; timelineId: string; pid: number | null; dataDir: string | null }): Promise<EndedEndpoint> {
-    const outcome: EndedEndpoint = { endpointId: row.id, timelineId: row.timelineId };
+    const outcome: EndedEndpoint = { endpointId: row.id, tenantId: row.tenantId, timelineId: row.timelineId };
     if (row.dataDir) {
       const pgdata = path.join(row.dataDir, "pgdata");
       try {
