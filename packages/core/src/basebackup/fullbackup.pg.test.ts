@@ -5,6 +5,7 @@ import path from "node:path";
 import { promisify } from "node:util";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { signalAndWait } from "../compute/postgres.ts";
 import { importFromPrimary } from "../ingest/import-primary.ts";
 import { TimelineIngestor } from "../ingest/timeline-ingest.ts";
 import { formatLsn, parseLsn, type Lsn } from "../lsn.ts";
@@ -53,20 +54,7 @@ async function fingerprint(sql: Sql) {
 
 /** Stops a postmaster by pid (fast shutdown) and waits for it to exit. */
 async function stopByPid(pid: number): Promise<void> {
-  try {
-    process.kill(pid, "SIGINT");
-  } catch {
-    return;
-  }
-  for (const deadline = Date.now() + 60_000; Date.now() < deadline; ) {
-    try {
-      process.kill(pid, 0);
-    } catch {
-      return;
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  process.kill(pid, "SIGQUIT");
+  if (!(await signalAndWait(pid, "SIGINT", 60_000))) process.kill(pid, "SIGQUIT");
 }
 
 interface Copy {

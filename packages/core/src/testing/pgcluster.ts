@@ -13,7 +13,7 @@ import { formatLsn, pageStartIfPastHeader, parseLsn, type Lsn } from "../lsn.ts"
 const execFileAsync = promisify(execFile);
 
 export { PG_BIN, pgBinary, runAsPostgres, freePort } from "../compute/postgres.ts";
-import { isRoot, pgBinary, postgresIds, runAsPostgres, freePort, signalAndWait } from "../compute/postgres.ts";
+import { isAlive, isRoot, pgBinary, postgresIds, runAsPostgres, freePort, signalAndWait } from "../compute/postgres.ts";
 
 /** Makes a temp directory that the `postgres` user owns (and can reach). */
 export function makePostgresTempDir(prefix: string): string {
@@ -134,14 +134,7 @@ export class PgCluster {
         process.kill(this.pid, "SIGQUIT");
       } catch {}
       const deadline = Date.now() + 10_000;
-      while (Date.now() < deadline) {
-        try {
-          process.kill(this.pid, 0);
-        } catch {
-          break;
-        }
-        execFileSync("sleep", ["0.05"]);
-      }
+      while (Date.now() < deadline && isAlive(this.pid)) execFileSync("sleep", ["0.05"]);
       this.pid = 0;
     }
     running.delete(this);
