@@ -5,7 +5,7 @@ import net from "node:net";
 import path from "node:path";
 import pino, { type Logger } from "pino";
 import { formatLsn, fullBackup, TenantManager } from "@strata/core";
-import { applyMigrations, BranchService, EndpointService, defaultDatabaseUrl, openDatabase, TenantService } from "@strata/api";
+import { applyMigrations, BranchService, EndpointService, defaultDatabaseUrl, openDatabase, TenantService, type EndedEndpoint } from "@strata/api";
 import { createHttpServer } from "./http.ts";
 import { createMetrics } from "./metrics.ts";
 import { createPageService } from "./page-service.ts";
@@ -146,11 +146,14 @@ export async function startPageserver(options: PageserverOptions): Promise<Runni
       const specs = (await timelineSpecs(tenantId)).map((spec) => (orphaned.has(spec.id) ? { ...spec, primaryUrl: null, slotName: null } : spec));
       await manager.attach(tenantId, specs);
     }
-    for (const endpoint of await endpoints.recover()) {
-      metrics.endpointsDied.inc({ tenant: endpoint.tenantId, timeline: endpoint.timelineId });
-      if (endpoint.error) logger.error(endpoint, "an endpoint's postgres died while the pageserver was down, and the WAL it left could not be ingested");
-      else logger.warn(endpoint, "an endpoint's postgres died while the pageserver was down: marked failed, its WAL ingested into its branch");
-    }
+    const reportDead = (ended: EndedEndpoint[], when: string) => {
+      for (const endpoint of ended) {
+        metrics.endpointsDied.inc({ tenant: endpoint.tenantId, timeline: endpoint.timelineId });
+        if (endpoint.error) logger.error(endpoint, `an endpoint's postgres died${when}, and the WAL it left could not be ingested`);
+        else logger.warn(endpoint, `an endpoint's postgres died${when}: marked failed, its WAL ingested into its branch`);
+      }
+    };
+    reportDead(await endpoints.recover(), " while the pageserver was down");
     metrics.tenants.set(recovery.active.length);
 
     const pageService = createPageService({
@@ -188,13 +191,7 @@ export async function startPageserver(options: PageserverOptions): Promise<Runni
     // an endpoint whose postgres dies while we run: its branch takes the WAL it left, it is marked failed
     const reaper = setInterval(() => {
       endpoints.reapDead().then(
-        (ended) => {
-          for (const endpoint of ended) {
-            metrics.endpointsDied.inc({ tenant: endpoint.tenantId, timeline: endpoint.timelineId });
-            if (endpoint.error) logger.error(endpoint, "an endpoint's postgres died, and the WAL it left could not be ingested");
-            else logger.warn(endpoint, "an endpoint's postgres died: marked failed, its WAL ingested into its branch");
-          }
-        },
+        (ended) => reportDead(ended, ""),
         (err: unknown) => logger.error({ err: (err as Error).message }, "checking endpoints failed"),
       );
     }, ENDPOINT_CHECK_MS);

@@ -5,4 +5,4 @@ export { openDatabase, applyMigrations, defaultDatabaseUrl, isPostgresUrl, type 
 export * from "./errors.ts";
 export * from "./schemas.ts";
 export { BranchService } from "./service/branches.ts";
-export { EndpointService, type EndpointView } from "./service/endpoints.ts";
+export { EndpointService, type EndedEndpoint, type EndpointView } from "./service/endpoints.ts";

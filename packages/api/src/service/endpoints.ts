@@ -221,10 +221,15 @@ export class EndpointService {
     }
   }
 
-  /** Branches whose endpoint recover() ends: its postgres is gone, or its start or stop was cut short. */
-  async timelinesOfDeadEndpoints(): Promise<Set<string>> {
+  /** Endpoints recover() ends: on record as active, but their postgres is gone or their start or stop was cut short. */
+  private async endpointsToRecover() {
     const rows = await this.db.endpoint.findMany({ where: { state: { in: ["starting", "running", "stopping"] } } });
-    return new Set(rows.filter((row) => !(row.state === "running" && isAlive(row.pid))).map((row) => row.timelineId));
+    return rows.filter((row) => !(row.state === "running" && isAlive(row.pid)));
+  }
+
+  /** Branches whose endpoint recover() ends. */
+  async timelinesOfDeadEndpoints(): Promise<Set<string>> {
+    return new Set((await this.endpointsToRecover()).map((row) => row.timelineId));
   }
 
   /**
@@ -234,10 +239,7 @@ export class EndpointService {
    */
   async recover(): Promise<EndedEndpoint[]> {
     const ended: EndedEndpoint[] = [];
-    for (const row of await this.db.endpoint.findMany({ where: { state: { in: ["starting", "running", "stopping"] } } })) {
-      if (row.state === "running" && isAlive(row.pid)) continue;
-      ended.push(await this.endAsFailed(row));
-    }
+    for (const row of await this.endpointsToRecover()) ended.push(await this.endAsFailed(row));
     return ended;
   }
 
@@ -269,7 +271,7 @@ export class EndpointService {
       const pgdata = path.join(row.dataDir, "pgdata");
       try {
         // a start or stop cut short can leave its postgres running: stopped first, then salvaged
-        const pid = row.pid && isAlive(row.pid) ? row.pid : runningPostmaster(pgdata);
+        const pid = isAlive(row.pid) ? row.pid : runningPostmaster(pgdata);
         if (pid) await stopPostgres(pid, this.stopTimeoutMs);
         outcome.lsn = formatLsn(await this.salvageWal(row.tenantId, row.timelineId, pgdata));
       } catch (err) {
@@ -288,7 +290,7 @@ export class EndpointService {
     await this.manager.stopReceiver(tenantId, timelineId);
     const walDir = path.join(pgdata, "pg_wal");
     if (!existsSync(walDir)) return markers.lastRecordLsn; // a start cut short before its data directory was written
-    return this.manager.ingestAllFromWalDir(tenantId, timelineId, walDir);
+    return this.manager.ingestFromWalDir(tenantId, timelineId, walDir);
   }
 }
 

@@ -168,40 +168,34 @@ export class TenantManager {
    * timeline ends up to `upTo`. Used when an endpoint stops before its walreceiver got every
    * record (e.g. it had not connected yet): the files hold the rest. The receiver must be stopped.
    */
-  async ingestFromWalDir(tenantId: string, timelineId: string, walDir: string, upTo: Lsn): Promise<Lsn> {
+  /**
+   * Ingests a postgres's pg_wal past what the timeline has, up to `upTo`; without it, every valid
+   * record there (`endOfValidWal`), as the crash recovery of a postgres that died would replay
+   * them: its commits were acknowledged once flushed there, whether or not they had been streamed.
+   */
+  async ingestFromWalDir(tenantId: string, timelineId: string, walDir: string, upTo?: Lsn): Promise<Lsn> {
     const handle = this.get(tenantId, timelineId);
     if (!handle) throw new Error(`timeline ${timelineId} is not attached`);
     if (handle.receiver) throw new Error(`timeline ${timelineId} still has a walreceiver`);
     const ingestor = await TimelineIngestor.open(handle.store, handle.reader);
     const from = ingestor.resumeLsn;
-    if (from >= upTo) return from;
+    const end = upTo ?? endOfValidWal(walDir, from, { segmentSize: ingestor.segmentSize });
+    if (from >= end) return from;
     // a segment at a time: what a lagging receiver left behind can be any size
-    const step = BigInt(ingestor.segmentSize);
+    const segment = BigInt(ingestor.segmentSize);
     let durable = from;
-    for (let pos = from; pos < upTo; ) {
-      const next = pos - (pos % step) + step < upTo ? pos - (pos % step) + step : upTo;
+    for (let pos = from; pos < end; ) {
+      const segmentEnd = pos - (pos % segment) + segment;
+      const next = segmentEnd < end ? segmentEnd : end;
       durable = await ingestor.ingestWal(readWalRange(walDir, pos, next, { segmentSize: ingestor.segmentSize }), pos);
       pos = next;
     }
-    if (durable < upTo) throw new Error(`WAL in ${walDir} ends at ${formatLsn(durable)}, before ${formatLsn(upTo)}`);
+    if (durable < end) throw new Error(`WAL in ${walDir} ends at ${formatLsn(durable)}, before ${formatLsn(end)}`);
     this.events.onDurable?.(tenantId, timelineId, durable, ingestor.totalBytes, ingestor.totalRecords);
     const pages = ingestor.drainLongChains();
     if (pages.length) this.materializeLater(handle, pages, durable);
     for (const wake of this.waiters) wake();
     return durable;
-  }
-
-  /**
-   * Ingests everything a postgres that died (kill -9, a crash of its machine) left in its pg_wal
-   * past what the timeline has: every valid record, as its own crash recovery would replay them.
-   * Its commits were acknowledged once flushed there, whether or not they had been streamed.
-   */
-  async ingestAllFromWalDir(tenantId: string, timelineId: string, walDir: string): Promise<Lsn> {
-    const handle = this.get(tenantId, timelineId);
-    if (!handle) throw new Error(`timeline ${timelineId} is not attached`);
-    const ingestor = await TimelineIngestor.open(handle.store, handle.reader);
-    const end = endOfValidWal(walDir, ingestor.resumeLsn, { segmentSize: ingestor.segmentSize });
-    return this.ingestFromWalDir(tenantId, timelineId, walDir, end);
   }
 
   private materializing = new Map<string, Promise<void>>();
