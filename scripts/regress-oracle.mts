@@ -7,15 +7,11 @@
 //   npx tsx scripts/regress-oracle.mts --source DIR [--schedule parallel_schedule|serial_schedule|FILE]
 //        [--checksums] [--wal-compression pglz|lz4|zstd] [--sample FIRST/EVERY | --sample all]
 //
-// DIR is a PostgreSQL 15 source tree (`apt-get source postgresql-15`, which needs deb-src entries
-// in the apt sources); its src/test/regress holds the tests. The suite's C functions (regress.so)
-// are built from that tree against the installed server headers (package postgresql-server-dev-15).
+// DIR is a PostgreSQL 15 source tree (see pg-regress.mts for what the suite needs).
 // Exit code 1 on any mismatch, unsupported record or error.
-import { execFileSync } from "node:child_process";
-import { chmodSync, existsSync, mkdirSync, rmSync, symlinkSync } from "node:fs";
-import path from "node:path";
 import { parseArgs } from "node:util";
-import { makePostgresTempDir, PG_BIN, runConsistencyOracle } from "@strata/core/testing";
+import { runConsistencyOracle } from "@strata/core/testing";
+import { prepareRegress, RegressSetupError, type RegressSuite } from "./pg-regress.mts";
 
 const { values } = parseArgs({
   options: {
@@ -31,32 +27,21 @@ const fail = (message: string): never => {
   process.exit(2);
 };
 if (!values.source) fail("--source DIR (a PostgreSQL 15 source tree) is required");
-const regressDir = path.resolve(values.source!, "src/test/regress");
-if (!existsSync(path.join(regressDir, "parallel_schedule"))) fail(`${regressDir} has no parallel_schedule: not a PostgreSQL source tree`);
-const schedule = existsSync(values.schedule!) ? path.resolve(values.schedule!) : path.join(regressDir, values.schedule!);
-if (!existsSync(schedule)) fail(`schedule ${schedule} not found`);
-const pgRegress = path.join(PG_BIN, "..", "lib", "pgxs", "src", "test", "regress", "pg_regress");
-if (!existsSync(pgRegress)) fail(`${pgRegress} not found`);
-const includeDir = execFileSync(path.join(PG_BIN, "pg_config"), ["--includedir-server"]).toString().trim();
-if (!existsSync(path.join(includeDir, "postgres.h"))) fail(`no server headers in ${includeDir}: install postgresql-server-dev-15`);
 let sample: { first: number; every: number } | undefined;
 if (values.sample !== "all") {
   const m = /^(\d+)\/(\d+)$/.exec(values.sample!);
   if (!m || Number(m[2]) < 1) fail(`--sample takes FIRST/EVERY (e.g. 2000/40) or all, not ${values.sample}`);
   else sample = { first: Number(m[1]), every: Number(m[2]) };
 }
+let suite: RegressSuite;
+try {
+  suite = prepareRegress(values.source!, values.schedule);
+} catch (err) {
+  if (err instanceof RegressSetupError) fail(err.message);
+  throw err;
+}
 
-// pg_regress runs as the postgres user: its output directory (and the tablespace test's directory
-// in it) must be the server's to write
-const work = makePostgresTempDir("strata-regress-");
-const libDir = path.join(work, "lib");
-mkdirSync(libDir);
-execFileSync("gcc", ["-O1", "-fPIC", "-shared", `-I${includeDir}`, "-o", path.join(libDir, "regress.so"), path.join(regressDir, "regress.c")]);
-// the suite loads contrib's autoinc and refint from the same directory
-for (const lib of ["autoinc.so", "refint.so"]) symlinkSync(path.join(PG_BIN, "..", "lib", lib), path.join(libDir, lib));
-chmodSync(work, 0o755);
-execFileSync("chown", ["-R", "postgres:postgres", work]);
-
+let keep = false;
 const started = Date.now();
 const elapsed = () => `${((Date.now() - started) / 1000).toFixed(0)} s`;
 try {
@@ -68,16 +53,11 @@ try {
     settings: { max_connections: 100, ...(values["wal-compression"] ? { wal_compression: values["wal-compression"] } : {}) },
     onProgress: (line) => console.error(`[${elapsed()}] ${line}`),
     workload: async (cluster) => {
-      console.error(`[${elapsed()}] pg_regress --schedule=${path.basename(schedule)}`);
-      try {
-        execFileSync("runuser", ["-u", "postgres", "--", pgRegress, `--inputdir=${regressDir}`, `--outputdir=${work}`, `--bindir=${PG_BIN}`, `--dlpath=${libDir}`,
-          `--schedule=${schedule}`, "--host=127.0.0.1", `--port=${cluster.port}`, "--user=postgres", "--max-connections=8"], { stdio: ["ignore", "pipe", "pipe"], maxBuffer: 1 << 26 });
-        console.error(`[${elapsed()}] pg_regress: all tests passed`);
-      } catch (err) {
-        // failing tests (a different locale, say) still wrote their WAL: the oracle goes on
-        const failed = String((err as { stdout?: Buffer }).stdout ?? "").split("\n").filter((line) => /FAILED/.test(line));
-        console.error(`[${elapsed()}] pg_regress: ${failed.length} test(s) failed, see ${work}/regression.diffs\n${failed.slice(0, 20).join("\n")}`);
-      }
+      console.error(`[${elapsed()}] pg_regress --schedule=${suite.schedule}`);
+      const result = suite.run(cluster.port);
+      if (result.passed) console.error(`[${elapsed()}] pg_regress: all tests passed`);
+      else console.error(`[${elapsed()}] pg_regress: ${result.failed.length} test(s) failed, see ${suite.workDir}/regression.diffs (kept)\n${result.failed.slice(0, 20).join("\n")}`);
+      keep = !result.passed;
     },
   });
   const compared = Object.values(report.checked).reduce((a, b) => a + b, 0);
@@ -101,5 +81,5 @@ try {
   const bad = report.mismatches.length + onDiskMismatches.length + Object.keys(report.unsupported).length + Object.keys(report.errors).length + Object.keys(onDisk.unsupported).length;
   process.exitCode = bad ? 1 : 0;
 } finally {
-  rmSync(work, { recursive: true, force: true });
+  if (!keep) suite.remove();
 }

@@ -12,7 +12,7 @@ import { formatLsn, pageStartIfPastHeader, parseLsn, type Lsn } from "../lsn.ts"
 
 const execFileAsync = promisify(execFile);
 
-export { PG_BIN, pgBinary, runAsPostgres, freePort } from "../compute/postgres.ts";
+export { PG_BIN, pgBinary, runAsPostgres, freePort, signalAndWait } from "../compute/postgres.ts";
 import { isAlive, isRoot, pgBinary, postgresIds, runAsPostgres, freePort, signalAndWait } from "../compute/postgres.ts";
 
 /** Makes a temp directory that the `postgres` user owns (and can reach). */
