@@ -1,6 +1,7 @@
-// PostgreSQL's regression suite (pg_regress) as a workload for the scripts beside this one: it finds
-// the suite in a PostgreSQL 15 source tree, builds its C functions, and runs a schedule against a
-// server. Not part of npm test.
+// PostgreSQL's regression suites as workloads for the scripts beside this one: the main suite
+// (pg_regress, src/test/regress) or the isolation suite (pg_isolation_regress, src/test/isolation:
+// concurrent sessions, row locks, multixacts). Finds the suite in a PostgreSQL 15 source tree,
+// builds the main suite's C functions, and runs a schedule against a server. Not part of npm test.
 import { execFileSync } from "node:child_process";
 import { chmodSync, existsSync, mkdirSync, rmSync, symlinkSync } from "node:fs";
 import path from "node:path";
@@ -8,8 +9,10 @@ import { makePostgresTempDir, PG_BIN } from "@strata/core/testing";
 
 export class RegressSetupError extends Error {}
 
+export type SuiteKind = "regress" | "isolation";
+
 export interface RegressSuite {
-  /** src/test/regress of the source tree */
+  /** src/test/regress (or src/test/isolation) of the source tree */
   regressDir: string;
   schedule: string;
   /** the postgres user's: pg_regress writes its results (and the tablespace test's directory) here */
@@ -20,26 +23,31 @@ export interface RegressSuite {
 
 /**
  * `source` is a PostgreSQL 15 source tree (`apt-get source postgresql-15`, which needs deb-src
- * entries in the apt sources); `schedule` a file or the name of one in its src/test/regress
- * (parallel_schedule, serial_schedule). The suite's regress.so is built against the installed
- * server headers (package postgresql-server-dev-15).
+ * entries in the apt sources); `schedule` a file or the name of one in the suite's directory
+ * (default parallel_schedule, or isolation_schedule). The main suite's regress.so is built against
+ * the installed server headers (package postgresql-server-dev-15).
  */
-export function prepareRegress(source: string, schedule = "parallel_schedule"): RegressSuite {
-  const regressDir = path.resolve(source, "src/test/regress");
-  if (!existsSync(path.join(regressDir, "parallel_schedule"))) throw new RegressSetupError(`${regressDir} has no parallel_schedule: not a PostgreSQL source tree`);
-  const scheduleFile = existsSync(schedule) ? path.resolve(schedule) : path.join(regressDir, schedule);
+export function prepareRegress(source: string, kind: SuiteKind = "regress", schedule?: string): RegressSuite {
+  const regressDir = path.resolve(source, "src/test", kind);
+  const defaultSchedule = kind === "regress" ? "parallel_schedule" : "isolation_schedule";
+  if (!existsSync(path.join(regressDir, defaultSchedule))) throw new RegressSetupError(`${regressDir} has no ${defaultSchedule}: not a PostgreSQL source tree`);
+  const scheduleFile = schedule && existsSync(schedule) ? path.resolve(schedule) : path.join(regressDir, schedule ?? defaultSchedule);
   if (!existsSync(scheduleFile)) throw new RegressSetupError(`schedule ${scheduleFile} not found`);
-  const pgRegress = path.join(PG_BIN, "..", "lib", "pgxs", "src", "test", "regress", "pg_regress");
+  const pgRegress = path.join(PG_BIN, "..", "lib", "pgxs", "src", "test", kind, kind === "regress" ? "pg_regress" : "pg_isolation_regress");
   if (!existsSync(pgRegress)) throw new RegressSetupError(`${pgRegress} not found`);
-  const includeDir = execFileSync(path.join(PG_BIN, "pg_config"), ["--includedir-server"]).toString().trim();
-  if (!existsSync(path.join(includeDir, "postgres.h"))) throw new RegressSetupError(`no server headers in ${includeDir}: install postgresql-server-dev-15`);
-
   const workDir = makePostgresTempDir("strata-regress-");
   const libDir = path.join(workDir, "lib");
   mkdirSync(libDir);
-  execFileSync("gcc", ["-O1", "-fPIC", "-shared", `-I${includeDir}`, "-o", path.join(libDir, "regress.so"), path.join(regressDir, "regress.c")]);
-  // the suite loads contrib's autoinc and refint from the same directory
-  for (const lib of ["autoinc.so", "refint.so"]) symlinkSync(path.join(PG_BIN, "..", "lib", lib), path.join(libDir, lib));
+  if (kind === "regress") {
+    const includeDir = execFileSync(path.join(PG_BIN, "pg_config"), ["--includedir-server"]).toString().trim();
+    if (!existsSync(path.join(includeDir, "postgres.h"))) {
+      rmSync(workDir, { recursive: true, force: true });
+      throw new RegressSetupError(`no server headers in ${includeDir}: install postgresql-server-dev-15`);
+    }
+    execFileSync("gcc", ["-O1", "-fPIC", "-shared", `-I${includeDir}`, "-o", path.join(libDir, "regress.so"), path.join(regressDir, "regress.c")]);
+    // the suite loads contrib's autoinc and refint from the same directory
+    for (const lib of ["autoinc.so", "refint.so"]) symlinkSync(path.join(PG_BIN, "..", "lib", lib), path.join(libDir, lib));
+  }
   chmodSync(workDir, 0o755);
   execFileSync("chown", ["-R", "postgres:postgres", workDir]);
   return {

@@ -3,7 +3,7 @@
 // and writes a full backup at the end; stock postgres starts on it and must hold the same database:
 // pg_dumpall of both compared, and pg_amcheck (heapallindexed, parent-check) of every database.
 //
-//   npx tsx scripts/regress-fullbackup.mts --source DIR [--schedule parallel_schedule|FILE] [--checksums]
+//   npx tsx scripts/regress-fullbackup.mts --source DIR [--suite regress|isolation] [--schedule NAME|FILE] [--checksums]
 //
 // Allowed differences, as after PostgreSQL's own crash recovery: unlogged tables come back empty and
 // unlogged sequences at their start; a sequence may be ahead (nextval WAL-logs 32 values at a time).
@@ -14,9 +14,9 @@ import path from "node:path";
 import { parseArgs } from "node:util";
 import { formatLsn, fullBackup, importFromPrimary, PageReader, parseLsn, TimelineIngestor, TimelineStore, readWalRange } from "@strata/core";
 import { freePort, makePostgresTempDir, PG_BIN, PgCluster, runAsPostgres, signalAndWait } from "@strata/core/testing";
-import { prepareRegress, RegressSetupError, type RegressSuite } from "./pg-regress.mts";
+import { prepareRegress, RegressSetupError, type RegressSuite, type SuiteKind } from "./pg-regress.mts";
 
-const { values } = parseArgs({ options: { source: { type: "string" }, schedule: { type: "string", default: "parallel_schedule" }, checksums: { type: "boolean", default: false } } });
+const { values } = parseArgs({ options: { source: { type: "string" }, suite: { type: "string", default: "regress" }, schedule: { type: "string" }, checksums: { type: "boolean", default: false } } });
 const fail = (message: string): never => {
   console.error(`regress-fullbackup: ${message}`);
   process.exit(2);
@@ -24,7 +24,8 @@ const fail = (message: string): never => {
 if (!values.source) fail("--source DIR (a PostgreSQL 15 source tree) is required");
 let suite: RegressSuite;
 try {
-  suite = prepareRegress(values.source!, values.schedule);
+  if (values.suite !== "regress" && values.suite !== "isolation") fail(`--suite is regress or isolation, not ${values.suite}`);
+  suite = prepareRegress(values.source!, values.suite as SuiteKind, values.schedule);
 } catch (err) {
   if (err instanceof RegressSetupError) fail(err.message);
   throw err;

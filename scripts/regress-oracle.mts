@@ -4,19 +4,20 @@
 // every image PostgreSQL attached is compared with Strata's page at that record (sampled per
 // record type, see --sample), then every block on disk after a CHECKPOINT.
 //
-//   npx tsx scripts/regress-oracle.mts --source DIR [--schedule parallel_schedule|serial_schedule|FILE]
+//   npx tsx scripts/regress-oracle.mts --source DIR [--suite regress|isolation] [--schedule NAME|FILE]
 //        [--checksums] [--wal-compression pglz|lz4|zstd] [--sample FIRST/EVERY | --sample all]
 //
 // DIR is a PostgreSQL 15 source tree (see pg-regress.mts for what the suite needs).
 // Exit code 1 on any mismatch, unsupported record or error.
 import { parseArgs } from "node:util";
 import { runConsistencyOracle } from "@strata/core/testing";
-import { prepareRegress, RegressSetupError, type RegressSuite } from "./pg-regress.mts";
+import { prepareRegress, RegressSetupError, type RegressSuite, type SuiteKind } from "./pg-regress.mts";
 
 const { values } = parseArgs({
   options: {
     source: { type: "string" },
-    schedule: { type: "string", default: "parallel_schedule" },
+    suite: { type: "string", default: "regress" },
+    schedule: { type: "string" },
     checksums: { type: "boolean", default: false },
     "wal-compression": { type: "string" },
     sample: { type: "string", default: "2000/40" },
@@ -35,7 +36,8 @@ if (values.sample !== "all") {
 }
 let suite: RegressSuite;
 try {
-  suite = prepareRegress(values.source!, values.schedule);
+  if (values.suite !== "regress" && values.suite !== "isolation") fail(`--suite is regress or isolation, not ${values.suite}`);
+  suite = prepareRegress(values.source!, values.suite as SuiteKind, values.schedule);
 } catch (err) {
   if (err instanceof RegressSetupError) fail(err.message);
   throw err;
