@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "vitest";
-import { buildWebIfNeeded, CHROMIUM_ARGS, startPageserver, startWeb, stopService, type Service } from "./harness";
+import { buildWebIfNeeded, CHROMIUM_ARGS, freePort, startPageserver, startWeb, stopService, type Service } from "./harness";
 
 const UI_TIMEOUT_MS = 30_000;
 /** may include a `next build` on a slow 2-core machine */
@@ -83,6 +83,20 @@ describe("dashboard", () => {
     const conflict = page.locator('[data-testid="create-tenant-form"] [role="alert"]');
     await conflict.waitFor();
     expect(await conflict.textContent()).toContain("CONFLICT");
+
+    // a primary to follow that does not answer: the connection error is shown inline, the form
+    // keeps the URL for another try, and no tenant is left behind
+    const tenantsBefore = await pageserverTenantIds();
+    const closedPort = await freePort();
+    await page.locator('input[name="tenantId"]').fill("");
+    await page.locator('input[name="fromPrimary"]').fill(`postgresql://postgres@127.0.0.1:${closedPort}/postgres`);
+    await page.getByRole("button", { name: "Create tenant" }).click();
+    const unreachable = page.locator('[data-testid="create-tenant-form"] [role="alert"]').filter({ hasText: `127.0.0.1:${closedPort}` });
+    await unreachable.waitFor();
+    expect(await unreachable.textContent()).toContain("connection refused");
+    expect(await page.locator('input[name="fromPrimary"]').inputValue()).toContain(String(closedPort));
+    expect(await pageserverTenantIds()).toEqual(tenantsBefore);
+    await page.locator('input[name="fromPrimary"]').fill("");
 
     // the tenant page lists the main timeline with its LSNs
     await row.getByRole("link").click();

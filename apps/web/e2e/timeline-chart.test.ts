@@ -104,14 +104,6 @@ function lsnToBigInt(lsn: string): bigint {
 describe("timeline page", () => {
   test("charts live LSN progress while pgbench runs against the primary", async () => {
     const client = createStrataClient(apiUrl, "web-e2e");
-    const tenant = await client.tenants.create.mutate({ fromPrimary: cluster!.connectionString() });
-    const timeline = tenant.timelines[0];
-    expect(timeline).toBeDefined();
-
-    // pgbench in the background until the live checks are done
-    load = startPgbenchLoad(cluster!);
-    const pgbenchRunning = () => load!.running();
-
     context = await browser!.newContext({ viewport: { width: 1280, height: 1100 } });
     context.setDefaultTimeout(UI_TIMEOUT_MS);
     const page = await context.newPage();
@@ -120,6 +112,27 @@ describe("timeline page", () => {
       if (msg.type() === "error") errors.push(`console: ${msg.text()}`);
     });
     page.on("pageerror", (err) => errors.push(`pageerror: ${err.message}`));
+
+    // the tenant is created in the dashboard's form: the primary imported and followed through a
+    // slot named there
+    await page.goto(`${webUrl}/`);
+    const form = page.locator('[data-testid="create-tenant-form"]');
+    await form.locator('input[name="fromPrimary"]').fill(cluster!.connectionString());
+    await form.locator('input[name="slot"]').fill("web_e2e_follow");
+    await form.locator('button[type="submit"]').click();
+    const created = form.locator('[data-testid="create-tenant-result"]');
+    await created.waitFor({ timeout: 120_000 });
+    expect(await created.innerText()).toContain("imported from the primary and following it");
+    const tenantId = (await created.locator("a").getAttribute("href"))!.split("/").pop()!;
+    const tenant = await client.tenants.get.query({ id: tenantId });
+    const timeline = tenant.timelines[0];
+    expect(timeline).toBeDefined();
+    const slots = await cluster!.sql<{ active: boolean }>("SELECT active FROM pg_replication_slots WHERE slot_name = 'web_e2e_follow'");
+    expect(slots).toHaveLength(1);
+
+    // pgbench in the background until the live checks are done
+    load = startPgbenchLoad(cluster!);
+    const pgbenchRunning = () => load!.running();
 
     await page.goto(`${webUrl}/tenants/${tenant.id}/timelines/${timeline!.id}`);
     await page.locator('[data-testid="timeline-header"]').filter({ hasText: timeline!.id }).waitFor();
