@@ -74,6 +74,11 @@ export class TimelineIngestor {
     return this.lastRecordLsn;
   }
 
+  /** The timeline (xlp_tli) of the last WAL page read since this ingestor opened, if any. */
+  get walTimeline(): number | undefined {
+    return this.decoder.timeline || undefined;
+  }
+
   /** Position the decoder has consumed up to (for the stream's byte accounting). */
   private expectedNext: Lsn | undefined;
 

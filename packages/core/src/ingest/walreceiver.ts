@@ -2,11 +2,13 @@
 //   primary --XLogData--> WalReceiver --bytes--> TimelineIngestor --batch--> TimelineStore
 // It streams from the timeline's durable LSN through a named physical slot, reports only durable
 // positions as flushed (so the slot keeps WAL until it is stored), and reconnects with backoff when
-// the primary restarts or the connection drops. A record that cannot be decoded stops it for good.
+// the primary restarts or the connection drops; a primary promoted since (a new timeline) is followed
+// across its switch point. A record that cannot be decoded, or diverged histories, stop it for good.
 import { formatLsn, type Lsn } from "../lsn.ts";
 import type { ForkNumber, RelTag } from "../reltag.ts";
 import { ReplicationConnection } from "../replication/connection.ts";
 import { PrimaryError } from "../replication/errors.ts";
+import { checkOnHistory, parseTimelineHistory, TimelineHistoryError, timelineOfLsn } from "../replication/timeline-history.ts";
 import { WalDecodeError } from "../wal/errors.ts";
 import { IngestStoppedError, TimelineIngestor } from "./timeline-ingest.ts";
 
@@ -82,6 +84,26 @@ export class WalReceiver {
     this.status.state = "stopped";
   }
 
+  /**
+   * The server's timeline whose WAL holds our resume point. A primary promoted since we last read
+   * from it (a standby we followed, or one that took over the primary's address) is on a newer
+   * timeline, but the WAL before its switch point is still the old timeline's: asked for the new
+   * one there, it answers that the segment was removed. Streamed on the old timeline, it ends at the
+   * switch point and the next connection continues on the new one. WAL of ours past the point where
+   * the server left our timeline means the histories diverged: that is a permanent error.
+   */
+  private async timelineToStream(conn: ReplicationConnection, serverTimeline: number): Promise<number> {
+    const resume = this.ingestor.resumeLsn;
+    const ours = this.ingestor.walTimeline;
+    if (serverTimeline < 2) {
+      if (ours !== undefined && ours > serverTimeline) throw new TimelineHistoryError(`the primary is on timeline ${serverTimeline}, but this timeline's WAL is on timeline ${ours}: the histories diverged`);
+      return serverTimeline;
+    }
+    const history = parseTimelineHistory(await conn.timelineHistory(serverTimeline));
+    if (ours !== undefined) checkOnHistory(history, serverTimeline, ours, resume);
+    return timelineOfLsn(history, serverTimeline, resume);
+  }
+
   private async run(): Promise<void> {
     let backoff = this.options.initialBackoffMs ?? 200;
     const maxBackoff = this.options.maxBackoffMs ?? 10_000;
@@ -105,7 +127,8 @@ export class WalReceiver {
           throw new DifferentSystemError(`the primary is a different database system: its system identifier is ${identity.systemId}, the timeline's is ${expected}`);
         }
         if (identity.xlogPos > this.status.primaryFlushLsn) this.status.primaryFlushLsn = identity.xlogPos;
-        const stream = await conn.startReplication({ slot: this.options.slot, startLsn: this.ingestor.resumeLsn, timeline: identity.timeline });
+        const timeline = await this.timelineToStream(conn, identity.timeline);
+        const stream = await conn.startReplication({ slot: this.options.slot, startLsn: this.ingestor.resumeLsn, timeline });
         this.status.state = "streaming";
         this.status.lastError = null;
         this.options.onEvent?.("connected", formatLsn(this.ingestor.resumeLsn));
@@ -203,7 +226,7 @@ export class WalReceiver {
         if (this.stopped) break;
         const message = (err as Error).message;
         this.status.lastError = message;
-        if (err instanceof IngestStoppedError || err instanceof WalDecodeError) {
+        if (err instanceof IngestStoppedError || err instanceof WalDecodeError || err instanceof TimelineHistoryError) {
           this.status.state = "failed";
           this.options.onEvent?.("failed", message);
           return;

@@ -359,6 +359,12 @@ export class ReplicationConnection {
     };
   }
 
+  /** TIMELINE_HISTORY: the content of the server's history file for `timeline` (there is none for timeline 1). */
+  async timelineHistory(timeline: number): Promise<string> {
+    if (!Number.isInteger(timeline) || timeline < 2) throw new RangeError(`timeline ${timeline} has no history file`);
+    return singleRow(await this.query(`TIMELINE_HISTORY ${timeline}`), "TIMELINE_HISTORY").get("content") ?? "";
+  }
+
   /** SHOW works on replication connections, e.g. showSetting("wal_level"). */
   async showSetting(name: string): Promise<string> {
     if (!/^[A-Za-z_][A-Za-z0-9_.]*$/.test(name)) throw new RangeError(`invalid setting name "${name}"`);

@@ -11,3 +11,5 @@ export type { TarEntry, TarEntryHandler, TarEntryType } from "./tar.ts";
 export { PrimaryConnectError, PrimaryError, ReplicationStreamClosed } from "./errors.ts";
 export type { ServerMessageFields, StreamCloseReason } from "./errors.ts";
 export { ProtocolViolation } from "./protocol.ts";
+export { checkOnHistory, parseTimelineHistory, TimelineHistoryError, timelineOfLsn } from "./timeline-history.ts";
+export type { TimelineHistoryEntry } from "./timeline-history.ts";
