@@ -69,3 +69,28 @@ export function prepareRegress(source: string, kind: SuiteKind = "regress", sche
     },
   };
 }
+
+/** Options every regression script takes: --source DIR, --suite regress|isolation, --schedule NAME|FILE. */
+export const SUITE_OPTIONS = {
+  source: { type: "string" },
+  suite: { type: "string", default: "regress" },
+  schedule: { type: "string" },
+} as const;
+
+/** Prints `script: message` and exits with code 2 (a usage or setup error, not a finding). */
+export function exitWithUsageError(script: string, message: string): never {
+  console.error(`${script}: ${message}`);
+  process.exit(2);
+}
+
+/** The suite the options name, prepared; a missing source or setup problem ends the script. */
+export function suiteFromOptions(script: string, values: { source?: string; suite?: string; schedule?: string }): RegressSuite {
+  if (!values.source) exitWithUsageError(script, "--source DIR (a PostgreSQL 15 source tree) is required");
+  if (values.suite !== "regress" && values.suite !== "isolation") exitWithUsageError(script, `--suite is regress or isolation, not ${values.suite}`);
+  try {
+    return prepareRegress(values.source!, values.suite as SuiteKind, values.schedule);
+  } catch (err) {
+    if (err instanceof RegressSetupError) exitWithUsageError(script, err.message);
+    throw err;
+  }
+}

@@ -14,22 +14,10 @@ import path from "node:path";
 import { parseArgs } from "node:util";
 import { formatLsn, fullBackup, importFromPrimary, PageReader, parseLsn, TimelineIngestor, TimelineStore, readWalRange } from "@strata/core";
 import { freePort, makePostgresTempDir, PG_BIN, PgCluster, runAsPostgres, signalAndWait } from "@strata/core/testing";
-import { prepareRegress, RegressSetupError, type RegressSuite, type SuiteKind } from "./pg-regress.mts";
+import { SUITE_OPTIONS, suiteFromOptions } from "./pg-regress.mts";
 
-const { values } = parseArgs({ options: { source: { type: "string" }, suite: { type: "string", default: "regress" }, schedule: { type: "string" }, checksums: { type: "boolean", default: false } } });
-const fail = (message: string): never => {
-  console.error(`regress-fullbackup: ${message}`);
-  process.exit(2);
-};
-if (!values.source) fail("--source DIR (a PostgreSQL 15 source tree) is required");
-let suite: RegressSuite;
-try {
-  if (values.suite !== "regress" && values.suite !== "isolation") fail(`--suite is regress or isolation, not ${values.suite}`);
-  suite = prepareRegress(values.source!, values.suite as SuiteKind, values.schedule);
-} catch (err) {
-  if (err instanceof RegressSetupError) fail(err.message);
-  throw err;
-}
+const { values } = parseArgs({ options: { ...SUITE_OPTIONS, checksums: { type: "boolean", default: false } } });
+const suite = suiteFromOptions("regress-fullbackup", values);
 
 const started = Date.now();
 const step = (what: string) => console.error(`[${((Date.now() - started) / 1000).toFixed(0)} s] ${what}`);

@@ -11,37 +11,23 @@
 // Exit code 1 on any mismatch, unsupported record or error.
 import { parseArgs } from "node:util";
 import { runConsistencyOracle } from "@strata/core/testing";
-import { prepareRegress, RegressSetupError, type RegressSuite, type SuiteKind } from "./pg-regress.mts";
+import { exitWithUsageError, SUITE_OPTIONS, suiteFromOptions } from "./pg-regress.mts";
 
 const { values } = parseArgs({
   options: {
-    source: { type: "string" },
-    suite: { type: "string", default: "regress" },
-    schedule: { type: "string" },
+    ...SUITE_OPTIONS,
     checksums: { type: "boolean", default: false },
     "wal-compression": { type: "string" },
     sample: { type: "string", default: "2000/40" },
   },
 });
-const fail = (message: string): never => {
-  console.error(`regress-oracle: ${message}`);
-  process.exit(2);
-};
-if (!values.source) fail("--source DIR (a PostgreSQL 15 source tree) is required");
 let sample: { first: number; every: number } | undefined;
 if (values.sample !== "all") {
   const m = /^(\d+)\/(\d+)$/.exec(values.sample!);
-  if (!m || Number(m[2]) < 1) fail(`--sample takes FIRST/EVERY (e.g. 2000/40) or all, not ${values.sample}`);
+  if (!m || Number(m[2]) < 1) exitWithUsageError("regress-oracle", `--sample takes FIRST/EVERY (e.g. 2000/40) or all, not ${values.sample}`);
   else sample = { first: Number(m[1]), every: Number(m[2]) };
 }
-let suite: RegressSuite;
-try {
-  if (values.suite !== "regress" && values.suite !== "isolation") fail(`--suite is regress or isolation, not ${values.suite}`);
-  suite = prepareRegress(values.source!, values.suite as SuiteKind, values.schedule);
-} catch (err) {
-  if (err instanceof RegressSetupError) fail(err.message);
-  throw err;
-}
+const suite = suiteFromOptions("regress-oracle", values);
 
 let keep = false;
 const started = Date.now();

@@ -242,29 +242,53 @@ describe("a standby that is promoted while the pageserver follows it", () => {
     const [{ tli }] = await query<{ tli: number }>(url, "SELECT ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int AS tli");
     return tli;
   }
-  const SUMS = "SELECT (SELECT count(*) FROM pgbench_history)::text AS h, (SELECT sum(abalance) FROM pgbench_accounts)::text AS s, (SELECT count(*) FROM after_promotion)::text AS n";
-
-  it("follows it onto its new timeline, also from WAL segments behind the switch point: writes on both sides reach a branch", async () => {
+  /**
+   * A primary, a streaming standby of it on its own port, and a pageserver; everything stopped and
+   * removed afterwards (the standby by the pid the body leaves in `standbyPid`).
+   */
+  interface Failover {
+    primary: PgCluster;
+    standbyBase: string;
+    standbyPort: number;
+    standbyUrl: string;
+    standbyPid: number;
+    dataDir: string;
+    daemon: Daemon;
+  }
+  async function withStandby(body: (f: Failover) => Promise<void>): Promise<void> {
     const primary = await PgCluster.start({ settings: { autovacuum: "off" } });
     const standbyBase = makePostgresTempDir("strata-standby-");
-    let standbyPid = 0;
     const dataDir = makeDataDir();
-    let daemon = await startDaemon(dataDir);
+    const standbyPort = await freePort();
+    const f: Failover = { primary, standbyBase, standbyPort, standbyUrl: `postgresql://postgres@127.0.0.1:${standbyPort}/postgres`, standbyPid: 0, dataDir, daemon: undefined as unknown as Daemon };
     try {
-      const port = await freePort();
-      standbyPid = await startStandby(primary, standbyBase, port);
-      const standbyUrl = `postgresql://postgres@127.0.0.1:${port}/postgres`;
-      const tenant = await createStrataClient(daemon.apiUrl).tenants.create.mutate({ fromPrimary: standbyUrl });
+      f.daemon = await startDaemon(dataDir);
+      f.standbyPid = await startStandby(primary, standbyBase, standbyPort);
+      await body(f);
+    } finally {
+      await f.daemon?.stop();
+      if (f.standbyPid) await signalAndWait(f.standbyPid, "SIGQUIT", 30_000);
+      await primary.stop();
+      removeDataDir(dataDir);
+      rmSync(standbyBase, { recursive: true, force: true });
+    }
+  }
+  const SUMS = "SELECT (SELECT count(*) FROM pgbench_history)::text AS h, (SELECT sum(abalance) FROM pgbench_accounts)::text AS s, (SELECT count(*) FROM after_promotion)::text AS n";
+
+  it("follows it onto its new timeline, also from WAL segments behind the switch point: writes on both sides reach a branch", () =>
+    withStandby(async (f) => {
+      const { primary, standbyUrl, standbyPort: port } = f;
+      const tenant = await createStrataClient(f.daemon.apiUrl).tenants.create.mutate({ fromPrimary: standbyUrl });
       const timelineId = tenant.timelines[0].id;
       // the pageserver is down while the old primary writes several segments and the standby is
       // promoted: it comes back behind the switch point, where the WAL is still timeline 1's
-      await daemon.stop();
+      await f.daemon.stop();
       await primary.pgbench(["-i", "-s", "3", "-q"]);
       await primary.pgbench(["-t", "100", "-c", "2"]);
       const beforeSwitch = await primary.flushedWalEnd();
       await waitReplayed(standbyUrl, beforeSwitch);
       await primary.stopServer();
-      await runAsPostgres("pg_ctl", ["-D", path.join(standbyBase, "data"), "-w", "promote"]);
+      await runAsPostgres("pg_ctl", ["-D", path.join(f.standbyBase, "data"), "-w", "promote"]);
       expect(await writingTimeline(standbyUrl)).toBe(2);
       await runAsPostgres("pgbench", ["-h", "127.0.0.1", "-p", String(port), "-U", "postgres", "-n", "-t", "100", "-c", "2", "postgres"]);
       await query(standbyUrl, "CREATE TABLE after_promotion AS SELECT generate_series(1, 1000) AS id");
@@ -272,9 +296,9 @@ describe("a standby that is promoted while the pageserver follows it", () => {
       const [{ lsn: end }] = await query<{ lsn: string }>(standbyUrl, "SELECT pg_current_wal_flush_lsn()::text AS lsn");
       expect(parseLsn(end)).toBeGreaterThan(beforeSwitch);
 
-      daemon = await startDaemon(dataDir);
-      const client = createStrataClient(daemon.apiUrl);
-      const waited = await runCli(["wait-lsn", "--tenant", tenant.id, "--timeline", timelineId, "--lsn", end, "--timeout", "60"], { STRATA_API: daemon.apiUrl });
+      f.daemon = await startDaemon(f.dataDir);
+      const client = createStrataClient(f.daemon.apiUrl);
+      const waited = await runCli(["wait-lsn", "--tenant", tenant.id, "--timeline", timelineId, "--lsn", end, "--timeout", "60"], { STRATA_API: f.daemon.apiUrl });
       expect(waited.code, waited.stderr).toBe(0);
       expect((await client.timelines.get.query({ tenantId: tenant.id, timelineId })).walreceiver?.state).toBe("streaming");
 
@@ -287,48 +311,34 @@ describe("a standby that is promoted while the pageserver follows it", () => {
       } finally {
         await client.endpoints.stop.mutate({ tenantId: tenant.id, branch: "after-switch" });
       }
-    } finally {
-      await daemon.stop();
-      if (standbyPid) await signalAndWait(standbyPid, "SIGQUIT", 30_000);
-      await primary.stop();
-      removeDataDir(dataDir);
-      rmSync(standbyBase, { recursive: true, force: true });
-    }
-  }, 240_000);
+    }), 240_000);
 
-  it("stops with a clear error when the promoted server's history forked before WAL it already stored", async () => {
-    const primary = await PgCluster.start({ settings: { autovacuum: "off" } });
-    const standbyBase = makePostgresTempDir("strata-standby-");
-    let standbyPid = 0;
-    const dataDir = makeDataDir();
-    const daemon = await startDaemon(dataDir);
-    try {
-      const standbyPort = await freePort();
-      standbyPid = await startStandby(primary, standbyBase, standbyPort);
+  it("stops with a clear error when the promoted server's history forked before WAL it already stored", () =>
+    withStandby(async (f) => {
+      const { primary, standbyBase, standbyUrl } = f;
       // the pageserver follows the primary itself; the standby is stopped, then the primary writes
       // WAL only the pageserver gets
-      const client = createStrataClient(daemon.apiUrl);
+      const client = createStrataClient(f.daemon.apiUrl);
       const tenant = await client.tenants.create.mutate({ fromPrimary: primary.connectionString(), slot: "strata_failover" });
       const timelineId = tenant.timelines[0].id;
-      await signalAndWait(standbyPid, "SIGINT", 30_000);
-      standbyPid = 0;
+      await signalAndWait(f.standbyPid, "SIGINT", 30_000);
+      f.standbyPid = 0;
       await primary.pgbench(["-i", "-s", "1", "-q"]);
       const lost = await primary.flushedWalEnd();
-      const waited = await runCli(["wait-lsn", "--tenant", tenant.id, "--timeline", timelineId, "--lsn", formatLsn(lost), "--timeout", "60"], { STRATA_API: daemon.apiUrl });
+      const waited = await runCli(["wait-lsn", "--tenant", tenant.id, "--timeline", timelineId, "--lsn", formatLsn(lost), "--timeout", "60"], { STRATA_API: f.daemon.apiUrl });
       expect(waited.code, waited.stderr).toBe(0);
       // the primary goes away; the standby, which never got that WAL, is promoted, gets a slot of
       // the pageserver's name and takes over the primary's address
       await primary.stopServer();
       const dir = path.join(standbyBase, "data");
       const standbyOptions = (port: number) => ["-D", dir, "-l", path.join(standbyBase, "server.log"), "-w", "-o", `-p ${port} -k ${standbyBase} -c listen_addresses=127.0.0.1`];
-      await runAsPostgres("pg_ctl", [...standbyOptions(standbyPort), "start"]);
+      await runAsPostgres("pg_ctl", [...standbyOptions(f.standbyPort), "start"]);
       await runAsPostgres("pg_ctl", ["-D", dir, "-w", "promote"]);
-      const standbyUrl = `postgresql://postgres@127.0.0.1:${standbyPort}/postgres`;
       await query(standbyUrl, "SELECT pg_create_physical_replication_slot('strata_failover', true)");
       await query(standbyUrl, "CREATE TABLE elsewhere AS SELECT generate_series(1, 100) AS id");
       await runAsPostgres("pg_ctl", ["-D", dir, "-w", "-m", "fast", "stop"]);
       await runAsPostgres("pg_ctl", [...standbyOptions(primary.port), "start"]);
-      standbyPid = Number(readFileSync(path.join(dir, "postmaster.pid"), "utf8").split("\n")[0]);
+      f.standbyPid = Number(readFileSync(path.join(dir, "postmaster.pid"), "utf8").split("\n")[0]);
       expect(await writingTimeline(primary.connectionString())).toBe(2);
 
       let info = await client.timelines.get.query({ tenantId: tenant.id, timelineId });
@@ -340,13 +350,6 @@ describe("a standby that is promoted while the pageserver follows it", () => {
       expect(info.walreceiver?.lastError).toMatch(/left timeline 1 at .* already holds WAL of timeline 1 up to .*diverged/);
       // nothing of the other history was stored, and the pageserver keeps serving
       expect(parseLsn(info.lastRecordLsn)).toBeGreaterThanOrEqual(lost);
-      expect((await runCli(["status"], { STRATA_API: daemon.apiUrl })).code).toBe(0);
-    } finally {
-      await daemon.stop();
-      if (standbyPid) await signalAndWait(standbyPid, "SIGQUIT", 30_000);
-      await primary.stop();
-      removeDataDir(dataDir);
-      rmSync(standbyBase, { recursive: true, force: true });
-    }
-  }, 240_000);
+      expect((await runCli(["status"], { STRATA_API: f.daemon.apiUrl })).code).toBe(0);
+    }), 240_000);
 });
