@@ -302,12 +302,25 @@ describe("a standby that is promoted while the pageserver follows it", () => {
       expect(waited.code, waited.stderr).toBe(0);
       expect((await client.timelines.get.query({ tenantId: tenant.id, timelineId })).walreceiver?.state).toBe("streaming");
 
-      await client.branches.create.mutate({ tenantId: tenant.id, name: "after-switch", lsn: end });
+      const branch = await client.branches.create.mutate({ tenantId: tenant.id, name: "after-switch", lsn: end });
       const endpoint = await client.endpoints.start.mutate({ tenantId: tenant.id, branch: "after-switch" });
       try {
         const [got] = await query<{ n: string; s: string; h: string }>(endpoint.connectionString!, SUMS);
         expect(got).toEqual(expected);
         expect(Number(got.h)).toBe(400);
+        // the endpoint runs on the promoted timeline (a server with no history file for it): its
+        // own writes stream into the branch and survive a restart
+        expect(await writingTimeline(endpoint.connectionString!)).toBe(2);
+        await query(endpoint.connectionString!, "CREATE TABLE on_branch AS SELECT generate_series(1, 500) AS id");
+        const [{ lsn: written }] = await query<{ lsn: string }>(endpoint.connectionString!, "SELECT pg_current_wal_flush_lsn()::text AS lsn");
+        const streamed = await runCli(["wait-lsn", "--tenant", tenant.id, "--timeline", branch.id, "--lsn", written, "--timeout", "30"], { STRATA_API: f.daemon.apiUrl });
+        expect(streamed.code, streamed.stderr).toBe(0);
+      } finally {
+        await client.endpoints.stop.mutate({ tenantId: tenant.id, branch: "after-switch" });
+      }
+      const restarted = await client.endpoints.start.mutate({ tenantId: tenant.id, branch: "after-switch" });
+      try {
+        expect(await query(restarted.connectionString!, "SELECT count(*)::int AS n FROM on_branch")).toEqual([{ n: 500 }]);
       } finally {
         await client.endpoints.stop.mutate({ tenantId: tenant.id, branch: "after-switch" });
       }
@@ -328,7 +341,9 @@ describe("a standby that is promoted while the pageserver follows it", () => {
       const waited = await runCli(["wait-lsn", "--tenant", tenant.id, "--timeline", timelineId, "--lsn", formatLsn(lost), "--timeout", "60"], { STRATA_API: f.daemon.apiUrl });
       expect(waited.code, waited.stderr).toBe(0);
       // the primary goes away; the standby, which never got that WAL, is promoted, gets a slot of
-      // the pageserver's name and takes over the primary's address
+      // the pageserver's name and takes over the primary's address, while the pageserver restarts
+      // (it knows its WAL's timeline from what it stored)
+      await f.daemon.stop();
       await primary.stopServer();
       const dir = path.join(standbyBase, "data");
       const standbyOptions = (port: number) => ["-D", dir, "-l", path.join(standbyBase, "server.log"), "-w", "-o", `-p ${port} -k ${standbyBase} -c listen_addresses=127.0.0.1`];
@@ -340,11 +355,13 @@ describe("a standby that is promoted while the pageserver follows it", () => {
       await runAsPostgres("pg_ctl", [...standbyOptions(primary.port), "start"]);
       f.standbyPid = Number(readFileSync(path.join(dir, "postmaster.pid"), "utf8").split("\n")[0]);
       expect(await writingTimeline(primary.connectionString())).toBe(2);
+      f.daemon = await startDaemon(f.dataDir);
+      const restartedClient = createStrataClient(f.daemon.apiUrl);
 
-      let info = await client.timelines.get.query({ tenantId: tenant.id, timelineId });
+      let info = await restartedClient.timelines.get.query({ tenantId: tenant.id, timelineId });
       for (let i = 0; i < 300 && info.walreceiver?.state !== "failed"; i++) {
         await new Promise((r) => setTimeout(r, 100));
-        info = await client.timelines.get.query({ tenantId: tenant.id, timelineId });
+        info = await restartedClient.timelines.get.query({ tenantId: tenant.id, timelineId });
       }
       expect(info.walreceiver?.state).toBe("failed");
       expect(info.walreceiver?.lastError).toMatch(/left timeline 1 at .* already holds WAL of timeline 1 up to .*diverged/);

@@ -12,6 +12,10 @@ export const XLOG_CHECKPOINT_SHUTDOWN = 0x00;
 export const XLOG_CHECKPOINT_ONLINE = 0x10;
 export const XLOG_NEXTOID = 0x30;
 export const XLOG_PARAMETER_CHANGE = 0x60;
+/** written first on a promoted server's new timeline: xl_end_of_recovery {end_time i64, ThisTimeLineID u32, PrevTimeLineID u32, wal_level i32} */
+export const XLOG_END_OF_RECOVERY = 0x90;
+export const END_OF_RECOVERY_THIS_TLI = 8;
+export const END_OF_RECOVERY_PREV_TLI = 12;
 /** xl_parameter_change: six int32 settings, then wal_log_hints and track_commit_timestamp (bools) */
 export const PARAMETER_CHANGE_TRACK_COMMIT_TIMESTAMP = 25;
 export const XLOG_FPI = 0xb0;
@@ -104,6 +108,7 @@ export function parseXactOutcome(data: Buffer, info: number, isCommit: boolean):
 export const CheckPointField = {
   redo: 0,
   thisTimeLineID: 8,
+  prevTimeLineID: 12,
   nextXid: 24,
   nextOid: 32,
   nextMulti: 36,

@@ -74,9 +74,13 @@ export class TimelineIngestor {
     return this.lastRecordLsn;
   }
 
-  /** The timeline (xlp_tli) of the last WAL page read since this ingestor opened, if any. */
+  /**
+   * The timeline of the WAL stored so far: xlp_tli of the last WAL page read since this ingestor
+   * opened, else the source's timeline as of the last checkpoint or promotion stored (undefined
+   * when neither is known).
+   */
   get walTimeline(): number | undefined {
-    return this.decoder.timeline || undefined;
+    return this.decoder.timeline || this.walIngest.sourceTimeline || undefined;
   }
 
   /** Position the decoder has consumed up to (for the stream's byte accounting). */

@@ -19,7 +19,7 @@ import {
   CHECKPOINT_SIZE, CheckPointField, CLOG_XACTS_PER_PAGE, COMMIT_TS_XACTS_PER_PAGE, FSM_SLOTS_PER_PAGE, fsmLeafToPhysical, HEAPBLOCKS_PER_VM_PAGE, MULTIXACT_MEMBERS_PER_PAGE, MULTIXACT_OFFSETS_PER_PAGE,
   parseXactOutcome, readRelFileNode, RM, SLRU_PAGES_PER_SEGMENT, TRANSACTION_STATUS_ABORTED, TRANSACTION_STATUS_COMMITTED,
   XACT_ABORT, XACT_ABORT_PREPARED, XACT_COMMIT, XACT_COMMIT_PREPARED, XACT_OPMASK, XACT_PREPARE, XLOG_CHECKPOINT_ONLINE,
-  XLOG_CHECKPOINT_SHUTDOWN, XLOG_NEXTOID, XLOG_PARAMETER_CHANGE, XLOG_TBLSPC_CREATE, XLOG_TBLSPC_DROP, PARAMETER_CHANGE_TRACK_COMMIT_TIMESTAMP,
+  XLOG_CHECKPOINT_SHUTDOWN, XLOG_END_OF_RECOVERY, END_OF_RECOVERY_THIS_TLI, END_OF_RECOVERY_PREV_TLI, XLOG_NEXTOID, XLOG_PARAMETER_CHANGE, XLOG_TBLSPC_CREATE, XLOG_TBLSPC_DROP, PARAMETER_CHANGE_TRACK_COMMIT_TIMESTAMP,
 } from "./records.ts";
 
 export { IngestBatch };
@@ -124,6 +124,11 @@ export class WalIngest {
     const out = this.longChains;
     this.longChains = [];
     return out;
+  }
+
+  /** The source's timeline as of the last checkpoint or promotion ingested (0 before any). */
+  get sourceTimeline(): number {
+    return this.checkpoint.readUInt32LE(CheckPointField.thisTimeLineID);
   }
 
   private constructor(private readonly lookup: VersionLookup, checkpoint: Buffer | undefined) {
@@ -365,6 +370,12 @@ export class WalIngest {
       if (nextXid > this.checkpoint.readBigUInt64LE(CheckPointField.nextXid)) this.checkpoint.writeBigUInt64LE(nextXid, CheckPointField.nextXid);
       // redo = the record's end for a shutdown checkpoint (a clean point), 0 for online ones
       this.checkpoint.writeBigUInt64LE(info === XLOG_CHECKPOINT_SHUTDOWN ? record.endLsn : 0n, CheckPointField.redo);
+      this.checkpointDirty = true;
+    } else if (info === XLOG_END_OF_RECOVERY) {
+      // a promotion: the source writes on a new timeline from here (a backup's pg_control, and the
+      // walreceiver's check that a server's history includes our WAL, go by it)
+      this.checkpoint.writeUInt32LE(record.mainData.readUInt32LE(END_OF_RECOVERY_THIS_TLI), CheckPointField.thisTimeLineID);
+      this.checkpoint.writeUInt32LE(record.mainData.readUInt32LE(END_OF_RECOVERY_PREV_TLI), CheckPointField.prevTimeLineID);
       this.checkpointDirty = true;
     } else if (info === XLOG_NEXTOID) {
       this.checkpoint.writeUInt32LE(record.mainData.readUInt32LE(0), CheckPointField.nextOid);

@@ -99,7 +99,16 @@ export class WalReceiver {
       if (ours !== undefined && ours > serverTimeline) throw new TimelineHistoryError(`the primary is on timeline ${serverTimeline}, but this timeline's WAL is on timeline ${ours}: the histories diverged`);
       return serverTimeline;
     }
-    const history = parseTimelineHistory(await conn.timelineHistory(serverTimeline));
+    let content: string;
+    try {
+      content = await conn.timelineHistory(serverTimeline);
+    } catch (err) {
+      // no history file: a server started on this timeline from a copy (an endpoint started from a
+      // full backup of a promoted primary's timeline) has no earlier timeline to serve
+      if (err instanceof PrimaryError && err.code === "58P01") return serverTimeline;
+      throw err;
+    }
+    const history = parseTimelineHistory(content);
     if (ours !== undefined) checkOnHistory(history, serverTimeline, ours, resume);
     return timelineOfLsn(history, serverTimeline, resume);
   }
