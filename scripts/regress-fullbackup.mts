@@ -3,7 +3,7 @@
 // and writes a full backup at the end; stock postgres starts on it and must hold the same database:
 // pg_dumpall of both compared, and pg_amcheck (heapallindexed, parent-check) of every database.
 //
-//   npx tsx scripts/regress-fullbackup.mts --source DIR [--suite regress|isolation] [--schedule NAME|FILE] [--checksums]
+//   npx tsx scripts/regress-fullbackup.mts --source DIR [--suite regress|isolation|contrib] [--schedule NAME|FILE] [--checksums]
 //
 // Allowed differences, as after PostgreSQL's own crash recovery: unlogged tables come back empty and
 // unlogged sequences at their start; a sequence may be ahead (nextval WAL-logs 32 values at a time).
