@@ -8,7 +8,7 @@ import { formatLsn, type Lsn } from "../lsn.ts";
 import type { ForkNumber, RelTag } from "../reltag.ts";
 import { ReplicationConnection } from "../replication/connection.ts";
 import { PrimaryError } from "../replication/errors.ts";
-import { checkOnHistory, parseTimelineHistory, TimelineHistoryError, timelineOfLsn } from "../replication/timeline-history.ts";
+import { checkOnHistory, parseTimelineHistory, TimelineHistoryError, timelineOfLsn, type TimelineHistoryEntry } from "../replication/timeline-history.ts";
 import { WalDecodeError } from "../wal/errors.ts";
 import { IngestStoppedError, TimelineIngestor } from "./timeline-ingest.ts";
 
@@ -95,20 +95,18 @@ export class WalReceiver {
   private async timelineToStream(conn: ReplicationConnection, serverTimeline: number): Promise<number> {
     const resume = this.ingestor.resumeLsn;
     const ours = this.ingestor.walTimeline;
-    if (serverTimeline < 2) {
-      if (ours !== undefined && ours > serverTimeline) throw new TimelineHistoryError(`the primary is on timeline ${serverTimeline}, but this timeline's WAL is on timeline ${ours}: the histories diverged`);
-      return serverTimeline;
+    // timeline 1 has no history: it was never on another one
+    let history: TimelineHistoryEntry[] = [];
+    if (serverTimeline > 1) {
+      try {
+        history = parseTimelineHistory(await conn.timelineHistory(serverTimeline));
+      } catch (err) {
+        // no history file: a server started on this timeline from a copy (an endpoint started from
+        // a full backup of a promoted primary's timeline) has no earlier timeline to serve
+        if (err instanceof PrimaryError && err.code === "58P01") return serverTimeline;
+        throw err;
+      }
     }
-    let content: string;
-    try {
-      content = await conn.timelineHistory(serverTimeline);
-    } catch (err) {
-      // no history file: a server started on this timeline from a copy (an endpoint started from a
-      // full backup of a promoted primary's timeline) has no earlier timeline to serve
-      if (err instanceof PrimaryError && err.code === "58P01") return serverTimeline;
-      throw err;
-    }
-    const history = parseTimelineHistory(content);
     if (ours !== undefined) checkOnHistory(history, serverTimeline, ours, resume);
     return timelineOfLsn(history, serverTimeline, resume);
   }

@@ -165,13 +165,11 @@ export class TenantManager {
 
   /**
    * Ingests the WAL of a stopped postgres straight from its pg_wal directory, from where the
-   * timeline ends up to `upTo`. Used when an endpoint stops before its walreceiver got every
-   * record (e.g. it had not connected yet): the files hold the rest. The receiver must be stopped.
-   */
-  /**
-   * Ingests a postgres's pg_wal past what the timeline has, up to `upTo`; without it, every valid
-   * record there (`endOfValidWal`), as the crash recovery of a postgres that died would replay
-   * them: its commits were acknowledged once flushed there, whether or not they had been streamed.
+   * timeline ends up to `upTo`: an endpoint that stopped before its walreceiver got every record
+   * (e.g. it had not connected yet). Without `upTo`, every valid record there (`endOfValidWal`),
+   * as the crash recovery of a postgres that died would replay them: its commits were
+   * acknowledged once flushed there, whether or not they had been streamed. The receiver must be
+   * stopped.
    */
   async ingestFromWalDir(tenantId: string, timelineId: string, walDir: string, upTo?: Lsn): Promise<Lsn> {
     const handle = this.get(tenantId, timelineId);
