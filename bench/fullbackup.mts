@@ -211,7 +211,11 @@ try {
       process.kill(basePid, "SIGQUIT");
     } catch {}
   }
-  if (daemon) await daemon.stop().catch(() => {});
+  if (daemon) {
+    // the pageserver's compaction passes during the run, for context
+    for (const line of daemon.output().split("\n")) if (line.includes('"compaction pass')) console.error(`pageserver: ${line}`);
+    await daemon.stop().catch(() => {});
+  }
   removeDataDir(dataDir);
   for (const d of tempDirs) rmSync(d, { recursive: true, force: true });
   await cluster.stop();

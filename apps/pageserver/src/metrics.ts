@@ -24,6 +24,8 @@ export function createMetrics() {
     walBytes: new Counter({ name: "strata_wal_ingested_bytes_total", help: "WAL bytes durably ingested (stored size)", labelNames: ["tenant", "timeline"] as const, registers: [registry] }),
     walRecords: new Counter({ name: "strata_wal_ingested_records_total", help: "WAL records durably ingested", labelNames: ["tenant", "timeline"] as const, registers: [registry] }),
     reconnects: new Counter({ name: "strata_walreceiver_reconnects_total", help: "walreceiver reconnects to the primary", labelNames: ["tenant", "timeline"] as const, registers: [registry] }),
+    compactionImages: new Counter({ name: "strata_compaction_images_total", help: "Block images stored by compaction passes (history cuts)", labelNames: ["tenant", "timeline"] as const, registers: [registry] }),
+    compactionMoved: new Counter({ name: "strata_compaction_moved_versions_total", help: "Block versions compaction passes moved to the history key space", labelNames: ["tenant", "timeline"] as const, registers: [registry] }),
     lag: new Gauge({ name: "strata_wal_lag_bytes", help: "primary flush LSN minus last_record_lsn", labelNames: ["tenant", "timeline"] as const, registers: [registry] }),
     pageRequests: new Histogram({
       name: "strata_page_service_request_duration_seconds",

@@ -99,6 +99,12 @@ export async function startPageserver(options: PageserverOptions): Promise<Runni
         const log = event === "connected" ? logger.info.bind(logger) : logger.warn.bind(logger);
         log({ tenantId, timelineId, detail }, `walreceiver ${event}`);
       },
+      onCompaction: (tenantId, timelineId, result, lsn) => {
+        metrics.compactionImages.inc({ tenant: tenantId, timeline: timelineId }, result.images);
+        metrics.compactionMoved.inc({ tenant: tenantId, timeline: timelineId }, result.moved);
+        logger.info({ tenantId, timelineId, lsn: formatLsn(lsn), ...result }, "compaction pass");
+      },
+      onCompactionError: (tenantId, timelineId, err) => logger.warn({ tenantId, timelineId, err: err.message }, "compaction pass failed"),
     });
     const timelineSpecs = (tenantId: string) =>
       db.timeline.findMany({

@@ -17,6 +17,8 @@ export * from "./storage/record-log.ts";
 export { parsePostgresUrl, ReplicationConnection, PrimaryError, PrimaryConnectError } from "./replication/index.ts";
 export * from "./timeline/page-reader.ts";
 export { scanRelationPages } from "./timeline/relation-scan.ts";
+export { cutHistory, type HistoryCutResult, type HistoryCutOptions } from "./timeline/history-cut.ts";
+export * from "./tenant/compactor.ts";
 export { PageCache, sharedPageCache } from "./timeline/page-cache.ts";
 export { RMGRS, rmgrFor } from "./redo/rmgrs.ts";
 export { UnsupportedRecordError, RedoError, type RmgrRedo } from "./redo/types.ts";

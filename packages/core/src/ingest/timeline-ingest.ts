@@ -69,6 +69,11 @@ export class TimelineIngestor {
     return this.walIngest.drainLongChains();
   }
 
+  /** Blocks written since the last drain (WalIngest.drainWrittenPages). */
+  drainWrittenPages() {
+    return this.walIngest.drainWrittenPages();
+  }
+
   /** Where the WAL stream must resume: the end of the last durably stored record. */
   get resumeLsn(): Lsn {
     return this.lastRecordLsn;

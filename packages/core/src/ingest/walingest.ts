@@ -37,6 +37,13 @@ export interface VersionLookup {
 /** Will-init records of at least this many bytes (and without images) are stored as WalRecordInLog. */
 const RECORD_IN_LOG_MIN_BYTES = 2048;
 
+/** Blocks of one relation fork (ascending). */
+export interface PagesOfFork {
+  rel: RelTag;
+  fork: ForkNumber;
+  blocks: number[];
+}
+
 /** What ingest tracks per relation fork. */
 interface ForkState {
   readonly spcNode: number;
@@ -45,7 +52,7 @@ interface ForkState {
   readonly fork: ForkNumber;
   /** nblocks; -1 = known not to exist; undefined = not looked up yet */
   size: number | undefined;
-  /** records stored per block since its last image (approximate: reset on restart, capped) */
+  /** blocks written since the last drain, and the records stored per block since its last base (approximate: reset on restart, capped) */
   chains: Map<number, number> | undefined;
 }
 
@@ -96,18 +103,23 @@ export class WalIngest {
   private longChains: Array<{ rel: RelTag; fork: ForkNumber; block: number }> = [];
   longChainThreshold = 50;
 
+  /** A base (image, will-init record) was stored for the block: its chain starts over. */
   private resetChain(state: ForkState, block: number) {
-    if (state.chains?.delete(block)) this.chainCount--;
+    this.setChain(state, block, 0);
   }
 
   private countChain(state: ForkState, rel: RelTag, block: number) {
-    let chains = state.chains;
-    const n = ((chains && chains.get(block)) ?? 0) + 1;
+    const n = (state.chains?.get(block) ?? 0) + 1;
     if (n >= this.longChainThreshold) {
       this.longChains.push({ rel, fork: state.fork, block });
-      this.resetChain(state, block);
+      this.setChain(state, block, 0);
       return;
     }
+    this.setChain(state, block, n);
+  }
+
+  private setChain(state: ForkState, block: number, n: number) {
+    let chains = state.chains;
     if (this.chainCount >= 500_000) {
       for (const s of this.forks) s.chains = undefined;
       this.chainCount = 0;
@@ -117,6 +129,24 @@ export class WalIngest {
     const before = chains.size;
     chains.set(block, n);
     this.chainCount += chains.size - before;
+  }
+
+  /**
+   * Blocks written since the last drain (as counted here: since this ingest opened, and forgotten
+   * past 500k blocks), by relation fork with blocks ascending; they count as unwritten again. What
+   * compaction cuts (timeline/history-cut.ts).
+   */
+  drainWrittenPages(): PagesOfFork[] {
+    const out: PagesOfFork[] = [];
+    for (const state of this.forks) {
+      const chains = state.chains;
+      if (!chains || chains.size === 0) continue;
+      const blocks = [...chains.keys()].sort((a, b) => a - b);
+      out.push({ rel: { spcNode: state.spcNode, dbNode: state.dbNode, relNode: state.relNode }, fork: state.fork, blocks });
+      state.chains = undefined;
+    }
+    this.chainCount = 0;
+    return out;
   }
 
   /** Pages that should get a materialized image (their record chains grew long). */

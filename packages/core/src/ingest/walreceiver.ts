@@ -71,6 +71,11 @@ export class WalReceiver {
     return this.ingestor.resumeLsn;
   }
 
+  /** Blocks written since the last drain, for compaction. */
+  drainWrittenPages() {
+    return this.ingestor.drainWrittenPages();
+  }
+
   start(): void {
     this.loop ??= this.run();
   }

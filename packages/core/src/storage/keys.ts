@@ -24,6 +24,11 @@ export const enum KeySpace {
    * entry per extent instead of one per block; storage/image-extents.ts)
    */
   ImageExtent = 0x17,
+  /**
+   * relation block versions moved out of 0x10 by a history cut (timeline/history-cut.ts): the
+   * same keys and values, below the base each block's 0x10 versions now start with
+   */
+  RelBlockHistory = 0x18,
   SlruBlock = 0x20,
   SlruSegSize = 0x21,
   /** SLRU pages materialized by reads (bounded replay, as 0x15 for relation blocks); derived data, safe to drop */

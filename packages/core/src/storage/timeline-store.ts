@@ -36,6 +36,9 @@ export interface StoreEntry {
 /** Receives each version key (entity key + LSN) about to be written; `undefined` on close. */
 export type WriteListener = (storeKey: Buffer | undefined) => void;
 
+/** A consistent view of the store for several iterators (LevelDB snapshot); close it when done. */
+export type StoreSnapshot = ReturnType<ClassicLevel<Buffer, Buffer>["snapshot"]>;
+
 /** key spaces whose getVersion results are cached (not pages, not the record log) */
 const VERSION_CACHED: boolean[] = [];
 for (const space of [KeySpace.RelSize, KeySpace.RelDirEntry, KeySpace.DbDirEntry, KeySpace.RelmapFile, KeySpace.SlruSegSize, KeySpace.TwoPhaseFile, KeySpace.Checkpoint, KeySpace.ControlFile]) {
@@ -183,6 +186,40 @@ export class TimelineStore {
     /** entries the first LevelDB round trip reads (more follow as needed; default 16, 4 above `aboveLsn`) */
     firstBatch?: number,
   ): Promise<{ versions: Array<{ lsn: Lsn; value: StoredValue }>; complete: boolean; truncated: boolean }> {
+    const chain = await this.readChain(entityKey, lsn, aboveLsn, limit, firstBatch);
+    // A block cut above `lsn` keeps its versions at or below the cut in the history key space
+    // (timeline/history-cut.ts), and nothing at or below `lsn` here: read them there. (A block
+    // with versions here at or below `lsn` has all it needs here.)
+    if (chain.versions.length === 0 && !chain.complete && entityKey[0] === KeySpace.RelBlock && (await this.mayHaveHistory())) {
+      const historyKey = Buffer.from(entityKey);
+      historyKey[0] = KeySpace.RelBlockHistory;
+      return this.readChain(historyKey, lsn, aboveLsn, limit, firstBatch);
+    }
+    return chain;
+  }
+
+  private historyPresent: Promise<boolean> | undefined;
+
+  /** Whether any history cut was ever stored (looked up once, then kept up to date). */
+  mayHaveHistory(): Promise<boolean> {
+    this.historyPresent ??= (async () => {
+      const iterator = this.db.iterator({ gte: Buffer.from([KeySpace.RelBlockHistory]), lt: Buffer.from([KeySpace.RelBlockHistory + 1]), limit: 1, values: false });
+      try {
+        return (await iterator.nextv(1)).length > 0;
+      } finally {
+        await iterator.close();
+      }
+    })();
+    return this.historyPresent;
+  }
+
+  private async readChain(
+    entityKey: Buffer,
+    lsn: Lsn,
+    aboveLsn: Lsn | undefined,
+    limit: number | undefined,
+    firstBatch: number | undefined,
+  ): Promise<{ versions: Array<{ lsn: Lsn; value: StoredValue }>; complete: boolean; truncated: boolean }> {
     const versions: Array<{ lsn: Lsn; value: StoredValue }> = [];
     // no lower bound at `aboveLsn`: a run keyed at or below it may hold versions above it
     // a batch may hold many page images: let one round trip return it whole (default is 16 KiB)
@@ -276,9 +313,48 @@ export class TimelineStore {
     return out;
   }
 
-  /** Raw iteration over store keys, newest first, in [gte, lt). */
-  iterateReverse(gte: Buffer, lt: Buffer, limit = -1) {
-    return this.db.iterator({ gte, lt, limit, reverse: true });
+  /** Raw iteration over store keys, newest first, in [gte, lt) (of `snapshot` when given). */
+  iterateReverse(gte: Buffer, lt: Buffer, limit = -1, snapshot?: StoreSnapshot) {
+    return this.db.iterator({ gte, lt, limit, reverse: true, snapshot });
+  }
+
+  /**
+   * Moves blocks' versions to the history key space and stores the bases they now start with, in
+   * one atomic batch (timeline/history-cut.ts decides what). `moves` are 0x10 entries (key and
+   * value as stored); `images` are page images stored at 0x10 keys (written to the page image
+   * files first, as any image). Not synced: the batch is either whole or absent after a crash, and
+   * either way the timeline reads the same pages. Returns the number of versions now in history.
+   */
+  async cutHistory(moves: ReadonlyArray<[Buffer, Buffer]>, images: ReadonlyArray<{ key: Buffer; value: Buffer }>): Promise<number> {
+    if (moves.length === 0 && images.length === 0) return 0;
+    const historyKeys = moves.map(([key]) => {
+      if (key[0] !== KeySpace.RelBlock) throw new Error("cutHistory moves relation block versions only");
+      const historyKey = Buffer.from(key);
+      historyKey[0] = KeySpace.RelBlockHistory;
+      return historyKey;
+    });
+    // An image an earlier cut stored at its LSN stands where that cut moved the version at that
+    // LSN from: the version is history already, and the image (the page it made) is dropped.
+    const bases = moves.flatMap(([, value], i) => (value[0] === ValueKind.ImageRef || value[0] === ValueKind.Image ? [i] : []));
+    const present = bases.length ? await this.db.getMany(bases.map((i) => historyKeys[i])) : [];
+    const superseded = new Set(bases.filter((_, j) => present[j] !== undefined));
+    const imageEntries = images.map(({ key, value }) => ({ key, value }));
+    this.beginWrite(imageEntries);
+    try {
+      const stored = await this.externalize(imageEntries);
+      const batch = this.db.batch();
+      for (let i = 0; i < moves.length; i++) {
+        if (!superseded.has(i)) batch.put(historyKeys[i], moves[i][1]);
+        batch.del(moves[i][0]);
+      }
+      for (let i = 0; i < imageEntries.length; i++) batch.put(imageEntries[i].key, stored[i]);
+      // known before the batch is visible: a read that finds a block's versions gone looks for them
+      this.historyPresent = Promise.resolve(true);
+      await batch.write();
+      return moves.length - superseded.size;
+    } finally {
+      this.endWrite();
+    }
   }
 
   /** Raw iteration over store keys in [gte, lte], for tools such as waldump. */
@@ -315,7 +391,19 @@ export class TimelineStore {
 
   /** Stores derived data (e.g. a materialized page) outside the ingest stream; not synced. */
   putDerived(entityKey: Buffer, lsn: Lsn, value: Buffer): Promise<void> {
-    const written = this.writeDerived(entityKey, lsn, value);
+    const written = this.writeDerived([{ key: storeKey(entityKey, lsn), value }]);
+    this.derivedWrites.add(written);
+    const forget = () => this.derivedWrites.delete(written);
+    written.then(forget, forget);
+    return written;
+  }
+
+  /**
+   * Stores several derived values (e.g. the images of a compaction pass) with one write and sync
+   * of the page image files and one LevelDB batch; not synced either.
+   */
+  putDerivedMany(values: ReadonlyArray<{ entityKey: Buffer; lsn: Lsn; value: Buffer }>): Promise<void> {
+    const written = this.writeDerived(values.map(({ entityKey, lsn, value }) => ({ key: storeKey(entityKey, lsn), value })));
     this.derivedWrites.add(written);
     const forget = () => this.derivedWrites.delete(written);
     written.then(forget, forget);
@@ -324,12 +412,17 @@ export class TimelineStore {
 
   private readonly derivedWrites = new Set<Promise<void>>();
 
-  private async writeDerived(entityKey: Buffer, lsn: Lsn, value: Buffer): Promise<void> {
-    const key = storeKey(entityKey, lsn);
-    this.beginWrite([{ key }]);
+  private async writeDerived(entries: StoreEntry[]): Promise<void> {
+    if (entries.length === 0) return;
+    this.beginWrite(entries);
     try {
-      const [stored] = await this.externalize([{ key, value }]);
-      await this.db.put(key, stored);
+      const stored = await this.externalize(entries);
+      if (entries.length === 1) await this.db.put(entries[0].key, stored[0]);
+      else {
+        const batch = this.db.batch();
+        for (let i = 0; i < entries.length; i++) batch.put(entries[i].key, stored[i]);
+        await batch.write();
+      }
     } finally {
       this.endWrite();
     }

@@ -13,6 +13,8 @@ import { TimelineStore, type TimelineMarkers } from "../storage/timeline-store.t
 import { PageReader } from "../timeline/page-reader.ts";
 import { endOfValidWal, readWalRange } from "../wal/reader.ts";
 import { timelineStoreDir } from "./tenant-storage.ts";
+import { Compactor, compactionFromEnv, type CompactionSettings } from "./compactor.ts";
+import type { HistoryCutResult } from "../timeline/history-cut.ts";
 
 export interface TimelineSpec {
   id: string;
@@ -34,6 +36,9 @@ export interface TimelineHandle {
 export interface IngestEvents {
   onDurable?(tenantId: string, timelineId: string, lsn: Lsn, bytes: number, records: number): void;
   onReceiverEvent?(tenantId: string, timelineId: string, event: string, detail: string): void;
+  /** a compaction pass (history cut) finished, or stopped, at `lsn` */
+  onCompaction?(tenantId: string, timelineId: string, result: HistoryCutResult, lsn: Lsn): void;
+  onCompactionError?(tenantId: string, timelineId: string, err: Error): void;
 }
 
 export class WaitLsnTimeoutError extends Error {}
@@ -79,7 +84,15 @@ export class TenantManager {
   private readonly progress = new Map<string, ProgressPoint[]>();
   private sampler: NodeJS.Timeout | undefined;
 
-  constructor(readonly dataDir: string, private readonly events: IngestEvents = {}, sampleIntervalMs = 1000) {
+  private readonly compactor: Compactor;
+
+  constructor(readonly dataDir: string, private readonly events: IngestEvents = {}, sampleIntervalMs = 1000, compaction: CompactionSettings = compactionFromEnv()) {
+    const split = (key: string) => key.split("/") as [string, string];
+    this.compactor = new Compactor(
+      compaction,
+      (key, result, lsn) => this.events.onCompaction?.(...split(key), result, lsn),
+      (key, err) => this.events.onCompactionError?.(...split(key), err),
+    );
     if (sampleIntervalMs > 0) {
       this.sampler = setInterval(() => void this.sample().catch(() => {}), sampleIntervalMs);
       this.sampler.unref();
@@ -102,6 +115,8 @@ export class TenantManager {
         ingestRate: Math.max(0, rate),
       });
       if (points.length > PROGRESS_POINTS) points.splice(0, points.length - PROGRESS_POINTS);
+      // (detached while its markers were read: a pass must not start on a closing store)
+      if (this.timelines.get(key) === handle) this.compactor.tick(key, handle, now);
     }
   }
 
@@ -161,6 +176,8 @@ export class TenantManager {
     const receiver = handle.receiver;
     handle.receiver = undefined;
     await receiver.stop();
+    // the timeline is idle now (an endpoint stopped): cut it before the next start reads it
+    if (this.timelines.get(this.key(tenantId, timelineId)) === handle) this.compactor.receiverStopped(this.key(tenantId, timelineId), handle, receiver);
   }
 
   /**
@@ -291,6 +308,7 @@ export class TenantManager {
     if (!handle) return;
     this.timelines.delete(key);
     this.progress.delete(key);
+    await this.compactor.detach(key);
     await handle.receiver?.stop();
     await handle.store.close();
   }
@@ -301,6 +319,7 @@ export class TenantManager {
       this.timelines.delete(key);
       this.progress.delete(key);
       await this.materializing.get(key);
+      await this.compactor.detach(key);
       await handle.receiver?.stop();
       await handle.store.close();
     }
@@ -386,6 +405,11 @@ export class TenantManager {
     return { page: await handle.reader.getPage(rel, fork, blockNumber, target), lsn: target };
   }
 
+  /** Settles once the timeline has no compaction pass running. */
+  async compactionIdle(tenantId: string, timelineId: string): Promise<void> {
+    await this.compactor.idle(this.key(tenantId, timelineId));
+  }
+
   get attachedTimelineCount(): number {
     return this.timelines.size;
   }
@@ -393,6 +417,7 @@ export class TenantManager {
   async shutdown(): Promise<void> {
     if (this.sampler) clearInterval(this.sampler);
     for (const handle of this.timelines.values()) {
+      await this.compactor.detach(this.key(handle.tenantId, handle.timelineId));
       await handle.receiver?.stop();
       await this.materializing.get(this.key(handle.tenantId, handle.timelineId));
       await handle.store.close();

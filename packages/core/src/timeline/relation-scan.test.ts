@@ -1,18 +1,15 @@
-import { mkdtempSync, rmSync } from "node:fs";
-import os from "node:os";
-import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { Lsn } from "../lsn.ts";
 import { ForkNumber, type RelTag } from "../reltag.ts";
 import { imageExtentKey, materializedBlockKey, relBlockKey, storeKey } from "../storage/keys.ts";
-import { TimelineStore } from "../storage/timeline-store.ts";
+import type { TimelineStore } from "../storage/timeline-store.ts";
 import { derivedValue, DerivedKind, extentPagesValue, imageValue, runValue, TOMBSTONE, walRecordValue } from "../storage/values.ts";
 import { UnsupportedRecordError } from "../redo/types.ts";
 import { PageCache } from "./page-cache.ts";
 import { PageReader } from "./page-reader.ts";
 import { computeRecordCrc } from "../wal/record.ts";
 import { RelationScanner, scanRelationPages, type StoredImage } from "./relation-scan.ts";
-import { countEntriesRead, emptyPage, genericDelta, oneBlockRecord } from "./testutil.ts";
+import { commit, countEntriesRead, emptyPage, genericDelta, oneBlockRecord, tempStores } from "./testutil.ts";
 
 const rel = { spcNode: 1663, dbNode: 5, relNode: 16384 };
 const other = { spcNode: 1663, dbNode: 5, relNode: 16385 };
@@ -70,34 +67,6 @@ async function expectScanEqualsGetPage(reader: PageReader, from: number, to: num
     expect(intoPages[i].equals(expected), `block ${blockNumber} at ${lsn.toString(16)}, rebuilt into a lent buffer`).toBe(true);
   }
   return scanned;
-}
-
-/** Throwaway stores for one describe block, closed and removed by `cleanup` after each test. */
-function tempStores(prefix: string) {
-  const dirs: string[] = [];
-  const stores: TimelineStore[] = [];
-  return {
-    async openStore(): Promise<TimelineStore> {
-      const dir = mkdtempSync(path.join(os.tmpdir(), prefix));
-      dirs.push(dir);
-      const store = await TimelineStore.open(dir);
-      stores.push(store);
-      return store;
-    },
-    /** closes a store now (it must close, i.e. hold no open iterator) and forgets it */
-    async closeStore(store: TimelineStore) {
-      await store.close();
-      stores.splice(stores.indexOf(store), 1);
-    },
-    async cleanup() {
-      for (const s of stores.splice(0)) await s.close();
-      for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
-    },
-  };
-}
-
-async function commit(store: TimelineStore, entries: Array<{ key: Buffer; value: Buffer }>, startLsn = 0x10n, last = 0x10000n) {
-  await store.commit(entries, { lastRecordLsn: last, diskConsistentLsn: last, startLsn });
 }
 
 describe("relation scan", () => {

@@ -23,6 +23,7 @@ import type { Lsn } from "../lsn.ts";
 import { BLCKSZ, type ForkNumber, type RelTag } from "../reltag.ts";
 import { ENTITY_KEY_LENGTH, KeySpace, materializedBlockKey, relBlockKey, STORE_KEY_LENGTH, storeKey } from "../storage/keys.ts";
 import type { AppendFiles, FileRef } from "../storage/append-files.ts";
+import type { StoreSnapshot } from "../storage/timeline-store.ts";
 import { type ImageExtent, ImageExtentIndex } from "../storage/image-extents.ts";
 import { decodeValue, expandEntry, imageValue, isBaseValue, readImageRef, type StoredValue, ValueKind } from "../storage/values.ts";
 import type { PageReader } from "./page-reader.ts";
@@ -66,6 +67,10 @@ interface BlockVersions {
   materialized: { lsn: Lsn; raw: Buffer } | undefined;
   /** versions in (materialized image, LSN], from the newest base on; oldest first */
   chain: Array<{ lsn: Lsn; raw: Buffer }>;
+  /** entries of the block at or below the LSN read from the cursor being taken from */
+  taken: number;
+  /** the cursor holds an entry of the block above the LSN */
+  above: boolean;
 }
 
 interface RawIterator {
@@ -108,9 +113,11 @@ class Cursor {
 
   constructor(
     private readonly reader: PageReader,
-    private readonly space: KeySpace,
+    readonly space: KeySpace,
     /** exclusive upper bound, an entity key (undefined: the end of the key space) */
     private readonly end: Buffer | undefined,
+    /** the scan's consistent view: every iterator reads it */
+    private readonly snapshot: StoreSnapshot,
   ) {}
 
   private keyAt(entity: Buffer): Buffer {
@@ -122,7 +129,7 @@ class Cursor {
   private open(target: Buffer): void {
     const lt = this.end ? this.keyAt(this.end) : Buffer.from([this.space + 1]);
     // the raw db iterator rather than store.iterate: it takes highWaterMarkBytes
-    this.iterator = this.reader.store.db.iterator({ gte: this.keyAt(target), lt, highWaterMarkBytes: BATCH_BYTES }) as unknown as RawIterator;
+    this.iterator = this.reader.store.db.iterator({ gte: this.keyAt(target), lt, highWaterMarkBytes: BATCH_BYTES, snapshot: this.snapshot }) as unknown as RawIterator;
     this.openedAt = target;
     this.lastTarget = undefined;
     this.stats.opened++;
@@ -287,6 +294,13 @@ function addVersion(chain: Array<{ lsn: Lsn; raw: Buffer }>, versionLsn: Lsn, ra
 class TimelineScan {
   private readonly blocks: Cursor;
   private readonly materialized: Cursor;
+  /** versions moved by history cuts (opened on the first block read below its cut) */
+  private history: Cursor | undefined;
+  /**
+   * One view of the store for all of this scan's reads: a history cut moves versions from one key
+   * space to another in one batch, and cursors opened on either side of it must agree.
+   */
+  private readonly snapshot: StoreSnapshot;
   /** created on the first block that needs it, so a branch that rewrote everything never reads its parent */
   private ancestorScan: TimelineScan | undefined;
   private closed = false;
@@ -300,13 +314,19 @@ class TimelineScan {
     private readonly lsn: Lsn,
     private readonly end: Buffer | undefined,
   ) {
-    this.blocks = new Cursor(reader, KeySpace.RelBlock, end);
-    this.materialized = new Cursor(reader, KeySpace.MaterializedBlock, end);
+    this.snapshot = reader.store.db.snapshot();
+    this.blocks = new Cursor(reader, KeySpace.RelBlock, end, this.snapshot);
+    this.materialized = new Cursor(reader, KeySpace.MaterializedBlock, end, this.snapshot);
   }
 
   /** iterators opened and seeks made, this timeline and its ancestors' scans */
   stats(): { opened: number; seeks: number } {
-    const own = { opened: this.blocks.stats.opened + this.materialized.stats.opened, seeks: this.blocks.stats.seeks + this.materialized.stats.seeks };
+    const cursors = [this.blocks, this.materialized, ...(this.history ? [this.history] : [])];
+    const own = { opened: 0, seeks: 0 };
+    for (const cursor of cursors) {
+      own.opened += cursor.stats.opened;
+      own.seeks += cursor.stats.seeks;
+    }
     const ancestor = this.ancestorScan?.stats();
     return ancestor ? { opened: own.opened + ancestor.opened, seeks: own.seeks + ancestor.seeks } : own;
   }
@@ -345,9 +365,18 @@ class TimelineScan {
 
   /** The block's versions from both cursors (loading a batch only when one runs out), then its page. */
   private readVersions(rel: RelTag, fork: ForkNumber, block: number, target: Buffer, into: Buffer | undefined): Found | Promise<Found> {
-    const versions: BlockVersions = { materialized: undefined, chain: [] };
-    if (this.takeMaterialized(target, versions) && this.takeVersions(target, versions)) return this.pageFrom(rel, fork, block, target, into, versions);
+    const versions: BlockVersions = { materialized: undefined, chain: [], taken: 0, above: false };
+    if (this.takeMaterialized(target, versions) && this.takeVersions(this.blocks, target, versions) && !this.mayBeCutAbove(versions)) return this.pageFrom(rel, fork, block, target, into, versions);
     return this.readVersionsAsync(rel, fork, block, target, into, versions);
+  }
+
+  /**
+   * Whether the block's versions at or below the LSN may have been moved by a history cut above
+   * the LSN: it has versions here, but none at or below the LSN. (A cut leaves the block's newest
+   * base here, above everything it moved; a block with no versions here has none there either.)
+   */
+  private mayBeCutAbove(versions: BlockVersions): boolean {
+    return versions.taken === 0 && versions.above;
   }
 
   private async readVersionsAsync(rel: RelTag, fork: ForkNumber, block: number, target: Buffer, into: Buffer | undefined, versions: BlockVersions): Promise<Found> {
@@ -355,11 +384,20 @@ class TimelineScan {
       if (this.materializedAhead(target)) await this.skipToNewestMaterialized(target, versions);
       else await this.materialized.fill();
     }
-    while (!this.takeVersions(target, versions)) {
-      if (this.obsoleteAhead(target, versions)) await this.skipObsolete(target, versions);
-      else await this.blocks.fill();
+    await this.takeAllVersions(this.blocks, target, versions);
+    if (this.mayBeCutAbove(versions) && (await this.reader.store.mayHaveHistory())) {
+      this.history ??= new Cursor(this.reader, KeySpace.RelBlockHistory, this.end, this.snapshot);
+      await this.history.skipTo(target);
+      await this.takeAllVersions(this.history, target, versions);
     }
     return this.pageFrom(rel, fork, block, target, into, versions);
+  }
+
+  private async takeAllVersions(cursor: Cursor, target: Buffer, versions: BlockVersions): Promise<void> {
+    while (!this.takeVersions(cursor, target, versions)) {
+      if (this.obsoleteAhead(cursor, target, versions)) await this.skipObsolete(cursor, target, versions);
+      else await cursor.fill();
+    }
   }
 
   /**
@@ -375,7 +413,7 @@ class TimelineScan {
   private async skipToNewestMaterialized(target: Buffer, versions: BlockVersions): Promise<void> {
     const entity = Buffer.from(target.subarray(0, ENTITY_KEY_LENGTH));
     entity[0] = KeySpace.MaterializedBlock;
-    const lookup = this.reader.store.iterateReverse(storeKey(entity, 0n), storeKey(entity, this.lsn + 1n), 1);
+    const lookup = this.reader.store.iterateReverse(storeKey(entity, 0n), storeKey(entity, this.lsn + 1n), 1, this.snapshot);
     try {
       const [newest] = await lookup.nextv(1);
       if (newest && (!versions.materialized || lsnOf(newest[0]) > versions.materialized.lsn)) versions.materialized = { lsn: lsnOf(newest[0]), raw: newest[1] };
@@ -390,8 +428,8 @@ class TimelineScan {
    * below its materialized image: a page written often (a hot row's page) has a long history
    * there that the materialized image makes needless, and it grows with every write.
    */
-  private obsoleteAhead(target: Buffer, versions: BlockVersions): boolean {
-    const last = this.blocks.lastTaken();
+  private obsoleteAhead(cursor: Cursor, target: Buffer, versions: BlockVersions): boolean {
+    const last = cursor.lastTaken();
     return versions.materialized !== undefined && last !== undefined && compareEntity(last[0], target) === 0 && lsnOf(last[0]) <= versions.materialized.lsn;
   }
 
@@ -401,11 +439,12 @@ class TimelineScan {
    * (a full backup used to read a hot page's whole history every time). The last entry at or below
    * the image is looked up on its own: a run keyed there may hold versions above it.
    */
-  private async skipObsolete(target: Buffer, versions: BlockVersions): Promise<void> {
+  private async skipObsolete(cursor: Cursor, target: Buffer, versions: BlockVersions): Promise<void> {
     const floor = versions.materialized!.lsn;
-    const entity = target.subarray(0, ENTITY_KEY_LENGTH);
-    const taken = this.blocks.lastTaken()![0];
-    const lookup = this.reader.store.iterateReverse(storeKey(entity, 0n), storeKey(entity, floor + 1n), 1);
+    const entity = Buffer.from(target.subarray(0, ENTITY_KEY_LENGTH));
+    entity[0] = cursor.space;
+    const taken = cursor.lastTaken()![0];
+    const lookup = this.reader.store.iterateReverse(storeKey(entity, 0n), storeKey(entity, floor + 1n), 1, this.snapshot);
     try {
       const [last] = await lookup.nextv(1);
       // (the entry the batch ended with was taken already)
@@ -415,7 +454,9 @@ class TimelineScan {
     } finally {
       await lookup.close();
     }
-    await this.blocks.seekForward(storeKey(entity, floor + 1n));
+    // (the versions skipped are at or below the LSN)
+    versions.taken++;
+    await cursor.seekForward(storeKey(entity, floor + 1n));
   }
 
   /**
@@ -438,17 +479,21 @@ class TimelineScan {
    * Takes the block's versions in (materialized image, LSN] that the cursor holds into the chain,
    * from the newest base on. False when its batch ran out first: load the next one and call again.
    */
-  private takeVersions(target: Buffer, versions: BlockVersions): boolean {
+  private takeVersions(cursor: Cursor, target: Buffer, versions: BlockVersions): boolean {
     const floor = versions.materialized?.lsn;
     for (;;) {
-      const entry = this.blocks.head();
-      if (!entry) return this.blocks.atEnd();
+      const entry = cursor.head();
+      if (!entry) return cursor.atEnd();
       if (compareEntity(entry[0], target) !== 0) return true;
       const entryLsn = lsnOf(entry[0]);
       // versions above the LSN (all later ones of the block too) are left to the next skipTo,
       // which seeks past them when there are more than a batch
-      if (entryLsn > this.lsn) return true;
-      this.blocks.advance();
+      if (entryLsn > this.lsn) {
+        versions.above = true;
+        return true;
+      }
+      cursor.advance();
+      versions.taken++;
       if (entry[1][0] !== ValueKind.Run) addVersion(versions.chain, entryLsn, entry[1], floor, this.lsn);
       // a run's versions (never bases) lie at and above its key, each checked on its own
       else for (const member of expandEntry(entryLsn, entry[1])) addVersion(versions.chain, member.lsn, member.raw, floor, this.lsn);
@@ -569,7 +614,9 @@ class TimelineScan {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    const results = await Promise.allSettled([this.blocks.close(), this.materialized.close(), this.ancestorScan?.close()]);
+    const results = await Promise.allSettled([this.blocks.close(), this.materialized.close(), this.history?.close(), this.ancestorScan?.close()]);
+    // (after the iterators that read it)
+    results.push(...(await Promise.allSettled([this.snapshot.close()])));
     const failed = results.find((r) => r.status === "rejected");
     if (failed) throw (failed as PromiseRejectedResult).reason;
   }

@@ -1,7 +1,10 @@
 // Hand-built WAL records and pages for the page reader's unit tests.
+import { mkdtempSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
 import type { Lsn } from "../lsn.ts";
 import type { RelTag } from "../reltag.ts";
-import type { TimelineStore } from "../storage/timeline-store.ts";
+import { TimelineStore } from "../storage/timeline-store.ts";
 import { computeRecordCrc } from "../wal/record.ts";
 
 /** A WAL record of `rmid` with one block reference (`rel`, main fork, `block`) carrying `data`. */
@@ -63,4 +66,33 @@ export function countEntriesRead(store: TimelineStore): { entries: number; batch
     return it;
   }) as typeof store.db.iterator;
   return read;
+}
+
+/** Throwaway stores for one describe block, closed and removed by `cleanup` after each test. */
+export function tempStores(prefix: string) {
+  const dirs: string[] = [];
+  const stores: TimelineStore[] = [];
+  return {
+    async openStore(): Promise<TimelineStore> {
+      const dir = mkdtempSync(path.join(os.tmpdir(), prefix));
+      dirs.push(dir);
+      const store = await TimelineStore.open(dir);
+      stores.push(store);
+      return store;
+    },
+    /** closes a store now (it must close, i.e. hold no open iterator) and forgets it */
+    async closeStore(store: TimelineStore) {
+      await store.close();
+      stores.splice(stores.indexOf(store), 1);
+    },
+    async cleanup() {
+      for (const s of stores.splice(0)) await s.close();
+      for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Writes hand-made versions as one ingest step ending at `last`. */
+export async function commit(store: TimelineStore, entries: Array<{ key: Buffer; value: Buffer }>, startLsn = 0x10n, last = 0x10000n) {
+  await store.commit(entries, { lastRecordLsn: last, diskConsistentLsn: last, startLsn });
 }

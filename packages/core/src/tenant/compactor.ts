@@ -1,0 +1,154 @@
+// When each timeline's history gets cut (timeline/history-cut.ts): once its WAL has gone quiet,
+// the blocks written since the last pass are cut at the durable LSN, so a full backup or an
+// endpoint started afterwards reads each block's newest image instead of its whole history, and
+// replays nothing. Never while WAL streams in fast (that work is ingest's; long chains still get
+// their images from the bounded-replay materializer), at most one pass per timeline at a time, and
+// passes of a timeline at least `minIntervalMs` apart, so a block gets at most one image per pass
+// however bursty the load. A pass pauses (its iterators closed) when WAL starts to stream in again
+// and resumes once it is quiet. Which blocks were written is known from ingest, in memory only:
+// blocks written before a restart are cut when they are written again.
+import type { Lsn } from "../lsn.ts";
+import type { PagesOfFork } from "../ingest/walingest.ts";
+import { cutHistory, type HistoryCutResult } from "../timeline/history-cut.ts";
+import type { PageReader } from "../timeline/page-reader.ts";
+
+export interface CompactionSettings {
+  /** records a block needs above its newest base to get an image at a cut (0 turns compaction off) */
+  minRecords: number;
+  /** a timeline whose WAL arrives slower than this (bytes per second) is quiet */
+  quietBytesPerSecond: number;
+  /** least time between the starts of two passes of one timeline */
+  minIntervalMs: number;
+}
+
+export const DEFAULT_COMPACTION: CompactionSettings = { minRecords: 1, quietBytesPerSecond: 256 * 1024, minIntervalMs: 30_000 };
+
+/** STRATA_COMPACTION_MIN_RECORDS (0: off), STRATA_COMPACTION_QUIET_KBPS, STRATA_COMPACTION_INTERVAL_S over the defaults. */
+export function compactionFromEnv(env: NodeJS.ProcessEnv = process.env): CompactionSettings {
+  const number = (name: string, fallback: number) => {
+    const raw = env[name];
+    if (raw === undefined || raw === "") return fallback;
+    const value = Number(raw);
+    if (!Number.isFinite(value) || value < 0) throw new Error(`${name} must be a non-negative number, not ${JSON.stringify(raw)}`);
+    return value;
+  };
+  return {
+    minRecords: Math.floor(number("STRATA_COMPACTION_MIN_RECORDS", DEFAULT_COMPACTION.minRecords)),
+    quietBytesPerSecond: number("STRATA_COMPACTION_QUIET_KBPS", DEFAULT_COMPACTION.quietBytesPerSecond / 1024) * 1024,
+    minIntervalMs: number("STRATA_COMPACTION_INTERVAL_S", DEFAULT_COMPACTION.minIntervalMs / 1000) * 1000,
+  };
+}
+
+/** What the compactor needs of a timeline. */
+export interface CompactedTimeline {
+  reader: PageReader;
+  /** its walreceiver, if it follows a primary or an endpoint */
+  receiver?: {
+    readonly status: { state: string; receivedBytes: number; primaryFlushLsn: Lsn };
+    readonly lastRecordLsn: Lsn;
+    drainWrittenPages(): PagesOfFork[];
+  };
+}
+
+interface TimelineState {
+  /** the receiver's receivedBytes at the last tick, and when */
+  receivedBytes: number;
+  at: number;
+  quiet: boolean;
+  lastPassAt: number;
+  run: Promise<void> | undefined;
+}
+
+const POLL_QUIET_MS = 250;
+
+export class Compactor {
+  private readonly states = new Map<string, TimelineState>();
+  private readonly attached = new Map<string, CompactedTimeline>();
+
+  constructor(
+    readonly settings: CompactionSettings,
+    private readonly onPass: (key: string, result: HistoryCutResult, lsn: Lsn) => void = () => {},
+    private readonly onError: (key: string, err: Error) => void = () => {},
+  ) {}
+
+  private state(key: string): TimelineState {
+    let state = this.states.get(key);
+    if (!state) this.states.set(key, (state = { receivedBytes: 0, at: 0, quiet: false, lastPassAt: 0, run: undefined }));
+    return state;
+  }
+
+  /**
+   * Called about once a second per attached timeline: updates whether its WAL is quiet and starts
+   * a pass when it is and one is due.
+   */
+  tick(key: string, timeline: CompactedTimeline, now = Date.now()): void {
+    if (this.settings.minRecords <= 0) return;
+    this.attached.set(key, timeline);
+    const state = this.state(key);
+    const receiver = timeline.receiver;
+    if (!receiver) {
+      state.quiet = true;
+      return;
+    }
+    const received = receiver.status.receivedBytes;
+    const seconds = (now - state.at) / 1000;
+    const rate = state.at > 0 && seconds > 0 ? (received - state.receivedBytes) / seconds : Infinity;
+    state.receivedBytes = received;
+    state.at = now;
+    const behind = receiver.status.primaryFlushLsn - receiver.lastRecordLsn;
+    // (a receiver that is not streaming, e.g. waiting to reconnect, brings nothing in either)
+    state.quiet = rate < this.settings.quietBytesPerSecond && (receiver.status.state !== "streaming" || behind < BigInt(Math.max(1, Math.floor(this.settings.quietBytesPerSecond))));
+    if (!state.quiet || state.run || now - state.lastPassAt < this.settings.minIntervalMs) return;
+    this.startPass(key, timeline, receiver.drainWrittenPages(), receiver.lastRecordLsn, now);
+  }
+
+  /** A walreceiver stopped (e.g. its endpoint shut down): its timeline is idle, cut it now. */
+  receiverStopped(key: string, timeline: CompactedTimeline, receiver: NonNullable<CompactedTimeline["receiver"]>): void {
+    if (this.settings.minRecords <= 0) return;
+    this.attached.set(key, timeline);
+    const state = this.state(key);
+    state.quiet = true;
+    if (state.run) return; // its pages wait for the next stop or quiet spell
+    this.startPass(key, timeline, receiver.drainWrittenPages(), receiver.lastRecordLsn, Date.now());
+  }
+
+  private startPass(key: string, timeline: CompactedTimeline, pages: PagesOfFork[], lsn: Lsn, now: number): void {
+    if (pages.length === 0) return;
+    const state = this.state(key);
+    state.lastPassAt = now;
+    const run = cutHistory(timeline.reader, pages, lsn, { minRecords: this.settings.minRecords, pause: () => this.pauseFor(key, timeline) }).then(
+      (result) => this.onPass(key, result, lsn),
+      (err: Error) => this.onError(key, err),
+    );
+    const tracked: Promise<void> = run.finally(() => {
+      if (state.run === tracked) state.run = undefined;
+    });
+    state.run = tracked;
+  }
+
+  /** Before each group of a pass: go on while quiet; wait (polling) while not; stop once detached. */
+  private pauseFor(key: string, timeline: CompactedTimeline): Promise<boolean> | undefined {
+    if (this.attached.get(key) !== timeline) return Promise.resolve(false);
+    if (this.states.get(key)?.quiet) return undefined;
+    return (async () => {
+      for (;;) {
+        await new Promise((resolve) => setTimeout(resolve, POLL_QUIET_MS));
+        if (this.attached.get(key) !== timeline) return false;
+        if (this.states.get(key)?.quiet) return true;
+      }
+    })();
+  }
+
+  /** Forgets a timeline being detached; settles once its pass (if any) has stopped. */
+  async detach(key: string): Promise<void> {
+    this.attached.delete(key);
+    const run = this.states.get(key)?.run;
+    this.states.delete(key);
+    await run;
+  }
+
+  /** Settles when the timeline has no pass running (tests, probes). */
+  async idle(key: string): Promise<void> {
+    await this.states.get(key)?.run;
+  }
+}

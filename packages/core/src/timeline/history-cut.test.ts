@@ -1,0 +1,182 @@
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import type { Lsn } from "../lsn.ts";
+import { ForkNumber } from "../reltag.ts";
+import { imageExtentKey, KeySpace, relBlockKey, relSizeKey, storeKey } from "../storage/keys.ts";
+import type { TimelineStore } from "../storage/timeline-store.ts";
+import { extentPagesValue, imageValue, runValue, TOMBSTONE, u32Value, walRecordValue } from "../storage/values.ts";
+import { cutHistory } from "./history-cut.ts";
+import { PageCache } from "./page-cache.ts";
+import { PageReader } from "./page-reader.ts";
+import { RelationScanner } from "./relation-scan.ts";
+import { commit, countEntriesRead, emptyPage, genericDelta, oneBlockRecord, tempStores } from "./testutil.ts";
+
+const rel = { spcNode: 1663, dbNode: 5, relNode: 16384 };
+const BLOCKS = 12;
+const LSNS = [0x50n, 0x100n, 0x150n, 0x1c0n, 0x200n, 0x250n, 0x300n, 0x350n, 0x400n, 0x450n, 0x500n, 0x550n, 0x650n, 0x800n, 0x900n];
+
+const blockKey = (block: number, lsn: Lsn) => storeKey(relBlockKey(rel, ForkNumber.Main, block), lsn);
+const genericRecord = (block: number, lsn: Lsn, offset: number, bytes: string | number[], willInit = false) =>
+  walRecordValue(oneBlockRecord(20, rel, block, genericDelta(offset, Buffer.from(bytes as string)), { willInit }), lsn - 0x20n, willInit);
+const generic = (block: number, lsn: Lsn, offset: number, bytes: string | number[], willInit = false) => ({ key: blockKey(block, lsn), value: genericRecord(block, lsn, offset, bytes, willInit) });
+const image = (block: number, lsn: Lsn, mark: number) => ({ key: blockKey(block, lsn), value: imageValue(emptyPage(lsn, mark)) });
+
+/** Readers with no shared page cache: every read goes to the store. */
+const readerOf = (store: TimelineStore, ancestor?: { reader: PageReader; lsn: Lsn }) => new PageReader(store, { pageCache: new PageCache(0), ancestor });
+
+/** Every block at every LSN, by getPage and by a relation scan. */
+async function allPages(reader: PageReader): Promise<string[]> {
+  const out: string[] = [];
+  for (const lsn of LSNS) {
+    const scanner = new RelationScanner(reader, lsn);
+    try {
+      for (let block = 0; block < BLOCKS; block++) {
+        const page = await reader.getPage(rel, ForkNumber.Main, block, lsn);
+        const scanned = await scanner.page(rel, ForkNumber.Main, block);
+        expect(scanned.equals(page), `scan of block ${block} at ${lsn.toString(16)}`).toBe(true);
+        out.push(`${block}@${lsn.toString(16)}:${page.toString("hex")}`);
+      }
+    } finally {
+      await scanner.close();
+    }
+  }
+  return out;
+}
+
+async function countSpace(store: TimelineStore, space: KeySpace): Promise<number> {
+  return (await store.db.keys({ gte: Buffer.from([space]), lt: Buffer.from([space + 1]) }).all()).length;
+}
+
+describe("history cut", () => {
+  const { openStore, cleanup } = tempStores("strata-cut-");
+  let store: TimelineStore;
+  beforeEach(async () => {
+    store = await openStore();
+  });
+  afterEach(cleanup);
+
+  /** Blocks with every kind of history: imported pages, images, will-init records, runs, a drop, a long chain. */
+  async function fillTimeline(s: TimelineStore) {
+    const imported = Array.from({ length: 4 }, (_, b) => emptyPage(0x100n, 0x40 + b));
+    const entries = [
+      { key: storeKey(relSizeKey(rel, ForkNumber.Main), 0x100n), value: u32Value(BLOCKS) },
+      // 0-3 imported at 0x100 as one extent; 0: records on it; 1: untouched; 2: a newer image; 3: one record
+      { key: storeKey(imageExtentKey(rel, ForkNumber.Main, 0), 0x100n), value: extentPagesValue(Buffer.concat(imported)) },
+      generic(0, 0x200n, 8100, "a"), generic(0, 0x300n, 8101, "b"), generic(0, 0x600n, 8102, "c"),
+      generic(2, 0x180n, 8100, "x"), image(2, 0x400n, 0x22), generic(2, 0x500n, 8101, "y"),
+      generic(3, 0x700n, 8100, "z"),
+      // 4: image + records, then a newer image with nothing above it
+      image(4, 0x100n, 4), generic(4, 0x200n, 8100, "aa"), generic(4, 0x300n, 8102, "bb"), image(4, 0x420n, 0x44),
+      // 5: records without a base (a zero page), one of them a run of three versions
+      generic(5, 0x150n, 8100, "p"),
+      { key: blockKey(5, 0x250n), value: runValue([0x250n, 0x260n, 0x270n].map((lsn, i) => ({ lsn, value: genericRecord(5, lsn, 8110 + i, "r") }))) },
+      // 6: a will-init record, records above it
+      image(6, 0x100n, 6), generic(6, 0x320n, 8100, "i", true), generic(6, 0x340n, 8101, "j"), generic(6, 0x880n, 8102, "k"),
+      // 7: dropped, then recreated
+      image(7, 0x100n, 7), { key: blockKey(7, 0x300n), value: TOMBSTONE }, image(7, 0x600n, 0x77),
+      // 9: only versions above most of the LSNs
+      image(9, 0x700n, 9), generic(9, 0x780n, 8100, "late"),
+    ];
+    // 8: a long chain
+    entries.push(image(8, 0x100n, 8));
+    for (let i = 1; i <= 80; i++) entries.push(generic(8, 0x100n + BigInt(i) * 0x8n, 8000 + (i % 150), [i]));
+    await commit(s, entries, 0x100n, 0x900n);
+  }
+
+  const everyBlock = [{ rel, fork: ForkNumber.Main, blocks: Array.from({ length: BLOCKS }, (_, b) => b) }];
+
+  it("reads the same page at every LSN, by getPage and by a relation scan, after cuts below, between and above the versions", async () => {
+    await fillTimeline(store);
+    const before = await allPages(readerOf(store));
+    const mid = await cutHistory(readerOf(store), everyBlock, 0x350n);
+    // cut where it has something to gain: an image for blocks with records above their base, the
+    // versions below a base moved for the rest
+    expect(mid.images).toBeGreaterThan(0);
+    expect(mid.moved).toBeGreaterThan(0);
+    expect(await allPages(readerOf(store))).toEqual(before);
+    const late = await cutHistory(readerOf(store), everyBlock, 0x900n);
+    expect(late.images).toBeGreaterThan(0);
+    expect(await allPages(readerOf(store))).toEqual(before);
+    // the history is all there, under its own key space; nothing was lost
+    expect(await countSpace(store, KeySpace.RelBlockHistory)).toBe(mid.moved + late.moved);
+  });
+
+  it("keeps a branch below the cut reading its parent's history", async () => {
+    await fillTimeline(store);
+    const parentBefore = readerOf(store);
+    const childStore = await openStore();
+    await commit(childStore, [generic(0, 0x300n, 8110, "child"), generic(5, 0x320n, 8120, "c5")], 0x250n, 0x400n);
+    const childPages = async () => {
+      const child = readerOf(childStore, { reader: readerOf(store), lsn: 0x250n });
+      const out: string[] = [];
+      for (const lsn of [0x250n, 0x300n, 0x400n]) {
+        const scanner = new RelationScanner(child, lsn);
+        try {
+          for (let block = 0; block < BLOCKS; block++) {
+            const page = await child.getPage(rel, ForkNumber.Main, block, lsn);
+            expect((await scanner.page(rel, ForkNumber.Main, block)).equals(page)).toBe(true);
+            out.push(page.toString("hex"));
+          }
+        } finally {
+          await scanner.close();
+        }
+      }
+      return out;
+    };
+    const before = await childPages();
+    expect(parentBefore).toBeDefined();
+    await cutHistory(readerOf(store), everyBlock, 0x900n);
+    expect(await childPages()).toEqual(before);
+  });
+
+  it("lets a scan at the cut read each block's base and what is above it, not its history", async () => {
+    await fillTimeline(store);
+    const scanAtEnd = async () => {
+      const reader = readerOf(store);
+      const read = countEntriesRead(store);
+      const scanner = new RelationScanner(reader, 0x900n);
+      try {
+        for (let block = 0; block < BLOCKS; block++) await scanner.page(rel, ForkNumber.Main, block);
+      } finally {
+        await scanner.close();
+      }
+      return read.entries;
+    };
+    const before = await scanAtEnd();
+    await cutHistory(readerOf(store), everyBlock, 0x900n);
+    const after = await scanAtEnd();
+    // 117 versions before; after: one base per block that had versions (and the relation's size lookups)
+    expect(before).toBeGreaterThan(100);
+    expect(after).toBeLessThan(20);
+  });
+
+  it("leaves blocks below the minimum of records alone but still moves what lies below their base", async () => {
+    await fillTimeline(store);
+    const before = await allPages(readerOf(store));
+    const result = await cutHistory(readerOf(store), everyBlock, 0x900n, { minRecords: 50 });
+    // only the long chain (80 records) gets an image; block 4's versions below its newest image move
+    expect(result.images).toBe(1);
+    const history = await store.db.keys({ gte: Buffer.from([KeySpace.RelBlockHistory]), lt: Buffer.from([KeySpace.RelBlockHistory + 1]) }).all();
+    const movedBlocks = new Set(history.map((key) => key.readUInt32BE(14)));
+    expect(movedBlocks).toEqual(new Set([2, 4, 6, 7, 8]));
+    expect(await allPages(readerOf(store))).toEqual(before);
+  });
+
+  it("does not cut a block inside a run of versions that crosses the cut LSN", async () => {
+    await fillTimeline(store);
+    const before = await allPages(readerOf(store));
+    // 0x260 lies inside block 5's run (0x250..0x270)
+    const result = await cutHistory(readerOf(store), [{ rel, fork: ForkNumber.Main, blocks: [5] }], 0x260n);
+    expect(result).toMatchObject({ images: 0, moved: 0, unchanged: 1 });
+    expect(await allPages(readerOf(store))).toEqual(before);
+  });
+
+  it("stops between groups when told to, and what it cut by then reads the same", async () => {
+    await fillTimeline(store);
+    const before = await allPages(readerOf(store));
+    let asked = 0;
+    const result = await cutHistory(readerOf(store), everyBlock, 0x900n, { groupBlocks: 4, pause: () => (++asked === 2 ? Promise.resolve(false) : undefined) });
+    expect(result.stopped).toBe(true);
+    expect(result.images).toBeGreaterThan(0);
+    expect(await allPages(readerOf(store))).toEqual(before);
+  });
+});

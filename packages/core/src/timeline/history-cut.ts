@@ -1,0 +1,166 @@
+// History cuts (compaction): keeps the versions a read at the newest LSNs needs apart from the
+// history below them. A relation block's versions live in key space 0x10, oldest first, and a
+// forward scan (a full backup, an endpoint's first start) reads every one of them to reach the
+// newest: after a few minutes of pgbench a block had 8-9 entries there, and a backup read 175k
+// entries for 20k pages (1.3 s, against 0.15 s for pg_basebackup of the same database). A cut of
+// a block at LSN L, a record boundary the timeline has durably ingested:
+//   - with at least `minRecords` records above its newest base at or below L: stores its page at L
+//     as an image at L (a base) and moves every version at or below L to the history key space 0x18;
+//   - otherwise, with older versions below that base: moves just those;
+// in one batch per group of blocks, same keys and values. Reads at or above the block's newest
+// base in 0x10 find all they need there; a read below it finds nothing at or below its LSN there
+// and reads 0x18 instead (TimelineStore.getReconstructChain, RelationScanner), where the history
+// is whole. Nothing is deleted: every LSN reads the same page before and after a cut.
+import type { Lsn } from "../lsn.ts";
+import type { ForkNumber } from "../reltag.ts";
+import type { PagesOfFork } from "../ingest/walingest.ts";
+import { ENTITY_KEY_LENGTH, relBlockKey, storeKey } from "../storage/keys.ts";
+import { expandEntry, imageValue, isBaseValue, ValueKind } from "../storage/values.ts";
+import type { PageReader } from "./page-reader.ts";
+import { RelationScanner } from "./relation-scan.ts";
+
+/** Blocks cut per batch (one write and sync of the page image files, one LevelDB batch). */
+const DEFAULT_GROUP_BLOCKS = 64;
+
+export interface HistoryCutOptions {
+  /** records above its newest base for a block to get an image at the cut (default 1) */
+  minRecords?: number;
+  /** blocks per batch (default 64) */
+  groupBlocks?: number;
+  /**
+   * Asked before each group: undefined to go on, or a promise to wait for first (the pass's
+   * iterators are closed meanwhile, so a long wait pins nothing in LevelDB) that resolves to false
+   * to stop there.
+   */
+  pause?: () => Promise<boolean> | undefined;
+}
+
+export interface HistoryCutResult {
+  /** blocks that got an image at the cut */
+  images: number;
+  /** versions moved to the history key space (an earlier cut's image at this cut's LSN is dropped instead) */
+  moved: number;
+  /** blocks left as they were: nothing to gain, past their relation's end (or dropped) at the LSN */
+  unchanged: number;
+  /** blocks whose page could not be rebuilt (a read of them reports why); left as they were */
+  failed: number;
+  /** the pass stopped before the last block (pause resolved to false) */
+  stopped: boolean;
+}
+
+function compareForks(a: PagesOfFork, b: PagesOfFork): number {
+  return a.rel.spcNode - b.rel.spcNode || a.rel.dbNode - b.rel.dbNode || a.rel.relNode - b.rel.relNode || a.fork - b.fork;
+}
+
+type Entry = [Buffer, Buffer];
+
+/** The 0x10 entries at or below `lsn` of blocks [first, last] of a relation fork, by block, oldest first. */
+async function readEntries(reader: PageReader, forkPages: PagesOfFork, first: number, last: number, lsn: Lsn): Promise<Map<number, Entry[]>> {
+  const out = new Map<number, Entry[]>();
+  const iterator = reader.store.db.iterator({ gte: storeKey(relBlockKey(forkPages.rel, forkPages.fork, first), 0n), lte: storeKey(relBlockKey(forkPages.rel, forkPages.fork, last), lsn), highWaterMarkBytes: 1024 * 1024 });
+  try {
+    for (;;) {
+      const batch = await iterator.nextv(256);
+      if (batch.length === 0) break;
+      for (const entry of batch) {
+        if (entry[0].readBigUInt64BE(ENTITY_KEY_LENGTH) > lsn) continue;
+        const block = entry[0].readUInt32BE(14);
+        let list = out.get(block);
+        if (!list) out.set(block, (list = []));
+        list.push(entry);
+      }
+    }
+  } finally {
+    await iterator.close();
+  }
+  return out;
+}
+
+/** What to do with one block: the versions above its newest base, and where that base is. */
+function plan(entries: Entry[], lsn: Lsn): { base: number; records: number } | undefined {
+  let base = -1;
+  let records = 0;
+  for (let i = 0; i < entries.length; i++) {
+    const [key, raw] = entries[i];
+    if (raw[0] === ValueKind.Run) {
+      const members = expandEntry(key.readBigUInt64BE(ENTITY_KEY_LENGTH), raw);
+      // a run is one ingest step's, and a cut LSN ends a step: never across it (left alone if so)
+      if (members[members.length - 1].lsn > lsn) return undefined;
+      records += members.length;
+    } else if (isBaseValue(raw)) {
+      base = i;
+      records = 0;
+    } else records++;
+  }
+  return { base, records };
+}
+
+/**
+ * Cuts the history of the listed blocks at `lsn` (a record boundary the timeline has durably
+ * ingested, e.g. its last_record_lsn). Blocks may be listed in any order and more than once.
+ */
+export async function cutHistory(reader: PageReader, pages: ReadonlyArray<PagesOfFork>, lsn: Lsn, options: HistoryCutOptions = {}): Promise<HistoryCutResult> {
+  const result: HistoryCutResult = { images: 0, moved: 0, unchanged: 0, failed: 0, stopped: false };
+  const forks = pages.filter((p) => p.blocks.length > 0).sort(compareForks);
+  if (forks.length === 0) return result;
+  const minRecords = Math.max(1, options.minRecords ?? 1);
+  const groupBlocks = options.groupBlocks ?? DEFAULT_GROUP_BLOCKS;
+  const sizes = await reader.relationSizes(forks, lsn);
+  const lastFork = forks[forks.length - 1];
+  const end = { rel: lastFork.rel, fork: lastFork.fork, block: Math.max(...lastFork.blocks) + 1 };
+  let scanner: RelationScanner | undefined;
+  try {
+    for (let f = 0; f < forks.length; f++) {
+      const forkPages = forks[f];
+      const size = sizes[f] ?? 0;
+      const blocks = [...new Set(forkPages.blocks)].sort((a, b) => a - b);
+      for (let g = 0; g < blocks.length; g += groupBlocks) {
+        if (g > 0 || f > 0) {
+          const wait = options.pause?.();
+          if (wait) {
+            await scanner?.close();
+            scanner = undefined;
+            if (!(await wait)) {
+              result.stopped = true;
+              return result;
+            }
+          }
+        }
+        const group = blocks.slice(g, g + groupBlocks).filter((block) => {
+          if (block < size) return true;
+          result.unchanged++;
+          return false;
+        });
+        if (group.length === 0) continue;
+        const entries = await readEntries(reader, forkPages, group[0], group[group.length - 1], lsn);
+        const moves: Entry[] = [];
+        const images: Array<{ key: Buffer; value: Buffer }> = [];
+        for (const block of group) {
+          const own = entries.get(block) ?? [];
+          const planned = plan(own, lsn);
+          if (!planned || (planned.records < minRecords && planned.base <= 0)) {
+            result.unchanged++;
+            continue;
+          }
+          if (planned.records >= minRecords) {
+            scanner ??= new RelationScanner(reader, lsn, { end });
+            let page: Buffer;
+            try {
+              page = await scanner.page(forkPages.rel, forkPages.fork as ForkNumber, block);
+            } catch {
+              result.failed++;
+              continue;
+            }
+            for (const entry of own) moves.push(entry);
+            images.push({ key: storeKey(relBlockKey(forkPages.rel, forkPages.fork, block), lsn), value: imageValue(page) });
+            result.images++;
+          } else for (let i = 0; i < planned.base; i++) moves.push(own[i]);
+        }
+        result.moved += await reader.store.cutHistory(moves, images);
+      }
+    }
+    return result;
+  } finally {
+    await scanner?.close();
+  }
+}
