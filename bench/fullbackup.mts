@@ -94,12 +94,14 @@ try {
     "SELECT pg_current_wal_flush_lsn()::text AS lsn, (SELECT sum(pg_database_size(oid)) FROM pg_database)::text AS size",
   );
   await api.timelines.waitLsn.mutate({ ...ids, lsn, timeoutSeconds: 600 });
+  // rounds and the pageserver's compaction pass are timed from here
+  const loadDone = Date.now();
   progressDone();
   console.error(`databases: ${fmtMB(Number(size))}; timeline at ${lsn}`);
 
   const base: Array<{ s: number; bytes: number }> = [];
   const baseToDisk: Array<{ s: number; bytes: number }> = [];
-  const strata: Array<{ s: number; bytes: number; daemonCpu: number; clientCpu: number }> = [];
+  const strata: Array<{ s: number; bytes: number; daemonCpu: number; clientCpu: number; at: number }> = [];
   for (let round = 1; round <= ROUNDS; round++) {
     const dir = makePostgresTempDir("strata-bench-basebackup-");
     tempDirs.push(dir);
@@ -122,12 +124,13 @@ try {
     // CPU of both ends: on 2 cores the daemon and this client compete with each other
     const daemonCpu0 = readCpuSeconds(daemon.process.pid!) ?? 0;
     const clientCpu0 = process.cpuUsage();
+    const at = (Date.now() - loadDone) / 1000;
     t = performance.now();
     await ps.fullbackup(ids.tenantId, ids.timelineId, undefined, (chunk) => {
       bytes += chunk.length;
     });
     const clientCpu = process.cpuUsage(clientCpu0);
-    strata.push({ s: (performance.now() - t) / 1000, bytes, daemonCpu: (readCpuSeconds(daemon.process.pid!) ?? 0) - daemonCpu0, clientCpu: (clientCpu.user + clientCpu.system) / 1e6 });
+    strata.push({ s: (performance.now() - t) / 1000, bytes, daemonCpu: (readCpuSeconds(daemon.process.pid!) ?? 0) - daemonCpu0, clientCpu: (clientCpu.user + clientCpu.system) / 1e6, at });
     ps.close();
   }
 
@@ -203,6 +206,12 @@ try {
     console.log(`strata endpoint start on a branch: ${es.total.toFixed(2)} s until a query answers (endpoints.start round trip ${es.api.toFixed(2)} s; all rounds: ${epStart.map((x) => x.total.toFixed(2)).join(", ")} s)`);
     console.log(`ratio baseline time / strata time: ${(bs.total / es.total).toFixed(3)}x`);
   }
+  // the pageserver's compaction passes during the run, for context
+  for (const line of daemon.output().split("\n")) {
+    if (!line.includes('"compaction pass')) continue;
+    const pass = JSON.parse(line);
+    console.log(`compaction pass done ${((pass.time - loadDone) / 1000).toFixed(1)} s after the load: ${pass.images} images, ${pass.moved} versions moved (strata rounds started at ${strata.map((x) => `+${x.at.toFixed(1)}`).join(", ")} s)`);
+  }
 } finally {
   progressDone();
   if (endpointUp) await endpointUp().catch(() => {});
@@ -212,8 +221,6 @@ try {
     } catch {}
   }
   if (daemon) {
-    // the pageserver's compaction passes during the run, for context
-    for (const line of daemon.output().split("\n")) if (line.includes('"compaction pass')) console.error(`pageserver: ${line}`);
     await daemon.stop().catch(() => {});
   }
   removeDataDir(dataDir);
