@@ -24,6 +24,8 @@ export interface WalReceiverStatus {
   reconnects: number;
   receivedBytes: number;
   records: number;
+  /** bytes of the records durably ingested (received bytes also count page headers and the zeros after a segment switch) */
+  recordBytes: number;
 }
 
 export interface WalReceiverOptions {
@@ -41,7 +43,7 @@ export interface WalReceiverOptions {
 }
 
 export class WalReceiver {
-  readonly status: WalReceiverStatus = { state: "connecting", primaryFlushLsn: 0n, lastError: null, reconnects: 0, receivedBytes: 0, records: 0 };
+  readonly status: WalReceiverStatus = { state: "connecting", primaryFlushLsn: 0n, lastError: null, reconnects: 0, receivedBytes: 0, records: 0, recordBytes: 0 };
   private stopped = false;
   private connection: ReplicationConnection | undefined;
   private loop: Promise<void> | undefined;
@@ -159,6 +161,7 @@ export class WalReceiver {
           reportedLsn = durable;
           stream.sendStatus({ flushed: durable, applied: durable });
           this.status.records = this.ingestor.totalRecords;
+          this.status.recordBytes = this.ingestor.totalBytes;
           this.options.onDurable?.(durable, this.ingestor.totalBytes - reportedBytes, this.ingestor.totalRecords - reportedRecords);
           reportedRecords = this.ingestor.totalRecords;
           reportedBytes = this.ingestor.totalBytes;
@@ -230,6 +233,8 @@ export class WalReceiver {
           try {
             const durable = await this.ingestor.flush();
             this.status.records = this.ingestor.totalRecords;
+            this.status.recordBytes = this.ingestor.totalBytes;
+          this.status.recordBytes = this.ingestor.totalBytes;
             this.options.onDurable?.(durable, 0, 0);
           } catch {
             // the ingestor is marked failed; the next ingest call reports it

@@ -15,7 +15,7 @@ import type { PageReader } from "../timeline/page-reader.ts";
 export interface CompactionSettings {
   /** records a block needs above its newest base to get an image at a cut (0 turns compaction off) */
   minRecords: number;
-  /** a timeline whose WAL arrives slower than this (bytes per second) is quiet */
+  /** a timeline whose WAL records arrive slower than this (bytes per second) is quiet */
   quietBytesPerSecond: number;
   /** least time between the starts of two passes of one timeline */
   minIntervalMs: number;
@@ -44,15 +44,15 @@ export interface CompactedTimeline {
   reader: PageReader;
   /** its walreceiver, if it follows a primary or an endpoint */
   receiver?: {
-    readonly status: { state: string; receivedBytes: number; primaryFlushLsn: Lsn };
+    readonly status: { state: string; recordBytes: number; primaryFlushLsn: Lsn };
     readonly lastRecordLsn: Lsn;
     drainWrittenPages(): PagesOfFork[];
   };
 }
 
 interface TimelineState {
-  /** the receiver's receivedBytes at the last tick, and when */
-  receivedBytes: number;
+  /** the receiver's recordBytes at the last tick, and when (WAL bytes received would count a segment switch's 16 MB of zeros) */
+  recordBytes: number;
   at: number;
   quiet: boolean;
   lastPassAt: number;
@@ -73,7 +73,7 @@ export class Compactor {
 
   private state(key: string): TimelineState {
     let state = this.states.get(key);
-    if (!state) this.states.set(key, (state = { receivedBytes: 0, at: 0, quiet: false, lastPassAt: 0, run: undefined }));
+    if (!state) this.states.set(key, (state = { recordBytes: 0, at: 0, quiet: false, lastPassAt: 0, run: undefined }));
     return state;
   }
 
@@ -90,10 +90,10 @@ export class Compactor {
       state.quiet = true;
       return;
     }
-    const received = receiver.status.receivedBytes;
+    const ingested = receiver.status.recordBytes;
     const seconds = (now - state.at) / 1000;
-    const rate = state.at > 0 && seconds > 0 ? (received - state.receivedBytes) / seconds : Infinity;
-    state.receivedBytes = received;
+    const rate = state.at > 0 && seconds > 0 ? (ingested - state.recordBytes) / seconds : Infinity;
+    state.recordBytes = ingested;
     state.at = now;
     const behind = receiver.status.primaryFlushLsn - receiver.lastRecordLsn;
     // (a receiver that is not streaming, e.g. waiting to reconnect, brings nothing in either)

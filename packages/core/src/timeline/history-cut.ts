@@ -20,12 +20,12 @@ import type { PageReader } from "./page-reader.ts";
 import { RelationScanner } from "./relation-scan.ts";
 
 /** Blocks cut per batch (one write and sync of the page image files, one LevelDB batch). */
-const DEFAULT_GROUP_BLOCKS = 64;
+const DEFAULT_GROUP_BLOCKS = 256;
 
 export interface HistoryCutOptions {
   /** records above its newest base for a block to get an image at the cut (default 1) */
   minRecords?: number;
-  /** blocks per batch (default 64) */
+  /** blocks per batch (default 256) */
   groupBlocks?: number;
   /**
    * Asked before each group: undefined to go on, or a promise to wait for first (the pass's
