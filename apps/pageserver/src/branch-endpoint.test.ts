@@ -24,8 +24,10 @@ describe("branching a pgbench history at several points and running postgres on 
     primary = await PgCluster.start({ settings: { autovacuum: "off" } });
     await primary.pgbench(["-i", "-s", "1", "-q"]);
     dataDir = makeDataDir();
-    daemon = await startDaemon(dataDir);
-    const tenant = await createStrataClient(daemon.apiUrl).tenants.create.mutate({ fromPrimary: primary.connectionString() });
+    // (a compaction pass whenever the WAL goes quiet: the first two branch points end up below a cut)
+    daemon = await startDaemon(dataDir, { STRATA_COMPACTION_INTERVAL_S: "0" });
+    const client = createStrataClient(daemon.apiUrl);
+    const tenant = await client.tenants.create.mutate({ fromPrimary: primary.connectionString() });
     tenantId = tenant.id;
     mainId = tenant.timelines[0].id;
     for (let i = 0; i < 3; i++) {
@@ -34,9 +36,23 @@ describe("branching a pgbench history at several points and running postgres on 
       const [sums] = await primary.sql(CHECKSUMS);
       const [{ lsn }] = await primary.sql<{ lsn: string }>("SELECT pg_current_wal_insert_lsn()::text AS lsn");
       points.push({ lsn, sums });
+      if (i === 1) {
+        await client.timelines.waitLsn.mutate({ tenantId, timelineId: mainId, lsn, timeoutSeconds: 120 });
+        await waitForCompaction(daemon, tenantId, mainId);
+      }
     }
-    await createStrataClient(daemon.apiUrl).timelines.waitLsn.mutate({ tenantId, timelineId: mainId, lsn: points[2].lsn, timeoutSeconds: 120 });
+    await client.timelines.waitLsn.mutate({ tenantId, timelineId: mainId, lsn: points[2].lsn, timeoutSeconds: 120 });
   });
+
+  /** Until the timeline's first compaction pass has stored images (the pass logs once it is done). */
+  async function waitForCompaction(d: Daemon, tenant: string, timeline: string) {
+    const deadline = Date.now() + 60_000;
+    const passed = () => d.output().split("\n").some((line) => line.includes('"compaction pass"') && line.includes(timeline) && !line.includes('"images":0,'));
+    while (!passed()) {
+      if (Date.now() > deadline) throw new Error(`no compaction pass of ${tenant}/${timeline} within 60 s:\n${d.output()}`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
 
   afterAll(async () => {
     const client = createStrataClient(daemon.apiUrl);

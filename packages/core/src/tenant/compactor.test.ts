@@ -1,0 +1,121 @@
+import { describe, expect, it } from "vitest";
+import type { PagesOfFork } from "../ingest/walingest.ts";
+import type { PageReader } from "../timeline/page-reader.ts";
+import { compactionFromEnv, Compactor, type CompactedTimeline, DEFAULT_COMPACTION } from "./compactor.ts";
+
+/**
+ * A timeline whose walreceiver reports what the test sets. With `written`, each drain hands out a
+ * block of a relation that no longer exists, so a pass starts and leaves it alone.
+ */
+function fakeTimeline(written = false) {
+  const receiver = {
+    status: { state: "streaming", recordBytes: 0, primaryFlushLsn: 0x1000n },
+    lastRecordLsn: 0x1000n,
+    drains: 0,
+    drainWrittenPages(): PagesOfFork[] {
+      this.drains++;
+      return written ? [{ rel: { spcNode: 1663, dbNode: 5, relNode: 16384 }, fork: 0, blocks: [7] }] : [];
+    },
+  };
+  const reader = { relationSizes: async () => [undefined] } as unknown as PageReader;
+  const timeline: CompactedTimeline = { reader, receiver };
+  return { timeline, receiver };
+}
+
+const settings = { minRecords: 1, quietBytesPerSecond: 100_000, minIntervalMs: 30_000 };
+
+describe("compactor", () => {
+  it("starts a pass only once the timeline's records arrive slower than the quiet rate", () => {
+    const compactor = new Compactor(settings);
+    const { timeline, receiver } = fakeTimeline();
+    let now = 1_000_000;
+    // the first tick has no rate yet; then 1 MB/s of records
+    compactor.tick("t/a", timeline, now);
+    for (let i = 0; i < 5; i++) {
+      now += 1000;
+      receiver.status.recordBytes += 1_000_000;
+      receiver.lastRecordLsn += 1_000_000n;
+      receiver.status.primaryFlushLsn = receiver.lastRecordLsn;
+      compactor.tick("t/a", timeline, now);
+    }
+    expect(receiver.drains).toBe(0);
+    // the load stops
+    now += 1000;
+    receiver.status.recordBytes += 1000;
+    compactor.tick("t/a", timeline, now);
+    expect(receiver.drains).toBe(1);
+  });
+
+  it("waits for the timeline to catch up with its primary, and runs passes at most once per interval", () => {
+    const compactor = new Compactor(settings);
+    const { timeline, receiver } = fakeTimeline();
+    let now = 1_000_000;
+    compactor.tick("t/a", timeline, now);
+    // nothing ingested, but far behind the primary (a backlog being received)
+    receiver.status.primaryFlushLsn = receiver.lastRecordLsn + 50_000_000n;
+    now += 1000;
+    compactor.tick("t/a", timeline, now);
+    expect(receiver.drains).toBe(0);
+    receiver.status.primaryFlushLsn = receiver.lastRecordLsn;
+    now += 1000;
+    compactor.tick("t/a", timeline, now);
+    expect(receiver.drains).toBe(1);
+    // (no written blocks: the pass did nothing and does not count against the interval)
+    now += 1000;
+    compactor.tick("t/a", timeline, now);
+    expect(receiver.drains).toBe(2);
+  });
+
+  it("runs a pass over written blocks at most once per interval", async () => {
+    const passes: unknown[] = [];
+    const compactor = new Compactor(settings, (_key, result) => passes.push(result));
+    const { timeline, receiver } = fakeTimeline(true);
+    let now = 1_000_000;
+    compactor.tick("t/a", timeline, now);
+    now += 1000;
+    compactor.tick("t/a", timeline, now);
+    expect(receiver.drains).toBe(1);
+    await compactor.idle("t/a");
+    expect(passes).toEqual([{ images: 0, moved: 0, unchanged: 1, failed: 0, stopped: false }]);
+    for (let i = 0; i < 29; i++) {
+      now += 1000;
+      compactor.tick("t/a", timeline, now);
+    }
+    expect(receiver.drains).toBe(1);
+    now += 1000;
+    compactor.tick("t/a", timeline, now);
+    expect(receiver.drains).toBe(2);
+    await compactor.detach("t/a");
+  });
+
+  it("counts a receiver that is not streaming (waiting to reconnect) as quiet, and a stopped one is cut at once", () => {
+    const compactor = new Compactor(settings);
+    const { timeline, receiver } = fakeTimeline();
+    receiver.status.state = "backoff";
+    receiver.status.primaryFlushLsn = receiver.lastRecordLsn + 50_000_000n;
+    compactor.tick("t/a", timeline, 1_000_000);
+    compactor.tick("t/a", timeline, 1_001_000);
+    expect(receiver.drains).toBe(1);
+    compactor.receiverStopped("t/a", timeline, receiver);
+    expect(receiver.drains).toBe(2);
+  });
+
+  it("does nothing when turned off", () => {
+    const compactor = new Compactor({ ...settings, minRecords: 0 });
+    const { timeline, receiver } = fakeTimeline();
+    compactor.tick("t/a", timeline, 1_000_000);
+    compactor.tick("t/a", timeline, 1_001_000);
+    compactor.receiverStopped("t/a", timeline, receiver);
+    expect(receiver.drains).toBe(0);
+  });
+
+  it("reads its settings from the environment and refuses nonsense", () => {
+    expect(compactionFromEnv({})).toEqual(DEFAULT_COMPACTION);
+    expect(compactionFromEnv({ STRATA_COMPACTION_MIN_RECORDS: "0", STRATA_COMPACTION_QUIET_KBPS: "64", STRATA_COMPACTION_INTERVAL_S: "5" })).toEqual({
+      minRecords: 0,
+      quietBytesPerSecond: 64 * 1024,
+      minIntervalMs: 5000,
+    });
+    expect(() => compactionFromEnv({ STRATA_COMPACTION_MIN_RECORDS: "many" })).toThrow(/STRATA_COMPACTION_MIN_RECORDS/);
+  });
+});
