@@ -198,6 +198,9 @@ export class TimelineStore {
     return chain;
   }
 
+  /** relation scans (full backups) reading this store now, for background work to yield to */
+  scansInProgress = 0;
+
   private historyPresent: Promise<boolean> | undefined;
 
   /** Whether any history cut was ever stored (looked up once, then kept up to date). */

@@ -17,9 +17,10 @@ function fakeTimeline(written = false) {
       return written ? [{ rel: { spcNode: 1663, dbNode: 5, relNode: 16384 }, fork: 0, blocks: [7] }] : [];
     },
   };
-  const reader = { relationSizes: async () => [undefined] } as unknown as PageReader;
+  const store = { scansInProgress: 0 };
+  const reader = { relationSizes: async () => [undefined], store } as unknown as PageReader;
   const timeline: CompactedTimeline = { reader, receiver };
-  return { timeline, receiver };
+  return { timeline, receiver, store };
 }
 
 const settings = { minRecords: 1, quietBytesPerSecond: 100_000, minIntervalMs: 30_000 };
@@ -86,6 +87,21 @@ describe("compactor", () => {
     compactor.tick("t/a", timeline, now);
     expect(receiver.drains).toBe(2);
     await compactor.detach("t/a");
+  });
+
+  it("holds a pass while a full backup scans the timeline's store, and goes on after it", async () => {
+    const passes: unknown[] = [];
+    const compactor = new Compactor(settings, (_key, result) => passes.push(result));
+    const { timeline, receiver, store } = fakeTimeline(true);
+    store.scansInProgress = 1;
+    compactor.tick("t/a", timeline, 1_000_000);
+    compactor.tick("t/a", timeline, 1_001_000);
+    expect(receiver.drains).toBe(1);
+    await new Promise((r) => setTimeout(r, 600));
+    expect(passes).toEqual([]);
+    store.scansInProgress = 0;
+    await compactor.idle("t/a");
+    expect(passes).toHaveLength(1);
   });
 
   it("counts a receiver that is not streaming (waiting to reconnect) as quiet, and a stopped one is cut at once", () => {

@@ -126,15 +126,20 @@ export class Compactor {
     state.run = tracked;
   }
 
-  /** Before each group of a pass: go on while quiet; wait (polling) while not; stop once detached. */
+  /**
+   * Before each group of a pass: go on while the timeline is quiet and nothing scans its store (a
+   * full backup: a pass in parallel made one take two to three times as long); wait (polling)
+   * while not; stop once detached.
+   */
   private pauseFor(key: string, timeline: CompactedTimeline): Promise<boolean> | undefined {
     if (this.attached.get(key) !== timeline) return Promise.resolve(false);
-    if (this.states.get(key)?.quiet) return undefined;
+    const free = () => this.states.get(key)?.quiet === true && timeline.reader.store.scansInProgress === 0;
+    if (free()) return undefined;
     return (async () => {
       for (;;) {
         await new Promise((resolve) => setTimeout(resolve, POLL_QUIET_MS));
         if (this.attached.get(key) !== timeline) return false;
-        if (this.states.get(key)?.quiet) return true;
+        if (free()) return true;
       }
     })();
   }

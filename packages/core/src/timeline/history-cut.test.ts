@@ -174,7 +174,7 @@ describe("history cut", () => {
     await fillTimeline(store);
     const before = await allPages(readerOf(store));
     let asked = 0;
-    const result = await cutHistory(readerOf(store), everyBlock, 0x900n, { groupBlocks: 4, pause: () => (++asked === 2 ? Promise.resolve(false) : undefined) });
+    const result = await cutHistory(readerOf(store), everyBlock, 0x900n, { groupBlocks: 4, pause: () => (++asked === 3 ? Promise.resolve(false) : undefined) });
     expect(result.stopped).toBe(true);
     expect(result.images).toBeGreaterThan(0);
     expect(await allPages(readerOf(store))).toEqual(before);

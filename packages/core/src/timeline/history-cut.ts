@@ -28,7 +28,7 @@ export interface HistoryCutOptions {
   /** blocks per batch (default 256) */
   groupBlocks?: number;
   /**
-   * Asked before each group: undefined to go on, or a promise to wait for first (the pass's
+   * Asked before each group (the first too): undefined to go on, or a promise to wait for first (the pass's
    * iterators are closed meanwhile, so a long wait pins nothing in LevelDB) that resolves to false
    * to stop there.
    */
@@ -115,15 +115,13 @@ export async function cutHistory(reader: PageReader, pages: ReadonlyArray<PagesO
       const size = sizes[f] ?? 0;
       const blocks = [...new Set(forkPages.blocks)].sort((a, b) => a - b);
       for (let g = 0; g < blocks.length; g += groupBlocks) {
-        if (g > 0 || f > 0) {
-          const wait = options.pause?.();
-          if (wait) {
-            await scanner?.close();
-            scanner = undefined;
-            if (!(await wait)) {
-              result.stopped = true;
-              return result;
-            }
+        const wait = options.pause?.();
+        if (wait) {
+          await scanner?.close();
+          scanner = undefined;
+          if (!(await wait)) {
+            result.stopped = true;
+            return result;
           }
         }
         const group = blocks.slice(g, g + groupBlocks).filter((block) => {
@@ -143,7 +141,7 @@ export async function cutHistory(reader: PageReader, pages: ReadonlyArray<PagesO
             continue;
           }
           if (planned.records >= minRecords) {
-            scanner ??= new RelationScanner(reader, lsn, { end });
+            scanner ??= new RelationScanner(reader, lsn, { end, background: true });
             let page: Buffer;
             try {
               page = await scanner.page(forkPages.rel, forkPages.fork as ForkNumber, block);

@@ -380,6 +380,20 @@ describe("relation scan", () => {
     expect(seen).toEqual([0]);
   });
 
+  it("counts itself in the store's scans in progress until it closes (background scans do not count)", async () => {
+    await fillTimeline(store);
+    const reader = new PageReader(store);
+    const scanner = new RelationScanner(reader, 0x800n);
+    const background = new RelationScanner(reader, 0x800n, { background: true });
+    await scanner.page(rel, ForkNumber.Main, 0);
+    await background.page(rel, ForkNumber.Main, 0);
+    expect(store.scansInProgress).toBe(1);
+    await scanner.close();
+    await scanner.close();
+    await background.close();
+    expect(store.scansInProgress).toBe(0);
+  });
+
   it("closes its iterators when the consumer stops early", async () => {
     await fillTimeline(store);
     const reader = new PageReader(store);

@@ -313,8 +313,11 @@ class TimelineScan {
     private readonly reader: PageReader,
     private readonly lsn: Lsn,
     private readonly end: Buffer | undefined,
+    /** a compaction pass's own scan: background work does not wait for it */
+    private readonly background = false,
   ) {
     this.snapshot = reader.store.db.snapshot();
+    if (!background) reader.store.scansInProgress++;
     this.blocks = new Cursor(reader, KeySpace.RelBlock, end, this.snapshot);
     this.materialized = new Cursor(reader, KeySpace.MaterializedBlock, end, this.snapshot);
   }
@@ -598,7 +601,7 @@ class TimelineScan {
 
   private ancestorScanner(): TimelineScan {
     const ancestor = this.reader.ancestor!;
-    this.ancestorScan ??= new TimelineScan(ancestor.reader, this.lsn < ancestor.lsn ? this.lsn : ancestor.lsn, this.end);
+    this.ancestorScan ??= new TimelineScan(ancestor.reader, this.lsn < ancestor.lsn ? this.lsn : ancestor.lsn, this.end, this.background);
     return this.ancestorScan;
   }
 
@@ -614,6 +617,7 @@ class TimelineScan {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    if (!this.background) this.reader.store.scansInProgress--;
     const results = await Promise.allSettled([this.blocks.close(), this.materialized.close(), this.history?.close(), this.ancestorScan?.close()]);
     // (after the iterators that read it)
     results.push(...(await Promise.allSettled([this.snapshot.close()])));
@@ -635,6 +639,11 @@ export interface RelationScannerOptions {
    * it; reading a block at or after it is refused. Default: the end of the key space.
    */
   end?: RelationBlock;
+  /**
+   * Background work (a compaction pass): not counted in the store's `scansInProgress`, which
+   * background work yields to.
+   */
+  background?: boolean;
 }
 
 function checkBlock(block: number): void {
@@ -663,7 +672,7 @@ export class RelationScanner {
   ) {
     if (options.end) checkBlock(options.end.block);
     this.end = options.end && relBlockKey(options.end.rel, options.end.fork, options.end.block);
-    this.scan = new TimelineScan(reader, lsn, this.end);
+    this.scan = new TimelineScan(reader, lsn, this.end, options.background);
   }
 
   /** iterators opened and seeks made so far, over all timelines */
