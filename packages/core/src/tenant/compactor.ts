@@ -5,11 +5,11 @@
 // their images from the bounded-replay materializer), at most one pass per timeline at a time, and
 // passes of a timeline at least `minIntervalMs` apart, so a block gets at most one image per pass
 // however bursty the load. A pass pauses (its iterators closed) when WAL starts to stream in again
-// and resumes once it is quiet. Which blocks were written is known from ingest, in memory only:
-// blocks written before a restart are cut when they are written again.
+// and resumes once it is quiet. Which blocks were written is known from ingest, in memory only: the
+// first pass after a timeline is attached (a restart) also takes every block with history.
 import type { Lsn } from "../lsn.ts";
 import type { PagesOfFork } from "../ingest/walingest.ts";
-import { cutHistory, type HistoryCutResult } from "../timeline/history-cut.ts";
+import { blocksWithHistory, cutHistory, type HistoryCutResult } from "../timeline/history-cut.ts";
 import type { PageReader } from "../timeline/page-reader.ts";
 
 export interface CompactionSettings {
@@ -57,6 +57,11 @@ interface TimelineState {
   quiet: boolean;
   lastPassAt: number;
   run: Promise<void> | undefined;
+  /** written blocks drained from a receiver that stopped while a pass ran, and the LSN to cut them at */
+  pending: PagesOfFork[];
+  pendingLsn: Lsn;
+  /** a pass since attach has looked at every block (ingest's record of written blocks starts empty) */
+  scanned: boolean;
 }
 
 const POLL_QUIET_MS = 250;
@@ -73,7 +78,7 @@ export class Compactor {
 
   private state(key: string): TimelineState {
     let state = this.states.get(key);
-    if (!state) this.states.set(key, (state = { recordBytes: 0, at: 0, quiet: false, lastPassAt: 0, run: undefined }));
+    if (!state) this.states.set(key, (state = { recordBytes: 0, at: 0, quiet: false, lastPassAt: 0, run: undefined, pending: [], pendingLsn: 0n, scanned: false }));
     return state;
   }
 
@@ -108,20 +113,34 @@ export class Compactor {
     this.attached.set(key, timeline);
     const state = this.state(key);
     state.quiet = true;
-    if (state.run) return; // its pages wait for the next stop or quiet spell
-    this.startPass(key, timeline, receiver.drainWrittenPages(), receiver.lastRecordLsn, Date.now());
+    // (its receiver is gone after this: what it saw written is kept here until a pass takes it)
+    state.pending.push(...receiver.drainWrittenPages());
+    if (receiver.lastRecordLsn > state.pendingLsn) state.pendingLsn = receiver.lastRecordLsn;
+    if (!state.run) this.startPass(key, timeline, [], state.pendingLsn, Date.now());
   }
 
-  private startPass(key: string, timeline: CompactedTimeline, pages: PagesOfFork[], lsn: Lsn, now: number): void {
-    if (pages.length === 0) return;
+  private startPass(key: string, timeline: CompactedTimeline, drained: PagesOfFork[], lsn: Lsn, now: number): void {
     const state = this.state(key);
+    const pages = [...state.pending, ...drained];
+    state.pending = [];
+    if (pages.length === 0 && state.scanned) return;
     state.lastPassAt = now;
-    const run = cutHistory(timeline.reader, pages, lsn, { minRecords: this.settings.minRecords, pause: () => this.pauseFor(key, timeline) }).then(
+    const run = (async () => {
+      // the first pass since attach also takes every block with history (written before a restart)
+      const scan = !state.scanned;
+      if (scan) pages.push(...(await blocksWithHistory(timeline.reader.store, lsn)));
+      const result = await cutHistory(timeline.reader, pages, lsn, { minRecords: this.settings.minRecords, pause: () => this.pauseFor(key, timeline) });
+      if (scan && !result.stopped) state.scanned = true;
+      return result;
+    })().then(
       (result) => this.onPass(key, result, lsn),
       (err: Error) => this.onError(key, err),
     );
     const tracked: Promise<void> = run.finally(() => {
-      if (state.run === tracked) state.run = undefined;
+      if (state.run !== tracked) return;
+      state.run = undefined;
+      // blocks of a receiver that stopped meanwhile: the timeline is idle, cut them now
+      if (state.pending.length && this.attached.get(key) === timeline) this.startPass(key, timeline, [], state.pendingLsn, Date.now());
     });
     state.run = tracked;
   }

@@ -12,24 +12,12 @@ import type { Lsn } from "../lsn.ts";
 import { KeySpace } from "../storage/keys.ts";
 import { TimelineStore } from "../storage/timeline-store.ts";
 import { PgCluster } from "../testing/pgcluster.ts";
-import { readWalRange } from "../wal/reader.ts";
 import { cutHistory, type HistoryCutResult } from "./history-cut.ts";
 import { PageCache } from "./page-cache.ts";
 import { PageReader } from "./page-reader.ts";
 import { RelationScanner } from "./relation-scan.ts";
-import { countEntriesRead } from "./testutil.ts";
+import { countEntriesRead, ingestFromWalDir } from "./testutil.ts";
 
-const SEGMENT = 16 * 1024 * 1024;
-
-async function ingest(ingestor: TimelineIngestor, primary: PgCluster, from: Lsn, to: Lsn): Promise<Lsn> {
-  let last = from;
-  for (let pos = from; pos < to; ) {
-    const next = pos + BigInt(Math.min(SEGMENT, Number(to - pos)));
-    last = await ingestor.ingestWal(readWalRange(primary.walDir, pos, next), pos);
-    pos = next;
-  }
-  return last;
-}
 
 /** sha1 of every block of every relation fork at `lsn`, by getPage; the same blocks read by one scan must match. */
 async function pagesAt(reader: PageReader, lsn: Lsn): Promise<Map<string, string>> {
@@ -71,19 +59,19 @@ describe("history cuts on PostgreSQL WAL", () => {
     await primary.pgbench(["-i", "-s", "1", "-q"]);
     await primary.sql("CREATE TABLE extra (id int PRIMARY KEY, v text)");
     await primary.sql("INSERT INTO extra SELECT g, md5(g::text) FROM generate_series(1, 3000) g");
-    const early = await ingest(ingestor, primary, imported.startLsn, await primary.flushedWalEnd());
+    const early = await ingestFromWalDir(ingestor, primary.walDir, imported.startLsn, await primary.flushedWalEnd());
 
     await primary.pgbench(["-n", "-t", "300", "-c", "2"]);
     await primary.sql("UPDATE extra SET v = v || 'x' WHERE id % 7 = 0");
     await primary.sql("VACUUM extra");
-    const middle = await ingest(ingestor, primary, early, await primary.flushedWalEnd());
+    const middle = await ingestFromWalDir(ingestor, primary.walDir, early, await primary.flushedWalEnd());
     const writtenFirst: PagesOfFork[] = ingestor.drainWrittenPages();
 
     await primary.pgbench(["-n", "-t", "300", "-c", "2"]);
     await primary.sql("DELETE FROM extra WHERE id % 11 = 0");
     await primary.sql("TRUNCATE pgbench_history");
     await primary.sql("CREATE INDEX ON extra (v)");
-    end = await ingest(ingestor, primary, middle, await primary.flushedWalEnd());
+    end = await ingestFromWalDir(ingestor, primary.walDir, middle, await primary.flushedWalEnd());
     const writtenThen = ingestor.drainWrittenPages();
     await primary.stop();
     primary = undefined;

@@ -4,7 +4,8 @@ import { ForkNumber } from "../reltag.ts";
 import { imageExtentKey, KeySpace, relBlockKey, relSizeKey, storeKey } from "../storage/keys.ts";
 import type { TimelineStore } from "../storage/timeline-store.ts";
 import { extentPagesValue, imageValue, runValue, TOMBSTONE, u32Value, walRecordValue } from "../storage/values.ts";
-import { cutHistory } from "./history-cut.ts";
+import { Compactor } from "../tenant/compactor.ts";
+import { blocksWithHistory, cutHistory } from "./history-cut.ts";
 import { PageCache } from "./page-cache.ts";
 import { PageReader } from "./page-reader.ts";
 import { RelationScanner } from "./relation-scan.ts";
@@ -159,6 +160,31 @@ describe("history cut", () => {
     const movedBlocks = new Set(history.map((key) => key.readUInt32BE(14)));
     expect(movedBlocks).toEqual(new Set([2, 4, 6, 7, 8]));
     expect(await allPages(readerOf(store))).toEqual(before);
+  });
+
+  it("finds the blocks with more than one version at or below an LSN without ingest's record of them", async () => {
+    await fillTimeline(store);
+    expect(await blocksWithHistory(store, 0x900n)).toEqual([{ rel, fork: ForkNumber.Main, blocks: [0, 2, 4, 5, 6, 7, 8, 9] }]);
+    expect(await blocksWithHistory(store, 0x250n)).toEqual([{ rel, fork: ForkNumber.Main, blocks: [4, 5, 8] }]);
+  });
+
+  it("is what a compactor's first pass does after a restart, when ingest has seen nothing written yet", async () => {
+    await fillTimeline(store);
+    const before = await allPages(readerOf(store));
+    const passes: Array<{ images: number }> = [];
+    const compactor = new Compactor({ minRecords: 1, quietBytesPerSecond: 1000, minIntervalMs: 0 }, (_key, result) => passes.push(result));
+    const receiver = { status: { state: "streaming", recordBytes: 0, primaryFlushLsn: 0x900n }, lastRecordLsn: 0x900n, drainWrittenPages: () => [] };
+    const timeline = { reader: readerOf(store), receiver };
+    compactor.tick("t/a", timeline, 1_000_000);
+    compactor.tick("t/a", timeline, 1_001_000);
+    await compactor.idle("t/a");
+    expect(passes).toHaveLength(1);
+    expect(passes[0].images).toBeGreaterThan(3);
+    expect(await allPages(readerOf(store))).toEqual(before);
+    // later passes take only what ingest saw written (nothing here)
+    compactor.tick("t/a", timeline, 1_002_000);
+    await compactor.idle("t/a");
+    expect(passes).toHaveLength(1);
   });
 
   it("does not cut a block inside a run of versions that crosses the cut LSN", async () => {

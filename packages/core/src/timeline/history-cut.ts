@@ -14,7 +14,8 @@
 import type { Lsn } from "../lsn.ts";
 import type { ForkNumber } from "../reltag.ts";
 import type { PagesOfFork } from "../ingest/walingest.ts";
-import { ENTITY_KEY_LENGTH, relBlockKey, storeKey } from "../storage/keys.ts";
+import { ENTITY_KEY_LENGTH, KeySpace, relBlockKey, storeKey } from "../storage/keys.ts";
+import type { TimelineStore } from "../storage/timeline-store.ts";
 import { expandEntry, imageValue, isBaseValue, ValueKind } from "../storage/values.ts";
 import type { PageReader } from "./page-reader.ts";
 import { RelationScanner } from "./relation-scan.ts";
@@ -96,12 +97,63 @@ function plan(entries: Entry[], lsn: Lsn): { base: number; records: number } | u
 }
 
 /**
+ * Blocks of the store with more than one version in 0x10 at or below `lsn` (read as keys only),
+ * by relation fork: what a cut may shorten when ingest's record of written blocks is gone (it is
+ * kept in memory only, so after a restart).
+ */
+export async function blocksWithHistory(store: TimelineStore, lsn: Lsn): Promise<PagesOfFork[]> {
+  const out: PagesOfFork[] = [];
+  const iterator = store.db.keys({ gte: Buffer.from([KeySpace.RelBlock]), lt: Buffer.from([KeySpace.RelBlock + 1]) });
+  let entity = "";
+  let count = 0;
+  let current: PagesOfFork | undefined;
+  const close = (key: Buffer | undefined) => {
+    if (count > 1 && key) {
+      const rel = { spcNode: key.readUInt32BE(1), dbNode: key.readUInt32BE(5), relNode: key.readUInt32BE(9) };
+      const fork = key[13];
+      if (!current || current.fork !== fork || current.rel.relNode !== rel.relNode || current.rel.dbNode !== rel.dbNode || current.rel.spcNode !== rel.spcNode) out.push((current = { rel, fork, blocks: [] }));
+      current.blocks.push(key.readUInt32BE(14));
+    }
+  };
+  let last: Buffer | undefined;
+  try {
+    for (;;) {
+      const keys = await iterator.nextv(1000);
+      if (keys.length === 0) break;
+      for (const key of keys) {
+        const id = key.toString("latin1", 0, ENTITY_KEY_LENGTH);
+        if (id !== entity) {
+          close(last);
+          entity = id;
+          count = 0;
+        }
+        last = key;
+        if (key.readBigUInt64BE(ENTITY_KEY_LENGTH) <= lsn) count++;
+      }
+    }
+    close(last);
+  } finally {
+    await iterator.close();
+  }
+  return out;
+}
+
+/**
  * Cuts the history of the listed blocks at `lsn` (a record boundary the timeline has durably
  * ingested, e.g. its last_record_lsn). Blocks may be listed in any order and more than once.
  */
 export async function cutHistory(reader: PageReader, pages: ReadonlyArray<PagesOfFork>, lsn: Lsn, options: HistoryCutOptions = {}): Promise<HistoryCutResult> {
   const result: HistoryCutResult = { images: 0, moved: 0, unchanged: 0, failed: 0, stopped: false };
-  const forks = pages.filter((p) => p.blocks.length > 0).sort(compareForks);
+  // (a fork listed more than once is cut once, with its blocks together)
+  const byFork = new Map<string, PagesOfFork>();
+  for (const p of pages) {
+    if (p.blocks.length === 0) continue;
+    const id = `${p.rel.spcNode}/${p.rel.dbNode}/${p.rel.relNode}/${p.fork}`;
+    const seen = byFork.get(id);
+    if (seen) seen.blocks.push(...p.blocks);
+    else byFork.set(id, { rel: p.rel, fork: p.fork, blocks: [...p.blocks] });
+  }
+  const forks = [...byFork.values()].sort(compareForks);
   if (forks.length === 0) return result;
   const minRecords = Math.max(1, options.minRecords ?? 1);
   const groupBlocks = options.groupBlocks ?? DEFAULT_GROUP_BLOCKS;

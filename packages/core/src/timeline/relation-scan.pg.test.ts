@@ -6,29 +6,14 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { importFromPrimary } from "../ingest/import-primary.ts";
 import { TimelineIngestor } from "../ingest/timeline-ingest.ts";
-import { parseLsn, type Lsn } from "../lsn.ts";
+import type { Lsn } from "../lsn.ts";
 import { ForkNumber, type RelTag } from "../reltag.ts";
 import { entityPrefix, KeySpace, relBlockKey } from "../storage/keys.ts";
 import { TimelineStore } from "../storage/timeline-store.ts";
 import { PgCluster } from "../testing/pgcluster.ts";
-import { readWalRange } from "../wal/reader.ts";
 import { PageReader } from "./page-reader.ts";
 import { RelationScanner, scanRelationPages } from "./relation-scan.ts";
-
-const SEGMENT = 16 * 1024 * 1024;
-
-/** Waits until everything inserted so far is flushed; returns that LSN. */
-const flushed = (primary: PgCluster): Promise<Lsn> => primary.flushedWalEnd();
-
-async function ingest(ingestor: TimelineIngestor, primary: PgCluster, from: Lsn, to: Lsn): Promise<Lsn> {
-  let last = from;
-  for (let pos = from; pos < to; ) {
-    const next = pos + BigInt(Math.min(SEGMENT, Number(to - pos)));
-    last = await ingestor.ingestWal(readWalRange(primary.walDir, pos, next), pos);
-    pos = next;
-  }
-  return last;
-}
+import { ingestFromWalDir } from "./testutil.ts";
 
 /**
  * Reads every fork of every relation at `lsn` through one RelationScanner (as full backup does)
@@ -86,13 +71,13 @@ describe("relation scan on PostgreSQL WAL", () => {
     await primary.pgbench(["-i", "-s", "1", "-q"]);
     await primary.sql("CREATE TABLE extra (id int PRIMARY KEY, v text)");
     await primary.sql("INSERT INTO extra SELECT g, md5(g::text) FROM generate_series(1, 3000) g");
-    const end1 = await flushed(primary);
-    early = await ingest(parentIngest, primary, imported.startLsn, end1);
+    const end1 = await primary.flushedWalEnd();
+    early = await ingestFromWalDir(parentIngest, primary.walDir, imported.startLsn, end1);
 
     await primary.pgbench(["-n", "-t", "150", "-c", "2"]);
     await primary.sql("UPDATE extra SET v = v || 'x' WHERE id % 7 = 0");
-    const end2 = await flushed(primary);
-    branchLsn = await ingest(parentIngest, primary, end1, end2);
+    const end2 = await primary.flushedWalEnd();
+    branchLsn = await ingestFromWalDir(parentIngest, primary.walDir, end1, end2);
     parent = new PageReader(parentStore);
 
     // the branch: empty at the branch point, then the primary's later WAL goes to it alone
@@ -103,8 +88,8 @@ describe("relation scan on PostgreSQL WAL", () => {
     await primary.sql("UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid % 997 = 0");
     await primary.sql("DELETE FROM extra WHERE id % 11 = 0");
     await primary.sql("CREATE TABLE branch_only AS SELECT g AS id FROM generate_series(1, 2000) g");
-    const end3 = await flushed(primary);
-    childEnd = await ingest(childIngest, primary, branchLsn, end3);
+    const end3 = await primary.flushedWalEnd();
+    childEnd = await ingestFromWalDir(childIngest, primary.walDir, branchLsn, end3);
     await primary.stop();
     primary = undefined;
 

@@ -4,7 +4,9 @@ import os from "node:os";
 import path from "node:path";
 import type { Lsn } from "../lsn.ts";
 import type { RelTag } from "../reltag.ts";
+import type { TimelineIngestor } from "../ingest/timeline-ingest.ts";
 import { TimelineStore } from "../storage/timeline-store.ts";
+import { readWalRange } from "../wal/reader.ts";
 import { computeRecordCrc } from "../wal/record.ts";
 
 /** A WAL record of `rmid` with one block reference (`rel`, main fork, `block`) carrying `data`. */
@@ -95,4 +97,16 @@ export function tempStores(prefix: string) {
 /** Writes hand-made versions as one ingest step ending at `last`. */
 export async function commit(store: TimelineStore, entries: Array<{ key: Buffer; value: Buffer }>, startLsn = 0x10n, last = 0x10000n) {
   await store.commit(entries, { lastRecordLsn: last, diskConsistentLsn: last, startLsn });
+}
+
+/** Ingests WAL [from, to) straight from a pg_wal directory, a segment at a time; the durable LSN. */
+export async function ingestFromWalDir(ingestor: TimelineIngestor, walDir: string, from: Lsn, to: Lsn): Promise<Lsn> {
+  const segment = 16 * 1024 * 1024;
+  let last = from;
+  for (let pos = from; pos < to; ) {
+    const next = pos + BigInt(Math.min(segment, Number(to - pos)));
+    last = await ingestor.ingestWal(readWalRange(walDir, pos, next), pos);
+    pos = next;
+  }
+  return last;
 }
