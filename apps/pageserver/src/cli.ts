@@ -182,6 +182,20 @@ timeline
     );
   });
 
+timeline
+  .command("compact")
+  .description("cut the timeline's history now: each written block's page stored as an image at the durable LSN, older versions moved aside")
+  .requiredOption("--tenant <id>", "tenant id")
+  .requiredOption("--timeline <timeline>", "timeline id or branch name")
+  .option("--json", "machine-readable output")
+  .action(async (opts, cmd) => {
+    const result = await client(cmd).timelines.compact.mutate({
+      tenantId: requireId(opts.tenant, "tenant id"),
+      timelineId: await timelineArg(cmd, opts.tenant, opts.timeline),
+    });
+    print(opts.json, result, () => `compacted at ${result.lsn}: ${result.images} block images stored, ${result.movedVersions} versions moved to history, ${result.unchanged} blocks unchanged${result.failed ? `, ${result.failed} blocks could not be rebuilt` : ""}`);
+  });
+
 function requireLsn(value: string, what: string): string {
   if (!/^[0-9A-Fa-f]{1,8}\/[0-9A-Fa-f]{1,8}$/.test(value)) throw new UsageError(`invalid ${what} "${value}": expected an LSN like 0/16B3748`);
   return value;

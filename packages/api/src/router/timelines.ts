@@ -92,6 +92,18 @@ export const timelinesRouter = router({
       throw err;
     }
   }),
+  /**
+   * Compacts the timeline now: every block with history gets its page stored as an image at the
+   * durable LSN and its older versions moved aside (docs/key-layout.md, "History cuts"), so full
+   * backups and endpoints started afterwards read images. The pageserver also does this by itself
+   * once the timeline's WAL goes quiet.
+   */
+  compact: publicProcedure.input(timelineGetInput).mutation(async ({ ctx, input }) => {
+    await findTimeline(ctx, input.tenantId, input.timelineId);
+    if (!ctx.manager.get(input.tenantId, input.timelineId)) throw new NotFoundError(`timeline ${input.timelineId} is not attached`);
+    const { lsn, result } = await ctx.manager.compactNow(input.tenantId, input.timelineId);
+    return { lsn: formatLsn(lsn), images: result.images, movedVersions: result.moved, unchanged: result.unchanged, failed: result.failed };
+  }),
   /** The stored WAL records in [from, to), one pg_waldump-comparable line each. */
   waldump: publicProcedure.input(waldumpInput).query(async ({ ctx, input }) => {
     await findTimeline(ctx, input.tenantId, input.timelineId);

@@ -163,6 +163,33 @@ export class Compactor {
     })();
   }
 
+  /**
+   * A pass now, whatever the settings and the load (an operator's request): after the one running,
+   * if any, over every block with history, at `lsn`. It does not wait for quiet or for scans.
+   */
+  async compactNow(key: string, timeline: CompactedTimeline, lsn: Lsn): Promise<HistoryCutResult> {
+    const state = this.state(key);
+    this.attached.set(key, timeline);
+    while (state.run) await state.run;
+    const pages = [...state.pending, ...(timeline.receiver?.drainWrittenPages() ?? []), ...(await blocksWithHistory(timeline.reader.store, lsn))];
+    state.pending = [];
+    let done!: () => void;
+    state.run = new Promise<void>((resolve) => (done = resolve));
+    state.lastPassAt = Date.now();
+    try {
+      const result = await cutHistory(timeline.reader, pages, lsn, {
+        minRecords: Math.max(1, this.settings.minRecords),
+        pause: () => (this.attached.get(key) === timeline ? undefined : Promise.resolve(false)),
+      });
+      if (!result.stopped) state.scanned = true;
+      this.onPass(key, result, lsn);
+      return result;
+    } finally {
+      state.run = undefined;
+      done();
+    }
+  }
+
   /** Forgets a timeline being detached; settles once its pass (if any) has stopped. */
   async detach(key: string): Promise<void> {
     this.attached.delete(key);

@@ -405,6 +405,17 @@ export class TenantManager {
     return { page: await handle.reader.getPage(rel, fork, blockNumber, target), lsn: target };
   }
 
+  /**
+   * Compacts a timeline now (a history cut of every block with history at its durable LSN), after
+   * any pass already running; returns what it did and the LSN it cut at.
+   */
+  async compactNow(tenantId: string, timelineId: string): Promise<{ lsn: Lsn; result: HistoryCutResult }> {
+    const handle = this.get(tenantId, timelineId);
+    if (!handle) throw new Error(`timeline ${timelineId} is not attached`);
+    const lsn = (await handle.store.readMarkers()).lastRecordLsn;
+    return { lsn, result: await this.compactor.compactNow(this.key(tenantId, timelineId), handle, lsn) };
+  }
+
   /** Settles once the timeline has no compaction pass running. */
   async compactionIdle(tenantId: string, timelineId: string): Promise<void> {
     await this.compactor.idle(this.key(tenantId, timelineId));
