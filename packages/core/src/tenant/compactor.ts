@@ -171,12 +171,14 @@ export class Compactor {
     const state = this.state(key);
     this.attached.set(key, timeline);
     while (state.run) await state.run;
-    const pages = [...state.pending, ...(timeline.receiver?.drainWrittenPages() ?? []), ...(await blocksWithHistory(timeline.reader.store, lsn))];
-    state.pending = [];
+    // marked running before anything is awaited: no other pass may start meanwhile
     let done!: () => void;
     state.run = new Promise<void>((resolve) => (done = resolve));
     state.lastPassAt = Date.now();
     try {
+      const pages = [...state.pending, ...(timeline.receiver?.drainWrittenPages() ?? [])];
+      state.pending = [];
+      pages.push(...(await blocksWithHistory(timeline.reader.store, lsn)));
       const result = await cutHistory(timeline.reader, pages, lsn, {
         minRecords: Math.max(1, this.settings.minRecords),
         pause: () => (this.attached.get(key) === timeline ? undefined : Promise.resolve(false)),
@@ -187,6 +189,8 @@ export class Compactor {
     } finally {
       state.run = undefined;
       done();
+      // blocks of a receiver that stopped meanwhile
+      if (state.pending.length && this.attached.get(key) === timeline) this.startPass(key, timeline, [], state.pendingLsn, Date.now());
     }
   }
 
