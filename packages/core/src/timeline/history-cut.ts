@@ -11,6 +11,7 @@
 // base in 0x10 find all they need there; a read below it finds nothing at or below its LSN there
 // and reads 0x18 instead (TimelineStore.getReconstructChain, RelationScanner), where the history
 // is whole. Nothing is deleted: every LSN reads the same page before and after a cut.
+import { failpoint } from "../failpoints.ts";
 import type { Lsn } from "../lsn.ts";
 import type { ForkNumber } from "../reltag.ts";
 import type { PagesOfFork } from "../ingest/walingest.ts";
@@ -207,6 +208,7 @@ export async function cutHistory(reader: PageReader, pages: ReadonlyArray<PagesO
           } else for (let i = 0; i < planned.base; i++) moves.push(own[i]);
         }
         result.moved += await reader.store.cutHistory(moves, images);
+        failpoint("compaction-after-batch");
       }
     }
     return result;
