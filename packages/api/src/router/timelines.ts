@@ -102,7 +102,7 @@ export const timelinesRouter = router({
     await findTimeline(ctx, input.tenantId, input.timelineId);
     if (!ctx.manager.get(input.tenantId, input.timelineId)) throw new NotFoundError(`timeline ${input.timelineId} is not attached`);
     const { lsn, result } = await ctx.manager.compactNow(input.tenantId, input.timelineId);
-    return { lsn: formatLsn(lsn), images: result.images, movedVersions: result.moved, unchanged: result.unchanged, failed: result.failed };
+    return { lsn: formatLsn(lsn), images: result.images, trimmedBlocks: result.trimmed, movedVersions: result.moved, unchanged: result.unchanged, failed: result.failed };
   }),
   /** The stored WAL records in [from, to), one pg_waldump-comparable line each. */
   waldump: publicProcedure.input(waldumpInput).query(async ({ ctx, input }) => {

@@ -80,7 +80,7 @@ describe("compactor", () => {
     tick();
     expect(receiver.drains).toBe(1);
     await compactor.idle("t/a");
-    expect(passes).toEqual([{ images: 0, moved: 0, unchanged: 1, failed: 0, stopped: false }]);
+    expect(passes).toEqual([{ images: 0, trimmed: 0, moved: 0, unchanged: 1, failed: 0, stopped: false }]);
     // the pass started on the second tick: the 31st is 30 s later
     for (let i = 0; i < 29; i++) tick();
     expect(receiver.drains).toBe(1);

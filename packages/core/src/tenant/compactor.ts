@@ -114,7 +114,7 @@ export class Compactor {
     const state = this.state(key);
     state.quiet = true;
     // (its receiver is gone after this: what it saw written is kept here until a pass takes it)
-    state.pending.push(...receiver.drainWrittenPages());
+    state.pending = state.pending.concat(receiver.drainWrittenPages());
     if (receiver.lastRecordLsn > state.pendingLsn) state.pendingLsn = receiver.lastRecordLsn;
     if (!state.run) this.startPass(key, timeline, [], state.pendingLsn, Date.now());
   }
@@ -128,8 +128,8 @@ export class Compactor {
     const run = (async () => {
       // the first pass since attach also takes every block with history (written before a restart)
       const scan = !state.scanned;
-      if (scan) pages.push(...(await blocksWithHistory(timeline.reader.store, lsn)));
-      const result = await cutHistory(timeline.reader, pages, lsn, { minRecords: this.settings.minRecords, pause: () => this.pauseFor(key, timeline) });
+      const all = scan ? pages.concat(await blocksWithHistory(timeline.reader.store, lsn)) : pages;
+      const result = await cutHistory(timeline.reader, all, lsn, { minRecords: this.settings.minRecords, pause: () => this.pauseFor(key, timeline) });
       if (scan && !result.stopped) state.scanned = true;
       return result;
     })().then(
@@ -176,9 +176,9 @@ export class Compactor {
     state.run = new Promise<void>((resolve) => (done = resolve));
     state.lastPassAt = Date.now();
     try {
-      const pages = [...state.pending, ...(timeline.receiver?.drainWrittenPages() ?? [])];
+      const pending = state.pending.concat(timeline.receiver?.drainWrittenPages() ?? []);
       state.pending = [];
-      pages.push(...(await blocksWithHistory(timeline.reader.store, lsn)));
+      const pages = pending.concat(await blocksWithHistory(timeline.reader.store, lsn));
       const result = await cutHistory(timeline.reader, pages, lsn, {
         minRecords: Math.max(1, this.settings.minRecords),
         pause: () => (this.attached.get(key) === timeline ? undefined : Promise.resolve(false)),

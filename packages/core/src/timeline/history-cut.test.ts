@@ -156,6 +156,7 @@ describe("history cut", () => {
     const result = await cutHistory(readerOf(store), everyBlock, 0x900n, { minRecords: 50 });
     // only the long chain (80 records) gets an image; block 4's versions below its newest image move
     expect(result.images).toBe(1);
+    expect(result.trimmed).toBe(4);
     const history = await store.db.keys({ gte: Buffer.from([KeySpace.RelBlockHistory]), lt: Buffer.from([KeySpace.RelBlockHistory + 1]) }).all();
     const movedBlocks = new Set(history.map((key) => key.readUInt32BE(14)));
     expect(movedBlocks).toEqual(new Set([2, 4, 6, 7, 8]));
@@ -187,12 +188,22 @@ describe("history cut", () => {
     expect(passes).toHaveLength(1);
   });
 
+  it("takes block lists of any length, listed twice (no spread of them onto the call stack)", async () => {
+    await fillTimeline(store);
+    const many = Array.from({ length: 300_000 }, (_, b) => b);
+    const result = await cutHistory(readerOf(store), [{ rel, fork: ForkNumber.Main, blocks: many }, { rel, fork: ForkNumber.Main, blocks: many }], 0x900n);
+    expect(result.images).toBeGreaterThan(3);
+    // each block once: those past the relation's end unchanged
+    expect(result.images + result.trimmed + result.unchanged + result.failed).toBe(300_000);
+    expect(result.unchanged).toBeGreaterThanOrEqual(300_000 - BLOCKS);
+  });
+
   it("does not cut a block inside a run of versions that crosses the cut LSN", async () => {
     await fillTimeline(store);
     const before = await allPages(readerOf(store));
     // 0x260 lies inside block 5's run (0x250..0x270)
     const result = await cutHistory(readerOf(store), [{ rel, fork: ForkNumber.Main, blocks: [5] }], 0x260n);
-    expect(result).toMatchObject({ images: 0, moved: 0, unchanged: 1 });
+    expect(result).toMatchObject({ images: 0, trimmed: 0, moved: 0, unchanged: 1 });
     expect(await allPages(readerOf(store))).toEqual(before);
   });
 

@@ -40,6 +40,8 @@ export interface HistoryCutOptions {
 export interface HistoryCutResult {
   /** blocks that got an image at the cut */
   images: number;
+  /** blocks whose versions below their newest base moved (it needed no image) */
+  trimmed: number;
   /** versions moved to the history key space (an earlier cut's image at this cut's LSN is dropped instead) */
   moved: number;
   /** blocks left as they were: nothing to gain, past their relation's end (or dropped) at the LSN */
@@ -144,14 +146,15 @@ export async function blocksWithHistory(store: TimelineStore, lsn: Lsn): Promise
  * ingested, e.g. its last_record_lsn). Blocks may be listed in any order and more than once.
  */
 export async function cutHistory(reader: PageReader, pages: ReadonlyArray<PagesOfFork>, lsn: Lsn, options: HistoryCutOptions = {}): Promise<HistoryCutResult> {
-  const result: HistoryCutResult = { images: 0, moved: 0, unchanged: 0, failed: 0, stopped: false };
+  const result: HistoryCutResult = { images: 0, trimmed: 0, moved: 0, unchanged: 0, failed: 0, stopped: false };
   // (a fork listed more than once is cut once, with its blocks together)
   const byFork = new Map<string, PagesOfFork>();
   for (const p of pages) {
     if (p.blocks.length === 0) continue;
     const id = `${p.rel.spcNode}/${p.rel.dbNode}/${p.rel.relNode}/${p.fork}`;
     const seen = byFork.get(id);
-    if (seen) seen.blocks.push(...p.blocks);
+    // (a loop: a spread of a large relation's blocks overflows the call stack)
+    if (seen) for (const block of p.blocks) seen.blocks.push(block);
     else byFork.set(id, { rel: p.rel, fork: p.fork, blocks: [...p.blocks] });
   }
   const forks = [...byFork.values()].sort(compareForks);
@@ -160,7 +163,7 @@ export async function cutHistory(reader: PageReader, pages: ReadonlyArray<PagesO
   const groupBlocks = options.groupBlocks ?? DEFAULT_GROUP_BLOCKS;
   const sizes = await reader.relationSizes(forks, lsn);
   const lastFork = forks[forks.length - 1];
-  const end = { rel: lastFork.rel, fork: lastFork.fork, block: Math.max(...lastFork.blocks) + 1 };
+  const end = { rel: lastFork.rel, fork: lastFork.fork, block: lastFork.blocks.reduce((a, b) => (b > a ? b : a), 0) + 1 };
   let scanner: RelationScanner | undefined;
   try {
     for (let f = 0; f < forks.length; f++) {
@@ -205,7 +208,10 @@ export async function cutHistory(reader: PageReader, pages: ReadonlyArray<PagesO
             for (const entry of own) moves.push(entry);
             images.push({ key: storeKey(relBlockKey(forkPages.rel, forkPages.fork, block), lsn), value: imageValue(page) });
             result.images++;
-          } else for (let i = 0; i < planned.base; i++) moves.push(own[i]);
+          } else {
+            for (let i = 0; i < planned.base; i++) moves.push(own[i]);
+            result.trimmed++;
+          }
         }
         result.moved += await reader.store.cutHistory(moves, images);
         failpoint("compaction-after-batch");
