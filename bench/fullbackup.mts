@@ -26,6 +26,8 @@ import { envNumber, fmtMB, MB, progress, progressDone, readCpuSeconds } from "./
 const SCALE = envNumber("BENCH_SCALE", 10);
 const PGBENCH_SECONDS = envNumber("BENCH_PGBENCH_SECONDS", 5);
 const ROUNDS = envNumber("BENCH_ROUNDS", 5);
+/** full backups measured again once the pageserver's compaction pass of the timeline is done */
+const SETTLED_ROUNDS = process.env.BENCH_SETTLED_ROUNDS === "0" ? 0 : envNumber("BENCH_SETTLED_ROUNDS", 3);
 // BENCH_ENDPOINTS=0 skips part (2)
 const ENDPOINTS = process.env.BENCH_ENDPOINTS !== "0";
 
@@ -102,6 +104,21 @@ try {
   const base: Array<{ s: number; bytes: number }> = [];
   const baseToDisk: Array<{ s: number; bytes: number }> = [];
   const strata: Array<{ s: number; bytes: number; daemonCpu: number; clientCpu: number; at: number }> = [];
+  const strataBackup = async () => {
+    const ps = await PageServiceClient.connect("127.0.0.1", daemon!.pgPort);
+    let bytes = 0;
+    // CPU of both ends: on 2 cores the daemon and this client compete with each other
+    const daemonCpu0 = readCpuSeconds(daemon!.process.pid!) ?? 0;
+    const clientCpu0 = process.cpuUsage();
+    const at = (Date.now() - loadDone) / 1000;
+    const t = performance.now();
+    await ps.fullbackup(ids.tenantId, ids.timelineId, undefined, (chunk) => {
+      bytes += chunk.length;
+    });
+    const clientCpu = process.cpuUsage(clientCpu0);
+    ps.close();
+    return { s: (performance.now() - t) / 1000, bytes, daemonCpu: (readCpuSeconds(daemon!.process.pid!) ?? 0) - daemonCpu0, clientCpu: (clientCpu.user + clientCpu.system) / 1e6, at };
+  };
   for (let round = 1; round <= ROUNDS; round++) {
     const dir = makePostgresTempDir("strata-bench-basebackup-");
     tempDirs.push(dir);
@@ -119,19 +136,24 @@ try {
     base.push({ s: (performance.now() - t) / 1000, bytes: tarBytes });
 
     progress(`round ${round}/${ROUNDS}: strata fullbackup through the page service`);
-    const ps = await PageServiceClient.connect("127.0.0.1", daemon.pgPort);
-    let bytes = 0;
-    // CPU of both ends: on 2 cores the daemon and this client compete with each other
-    const daemonCpu0 = readCpuSeconds(daemon.process.pid!) ?? 0;
-    const clientCpu0 = process.cpuUsage();
-    const at = (Date.now() - loadDone) / 1000;
-    t = performance.now();
-    await ps.fullbackup(ids.tenantId, ids.timelineId, undefined, (chunk) => {
-      bytes += chunk.length;
-    });
-    const clientCpu = process.cpuUsage(clientCpu0);
-    strata.push({ s: (performance.now() - t) / 1000, bytes, daemonCpu: (readCpuSeconds(daemon.process.pid!) ?? 0) - daemonCpu0, clientCpu: (clientCpu.user + clientCpu.system) / 1e6, at });
-    ps.close();
+    strata.push(await strataBackup());
+  }
+
+  // the same once the pageserver's compaction pass of the timeline (after the load went quiet) is done
+  const passDone = () => daemon!.output().split("\n").some((line) => line.includes('"compaction pass"') && line.includes(ids.timelineId));
+  const settledBase: Array<{ s: number; bytes: number }> = [];
+  const settled: Array<Awaited<ReturnType<typeof strataBackup>>> = [];
+  if (SETTLED_ROUNDS > 0) {
+    progress("waiting for the pageserver's compaction pass");
+    const deadline = Date.now() + 120_000;
+    while (!passDone() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+    for (let round = 1; passDone() && round <= SETTLED_ROUNDS; round++) {
+      progress(`after compaction, round ${round}/${SETTLED_ROUNDS}: pg_basebackup > /dev/null, strata fullbackup`);
+      const t = performance.now();
+      await basebackupToDevNull();
+      settledBase.push({ s: (performance.now() - t) / 1000, bytes: base[0].bytes });
+      settled.push(await strataBackup());
+    }
   }
 
   // endpoint start vs pg_basebackup + postgres start
@@ -199,6 +221,16 @@ try {
   }
   console.log(`first round: strata ${strata[0].s.toFixed(2)} s vs pg_basebackup ${base[0].s.toFixed(2)} s, ratio MB/s ${(strata[0].bytes / strata[0].s / (base[0].bytes / base[0].s)).toFixed(3)}x`);
   console.log(`CPU in the best strata round: pageserver ${s.daemonCpu.toFixed(2)} s, client ${s.clientCpu.toFixed(2)} s (all rounds: ${strata.map((x) => `${x.daemonCpu.toFixed(2)}/${x.clientCpu.toFixed(2)}`).join(", ")} s)`);
+  if (settled.length) {
+    const sb = best(settled, (x) => x.s);
+    const bb = best(settledBase, (x) => x.s);
+    const ratio = (sx: { s: number; bytes: number }, bx: { s: number; bytes: number }) => (sx.bytes / sx.s / (bx.bytes / bx.s)).toFixed(3);
+    const sMed = median(settled.map((x) => x.s));
+    const bMed = median(settledBase.map((x) => x.s));
+    console.log(
+      `after the compaction pass (${settled.length} rounds from +${settled[0].at.toFixed(1)} s): strata ${settled.map((x) => x.s.toFixed(2)).join(", ")} s vs pg_basebackup ${settledBase.map((x) => x.s.toFixed(2)).join(", ")} s; ratio MB/s best ${ratio(sb, bb)}x, median ${ratio({ s: sMed, bytes: sb.bytes }, { s: bMed, bytes: bb.bytes })}x`,
+    );
+  } else if (SETTLED_ROUNDS > 0) console.log("after the compaction pass: no pass of the timeline within 120 s (none measured)");
   if (ENDPOINTS) {
     const bs = best(baseStart, (x) => x.total);
     const es = best(epStart, (x) => x.total);
@@ -210,7 +242,8 @@ try {
   for (const line of daemon.output().split("\n")) {
     if (!line.includes('"compaction pass')) continue;
     const pass = JSON.parse(line);
-    console.log(`compaction pass done ${((pass.time - loadDone) / 1000).toFixed(1)} s after the load: ${pass.images} images, ${pass.moved} versions moved (strata rounds started at ${strata.map((x) => `+${x.at.toFixed(1)}`).join(", ")} s)`);
+    const which = pass.timelineId === ids.timelineId ? "the timeline" : "the endpoints' branch";
+    console.log(`compaction pass of ${which} done ${((pass.time - loadDone) / 1000).toFixed(1)} s after the load: ${pass.images} images, ${pass.moved} versions moved (strata rounds started at ${strata.map((x) => `+${x.at.toFixed(1)}`).join(", ")} s)`);
   }
 } finally {
   progressDone();
