@@ -132,14 +132,14 @@ export async function buildWebIfNeeded(): Promise<void> {
 }
 
 /** A pageserver on a free loopback port, storing in `dataDir`; resolves once /healthz answers. */
-export async function startPageserver(dataDir: string): Promise<{ service: Service; url: string }> {
+export async function startPageserver(dataDir: string, env: Record<string, string> = {}): Promise<{ service: Service; url: string }> {
   const port = await freePort();
   const url = `http://${LOOPBACK}:${port}`;
   const service = startService(
     "pageserver",
     path.join(REPO_ROOT, "node_modules/.bin/strata"),
     ["pageserver", "--data", dataDir, "--pg-listen", `${LOOPBACK}:0`, "--http-listen", `${LOOPBACK}:${port}`],
-    { cwd: REPO_ROOT },
+    { cwd: REPO_ROOT, env },
   );
   try {
     await waitForHttp(`${url}/healthz`, service);

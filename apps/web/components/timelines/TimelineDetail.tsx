@@ -12,6 +12,7 @@ import { errorCode } from "@/lib/errors";
 import { formatBytes, formatTimestamp } from "@/lib/format";
 import { useTRPC } from "@/lib/trpc";
 import { EndpointsPanel } from "@/components/endpoints/EndpointsPanel";
+import { CompactionFact } from "./CompactionFact";
 import { LsnChart, PROGRESS_POLL_MS } from "./LsnChart";
 
 function Stat({ label, title, testId, children }: { label: string; title?: string; testId: string; children: ReactNode }) {
@@ -102,6 +103,7 @@ export function TimelineDetail({ tenantId, timelineId }: { tenantId: string; tim
               <dd className="error-text" data-testid="walreceiver-error">{wr.lastError}</dd>
             </>
           ) : null}
+          <CompactionFact tenantId={tenantId} timelineId={t.id} last={t.compaction} />
         </dl>
       </section>
 

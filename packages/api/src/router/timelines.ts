@@ -12,6 +12,7 @@ async function withProgress(ctx: Context, view: ReturnType<typeof timelineView>,
   const receiver = ctx.manager.receiverStatus(view.tenantId, view.id);
   const last = markers?.lastRecordLsn ?? 0n;
   const primaryFlush = receiver?.primaryFlushLsn ?? null;
+  const compaction = ctx.manager.compactionStatus(view.tenantId, view.id);
   return {
     ...view,
     lastRecordLsn: formatLsn(last),
@@ -23,6 +24,10 @@ async function withProgress(ctx: Context, view: ReturnType<typeof timelineView>,
     lagBytes: primaryFlush === null ? null : Number(primaryFlush > last ? primaryFlush - last : 0n),
     walreceiver: receiver
       ? { state: receiver.state, lastError: receiver.lastError, reconnects: receiver.reconnects, receivedBytes: receiver.receivedBytes, records: receiver.records }
+      : null,
+    /** the last compaction pass since the pageserver started */
+    compaction: compaction
+      ? { at: new Date(compaction.at).toISOString(), lsn: formatLsn(compaction.lsn), images: compaction.result.images, movedVersions: compaction.result.moved, stopped: compaction.result.stopped }
       : null,
   };
 }

@@ -85,12 +85,17 @@ export class TenantManager {
   private sampler: NodeJS.Timeout | undefined;
 
   private readonly compactor: Compactor;
+  /** each timeline's last compaction pass since the pageserver started */
+  private readonly lastCompaction = new Map<string, { at: number; lsn: Lsn; result: HistoryCutResult }>();
 
   constructor(readonly dataDir: string, private readonly events: IngestEvents = {}, sampleIntervalMs = 1000, compaction: CompactionSettings = compactionFromEnv()) {
     const split = (key: string) => key.split("/") as [string, string];
     this.compactor = new Compactor(
       compaction,
-      (key, result, lsn) => this.events.onCompaction?.(...split(key), result, lsn),
+      (key, result, lsn) => {
+        this.lastCompaction.set(key, { at: Date.now(), lsn, result });
+        this.events.onCompaction?.(...split(key), result, lsn);
+      },
       (key, err) => this.events.onCompactionError?.(...split(key), err),
     );
     if (sampleIntervalMs > 0) {
@@ -309,6 +314,7 @@ export class TenantManager {
     this.timelines.delete(key);
     this.progress.delete(key);
     await this.compactor.detach(key);
+    this.lastCompaction.delete(key);
     await handle.receiver?.stop();
     await handle.store.close();
   }
@@ -320,6 +326,7 @@ export class TenantManager {
       this.progress.delete(key);
       await this.materializing.get(key);
       await this.compactor.detach(key);
+      this.lastCompaction.delete(key);
       await handle.receiver?.stop();
       await handle.store.close();
     }
@@ -414,6 +421,11 @@ export class TenantManager {
     if (!handle) throw new Error(`timeline ${timelineId} is not attached`);
     const lsn = (await handle.store.readMarkers()).lastRecordLsn;
     return { lsn, result: await this.compactor.compactNow(this.key(tenantId, timelineId), handle, lsn) };
+  }
+
+  /** The timeline's last compaction pass since the pageserver started (when it ended, its LSN, what it did). */
+  compactionStatus(tenantId: string, timelineId: string): { at: number; lsn: Lsn; result: HistoryCutResult } | undefined {
+    return this.lastCompaction.get(this.key(tenantId, timelineId));
   }
 
   /** Settles once the timeline has no compaction pass running. */
