@@ -11,6 +11,7 @@ import { formatLsn, parseLsn, type Lsn } from "../lsn.ts";
 import { FORK_NAMES } from "../reltag.ts";
 import { TimelineStore } from "../storage/timeline-store.ts";
 import { PgCluster, type PgClusterOptions } from "../testing/pgcluster.ts";
+import { blocksWithHistory, cutHistory, type HistoryCutResult } from "../timeline/history-cut.ts";
 import { PageReader } from "../timeline/page-reader.ts";
 import { restoreBlockImage } from "../wal/image.ts";
 import { readWalRange, readWalSegments } from "../wal/reader.ts";
@@ -42,6 +43,8 @@ export interface OracleReport {
   records: number;
   startLsn: string;
   endLsn: string;
+  /** the history cuts made before the comparisons (option `cuts`), in LSN order */
+  cuts?: Array<{ lsn: string } & HistoryCutResult>;
 }
 
 export interface OnDiskReport {
@@ -81,6 +84,12 @@ export interface OracleOptions extends PgClusterOptions {
   sample?: { first: number; every: number };
   /** progress lines (records read, images compared) every 200,000 records */
   onProgress?: (line: string) => void;
+  /**
+   * After ingest, cut the history of every block with history at this many record boundaries
+   * spread evenly over the workload, oldest first (timeline/history-cut.ts): each comparison
+   * below a cut then reads the history key space. Default 0.
+   */
+  cuts?: number;
 }
 
 const waitFlushed = (cluster: PgCluster): Promise<Lsn> => cluster.flushedWalEnd();
@@ -223,6 +232,11 @@ export async function runConsistencyOracle(options: OracleOptions): Promise<Orac
     }
     const reader = new PageReader(store);
     const report: OracleReport = { checked: {}, mismatches: [], unsupported: {}, errors: {}, records: 0, startLsn: formatLsn(imported.endLsn), endLsn: formatLsn(end) };
+    for (let i = 1; i <= (options.cuts ?? 0); i++) {
+      const at = await reader.roundToRecordBoundary(imported.endLsn + ((end - imported.endLsn) * BigInt(i)) / BigInt((options.cuts ?? 0) + 1));
+      const cut = await cutHistory(reader, await blocksWithHistory(store, at), at);
+      (report.cuts ??= []).push({ lsn: formatLsn(at), ...cut });
+    }
     const maxMismatches = options.maxMismatches ?? 20;
     const seenPerType = new Map<string, number>();
     let read = 0;
