@@ -5,12 +5,7 @@ import { killPostgresTree, PgCluster } from "@strata/core/testing";
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 import pg from "pg";
-import { makeDataDir, query, removeDataDir, startDaemon, type Daemon } from "./test-daemon.ts";
-
-const CHECKSUMS = `SELECT (SELECT md5(string_agg(aid || ':' || abalance, ',' ORDER BY aid)) FROM pgbench_accounts) AS accounts,
-  (SELECT md5(string_agg(bid || ':' || bbalance, ',' ORDER BY bid)) FROM pgbench_branches) AS branches,
-  (SELECT md5(string_agg(tid || ':' || tbalance, ',' ORDER BY tid)) FROM pgbench_tellers) AS tellers,
-  (SELECT count(*)::text FROM pgbench_history) AS history`;
+import { makeDataDir, PGBENCH_CHECKSUMS, query, removeDataDir, startDaemon, waitForCompactionPasses, type Daemon } from "./test-daemon.ts";
 
 describe("branching a pgbench history at several points and running postgres on each", () => {
   let primary: PgCluster;
@@ -33,26 +28,16 @@ describe("branching a pgbench history at several points and running postgres on 
     for (let i = 0; i < 3; i++) {
       await primary.pgbench(["-t", "200", "-c", "2"]);
       // nothing writes between the checksums and the LSN: the branch point sees exactly these
-      const [sums] = await primary.sql(CHECKSUMS);
+      const [sums] = await primary.sql(PGBENCH_CHECKSUMS);
       const [{ lsn }] = await primary.sql<{ lsn: string }>("SELECT pg_current_wal_insert_lsn()::text AS lsn");
       points.push({ lsn, sums });
       if (i === 1) {
         await client.timelines.waitLsn.mutate({ tenantId, timelineId: mainId, lsn, timeoutSeconds: 120 });
-        await waitForCompaction(daemon, tenantId, mainId);
+        await waitForCompactionPasses(daemon, mainId, (passes) => passes.some((p) => p.images > 0));
       }
     }
     await client.timelines.waitLsn.mutate({ tenantId, timelineId: mainId, lsn: points[2].lsn, timeoutSeconds: 120 });
   });
-
-  /** Until the timeline's first compaction pass has stored images (the pass logs once it is done). */
-  async function waitForCompaction(d: Daemon, tenant: string, timeline: string) {
-    const deadline = Date.now() + 60_000;
-    const passed = () => d.output().split("\n").some((line) => line.includes('"compaction pass"') && line.includes(timeline) && !line.includes('"images":0,'));
-    while (!passed()) {
-      if (Date.now() > deadline) throw new Error(`no compaction pass of ${tenant}/${timeline} within 60 s:\n${d.output()}`);
-      await new Promise((r) => setTimeout(r, 200));
-    }
-  }
 
   afterAll(async () => {
     const client = createStrataClient(daemon.apiUrl);
@@ -67,7 +52,7 @@ describe("branching a pgbench history at several points and running postgres on 
     for (const [i, point] of points.entries()) {
       await client.branches.create.mutate({ tenantId, name: `at${i}`, lsn: point.lsn });
       const endpoint = await client.endpoints.start.mutate({ tenantId, branch: `at${i}` });
-      const [sums] = await query(endpoint.connectionString!, CHECKSUMS);
+      const [sums] = await query(endpoint.connectionString!, PGBENCH_CHECKSUMS);
       expect(sums).toEqual(point.sums);
       const amcheck = await promisify(execFile)(pgBinary("pg_amcheck"), ["-h", "127.0.0.1", "-p", String(endpoint.port), "-U", "postgres", "--install-missing", "--heapallindexed", "postgres"]).then(
         (r) => ({ code: 0, out: `${r.stdout}${r.stderr}` }),
@@ -78,7 +63,7 @@ describe("branching a pgbench history at several points and running postgres on 
       await query(endpoint.connectionString!, "UPDATE pgbench_branches SET bbalance = bbalance + 1000000");
       await client.endpoints.stop.mutate({ tenantId, branch: `at${i}` });
     }
-    const [primarySums] = await primary.sql(CHECKSUMS);
+    const [primarySums] = await primary.sql(PGBENCH_CHECKSUMS);
     expect(primarySums).toEqual(points[2].sums);
   });
 
@@ -94,13 +79,13 @@ describe("branching a pgbench history at several points and running postgres on 
     daemon = await startDaemon(dataDir);
     client = createStrataClient(daemon.apiUrl);
     expect(await benchDone).toBe(0);
-    const [sums] = await query(endpoint.connectionString!, CHECKSUMS);
+    const [sums] = await query(endpoint.connectionString!, PGBENCH_CHECKSUMS);
     const [{ lsn }] = await query<{ lsn: string }>(endpoint.connectionString!, "SELECT pg_current_wal_insert_lsn()::text AS lsn");
     await client.timelines.waitLsn.mutate({ tenantId, timelineId: endpoint.timelineId, lsn, timeoutSeconds: 120 });
     const after = await client.branches.create.mutate({ tenantId, name: "after-crash", parentTimelineId: endpoint.timelineId });
     const check = await client.endpoints.start.mutate({ tenantId, branch: after.id });
     try {
-      expect((await query(check.connectionString!, CHECKSUMS))[0]).toEqual(sums);
+      expect((await query(check.connectionString!, PGBENCH_CHECKSUMS))[0]).toEqual(sums);
     } finally {
       await client.endpoints.stop.mutate({ tenantId, branch: after.id });
       await client.endpoints.stop.mutate({ tenantId, branch: "busy" });

@@ -7,30 +7,10 @@ import { pgBinary } from "@strata/core";
 import { PgCluster } from "@strata/core/testing";
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
-import { makeDataDir, query, removeDataDir, startDaemon, type Daemon } from "./test-daemon.ts";
-
-const CHECKSUMS = `SELECT (SELECT md5(string_agg(aid || ':' || abalance, ',' ORDER BY aid)) FROM pgbench_accounts) AS accounts,
-  (SELECT md5(string_agg(tid || ':' || tbalance, ',' ORDER BY tid)) FROM pgbench_tellers) AS tellers,
-  (SELECT count(*)::text FROM pgbench_history) AS history`;
+import { makeDataDir, PGBENCH_CHECKSUMS, query, removeDataDir, startDaemon, waitForCompactionPasses, type Daemon } from "./test-daemon.ts";
 
 /** Passes whenever the WAL goes quiet, without waiting between them. */
 const EAGER = { STRATA_COMPACTION_INTERVAL_S: "0" };
-
-function compactionPasses(daemon: Daemon, timelineId: string): Array<{ images: number; moved: number }> {
-  return daemon
-    .output()
-    .split("\n")
-    .filter((line) => line.includes('"compaction pass"') && line.includes(timelineId))
-    .map((line) => JSON.parse(line));
-}
-
-async function until(what: string, done: () => boolean, daemon: Daemon, seconds = 60) {
-  const deadline = Date.now() + seconds * 1000;
-  while (!done()) {
-    if (Date.now() > deadline) throw new Error(`${what} within ${seconds} s:\n${daemon.output()}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
 
 describe("compaction in the pageserver", () => {
   let primary: PgCluster;
@@ -41,7 +21,7 @@ describe("compaction in the pageserver", () => {
   const points: Array<{ lsn: string; sums: Record<string, unknown> }> = [];
 
   async function checkpoint() {
-    const [sums] = await primary.sql(CHECKSUMS);
+    const [sums] = await primary.sql(PGBENCH_CHECKSUMS);
     const [{ lsn }] = await primary.sql<{ lsn: string }>("SELECT pg_current_wal_insert_lsn()::text AS lsn");
     points.push({ lsn, sums });
     await createStrataClient(daemon.apiUrl).timelines.waitLsn.mutate({ tenantId, timelineId: mainId, lsn, timeoutSeconds: 120 });
@@ -76,11 +56,11 @@ describe("compaction in the pageserver", () => {
     const exited = await Promise.race([new Promise<number | null>((resolve) => daemon.process.once("exit", resolve)), new Promise<"alive">((r) => setTimeout(() => r("alive"), 60_000))]);
     expect(exited, daemon.output()).not.toBe("alive");
     daemon = await startDaemon(dataDir, EAGER);
-    await until("a compaction pass after the restart", () => compactionPasses(daemon, mainId).some((p) => p.images > 0), daemon);
+    await waitForCompactionPasses(daemon, mainId, (passes) => passes.some((p) => p.images > 0));
     // then blocks written while it follows the primary
     await primary.pgbench(["-t", "300", "-c", "2"]);
     await checkpoint();
-    await until("a second compaction pass", () => compactionPasses(daemon, mainId).length >= 2, daemon);
+    await waitForCompactionPasses(daemon, mainId, (passes) => passes.length >= 2);
     await primary.pgbench(["-t", "100", "-c", "2"]);
     await checkpoint();
   });
@@ -91,7 +71,7 @@ describe("compaction in the pageserver", () => {
       await client.branches.create.mutate({ tenantId, name: `c${i}`, lsn: point.lsn });
       const endpoint = await client.endpoints.start.mutate({ tenantId, branch: `c${i}` });
       try {
-        const [sums] = await query(endpoint.connectionString!, CHECKSUMS);
+        const [sums] = await query(endpoint.connectionString!, PGBENCH_CHECKSUMS);
         expect(sums, `branch at ${point.lsn}`).toEqual(point.sums);
         const amcheck = await promisify(execFile)(pgBinary("pg_amcheck"), ["-h", "127.0.0.1", "-p", String(endpoint.port), "-U", "postgres", "--install-missing", "--heapallindexed", "postgres"]).then(
           (r) => `${r.stdout}${r.stderr}`,

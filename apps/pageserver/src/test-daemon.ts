@@ -96,6 +96,30 @@ export function runCli(args: string[], env: Record<string, string> = {}): Promis
   });
 }
 
+/** Checksums of the pgbench tables' contents: equal on two servers when they hold the same data. */
+export const PGBENCH_CHECKSUMS = `SELECT (SELECT md5(string_agg(aid || ':' || abalance, ',' ORDER BY aid)) FROM pgbench_accounts) AS accounts,
+  (SELECT md5(string_agg(bid || ':' || bbalance, ',' ORDER BY bid)) FROM pgbench_branches) AS branches,
+  (SELECT md5(string_agg(tid || ':' || tbalance, ',' ORDER BY tid)) FROM pgbench_tellers) AS tellers,
+  (SELECT count(*)::text FROM pgbench_history) AS history`;
+
+/** The compaction passes a timeline finished so far, from the daemon's log (one line each). */
+export function compactionPasses(daemon: Daemon, timelineId: string): Array<{ images: number; moved: number }> {
+  return daemon
+    .output()
+    .split("\n")
+    .filter((line) => line.includes('"compaction pass"') && line.includes(timelineId))
+    .map((line) => JSON.parse(line));
+}
+
+/** Waits (polling the daemon's log) until `done` holds for the timeline's compaction passes. */
+export async function waitForCompactionPasses(daemon: Daemon, timelineId: string, done: (passes: Array<{ images: number; moved: number }>) => boolean, seconds = 60) {
+  const deadline = Date.now() + seconds * 1000;
+  while (!done(compactionPasses(daemon, timelineId))) {
+    if (Date.now() > deadline) throw new Error(`the compaction passes of ${timelineId} did not get there within ${seconds} s:\n${daemon.output()}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
 /** Runs SQL (one or more statements) on a server by URL and returns the last statement's rows. */
 export async function query<T extends Record<string, unknown>>(url: string, sql: string): Promise<T[]> {
   const client = new pg.Client({ connectionString: url });

@@ -234,7 +234,6 @@ export class WalReceiver {
             const durable = await this.ingestor.flush();
             this.status.records = this.ingestor.totalRecords;
             this.status.recordBytes = this.ingestor.totalBytes;
-          this.status.recordBytes = this.ingestor.totalBytes;
             this.options.onDurable?.(durable, 0, 0);
           } catch {
             // the ingestor is marked failed; the next ingest call reports it

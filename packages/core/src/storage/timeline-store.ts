@@ -394,19 +394,7 @@ export class TimelineStore {
 
   /** Stores derived data (e.g. a materialized page) outside the ingest stream; not synced. */
   putDerived(entityKey: Buffer, lsn: Lsn, value: Buffer): Promise<void> {
-    const written = this.writeDerived([{ key: storeKey(entityKey, lsn), value }]);
-    this.derivedWrites.add(written);
-    const forget = () => this.derivedWrites.delete(written);
-    written.then(forget, forget);
-    return written;
-  }
-
-  /**
-   * Stores several derived values (e.g. the images of a compaction pass) with one write and sync
-   * of the page image files and one LevelDB batch; not synced either.
-   */
-  putDerivedMany(values: ReadonlyArray<{ entityKey: Buffer; lsn: Lsn; value: Buffer }>): Promise<void> {
-    const written = this.writeDerived(values.map(({ entityKey, lsn, value }) => ({ key: storeKey(entityKey, lsn), value })));
+    const written = this.writeDerived(entityKey, lsn, value);
     this.derivedWrites.add(written);
     const forget = () => this.derivedWrites.delete(written);
     written.then(forget, forget);
@@ -415,17 +403,12 @@ export class TimelineStore {
 
   private readonly derivedWrites = new Set<Promise<void>>();
 
-  private async writeDerived(entries: StoreEntry[]): Promise<void> {
-    if (entries.length === 0) return;
-    this.beginWrite(entries);
+  private async writeDerived(entityKey: Buffer, lsn: Lsn, value: Buffer): Promise<void> {
+    const key = storeKey(entityKey, lsn);
+    this.beginWrite([{ key }]);
     try {
-      const stored = await this.externalize(entries);
-      if (entries.length === 1) await this.db.put(entries[0].key, stored[0]);
-      else {
-        const batch = this.db.batch();
-        for (let i = 0; i < entries.length; i++) batch.put(entries[i].key, stored[i]);
-        await batch.write();
-      }
+      const [stored] = await this.externalize([{ key, value }]);
+      await this.db.put(key, stored);
     } finally {
       this.endWrite();
     }

@@ -428,11 +428,6 @@ export class TenantManager {
     return this.lastCompaction.get(this.key(tenantId, timelineId));
   }
 
-  /** Settles once the timeline has no compaction pass running. */
-  async compactionIdle(tenantId: string, timelineId: string): Promise<void> {
-    await this.compactor.idle(this.key(tenantId, timelineId));
-  }
-
   get attachedTimelineCount(): number {
     return this.timelines.size;
   }
