@@ -16,10 +16,11 @@ import { formatLsn, parseLsn } from "@strata/core";
 import { PgCluster, pgBinary } from "@strata/core/testing";
 import { createStrataClient } from "@strata/api/client";
 import { makeDataDir, removeDataDir, startDaemon, type Daemon } from "../apps/pageserver/src/test-daemon.ts";
-import { envNumber, fmtMB, MB, progress, progressDone, readCpuSeconds, sampleMemory, sleep } from "./lib.mts";
+import { envNumber, fmtMB, MB, progress, progressDone, readCpuSeconds, readThreadCpuSeconds, sampleMemory, sleep } from "./lib.mts";
 
 // BENCH_DAEMON_NODE_OPTIONS="--require /abs/path/bench/cpu-profile-preload.cjs" profiles the daemon
 const DAEMON_ENV: Record<string, string> = process.env.BENCH_DAEMON_NODE_OPTIONS ? { NODE_OPTIONS: process.env.BENCH_DAEMON_NODE_OPTIONS } : {};
+const PROFILING = (process.env.BENCH_DAEMON_NODE_OPTIONS ?? "").includes("cpu-profile-preload");
 const SECONDS = envNumber("BENCH_SECONDS", 15);
 const ROUNDS = envNumber("BENCH_ROUNDS", 2);
 const SCALE = envNumber("BENCH_SCALE", 10);
@@ -93,7 +94,7 @@ try {
   const unattached: number[] = [];
   const receivewal: number[] = [];
   const attached: number[] = [];
-  const drains: Array<{ cpuSeconds: number; walBytes: number; apiSeconds: number; trueSeconds: number; lagAtStop: number; trueLagAtStop: number; maxLagDuring: number; peakRss: number }> = [];
+  const drains: Array<{ cpuSeconds: number; threadSeconds: ReadonlyArray<readonly [string, number]>; walBytes: number; apiSeconds: number; trueSeconds: number; lagAtStop: number; trueLagAtStop: number; maxLagDuring: number; peakRss: number }> = [];
   for (let round = 1; round <= ROUNDS; round++) {
     // baseline: nothing follows the primary (the pageserver is stopped; its slot just keeps WAL)
     unattached.push(await runPgbench(cluster, `round ${round}/${ROUNDS} unattached`));
@@ -120,8 +121,13 @@ try {
     };
     const runStartLsn = await flushLsn(cluster);
     const cpuBefore = readCpuSeconds(daemon.process.pid!) ?? 0;
+    const threadsBefore = readThreadCpuSeconds(daemon.process.pid!);
+    // with the profiling preload: the attached run gets a profile of its own (strata-<pid>-2)
+    if (PROFILING) daemon.process.kill("SIGUSR2");
     attached.push(await runPgbench(cluster, `round ${round}/${ROUNDS} attached`, sampleLag));
+    if (PROFILING) daemon.process.kill("SIGUSR2");
     const cpuSeconds = (readCpuSeconds(daemon.process.pid!) ?? 0) - cpuBefore;
+    const threadSeconds = [...readThreadCpuSeconds(daemon.process.pid!)].map(([name, seconds]) => [name, seconds - (threadsBefore.get(name) ?? 0)] as const).filter(([, s]) => s >= 0.05);
 
     // lag after the load stops: (1) the API's lagBytes, (2) primary flush LSN at stop - stored LSN
     const stopLsn = await flushLsn(cluster);
@@ -147,7 +153,7 @@ try {
     }
     progressDone();
     const mem = memory.stop();
-    drains.push({ cpuSeconds, walBytes, apiSeconds, trueSeconds, lagAtStop, trueLagAtStop, maxLagDuring, peakRss: mem.peakRss });
+    drains.push({ cpuSeconds, threadSeconds, walBytes, apiSeconds, trueSeconds, lagAtStop, trueLagAtStop, maxLagDuring, peakRss: mem.peakRss });
     await daemon.stop();
     daemon = undefined;
     await cluster.sql("CHECKPOINT");
@@ -162,7 +168,7 @@ try {
         `pageserver attached ${attached[i].toFixed(1)} tps (${(attached[i] / unattached[i]).toFixed(3)}x); ` +
         `lag at stop ${fmtMB(d.trueLagAtStop)} (API lagBytes ${fmtMB(d.lagAtStop)}), max lag during run ${fmtMB(d.maxLagDuring)}; ` +
         `lag < 16 MB after ${d.trueSeconds.toFixed(2)} s (API lagBytes: ${d.apiSeconds.toFixed(2)} s); pageserver peak RSS ${fmtMB(d.peakRss)}; ` +
-        `pageserver CPU during the run ${d.cpuSeconds.toFixed(1)} s for ${fmtMB(d.walBytes)} of WAL (${((d.cpuSeconds / SECONDS) * 100).toFixed(0)}% of a core, ${((d.cpuSeconds * 1000) / (d.walBytes / MB)).toFixed(1)} ms per MB)`,
+        `pageserver CPU during the run ${d.cpuSeconds.toFixed(1)} s for ${fmtMB(d.walBytes)} of WAL (${((d.cpuSeconds / SECONDS) * 100).toFixed(0)}% of a core, ${((d.cpuSeconds * 1000) / (d.walBytes / MB)).toFixed(1)} ms per MB; by thread: ${d.threadSeconds.map(([name, s]) => `${name} ${s.toFixed(1)} s`).join(", ")})`,
     );
   }
   console.log(`baseline (no pageserver): ${avg(unattached).toFixed(1)} tps`);

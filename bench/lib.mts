@@ -1,5 +1,5 @@
 // Shared helpers for the ingest benchmarks (not tests: no asserts, they print figures and ratios).
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 
 export const MB = 1024 * 1024;
 
@@ -48,6 +48,33 @@ export function readCpuSeconds(pid: number): number | undefined {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * CPU seconds (user + system) of a process's threads, summed by thread name (the comm of each /proc/<pid>/task entry:
+ * the main thread carries the process name, libuv's pool "libuv-worker", V8's GC and compiler
+ * helpers "V8 DefaultWorke"; threads started by native addons keep the process name unless they
+ * set one). Threads that exited are not counted.
+ */
+export function readThreadCpuSeconds(pid: number): Map<string, number> {
+  const out = new Map<string, number>();
+  let tids: string[];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return out;
+  }
+  for (const tid of tids) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, "utf8");
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      const name = tid === String(pid) ? "main" : `${stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"))}:${tid}`;
+      out.set(name, (out.get(name) ?? 0) + (Number(fields[11]) + Number(fields[12])) / 100);
+    } catch {
+      // the thread exited meanwhile
+    }
+  }
+  return out;
 }
 
 /** Samples a process's RSS every `intervalMs`; stop() returns the peak RSS, last VmHWM and samples. */

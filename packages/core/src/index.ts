@@ -8,6 +8,7 @@ export * from "./tenant/tenant-manager.ts";
 export * from "./wal/index.ts";
 export * from "./ingest/walingest.ts";
 export * from "./ingest/timeline-ingest.ts";
+export { HotPages, type ReadyImage } from "./ingest/hot-pages.ts";
 export * from "./ingest/walreceiver.ts";
 export * from "./ingest/import-basebackup.ts";
 export * from "./ingest/import-primary.ts";

@@ -47,6 +47,12 @@ interface ForkRuns {
 
 export class IngestBatch {
   readonly entries: StoreEntry[] = [];
+  /**
+   * @param onBlockPut called with the store key of each relation block version written with
+   *   put/putKey (not a record's own version: putBlock, putBlockRecord), e.g. to drop hot pages
+   */
+  constructor(private readonly onBlockPut?: (key: Buffer) => void) {}
+
   /** approximate bytes this step will write (records, values and keys) */
   bytes = 0;
 
@@ -144,6 +150,7 @@ export class IngestBatch {
   putKey(key: Buffer, value: Buffer) {
     const space = key[0];
     if (space === KeySpace.RelBlock) {
+      this.onBlockPut?.(key);
       const runs = this.forkRuns(key.readUInt32BE(1), key.readUInt32BE(5), key.readUInt32BE(9), key[13]);
       this.putVersion(runs, key.readUInt32BE(14), key.readBigUInt64BE(ENTITY_KEY_LENGTH), value, key);
     } else if (space === KeySpace.SlruBlock) {

@@ -9,6 +9,7 @@ import { ValueKind } from "../storage/values.ts";
 import { DEFAULT_WAL_SEGMENT_SIZE, WalStreamDecoder } from "../wal/reader.ts";
 import type { DecodedRecord } from "../wal/record.ts";
 import { IngestBatch, type VersionLookup, WalIngest } from "./walingest.ts";
+import type { HotPages, ReadyImage } from "./hot-pages.ts";
 
 export interface IngestProgress {
   lastRecordLsn: Lsn;
@@ -45,28 +46,51 @@ export class TimelineIngestor {
     readonly segmentSize: number,
     /** the database system identifier in the timeline's pg_control (undefined: none stored) */
     readonly systemId: bigint | undefined,
+    private readonly hotPages: HotPages | undefined,
   ) {
     this.walIngest = walIngest;
+    walIngest.hotPages = hotPages;
+    // a chain this long begins a hot page
+    if (hotPages) walIngest.longChainThreshold = hotPages.threshold;
+    this.pending = this.newBatch();
     this.lastRecordLsn = markers.lastRecordLsn;
     this.startLsn = markers.startLsn;
     // ingest is done with each record before it feeds more: records may borrow the decoder's bytes
     this.decoder = new WalStreamDecoder(markers.lastRecordLsn, { borrowRecordBytes: true, segmentSize });
   }
 
-  /** `lookup` (default: the store itself) is how ingest reads current state, e.g. through ancestors. */
-  static async open(store: TimelineStore, lookup: VersionLookup = store): Promise<TimelineIngestor> {
+  /**
+   * `lookup` (default: the store itself) is how ingest reads current state, e.g. through
+   * ancestors. With `hotPages`, pages with long record chains are kept rebuilt as they are
+   * ingested (ingest/hot-pages.ts): their owner adopts them and stores the ready images.
+   */
+  static async open(store: TimelineStore, lookup: VersionLookup = store, options: { hotPages?: HotPages } = {}): Promise<TimelineIngestor> {
     const markers = await store.readMarkers();
     if (markers.lastRecordLsn === 0n) throw new Error("timeline has no starting point: import a base backup first");
     // the cluster's wal_segment_size (initdb --wal-segsize: long page headers start its segments)
     // and system identifier (the walreceiver follows only that system)
     const control = await lookup.getVersion(controlFileKey(), markers.lastRecordLsn);
     const settings = control?.value.kind === ValueKind.Image ? readControlFile(control.value.bytes) : undefined;
-    return new TimelineIngestor(store, await WalIngest.load(lookup, markers.lastRecordLsn), markers, settings?.segmentSize ?? DEFAULT_WAL_SEGMENT_SIZE, settings?.systemId);
+    return new TimelineIngestor(store, await WalIngest.load(lookup, markers.lastRecordLsn), markers, settings?.segmentSize ?? DEFAULT_WAL_SEGMENT_SIZE, settings?.systemId, options.hotPages);
   }
 
-  /** Pages whose record chains grew long since the last call (for background materialization). */
-  drainLongChains() {
-    return this.walIngest.drainLongChains();
+  /**
+   * Pages whose record chains grew long since the last call (for background materialization), at
+   * or below `upTo` when given, with the version at which they did.
+   */
+  drainLongChains(upTo?: Lsn) {
+    return this.walIngest.drainLongChains(upTo);
+  }
+
+  /** Copies of hot pages to store as their materialized images, at or below `durable`. */
+  drainReadyImages(durable: Lsn): ReadyImage[] {
+    return this.hotPages?.drainReady(durable) ?? [];
+  }
+
+  /** A batch whose writes of relation blocks other than records' own drop those hot pages. */
+  private newBatch(): IngestBatch {
+    const hot = this.hotPages;
+    return new IngestBatch(hot && ((key) => hot.dropKey(key)));
   }
 
   /** Blocks written since the last drain (WalIngest.drainWrittenPages). */
@@ -92,7 +116,7 @@ export class TimelineIngestor {
   private expectedNext: Lsn | undefined;
 
   /** Decoded records not yet committed (the walreceiver groups messages into one commit). */
-  private pending = new IngestBatch();
+  private pending: IngestBatch;
   private pendingRecords = 0;
   private pendingEnd: Lsn = 0n;
 
@@ -225,7 +249,7 @@ export class TimelineIngestor {
     const batch = this.pending;
     const records = this.pendingRecords;
     const endLsn = this.pendingEnd;
-    this.pending = new IngestBatch();
+    this.pending = this.newBatch();
     this.pendingRecords = 0;
     this.inflightSettled = false;
     const done = this.store.commit(batch.finish(), { lastRecordLsn: endLsn, diskConsistentLsn: endLsn, startLsn: this.startLsn }).then(

@@ -12,6 +12,7 @@ import {
 } from "../storage/keys.ts";
 import { derivedValue, DerivedKind, imageValue, readU32Value, type StoredValue, TOMBSTONE, u32Value, ValueKind, walRecordValue } from "../storage/values.ts";
 import { IngestBatch } from "./ingest-batch.ts";
+import type { HotPage, HotPages } from "./hot-pages.ts";
 import { withParameterChange } from "../basebackup/control.ts";
 import { applyRecord } from "../timeline/page-reader.ts";
 import { type BlockRef, type DecodedRecord, withoutImages } from "../wal/record.ts";
@@ -54,6 +55,8 @@ interface ForkState {
   size: number | undefined;
   /** blocks written since the last drain, and the records stored per block since its last base (approximate: reset on restart, capped) */
   chains: Map<number, number> | undefined;
+  /** the fork's hot pages by block (ingest/hot-pages.ts) */
+  hot: Map<number, HotPage> | undefined;
 }
 
 /**
@@ -73,7 +76,7 @@ class ForkStates {
       const s = list[i];
       if (s.fork === fork && s.dbNode === rel.dbNode && s.spcNode === rel.spcNode) return s;
     }
-    const state: ForkState = { spcNode: rel.spcNode, dbNode: rel.dbNode, relNode: rel.relNode, fork, size: undefined, chains: undefined };
+    const state: ForkState = { spcNode: rel.spcNode, dbNode: rel.dbNode, relNode: rel.relNode, fork, size: undefined, chains: undefined, hot: undefined };
     list.push(state);
     return state;
   }
@@ -99,19 +102,25 @@ export class WalIngest {
 
   /** pages with a chain length entry (over all fork states; capped) */
   private chainCount = 0;
-  /** pages whose chains reached `longChainThreshold` since the last drain */
-  private longChains: Array<{ rel: RelTag; fork: ForkNumber; block: number }> = [];
+  /** pages whose chains reached `longChainThreshold` since the last drain, and the version that did */
+  private longChains: Array<{ rel: RelTag; fork: ForkNumber; block: number; lsn: Lsn }> = [];
   longChainThreshold = 50;
+  /** pages kept rebuilt as their records are stored (none unless set) */
+  hotPages: HotPages | undefined;
 
   /** A base (image, will-init record) was stored for the block: its chain starts over. */
   private resetChain(state: ForkState, block: number) {
     this.setChain(state, block, 0);
   }
 
-  private countChain(state: ForkState, rel: RelTag, block: number) {
+  private countChain(state: ForkState, rel: RelTag, block: number, lsn: Lsn) {
     const n = (state.chains?.get(block) ?? 0) + 1;
     if (n >= this.longChainThreshold) {
-      this.longChains.push({ rel, fork: state.fork, block });
+      // a hot page makes its own images
+      if (state.hot?.has(block) !== true) {
+        this.longChains.push({ rel, fork: state.fork, block, lsn });
+        this.hotPages?.begin((state.hot ??= new Map()), rel, state.fork, block, lsn);
+      }
       this.setChain(state, block, 0);
       return;
     }
@@ -149,11 +158,18 @@ export class WalIngest {
     return out;
   }
 
-  /** Pages that should get a materialized image (their record chains grew long). */
-  drainLongChains(): Array<{ rel: RelTag; fork: ForkNumber; block: number }> {
-    const out = this.longChains;
-    this.longChains = [];
-    return out;
+  /**
+   * Pages that should get a materialized image (their record chains grew long), with the version
+   * at which they did; those above `upTo` (not durable yet) stay for a later call.
+   */
+  drainLongChains(upTo?: Lsn): Array<{ rel: RelTag; fork: ForkNumber; block: number; lsn: Lsn }> {
+    const all = this.longChains;
+    if (upTo === undefined || all.every((page) => page.lsn <= upTo)) {
+      this.longChains = [];
+      return all;
+    }
+    this.longChains = all.filter((page) => page.lsn > upTo);
+    return all.filter((page) => page.lsn <= upTo);
   }
 
   /** The source's timeline as of the last checkpoint or promotion ingested (0 before any). */
@@ -317,18 +333,24 @@ export class WalIngest {
       // the record, whatever the rmgr. Records that do not decode that far stay records, so a
       // read reports them as before.
       const image = block.hasImage && block.applyImage ? imageValueFromRecord(record, block) : undefined;
-      if (image) {
-        batch.putBlock(block.rel, block.forkNum, block.blockNumber, lsn, image);
-        this.resetChain(state, block.blockNumber);
-      } else if (block.willInit || (block.hasImage && block.applyImage)) {
+      const base = image !== undefined || block.willInit || (block.hasImage && block.applyImage);
+      if (image) batch.putBlock(block.rel, block.forkNum, block.blockNumber, lsn, image);
+      else if (base) {
         const value = (recordValueInit ??= referenced ? batch.lastRecordInLog(true) : walRecordValue(record.raw, record.lsn, true));
         batch.putBlock(block.rel, block.forkNum, block.blockNumber, lsn, value);
-        this.resetChain(state, block.blockNumber);
       } else {
         // the common case: written straight into the block's run
         batch.putBlockRecord(block.rel, block.forkNum, block.blockNumber, lsn, record.lsn, record.raw);
-        this.countChain(state, block.rel, block.blockNumber);
       }
+      // a hot page takes every version stored for it (before counting: a count reaching the
+      // threshold begins an entry at this version, which must not take it again)
+      const hot = state.hot;
+      if (hot !== undefined) {
+        const entry = hot.get(block.blockNumber);
+        if (entry !== undefined) this.hotPages!.applyStored(entry, record, i, lsn);
+      }
+      if (base) this.resetChain(state, block.blockNumber);
+      else this.countChain(state, block.rel, block.blockNumber, lsn);
       this.extendTo(batch, state, block.blockNumber, lsn);
     }
 

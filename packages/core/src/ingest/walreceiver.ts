@@ -11,6 +11,7 @@ import { PrimaryError } from "../replication/errors.ts";
 import { checkOnHistory, parseTimelineHistory, TimelineHistoryError, timelineOfLsn, type TimelineHistoryEntry } from "../replication/timeline-history.ts";
 import { WalDecodeError } from "../wal/errors.ts";
 import { IngestStoppedError, TimelineIngestor } from "./timeline-ingest.ts";
+import type { ReadyImage } from "./hot-pages.ts";
 
 /** The primary answering is not the system the timeline follows. */
 export class DifferentSystemError extends Error {}
@@ -28,6 +29,9 @@ export interface WalReceiverStatus {
   recordBytes: number;
 }
 
+/** WAL messages already received are ingested together up to about this many bytes */
+const INGEST_BYTES_AT_ONCE = 1024 * 1024;
+
 export interface WalReceiverOptions {
   primary: string;
   slot: string;
@@ -37,8 +41,10 @@ export interface WalReceiverOptions {
   groupCommitMs?: number;
   maxBackoffMs?: number;
   onDurable?(lsn: Lsn, bytes: number, records: number): void;
-  /** pages whose record chains grew long: materialize them in the background */
-  onLongChains?(pages: Array<{ rel: RelTag; fork: ForkNumber; block: number }>, lsn: Lsn): void;
+  /** pages whose record chains grew long (at `lsn` each): materialize them in the background */
+  onLongChains?(pages: Array<{ rel: RelTag; fork: ForkNumber; block: number; lsn: Lsn }>, durable: Lsn): void;
+  /** copies of hot pages (ingest/hot-pages.ts), durable: store them as materialized images */
+  onReadyImages?(images: ReadyImage[]): void;
   onEvent?(event: "connected" | "reconnect" | "failed", detail: string): void;
 }
 
@@ -165,8 +171,10 @@ export class WalReceiver {
           this.options.onDurable?.(durable, this.ingestor.totalBytes - reportedBytes, this.ingestor.totalRecords - reportedRecords);
           reportedRecords = this.ingestor.totalRecords;
           reportedBytes = this.ingestor.totalBytes;
-          const longChains = this.ingestor.drainLongChains();
+          const longChains = this.ingestor.drainLongChains(durable);
           if (longChains.length) this.options.onLongChains?.(longChains, durable);
+          const ready = this.ingestor.drainReadyImages(durable);
+          if (ready.length) this.options.onReadyImages?.(ready);
         };
         const commit = async () => {
           const durable = await this.ingestor.flush();
@@ -205,13 +213,16 @@ export class WalReceiver {
             await commit();
             break;
           }
+          // the messages that arrived meanwhile go in with this one: one ingest call, not one each
+          const more = stream.takeBuffered(INGEST_BYTES_AT_ONCE);
           next = stream.next();
           // avoid an unhandled rejection while we are busy ingesting; it is awaited next round
           next.catch(() => {});
-          if (message.data.length === 0) continue;
-          await this.ingestor.ingestWal(message.data, message.walStart, { flush: false });
+          const data = more.length === 0 ? message.data : Buffer.concat([message.data, ...more.map((m) => m.data)]);
+          if (data.length === 0) continue;
+          await this.ingestor.ingestWal(data, message.walStart, { flush: false });
           walGoneCount = 0;
-          this.status.receivedBytes += message.data.length;
+          this.status.receivedBytes += data.length;
           // no status update per message: under load the primary sends thousands of small ones,
           // and a reply to each cost both sides a syscall (11% of the pageserver's CPU). Replies go
           // with each commit (they carry the received position too) and on the stream's timer.

@@ -84,7 +84,11 @@ export class TimelineStore {
   };
 
   static async open(dir: string): Promise<TimelineStore> {
-    const db = new ClassicLevel<Buffer, Buffer>(dir, { keyEncoding: "buffer", valueEncoding: "buffer", writeBufferSize: 16 * 1024 * 1024, maxOpenFiles: MAX_OPEN_FILES });
+    // No snappy: LevelDB's compactions compressed every table block again on each level it went
+    // through, 1.1 of the 7.2 CPU seconds a pageserver spent following a pgbench primary
+    // (bench/ingest-live-overhead.mts); the tables are about twice the size without it, a tenth
+    // more of a store whose page images and record log (never compressed) take the rest.
+    const db = new ClassicLevel<Buffer, Buffer>(dir, { keyEncoding: "buffer", valueEncoding: "buffer", writeBufferSize: 16 * 1024 * 1024, maxOpenFiles: MAX_OPEN_FILES, compression: false });
     await db.open();
     // inside the LevelDB directory (LevelDB leaves names it does not know alone): one directory per store
     return new TimelineStore(db, AppendFiles.open(path.join(dir, "page-images"), { suffix: "img" }), AppendFiles.open(path.join(dir, "record-log"), { suffix: "log" }));

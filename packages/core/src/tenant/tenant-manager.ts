@@ -7,6 +7,9 @@ import type { ForkNumber, RelTag } from "../reltag.ts";
 import { dropPrimarySlot, importFromPrimary, type PrimaryImportResult } from "../ingest/import-primary.ts";
 import { bootstrapTimeline } from "../ingest/bootstrap.ts";
 import { TimelineIngestor } from "../ingest/timeline-ingest.ts";
+import { HotPages, type ReadyImage } from "../ingest/hot-pages.ts";
+import { materializedBlockKey } from "../storage/keys.ts";
+import { imageValue } from "../storage/values.ts";
 import { readControlFile } from "../basebackup/control.ts";
 import { WalReceiver, type WalReceiverStatus } from "../ingest/walreceiver.ts";
 import { TimelineStore, type TimelineMarkers } from "../storage/timeline-store.ts";
@@ -77,6 +80,9 @@ export function materializeWaitMs(receiver: { status: Pick<WalReceiverStatus, "s
   if (!receiver || receiver.status.state !== "streaming") return 0;
   return receiver.status.primaryFlushLsn - receiver.lastRecordLsn > CATCH_UP_LAG_BYTES ? CATCH_UP_MATERIALIZE_INTERVAL_MS : 0;
 }
+
+/** Work for the background materializer: rebuild a page at `lsn` (for ingest's hot pages, if given), or store a hot page's ready image. */
+type MaterializeTask = { rel: RelTag; fork: ForkNumber; block: number; lsn: Lsn; hotPages?: HotPages } | ReadyImage;
 
 export class TenantManager {
   private readonly timelines = new Map<string, TimelineHandle>();
@@ -160,7 +166,9 @@ export class TenantManager {
     const handle = this.get(tenantId, timelineId);
     if (!handle) throw new Error(`timeline ${timelineId} is not attached`);
     if (handle.receiver) throw new Error(`timeline ${timelineId} already has a walreceiver`);
-    const ingestor = await TimelineIngestor.open(handle.store, handle.reader);
+    // the receiver's hot pages: adopted by the background materializer, which stores their images
+    const hotPages = new HotPages();
+    const ingestor = await TimelineIngestor.open(handle.store, handle.reader, { hotPages });
     handle.receiver = new WalReceiver(ingestor, {
       primary: primaryUrl,
       slot,
@@ -170,7 +178,8 @@ export class TenantManager {
         for (const wake of this.waiters) wake();
       },
       onEvent: (event, detail) => this.events.onReceiverEvent?.(tenantId, timelineId, event, detail),
-      onLongChains: (pages, lsn) => this.materializeLater(handle, pages, lsn),
+      onLongChains: (pages) => this.materializeLater(handle, pages.map((page) => ({ ...page, hotPages }))),
+      onReadyImages: (images) => this.materializeLater(handle, images),
     });
     handle.receiver.start();
   }
@@ -213,40 +222,43 @@ export class TenantManager {
     if (durable < end) throw new Error(`WAL in ${walDir} ends at ${formatLsn(durable)}, before ${formatLsn(end)}`);
     this.events.onDurable?.(tenantId, timelineId, durable, ingestor.totalBytes, ingestor.totalRecords);
     const pages = ingestor.drainLongChains();
-    if (pages.length) this.materializeLater(handle, pages, durable);
+    if (pages.length) this.materializeLater(handle, pages);
     for (const wake of this.waiters) wake();
     return durable;
   }
 
   private materializing = new Map<string, Promise<void>>();
-  private materializeQueues = new Map<string, Map<string, { rel: RelTag; fork: ForkNumber; block: number; lsn: Lsn }>>();
+  private materializeQueues = new Map<string, Map<string, MaterializeTask>>();
 
   /**
-   * Background half of the bounded-replay policy: rebuild pages whose chains grew long, so the
-   * reader stores a materialized image and later reads replay only what came after it. Pages
-   * that cannot be rebuilt (a record type without redo) are left; reading them reports why.
+   * Background half of the bounded-replay policy: rebuild pages whose chains grew long (at the
+   * version given), so the reader stores a materialized image and later reads replay only what
+   * came after it, and hand a rebuilt page to the ingest that asked for it (a hot page, which
+   * then makes its own images: those are stored here too). Pages that cannot be rebuilt (a
+   * record type without redo) are left; reading them reports why.
    */
-  private materializeLater(handle: TimelineHandle, pages: Array<{ rel: RelTag; fork: ForkNumber; block: number }>, lsn: Lsn) {
+  private materializeLater(handle: TimelineHandle, tasks: MaterializeTask[]) {
     const key = this.key(handle.tenantId, handle.timelineId);
     let queue = this.materializeQueues.get(key);
     if (!queue) this.materializeQueues.set(key, (queue = new Map()));
     // bounded and deduplicated: a page queued twice is rebuilt once, at the newer LSN
-    for (const page of pages) {
+    for (const task of tasks) {
       if (queue.size >= MATERIALIZE_QUEUE_LIMIT) break;
-      queue.set(`${page.rel.spcNode}/${page.rel.dbNode}/${page.rel.relNode}/${page.fork}/${page.block}`, { ...page, lsn });
+      const id = `${task.rel.spcNode}/${task.rel.dbNode}/${task.rel.relNode}/${task.fork}/${task.block}`;
+      queue.set("page" in task ? `image ${id}` : id, task);
     }
     if (this.materializing.has(key)) return;
     const run = (async () => {
       while (queue.size && this.timelines.has(key)) {
         // a few pages at a time: their images then share one write and fdatasync of the page
         // image files (each one alone would pay its own)
-        const group: Array<{ rel: RelTag; fork: ForkNumber; block: number; lsn: Lsn }> = [];
-        for (const [id, page] of queue) {
+        const group: MaterializeTask[] = [];
+        for (const [id, task] of queue) {
           if (group.length === MATERIALIZE_GROUP) break;
           queue.delete(id);
-          group.push(page);
+          group.push(task);
         }
-        await Promise.all(group.map((page) => handle.reader.materialize(page.rel, page.fork, page.block, page.lsn).catch(() => {})));
+        await Promise.all(group.map((task) => this.materialize(handle, task)));
         // let ingest and reads go first (all of it while the timeline catches up on a backlog)
         const wait = materializeWaitMs(handle.receiver);
         if (wait === 0) await new Promise((resolve) => setImmediate(resolve));
@@ -259,6 +271,21 @@ export class TenantManager {
     })();
     this.materializing.set(key, run);
     void run.finally(() => this.materializing.delete(key));
+  }
+
+  private async materialize(handle: TimelineHandle, task: MaterializeTask): Promise<void> {
+    if ("page" in task) {
+      await handle.store.putDerived(materializedBlockKey(task.rel, task.fork, task.block), task.lsn, imageValue(task.page)).catch(() => {});
+      return;
+    }
+    try {
+      const hintBitsLogged = task.hotPages && (await handle.reader.walLogsHintBits(task.lsn));
+      const page = await handle.reader.materialize(task.rel, task.fork, task.block, task.lsn);
+      // (no await since the rebuild: what ingest stored meanwhile is what the hot page keeps)
+      task.hotPages?.adopt(task.rel, task.fork, task.block, task.lsn, page, hintBitsLogged!);
+    } catch {
+      task.hotPages?.abandon(task.rel, task.fork, task.block, task.lsn);
+    }
   }
 
   /** Fills a (not yet attached) timeline with a fresh initdb cluster. */

@@ -342,9 +342,14 @@ export class PageReader {
     await Promise.all(this.materializing);
   }
 
-  /** Rebuilds a page at `lsn` and stores it as a materialized image (bounded replay). */
-  async materialize(rel: RelTag, fork: ForkNumber, blockNumber: number, lsn: Lsn): Promise<void> {
-    await this.getPage(rel, fork, blockNumber, lsn, { materializeAbove: 0 });
+  /** Rebuilds a page at `lsn`, stores it as a materialized image (bounded replay) and returns it. */
+  materialize(rel: RelTag, fork: ForkNumber, blockNumber: number, lsn: Lsn): Promise<Buffer> {
+    return this.getPage(rel, fork, blockNumber, lsn, { materializeAbove: 0 });
+  }
+
+  /** Whether redo stamps hint-bit-only changes on this timeline (as replay here does). */
+  walLogsHintBits(lsn: Lsn): Promise<boolean> {
+    return this.hintBitsLogged(lsn);
   }
 
   /**
