@@ -5,7 +5,8 @@ import { formatLsn, parseLsn, type Lsn } from "../lsn.ts";
 import { PgCluster } from "../testing/pgcluster.ts";
 import { ReplicationConnection } from "./connection.ts";
 import { PrimaryError, ReplicationStreamClosed } from "./errors.ts";
-import type { ReplicationStream, XLogData } from "./stream.ts";
+import type { Frame } from "./protocol.ts";
+import { ReplicationStream, type XLogData } from "./stream.ts";
 
 const SEGMENT = 16n * 1024n * 1024n;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -130,6 +131,36 @@ describe("WAL streaming", () => {
     }
   });
 
+  it("hands over the messages already received without waiting (takeBuffered), in order, with next() going on after them", async () => {
+    const conn = await ReplicationConnection.connect(target());
+    try {
+      const start = await flushLsn(cluster);
+      const stream = await conn.startReplication({ startLsn: start, timeline: 1 });
+      await cluster.pgbench(["-i", "-s", "1", "-q"]);
+      const end = await flushLsn(cluster);
+      await sleep(300); // the walsender sends while nobody reads: frames pile up in the connection
+      const msgs: XLogData[] = [(await stream.next())!];
+      const buffered = stream.takeBuffered(1024 * 1024);
+      expect(buffered.length).toBeGreaterThan(1);
+      const bytes = buffered.reduce((n, m) => n + m.data.length, 0);
+      expect(bytes).toBeLessThan(1024 * 1024 + 128 * 1024); // stops once past the limit
+      msgs.push(...buffered);
+      expect(stream.lastReceivedLsn).toBe(buffered[buffered.length - 1].walStart + BigInt(buffered[buffered.length - 1].data.length));
+      // the rest, alternating both ways of reading
+      while (stream.lastReceivedLsn < end) {
+        const m = await stream.next();
+        if (!m) throw new Error("stream ended early");
+        msgs.push(m, ...stream.takeBuffered(256 * 1024));
+      }
+      expectSameAsDisk(cluster.walDir, start, msgs);
+      await stream.stop();
+      expect(stream.takeBuffered(1024 * 1024)).toEqual([]);
+      expect(await stream.next()).toBeNull();
+    } finally {
+      await conn.close();
+    }
+  });
+
   it("answers keepalives so a 2 s wal_sender_timeout doesn't cut an idle stream", async () => {
     const conn = await ReplicationConnection.connect(target(), { applicationName: "strata-keepalive" });
     try {
@@ -161,8 +192,10 @@ describe("WAL streaming", () => {
     const msgs: XLogData[] = [];
     const consumer = (async () => {
       try {
+        // (as the walreceiver reads: what the walsender sends as it shuts down, up to its
+        // CommandComplete, mostly comes in together)
         for (let m = await stream.next(); m; m = await stream.next()) {
-          msgs.push(m);
+          msgs.push(m, ...stream.takeBuffered(1024 * 1024));
           stream.sendStatus({ flushed: stream.lastReceivedLsn }); // lets the walsender finish its shutdown promptly
         }
         return null;
@@ -213,5 +246,68 @@ describe("WAL streaming", () => {
     } finally {
       await conn.close();
     }
+  });
+});
+
+describe("takeBuffered (frames already received)", () => {
+  /** A connection holding `frames`, then closed: what a walsender that shut down leaves behind. */
+  function connectionWith(frames: Frame[]) {
+    const written: Buffer[] = [];
+    const conn = {
+      isClosed: false,
+      nextBuffered: () => frames.shift(),
+      readFrame: async () => frames.shift() ?? Promise.reject(new Error("connection closed")),
+      write: (b: Buffer) => void written.push(b),
+      destroy: () => {},
+      release: () => {},
+    };
+    return { conn: conn as unknown as ReplicationConnection, written };
+  }
+  const xlogData = (walStart: Lsn, bytes: number): Frame => {
+    const body = Buffer.alloc(25 + bytes, 7);
+    body.write("w", 0);
+    body.writeBigUInt64BE(walStart, 1);
+    body.writeBigUInt64BE(walStart + BigInt(bytes), 9);
+    body.writeBigInt64BE(0n, 17);
+    return { type: "d", body };
+  };
+  const keepalive = (walEnd: Lsn, replyRequested: boolean): Frame => {
+    const body = Buffer.alloc(18);
+    body.write("k", 0);
+    body.writeBigUInt64BE(walEnd, 1);
+    body[17] = replyRequested ? 1 : 0;
+    return { type: "d", body };
+  };
+
+  it("answers keepalives on the way, and leaves the walsender's CommandComplete for next(), which reports the shutdown", async () => {
+    const { conn, written } = connectionWith([
+      xlogData(0x1000n, 100),
+      xlogData(0x1064n, 50),
+      keepalive(0x2000n, true),
+      xlogData(0x1096n, 10),
+      { type: "C", body: Buffer.from("COPY 0\0") },
+      xlogData(0x10a0n, 10),
+    ]);
+    const stream = new ReplicationStream(conn, 0x1000n, 0);
+    const first = await stream.next();
+    expect(first?.walStart).toBe(0x1000n);
+    const more = stream.takeBuffered(1024);
+    expect(more.map((m) => [m.walStart, m.data.length])).toEqual([
+      [0x1064n, 50],
+      [0x1096n, 10],
+    ]);
+    expect(written.length).toBe(1); // the reply the keepalive asked for
+    expect(stream.takeBuffered(1024)).toEqual([]); // still held for next()
+    expect((await stream.next())?.walStart).toBe(0x10a0n);
+    const err = await stream.next().catch((e: Error) => e);
+    expect(err).toBeInstanceOf(ReplicationStreamClosed);
+    expect((err as ReplicationStreamClosed).reason).toBe("server-shutdown");
+  });
+
+  it("stops at a message that does not continue the stream, which next() then reports", async () => {
+    const { conn } = connectionWith([xlogData(0x1000n, 100), xlogData(0x5000n, 10)]);
+    const stream = new ReplicationStream(conn, 0x1000n, 0);
+    expect(stream.takeBuffered(1024).map((m) => m.walStart)).toEqual([0x1000n]);
+    await expect(stream.next()).rejects.toThrow(/does not continue the stream at 0\/1064/);
   });
 });
