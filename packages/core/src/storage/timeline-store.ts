@@ -398,7 +398,12 @@ export class TimelineStore {
 
   /** Stores derived data (e.g. a materialized page) outside the ingest stream; not synced. */
   putDerived(entityKey: Buffer, lsn: Lsn, value: Buffer): Promise<void> {
-    const written = this.writeDerived(entityKey, lsn, value);
+    return this.putDerivedMany([{ entityKey, lsn, value }]);
+  }
+
+  /** putDerived of several versions: one write (and sync) of their images, one LevelDB batch. */
+  putDerivedMany(versions: Array<{ entityKey: Buffer; lsn: Lsn; value: Buffer }>): Promise<void> {
+    const written = this.writeDerived(versions.map((v) => ({ key: storeKey(v.entityKey, v.lsn), value: v.value })));
     this.derivedWrites.add(written);
     const forget = () => this.derivedWrites.delete(written);
     written.then(forget, forget);
@@ -407,12 +412,12 @@ export class TimelineStore {
 
   private readonly derivedWrites = new Set<Promise<void>>();
 
-  private async writeDerived(entityKey: Buffer, lsn: Lsn, value: Buffer): Promise<void> {
-    const key = storeKey(entityKey, lsn);
-    this.beginWrite([{ key }]);
+  private async writeDerived(entries: Array<{ key: Buffer; value: Buffer }>): Promise<void> {
+    this.beginWrite(entries);
     try {
-      const [stored] = await this.externalize([{ key, value }]);
-      await this.db.put(key, stored);
+      const stored = await this.externalize(entries);
+      if (entries.length === 1) await this.db.put(entries[0].key, stored[0]);
+      else await this.db.batch(entries.map((e, i) => ({ type: "put" as const, key: e.key, value: stored[i] })));
     } finally {
       this.endWrite();
     }

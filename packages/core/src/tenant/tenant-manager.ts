@@ -62,7 +62,7 @@ export interface ProgressPoint {
 
 const PROGRESS_POINTS = 600;
 const MATERIALIZE_QUEUE_LIMIT = 10_000;
-/** pages materialized at once by the background materializer */
+/** pages materialized (rebuilt, or hot pages' images stored) at once by the background materializer */
 const MATERIALIZE_GROUP = 8;
 /** a timeline this far behind its primary is catching up on a backlog */
 export const CATCH_UP_LAG_BYTES = 16n * 1024n * 1024n;
@@ -258,7 +258,11 @@ export class TenantManager {
           queue.delete(id);
           group.push(task);
         }
-        await Promise.all(group.map((task) => this.materialize(handle, task)));
+        const images = group.filter((task): task is ReadyImage => "page" in task);
+        const stored =
+          images.length > 0 &&
+          handle.store.putDerivedMany(images.map((image) => ({ entityKey: materializedBlockKey(image.rel, image.fork, image.block), lsn: image.lsn, value: imageValue(image.page) }))).catch(() => {});
+        await Promise.all([stored, ...group.map((task) => ("page" in task ? undefined : this.rebuild(handle, task)))]);
         // let ingest and reads go first (all of it while the timeline catches up on a backlog)
         const wait = materializeWaitMs(handle.receiver);
         if (wait === 0) await new Promise((resolve) => setImmediate(resolve));
@@ -273,11 +277,8 @@ export class TenantManager {
     void run.finally(() => this.materializing.delete(key));
   }
 
-  private async materialize(handle: TimelineHandle, task: MaterializeTask): Promise<void> {
-    if ("page" in task) {
-      await handle.store.putDerived(materializedBlockKey(task.rel, task.fork, task.block), task.lsn, imageValue(task.page)).catch(() => {});
-      return;
-    }
+  /** Rebuilds a page for the materializer (and hands it to its hot pages). */
+  private async rebuild(handle: TimelineHandle, task: { rel: RelTag; fork: ForkNumber; block: number; lsn: Lsn; hotPages?: HotPages }): Promise<void> {
     try {
       const hintBitsLogged = task.hotPages && (await handle.reader.walLogsHintBits(task.lsn));
       const page = await handle.reader.materialize(task.rel, task.fork, task.block, task.lsn);
