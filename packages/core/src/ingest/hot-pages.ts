@@ -56,6 +56,13 @@ const pageId = (spcNode: number, dbNode: number, relNode: number, fork: number, 
 
 export class HotPages {
   private readonly entries = new Map<string, HotPage>();
+  /** entries per relNode: most writes dropKey sees are of relations without any */
+  private readonly relNodes = new Map<number, number>();
+  /**
+   * Whether pages may begin: the owner turns it off while the timeline catches up on a backlog,
+   * when the materializer adopts pages only now and then and kept records would pile up for nothing.
+   */
+  accepting = true;
   private ready: ReadyImage[] = [];
   /** whether redo stamps hint-bit-only changes (wal_log_hints or checksums): from the first adopt */
   private hintBitsLogged: boolean | undefined;
@@ -74,12 +81,13 @@ export class HotPages {
 
   /** Starts keeping the records of a page whose chain reached the threshold at version `lsn`. */
   begin(byBlock: Map<number, HotPage>, rel: RelTag, fork: ForkNumber, block: number, lsn: Lsn): void {
-    if (byBlock.has(block)) return;
+    if (!this.accepting || byBlock.has(block)) return;
     if (this.entries.size >= this.limit) this.drop(this.entries.values().next().value!);
     const id = pageId(rel.spcNode, rel.dbNode, rel.relNode, fork, block);
     const entry: HotPage = { id, rel: { spcNode: rel.spcNode, dbNode: rel.dbNode, relNode: rel.relNode }, fork, block, byBlock, page: undefined, lsn, records: 0, pending: [] };
     byBlock.set(block, entry);
     this.entries.set(id, entry);
+    this.relNodes.set(rel.relNode, (this.relNodes.get(rel.relNode) ?? 0) + 1);
   }
 
   /**
@@ -127,7 +135,7 @@ export class HotPages {
 
   /** A version of the block `entityKey` (a relation block key) was stored some other way. */
   dropKey(entityKey: Buffer): void {
-    if (this.entries.size === 0) return;
+    if (this.entries.size === 0 || !this.relNodes.has(entityKey.readUInt32BE(9))) return;
     const entry = this.entries.get(pageId(entityKey.readUInt32BE(1), entityKey.readUInt32BE(5), entityKey.readUInt32BE(9), entityKey[13], entityKey.readUInt32BE(14)));
     if (entry !== undefined) this.drop(entry);
   }
@@ -166,7 +174,11 @@ export class HotPages {
   }
 
   private drop(entry: HotPage): void {
+    if (this.entries.get(entry.id) !== entry) return;
     entry.byBlock.delete(entry.block);
     this.entries.delete(entry.id);
+    const left = this.relNodes.get(entry.rel.relNode)! - 1;
+    if (left === 0) this.relNodes.delete(entry.rel.relNode);
+    else this.relNodes.set(entry.rel.relNode, left);
   }
 }

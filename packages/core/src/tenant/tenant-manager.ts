@@ -178,7 +178,11 @@ export class TenantManager {
         for (const wake of this.waiters) wake();
       },
       onEvent: (event, detail) => this.events.onReceiverEvent?.(tenantId, timelineId, event, detail),
-      onLongChains: (pages) => this.materializeLater(handle, pages.map((page) => ({ ...page, hotPages }))),
+      onLongChains: (pages) => {
+        // (no new hot pages during a catch-up: the materializer adopts them only now and then)
+        hotPages.accepting = materializeWaitMs(handle.receiver) === 0;
+        this.materializeLater(handle, pages.map((page) => ({ ...page, hotPages })));
+      },
       onReadyImages: (images) => this.materializeLater(handle, images),
     });
     handle.receiver.start();

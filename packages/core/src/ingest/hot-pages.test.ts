@@ -1,0 +1,95 @@
+// HotPages on hand-made generic WAL records: records kept until adoption and replayed onto the
+// adopted page, ready images every `threshold` records, and entries dropped by other writes of
+// their block, by failed redo, by a failed rebuild, and not begun while catching up.
+import { describe, expect, it } from "vitest";
+import type { Lsn } from "../lsn.ts";
+import { ForkNumber } from "../reltag.ts";
+import { relBlockKey } from "../storage/keys.ts";
+import { emptyPage, genericDelta, oneBlockRecord } from "../timeline/testutil.ts";
+import { decodeRecord, type DecodedRecord } from "../wal/record.ts";
+import { HotPages, type HotPage } from "./hot-pages.ts";
+
+const rel = { spcNode: 1663, dbNode: 5, relNode: 16400 };
+const GENERIC = 20;
+
+/** A decoded generic record setting byte `offset` of block `block` to `value`, ending at `lsn`. */
+function setByte(block: number, offset: number, value: number, lsn: Lsn): DecodedRecord {
+  const record = decodeRecord(oneBlockRecord(GENERIC, rel, block, genericDelta(offset, Buffer.from([value]))), lsn - 0x40n);
+  record.endLsn = lsn;
+  return record;
+}
+
+describe("hot pages", () => {
+  it("replays the records kept while pending onto the adopted page, then applies new ones and makes an image every threshold records", () => {
+    const hot = new HotPages(3);
+    const byBlock = new Map<number, HotPage>();
+    hot.begin(byBlock, rel, ForkNumber.Main, 7, 0x1000n);
+    const entry = byBlock.get(7)!;
+    // stored after the version the page will be rebuilt at, before the rebuild is adopted
+    hot.applyStored(entry, setByte(7, 8000, 1, 0x1100n), 0, 0x1100n);
+    hot.applyStored(entry, setByte(7, 8001, 2, 0x1200n), 0, 0x1200n);
+    expect(entry.page).toBeUndefined();
+    expect(hot.adopt(rel, ForkNumber.Main, 7, 0x1000n, emptyPage(0x1000n), false)).toBe(true);
+    expect([entry.page![8000], entry.page![8001]]).toEqual([1, 2]);
+    expect(hot.drainReady(0xffffn)).toEqual([]); // two records since the rebuilt page: no image yet
+
+    hot.applyStored(entry, setByte(7, 8002, 3, 0x1300n), 0, 0x1300n);
+    hot.applyStored(entry, setByte(7, 8003, 4, 0x1400n), 0, 0x1400n);
+    expect(hot.drainReady(0x12ffn)).toEqual([]); // the image at 0x1300 is not durable yet
+    const [image] = hot.drainReady(0x1300n);
+    expect(image.lsn).toBe(0x1300n);
+    expect([...image.page.subarray(8000, 8004)]).toEqual([1, 2, 3, 0]); // a copy as of its LSN
+    expect(image.page.readUInt32LE(4)).toBe(0x1300); // page LSN stamped as redo does
+    expect(entry.page![8003]).toBe(4);
+    expect(hot.applied).toBe(4);
+  });
+
+  it("refuses to adopt a page rebuilt at another LSN, and forgets one whose rebuild failed", () => {
+    const hot = new HotPages(3);
+    const byBlock = new Map<number, HotPage>();
+    hot.begin(byBlock, rel, ForkNumber.Main, 1, 0x1000n);
+    expect(hot.adopt(rel, ForkNumber.Main, 1, 0x1100n, emptyPage(0x1100n), false)).toBe(false);
+    expect(hot.adopt(rel, ForkNumber.Main, 2, 0x1000n, emptyPage(0x1000n), false)).toBe(false);
+    hot.abandon(rel, ForkNumber.Main, 1, 0x1000n);
+    expect(byBlock.size).toBe(0);
+    expect(hot.size).toBe(0);
+  });
+
+  it("drops a page when its block is written some other way, or its redo fails; other relations' writes leave it", () => {
+    const hot = new HotPages(3);
+    const byBlock = new Map<number, HotPage>();
+    hot.begin(byBlock, rel, ForkNumber.Main, 1, 0x1000n);
+    hot.begin(byBlock, rel, ForkNumber.Main, 2, 0x1000n);
+    expect(hot.adopt(rel, ForkNumber.Main, 1, 0x1000n, emptyPage(0x1000n), false)).toBe(true);
+    expect(hot.adopt(rel, ForkNumber.Main, 2, 0x1000n, emptyPage(0x1000n), false)).toBe(true);
+    hot.dropKey(relBlockKey({ ...rel, relNode: 99 }, ForkNumber.Main, 1));
+    hot.dropKey(relBlockKey(rel, ForkNumber.VisibilityMap, 1));
+    expect(hot.size).toBe(2);
+    hot.dropKey(relBlockKey(rel, ForkNumber.Main, 1));
+    expect([...byBlock.keys()]).toEqual([2]);
+    // a generic delta past the page's end: redo fails, so the page is dropped, not left half-applied
+    hot.applyStored(byBlock.get(2)!, setByte(2, 9000, 1, 0x1100n), 0, 0x1100n);
+    expect(hot.size).toBe(0);
+    expect(byBlock.size).toBe(0);
+  });
+
+  it("keeps at most its limit of pages, the oldest going first, and begins none while not accepting", () => {
+    const hot = new HotPages(3, 2);
+    const byBlock = new Map<number, HotPage>();
+    for (const block of [1, 2, 3]) hot.begin(byBlock, rel, ForkNumber.Main, block, 0x1000n);
+    expect([...byBlock.keys()]).toEqual([2, 3]);
+    hot.accepting = false;
+    hot.begin(byBlock, rel, ForkNumber.Main, 4, 0x1000n);
+    expect([...byBlock.keys()]).toEqual([2, 3]);
+  });
+
+  it("gives up a page whose rebuild takes too long to arrive, rather than keep its records", () => {
+    const hot = new HotPages(2);
+    const byBlock = new Map<number, HotPage>();
+    hot.begin(byBlock, rel, ForkNumber.Main, 1, 0x1000n);
+    const entry = byBlock.get(1)!;
+    for (let i = 1; i <= 9; i++) hot.applyStored(entry, setByte(1, 8000, i, 0x1000n + BigInt(i) * 0x100n), 0, 0x1000n + BigInt(i) * 0x100n);
+    expect(hot.size).toBe(0);
+    expect(hot.adopt(rel, ForkNumber.Main, 1, 0x1000n, emptyPage(0x1000n), false)).toBe(false);
+  });
+});
