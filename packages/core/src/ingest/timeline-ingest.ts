@@ -140,25 +140,34 @@ export class TimelineIngestor {
   }
 
   /**
-   * Feeds WAL bytes that start at `chunkStart` (must continue the stream). Complete records are
+   * Feeds WAL bytes that start at `chunkStart` (must continue the stream; several consecutive
+   * pieces may be given at once). Complete records are
    * added to the pending batch, which is committed whenever it reaches `maxBatchBytes` (in the
    * background, while later records are decoded) and, with `flush` (the default), at the end.
    * Returns the durable LSN.
    */
-  async ingestWal(chunk: Buffer, chunkStart: Lsn, options: { flush?: boolean; maxBatchBytes?: number } | number = {}): Promise<Lsn> {
+  async ingestWal(chunk: Buffer | readonly Buffer[], chunkStart: Lsn, options: { flush?: boolean; maxBatchBytes?: number } | number = {}): Promise<Lsn> {
     const { flush = true, maxBatchBytes = 8 * 1024 * 1024 } = typeof options === "number" ? { maxBatchBytes: options } : options;
     if (this.failed) throw new IngestStoppedError(`ingest stopped: ${this.failed.message}`);
-    const expected = this.expectedNext ?? this.lastRecordLsn;
-    if (chunkStart > expected) throw new Error(`WAL gap: expected data at ${formatLsn(expected)}, got ${formatLsn(chunkStart)}`);
-    if (chunkStart < expected) {
-      // the primary may resend from an earlier point after a reconnect: skip what we have
-      const skip = Number(expected - chunkStart);
-      if (skip >= chunk.length) return flush ? this.flush() : this.lastRecordLsn;
-      chunk = chunk.subarray(skip);
-      chunkStart = expected;
+    // consecutive pieces (messages received together) are fed one after the other: no copy to join them
+    let fed = false;
+    for (let part of Array.isArray(chunk) ? chunk : [chunk as Buffer]) {
+      const expected = this.expectedNext ?? this.lastRecordLsn;
+      if (chunkStart > expected) throw new Error(`WAL gap: expected data at ${formatLsn(expected)}, got ${formatLsn(chunkStart)}`);
+      const partEnd = chunkStart + BigInt(part.length);
+      if (chunkStart < expected) {
+        // the primary may resend from an earlier point after a reconnect: skip what we have
+        const skip = Number(expected - chunkStart);
+        chunkStart = partEnd;
+        if (skip >= part.length) continue;
+        part = part.subarray(skip);
+      }
+      this.expectedNext = partEnd;
+      this.decoder.feed(part);
+      chunkStart = partEnd;
+      fed = true;
     }
-    this.expectedNext = chunkStart + BigInt(chunk.length);
-    this.decoder.feed(chunk);
+    if (!fed) return flush ? this.flush() : this.lastRecordLsn;
     try {
       for (;;) {
         let record: DecodedRecord | undefined;

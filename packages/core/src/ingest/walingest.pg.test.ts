@@ -159,7 +159,9 @@ describe("WAL ingest from a real PostgreSQL 15", () => {
       let pos = 0;
       while (pos < bytes.length) {
         const n = Math.min(bytes.length - pos, 1 + Math.floor(Math.random() * 200_000));
-        await ingestor.ingestWal(bytes.subarray(pos, pos + n), range.start + BigInt(pos));
+        // one piece, or consecutive pieces given together (as the walreceiver does with the
+        // messages it received meanwhile)
+        await ingestor.ingestWal(pieces(bytes.subarray(pos, pos + n)), range.start + BigInt(pos));
         pos += n;
       }
       const expected = decodeRange(cluster, range.start, range.end);
@@ -237,7 +239,8 @@ describe("WAL ingest from a real PostgreSQL 15", () => {
       const resume = Number(ingestor.resumeLsn - range.start);
       const from = Math.max(0, resume - 5000);
       const n = Math.min(bytes.length - from, 300_000 + restart * 1000);
-      await ingestor.ingestWal(bytes.subarray(from, from + n), range.start + BigInt(from), 256 * 1024);
+      // (in pieces: the re-sent bytes may end inside any of them)
+      await ingestor.ingestWal(pieces(bytes.subarray(from, from + n)), range.start + BigInt(from), 256 * 1024);
       pos = from + n;
       await store.close();
     }
@@ -245,6 +248,14 @@ describe("WAL ingest from a real PostgreSQL 15", () => {
     expect(await dumpStore(store)).toEqual(expected);
     await store.close();
   });
+
+  /** `bytes` as is, or split into 2-4 consecutive pieces at random points. */
+  function pieces(bytes: Buffer): Buffer | Buffer[] {
+    const count = Math.floor(Math.random() * 4);
+    if (count === 0 || bytes.length < 8) return bytes;
+    const cuts = Array.from({ length: count }, () => Math.floor(Math.random() * bytes.length)).sort((a, b) => a - b);
+    return [0, ...cuts].map((at, i) => bytes.subarray(at, i < cuts.length ? cuts[i] : bytes.length));
+  }
 
   /** The store (dumped) after ingesting `bytes` in one call: the reference for batched runs. */
   async function ingestedStraight(name: string, bytes: Buffer, maxBatchBytes?: number) {
