@@ -1,6 +1,7 @@
 // Hot pages against real PostgreSQL 15 WAL: every image a hot page makes while ingest stores its
 // records equals the page rebuilt from the store's chain at that LSN, with the pages adopted late
-// (after ingest went on past the version they were rebuilt at), and through VACUUM's
+// (after ingest went on past the version they were rebuilt at) or begun at the will-init record of
+// a growing relation's next page, and through VACUUM's
 // visibility-map writes, full-page images after a checkpoint, HOT pruning and a table rewrite.
 import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
@@ -86,10 +87,11 @@ describe("hot pages on PostgreSQL WAL", () => {
     rmSync(work, { recursive: true, force: true });
   });
 
-  it("makes images of pages adopted after ingest went past them", () => {
+  it("makes images of pages adopted after ingest went past them, and of new pages of a growing relation", () => {
     expect(adoptions).toBeGreaterThan(3);
     expect(lateAdoptions).toBeGreaterThan(0);
     expect(hotPages.applied).toBeGreaterThan(1000);
+    expect(hotPages.begunAtInit).toBeGreaterThan(0); // pgbench_history's new pages
     expect(images.length).toBeGreaterThan(50);
   });
 

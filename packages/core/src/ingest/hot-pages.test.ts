@@ -93,3 +93,29 @@ describe("hot pages", () => {
     expect(hot.adopt(rel, ForkNumber.Main, 1, 0x1000n, emptyPage(0x1000n), false)).toBe(false);
   });
 });
+
+describe("hot pages of a growing relation", () => {
+  it("begins a page started over by a will-init record right after a hot one from that record, and lets the one before go", () => {
+    const hot = new HotPages(3);
+    const byBlock = new Map<number, HotPage>();
+    hot.begin(byBlock, rel, ForkNumber.Main, 4, 0x1000n);
+    expect(hot.adopt(rel, ForkNumber.Main, 4, 0x1000n, emptyPage(0x1000n), false)).toBe(true);
+    const init = (block: number, lsn: Lsn) => {
+      // an initialized page header, and one byte
+      const data = Buffer.concat([genericDelta(0, emptyPage().subarray(0, 24)), genericDelta(8000, Buffer.from([9]))]);
+      const record = decodeRecord(oneBlockRecord(GENERIC, rel, block, data, { willInit: true }), lsn - 0x40n);
+      record.endLsn = lsn;
+      return record;
+    };
+    hot.beginAtInit(byBlock, rel, ForkNumber.Main, 5, init(5, 0x1100n), 0, 0x1100n);
+    expect([...byBlock.keys()]).toEqual([5]);
+    expect(byBlock.get(5)!.page![8000]).toBe(9);
+    for (let i = 1; i <= 3; i++) hot.applyStored(byBlock.get(5)!, setByte(5, 8000 + i, i, 0x1100n + BigInt(i) * 0x100n), 0, 0x1100n + BigInt(i) * 0x100n);
+    const [image] = hot.drainReady(0xffffn);
+    expect([image.block, image.lsn, [...image.page.subarray(8000, 8004)]]).toEqual([5, 0x1400n, [9, 1, 2, 3]]);
+    // not after a block that is not hot
+    hot.beginAtInit(byBlock, rel, ForkNumber.Main, 7, init(7, 0x1500n), 0, 0x1500n);
+    expect([...byBlock.keys()]).toEqual([5]);
+    expect(hot.begunAtInit).toBe(1);
+  });
+});

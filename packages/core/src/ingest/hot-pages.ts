@@ -16,7 +16,7 @@
 // copied database) drops the entry (`dropKey`). A record whose redo fails drops it too: reads of the
 // store report such records. Entries are few and bounded (oldest dropped first).
 import type { Lsn } from "../lsn.ts";
-import type { ForkNumber, RelTag } from "../reltag.ts";
+import { BLCKSZ, type ForkNumber, type RelTag } from "../reltag.ts";
 import { applyRecord } from "../timeline/page-reader.ts";
 import { decodeRecord, type BlockRef, type DecodedRecord } from "../wal/record.ts";
 
@@ -52,6 +52,9 @@ export interface ReadyImage {
   page: Buffer;
 }
 
+/** what a will-init record starts from (redo allocates the page it returns) */
+const BLANK_PAGE = Buffer.alloc(BLCKSZ);
+
 const pageId = (spcNode: number, dbNode: number, relNode: number, fork: number, block: number) => `${spcNode}/${dbNode}/${relNode}/${fork}/${block}`;
 
 export class HotPages {
@@ -66,9 +69,10 @@ export class HotPages {
   private ready: ReadyImage[] = [];
   /** whether redo stamps hint-bit-only changes (wal_log_hints or checksums): from the first adopt */
   private hintBitsLogged: boolean | undefined;
-  /** records applied at ingest, and pages adopted (for tests and metrics) */
+  /** records applied at ingest, pages adopted, and pages begun at a will-init record (for tests) */
   applied = 0;
   adopted = 0;
+  begunAtInit = 0;
 
   constructor(
     readonly threshold = 50,
@@ -82,12 +86,37 @@ export class HotPages {
   /** Starts keeping the records of a page whose chain reached the threshold at version `lsn`. */
   begin(byBlock: Map<number, HotPage>, rel: RelTag, fork: ForkNumber, block: number, lsn: Lsn): void {
     if (!this.accepting || byBlock.has(block)) return;
+    this.add(byBlock, rel, fork, block, lsn);
+  }
+
+  /**
+   * A record that starts block `block` over (will-init) was stored at `lsn`, and the block before
+   * it is hot: the page is hot from here on, built from the record itself. That is how an
+   * append-only relation grows (each new page of pgbench's history table takes some hundred
+   * inserts), and such a page then needs no rebuild from the store to begin. The block before
+   * stops being hot.
+   */
+  beginAtInit(byBlock: Map<number, HotPage>, rel: RelTag, fork: ForkNumber, block: number, record: DecodedRecord, blockIndex: number, lsn: Lsn): void {
+    const previous = byBlock.get(block - 1);
+    if (!this.accepting || this.hintBitsLogged === undefined || previous === undefined || byBlock.has(block)) return;
+    const entry = this.add(byBlock, rel, fork, block, lsn);
+    const page = this.apply(entry, BLANK_PAGE, record, record.blocks[blockIndex], lsn);
+    if (page === undefined) return;
+    entry.page = page;
+    this.begunAtInit++;
+    // the relation grows past the block before: done with, most likely (left hot, a stream of
+    // new pages would push the pages that stay hot out of the limit)
+    this.drop(previous);
+  }
+
+  private add(byBlock: Map<number, HotPage>, rel: RelTag, fork: ForkNumber, block: number, lsn: Lsn): HotPage {
     if (this.entries.size >= this.limit) this.drop(this.entries.values().next().value!);
     const id = pageId(rel.spcNode, rel.dbNode, rel.relNode, fork, block);
     const entry: HotPage = { id, rel: { spcNode: rel.spcNode, dbNode: rel.dbNode, relNode: rel.relNode }, fork, block, byBlock, page: undefined, lsn, records: 0, pending: [] };
     byBlock.set(block, entry);
     this.entries.set(id, entry);
     this.relNodes.set(rel.relNode, (this.relNodes.get(rel.relNode) ?? 0) + 1);
+    return entry;
   }
 
   /**

@@ -348,6 +348,7 @@ export class WalIngest {
       if (hot !== undefined) {
         const entry = hot.get(block.blockNumber);
         if (entry !== undefined) this.hotPages!.applyStored(entry, record, i, lsn);
+        else if (block.willInit) this.hotPages!.beginAtInit(hot, block.rel, state.fork, block.blockNumber, record, i, lsn);
       }
       if (base) this.resetChain(state, block.blockNumber);
       else this.countChain(state, block.rel, block.blockNumber, lsn);
