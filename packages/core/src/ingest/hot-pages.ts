@@ -14,16 +14,21 @@
 // The page mirrors the stored chain: every version ingest stores for it from a record is applied
 // to it, and any other write of the block (a derived version: visibility-map bits, truncation, a
 // copied database) drops the entry (`dropKey`). A record whose redo fails drops it too: reads of the
-// store report such records. Entries are few and bounded (oldest dropped first).
+// store report such records. Entries are few and bounded (the least recently changed go first).
 import type { Lsn } from "../lsn.ts";
 import { BLCKSZ, type ForkNumber, type RelTag } from "../reltag.ts";
 import { applyRecord } from "../timeline/page-reader.ts";
 import { decodeRecord, type BlockRef, type DecodedRecord } from "../wal/record.ts";
 
-/** hot (and pending) pages kept per timeline: 8 KB each */
+/** hot (and pending) pages kept per timeline, 8 KB each; the least recently changed go first */
 export const HOT_PAGES_LIMIT = 512;
-/** records kept for a page until it is adopted, in thresholds (beyond: the page is dropped) */
-const PENDING_THRESHOLDS = 4;
+/**
+ * Records kept for a page until it is adopted, in thresholds, and for all pages (beyond either,
+ * the page is dropped): the hottest pages take hundreds of records while the materializer gets
+ * to them, and a page dropped for it only begins again, with another rebuild.
+ */
+const PENDING_THRESHOLDS = 20;
+const PENDING_RECORDS_LIMIT = 20_000;
 
 /** A page of the ingestor's hot set. */
 export interface HotPage {
@@ -52,6 +57,9 @@ export interface ReadyImage {
   page: Buffer;
 }
 
+/** a will-init record begins a hot page when one of this many blocks before it is one */
+const INIT_NEIGHBOURS = 8;
+
 /** what a will-init record starts from (redo allocates the page it returns) */
 const BLANK_PAGE = Buffer.alloc(BLCKSZ);
 
@@ -67,8 +75,13 @@ export class HotPages {
    */
   accepting = true;
   private ready: ReadyImage[] = [];
-  /** whether redo stamps hint-bit-only changes (wal_log_hints or checksums): from the first adopt */
-  private hintBitsLogged: boolean | undefined;
+  /**
+   * Whether redo stamps hint-bit-only changes (wal_log_hints or checksums, from the timeline's
+   * pg_control): set by the owner, else taken from the first adoption. Nothing is applied before.
+   */
+  hintBitsLogged: boolean | undefined;
+  /** records kept by pending pages */
+  private pendingRecords = 0;
   /** records applied at ingest, pages adopted, and pages begun at a will-init record (for tests) */
   applied = 0;
   adopted = 0;
@@ -90,23 +103,22 @@ export class HotPages {
   }
 
   /**
-   * A record that starts block `block` over (will-init) was stored at `lsn`, and the block before
-   * it is hot: the page is hot from here on, built from the record itself. That is how an
-   * append-only relation grows (each new page of pgbench's history table takes some hundred
-   * inserts), and such a page then needs no rebuild from the store to begin. The block before
-   * stops being hot.
+   * A record that starts block `block` over (will-init) was stored at `lsn`: if one of the
+   * INIT_NEIGHBOURS blocks before it is hot (or pending), the page is hot from here on, built from
+   * the record itself. That is how an append-only relation grows (each new page of pgbench's
+   * history table takes about a hundred inserts; concurrent sessions fill a few neighbouring pages
+   * at once), and such a page then needs no rebuild from the store to begin.
    */
   beginAtInit(byBlock: Map<number, HotPage>, rel: RelTag, fork: ForkNumber, block: number, record: DecodedRecord, blockIndex: number, lsn: Lsn): void {
-    const previous = byBlock.get(block - 1);
-    if (!this.accepting || this.hintBitsLogged === undefined || previous === undefined || byBlock.has(block)) return;
+    if (!this.accepting || this.hintBitsLogged === undefined || byBlock.has(block)) return;
+    let neighbour = false;
+    for (let before = Math.max(0, block - INIT_NEIGHBOURS); before < block && !neighbour; before++) neighbour = byBlock.has(before);
+    if (!neighbour) return;
     const entry = this.add(byBlock, rel, fork, block, lsn);
     const page = this.apply(entry, BLANK_PAGE, record, record.blocks[blockIndex], lsn);
     if (page === undefined) return;
     entry.page = page;
     this.begunAtInit++;
-    // the relation grows past the block before: done with, most likely (left hot, a stream of
-    // new pages would push the pages that stay hot out of the limit)
-    this.drop(previous);
   }
 
   private add(byBlock: Map<number, HotPage>, rel: RelTag, fork: ForkNumber, block: number, lsn: Lsn): HotPage {
@@ -125,9 +137,12 @@ export class HotPages {
    */
   applyStored(entry: HotPage, record: DecodedRecord, blockIndex: number, lsn: Lsn): void {
     if (entry.page === undefined) {
-      if (entry.pending.length >= PENDING_THRESHOLDS * this.threshold) this.drop(entry);
-      // (the record's bytes may be the decoder's, reused for the next ones)
-      else entry.pending.push({ raw: Buffer.from(record.raw), recordLsn: record.lsn, lsn, blockIndex });
+      if (entry.pending.length >= PENDING_THRESHOLDS * this.threshold || this.pendingRecords >= PENDING_RECORDS_LIMIT) this.drop(entry);
+      else {
+        // (the record's bytes may be the decoder's, reused for the next ones)
+        entry.pending.push({ raw: Buffer.from(record.raw), recordLsn: record.lsn, lsn, blockIndex });
+        this.pendingRecords++;
+      }
       return;
     }
     this.apply(entry, entry.page, record, record.blocks[blockIndex], lsn);
@@ -144,6 +159,7 @@ export class HotPages {
     this.hintBitsLogged ??= hintBitsLogged;
     const pending = entry.pending;
     entry.pending = [];
+    this.pendingRecords -= pending.length;
     let current: Buffer | undefined = Buffer.from(page);
     for (let i = 0; i < pending.length && current !== undefined; i++) {
       const kept = pending[i];
@@ -193,6 +209,12 @@ export class HotPages {
     }
     this.applied++;
     entry.lsn = lsn;
+    // most recently applied last: the limit drops pages that stopped changing (a full page of an
+    // append-only table) before the ones that keep taking records
+    if (entry.page !== undefined) {
+      this.entries.delete(entry.id);
+      this.entries.set(entry.id, entry);
+    }
     if (block.willInit || (block.hasImage && block.applyImage)) entry.records = 0;
     else if (++entry.records >= this.threshold) {
       entry.records = 0;
@@ -204,6 +226,8 @@ export class HotPages {
 
   private drop(entry: HotPage): void {
     if (this.entries.get(entry.id) !== entry) return;
+    this.pendingRecords -= entry.pending.length;
+    entry.pending = [];
     entry.byBlock.delete(entry.block);
     this.entries.delete(entry.id);
     const left = this.relNodes.get(entry.rel.relNode)! - 1;

@@ -169,6 +169,7 @@ export class TenantManager {
     // the receiver's hot pages: adopted by the background materializer, which stores their images
     const hotPages = new HotPages();
     const ingestor = await TimelineIngestor.open(handle.store, handle.reader, { hotPages });
+    hotPages.hintBitsLogged = await handle.reader.walLogsHintBits(ingestor.resumeLsn);
     handle.receiver = new WalReceiver(ingestor, {
       primary: primaryUrl,
       slot,
