@@ -34,6 +34,7 @@ describe("hot pages on PostgreSQL WAL", () => {
     const imported = await importFromPrimary(store, primary.connectionString(), "strata_hot");
     const ingestor = await TimelineIngestor.open(store, store, { hotPages });
     const reader = new PageReader(store, { pageCache: new PageCache(0) });
+    hotPages.hintBitsLogged = await reader.walLogsHintBits(imported.startLsn);
 
     // The materializer's part, as the tenant manager does it: rebuild each long chain at its
     // version, then hand the page over; only every other step, so ingest has gone on meanwhile.
@@ -49,7 +50,7 @@ describe("hot pages on PostgreSQL WAL", () => {
         if (++step % 2 === 0) {
           for (const page of waiting) {
             const rebuilt = await reader.materialize(page.rel, page.fork, page.block, page.lsn);
-            if (hotPages.adopt(page.rel, page.fork, page.block, page.lsn, rebuilt, await reader.walLogsHintBits(page.lsn))) {
+            if (hotPages.adopt(page.rel, page.fork, page.block, page.lsn, rebuilt)) {
               adoptions++;
               if (page.lsn < durable) lateAdoptions++;
             }

@@ -19,9 +19,16 @@ function setByte(block: number, offset: number, value: number, lsn: Lsn): Decode
   return record;
 }
 
+/** HotPages of a cluster without wal_log_hints or checksums, as the owner sets it up */
+function hotPages(threshold: number, limit?: number): HotPages {
+  const hot = new HotPages(threshold, limit);
+  hot.hintBitsLogged = false;
+  return hot;
+}
+
 describe("hot pages", () => {
   it("replays the records kept while pending onto the adopted page, then applies new ones and makes an image every threshold records", () => {
-    const hot = new HotPages(3);
+    const hot = hotPages(3);
     const byBlock = new Map<number, HotPage>();
     hot.begin(byBlock, rel, ForkNumber.Main, 7, 0x1000n);
     const entry = byBlock.get(7)!;
@@ -29,7 +36,7 @@ describe("hot pages", () => {
     hot.applyStored(entry, setByte(7, 8000, 1, 0x1100n), 0, 0x1100n);
     hot.applyStored(entry, setByte(7, 8001, 2, 0x1200n), 0, 0x1200n);
     expect(entry.page).toBeUndefined();
-    expect(hot.adopt(rel, ForkNumber.Main, 7, 0x1000n, emptyPage(0x1000n), false)).toBe(true);
+    expect(hot.adopt(rel, ForkNumber.Main, 7, 0x1000n, emptyPage(0x1000n))).toBe(true);
     expect([entry.page![8000], entry.page![8001]]).toEqual([1, 2]);
     expect(hot.drainReady(0xffffn)).toEqual([]); // two records since the rebuilt page: no image yet
 
@@ -45,23 +52,23 @@ describe("hot pages", () => {
   });
 
   it("refuses to adopt a page rebuilt at another LSN, and forgets one whose rebuild failed", () => {
-    const hot = new HotPages(3);
+    const hot = hotPages(3);
     const byBlock = new Map<number, HotPage>();
     hot.begin(byBlock, rel, ForkNumber.Main, 1, 0x1000n);
-    expect(hot.adopt(rel, ForkNumber.Main, 1, 0x1100n, emptyPage(0x1100n), false)).toBe(false);
-    expect(hot.adopt(rel, ForkNumber.Main, 2, 0x1000n, emptyPage(0x1000n), false)).toBe(false);
+    expect(hot.adopt(rel, ForkNumber.Main, 1, 0x1100n, emptyPage(0x1100n))).toBe(false);
+    expect(hot.adopt(rel, ForkNumber.Main, 2, 0x1000n, emptyPage(0x1000n))).toBe(false);
     hot.abandon(rel, ForkNumber.Main, 1, 0x1000n);
     expect(byBlock.size).toBe(0);
     expect(hot.size).toBe(0);
   });
 
   it("drops a page when its block is written some other way, or its redo fails; other relations' writes leave it", () => {
-    const hot = new HotPages(3);
+    const hot = hotPages(3);
     const byBlock = new Map<number, HotPage>();
     hot.begin(byBlock, rel, ForkNumber.Main, 1, 0x1000n);
     hot.begin(byBlock, rel, ForkNumber.Main, 2, 0x1000n);
-    expect(hot.adopt(rel, ForkNumber.Main, 1, 0x1000n, emptyPage(0x1000n), false)).toBe(true);
-    expect(hot.adopt(rel, ForkNumber.Main, 2, 0x1000n, emptyPage(0x1000n), false)).toBe(true);
+    expect(hot.adopt(rel, ForkNumber.Main, 1, 0x1000n, emptyPage(0x1000n))).toBe(true);
+    expect(hot.adopt(rel, ForkNumber.Main, 2, 0x1000n, emptyPage(0x1000n))).toBe(true);
     hot.dropKey(relBlockKey({ ...rel, relNode: 99 }, ForkNumber.Main, 1));
     hot.dropKey(relBlockKey(rel, ForkNumber.VisibilityMap, 1));
     expect(hot.size).toBe(2);
@@ -74,11 +81,11 @@ describe("hot pages", () => {
   });
 
   it("keeps at most its limit of pages, the least recently changed going first, and begins none while not accepting", () => {
-    const hot = new HotPages(3, 2);
+    const hot = hotPages(3, 2);
     const byBlock = new Map<number, HotPage>();
     for (const block of [1, 2, 3]) hot.begin(byBlock, rel, ForkNumber.Main, block, 0x1000n);
     expect([...byBlock.keys()]).toEqual([2, 3]);
-    for (const block of [2, 3]) expect(hot.adopt(rel, ForkNumber.Main, block, 0x1000n, emptyPage(0x1000n), false)).toBe(true);
+    for (const block of [2, 3]) expect(hot.adopt(rel, ForkNumber.Main, block, 0x1000n, emptyPage(0x1000n))).toBe(true);
     hot.applyStored(byBlock.get(2)!, setByte(2, 8000, 1, 0x1100n), 0, 0x1100n); // 3 is now the least recently changed
     hot.begin(byBlock, rel, ForkNumber.Main, 1, 0x1200n);
     expect([...byBlock.keys()]).toEqual([2, 1]);
@@ -88,23 +95,23 @@ describe("hot pages", () => {
   });
 
   it("gives up a page whose rebuild takes too long to arrive, rather than keep its records", () => {
-    const hot = new HotPages(2);
+    const hot = hotPages(2);
     const byBlock = new Map<number, HotPage>();
     hot.begin(byBlock, rel, ForkNumber.Main, 1, 0x1000n);
     const entry = byBlock.get(1)!;
     // 20 thresholds of records kept, then given up
     for (let i = 1; i <= 41; i++) hot.applyStored(entry, setByte(1, 8000, i, 0x1000n + BigInt(i) * 0x100n), 0, 0x1000n + BigInt(i) * 0x100n);
     expect(hot.size).toBe(0);
-    expect(hot.adopt(rel, ForkNumber.Main, 1, 0x1000n, emptyPage(0x1000n), false)).toBe(false);
+    expect(hot.adopt(rel, ForkNumber.Main, 1, 0x1000n, emptyPage(0x1000n))).toBe(false);
   });
 });
 
 describe("hot pages of a growing relation", () => {
   it("begins a page started over by a will-init record shortly after a hot one from that record", () => {
-    const hot = new HotPages(3);
+    const hot = hotPages(3);
     const byBlock = new Map<number, HotPage>();
     hot.begin(byBlock, rel, ForkNumber.Main, 4, 0x1000n);
-    expect(hot.adopt(rel, ForkNumber.Main, 4, 0x1000n, emptyPage(0x1000n), false)).toBe(true);
+    expect(hot.adopt(rel, ForkNumber.Main, 4, 0x1000n, emptyPage(0x1000n))).toBe(true);
     const init = (block: number, lsn: Lsn) => {
       // an initialized page header, and one byte
       const data = Buffer.concat([genericDelta(0, emptyPage().subarray(0, 24)), genericDelta(8000, Buffer.from([9]))]);

@@ -77,7 +77,7 @@ export class HotPages {
   private ready: ReadyImage[] = [];
   /**
    * Whether redo stamps hint-bit-only changes (wal_log_hints or checksums, from the timeline's
-   * pg_control): set by the owner, else taken from the first adoption. Nothing is applied before.
+   * pg_control): set by the owner before ingest starts. Until then no page is hot.
    */
   hintBitsLogged: boolean | undefined;
   /** records kept by pending pages */
@@ -153,10 +153,9 @@ export class HotPages {
    * records are replayed onto it and ingest applies the next ones. Returns whether the page is
    * hot now (not when the entry was dropped meanwhile, or began at another LSN).
    */
-  adopt(rel: RelTag, fork: ForkNumber, block: number, lsn: Lsn, page: Buffer, hintBitsLogged: boolean): boolean {
+  adopt(rel: RelTag, fork: ForkNumber, block: number, lsn: Lsn, page: Buffer): boolean {
     const entry = this.entries.get(pageId(rel.spcNode, rel.dbNode, rel.relNode, fork, block));
     if (entry === undefined || entry.page !== undefined || entry.lsn !== lsn) return false;
-    this.hintBitsLogged ??= hintBitsLogged;
     const pending = entry.pending;
     entry.pending = [];
     this.pendingRecords -= pending.length;

@@ -121,9 +121,7 @@ export class ReplicationStream implements AsyncIterable<XLogData> {
       if (kind === 0x6b /* k */) {
         const r = new BodyReader(frame.body);
         r.char();
-        this.serverWalEnd = r.lsn();
-        r.int64();
-        if (r.int8() === 1) this.writeStatus(false);
+        this.keepalive(r);
         continue;
       }
       const r = new BodyReader(frame.body);
@@ -141,6 +139,13 @@ export class ReplicationStream implements AsyncIterable<XLogData> {
       bytes += data.length;
     }
     return out;
+  }
+
+  /** A primary keepalive (after its kind byte): its WAL end, and the reply it asks for. */
+  private keepalive(r: BodyReader): void {
+    this.serverWalEnd = r.lsn();
+    r.int64();
+    if (r.int8() === 1) this.writeStatus(false);
   }
 
   private async readNext(): Promise<XLogData | null> {
@@ -176,9 +181,7 @@ export class ReplicationStream implements AsyncIterable<XLogData> {
             return { walStart, walEnd, sendTime, data };
           }
           if (kind === "k") {
-            this.serverWalEnd = r.lsn();
-            r.int64();
-            if (r.int8() === 1) this.writeStatus(false);
+            this.keepalive(r);
             continue;
           }
           this.fail(new ProtocolViolation(`unknown CopyData message "${kind}" in replication stream`));

@@ -416,8 +416,7 @@ export class TimelineStore {
     this.beginWrite(entries);
     try {
       const stored = await this.externalize(entries);
-      if (entries.length === 1) await this.db.put(entries[0].key, stored[0]);
-      else await this.db.batch(entries.map((e, i) => ({ type: "put" as const, key: e.key, value: stored[i] })));
+      await this.db.batch(entries.map((e, i) => ({ type: "put" as const, key: e.key, value: stored[i] })));
     } finally {
       this.endWrite();
     }

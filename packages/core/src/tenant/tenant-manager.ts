@@ -285,10 +285,9 @@ export class TenantManager {
   /** Rebuilds a page for the materializer (and hands it to its hot pages). */
   private async rebuild(handle: TimelineHandle, task: { rel: RelTag; fork: ForkNumber; block: number; lsn: Lsn; hotPages?: HotPages }): Promise<void> {
     try {
-      const hintBitsLogged = task.hotPages && (await handle.reader.walLogsHintBits(task.lsn));
       const page = await handle.reader.materialize(task.rel, task.fork, task.block, task.lsn);
       // (no await since the rebuild: what ingest stored meanwhile is what the hot page keeps)
-      task.hotPages?.adopt(task.rel, task.fork, task.block, task.lsn, page, hintBitsLogged!);
+      task.hotPages?.adopt(task.rel, task.fork, task.block, task.lsn, page);
     } catch {
       task.hotPages?.abandon(task.rel, task.fork, task.block, task.lsn);
     }
