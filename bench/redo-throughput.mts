@@ -6,11 +6,12 @@
 //     it must replay [redo start, end of WAL). Replay time is the "elapsed" of its "redo done at …
 //     system usage: …" log line; records/s = records in that range (readWalSegments) / replay time.
 //   - Strata (in-process): import + ingest the same WAL into a TimelineStore, then rebuild every page
-//     touched in the range at the end LSN (BENCH_CONCURRENCY pages in flight, default 4) with a
-//     PageReader whose maxReplay is so high that nothing is materialized, BENCH_PASSES times (default
-//     2: the first pass is the redo code's first run in this process, later ones show a warmed-up
-//     pageserver). Replay = calls of the rmgrs' redo (RMGRS entries wrapped); records/s = distinct
-//     WAL records replayed / rebuild time.
+//     touched in the range at the end LSN (BENCH_CONCURRENCY pages in flight, default 16) with a
+//     PageReader whose maxReplay is so high that nothing is materialized: once on the main thread
+//     alone, with the rmgrs' redo (RMGRS entries) wrapped to count distinct WAL records replayed,
+//     then BENCH_PASSES times (default 2) with long chains on BENCH_WORKERS redo worker threads
+//     (walredo/pool.ts; the first of these passes is the workers' first run of the redo code).
+//     records/s = distinct WAL records replayed / rebuild time.
 // Prints both rates and the ratio (issue target: Strata >= 0.5x PostgreSQL's replay records/s), and
 // the equal-work ratio (PostgreSQL replay time / Strata rebuild time for the same WAL range).
 //
@@ -21,14 +22,24 @@ import { Session } from "node:inspector/promises";
 import os from "node:os";
 import path from "node:path";
 import {
-  formatLsn, importFromPrimary, parseLsn, PageCache, PageReader, readWalSegments, RMGRS, TimelineIngestor, TimelineStore, walFileName, type Lsn, readWalRange } from "@strata/core";
+  formatLsn, importFromPrimary, parseLsn, PageCache, PageReader, readWalSegments, RedoPool, RMGRS, sharedRedoPool, TimelineIngestor, TimelineStore, walFileName, type Lsn, readWalRange } from "@strata/core";
 import { PgCluster } from "@strata/core/testing";
-import { envNumber, fmtMB, MB, progress, progressDone } from "./lib.mts";
+import { envNumber, fmtMB, MB, progress, progressDone, readThreadCpuSeconds } from "./lib.mts";
+
+/** CPU seconds of this process: the main thread's and all threads' */
+function cpuSeconds(): { main: number; total: number } {
+  const threads = readThreadCpuSeconds(process.pid);
+  let total = 0;
+  for (const seconds of threads.values()) total += seconds;
+  return { main: threads.get("main") ?? 0, total };
+}
 
 const SCALE = envNumber("BENCH_SCALE", 2);
 const SECONDS = envNumber("BENCH_SECONDS", 15);
 const CLIENTS = envNumber("BENCH_CLIENTS", 4);
-const CONCURRENCY = envNumber("BENCH_CONCURRENCY", 4);
+const CONCURRENCY = envNumber("BENCH_CONCURRENCY", 16);
+/** redo worker threads for the timed passes (default: the pageserver's, STRATA_REDO_WORKERS or one per core up to 4) */
+const WORKERS = envNumber("BENCH_WORKERS", sharedRedoPool.size);
 const PASSES = Math.max(1, envNumber("BENCH_PASSES", 2));
 const SEGMENT = 16 * 1024 * 1024;
 
@@ -78,34 +89,15 @@ try {
   await ingestor.flush();
   const ingestSeconds = (performance.now() - t) / 1000;
 
-  let redoCalls = 0;
-  // record LSNs are deduplicated after the timed rebuild (a Set of bigints inside it costs as much as redo)
-  const replayedLsns: bigint[] = [];
-  for (const rmgr of RMGRS) {
-    if (!rmgr) continue;
-    const redo = rmgr.redo;
-    (rmgr as { redo: typeof redo }).redo = (page, record, block) => {
-      redoCalls++;
-      replayedLsns.push(record.lsn);
-      return redo(page, record, block);
-    };
-  }
-  // Every pass rebuilds every page with a fresh reader and no page cache. The first pass runs
-  // the redo code for the first time in this process (PostgreSQL's recovery is a fresh process
-  // too); later passes show the rate of a pageserver that has been running for a while.
-  const passes: Array<{ seconds: number; redoCalls: number; records: number }> = [];
-  for (let pass = 0; pass < PASSES; pass++) {
-    redoCalls = 0;
-    replayedLsns.length = 0;
-    const reader = new PageReader(store, { maxReplay: Number.MAX_SAFE_INTEGER, pageCache: new PageCache(0) });
-    progress(`strata: rebuilding ${touched.size} pages at ${formatLsn(end)} (pass ${pass + 1} of ${PASSES})`);
+  const pages = [...touched.values()];
+  /** Rebuilds every touched page at the end LSN, CONCURRENCY pages in flight (so LevelDB reads overlap replay, as PostgreSQL 15 prefetches during recovery). */
+  const rebuildAll = async (reader: PageReader, profile: boolean) => {
     let errors = 0;
     let firstError = "";
     // BENCH_PROFILE=file.cpuprofile records a CPU profile of the first pass's rebuild alone
-    const profiler = pass === 0 && process.env.BENCH_PROFILE ? await startProfile() : undefined;
-    t = performance.now();
-    // a few pages in flight, so LevelDB reads overlap replay (PostgreSQL 15 prefetches during recovery too)
-    const pages = [...touched.values()];
+    const profiler = profile && process.env.BENCH_PROFILE ? await startProfile() : undefined;
+    const cpu0 = cpuSeconds();
+    const t0 = performance.now();
     let next = 0;
     const worker = async () => {
       while (next < pages.length) {
@@ -119,11 +111,47 @@ try {
       }
     };
     await Promise.all(Array.from({ length: CONCURRENCY }, worker));
-    const seconds = (performance.now() - t) / 1000;
+    const seconds = (performance.now() - t0) / 1000;
+    const cpu1 = cpuSeconds();
     if (profiler) writeFileSync(process.env.BENCH_PROFILE!, JSON.stringify(await profiler()));
     if (errors) throw new Error(`${errors} pages failed to rebuild (first: ${firstError})`);
-    passes.push({ seconds, redoCalls, records: new Set(replayedLsns).size });
+    return { seconds, mainCpu: cpu1.main - cpu0.main, totalCpu: cpu1.total - cpu0.total };
+  };
+
+  // Counting pass, on this thread: the rmgrs' redo (RMGRS entries) wrapped to count block redo
+  // calls and distinct records. It runs the redo code for the first time in this process
+  // (PostgreSQL's recovery is a fresh process too). Record LSNs are deduplicated after the timed
+  // rebuild (a Set of bigints inside it costs as much as redo).
+  let redoCalls = 0;
+  const replayedLsns: bigint[] = [];
+  const unwrapped = RMGRS.map((rmgr) => rmgr?.redo);
+  for (const rmgr of RMGRS) {
+    if (!rmgr) continue;
+    const redo = rmgr.redo;
+    (rmgr as { redo: typeof redo }).redo = (page, record, block) => {
+      redoCalls++;
+      replayedLsns.push(record.lsn);
+      return redo(page, record, block);
+    };
   }
+  progress(`strata: rebuilding ${touched.size} pages at ${formatLsn(end)} on this thread (counting records)`);
+  const here = await rebuildAll(new PageReader(store, { maxReplay: Number.MAX_SAFE_INTEGER, pageCache: new PageCache(0), redoPool: null }), false);
+  const replayedRecords = new Set(replayedLsns).size;
+  RMGRS.forEach((rmgr, i) => rmgr && ((rmgr as { redo: unknown }).redo = unwrapped[i]));
+
+  // Timed passes as a pageserver rebuilds pages: long chains on the redo workers (walredo/pool.ts;
+  // fresh threads, so the first pass is their redo code's first run too), each pass with a new
+  // reader and no page cache
+  const pool = new RedoPool(WORKERS);
+  // (started before timing, as a pageserver starts its workers with itself)
+  await pool.start();
+  const passes: Array<{ seconds: number; mainCpu: number; totalCpu: number }> = [];
+  for (let pass = 0; pass < PASSES; pass++) {
+    progress(`strata: rebuilding ${touched.size} pages at ${formatLsn(end)} with ${WORKERS} redo workers (pass ${pass + 1} of ${PASSES})`);
+    passes.push(await rebuildAll(new PageReader(store, { maxReplay: Number.MAX_SAFE_INTEGER, pageCache: new PageCache(0), redoPool: pool }), pass === 0));
+  }
+  const poolStats = { ...pool.stats };
+  await pool.close();
   progressDone();
 
   // PostgreSQL: crash recovery of the same data directory over the same WAL
@@ -152,21 +180,25 @@ try {
       `(CPU user ${done[2]} s, system ${done[3]} s) = ${Math.round(pgRate)} records/s, ${(walBytes / MB / pgReplaySeconds).toFixed(1)} MB/s; start until accepting connections ${startSeconds.toFixed(2)} s`,
   );
   console.log(`strata ingest (decode + store, not replay): ${ingestSeconds.toFixed(2)} s = ${Math.round(records / ingestSeconds)} records/s, ${(walBytes / MB / ingestSeconds).toFixed(1)} MB/s`);
+  const rate = (p: { seconds: number }) => replayedRecords / p.seconds;
+  const cpu = (p: { mainCpu: number; totalCpu: number }) => `CPU ${p.totalCpu.toFixed(2)} s (main thread ${p.mainCpu.toFixed(2)} s)`;
+  console.log(
+    `strata rebuild of ${touched.size} pages at the end LSN on one thread (first run of the redo code in this process): ${here.seconds.toFixed(2)} s, ` +
+      `${replayedRecords} distinct records replayed (${redoCalls} block redo calls) = ${Math.round(rate(here))} records/s, ${Math.round(touched.size / here.seconds)} pages/s; ${cpu(here)}`,
+  );
   passes.forEach((p, i) =>
     console.log(
-      `strata rebuild of ${touched.size} pages at the end LSN, pass ${i + 1}${i === 0 ? " (first run of the redo code in this process)" : ""}: ${p.seconds.toFixed(2)} s, ` +
-        `${p.records} distinct records replayed (${p.redoCalls} block redo calls) = ${Math.round(p.records / p.seconds)} records/s, ` +
-        `${Math.round(p.redoCalls / p.seconds)} block redos/s, ${Math.round(touched.size / p.seconds)} pages/s`,
+      `strata rebuild with ${WORKERS} redo workers, pass ${i + 1}${i === 0 ? " (the workers' first run)" : ""}: ${p.seconds.toFixed(2)} s = ${Math.round(rate(p))} records/s, ` +
+        `${Math.round(touched.size / p.seconds)} pages/s; ${cpu(p)}`,
     ),
   );
+  console.log(`redo workers rebuilt ${poolStats.jobs} pages (${poolStats.versions} versions) in all passes, ${poolStats.failed} failed over to the main thread`);
   const first = passes[0];
-  const best = passes.reduce((a, b) => (b.seconds < a.seconds ? b : a));
-  const ratio = (p: { seconds: number; records: number }) => (p.records / p.seconds / pgRate).toFixed(3);
+  const best = passes.length > 1 ? passes.slice(1).reduce((a, b) => (b.seconds < a.seconds ? b : a)) : undefined;
+  const ratio = (p: { seconds: number }) => (rate(p) / pgRate).toFixed(3);
+  console.log(`ratio strata / postgres replay records/s: one thread ${ratio(here)}x; with redo workers: first pass ${ratio(first)}x` + (best ? `, best later pass ${ratio(best)}x` : "") + " (target >= 0.5x)");
   console.log(
-    `ratio strata / postgres replay records/s: first pass ${ratio(first)}x` + (passes.length > 1 ? `, best later pass ${ratio(best === first ? passes[1] : best)}x` : "") + " (target >= 0.5x)",
-  );
-  console.log(
-    `equal-work ratio (postgres replay time / strata rebuild time, same WAL range): first pass ${(pgReplaySeconds / first.seconds).toFixed(3)}x; ` +
+    `equal-work ratio (postgres replay time / strata rebuild time, same WAL range): first pass with workers ${(pgReplaySeconds / first.seconds).toFixed(3)}x; ` +
       `including strata ingest: ${(pgReplaySeconds / (first.seconds + ingestSeconds)).toFixed(3)}x`,
   );
 } finally {

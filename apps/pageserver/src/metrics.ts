@@ -1,5 +1,5 @@
 // Prometheus metrics served at /metrics.
-import { sharedPageCache } from "@strata/core";
+import { sharedPageCache, sharedRedoPool } from "@strata/core";
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 
 export function createMetrics() {
@@ -55,6 +55,30 @@ export function createMetrics() {
       registers: [registry],
       collect() {
         this.set(sharedPageCache.misses);
+      },
+    }),
+    redoWorkers: new Gauge({
+      name: "strata_redo_workers",
+      help: "Redo worker threads running (limit: STRATA_REDO_WORKERS)",
+      registers: [registry],
+      collect() {
+        this.set(sharedRedoPool.stats.workers);
+      },
+    }),
+    redoWorkerPages: new Gauge({
+      name: "strata_redo_worker_pages",
+      help: "Pages rebuilt by redo workers since start (long chains; shorter ones replay on the main thread)",
+      registers: [registry],
+      collect() {
+        this.set(sharedRedoPool.stats.jobs);
+      },
+    }),
+    redoWorkerFailed: new Gauge({
+      name: "strata_redo_worker_failed",
+      help: "Pages a redo worker could not rebuild since start (rebuilt again on the main thread)",
+      registers: [registry],
+      collect() {
+        this.set(sharedRedoPool.stats.failed);
       },
     }),
     pageCachePages: new Gauge({

@@ -4,7 +4,7 @@ import { mkdirSync, openSync, closeSync, readFileSync, writeFileSync, unlinkSync
 import net from "node:net";
 import path from "node:path";
 import pino, { type Logger } from "pino";
-import { formatLsn, fullBackup, TenantManager } from "@strata/core";
+import { formatLsn, fullBackup, sharedRedoPool, TenantManager } from "@strata/core";
 import { applyMigrations, BranchService, EndpointService, defaultDatabaseUrl, openDatabase, TenantService, type EndedEndpoint } from "@strata/api";
 import { createHttpServer } from "./http.ts";
 import { createMetrics } from "./metrics.ts";
@@ -193,6 +193,12 @@ export async function startPageserver(options: PageserverOptions): Promise<Runni
     info.pageServiceAddress = await listen(pageService, pgWhere, "the page service");
     info.httpAddress = await listen(httpServer, httpWhere, "the HTTP API");
     logger.info({ http: info.httpAddress, pageService: info.pageServiceAddress, dataDir, tenants: recovery.active.length }, "pageserver ready");
+    // started now, not at the first long chain a read meets (reads replay on the main thread meanwhile)
+    void sharedRedoPool.start().then(() =>
+      sharedRedoPool.stats.workers === sharedRedoPool.size
+        ? logger.info({ workers: sharedRedoPool.size }, "redo workers ready")
+        : logger.warn({ workers: sharedRedoPool.stats.workers, configured: sharedRedoPool.size }, "redo workers did not start: pages replay on the main thread"),
+    );
 
     // an endpoint whose postgres dies while we run: its branch takes the WAL it left, it is marked failed
     const reaper = setInterval(() => {

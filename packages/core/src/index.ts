@@ -17,6 +17,8 @@ export * from "./storage/values.ts";
 export * from "./storage/record-log.ts";
 export { parsePostgresUrl, ReplicationConnection, PrimaryError, PrimaryConnectError } from "./replication/index.ts";
 export * from "./timeline/page-reader.ts";
+export * from "./walredo/apply.ts";
+export * from "./walredo/pool.ts";
 export { scanRelationPages } from "./timeline/relation-scan.ts";
 export { cutHistory, type HistoryCutResult, type HistoryCutOptions } from "./timeline/history-cut.ts";
 export * from "./tenant/compactor.ts";

@@ -17,7 +17,7 @@
 // store report such records. Entries are few and bounded (the least recently changed go first).
 import type { Lsn } from "../lsn.ts";
 import { BLCKSZ, type ForkNumber, type RelTag } from "../reltag.ts";
-import { applyRecord } from "../timeline/page-reader.ts";
+import { applyRecord } from "../walredo/apply.ts";
 import { decodeRecord, type BlockRef, type DecodedRecord } from "../wal/record.ts";
 
 /** hot (and pending) pages kept per timeline, 8 KB each; the least recently changed go first */

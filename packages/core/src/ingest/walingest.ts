@@ -14,7 +14,7 @@ import { derivedValue, DerivedKind, imageValue, readU32Value, type StoredValue, 
 import { IngestBatch } from "./ingest-batch.ts";
 import type { HotPage, HotPages } from "./hot-pages.ts";
 import { withParameterChange } from "../basebackup/control.ts";
-import { applyRecord } from "../timeline/page-reader.ts";
+import { applyRecord } from "../walredo/apply.ts";
 import { type BlockRef, type DecodedRecord, withoutImages } from "../wal/record.ts";
 import {
   CHECKPOINT_SIZE, CheckPointField, CLOG_XACTS_PER_PAGE, COMMIT_TS_XACTS_PER_PAGE, FSM_SLOTS_PER_PAGE, fsmLeafToPhysical, HEAPBLOCKS_PER_VM_PAGE, MULTIXACT_MEMBERS_PER_PAGE, MULTIXACT_OFFSETS_PER_PAGE,

@@ -24,6 +24,10 @@ export const APPEND_FILE_BYTES = 1024 * 1024 * 1024;
  */
 const READ_AHEAD_BYTES = 256 * 1024;
 
+/** Where a store keeps its page images and its record log (directory inside the store's, file suffix). */
+export const IMAGE_FILES = { dir: "page-images", suffix: "img" } as const;
+export const RECORD_LOG_FILES = { dir: "record-log", suffix: "log" } as const;
+
 /** Where a stored value is. */
 export interface FileRef {
   file: number;
@@ -255,4 +259,51 @@ export class AppendFiles {
 
 function fileName(file: number, suffix: string): string {
   return `${String(file).padStart(8, "0")}.${suffix}`;
+}
+
+/** files a reader keeps open */
+const READER_OPEN_FILES = 16;
+
+/**
+ * Read-only access to AppendFiles' files from another thread (a redo worker), by directory and
+ * suffix. A chain holds at most a page image or two and a large record in these files (its base),
+ * so every read is one pread of just its bytes.
+ */
+export class AppendFilesReader implements FileRefReader {
+  private readonly fds = new Map<number, number>();
+
+  constructor(
+    private readonly dir: string,
+    private readonly suffix: string,
+  ) {}
+
+  read(ref: FileRef): Buffer {
+    const out = Buffer.allocUnsafe(ref.length);
+    const n = readSync(this.fd(ref.file), out, 0, ref.length, ref.offset);
+    if (n !== ref.length) throw new Error(`${path.basename(this.dir)}/${fileName(ref.file, this.suffix)} is truncated: ${n} of ${ref.length} bytes at offset ${ref.offset}`);
+    return out;
+  }
+
+  private fd(file: number): number {
+    let fd = this.fds.get(file);
+    if (fd !== undefined) {
+      // most recently used last
+      this.fds.delete(file);
+      this.fds.set(file, fd);
+      return fd;
+    }
+    fd = openSync(path.join(this.dir, fileName(file, this.suffix)), "r");
+    this.fds.set(file, fd);
+    if (this.fds.size > READER_OPEN_FILES) {
+      const [oldest, oldestFd] = this.fds.entries().next().value!;
+      this.fds.delete(oldest);
+      closeSync(oldestFd);
+    }
+    return fd;
+  }
+
+  close(): void {
+    for (const fd of this.fds.values()) closeSync(fd);
+    this.fds.clear();
+  }
 }

@@ -7,10 +7,10 @@ import path from "node:path";
 import { ClassicLevel } from "classic-level";
 import type { Lsn } from "../lsn.ts";
 import { ENTITY_KEY_LENGTH, KeySpace, storeKey } from "./keys.ts";
-import { AppendFiles, type FileRef, type FileRefReader } from "./append-files.ts";
+import { AppendFiles, type FileRef, type FileRefReader, IMAGE_FILES, RECORD_LOG_FILES } from "./append-files.ts";
 import { pieceRefValue, RECORD_LOG_PIECE } from "./record-log.ts";
 import { ImageExtentIndex } from "./image-extents.ts";
-import { decodeValue, expandEntry, imageExtentValue, imageRefValue, isBaseValue, isExternalizableImage, ValueKind, type StoredValue, type ValueFiles } from "./values.ts";
+import { decodeStoredVersions, decodeValue, expandEntry, imageExtentValue, imageRefValue, isBaseValue, isExternalizableImage, runLength, runNewestLsn, type StoredChain, ValueKind, type StoredValue, type ValueFiles } from "./values.ts";
 
 export interface TimelineMarkers {
   /** end of the last WAL record stored */
@@ -70,6 +70,8 @@ const MAX_OPEN_FILES = 32;
 
 export class TimelineStore {
   private constructor(
+    /** the store's directory (LevelDB's, with the page image and record log directories inside) */
+    readonly dir: string,
     readonly db: ClassicLevel<Buffer, Buffer>,
     /** full-page images, referenced from LevelDB entries (ValueKind.ImageRef) */
     readonly images: AppendFiles,
@@ -91,7 +93,7 @@ export class TimelineStore {
     const db = new ClassicLevel<Buffer, Buffer>(dir, { keyEncoding: "buffer", valueEncoding: "buffer", writeBufferSize: 16 * 1024 * 1024, maxOpenFiles: MAX_OPEN_FILES, compression: false });
     await db.open();
     // inside the LevelDB directory (LevelDB leaves names it does not know alone): one directory per store
-    return new TimelineStore(db, AppendFiles.open(path.join(dir, "page-images"), { suffix: "img" }), AppendFiles.open(path.join(dir, "record-log"), { suffix: "log" }));
+    return new TimelineStore(dir, db, AppendFiles.open(path.join(dir, IMAGE_FILES.dir), { suffix: IMAGE_FILES.suffix }), AppendFiles.open(path.join(dir, RECORD_LOG_FILES.dir), { suffix: RECORD_LOG_FILES.suffix }));
   }
 
   async close(): Promise<void> {
@@ -190,6 +192,16 @@ export class TimelineStore {
     /** entries the first LevelDB round trip reads (more follow as needed; default 16, 4 above `aboveLsn`) */
     firstBatch?: number,
   ): Promise<{ versions: Array<{ lsn: Lsn; value: StoredValue }>; complete: boolean; truncated: boolean }> {
+    const chain = await this.getStoredChain(entityKey, lsn, aboveLsn, limit, firstBatch);
+    return { versions: decodeStoredVersions(chain.versions, this.valueFiles), complete: chain.complete, truncated: chain.truncated };
+  }
+
+  /**
+   * getReconstructChain's versions as stored (a StoredChain: runs of versions may stay whole),
+   * for replay elsewhere: a redo worker reads the record log and image files itself, so they are
+   * not read on this thread.
+   */
+  async getStoredChain(entityKey: Buffer, lsn: Lsn, aboveLsn?: Lsn, limit?: number, firstBatch?: number): Promise<StoredChain> {
     const chain = await this.readChain(entityKey, lsn, aboveLsn, limit, firstBatch);
     // A block cut above `lsn` keeps its versions at or below the cut in the history key space
     // (timeline/history-cut.ts), and nothing at or below `lsn` here: read them there. (A block
@@ -226,8 +238,10 @@ export class TimelineStore {
     aboveLsn: Lsn | undefined,
     limit: number | undefined,
     firstBatch: number | undefined,
-  ): Promise<{ versions: Array<{ lsn: Lsn; value: StoredValue }>; complete: boolean; truncated: boolean }> {
-    const versions: Array<{ lsn: Lsn; value: StoredValue }> = [];
+  ): Promise<StoredChain> {
+    const versions: Array<{ lsn: Lsn; raw: Buffer }> = [];
+    let count = 0;
+    const done = (complete: boolean, truncated: boolean): StoredChain => ({ versions: versions.reverse(), count, complete, truncated });
     // no lower bound at `aboveLsn`: a run keyed at or below it may hold versions above it
     // a batch may hold many page images: let one round trip return it whole (default is 16 KiB)
     const iterator = this.db.iterator({ gte: storeKey(entityKey, 0n), lte: storeKey(entityKey, lsn), reverse: true, highWaterMarkBytes: 1024 * 1024 });
@@ -235,26 +249,35 @@ export class TimelineStore {
     try {
       // most chains are short: the first batch usually reaches the base
       // (above a cached page: usually only a few newer versions, and the entry after them is read for nothing)
-      for (let batchSize = Math.min(max, firstBatch ?? (aboveLsn === undefined ? 16 : 4)); batchSize > 0; batchSize = Math.min(batchSize * 4, 1024, Math.max(1, max - versions.length))) {
+      for (let batchSize = Math.min(max, firstBatch ?? (aboveLsn === undefined ? 16 : 4)); batchSize > 0; batchSize = Math.min(batchSize * 4, 1024, Math.max(1, max - count))) {
         const entries = await iterator.nextv(batchSize);
         for (const [key, raw] of entries) {
           const keyLsn = key.readBigUInt64BE(ENTITY_KEY_LENGTH);
           if (raw[0] === ValueKind.Run) {
-            // members are never bases; newest first, those in (aboveLsn, lsn] only
-            const members = expandEntry(keyLsn, raw);
-            for (let i = members.length - 1; i >= 0; i--) {
-              const member = members[i];
-              if (member.lsn > lsn) continue;
-              if (aboveLsn !== undefined && member.lsn <= aboveLsn) break;
-              versions.push({ lsn: member.lsn, value: decodeValue(member.raw) });
+            // members are never bases. A run inside (aboveLsn, lsn] stays whole (one entry for
+            // up to 256 versions, expanded where they are replayed); of others, the members in
+            // it only, newest first
+            if ((aboveLsn === undefined || keyLsn > aboveLsn) && runNewestLsn(raw) <= lsn) {
+              versions.push({ lsn: keyLsn, raw });
+              count += runLength(raw);
+            } else {
+              const members = expandEntry(keyLsn, raw);
+              for (let i = members.length - 1; i >= 0; i--) {
+                const member = members[i];
+                if (member.lsn > lsn) continue;
+                if (aboveLsn !== undefined && member.lsn <= aboveLsn) break;
+                versions.push(member);
+                count++;
+              }
             }
           } else if (aboveLsn === undefined || keyLsn > aboveLsn) {
-            versions.push({ lsn: keyLsn, value: decodeValue(raw, this.valueFiles) });
-            if (isBaseValue(raw)) return { versions: versions.reverse(), complete: true, truncated: false };
+            versions.push({ lsn: keyLsn, raw });
+            count++;
+            if (isBaseValue(raw)) return done(true, false);
           }
           // nothing older than this entry lies above `aboveLsn`
-          if (aboveLsn !== undefined && keyLsn <= aboveLsn) return { versions: versions.reverse(), complete: false, truncated: false };
-          if (versions.length >= max) return { versions: versions.reverse(), complete: false, truncated: true };
+          if (aboveLsn !== undefined && keyLsn <= aboveLsn) return done(false, false);
+          if (count >= max) return done(false, true);
         }
         // nextv may return fewer entries than asked for (a byte budget); only none means the end
         if (entries.length === 0) break;
@@ -262,7 +285,7 @@ export class TimelineStore {
     } finally {
       iterator.close().catch(() => {});
     }
-    return { versions: versions.reverse(), complete: false, truncated: false };
+    return done(false, false);
   }
 
   /** Up to `max` raw entries of a range in one round trip to LevelDB's thread. */

@@ -257,3 +257,81 @@ export function isBaseValue(raw: Buffer): boolean {
   if (kind === ValueKind.Image || kind === ValueKind.Tombstone || kind === ValueKind.ImageRef) return true;
   return (kind === ValueKind.WalRecord || kind === ValueKind.Derived || kind === ValueKind.WalRecordInLog) && raw[1] === 1;
 }
+
+/** Versions of a stored entry replayed onto a page (WAL records, derived changes; a run's members), not bases. */
+export function replayedVersions(raw: Buffer): number {
+  const kind = raw[0];
+  if (kind === ValueKind.Run) return runLength(raw);
+  return kind === ValueKind.WalRecord || kind === ValueKind.WalRecordInLog || kind === ValueKind.Derived ? 1 : 0;
+}
+
+/** Whether a stored entry copies another page (a database created by copying files): its replay reads that page. */
+export function needsOtherStoredPage(raw: Buffer): boolean {
+  if (raw[0] === ValueKind.Run) {
+    // (walks the members' headers: no buffer per member)
+    const count = raw.readUInt16BE(1);
+    for (let i = 0, pos = 3; i < count && pos + RUN_MEMBER_HEADER < raw.length; i++) {
+      const value = pos + RUN_MEMBER_HEADER;
+      if (raw[value] === ValueKind.Derived && raw[value + 2] === DerivedKind.CopyPageFrom) return true;
+      pos = value + raw.readUInt32BE(pos + 8);
+    }
+    return false;
+  }
+  return raw[0] === ValueKind.Derived && raw[2] === DerivedKind.CopyPageFrom;
+}
+
+/** Versions of a run (without reading its members). */
+export function runLength(raw: Buffer): number {
+  return raw.readUInt16BE(1);
+}
+
+/** The LSN of a run's newest (last) member, found by walking the members' headers. */
+export function runNewestLsn(raw: Buffer): Lsn {
+  const count = raw.readUInt16BE(1);
+  let pos = 3;
+  for (let i = 1; i < count; i++) {
+    if (pos + RUN_MEMBER_HEADER > raw.length) throw new Error(`corrupt stored run: version ${i} of ${count} is truncated`);
+    pos += RUN_MEMBER_HEADER + raw.readUInt32BE(pos + 8);
+  }
+  if (pos + RUN_MEMBER_HEADER > raw.length) throw new Error(`corrupt stored run: version ${count} of ${count} is truncated`);
+  return raw.readBigUInt64BE(pos);
+}
+
+/**
+ * A block's versions as stored, oldest first: values as the store holds them (decodeValue reads
+ * them), where an entry may be a whole run of versions (ValueKind.Run, keyed by its oldest
+ * member's LSN, every member in the chain). `count` is the number of versions in all.
+ */
+export interface StoredChain {
+  versions: Array<{ lsn: Lsn; raw: Buffer }>;
+  count: number;
+  complete: boolean;
+  truncated: boolean;
+}
+
+/** The LSN of an entry's newest version (a run's last member). */
+export const storedNewestLsn = (entry: { lsn: Lsn; raw: Buffer }): Lsn => (entry.raw[0] === ValueKind.Run ? runNewestLsn(entry.raw) : entry.lsn);
+
+/** Versions in an entry: a run's members, else one. */
+export const storedVersionCount = (raw: Buffer): number => (raw[0] === ValueKind.Run ? runLength(raw) : 1);
+
+/** The stored versions above `lsn` (runs that cross it are split). */
+export function storedVersionsAbove(versions: ReadonlyArray<{ lsn: Lsn; raw: Buffer }>, lsn: Lsn): Array<{ lsn: Lsn; raw: Buffer }> {
+  const out: Array<{ lsn: Lsn; raw: Buffer }> = [];
+  for (const entry of versions) {
+    if (entry.lsn > lsn) out.push(entry);
+    else if (entry.raw[0] === ValueKind.Run) for (const member of expandEntry(entry.lsn, entry.raw)) if (member.lsn > lsn) out.push(member);
+  }
+  return out;
+}
+
+/** Decodes stored versions (expanding runs), oldest first. */
+export function decodeStoredVersions(versions: ReadonlyArray<{ lsn: Lsn; raw: Buffer }>, files: FileRefReader | ValueFiles): Array<{ lsn: Lsn; value: StoredValue }> {
+  const out: Array<{ lsn: Lsn; value: StoredValue }> = [];
+  for (let i = 0; i < versions.length; i++) {
+    const { lsn, raw } = versions[i];
+    if (raw[0] === ValueKind.Run) for (const member of expandEntry(lsn, raw)) out.push({ lsn: member.lsn, value: decodeValue(member.raw, files) });
+    else out.push({ lsn, value: decodeValue(raw, files) });
+  }
+  return out;
+}

@@ -62,8 +62,8 @@ describe("the shared page cache", () => {
     for (let i = 1; i <= 30; i++) await commitRecord(store, 1, 0x100n + BigInt(i) * 0x10n, i);
     expect((await reader.getPage(rel, ForkNumber.Main, 1, 0x100n + 30n * 0x10n))[8000]).toBe(30);
     const chainReads: Array<{ aboveLsn: bigint | undefined; versions: number }> = [];
-    const getChain = store.getReconstructChain.bind(store);
-    store.getReconstructChain = async (...args) => {
+    const getChain = store.getStoredChain.bind(store);
+    store.getStoredChain = async (...args) => {
       const chain = await getChain(...args);
       chainReads.push({ aboveLsn: args[2], versions: chain.versions.length });
       return chain;

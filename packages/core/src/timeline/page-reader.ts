@@ -6,17 +6,16 @@
 import { formatLsn, type Lsn } from "../lsn.ts";
 import { BLCKSZ, ForkNumber, type RelTag } from "../reltag.ts";
 import { readControlFile } from "../basebackup/control.ts";
-import { applyDerived } from "../redo/derived.ts";
-import { getPageLsn, isNewPage, pageLsnAtLeast, setPageLsn } from "../redo/page.ts";
-import { rmgrFor } from "../redo/rmgrs.ts";
+import { getPageLsn } from "../redo/page.ts";
 import { storeKey, walRecordLogKey, checkpointKey, controlFileKey, relmapFileKey, decodeRelKey, dbDirEntryKey, entityPrefix, KeySpace, materializedBlockKey, materializedSlruKey, relBlockKey, relSizeKey, type SlruKind, slruBlockKey, slruSegSizeKey } from "../storage/keys.ts";
 import type { TimelineStore } from "../storage/timeline-store.ts";
 import { decodeLoggedRecord, decodeRecordLogPiece, lastRecordBefore } from "../storage/record-log.ts";
 import { ImageExtentIndex } from "../storage/image-extents.ts";
 import { PageCache, sharedPageCache } from "./page-cache.ts";
-import { DerivedKind, imageValue, readU32Value, type StoredValue, ValueKind } from "../storage/values.ts";
-import { restoreBlockImage } from "../wal/image.ts";
-import { decodeRecord, type BlockRef, type DecodedRecord } from "../wal/record.ts";
+import { decodeStoredVersions, imageValue, needsOtherStoredPage, readU32Value, replayedVersions, type StoredChain, storedNewestLsn, storedVersionCount, storedVersionsAbove, type StoredValue, ValueKind } from "../storage/values.ts";
+import { applyDerived } from "../redo/derived.ts";
+import { applyStoredVersion, needsOtherPage, PageReadError, type ReplayTarget } from "../walredo/apply.ts";
+import { type RedoPool, sharedRedoPool } from "../walredo/pool.ts";
 
 export const DEFAULT_MAX_REPLAY = 100;
 /** versions a materialization above the reader's last page for the block reads in its first round trip */
@@ -26,49 +25,11 @@ const MATERIALIZATIONS_IN_FLIGHT = 64;
 /** pages a reader keeps from its recent materializations (1 MiB): the hot pages of a workload */
 const MATERIALIZED_PAGES_KEPT = 128;
 
-export class PageReadError extends Error {}
-
-/** decodeRecord options for stored records (their CRC was verified at ingest), made once rather than per replayed record */
-const STORED_RECORD = { verifyCrc: false } as const;
-
 /** The page LSN (pd_lsn). */
 export const pageLsn = getPageLsn;
 
-/**
- * Applies one WAL record to one page (PostgreSQL's XLogReadBufferForRedo + the rmgr's redo):
- * restores an applicable image, starts will-init pages from zeros, skips a record the page
- * already has (page LSN >= record end), otherwise runs the rmgr's redo and stamps the end LSN.
- * A record on a never-initialized page is skipped too, as PostgreSQL does (the buffer is "not
- * found" in RBM_NORMAL mode; such pages are truncated or dropped later); only visibility-map
- * pages are read zero-on-error and initialized by their redo.
- */
-export function applyRecord(page: Buffer, record: DecodedRecord, block: BlockRef, hintBitsLogged = false, imageInto?: Buffer): Buffer {
-  const endLsn = record.endLsn;
-  if (block.hasImage && block.applyImage) {
-    // (restored into `imageInto` when given: ingest restores straight into the value it stores)
-    const restored = restoreBlockImage(block, record.lsn, imageInto);
-    rmgrFor(record).afterImage?.(restored, record, block);
-    if (!isNewPage(restored)) setPageLsn(restored, endLsn);
-    return restored;
-  }
-  if (block.willInit) page = Buffer.alloc(BLCKSZ);
-  else if (isNewPage(page)) {
-    if (block.forkNum !== ForkNumber.VisibilityMap) return page;
-  } else if (pageLsnAtLeast(page, endLsn)) return page;
-  const result = rmgrFor(record).redo(page, record, block);
-  if (result === undefined || (result === "hint-lsn" && hintBitsLogged)) setPageLsn(page, endLsn);
-  return page;
-}
-
-function findBlock(record: DecodedRecord, rel: RelTag, fork: ForkNumber, blockNumber: number): BlockRef | undefined {
-  // a loop, not Array.find: no closure per replayed record
-  const blocks = record.blocks;
-  for (let i = 0; i < blocks.length; i++) {
-    const b = blocks[i];
-    if (b.blockNumber === blockNumber && b.forkNum === fork && b.rel.relNode === rel.relNode && b.rel.dbNode === rel.dbNode && b.rel.spcNode === rel.spcNode) return b;
-  }
-  return undefined;
-}
+/** read only: the start page of a job whose chain has its own base */
+const ZERO_PAGE = Buffer.alloc(BLCKSZ);
 
 export interface PageReaderOptions {
   maxReplay?: number;
@@ -76,12 +37,15 @@ export interface PageReaderOptions {
   pageCache?: PageCache;
   /** the parent timeline and the branch point: history at or below it is read from there */
   ancestor?: { reader: PageReader; lsn: Lsn };
+  /** redo workers for long chains (default: the process-wide pool, STRATA_REDO_WORKERS); null: replay on this thread */
+  redoPool?: RedoPool | null;
 }
 
 export class PageReader {
   readonly maxReplay: number;
   readonly ancestor: { reader: PageReader; lsn: Lsn } | undefined;
   readonly pageCache: PageCache;
+  readonly redoPool: RedoPool | null;
   /**
    * The last page each recent materialization produced, and the LSN of the newest version in it
    * (entity key latin1 -> page), most recent last. Versions are only ever added above the newest
@@ -99,6 +63,7 @@ export class PageReader {
     this.maxReplay = options.maxReplay ?? DEFAULT_MAX_REPLAY;
     this.pageCache = options.pageCache ?? sharedPageCache;
     this.ancestor = options.ancestor;
+    this.redoPool = options.redoPool === undefined ? sharedRedoPool : options.redoPool;
   }
 
   private ancestorLsn(lsn: Lsn): Lsn {
@@ -154,7 +119,7 @@ export class PageReader {
     }
     const token = this.store.writeToken();
     let materialized: { lsn: Lsn; value: StoredValue } | undefined;
-    let chain: { versions: Array<{ lsn: Lsn; value: StoredValue }>; complete: boolean; truncated: boolean } | undefined;
+    let chain: StoredChain | undefined;
     // a cached older page: replay only the versions after it (a hot page read again, or reads
     // walking forward through history)
     const entityId = materializing ? entity.toString("latin1") : "";
@@ -163,34 +128,33 @@ export class PageReader {
       // (a materialization reads everything above its last page: it replays all of it anyway, and
       // it runs once the chain is ~50 versions long: one LevelDB round trip for them, not three)
       const newer = materializing
-        ? await this.store.getReconstructChain(entity, lsn, older.validTo, undefined, MATERIALIZE_FIRST_BATCH)
-        : await this.store.getReconstructChain(entity, lsn, older.validTo, Math.floor(this.maxReplay / 2) + 1);
+        ? await this.store.getStoredChain(entity, lsn, older.validTo, undefined, MATERIALIZE_FIRST_BATCH)
+        : await this.store.getStoredChain(entity, lsn, older.validTo, Math.floor(this.maxReplay / 2) + 1);
       if (!newer.truncated) {
         chain = newer;
         // an incomplete chain continues from the cached page, as from a materialized image
-        // (copied below before replay changes it)
+        // (copied before replay changes it)
         if (!newer.complete) materialized = { lsn: older.fromLsn, value: { kind: ValueKind.Image, bytes: older.page } };
       }
     }
     if (!chain) ({ chain, materialized } = await this.chainAboveMaterialized(entity, materializedBlockKey(rel, fork, blockNumber), lsn));
-    let page: Buffer;
+    // the page the versions apply to: none (zeros) when the chain has its base
+    let start: Buffer | undefined;
     let imported: { page: Buffer; lsn: Lsn } | undefined;
     const versions = chain.versions;
-    if (!chain.complete && materialized?.value.kind === ValueKind.Image) page = Buffer.from(materialized.value.bytes);
+    if (!chain.complete && materialized?.value.kind === ValueKind.Image) start = materialized.value.bytes;
     else if (!chain.complete) {
       imported = await this.importedPage(rel, fork, blockNumber, lsn);
-      page = imported ? imported.page : await this.ancestorPage(rel, fork, blockNumber, lsn);
+      start = imported ? imported.page : await this.ancestorPage(rel, fork, blockNumber, lsn);
     }
-    // a chain starting at an image replays onto that image's own buffer: no zero page needed
-    else page = versions[0]?.value.kind === ValueKind.Image ? versions[0].value.bytes : Buffer.alloc(BLCKSZ);
     let replayed = 0;
-    const target = { rel, fork, blockNumber };
-    for (const version of versions) {
-      const applied = this.applyVersion(page, version.value, version.lsn, target);
-      page = applied instanceof Buffer ? applied : await applied;
-      if (version.value.kind === ValueKind.WalRecord || version.value.kind === ValueKind.Derived) replayed++;
-    }
-    const newest = versions.length ? versions[versions.length - 1].lsn : materialized ? materialized.lsn : imported ? imported.lsn : (this.ancestor?.lsn ?? 0n);
+    for (let i = 0; i < versions.length; i++) replayed += replayedVersions(versions[i].raw);
+    // (a materialized image's buffer may be the page cache's or the last materialization's: not
+    // replayed onto in place)
+    const sharedStart = start !== undefined && !imported && chain.complete === false && materialized?.value.kind === ValueKind.Image && start === materialized.value.bytes;
+    const rebuilt = this.replayStored(start, sharedStart, chain, { rel, fork, blockNumber });
+    const page = rebuilt instanceof Buffer ? rebuilt : await rebuilt;
+    const newest = versions.length ? storedNewestLsn(versions[versions.length - 1]) : materialized ? materialized.lsn : imported ? imported.lsn : (this.ancestor?.lsn ?? 0n);
     // cached with no await since the check: a write starting later closes the entry itself.
     // (A page read through the ancestor below the branch point is not valid from `newest` on.)
     const latest = this.store.knownLastRecordLsn;
@@ -215,12 +179,8 @@ export class PageReader {
    * chain looks for a materialized image (at `materializedKey`) to start from; the chain then
    * holds the versions above it and is not complete.
    */
-  private async chainAboveMaterialized(
-    entity: Buffer,
-    materializedKey: Buffer,
-    lsn: Lsn,
-  ): Promise<{ chain: { versions: Array<{ lsn: Lsn; value: StoredValue }>; complete: boolean; truncated: boolean }; materialized: { lsn: Lsn; value: StoredValue } | undefined }> {
-    const chain = await this.store.getReconstructChain(entity, lsn, undefined, Math.max(16, Math.floor(this.maxReplay / 2) + 1));
+  private async chainAboveMaterialized(entity: Buffer, materializedKey: Buffer, lsn: Lsn): Promise<{ chain: StoredChain; materialized: { lsn: Lsn; value: StoredValue } | undefined }> {
+    const chain = await this.store.getStoredChain(entity, lsn, undefined, Math.max(16, Math.floor(this.maxReplay / 2) + 1));
     if (!chain.truncated) return { chain, materialized: undefined };
     const materialized = await this.store.getVersion(materializedKey, lsn);
     const oldestRead = chain.versions[0]?.lsn;
@@ -228,9 +188,12 @@ export class PageReader {
       // the usual case (materialization keeps chains short): the first read already holds every
       // version above the image, so don't read them again
       const above = materialized.lsn;
-      return { chain: { versions: chain.versions.filter((v) => v.lsn > above), complete: false, truncated: false }, materialized };
+      const versions = storedVersionsAbove(chain.versions, above);
+      let count = 0;
+      for (const v of versions) count += storedVersionCount(v.raw);
+      return { chain: { versions, count, complete: false, truncated: false }, materialized };
     }
-    return { chain: await this.store.getReconstructChain(entity, lsn, materialized?.lsn), materialized };
+    return { chain: await this.store.getStoredChain(entity, lsn, materialized?.lsn), materialized };
   }
 
   private lastMaterialized(entityId: string, lsn: Lsn): { page: Buffer; fromLsn: Lsn; validTo: Lsn } | undefined {
@@ -267,15 +230,50 @@ export class PageReader {
   }
 
   /**
-   * Applies stored versions of one block (oldest first, as `getReconstructChain` returns them) to
-   * `page` and returns the result; for callers that read versions themselves (relation scans).
-   * The versions' buffers are the caller's own and are used as pages (replay may modify them).
-   * Synchronous (the page, and redo errors thrown) unless a version needs a read (applyVersion).
+   * Applies decoded versions of one block (oldest first, as `getReconstructChain` returns them)
+   * to `page` and returns the result. The versions' buffers are the caller's own and are used as
+   * pages (replay may modify them). Synchronous (the page, and redo errors thrown) unless a
+   * version needs a read (applyVersion).
    */
-  replayVersions(page: Buffer, versions: Array<{ lsn: Lsn; value: StoredValue }>, target: { rel: RelTag; fork: ForkNumber; blockNumber: number }, from = 0): Buffer | Promise<Buffer> {
+  replayVersions(page: Buffer, versions: Array<{ lsn: Lsn; value: StoredValue }>, target: ReplayTarget, from = 0): Buffer | Promise<Buffer> {
+    return this.replayHere(page, versions, target, from);
+  }
+
+  /**
+   * Rebuilds a block from its versions as stored (oldest first, as `getStoredChain` returns them)
+   * on top of `start` (undefined: a zero page; `sharedStart`: a buffer replay must not modify)
+   * and returns the page. A chain of the redo pool's `minVersions` or more goes to a redo worker when
+   * one is free; otherwise it is decoded and replayed here, synchronously (the page, and redo
+   * errors thrown) unless a version needs a read (applyVersion).
+   */
+  replayStored(start: Buffer | undefined, sharedStart: boolean, chain: Pick<StoredChain, "versions" | "count">, target: ReplayTarget): Buffer | Promise<Buffer> {
+    const versions = chain.versions;
+    if (this.redoPool && chain.count >= this.redoPool.minVersions) {
+      const hintBitsLogged = this.hintBitsKnown;
+      if (hintBitsLogged === undefined) return this.hintBitsLogged(versions[versions.length - 1].lsn).then(() => this.replayStored(start, sharedStart, chain, target));
+      let copiesPage = false;
+      for (let i = 0; i < versions.length && !copiesPage; i++) copiesPage = needsOtherStoredPage(versions[i].raw);
+      if (!copiesPage) {
+        // the job holds copies: if the worker fails, everything is still here to replay, which
+        // throws the error with its type and details as any replay here would
+        const offloaded = this.redoPool.replay({ storeDir: this.store.dir, page: start ?? ZERO_PAGE, versions, target, hintBitsLogged }, chain.count);
+        if (offloaded) return offloaded.catch(() => this.replayStoredHere(start, sharedStart, versions, target));
+      }
+    }
+    return this.replayStoredHere(start, sharedStart, versions, target);
+  }
+
+  private replayStoredHere(start: Buffer | undefined, sharedStart: boolean, versions: ReadonlyArray<{ lsn: Lsn; raw: Buffer }>, target: ReplayTarget): Buffer | Promise<Buffer> {
+    const decoded = decodeStoredVersions(versions, this.store.valueFiles);
+    // a chain starting at an image replays onto that image's own buffer: no zero page needed
+    const page = start === undefined ? (decoded[0]?.value.kind === ValueKind.Image ? decoded[0].value.bytes : Buffer.alloc(BLCKSZ)) : sharedStart ? Buffer.from(start) : start;
+    return this.replayHere(page, decoded, target, 0);
+  }
+
+  private replayHere(page: Buffer, versions: Array<{ lsn: Lsn; value: StoredValue }>, target: ReplayTarget, from: number): Buffer | Promise<Buffer> {
     for (let i = from; i < versions.length; i++) {
       const applied = this.applyVersion(page, versions[i].value, versions[i].lsn, target);
-      if (applied instanceof Promise) return applied.then((next) => this.replayVersions(next, versions, target, i + 1));
+      if (applied instanceof Promise) return applied.then((next) => this.replayHere(next, versions, target, i + 1));
       page = applied;
     }
     return page;
@@ -286,33 +284,15 @@ export class PageReader {
    * hint-bit setting not looked up yet): a promise and an await per replayed record were a
    * measurable share of replay.
    */
-  private applyVersion(page: Buffer, value: StoredValue, versionLsn: Lsn, target: { rel: RelTag; fork: ForkNumber; blockNumber: number }): Buffer | Promise<Buffer> {
-    switch (value.kind) {
-      case ValueKind.Image:
-        // the chain's own buffer (an iterator entry or an image file read, never shared): replay
-        // may modify it in place, so no copy
-        return value.bytes;
-      case ValueKind.Tombstone:
-        return Buffer.alloc(BLCKSZ);
-      case ValueKind.WalRecord: {
-        const record = decodeRecord(value.raw, value.recordLsn, STORED_RECORD);
-        // records are stored at their end LSN, which is what redo stamps on the page
-        record.endLsn = versionLsn;
-        const block = findBlock(record, target.rel, target.fork, target.blockNumber);
-        if (!block) throw new PageReadError(`stored record at ${formatLsn(value.recordLsn)} does not reference block ${target.blockNumber}`);
-        const hintBitsLogged = this.hintBitsKnown;
-        if (hintBitsLogged === undefined) return this.hintBitsLogged(versionLsn).then((logged) => applyRecord(page, record, block, logged));
-        return applyRecord(page, record, block, hintBitsLogged);
-      }
-      case ValueKind.Derived:
-        if (value.derived === DerivedKind.CopyPageFrom) {
-          const source = decodeRelKey(value.payload.subarray(0, 19));
-          return this.getPage(source.rel, source.fork, source.block, value.payload.readBigUInt64BE(19));
-        }
-        if (value.willInit) page = Buffer.alloc(BLCKSZ);
-        applyDerived(page, value.derived, value.payload);
-        return page;
+  private applyVersion(page: Buffer, value: StoredValue, versionLsn: Lsn, target: ReplayTarget): Buffer | Promise<Buffer> {
+    if (needsOtherPage(value)) {
+      const payload = (value as { payload: Buffer }).payload;
+      const source = decodeRelKey(payload.subarray(0, 19));
+      return this.getPage(source.rel, source.fork, source.block, payload.readBigUInt64BE(19));
     }
+    const hintBitsLogged = this.hintBitsKnown;
+    if (hintBitsLogged === undefined && value.kind === ValueKind.WalRecord) return this.hintBitsLogged(versionLsn).then((logged) => applyStoredVersion(page, value, versionLsn, target, logged));
+    return applyStoredVersion(page, value, versionLsn, target, hintBitsLogged ?? false);
   }
 
   /**
@@ -360,7 +340,8 @@ export class PageReader {
    * LSN. Without it a full backup replayed every transaction the cluster ever committed.
    */
   async getSlruPage(kind: SlruKind, segno: number, blockNumber: number, lsn: Lsn): Promise<Buffer> {
-    const { chain, materialized } = await this.chainAboveMaterialized(slruBlockKey(kind, segno, blockNumber), materializedSlruKey(kind, segno, blockNumber), lsn);
+    const { chain: stored, materialized } = await this.chainAboveMaterialized(slruBlockKey(kind, segno, blockNumber), materializedSlruKey(kind, segno, blockNumber), lsn);
+    const chain = { complete: stored.complete, versions: decodeStoredVersions(stored.versions, this.store.valueFiles) };
     let page: Buffer;
     if (!chain.complete && materialized?.value.kind === ValueKind.Image) page = Buffer.from(materialized.value.bytes);
     else if (!chain.complete && this.ancestor) page = Buffer.from(await this.ancestor.reader.getSlruPage(kind, segno, blockNumber, this.ancestorLsn(lsn)));

@@ -1,0 +1,96 @@
+// Replay of stored versions onto a page: pure functions over Buffers, run by GetPage on the main
+// thread and by the redo workers (walredo/pool.ts) alike, so both rebuild the same page.
+import { formatLsn, type Lsn } from "../lsn.ts";
+import { BLCKSZ, ForkNumber, type RelTag } from "../reltag.ts";
+import { applyDerived } from "../redo/derived.ts";
+import { isNewPage, pageLsnAtLeast, setPageLsn } from "../redo/page.ts";
+import { rmgrFor } from "../redo/rmgrs.ts";
+import { DerivedKind, type StoredValue, ValueKind } from "../storage/values.ts";
+import { restoreBlockImage } from "../wal/image.ts";
+import { decodeRecord, type BlockRef, type DecodedRecord } from "../wal/record.ts";
+
+export class PageReadError extends Error {}
+
+/** The block a chain of versions rebuilds. */
+export interface ReplayTarget {
+  rel: RelTag;
+  fork: ForkNumber;
+  blockNumber: number;
+}
+
+/** decodeRecord options for stored records (their CRC was verified at ingest), made once rather than per replayed record */
+const STORED_RECORD = { verifyCrc: false } as const;
+
+/**
+ * Applies one WAL record to one page (PostgreSQL's XLogReadBufferForRedo + the rmgr's redo):
+ * restores an applicable image, starts will-init pages from zeros, skips a record the page
+ * already has (page LSN >= record end), otherwise runs the rmgr's redo and stamps the end LSN.
+ * A record on a never-initialized page is skipped too, as PostgreSQL does (the buffer is "not
+ * found" in RBM_NORMAL mode; such pages are truncated or dropped later); only visibility-map
+ * pages are read zero-on-error and initialized by their redo.
+ */
+export function applyRecord(page: Buffer, record: DecodedRecord, block: BlockRef, hintBitsLogged = false, imageInto?: Buffer): Buffer {
+  const endLsn = record.endLsn;
+  if (block.hasImage && block.applyImage) {
+    // (restored into `imageInto` when given: ingest restores straight into the value it stores)
+    const restored = restoreBlockImage(block, record.lsn, imageInto);
+    rmgrFor(record).afterImage?.(restored, record, block);
+    if (!isNewPage(restored)) setPageLsn(restored, endLsn);
+    return restored;
+  }
+  if (block.willInit) page = Buffer.alloc(BLCKSZ);
+  else if (isNewPage(page)) {
+    if (block.forkNum !== ForkNumber.VisibilityMap) return page;
+  } else if (pageLsnAtLeast(page, endLsn)) return page;
+  const result = rmgrFor(record).redo(page, record, block);
+  if (result === undefined || (result === "hint-lsn" && hintBitsLogged)) setPageLsn(page, endLsn);
+  return page;
+}
+
+export function findBlock(record: DecodedRecord, rel: RelTag, fork: ForkNumber, blockNumber: number): BlockRef | undefined {
+  // a loop, not Array.find: no closure per replayed record
+  const blocks = record.blocks;
+  for (let i = 0; i < blocks.length; i++) {
+    const b = blocks[i];
+    if (b.blockNumber === blockNumber && b.forkNum === fork && b.rel.relNode === rel.relNode && b.rel.dbNode === rel.dbNode && b.rel.spcNode === rel.spcNode) return b;
+  }
+  return undefined;
+}
+
+/** Whether applying the value needs another page (a database copied block by block): only GetPage can. */
+export const needsOtherPage = (value: StoredValue) => value.kind === ValueKind.Derived && value.derived === DerivedKind.CopyPageFrom;
+
+/**
+ * Applies one stored version (stored at `versionLsn`) to `page` and returns the page, which may
+ * be another buffer (an image, a will-init record). Not for values that need another page
+ * (`needsOtherPage`).
+ */
+export function applyStoredVersion(page: Buffer, value: StoredValue, versionLsn: Lsn, target: ReplayTarget, hintBitsLogged: boolean): Buffer {
+  switch (value.kind) {
+    case ValueKind.Image:
+      // the chain's own buffer (an iterator entry or an image file read, never shared): replay
+      // may modify it in place, so no copy
+      return value.bytes;
+    case ValueKind.Tombstone:
+      return Buffer.alloc(BLCKSZ);
+    case ValueKind.WalRecord: {
+      const record = decodeRecord(value.raw, value.recordLsn, STORED_RECORD);
+      // records are stored at their end LSN, which is what redo stamps on the page
+      record.endLsn = versionLsn;
+      const block = findBlock(record, target.rel, target.fork, target.blockNumber);
+      if (!block) throw new PageReadError(`stored record at ${formatLsn(value.recordLsn)} does not reference block ${target.blockNumber}`);
+      return applyRecord(page, record, block, hintBitsLogged);
+    }
+    case ValueKind.Derived:
+      if (value.derived === DerivedKind.CopyPageFrom) throw new Error("a copied page is applied by GetPage, which can read its source");
+      if (value.willInit) page = Buffer.alloc(BLCKSZ);
+      applyDerived(page, value.derived, value.payload);
+      return page;
+  }
+}
+
+/** Replays versions[from..] onto `page` (none may need another page) and returns the result. */
+export function replayChain(page: Buffer, versions: ReadonlyArray<{ lsn: Lsn; value: StoredValue }>, target: ReplayTarget, hintBitsLogged: boolean, from = 0): Buffer {
+  for (let i = from; i < versions.length; i++) page = applyStoredVersion(page, versions[i].value, versions[i].lsn, target, hintBitsLogged);
+  return page;
+}
