@@ -28,6 +28,9 @@ const MATERIALIZED_PAGES_KEPT = 128;
 /** The page LSN (pd_lsn). */
 export const pageLsn = getPageLsn;
 
+/** GetPage reads of all readers between the page cache and their result */
+let readsInFlight = 0;
+
 /** read only: the start page of a job whose chain has its own base */
 const ZERO_PAGE = Buffer.alloc(BLCKSZ);
 
@@ -117,6 +120,15 @@ export class PageReader {
       const cached = this.pageCache.get(this.store, entity, lsn, options.readOnly);
       if (cached) return cached;
     }
+    readsInFlight++;
+    try {
+      return await this.rebuildPage(rel, fork, blockNumber, lsn, entity, materializing, options.materializeAbove);
+    } finally {
+      readsInFlight--;
+    }
+  }
+
+  private async rebuildPage(rel: RelTag, fork: ForkNumber, blockNumber: number, lsn: Lsn, entity: Buffer, materializing: boolean, materializeAbove: number | undefined): Promise<Buffer> {
     const token = this.store.writeToken();
     let materialized: { lsn: Lsn; value: StoredValue } | undefined;
     let chain: StoredChain | undefined;
@@ -162,7 +174,7 @@ export class PageReader {
     // background materialization does not fill the cache: it would evict pages clients read
     if (lsn >= newest && !materializing) this.pageCache.put(this.store, entity, page, newest, lsn, openEnded);
     // materialize well before the limit, so reads stay under maxReplay as chains keep growing
-    const threshold = options.materializeAbove ?? Math.floor(this.maxReplay / 2);
+    const threshold = materializeAbove ?? Math.floor(this.maxReplay / 2);
     if (replayed > threshold && versions.length) {
       const key = materializedBlockKey(rel, fork, blockNumber);
       // an explicit materialization is done when its image is stored; a read does not wait for it
@@ -243,12 +255,14 @@ export class PageReader {
    * Rebuilds a block from its versions as stored (oldest first, as `getStoredChain` returns them)
    * on top of `start` (undefined: a zero page; `sharedStart`: a buffer replay must not modify)
    * and returns the page. A chain of the redo pool's `minVersions` or more goes to a redo worker when
-   * one is free; otherwise it is decoded and replayed here, synchronously (the page, and redo
+   * one is free and other reads are in flight; otherwise it is decoded and replayed here, synchronously (the page, and redo
    * errors thrown) unless a version needs a read (applyVersion).
    */
   replayStored(start: Buffer | undefined, sharedStart: boolean, chain: Pick<StoredChain, "versions" | "count">, target: ReplayTarget): Buffer | Promise<Buffer> {
     const versions = chain.versions;
-    if (this.redoPool && chain.count >= this.redoPool.minVersions) {
+    // offloaded when the main thread has other reads to serve meanwhile (or the workers are busy
+    // already): one read alone is served sooner here than through a thread's round trip
+    if (this.redoPool && chain.count >= this.redoPool.minVersions && (readsInFlight > 1 || this.redoPool.pending > 0)) {
       const hintBitsLogged = this.hintBitsKnown;
       if (hintBitsLogged === undefined) return this.hintBitsLogged(versions[versions.length - 1].lsn).then(() => this.replayStored(start, sharedStart, chain, target));
       let copiesPage = false;

@@ -106,11 +106,14 @@ describe("redo worker pool", () => {
     const failedBefore = pool.stats.failed;
     const expected = await here.getPage(rel, ForkNumber.Main, 9, c.end).catch((err: Error) => err);
     expect(expected).toBeInstanceOf(UnsupportedRecordError);
-    const got = await workers.getPage(rel, ForkNumber.Main, 9, c.end).catch((err: Error) => err);
-    expect(got).toBeInstanceOf(UnsupportedRecordError);
-    expect((got as Error).message).toBe((expected as Error).message);
-    // the worker tried it first
-    expect(pool.stats.failed).toBe(failedBefore + 1);
+    // two reads at once: a read alone replays on the caller's thread, without a round trip
+    const both = await Promise.all([0, 1].map(() => workers.getPage(rel, ForkNumber.Main, 9, c.end).catch((err: Error) => err)));
+    for (const got of both) {
+      expect(got).toBeInstanceOf(UnsupportedRecordError);
+      expect((got as Error).message).toBe((expected as Error).message);
+    }
+    // the workers tried them first
+    expect(pool.stats.failed).toBe(failedBefore + 2);
   });
 
   it("finishes the reads whose jobs were on workers that stopped, on the caller's thread", async () => {
@@ -133,6 +136,19 @@ describe("redo worker pool", () => {
     const got = await reads;
     for (let i = 0; i < blocks.length; i++) expect(got[i].equals(expected[i]), `block ${i}`).toBe(true);
     expect(stopping.stats.failed).toBeGreaterThan(0);
+  });
+
+  it("replays a read on the caller's thread when no other read is in flight and the workers are idle", async () => {
+    const c = chain(4, 100, 2);
+    await store.commit(c.entries, { lastRecordLsn: c.end, diskConsistentLsn: c.end, startLsn: 0x1000n });
+    const { here, workers } = readers();
+    const jobsBefore = pool.stats.jobs;
+    const alone = await workers.getPage(rel, ForkNumber.Main, 4, c.end);
+    expect(pool.stats.jobs).toBe(jobsBefore);
+    const together = await Promise.all([workers.getPage(rel, ForkNumber.Main, 4, c.end), workers.getPage(rel, ForkNumber.Main, 4, c.end - 0x100n)]);
+    expect(pool.stats.jobs).toBe(jobsBefore + 2);
+    expect(alone.equals(await here.getPage(rel, ForkNumber.Main, 4, c.end))).toBe(true);
+    expect(together[0].equals(alone)).toBe(true);
   });
 
   it("replays on the caller's thread when it has no workers", async () => {
@@ -170,7 +186,9 @@ for (let i = 1; i <= 50; i++) entries.push({ key: storeKey(key, 0x1000n + BigInt
 await store.commit(entries, { lastRecordLsn: 0x4200n, diskConsistentLsn: 0x4200n, startLsn: 0x1000n });
 const pool = new RedoPool(1, 4);
 await pool.start();
-const page = await new PageReader(store, { pageCache: new PageCache(0), maxReplay: 1e9, redoPool: pool }).getPage(rel, 0, 0, 0x4200n);
+// two reads at once (a read alone replays on this thread)
+const reader = new PageReader(store, { pageCache: new PageCache(0), maxReplay: 1e9, redoPool: pool });
+const [page] = await Promise.all([reader.getPage(rel, 0, 0, 0x4200n), reader.getPage(rel, 0, 0, 0x4100n)]);
 await store.close();
 // and a pool that was started and never used
 await new RedoPool(1).start();
@@ -191,7 +209,7 @@ console.log(JSON.stringify({ mark: page[8190], last: page[8050], jobs: pool.stat
           resolve(c);
         });
       });
-      expect({ code, out }).toEqual({ code: 0, out: `${JSON.stringify({ mark: 42, last: 50, jobs: 1 })}\n` });
+      expect({ code, out }).toEqual({ code: 0, out: `${JSON.stringify({ mark: 42, last: 50, jobs: 2 })}\n` });
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
