@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { existsSync, readdirSync } from "node:fs";
 import net from "node:net";
+import os from "node:os";
 import path from "node:path";
 import { createStrataClient, errorCode } from "@strata/api/client";
 import { makeDataDir, removeDataDir, runCli, startDaemon, type Daemon } from "./test-daemon.ts";
@@ -82,6 +83,11 @@ describe("pageserver daemon with the API and CLI", () => {
     const text = await (await fetch(`${daemon.apiUrl}/metrics`)).text();
     expect(text).toMatch(/^strata_tenants \d+$/m);
     expect(text).toMatch(/strata_http_requests_total\{/);
+    // the redo workers start with the pageserver: one per core up to 4 (none on one core)
+    const cores = os.availableParallelism();
+    expect(text).toMatch(new RegExp(`^strata_redo_workers ${cores < 2 ? 0 : Math.min(4, cores)}$`, "m"));
+    expect(text).toMatch(/^strata_redo_worker_pages \d+$/m);
+    expect(text).toMatch(/^strata_redo_worker_failed 0$/m);
   });
 
   it("answers the page service handshake and rejects unknown commands without dropping the connection", async () => {
@@ -108,6 +114,16 @@ describe("pageserver daemon with the API and CLI", () => {
 
   it("refuses a second daemon on the same data directory", async () => {
     await expect(startDaemon(dataDir)).rejects.toThrow(/in use by another pageserver/);
+  });
+
+  it("refuses to start with a redo worker count that is not a whole number", async () => {
+    const other = makeDataDir();
+    try {
+      await expect(startDaemon(other, { STRATA_REDO_WORKERS: "lots" })).rejects.toThrow(/STRATA_REDO_WORKERS must be a whole number \(0 for none\), not "lots"/);
+      await expect(startDaemon(other, { STRATA_REDO_WORKERS: "-1" })).rejects.toThrow(/STRATA_REDO_WORKERS must be a whole number/);
+    } finally {
+      removeDataDir(other);
+    }
   });
 });
 

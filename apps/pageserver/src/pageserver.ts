@@ -4,7 +4,7 @@ import { mkdirSync, openSync, closeSync, readFileSync, writeFileSync, unlinkSync
 import net from "node:net";
 import path from "node:path";
 import pino, { type Logger } from "pino";
-import { formatLsn, fullBackup, sharedRedoPool, TenantManager } from "@strata/core";
+import { formatLsn, fullBackup, redoWorkersSetting, sharedRedoPool, TenantManager } from "@strata/core";
 import { applyMigrations, BranchService, EndpointService, defaultDatabaseUrl, openDatabase, TenantService, type EndedEndpoint } from "@strata/api";
 import { createHttpServer } from "./http.ts";
 import { createMetrics } from "./metrics.ts";
@@ -79,6 +79,7 @@ function lockDataDir(dataDir: string): () => void {
 
 export async function startPageserver(options: PageserverOptions): Promise<RunningPageserver> {
   const logger = options.logger ?? pino({ name: "pageserver" });
+  redoWorkersSetting(); // a bad STRATA_REDO_WORKERS is refused before anything starts
   const dataDir = path.resolve(options.dataDir);
   mkdirSync(dataDir, { recursive: true });
   const pgWhere = parseListen(options.pgListen, "page service");

@@ -154,16 +154,29 @@ export class RedoPool {
   }
 }
 
-/** Redo workers for the process: STRATA_REDO_WORKERS, default one per core up to 4 (none on one core). */
-function defaultSize(): number {
-  const configured = process.env.STRATA_REDO_WORKERS;
-  if (configured !== undefined && configured !== "") {
+/**
+ * Redo workers for the process: STRATA_REDO_WORKERS (0 for none), by default one per core up to
+ * 4 (none on one core). Throws for a value that is not a whole number: the pageserver checks it
+ * at startup.
+ */
+export function redoWorkersSetting(env: NodeJS.ProcessEnv = process.env): number {
+  const configured = env.STRATA_REDO_WORKERS;
+  if (configured !== undefined && configured.trim() !== "") {
     const n = Number(configured);
-    if (!Number.isInteger(n) || n < 0) throw new Error(`STRATA_REDO_WORKERS must be a whole number, not ${JSON.stringify(configured)}`);
+    if (!Number.isInteger(n) || n < 0) throw new Error(`STRATA_REDO_WORKERS must be a whole number (0 for none), not ${JSON.stringify(configured)}`);
     return n;
   }
   const cores = os.availableParallelism();
   return cores < 2 ? 0 : Math.min(4, cores);
 }
 
-export const sharedRedoPool = new RedoPool(defaultSize());
+function sharedPoolSize(): number {
+  try {
+    return redoWorkersSetting();
+  } catch {
+    // (importing the package must not fail over it; the pageserver refuses to start)
+    return redoWorkersSetting({});
+  }
+}
+
+export const sharedRedoPool = new RedoPool(sharedPoolSize());
