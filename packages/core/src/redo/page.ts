@@ -409,7 +409,7 @@ const compactAlignedLen = new Uint16Array(MAX_LINE_POINTERS);
  */
 const COMPACT_SCRATCH = Buffer.allocUnsafe(65536);
 
-function compactifyTuples(page: Buffer, count: number): void {
+function compactifyTuples(page: Buffer, count: number, lp = new DataView(page.buffer, page.byteOffset, BLCKSZ)): void {
   const upperBefore = getPdUpper(page);
   const special = getPdSpecial(page);
   // Items whose data already lies in descending order (the usual heap page: tuples are added
@@ -440,8 +440,7 @@ function compactifyTuples(page: Buffer, count: number): void {
       runTo = upper;
     }
     const pos = itemIdPosition(compactOffnum[i]);
-    const raw = readU32(page, pos);
-    writeU32(page, ((raw & ~0x7fff) | upper) >>> 0, pos);
+    lp.setUint32(pos, ((lp.getUint32(pos, true) & ~0x7fff) | upper) >>> 0, true);
   }
   if (count > 0) moveRun(page, fromScratch, upperBefore, runFrom, runEnd, runTo);
   setPdUpper(page, upper);
@@ -469,8 +468,10 @@ export function pageRepairFragmentation(page: Buffer): void {
   let nunused = 0;
   let totalLen = 0;
   let finalUsed = InvalidOffsetNumber;
+  // (one DataView for the line pointers: a 32-bit load each instead of four byte loads)
+  const lp = new DataView(page.buffer, page.byteOffset, BLCKSZ);
   for (let i = FirstOffsetNumber; i <= nline; i++) {
-    const raw = getItemIdRaw(page, i);
+    const raw = lp.getUint32(SIZE_OF_PAGE_HEADER + (i - 1) * ITEM_ID_SIZE, true);
     const flags = (raw >>> 15) & 3;
     if (flags !== LP_UNUSED) {
       const len = raw >>> 17;
@@ -486,7 +487,7 @@ export function pageRepairFragmentation(page: Buffer): void {
       }
       finalUsed = i;
     } else {
-      if (raw !== 0) itemIdSetUnused(page, i);
+      if (raw !== 0) lp.setUint32(SIZE_OF_PAGE_HEADER + (i - 1) * ITEM_ID_SIZE, 0, true);
       nunused++;
     }
   }
@@ -497,7 +498,7 @@ export function pageRepairFragmentation(page: Buffer): void {
     if (totalLen > special - lower) {
       throw new PageCorruptedError(`corrupted item lengths: total ${totalLen}, available space ${special - lower}`);
     }
-    compactifyTuples(page, count);
+    compactifyTuples(page, count, lp);
   }
 
   if (finalUsed !== nline) {
