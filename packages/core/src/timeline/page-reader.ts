@@ -262,7 +262,7 @@ export class PageReader {
     const versions = chain.versions;
     // offloaded when the main thread has other reads to serve meanwhile (or the workers are busy
     // already): one read alone is served sooner here than through a thread's round trip
-    if (this.redoPool && chain.count >= this.redoPool.minVersions && (readsInFlight > 1 || this.redoPool.pending > 0)) {
+    if (this.redoPool && chain.count >= this.redoPool.minVersions && (!this.redoPool.callerFirst || readsInFlight > 1 || this.redoPool.pending > 0)) {
       const hintBitsLogged = this.hintBitsKnown;
       if (hintBitsLogged === undefined) return this.hintBitsLogged(versions[versions.length - 1].lsn).then(() => this.replayStored(start, sharedStart, chain, target));
       let copiesPage = false;

@@ -44,11 +44,14 @@ export class RedoPool {
   /**
    * `size` worker threads at most (0: none, every chain replays on the caller's thread), for
    * chains of `minVersions` versions or more: a shorter one replays faster than a round trip to
-   * a thread (tens of microseconds).
+   * a thread (tens of microseconds). With `callerFirst`, a read that is alone (no other read in
+   * flight, no job on the workers) replays on its caller's thread too, sooner than through a
+   * worker; without it every long chain goes to a worker that can take it.
    */
   constructor(
     readonly size: number,
     readonly minVersions = DEFAULT_MIN_VERSIONS,
+    readonly callerFirst = true,
   ) {}
 
   /**
