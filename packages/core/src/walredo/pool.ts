@@ -162,7 +162,7 @@ export class RedoPool {
  * 4 (none on one core). Throws for a value that is not a whole number: the pageserver checks it
  * at startup.
  */
-export function redoWorkersSetting(env: NodeJS.ProcessEnv = process.env): number {
+export function redoWorkersSetting(env: Record<string, string | undefined> = process.env): number {
   const configured = env.STRATA_REDO_WORKERS;
   if (configured !== undefined && configured.trim() !== "") {
     const n = Number(configured);
