@@ -265,18 +265,11 @@ export function replayedVersions(raw: Buffer): number {
   return kind === ValueKind.WalRecord || kind === ValueKind.WalRecordInLog || kind === ValueKind.Derived ? 1 : 0;
 }
 
-/** Whether a stored entry copies another page (a database created by copying files): its replay reads that page. */
+/**
+ * Whether a stored entry copies another page (a database created by copying files): its replay
+ * reads that page. Such a version is a base (will-init), so never a member of a run.
+ */
 export function needsOtherStoredPage(raw: Buffer): boolean {
-  if (raw[0] === ValueKind.Run) {
-    // (walks the members' headers: no buffer per member)
-    const count = raw.readUInt16BE(1);
-    for (let i = 0, pos = 3; i < count && pos + RUN_MEMBER_HEADER < raw.length; i++) {
-      const value = pos + RUN_MEMBER_HEADER;
-      if (raw[value] === ValueKind.Derived && raw[value + 2] === DerivedKind.CopyPageFrom) return true;
-      pos = value + raw.readUInt32BE(pos + 8);
-    }
-    return false;
-  }
   return raw[0] === ValueKind.Derived && raw[2] === DerivedKind.CopyPageFrom;
 }
 
@@ -312,17 +305,23 @@ export interface StoredChain {
 /** The LSN of an entry's newest version (a run's last member). */
 export const storedNewestLsn = (entry: { lsn: Lsn; raw: Buffer }): Lsn => (entry.raw[0] === ValueKind.Run ? runNewestLsn(entry.raw) : entry.lsn);
 
-/** Versions in an entry: a run's members, else one. */
-export const storedVersionCount = (raw: Buffer): number => (raw[0] === ValueKind.Run ? runLength(raw) : 1);
-
-/** The stored versions above `lsn` (runs that cross it are split). */
-export function storedVersionsAbove(versions: ReadonlyArray<{ lsn: Lsn; raw: Buffer }>, lsn: Lsn): Array<{ lsn: Lsn; raw: Buffer }> {
+/** The stored versions above `lsn` (runs that cross it are split), and how many versions they hold. */
+export function storedVersionsAbove(versions: ReadonlyArray<{ lsn: Lsn; raw: Buffer }>, lsn: Lsn): { versions: Array<{ lsn: Lsn; raw: Buffer }>; count: number } {
   const out: Array<{ lsn: Lsn; raw: Buffer }> = [];
+  let count = 0;
   for (const entry of versions) {
-    if (entry.lsn > lsn) out.push(entry);
-    else if (entry.raw[0] === ValueKind.Run) for (const member of expandEntry(entry.lsn, entry.raw)) if (member.lsn > lsn) out.push(member);
+    if (entry.lsn > lsn) {
+      out.push(entry);
+      count += entry.raw[0] === ValueKind.Run ? runLength(entry.raw) : 1;
+    } else if (entry.raw[0] === ValueKind.Run) {
+      for (const member of expandEntry(entry.lsn, entry.raw)) {
+        if (member.lsn <= lsn) continue;
+        out.push(member);
+        count++;
+      }
+    }
   }
-  return out;
+  return { versions: out, count };
 }
 
 /** Decodes stored versions (expanding runs), oldest first. */

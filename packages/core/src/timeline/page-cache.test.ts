@@ -85,6 +85,20 @@ describe("the shared page cache", () => {
     expect(afterImage).toEqual(await plain.getPage(rel, ForkNumber.Main, 1, 0x510n));
   });
 
+  it("replays newer versions onto a copy of the cached older page, which stays as it was", async () => {
+    const reader = new PageReader(store, { pageCache: new PageCache(100) });
+    await commitImage(store, 1, 0x100n);
+    await commitRecord(store, 1, 0x200n, 7);
+    await reader.getPage(rel, ForkNumber.Main, 1, 0x200n);
+    // a read-only caller may hold the cache's own buffer (the page service sending it)
+    const held = await reader.getPage(rel, ForkNumber.Main, 1, 0x200n, { readOnly: true });
+    expect(held[8000]).toBe(7);
+    await commitRecord(store, 1, 0x300n, 8);
+    // read at the newer LSN: starts from the cached page at 0x200
+    expect((await reader.getPage(rel, ForkNumber.Main, 1, 0x300n))[8000]).toBe(8);
+    expect(held[8000]).toBe(7);
+  });
+
   it("hands out copies: changing a returned page does not change the cache", async () => {
     const reader = new PageReader(store, { pageCache: new PageCache(100) });
     await commitImage(store, 1, 0x100n);

@@ -12,7 +12,7 @@ import type { TimelineStore } from "../storage/timeline-store.ts";
 import { decodeLoggedRecord, decodeRecordLogPiece, lastRecordBefore } from "../storage/record-log.ts";
 import { ImageExtentIndex } from "../storage/image-extents.ts";
 import { PageCache, sharedPageCache } from "./page-cache.ts";
-import { decodeStoredVersions, imageValue, needsOtherStoredPage, readU32Value, replayedVersions, type StoredChain, storedNewestLsn, storedVersionCount, storedVersionsAbove, type StoredValue, ValueKind } from "../storage/values.ts";
+import { decodeStoredVersions, imageValue, needsOtherStoredPage, readU32Value, replayedVersions, type StoredChain, storedNewestLsn, storedVersionsAbove, type StoredValue, ValueKind } from "../storage/values.ts";
 import { applyDerived } from "../redo/derived.ts";
 import { applyStoredVersion, needsOtherPage, PageReadError, type ReplayTarget } from "../walredo/apply.ts";
 import { type RedoPool, sharedRedoPool } from "../walredo/pool.ts";
@@ -150,20 +150,22 @@ export class PageReader {
       }
     }
     if (!chain) ({ chain, materialized } = await this.chainAboveMaterialized(entity, materializedBlockKey(rel, fork, blockNumber), lsn));
-    // the page the versions apply to: none (zeros) when the chain has its base
+    // the page the versions apply to: none (zeros) when the chain has its base. A materialized
+    // image's buffer may be the page cache's or the last materialization's: not replayed onto
+    // in place (sharedStart)
     let start: Buffer | undefined;
+    let sharedStart = false;
     let imported: { page: Buffer; lsn: Lsn } | undefined;
     const versions = chain.versions;
-    if (!chain.complete && materialized?.value.kind === ValueKind.Image) start = materialized.value.bytes;
-    else if (!chain.complete) {
+    if (!chain.complete && materialized?.value.kind === ValueKind.Image) {
+      start = materialized.value.bytes;
+      sharedStart = true;
+    } else if (!chain.complete) {
       imported = await this.importedPage(rel, fork, blockNumber, lsn);
       start = imported ? imported.page : await this.ancestorPage(rel, fork, blockNumber, lsn);
     }
     let replayed = 0;
     for (let i = 0; i < versions.length; i++) replayed += replayedVersions(versions[i].raw);
-    // (a materialized image's buffer may be the page cache's or the last materialization's: not
-    // replayed onto in place)
-    const sharedStart = start !== undefined && !imported && chain.complete === false && materialized?.value.kind === ValueKind.Image && start === materialized.value.bytes;
     const rebuilt = this.replayStored(start, sharedStart, chain, { rel, fork, blockNumber });
     const page = rebuilt instanceof Buffer ? rebuilt : await rebuilt;
     const newest = versions.length ? storedNewestLsn(versions[versions.length - 1]) : materialized ? materialized.lsn : imported ? imported.lsn : (this.ancestor?.lsn ?? 0n);
@@ -200,10 +202,7 @@ export class PageReader {
       // the usual case (materialization keeps chains short): the first read already holds every
       // version above the image, so don't read them again
       const above = materialized.lsn;
-      const versions = storedVersionsAbove(chain.versions, above);
-      let count = 0;
-      for (const v of versions) count += storedVersionCount(v.raw);
-      return { chain: { versions, count, complete: false, truncated: false }, materialized };
+      return { chain: { ...storedVersionsAbove(chain.versions, above), complete: false, truncated: false }, materialized };
     }
     return { chain: await this.store.getStoredChain(entity, lsn, materialized?.lsn), materialized };
   }
@@ -248,15 +247,21 @@ export class PageReader {
    * version needs a read (applyVersion).
    */
   replayVersions(page: Buffer, versions: Array<{ lsn: Lsn; value: StoredValue }>, target: ReplayTarget, from = 0): Buffer | Promise<Buffer> {
-    return this.replayHere(page, versions, target, from);
+    for (let i = from; i < versions.length; i++) {
+      const applied = this.applyVersion(page, versions[i].value, versions[i].lsn, target);
+      if (applied instanceof Promise) return applied.then((next) => this.replayVersions(next, versions, target, i + 1));
+      page = applied;
+    }
+    return page;
   }
 
   /**
    * Rebuilds a block from its versions as stored (oldest first, as `getStoredChain` returns them)
    * on top of `start` (undefined: a zero page; `sharedStart`: a buffer replay must not modify)
    * and returns the page. A chain of the redo pool's `minVersions` or more goes to a redo worker when
-   * one is free and other reads are in flight; otherwise it is decoded and replayed here, synchronously (the page, and redo
-   * errors thrown) unless a version needs a read (applyVersion).
+   * one is free and other reads are in flight (see RedoPool's callerFirst); otherwise it is
+   * decoded and replayed here, synchronously (the page, and redo errors thrown) unless a version
+   * needs a read (applyVersion).
    */
   replayStored(start: Buffer | undefined, sharedStart: boolean, chain: Pick<StoredChain, "versions" | "count">, target: ReplayTarget): Buffer | Promise<Buffer> {
     const versions = chain.versions;
@@ -265,9 +270,8 @@ export class PageReader {
     if (this.redoPool && chain.count >= this.redoPool.minVersions && (!this.redoPool.callerFirst || readsInFlight > 1 || this.redoPool.pending > 0)) {
       const hintBitsLogged = this.hintBitsKnown;
       if (hintBitsLogged === undefined) return this.hintBitsLogged(versions[versions.length - 1].lsn).then(() => this.replayStored(start, sharedStart, chain, target));
-      let copiesPage = false;
-      for (let i = 0; i < versions.length && !copiesPage; i++) copiesPage = needsOtherStoredPage(versions[i].raw);
-      if (!copiesPage) {
+      // (a copied page is a base: only the first version can be one)
+      if (!needsOtherStoredPage(versions[0].raw)) {
         // the job holds copies: if the worker fails, everything is still here to replay, which
         // throws the error with its type and details as any replay here would
         const offloaded = this.redoPool.replay({ storeDir: this.store.dir, page: start ?? ZERO_PAGE, versions, target, hintBitsLogged }, chain.count);
@@ -281,16 +285,7 @@ export class PageReader {
     const decoded = decodeStoredVersions(versions, this.store.valueFiles);
     // a chain starting at an image replays onto that image's own buffer: no zero page needed
     const page = start === undefined ? (decoded[0]?.value.kind === ValueKind.Image ? decoded[0].value.bytes : Buffer.alloc(BLCKSZ)) : sharedStart ? Buffer.from(start) : start;
-    return this.replayHere(page, decoded, target, 0);
-  }
-
-  private replayHere(page: Buffer, versions: Array<{ lsn: Lsn; value: StoredValue }>, target: ReplayTarget, from: number): Buffer | Promise<Buffer> {
-    for (let i = from; i < versions.length; i++) {
-      const applied = this.applyVersion(page, versions[i].value, versions[i].lsn, target);
-      if (applied instanceof Promise) return applied.then((next) => this.replayHere(next, versions, target, i + 1));
-      page = applied;
-    }
-    return page;
+    return this.replayVersions(page, decoded, target);
   }
 
   /**
@@ -300,9 +295,8 @@ export class PageReader {
    */
   private applyVersion(page: Buffer, value: StoredValue, versionLsn: Lsn, target: ReplayTarget): Buffer | Promise<Buffer> {
     if (needsOtherPage(value)) {
-      const payload = (value as { payload: Buffer }).payload;
-      const source = decodeRelKey(payload.subarray(0, 19));
-      return this.getPage(source.rel, source.fork, source.block, payload.readBigUInt64BE(19));
+      const source = decodeRelKey(value.payload.subarray(0, 19));
+      return this.getPage(source.rel, source.fork, source.block, value.payload.readBigUInt64BE(19));
     }
     const hintBitsLogged = this.hintBitsKnown;
     if (hintBitsLogged === undefined && value.kind === ValueKind.WalRecord) return this.hintBitsLogged(versionLsn).then((logged) => applyStoredVersion(page, value, versionLsn, target, logged));

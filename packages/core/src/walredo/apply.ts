@@ -58,7 +58,20 @@ export function findBlock(record: DecodedRecord, rel: RelTag, fork: ForkNumber, 
 }
 
 /** Whether applying the value needs another page (a database copied block by block): only GetPage can. */
-export const needsOtherPage = (value: StoredValue) => value.kind === ValueKind.Derived && value.derived === DerivedKind.CopyPageFrom;
+export const needsOtherPage = (value: StoredValue): value is Extract<StoredValue, { kind: ValueKind.Derived }> =>
+  value.kind === ValueKind.Derived && value.derived === DerivedKind.CopyPageFrom;
+
+/**
+ * Applies a stored WAL record (`raw`, the record starting at `recordLsn`) stored at `versionLsn`:
+ * records are stored at their end LSN, which is what redo stamps on the page.
+ */
+export function applyStoredRecord(page: Buffer, raw: Buffer, recordLsn: Lsn, versionLsn: Lsn, target: ReplayTarget, hintBitsLogged: boolean): Buffer {
+  const record = decodeRecord(raw, recordLsn, STORED_RECORD);
+  record.endLsn = versionLsn;
+  const block = findBlock(record, target.rel, target.fork, target.blockNumber);
+  if (!block) throw new PageReadError(`stored record at ${formatLsn(recordLsn)} does not reference block ${target.blockNumber}`);
+  return applyRecord(page, record, block, hintBitsLogged);
+}
 
 /**
  * Applies one stored version (stored at `versionLsn`) to `page` and returns the page, which may
@@ -73,24 +86,12 @@ export function applyStoredVersion(page: Buffer, value: StoredValue, versionLsn:
       return value.bytes;
     case ValueKind.Tombstone:
       return Buffer.alloc(BLCKSZ);
-    case ValueKind.WalRecord: {
-      const record = decodeRecord(value.raw, value.recordLsn, STORED_RECORD);
-      // records are stored at their end LSN, which is what redo stamps on the page
-      record.endLsn = versionLsn;
-      const block = findBlock(record, target.rel, target.fork, target.blockNumber);
-      if (!block) throw new PageReadError(`stored record at ${formatLsn(value.recordLsn)} does not reference block ${target.blockNumber}`);
-      return applyRecord(page, record, block, hintBitsLogged);
-    }
+    case ValueKind.WalRecord:
+      return applyStoredRecord(page, value.raw, value.recordLsn, versionLsn, target, hintBitsLogged);
     case ValueKind.Derived:
       if (value.derived === DerivedKind.CopyPageFrom) throw new Error("a copied page is applied by GetPage, which can read its source");
       if (value.willInit) page = Buffer.alloc(BLCKSZ);
       applyDerived(page, value.derived, value.payload);
       return page;
   }
-}
-
-/** Replays versions[from..] onto `page` (none may need another page) and returns the result. */
-export function replayChain(page: Buffer, versions: ReadonlyArray<{ lsn: Lsn; value: StoredValue }>, target: ReplayTarget, hintBitsLogged: boolean, from = 0): Buffer {
-  for (let i = from; i < versions.length; i++) page = applyStoredVersion(page, versions[i].value, versions[i].lsn, target, hintBitsLogged);
-  return page;
 }

@@ -24,7 +24,8 @@ interface PoolWorker {
 }
 
 export interface RedoPoolStats {
-  workers: number;
+  /** worker threads running */
+  readonly workers: number;
   /** pages rebuilt by workers */
   jobs: number;
   /** versions they replayed */
@@ -33,13 +34,25 @@ export interface RedoPoolStats {
   failed: number;
 }
 
+/** Counters, with `workers` read from the list of threads itself. */
+function statsOf(workers: readonly PoolWorker[]): RedoPoolStats {
+  return {
+    get workers() {
+      return workers.length;
+    },
+    jobs: 0,
+    versions: 0,
+    failed: 0,
+  };
+}
+
 export class RedoPool {
   private readonly workers: PoolWorker[] = [];
   private nextId = 1;
   private restarts = 0;
   private disabled = false;
   private closing = false;
-  readonly stats: RedoPoolStats = { workers: 0, jobs: 0, versions: 0, failed: 0 };
+  readonly stats: RedoPoolStats = statsOf(this.workers);
 
   /**
    * `size` worker threads at most (0: none, every chain replays on the caller's thread), for
@@ -68,12 +81,11 @@ export class RedoPool {
     const worker = chosen;
     const id = this.nextId++;
     const encoded = encodeReplayJob(job); // (a buffer of its own, transferred whole)
-    const versions = versionCount;
     return new Promise<Buffer>((resolve, reject) => {
       worker.jobs.set(id, {
         resolve: (page) => {
           this.stats.jobs++;
-          this.stats.versions += versions;
+          this.stats.versions += versionCount;
           resolve(page);
         },
         reject: (err) => {
@@ -113,7 +125,6 @@ export class RedoPool {
     let started!: () => void;
     const worker: PoolWorker = { thread, ready: false, started: new Promise<void>((resolve) => (started = resolve)), jobs: new Map() };
     this.workers.push(worker);
-    this.stats.workers = this.workers.length;
     thread.on("message", (message: JobReply | { ready: true }) => {
       if ("ready" in message) {
         worker.ready = true;
@@ -137,13 +148,11 @@ export class RedoPool {
       started();
       const index = this.workers.indexOf(worker);
       if (index >= 0) this.workers.splice(index, 1);
-      this.stats.workers = this.workers.length;
       for (const job of worker.jobs.values()) job.reject(new Error("redo worker exited"));
       worker.jobs.clear();
       // one that never got ready will not start next time either (e.g. no loader for TypeScript)
       if (!this.closing && (!worker.ready || ++this.restarts > RESTARTS)) this.disabled = true;
     });
-
   }
 
   /** Stops the workers (jobs in flight fail over to their callers). */

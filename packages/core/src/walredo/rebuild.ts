@@ -3,16 +3,11 @@
 import path from "node:path";
 import { AppendFilesReader, IMAGE_FILES, RECORD_LOG_FILES } from "../storage/append-files.ts";
 import { decodeValue, RUN_MEMBER_HEADER, type ValueFiles, ValueKind } from "../storage/values.ts";
-import { decodeRecord } from "../wal/record.ts";
-import { applyRecord, applyStoredVersion, findBlock, PageReadError, type ReplayTarget } from "./apply.ts";
+import { applyStoredRecord, applyStoredVersion } from "./apply.ts";
 import { decodeReplayJob } from "./replay-job.ts";
-import { formatLsn, type Lsn } from "../lsn.ts";
 
 /** stores whose files a worker keeps open */
 const STORES_KEPT = 8;
-
-/** decodeRecord options for stored records (their CRC was verified at ingest) */
-const STORED_RECORD = { verifyCrc: false } as const;
 
 interface StoreFiles extends ValueFiles {
   images: AppendFilesReader;
@@ -43,19 +38,6 @@ export class StoreFilesCache {
   }
 }
 
-/**
- * Applies a WAL record stored inline (a WalRecord value at `at` in `raw`, `length` bytes, stored
- * at `versionLsn`): the usual version, decoded in place, without the objects decodeValue makes.
- */
-function applyInlineRecord(page: Buffer, raw: Buffer, at: number, length: number, versionLsn: Lsn, target: ReplayTarget, hintBitsLogged: boolean): Buffer {
-  const record = decodeRecord(raw.subarray(at + 10, at + length), raw.readBigUInt64BE(at + 2), STORED_RECORD);
-  // records are stored at their end LSN, which is what redo stamps on the page
-  record.endLsn = versionLsn;
-  const block = findBlock(record, target.rel, target.fork, target.blockNumber);
-  if (!block) throw new PageReadError(`stored record at ${formatLsn(record.lsn)} does not reference block ${target.blockNumber}`);
-  return applyRecord(page, record, block, hintBitsLogged);
-}
-
 /** The page a replay job (encodeReplayJob's bytes) rebuilds; `files` opens the store the job names. */
 export function rebuildFromJob(jobBytes: Buffer, files: (storeDir: string) => ValueFiles): Buffer {
   const job = decodeReplayJob(jobBytes);
@@ -65,9 +47,11 @@ export function rebuildFromJob(jobBytes: Buffer, files: (storeDir: string) => Va
   for (let i = 0; i < versions.length; i++) {
     const { lsn, raw } = versions[i];
     const kind = raw[0];
-    if (kind === ValueKind.WalRecord) page = applyInlineRecord(page, raw, 0, raw.length, lsn, target, hintBitsLogged);
+    // inline WAL records (the usual version) decoded in place, without the objects decodeValue makes
+    if (kind === ValueKind.WalRecord) page = applyStoredRecord(page, raw.subarray(10), raw.readBigUInt64BE(2), lsn, target, hintBitsLogged);
     else if (kind === ValueKind.Run) {
-      // the members in place: [LSN u64 BE][length u32 BE][value] each (storage/values.ts runValue)
+      // the members in place, not through expandEntry (a buffer and an object per member):
+      // [LSN u64 BE][length u32 BE][value] each (storage/values.ts runValue)
       const count = raw.readUInt16BE(1);
       let pos = 3;
       for (let m = 0; m < count; m++) {
@@ -76,7 +60,7 @@ export function rebuildFromJob(jobBytes: Buffer, files: (storeDir: string) => Va
         const length = raw.readUInt32BE(pos + 8);
         const at = pos + RUN_MEMBER_HEADER;
         if (length === 0 || at + length > raw.length) throw new Error(`corrupt stored run: version ${m} of ${count} has a bad length ${length}`);
-        if (raw[at] === ValueKind.WalRecord) page = applyInlineRecord(page, raw, at, length, memberLsn, target, hintBitsLogged);
+        if (raw[at] === ValueKind.WalRecord) page = applyStoredRecord(page, raw.subarray(at + 10, at + length), raw.readBigUInt64BE(at + 2), memberLsn, target, hintBitsLogged);
         else page = applyStoredVersion(page, decodeValue(raw.subarray(at, at + length), valueFiles), memberLsn, target, hintBitsLogged);
         pos = at + length;
       }
