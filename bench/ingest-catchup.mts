@@ -14,7 +14,7 @@ import { formatLsn, parseLsn } from "@strata/core";
 import { PgCluster, pgBinary } from "@strata/core/testing";
 import { createStrataClient } from "@strata/api/client";
 import { makeDataDir, removeDataDir, startDaemon, type Daemon } from "../apps/pageserver/src/test-daemon.ts";
-import { envNumber, fmtMB, MB, progress, progressDone, sampleMemory, sleep } from "./lib.mts";
+import { envNumber, fmtMB, MB, progress, progressDone, readCpuSeconds, readThreadCpuSeconds, sampleMemory, sleep } from "./lib.mts";
 
 const WAL_MB = envNumber("BENCH_WAL_MB", 1024);
 const SCALE = envNumber("BENCH_SCALE", 10);
@@ -149,6 +149,10 @@ try {
     done = true;
   }
   const strataSeconds = (performance.now() - s0) / 1000;
+  // where the CPU went (main = the JavaScript thread; V8's helpers, libuv's pool and LevelDB's
+  // compaction thread keep node's name with their thread id)
+  const daemonCpu = readCpuSeconds(daemon.process.pid!) ?? 0;
+  const threadCpu = [...readThreadCpuSeconds(daemon.process.pid!)].filter(([, seconds]) => seconds >= 0.05);
   // where the memory is at the end of the catch-up (V8 heap vs Buffers vs the rest: LevelDB, malloc)
   const metrics = await (await fetch(`${daemon.apiUrl}/metrics`)).text();
   const memoryBreakdown =
@@ -169,6 +173,10 @@ try {
       `(incl. ${readySeconds.toFixed(2)} s daemon start; ${streamRate.toFixed(1)} MB/s after ready; ${info.walreceiver?.records ?? "?"} records)`,
   );
   console.log(`ratio strata/baseline:  ${(strataRate / baselineRate).toFixed(3)}x (target >= 0.5x)`);
+  console.log(
+    `pageserver CPU from start to caught up: ${daemonCpu.toFixed(1)} s (${((daemonCpu / strataSeconds) * 100).toFixed(0)}% of one core; by thread: ` +
+      `${threadCpu.map(([name, seconds]) => `${name} ${seconds.toFixed(1)} s`).join(", ")})`,
+  );
   console.log(`pageserver peak RSS:    ${fmtMB(mem.peakRss)} sampled every 200 ms, VmHWM ${fmtMB(mem.hwm)} (target < 512 MB)`);
   console.log(`  of which file pages at the peak ${fmtMB(mem.fileAtPeak)} (LevelDB's mapped tables, node itself); peak anonymous ${fmtMB(mem.peakAnon)}`);
   console.log(`pageserver memory at the end: ${memoryBreakdown}`);
