@@ -196,6 +196,26 @@ timeline
     print(opts.json, result, () => `compacted at ${result.lsn}: ${result.images} block images stored, ${result.movedVersions} versions moved to history, ${result.unchanged} blocks unchanged${result.failed ? `, ${result.failed} blocks could not be rebuilt` : ""}`);
   });
 
+timeline
+  .command("set-primary")
+  .description("follow another server of the same database system from now on (after a failover: the promoted standby at its address)")
+  .requiredOption("--tenant <id>", "tenant id")
+  .requiredOption("--timeline <timeline>", "timeline id or branch name")
+  .requiredOption("--primary <postgres-url>", "the server to follow")
+  .option("--slot <name>", "physical replication slot on it (default: the timeline's current slot name; created if missing)")
+  .option("--json", "machine-readable output")
+  .action(async (opts, cmd) => {
+    if (!/^postgres(ql)?:\/\//.test(opts.primary)) throw new UsageError(`invalid --primary "${opts.primary}": expected postgres://user[:password]@host:port[/db]`);
+    const result = await client(cmd).timelines.setPrimary.mutate({
+      tenantId: requireId(opts.tenant, "tenant id"),
+      timelineId: await timelineArg(cmd, opts.tenant, opts.timeline),
+      primary: opts.primary,
+      ...(opts.slot ? { slot: opts.slot } : {}),
+    });
+    for (const warning of result.warnings) console.error(`warning: ${warning}`);
+    print(opts.json, result, () => `timeline ${result.timelineId} follows ${result.primary} through slot ${result.slot}${result.slotCreated ? " (created)" : ""}, from ${result.resumeLsn}`);
+  });
+
 function requireLsn(value: string, what: string): string {
   if (!/^[0-9A-Fa-f]{1,8}\/[0-9A-Fa-f]{1,8}$/.test(value)) throw new UsageError(`invalid ${what} "${value}": expected an LSN like 0/16B3748`);
   return value;

@@ -326,6 +326,82 @@ describe("a standby that is promoted while the pageserver follows it", () => {
       }
     }), 240_000);
 
+  it("set-primary moves it to the promoted standby at its own address, from its durable LSN; another system or a branch is refused and changes nothing", () =>
+    withStandby(async (f) => {
+      const { primary, standbyUrl, standbyPort: port } = f;
+      const client = createStrataClient(f.daemon.apiUrl);
+      const env = { STRATA_API: f.daemon.apiUrl };
+      const tenant = await client.tenants.create.mutate({ fromPrimary: primary.connectionString() });
+      const timelineId = tenant.timelines[0].id;
+      const before = await client.timelines.get.query({ tenantId: tenant.id, timelineId });
+      await primary.pgbench(["-i", "-s", "2", "-q"]);
+      await primary.pgbench(["-t", "100", "-c", "2"]);
+      const written = await primary.flushedWalEnd();
+      expect((await runCli(["wait-lsn", "--tenant", tenant.id, "--timeline", timelineId, "--lsn", formatLsn(written), "--timeout", "60"], env)).code).toBe(0);
+
+      // refused before anything changes: another database system, a branch, a bad URL
+      const other = await PgCluster.start();
+      try {
+        const refused = await runCli(["timeline", "set-primary", "--tenant", tenant.id, "--timeline", timelineId, "--primary", other.connectionString()], env);
+        expect(refused.code).toBe(1);
+        expect(refused.stderr).toMatch(/cannot follow .*another database system/);
+        expect(await other.sql("SELECT slot_name FROM pg_replication_slots")).toEqual([]);
+      } finally {
+        await other.stop();
+      }
+      await client.branches.create.mutate({ tenantId: tenant.id, name: "a-branch" });
+      const onBranch = await runCli(["timeline", "set-primary", "--tenant", tenant.id, "--timeline", "a-branch", "--primary", standbyUrl], env);
+      expect(onBranch.code).toBe(1);
+      expect(onBranch.stderr).toMatch(/does not follow an external primary/);
+      expect((await runCli(["timeline", "set-primary", "--tenant", tenant.id, "--timeline", timelineId, "--primary", "mysql://x"], env)).code).toBe(2);
+      const unchanged = await client.timelines.get.query({ tenantId: tenant.id, timelineId });
+      expect(unchanged.primary).toBe(before.primary);
+      expect(unchanged.walreceiver?.state).toBe("streaming");
+
+      // the failover: the primary shuts down (its standby gets all of its WAL), the standby is
+      // promoted and written to; the pageserver would retry the old address for ever
+      await primary.stopServer();
+      await waitReplayed(standbyUrl, written);
+      await runAsPostgres("pg_ctl", ["-D", path.join(f.standbyBase, "data"), "-w", "promote"]);
+      expect(await writingTimeline(standbyUrl)).toBe(2);
+      await runAsPostgres("pgbench", ["-h", "127.0.0.1", "-p", String(port), "-U", "postgres", "-n", "-t", "100", "-c", "2", "postgres"]);
+      await query(standbyUrl, "CREATE TABLE after_promotion AS SELECT generate_series(1, 1000) AS id");
+
+      const moved = await runCli(["timeline", "set-primary", "--tenant", tenant.id, "--timeline", timelineId, "--primary", standbyUrl, "--json"], env);
+      expect(moved.code, moved.stderr).toBe(0);
+      const result = JSON.parse(moved.stdout);
+      expect(result).toMatchObject({ timelineId, primary: standbyUrl, slotCreated: true });
+      expect(parseLsn(result.resumeLsn)).toBeGreaterThanOrEqual(written);
+      expect(moved.stderr).toMatch(/warning: if .* comes back as another server, drop replication slot/);
+      const [{ lsn: end }] = await query<{ lsn: string }>(standbyUrl, "SELECT pg_current_wal_flush_lsn()::text AS lsn");
+      const caughtUp = await runCli(["wait-lsn", "--tenant", tenant.id, "--timeline", timelineId, "--lsn", end, "--timeout", "60"], env);
+      expect(caughtUp.code, caughtUp.stderr).toBe(0);
+      const after = await client.timelines.get.query({ tenantId: tenant.id, timelineId });
+      expect(after.primary).toBe(standbyUrl);
+      expect(after.walreceiver?.state).toBe("streaming");
+      // the slot on the new server follows what the timeline stored
+      const [slot] = await query<{ slot_name: string; active: boolean }>(standbyUrl, "SELECT slot_name, active FROM pg_replication_slots");
+      expect(slot).toEqual({ slot_name: result.slot, active: true });
+
+      // kept across a restart; a branch at the end has everything written on both servers
+      await f.daemon.stop();
+      await query(standbyUrl, "INSERT INTO after_promotion SELECT generate_series(1001, 1500)");
+      const [expected] = await query<{ n: string; s: string; h: string }>(standbyUrl, SUMS);
+      const [{ lsn: last }] = await query<{ lsn: string }>(standbyUrl, "SELECT pg_current_wal_flush_lsn()::text AS lsn");
+      f.daemon = await startDaemon(f.dataDir);
+      const restarted = createStrataClient(f.daemon.apiUrl);
+      expect((await runCli(["wait-lsn", "--tenant", tenant.id, "--timeline", timelineId, "--lsn", last, "--timeout", "60"], { STRATA_API: f.daemon.apiUrl })).code).toBe(0);
+      await restarted.branches.create.mutate({ tenantId: tenant.id, name: "after-failover", lsn: last });
+      const endpoint = await restarted.endpoints.start.mutate({ tenantId: tenant.id, branch: "after-failover" });
+      try {
+        const [got] = await query<{ n: string; s: string; h: string }>(endpoint.connectionString!, SUMS);
+        expect(got).toEqual(expected);
+        expect(got).toMatchObject({ n: "1500", h: "400" });
+      } finally {
+        await restarted.endpoints.stop.mutate({ tenantId: tenant.id, branch: "after-failover" });
+      }
+    }), 240_000);
+
   it("stops with a clear error when the promoted server's history forked before WAL it already stored", () =>
     withStandby(async (f) => {
       const { primary, standbyBase, standbyUrl } = f;

@@ -22,6 +22,12 @@ export const waldumpInput = z.object({
 });
 export const timelineListInput = z.object({ tenantId: idSchema });
 export const timelineGetInput = z.object({ tenantId: idSchema, timelineId: idSchema });
+export const setPrimaryInput = z.object({
+  tenantId: idSchema,
+  timelineId: idSchema,
+  primary: z.string().min(1),
+  slot: z.string().regex(/^[a-z0-9_]{1,63}$/, "slot names are 1-63 lowercase letters, digits and underscores").optional(),
+});
 export const getPageInput = z.object({
   tenantId: idSchema,
   timelineId: idSchema,

@@ -3,7 +3,9 @@ import { decodeLoggedRecord, decodeRecordLogPiece, formatLsn, formatRecordLine, 
 import { NotFoundError, TimeoutError } from "../errors.ts";
 import { redactPrimaryUrl } from "../redact.ts";
 import { timelineView } from "../service/tenants.ts";
-import { getPageInput, timelineGetInput, timelineListInput, waitLsnInput, waldumpInput } from "../schemas.ts";
+import { getPageInput, setPrimaryInput, timelineGetInput, timelineListInput, waitLsnInput, waldumpInput } from "../schemas.ts";
+import { recordOperation } from "../service/operations.ts";
+import { switchPrimary } from "../service/primary-switch.ts";
 import { InvalidInputError, NotImplementedError } from "../errors.ts";
 import { publicProcedure, router, type Context } from "../trpc.ts";
 
@@ -108,6 +110,19 @@ export const timelinesRouter = router({
     if (!ctx.manager.get(input.tenantId, input.timelineId)) throw new NotFoundError(`timeline ${input.timelineId} is not attached`);
     const { lsn, result } = await ctx.manager.compactNow(input.tenantId, input.timelineId);
     return { lsn: formatLsn(lsn), images: result.images, trimmedBlocks: result.trimmed, movedVersions: result.moved, unchanged: result.unchanged, failed: result.failed };
+  }),
+  /**
+   * Follows another server of the same database system from now on (after a failover, the
+   * promoted standby at its own address): checked and its slot created before anything changes,
+   * then the walreceiver resumes there from the timeline's durable LSN.
+   */
+  setPrimary: publicProcedure.input(setPrimaryInput).mutation(async ({ ctx, input }) => {
+    await ctx.tenants.get(input.tenantId);
+    return recordOperation(ctx.db, { kind: "timeline.setPrimary", actor: ctx.actor, tenantId: input.tenantId, timelineId: input.timelineId, input: { ...input, primary: redactPrimaryUrl(input.primary) } }, () =>
+      switchPrimary(ctx.db, ctx.manager, input, {
+        releaseOldSlot: (primaryUrl, slot) => ctx.manager.releasePrimarySlot(input.tenantId, input.timelineId, primaryUrl, slot),
+      }),
+    );
   }),
   /** The stored WAL records in [from, to), one pg_waldump-comparable line each. */
   waldump: publicProcedure.input(waldumpInput).query(async ({ ctx, input }) => {

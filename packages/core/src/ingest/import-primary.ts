@@ -60,6 +60,27 @@ export async function importFromPrimary(
 export class OtherSystemError extends Error {}
 
 /**
+ * Gets `primary` ready to be followed by a timeline that followed another server until now (a
+ * failover to a promoted standby at another address): it must be the timeline's database system
+ * (`systemId`), and the physical slot is created there unless it exists (reserving WAL from now;
+ * the walreceiver's feedback then holds it at what the timeline has stored). Resolves whether the
+ * slot was created. Whether the server's history holds the timeline's WAL is for the walreceiver
+ * to find out: it reports diverged histories as a permanent failure.
+ */
+export async function preparePrimarySlot(primary: string, slot: string, systemId: bigint | undefined, timeoutMs = 10_000): Promise<"created" | "exists"> {
+  const conn = await ReplicationConnection.connect(primary, { applicationName: "strata-prepare-slot", connectTimeoutMs: timeoutMs });
+  try {
+    const identity = await conn.identifySystem();
+    if (systemId !== undefined && identity.systemId !== systemId.toString()) {
+      throw new OtherSystemError(`it is another database system: its system identifier is ${identity.systemId}, the timeline's is ${systemId}`);
+    }
+    return (await conn.ensurePhysicalSlot(slot, { reserveWal: true })).created ? "created" : "exists";
+  } finally {
+    await conn.close().catch(() => conn.destroy());
+  }
+}
+
+/**
  * Drops the timeline's slot on its primary (tenant deletion): the slot would otherwise keep every
  * WAL segment from its position on, and fill the primary's disk. Only on the database system the
  * timeline came from (`systemId`, when known): a slot of that name on another cluster now at the

@@ -4,7 +4,7 @@
 import { existsSync } from "node:fs";
 import { formatLsn, mayBePastPageHeader, pageStartIfPastHeader, type Lsn } from "../lsn.ts";
 import type { ForkNumber, RelTag } from "../reltag.ts";
-import { dropPrimarySlot, importFromPrimary, type PrimaryImportResult } from "../ingest/import-primary.ts";
+import { dropPrimarySlot, importFromPrimary, preparePrimarySlot, type PrimaryImportResult } from "../ingest/import-primary.ts";
 import { bootstrapTimeline } from "../ingest/bootstrap.ts";
 import { TimelineIngestor } from "../ingest/timeline-ingest.ts";
 import { HotPages, type ReadyImage } from "../ingest/hot-pages.ts";
@@ -187,6 +187,31 @@ export class TenantManager {
       onReadyImages: (images) => this.materializeLater(handle, images),
     });
     handle.receiver.start();
+  }
+
+  /**
+   * Gets `primaryUrl` ready for the timeline to follow it instead of the server it follows now (a
+   * failover to a promoted standby at another address): checked to be the timeline's database
+   * system, with the slot created there if missing (preparePrimarySlot). Changes nothing else.
+   */
+  async preparePrimary(tenantId: string, timelineId: string, primaryUrl: string, slot: string): Promise<"created" | "exists"> {
+    if (!this.get(tenantId, timelineId)) throw new Error(`timeline ${timelineId} is not attached`);
+    return preparePrimarySlot(primaryUrl, slot, await this.systemId(tenantId, timelineId));
+  }
+
+  /**
+   * Moves the timeline's walreceiver to another server (preparePrimary first): the running one
+   * stops, keeping what it received, and the new one streams from the timeline's durable LSN, so
+   * nothing is skipped or stored twice.
+   */
+  async switchReceiver(tenantId: string, timelineId: string, primaryUrl: string, slot: string): Promise<void> {
+    const handle = this.get(tenantId, timelineId);
+    if (!handle) throw new Error(`timeline ${timelineId} is not attached`);
+    const running = handle.receiver;
+    handle.receiver = undefined;
+    // (not stopReceiver: the timeline is not going idle, so no compaction pass is due)
+    await running?.stop();
+    await this.startReceiver(tenantId, timelineId, primaryUrl, slot);
   }
 
   async stopReceiver(tenantId: string, timelineId: string): Promise<void> {
