@@ -1,7 +1,8 @@
 // Browser e2e for the timeline page's live LSN chart: a real PostgreSQL 15 primary under pgbench,
 // a tenant that follows it, the pageserver and `next start` on free loopback ports, driven
 // through Debian's chromium. The chart must show real, growing points while pgbench runs, with
-// no console errors or page errors.
+// no console errors or page errors. Then the page compacts the timeline and moves it to another
+// primary (a refusal first, then the primary itself).
 import type { ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -103,7 +104,7 @@ function lsnToBigInt(lsn: string): bigint {
 }
 
 describe("timeline page", () => {
-  test("charts live LSN progress while pgbench runs against the primary", async () => {
+  test("charts live LSN progress while pgbench runs against the primary, then compacts and changes the primary from the page", async () => {
     const client = createStrataClient(apiUrl, "web-e2e");
     context = await browser!.newContext({ viewport: { width: 1280, height: 1100 } });
     context.setDefaultTimeout(UI_TIMEOUT_MS);
@@ -195,6 +196,27 @@ describe("timeline page", () => {
     expect(images).toBeGreaterThan(0);
     expect(compaction!.movedVersions).toBeGreaterThan(images);
     await page.locator('[data-testid="timeline-header"]').screenshot({ path: "/tmp/dash-compaction.png" });
+
+    // failover from the page: a server that cannot be followed is refused and nothing changes;
+    // the primary itself (as after a switchover back) is taken, its slot found there
+    const setPrimary = page.locator('[data-testid="set-primary"]');
+    await setPrimary.getByRole("button", { name: "Change primary…" }).click();
+    const primaryForm = setPrimary.locator('[data-testid="set-primary-form"]');
+    await primaryForm.locator('input[name="primary"]').fill("postgresql://postgres@127.0.0.1:1/postgres");
+    await primaryForm.locator('button[type="submit"]').click();
+    const refused = setPrimary.locator('[role="alert"]');
+    await refused.waitFor();
+    expect(await refused.textContent()).toMatch(/cannot follow postgresql:\/\/postgres@127\.0\.0\.1:1\/postgres/);
+    expect(await refused.textContent()).toContain("BAD_REQUEST");
+    expect(await page.locator('[data-testid="timeline-primary"]').innerText()).toContain(`127.0.0.1:${cluster!.port}`);
+    await primaryForm.locator('input[name="primary"]').fill(cluster!.connectionString());
+    await primaryForm.locator('button[type="submit"]').click();
+    const switched = setPrimary.locator('[data-testid="set-primary-result"]');
+    await switched.waitFor();
+    expect((await switched.innerText()).replace(/\s+/g, " ")).toMatch(/Following postgresql:\/\/postgres@127\.0\.0\.1:\d+\/postgres through slot web_e2e_follow from [0-9A-F]+\/[0-9A-F]+ ?\./);
+    await page.locator('[data-testid="walreceiver"]').filter({ hasText: "streaming" }).waitFor();
+    const [{ lsn: afterSwitch }] = await cluster!.sql<{ lsn: string }>("SELECT pg_current_wal_flush_lsn()::text AS lsn");
+    await client.timelines.waitLsn.mutate({ tenantId: tenant.id, timelineId: timeline!.id, lsn: afterSwitch, timeoutSeconds: 30 });
 
     // the tenant page links to the timeline and shows the compact chart with the same series
     await page.goto(`${webUrl}/tenants/${tenant.id}`);

@@ -14,6 +14,7 @@ import { useTRPC } from "@/lib/trpc";
 import { EndpointsPanel } from "@/components/endpoints/EndpointsPanel";
 import { CompactionFact } from "./CompactionFact";
 import { LsnChart, PROGRESS_POLL_MS } from "./LsnChart";
+import { SetPrimaryForm } from "./SetPrimaryForm";
 
 function Stat({ label, title, testId, children }: { label: string; title?: string; testId: string; children: ReactNode }) {
   return (
@@ -83,6 +84,14 @@ export function TimelineDetail({ tenantId, timelineId }: { tenantId: string; tim
           </dd>
           <dt>Primary</dt>
           <dd data-testid="timeline-primary">{t.primary ? <Mono>{t.primary}</Mono> : <span className="muted">none (not following a primary)</span>}</dd>
+          {t.followsExternalPrimary ? (
+            <>
+              <dt>Failover</dt>
+              <dd>
+                <SetPrimaryForm tenantId={tenantId} timelineId={t.id} />
+              </dd>
+            </>
+          ) : null}
           <dt>WAL receiver</dt>
           <dd data-testid="walreceiver">
             {wr ? (

@@ -15,6 +15,8 @@ async function withProgress(ctx: Context, view: ReturnType<typeof timelineView>,
   const last = markers?.lastRecordLsn ?? 0n;
   const primaryFlush = receiver?.primaryFlushLsn ?? null;
   const compaction = ctx.manager.compactionStatus(view.tenantId, view.id);
+  // a branch with a running endpoint follows that endpoint's postgres, not an external primary
+  const endpointFed = primaryUrl !== null && (await ctx.db.endpoint.count({ where: { timelineId: view.id, state: { in: ["starting", "running", "stopping"] } } })) > 0;
   return {
     ...view,
     lastRecordLsn: formatLsn(last),
@@ -22,6 +24,8 @@ async function withProgress(ctx: Context, view: ReturnType<typeof timelineView>,
     startLsn: formatLsn(markers?.startLsn ?? 0n),
     attached: markers !== undefined,
     primary: primaryUrl ? redactPrimaryUrl(primaryUrl) : null,
+    /** the primary is an external server (timelines.setPrimary can move it), not the branch's endpoint */
+    followsExternalPrimary: primaryUrl !== null && !endpointFed,
     primaryFlushLsn: primaryFlush === null ? null : formatLsn(primaryFlush),
     lagBytes: primaryFlush === null ? null : Number(primaryFlush > last ? primaryFlush - last : 0n),
     walreceiver: receiver
