@@ -37,6 +37,21 @@ function requireId(value: string, what: string): string {
 }
 
 /** A --timeline value: a timeline id as given, or a branch name looked up in the tenant. */
+/** A --tenant value: a tenant id as given, or a tenant name looked up. */
+async function tenantArg(cmd: Command, value: string): Promise<string> {
+  if (ID_SHAPE.test(value)) return value;
+  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/.test(value)) throw new UsageError(`invalid tenant "${value}": give a tenant name or a 32-hex tenant id`);
+  const found = (await client(cmd).tenants.list.query()).find((t) => t.name === value);
+  if (!found) throw new Error(`NOT_FOUND: no tenant named "${value}" (give a tenant name or a 32-hex tenant id)`);
+  return found.id;
+}
+
+/** --tenant and --timeline, names looked up. */
+async function timelineTarget(cmd: Command, opts: { tenant: string; timeline: string }): Promise<{ tenantId: string; timelineId: string }> {
+  const tenantId = await tenantArg(cmd, opts.tenant);
+  return { tenantId, timelineId: await timelineArg(cmd, tenantId, opts.timeline) };
+}
+
 async function timelineArg(cmd: Command, tenantId: string, value: string): Promise<string> {
   if (ID_SHAPE.test(value)) return value;
   const timelines = await client(cmd).branches.list.query({ tenantId });
@@ -80,6 +95,7 @@ tenant
   .command("create")
   .description("create a tenant (with an empty main timeline)")
   .option("--id <hex32>", "tenant id (default: random)")
+  .option("--name <name>", "a unique name (then --tenant takes it instead of the id)")
   .option("--from-primary <postgres-url>", "import and follow this PostgreSQL 15 primary as the main timeline")
   .option("--slot <name>", "physical replication slot to create on the primary")
   .option("--json", "machine-readable output")
@@ -89,7 +105,7 @@ tenant
     if (opts.fromPrimary && !/^postgres(ql)?:\/\//.test(opts.fromPrimary)) throw new UsageError(`invalid --from-primary "${opts.fromPrimary}": expected postgres://user[:password]@host:port[/db]`);
     // with a primary, pick the id here so the import's progress can be followed while create runs
     const tenantId = id ?? (opts.fromPrimary ? randomBytes(16).toString("hex") : undefined);
-    const input = { ...(tenantId ? { id: tenantId } : {}), ...(opts.fromPrimary ? { fromPrimary: opts.fromPrimary } : {}), ...(opts.slot ? { slot: opts.slot } : {}) };
+    const input = { ...(tenantId ? { id: tenantId } : {}), ...(opts.name ? { name: opts.name } : {}), ...(opts.fromPrimary ? { fromPrimary: opts.fromPrimary } : {}), ...(opts.slot ? { slot: opts.slot } : {}) };
     if (opts.fromPrimary && !opts.json) process.stderr.write("importing a base backup from the primary…\n");
     const api = client(cmd);
     let finished = false;
@@ -112,7 +128,7 @@ tenant
         endProgress();
       }
     }
-    print(opts.json, created, () => `created tenant ${created.id} (main timeline ${created.timelines[0]?.id ?? "-"})`);
+    print(opts.json, created, () => `created tenant ${created.id}${created.name ? ` "${created.name}"` : ""} (main timeline ${created.timelines[0]?.id ?? "-"})`);
   });
 
 tenant
@@ -121,28 +137,28 @@ tenant
   .option("--json", "machine-readable output")
   .action(async (opts, cmd) => {
     const tenants = await client(cmd).tenants.list.query();
-    print(opts.json, tenants, () => table(tenants, ["id", "state", "timelineCount", "createdAt"]));
+    print(opts.json, tenants, () => table(tenants.map((t) => ({ ...t, name: t.name ?? "-" })), ["id", "name", "state", "timelineCount", "createdAt"]));
   });
 
 tenant
   .command("get")
   .description("show one tenant")
-  .argument("<id>", "tenant id")
+  .argument("<tenant>", "tenant id or name")
   .option("--json", "machine-readable output")
   .action(async (id, opts, cmd) => {
-    const found = await client(cmd).tenants.get.query({ id: requireId(id, "tenant id") });
+    const found = await client(cmd).tenants.get.query({ id: await tenantArg(cmd, id) });
     print(opts.json, found, () =>
-      [`tenant ${found.id}  state=${found.state}  created=${found.createdAt}`, table(found.timelines, ["id", "name", "ancestorLsn", "state"])].join("\n"),
+      [`tenant ${found.id}${found.name ? `  name=${found.name}` : ""}  state=${found.state}  created=${found.createdAt}`, table(found.timelines, ["id", "name", "ancestorLsn", "state"])].join("\n"),
     );
   });
 
 tenant
   .command("delete")
   .description("delete a tenant and all its data")
-  .argument("<id>", "tenant id")
+  .argument("<tenant>", "tenant id or name")
   .option("--json", "machine-readable output")
   .action(async (id, opts, cmd) => {
-    const result = await client(cmd).tenants.delete.mutate({ id: requireId(id, "tenant id") });
+    const result = await client(cmd).tenants.delete.mutate({ id: await tenantArg(cmd, id) });
     for (const warning of result.warnings) console.error(`warning: ${warning}`);
     print(opts.json, result, () => `deleted tenant ${id}`);
   });
@@ -152,10 +168,10 @@ const timeline = program.command("timeline").description("inspect timelines (bra
 timeline
   .command("list")
   .description("list a tenant's timelines")
-  .requiredOption("--tenant <id>", "tenant id")
+  .requiredOption("--tenant <tenant>", "tenant id or name")
   .option("--json", "machine-readable output")
   .action(async (opts, cmd) => {
-    const timelines = await client(cmd).timelines.list.query({ tenantId: requireId(opts.tenant, "tenant id") });
+    const timelines = await client(cmd).timelines.list.query({ tenantId: await tenantArg(cmd, opts.tenant) });
     print(opts.json, timelines, () =>
       table(
         timelines.map((t) => ({ ...t, lagBytes: t.lagBytes ?? "-", primaryFlushLsn: t.primaryFlushLsn ?? "-" })),
@@ -167,13 +183,12 @@ timeline
 timeline
   .command("get")
   .description("show one timeline")
-  .requiredOption("--tenant <id>", "tenant id")
+  .requiredOption("--tenant <tenant>", "tenant id or name")
   .requiredOption("--timeline <timeline>", "timeline id or branch name")
   .option("--json", "machine-readable output")
   .action(async (opts, cmd) => {
     const found = await client(cmd).timelines.get.query({
-      tenantId: requireId(opts.tenant, "tenant id"),
-      timelineId: await timelineArg(cmd, opts.tenant, opts.timeline),
+      ...(await timelineTarget(cmd, opts)),
     });
     print(opts.json, found, () =>
       Object.entries(found)
@@ -185,13 +200,12 @@ timeline
 timeline
   .command("compact")
   .description("cut the timeline's history now: each written block's page stored as an image at the durable LSN, older versions moved aside")
-  .requiredOption("--tenant <id>", "tenant id")
+  .requiredOption("--tenant <tenant>", "tenant id or name")
   .requiredOption("--timeline <timeline>", "timeline id or branch name")
   .option("--json", "machine-readable output")
   .action(async (opts, cmd) => {
     const result = await client(cmd).timelines.compact.mutate({
-      tenantId: requireId(opts.tenant, "tenant id"),
-      timelineId: await timelineArg(cmd, opts.tenant, opts.timeline),
+      ...(await timelineTarget(cmd, opts)),
     });
     print(opts.json, result, () => `compacted at ${result.lsn}: ${result.images} block images stored, ${result.movedVersions} versions moved to history, ${result.unchanged} blocks unchanged${result.failed ? `, ${result.failed} blocks could not be rebuilt` : ""}`);
   });
@@ -199,7 +213,7 @@ timeline
 timeline
   .command("set-primary")
   .description("follow another server of the same database system from now on (after a failover: the promoted standby at its address)")
-  .requiredOption("--tenant <id>", "tenant id")
+  .requiredOption("--tenant <tenant>", "tenant id or name")
   .requiredOption("--timeline <timeline>", "timeline id or branch name")
   .requiredOption("--primary <postgres-url>", "the server to follow")
   .option("--slot <name>", "physical replication slot on it (default: the timeline's current slot name; created if missing)")
@@ -207,8 +221,7 @@ timeline
   .action(async (opts, cmd) => {
     if (!/^postgres(ql)?:\/\//.test(opts.primary)) throw new UsageError(`invalid --primary "${opts.primary}": expected postgres://user[:password]@host:port[/db]`);
     const result = await client(cmd).timelines.setPrimary.mutate({
-      tenantId: requireId(opts.tenant, "tenant id"),
-      timelineId: await timelineArg(cmd, opts.tenant, opts.timeline),
+      ...(await timelineTarget(cmd, opts)),
       primary: opts.primary,
       ...(opts.slot ? { slot: opts.slot } : {}),
     });
@@ -224,7 +237,7 @@ function requireLsn(value: string, what: string): string {
 program
   .command("wait-lsn")
   .description("return once the timeline has durably stored WAL up to an LSN")
-  .requiredOption("--tenant <id>", "tenant id")
+  .requiredOption("--tenant <tenant>", "tenant id or name")
   .requiredOption("--timeline <timeline>", "timeline id or branch name")
   .requiredOption("--lsn <X/Y>", "LSN to wait for")
   .option("--timeout <seconds>", "give up after this many seconds", "60")
@@ -233,8 +246,7 @@ program
     const timeoutSeconds = Number(opts.timeout);
     if (!Number.isFinite(timeoutSeconds) || timeoutSeconds < 0) throw new UsageError(`invalid --timeout "${opts.timeout}"`);
     const result = await client(cmd).timelines.waitLsn.mutate({
-      tenantId: requireId(opts.tenant, "tenant id"),
-      timelineId: await timelineArg(cmd, opts.tenant, opts.timeline),
+      ...(await timelineTarget(cmd, opts)),
       lsn: requireLsn(opts.lsn, "--lsn"),
       timeoutSeconds,
     });
@@ -244,7 +256,7 @@ program
 program
   .command("getpage")
   .description("write the 8192-byte page of a relation block as of an LSN (GetPage@LSN)")
-  .requiredOption("--tenant <id>", "tenant id")
+  .requiredOption("--tenant <tenant>", "tenant id or name")
   .requiredOption("--timeline <timeline>", "timeline id or branch name")
   .requiredOption("--rel <spc/db/rel>", "relation file node, e.g. 1663/5/16384")
   .option("--fork <fork>", "main, fsm, vm or init", "main")
@@ -258,8 +270,7 @@ program
     if (!/^\d+$/.test(opts.block)) throw new UsageError(`invalid --block "${opts.block}"`);
     const lsn = opts.lsn === "latest" ? "latest" : requireLsn(opts.lsn, "--lsn");
     const result = await client(cmd).timelines.getPage.query({
-      tenantId: requireId(opts.tenant, "tenant id"),
-      timelineId: await timelineArg(cmd, opts.tenant, opts.timeline),
+      ...(await timelineTarget(cmd, opts)),
       rel: opts.rel,
       fork: opts.fork,
       block: Number(opts.block),
@@ -278,12 +289,12 @@ program
 program
   .command("fullbackup")
   .description("write a tar of a complete PostgreSQL 15 data directory at an LSN (stock postgres starts from it)")
-  .requiredOption("--tenant <id>", "tenant id")
+  .requiredOption("--tenant <tenant>", "tenant id or name")
   .requiredOption("--timeline <timeline>", "timeline id or branch name")
   .option("--lsn <X/Y>", "LSN (a record boundary; default: the latest)")
   .requiredOption("--out <file>", "output tar file, or - for stdout")
   .action(async (opts, cmd) => {
-    const tenantId = requireId(opts.tenant, "tenant id");
+    const tenantId = await tenantArg(cmd, opts.tenant);
     const timelineId = await timelineArg(cmd, tenantId, opts.timeline);
     const lsn = opts.lsn ? requireLsn(opts.lsn, "--lsn") : undefined;
     const health = await client(cmd).health.query();
@@ -322,15 +333,14 @@ program
 program
   .command("waldump")
   .description("print the stored WAL records, one per line, comparable with pg_waldump")
-  .requiredOption("--tenant <id>", "tenant id")
+  .requiredOption("--tenant <tenant>", "tenant id or name")
   .requiredOption("--timeline <timeline>", "timeline id or branch name")
   .option("--from <X/Y>", "first record LSN (inclusive)")
   .option("--to <X/Y>", "stop before this LSN")
   .option("--limit <n>", "at most this many records", "1000000")
   .action(async (opts, cmd) => {
     const result = await client(cmd).timelines.waldump.query({
-      tenantId: requireId(opts.tenant, "tenant id"),
-      timelineId: await timelineArg(cmd, opts.tenant, opts.timeline),
+      ...(await timelineTarget(cmd, opts)),
       from: opts.from ? requireLsn(opts.from, "--from") : undefined,
       to: opts.to ? requireLsn(opts.to, "--to") : undefined,
       limit: Number(opts.limit),
@@ -344,7 +354,7 @@ const branch = program.command("branch").description("branch a timeline at any L
 branch
   .command("create")
   .description("create a branch (O(1): no data is copied)")
-  .requiredOption("--tenant <id>", "tenant id")
+  .requiredOption("--tenant <tenant>", "tenant id or name")
   .requiredOption("--name <name>", "branch name, unique in the tenant")
   .option("--parent <branch>", "parent branch name or timeline id (default: the main timeline)")
   .option("--lsn <X/Y>", "branch point (default: the parent's last_record_lsn)")
@@ -354,7 +364,7 @@ branch
     if (opts.lsn && opts.at) throw new UsageError("give either --lsn or --at, not both");
     if (opts.at && Number.isNaN(Date.parse(opts.at))) throw new UsageError(`invalid --at "${opts.at}": expected an ISO 8601 time`);
     const created = await client(cmd).branches.create.mutate({
-      tenantId: requireId(opts.tenant, "tenant id"),
+      tenantId: await tenantArg(cmd, opts.tenant),
       name: opts.name,
       // a timeline id when it looks like one (32 lowercase hex), else a branch name
       ...(opts.parent === undefined ? {} : ID_SHAPE.test(opts.parent) ? { parentTimelineId: opts.parent } : { parentBranch: opts.parent }),
@@ -370,21 +380,21 @@ branch
 branch
   .command("delete")
   .description("delete a branch and its data (refused while it has branches or a running endpoint)")
-  .requiredOption("--tenant <id>", "tenant id")
+  .requiredOption("--tenant <tenant>", "tenant id or name")
   .requiredOption("--name <branch>", "branch name or timeline id")
   .option("--json", "machine-readable output")
   .action(async (opts, cmd) => {
-    const deleted = await client(cmd).branches.delete.mutate({ tenantId: requireId(opts.tenant, "tenant id"), branch: opts.name });
+    const deleted = await client(cmd).branches.delete.mutate({ tenantId: await tenantArg(cmd, opts.tenant), branch: opts.name });
     print(opts.json, deleted, () => `deleted branch ${deleted.name} (${deleted.id})`);
   });
 
 branch
   .command("list")
   .description("show the tenant's branch tree with branch points")
-  .requiredOption("--tenant <id>", "tenant id")
+  .requiredOption("--tenant <tenant>", "tenant id or name")
   .option("--json", "machine-readable output")
   .action(async (opts, cmd) => {
-    const timelines = await client(cmd).branches.list.query({ tenantId: requireId(opts.tenant, "tenant id") });
+    const timelines = await client(cmd).branches.list.query({ tenantId: await tenantArg(cmd, opts.tenant) });
     print(opts.json, timelines, () => {
       const lines: string[] = [];
       const walk = (parent: string | null, depth: number) => {
@@ -404,7 +414,7 @@ const endpoint = program.command("endpoint").description("run stock PostgreSQL 1
 endpoint
   .command("start")
   .description("start an endpoint on a branch and print its connection string")
-  .requiredOption("--tenant <id>", "tenant id")
+  .requiredOption("--tenant <tenant>", "tenant id or name")
   .requiredOption("--branch <name|id>", "branch name or timeline id")
   .option("--port <port>", "loopback port (default: a free one)")
   .option("--json", "machine-readable output")
@@ -412,7 +422,7 @@ endpoint
     const port = opts.port === undefined ? undefined : Number(opts.port);
     if (port !== undefined && (!Number.isInteger(port) || port < 1024 || port > 65535)) throw new UsageError(`invalid --port "${opts.port}"`);
     if (!opts.json) process.stderr.write("building the data directory from a full backup and starting postgres…\n");
-    const started = await client(cmd).endpoints.start.mutate({ tenantId: requireId(opts.tenant, "tenant id"), branch: opts.branch, port });
+    const started = await client(cmd).endpoints.start.mutate({ tenantId: await tenantArg(cmd, opts.tenant), branch: opts.branch, port });
     if (!opts.json && started.detachedSubscriptions?.length) {
       process.stderr.write(`disabled the subscriptions this branch inherited, and set their slot_name to NONE (their slots on the publisher stay with the cluster the branch was made from): ${started.detachedSubscriptions.join(", ")}\n`);
     }
@@ -422,21 +432,21 @@ endpoint
 endpoint
   .command("stop")
   .description("shut the branch's endpoint down; returns once the branch has all its WAL")
-  .requiredOption("--tenant <id>", "tenant id")
+  .requiredOption("--tenant <tenant>", "tenant id or name")
   .requiredOption("--branch <name|id>", "branch name or timeline id")
   .option("--json", "machine-readable output")
   .action(async (opts, cmd) => {
-    const stopped = await client(cmd).endpoints.stop.mutate({ tenantId: requireId(opts.tenant, "tenant id"), branch: opts.branch });
+    const stopped = await client(cmd).endpoints.stop.mutate({ tenantId: await tenantArg(cmd, opts.tenant), branch: opts.branch });
     print(opts.json, stopped, () => `endpoint ${stopped.id} stopped; branch ${stopped.branch} has its WAL up to ${stopped.stopLsn}`);
   });
 
 endpoint
   .command("list")
   .description("list a tenant's endpoints")
-  .requiredOption("--tenant <id>", "tenant id")
+  .requiredOption("--tenant <tenant>", "tenant id or name")
   .option("--json", "machine-readable output")
   .action(async (opts, cmd) => {
-    const endpoints = await client(cmd).endpoints.list.query({ tenantId: requireId(opts.tenant, "tenant id") });
+    const endpoints = await client(cmd).endpoints.list.query({ tenantId: await tenantArg(cmd, opts.tenant) });
     print(opts.json, endpoints, () => table(endpoints, ["id", "branch", "state", "port", "startLsn", "stopLsn", "connectionString"]));
   });
 

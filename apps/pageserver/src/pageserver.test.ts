@@ -58,8 +58,29 @@ describe("pageserver daemon with the API and CLI", () => {
     const dup = await runCli(["tenant", "create", "--id", tenant.id], env);
     expect(dup.code).toBe(1);
     expect(dup.stderr).toMatch(/CONFLICT: tenant [0-9a-f]{32} already exists/);
-    const usage = await runCli(["tenant", "get", "not-an-id"], env);
+    const usage = await runCli(["tenant", "get", "not/an-id"], env);
     expect(usage.code).toBe(2);
+    const unknownName = await runCli(["tenant", "get", "no-such-tenant"], env);
+    expect(unknownName.code).toBe(1);
+    expect(unknownName.stderr).toMatch(/NOT_FOUND: no tenant named "no-such-tenant"/);
+
+    // a named tenant: --tenant (and tenant get/delete) take the name wherever they take the id
+    const named = await runCli(["tenant", "create", "--name", "billing-prod", "--json"], env);
+    expect(named.code, named.stderr).toBe(0);
+    const namedTenant = JSON.parse(named.stdout);
+    expect(namedTenant.name).toBe("billing-prod");
+    expect((await runCli(["tenant", "list"], env)).stdout).toMatch(new RegExp(`${namedTenant.id}\\s+billing-prod\\s+active`));
+    const byName = await runCli(["timeline", "list", "--tenant", "billing-prod", "--json"], env);
+    expect(JSON.parse(byName.stdout).map((t: { tenantId: string; name: string }) => [t.tenantId, t.name])).toEqual([[namedTenant.id, "main"]]);
+    expect((await runCli(["tenant", "get", "billing-prod"], env)).stdout).toContain(`tenant ${namedTenant.id}  name=billing-prod`);
+    const sameName = await runCli(["tenant", "create", "--name", "billing-prod"], env);
+    expect(sameName.code).toBe(1);
+    expect(sameName.stderr).toMatch(/CONFLICT: a tenant named "billing-prod" already exists/);
+    const idShaped = await runCli(["tenant", "create", "--name", "ab".repeat(16)], env);
+    expect(idShaped.code).toBe(1);
+    expect(idShaped.stderr).toMatch(/BAD_REQUEST: invalid tenant name .* looks like a tenant id/);
+    expect((await runCli(["tenant", "delete", "billing-prod"], env)).code).toBe(0);
+    expect((await runCli(["tenant", "get", "billing-prod"], env)).code).toBe(1);
     const unknownCommand = await runCli(["frobnicate"], env);
     expect(unknownCommand.code).toBe(2);
     const status = await runCli(["status", "--json"], env);

@@ -61,7 +61,7 @@ async function pageserverTenantIds(): Promise<string[]> {
 }
 
 describe("dashboard", () => {
-  test("creates a tenant, shows its main timeline, and deletes it", async () => {
+  test("creates a named tenant, shows its main timeline, and deletes it", async () => {
     const { page, errors } = await openPage();
     const tenantId = randomBytes(16).toString("hex");
 
@@ -69,13 +69,24 @@ describe("dashboard", () => {
     await page.locator('[data-testid="pageserver-status"][data-state="up"]').waitFor();
     await expect(page.locator('[data-testid="pageserver-status"]').textContent()).resolves.toMatch(/pageserver up.*v\d+\.\d+\.\d+.*up \d+/);
 
-    // create through the form, with an explicit id
+    // create through the form, with an explicit id and a name
+    const name = `web-e2e-${tenantId.slice(0, 6)}`;
     await page.locator('input[name="tenantId"]').fill(tenantId);
+    await page.locator('input[name="tenantName"]').fill(name);
     await page.getByRole("button", { name: "Create tenant" }).click();
-    await page.locator('[data-testid="create-tenant-result"]').filter({ hasText: tenantId }).waitFor();
+    await page.locator('[data-testid="create-tenant-result"]').filter({ hasText: tenantId }).filter({ hasText: name }).waitFor();
     const row = page.locator(`[data-testid="tenant-row"][data-tenant-id="${tenantId}"]`);
     await row.waitFor();
+    expect(await row.locator('[data-testid="tenant-name"]').innerText()).toBe(name);
     expect(await pageserverTenantIds()).toContain(tenantId);
+
+    // the same name again (another id): CONFLICT inline, naming it
+    await page.locator('input[name="tenantName"]').fill(name);
+    await page.getByRole("button", { name: "Create tenant" }).click();
+    const nameTaken = page.locator('[data-testid="create-tenant-form"] [role="alert"]').filter({ hasText: name });
+    await nameTaken.waitFor();
+    expect(await nameTaken.textContent()).toMatch(/CONFLICT|already exists/);
+    await page.locator('input[name="tenantName"]').fill("");
 
     // the same id again: the API's CONFLICT is shown inline
     await page.locator('input[name="tenantId"]').fill(tenantId);
@@ -101,6 +112,7 @@ describe("dashboard", () => {
     // the tenant page lists the main timeline with its LSNs
     await row.getByRole("link").click();
     await page.waitForURL(`${webUrl}/tenants/${tenantId}`);
+    expect(await page.locator('[data-testid="tenant-title-name"]').innerText()).toBe(name);
     const main = page.locator('[data-testid="timeline-row"][data-timeline-name="main"]');
     await main.waitFor();
     expect(await main.textContent()).toMatch(/[0-9A-F]+\/[0-9A-F]+/);

@@ -8,6 +8,8 @@ export const tenantIdInput = z.object({ id: idSchema });
 export const tenantCreateInput = z
   .object({
     id: idSchema.optional(),
+    /** unique; checked by the service (checkTenantName) */
+    name: z.string().min(1).max(63).optional(),
     fromPrimary: z.string().min(1).optional(),
     slot: z.string().regex(/^[a-z0-9_]{1,63}$/, "slot names are 1-63 lowercase letters, digits and underscores").optional(),
   })

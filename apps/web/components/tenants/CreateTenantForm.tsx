@@ -12,6 +12,7 @@ export function CreateTenantForm() {
   const trpc = useTRPC();
   const queryClient = useQueryClient();
   const [id, setId] = useState("");
+  const [name, setName] = useState("");
   const [primary, setPrimary] = useState("");
   const [slot, setSlot] = useState("");
   /** the id of a tenant being imported: chosen here, so the import's progress can be polled */
@@ -20,6 +21,7 @@ export function CreateTenantForm() {
     trpc.tenants.create.mutationOptions({
       onSuccess: async () => {
         setId("");
+        setName("");
         setPrimary("");
         setSlot("");
         await Promise.all([
@@ -43,6 +45,7 @@ export function CreateTenantForm() {
     setImportingId(fromPrimary ? trimmed : null);
     create.mutate({
       ...(trimmed ? { id: trimmed } : {}),
+      ...(name.trim() ? { name: name.trim() } : {}),
       ...(fromPrimary ? { fromPrimary } : {}),
       ...(fromPrimary && slot.trim() ? { slot: slot.trim() } : {}),
     });
@@ -51,6 +54,19 @@ export function CreateTenantForm() {
 
   return (
     <form className="create-form" onSubmit={onSubmit} data-testid="create-tenant-form">
+      <label className="field field-narrow">
+        <span className="field-label">Name</span>
+        <input
+          name="tenantName"
+          value={name}
+          onChange={(e) => setName(e.target.value)}
+          placeholder="optional, unique"
+          maxLength={63}
+          spellCheck={false}
+          autoComplete="off"
+          className="input"
+        />
+      </label>
       <label className="field">
         <span className="field-label">Tenant id</span>
         <input
@@ -103,7 +119,7 @@ export function CreateTenantForm() {
       {create.isError ? <ErrorNotice title="Could not create tenant." error={create.error} /> : null}
       {create.isSuccess ? (
         <div className="notice notice-ok" role="status" data-testid="create-tenant-result">
-          Created tenant <Link href={`/tenants/${create.data.id}`}><code className="mono">{create.data.id}</code></Link> with{" "}
+          Created tenant{create.data.name ? <> <strong>{create.data.name}</strong></> : null} <Link href={`/tenants/${create.data.id}`}><code className="mono">{create.data.id}</code></Link> with{" "}
           {create.data.timelines.length === 1 ? "its main timeline" : `${create.data.timelines.length} timelines`}
           {create.variables?.fromPrimary ? ", imported from the primary and following it" : ""}.
         </div>

@@ -51,7 +51,7 @@ export function TenantDetail({ tenantId }: { tenantId: string }) {
       <section className="card">
         <div className="card-head">
           <div>
-            <h1>Tenant <Mono>{t.id}</Mono></h1>
+            <h1>Tenant {t.name ? <span className="strong" data-testid="tenant-title-name">{t.name}</span> : null} <Mono>{t.id}</Mono></h1>
             <p className="muted">
               <span className={`badge badge-${t.state}`}>{t.state}</span> created {formatTimestamp(t.createdAt)}
             </p>

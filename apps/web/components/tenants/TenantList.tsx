@@ -27,6 +27,7 @@ export function TenantList() {
             <thead>
               <tr>
                 <th>Tenant id</th>
+                <th>Name</th>
                 <th>State</th>
                 <th className="num">Timelines</th>
                 <th>Created</th>
@@ -41,6 +42,7 @@ export function TenantList() {
                       <Mono>{t.id}</Mono>
                     </Link>
                   </td>
+                  <td data-testid="tenant-name">{t.name ?? <span className="muted">—</span>}</td>
                   <td><span className={`badge badge-${t.state}`}>{t.state}</span></td>
                   <td className="num">{t.timelineCount}</td>
                   <td className="nowrap">{formatTimestamp(t.createdAt)}</td>

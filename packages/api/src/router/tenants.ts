@@ -10,7 +10,7 @@ export const tenantsRouter = router({
   importProgress: publicProcedure.input(tenantIdInput).query(({ ctx, input }) => ctx.tenants.importProgress(input.id)),
   create: publicProcedure.input(tenantCreateInput).mutation(({ ctx, input }) =>
     recordOperation(ctx.db, { kind: "tenant.create", actor: ctx.actor, tenantId: input.id, input: { ...input, fromPrimary: input.fromPrimary === undefined ? undefined : redactPrimaryUrl(input.fromPrimary) }, tenantIdOf: (t) => t.id }, () =>
-      ctx.tenants.create(input.id, { fromPrimary: input.fromPrimary, slot: input.slot }),
+      ctx.tenants.create(input.id, { name: input.name, fromPrimary: input.fromPrimary, slot: input.slot }),
     ),
   ),
   delete: publicProcedure.input(tenantIdInput).mutation(async ({ ctx, input }) => {

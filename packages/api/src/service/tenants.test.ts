@@ -36,6 +36,24 @@ function behavesLikeAMetadataStore(name: string, setup: () => Promise<{ url: str
       expect(tenant.timelines[0].ancestorLsn).toBe("0/0");
     });
 
+    it("gives a name to one tenant out of 10 concurrent creates with that name, and frees it with the tenant", async () => {
+      const ids = Array.from({ length: 10 }, (_, i) => `c${i}`.repeat(16));
+      const results = await Promise.allSettled(ids.map((id) => service.create(id, { name: "orders" })));
+      const won = results.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
+      expect(won).toHaveLength(1);
+      expect(won[0].name).toBe("orders");
+      for (const r of results) if (r.status === "rejected") expect(String(r.reason)).toMatch(/a tenant named "orders" already exists/);
+      expect(results.filter((r) => r.status === "rejected" && r.reason instanceof ConflictError)).toHaveLength(9);
+      // the losers left nothing behind
+      for (const id of ids) if (id !== won[0].id) expect(await db.tenant.findUnique({ where: { id } })).toBeNull();
+      expect((await service.list()).find((t) => t.id === won[0].id)?.name).toBe("orders");
+      expect((await service.get(won[0].id)).name).toBe("orders");
+      await expect(service.create(undefined, { name: "ab".repeat(16) })).rejects.toThrow(InvalidInputError);
+      await expect(service.create(undefined, { name: "-dash" })).rejects.toThrow(InvalidInputError);
+      await service.delete(won[0].id);
+      expect((await service.create(undefined, { name: "orders" })).name).toBe("orders");
+    });
+
     it("reports a primary import's progress while the create runs, and nothing before or after", async () => {
       const id = "a1".repeat(16);
       let release!: () => void;

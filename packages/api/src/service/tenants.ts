@@ -19,6 +19,8 @@ export interface TimelineView {
 
 export interface TenantView {
   id: string;
+  /** what operators call it, if it was given one */
+  name: string | null;
   state: string;
   createdAt: string;
   timelineCount: number;
@@ -38,7 +40,21 @@ export function timelineView(row: TimelineRow): TimelineView {
   };
 }
 
+/**
+ * A tenant name: 1-63 letters, digits, '_', '-' or '.', starting with a letter or digit, and not
+ * shaped like a tenant id (32 hex characters), so that a name or an id given where either may be
+ * is never ambiguous.
+ */
+export function checkTenantName(name: string): void {
+  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/.test(name)) {
+    throw new InvalidInputError(`invalid tenant name "${name}": use 1-63 letters, digits, '_', '-' or '.', starting with a letter or digit`);
+  }
+  if (isValidId(name)) throw new InvalidInputError(`invalid tenant name "${name}": it looks like a tenant id (32 hex characters)`);
+}
+
 export interface CreateTenantOptions {
+  /** a unique name for the tenant */
+  name?: string;
   /** follow this primary (postgres:// URL) as the main timeline, after importing its base backup */
   fromPrimary?: string;
   /** physical replication slot name on the primary (default strata_<tenant>_<timeline prefix>) */
@@ -88,7 +104,7 @@ export class TenantService {
       orderBy: { createdAt: "asc" },
       include: { _count: { select: { timelines: true } } },
     });
-    return rows.map((r) => ({ id: r.id, state: r.state, createdAt: r.createdAt.toISOString(), timelineCount: r._count.timelines }));
+    return rows.map((r) => ({ id: r.id, name: r.name, state: r.state, createdAt: r.createdAt.toISOString(), timelineCount: r._count.timelines }));
   }
 
   async get(id: string): Promise<TenantView & { timelines: TimelineView[] }> {
@@ -97,6 +113,7 @@ export class TenantService {
     if (!row || row.state !== "active") throw new NotFoundError(`tenant ${id} not found`);
     return {
       id: row.id,
+      name: row.name,
       state: row.state,
       createdAt: row.createdAt.toISOString(),
       timelineCount: row.timelines.length,
@@ -107,6 +124,11 @@ export class TenantService {
   async create(requestedId?: string, options: CreateTenantOptions = {}): Promise<TenantView & { timelines: TimelineView[] }> {
     const id = requestedId ?? generateId();
     if (!isValidId(id)) throw new InvalidInputError(`invalid tenant id "${id}": expected 32 lowercase hex characters`);
+    if (options.name !== undefined) {
+      checkTenantName(options.name);
+      const named = await this.db.tenant.findUnique({ where: { name: options.name } });
+      if (named) throw new ConflictError(`a tenant named "${options.name}" already exists (${named.id})`);
+    }
     const timelineId = generateId();
     let slot: string | undefined;
     if (options.fromPrimary !== undefined) {
@@ -124,10 +146,14 @@ export class TenantService {
     this.inFlight.add(id);
     try {
       try {
-        await this.db.tenant.create({ data: { id, state: "creating" } });
+        await this.db.tenant.create({ data: { id, name: options.name ?? null, state: "creating" } });
       } catch (err) {
-        if (isUniqueViolation(err)) throw new ConflictError(`tenant ${id} already exists`);
-        throw err;
+        if (!isUniqueViolation(err)) throw err;
+        // the id or the name: whichever is taken (by a create that raced this one)
+        if (options.name !== undefined && !(await this.db.tenant.findUnique({ where: { id } }))) {
+          throw new ConflictError(`a tenant named "${options.name}" already exists`);
+        }
+        throw new ConflictError(`tenant ${id} already exists`);
       }
       // the main timeline's row from the start (not active yet): a crash during the import leaves
       // the primary and slot on record, so recover() can drop a slot the import had created
