@@ -70,6 +70,8 @@ export async function switchPrimary(
     try {
       await db.timeline.update({ where: { id: row.id }, data: { primaryUrl: input.primary, slotName: slot } });
     } catch (err) {
+      // a slot made for this switch would keep the new server's WAL for nobody
+      if (slotState === "created") await manager.releasePrimarySlot(input.tenantId, row.id, input.primary, slot).catch(() => {});
       if (isUniqueViolation(err)) throw new ConflictError(`replication slot "${slot}" is already used by another timeline`);
       throw err;
     }
