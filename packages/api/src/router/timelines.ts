@@ -123,9 +123,7 @@ export const timelinesRouter = router({
   setPrimary: publicProcedure.input(setPrimaryInput).mutation(async ({ ctx, input }) => {
     await ctx.tenants.get(input.tenantId);
     return recordOperation(ctx.db, { kind: "timeline.setPrimary", actor: ctx.actor, tenantId: input.tenantId, timelineId: input.timelineId, input: { ...input, primary: redactPrimaryUrl(input.primary) } }, () =>
-      switchPrimary(ctx.db, ctx.manager, input, {
-        releaseOldSlot: (primaryUrl, slot) => ctx.manager.releasePrimarySlot(input.tenantId, input.timelineId, primaryUrl, slot),
-      }),
+      switchPrimary(ctx.db, ctx.manager, input),
     );
   }),
   /** The stored WAL records in [from, to), one pg_waldump-comparable line each. */

@@ -33,12 +33,7 @@ export interface PrimarySwitched {
 /** timelines being switched now (a second request for one of them is a conflict) */
 const switching = new Set<string>();
 
-export async function switchPrimary(
-  db: Database,
-  manager: TenantManager,
-  input: PrimarySwitch,
-  hooks: { releaseOldSlot?: (primaryUrl: string, slot: string) => Promise<unknown> } = {},
-): Promise<PrimarySwitched> {
+export async function switchPrimary(db: Database, manager: TenantManager, input: PrimarySwitch): Promise<PrimarySwitched> {
   try {
     parsePostgresUrl(input.primary);
   } catch (err) {
@@ -84,7 +79,7 @@ export async function switchPrimary(
     const warnings: string[] = [];
     if (slot !== row.slotName) {
       try {
-        await hooks.releaseOldSlot?.(row.primaryUrl, row.slotName);
+        await manager.releasePrimarySlot(input.tenantId, row.id, row.primaryUrl, row.slotName);
       } catch (err) {
         warnings.push(`replication slot "${row.slotName}" may remain on ${redactPrimaryUrl(row.primaryUrl)} (${(err as Error).message}); drop it there if that server comes back: SELECT pg_drop_replication_slot('${row.slotName}')`);
       }
