@@ -1,3 +1,4 @@
+import { execFileSync } from "node:child_process";
 import { readFileSync, rmSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -311,6 +312,15 @@ describe("a standby that is promoted while the pageserver follows it", () => {
         // the endpoint runs on the promoted timeline (a server with no history file for it): its
         // own writes stream into the branch and survive a restart
         expect(await writingTimeline(endpoint.connectionString!)).toBe(2);
+        // a base backup of the endpoint (as for a standby of it): PostgreSQL asks the server for
+        // its timeline's history file, which the full backup gave the endpoint
+        const copy = makePostgresTempDir("strata-endpoint-backup-");
+        try {
+          await runAsPostgres("pg_basebackup", ["-D", path.join(copy, "data"), "-X", "stream", "-c", "fast", "--no-sync", "-d", endpoint.connectionString!]);
+          expect(readFileSync(path.join(copy, "data/pg_wal/00000002.history"), "utf8")).toBe(readFileSync(path.join(f.standbyBase, "data/pg_wal/00000002.history"), "utf8"));
+        } finally {
+          rmSync(copy, { recursive: true, force: true });
+        }
         await query(endpoint.connectionString!, "CREATE TABLE on_branch AS SELECT generate_series(1, 500) AS id");
         const [{ lsn: written }] = await query<{ lsn: string }>(endpoint.connectionString!, "SELECT pg_current_wal_flush_lsn()::text AS lsn");
         const streamed = await runCli(["wait-lsn", "--tenant", tenant.id, "--timeline", branch.id, "--lsn", written, "--timeout", "30"], { STRATA_API: f.daemon.apiUrl });
@@ -382,6 +392,12 @@ describe("a standby that is promoted while the pageserver follows it", () => {
       // the slot on the new server follows what the timeline stored
       const [slot] = await query<{ slot_name: string; active: boolean }>(standbyUrl, "SELECT slot_name, active FROM pg_replication_slots");
       expect(slot).toEqual({ slot_name: result.slot, active: true });
+      // a tenant imported from the promoted server (on timeline 2) has its history for backups
+      const imported = await client.tenants.create.mutate({ fromPrimary: standbyUrl, slot: "strata_second" });
+      const tar = path.join(f.dataDir, "second.tar");
+      expect((await runCli(["fullbackup", "--tenant", imported.id, "--timeline", "main", "--out", tar], env)).code).toBe(0);
+      expect(execFileSync("tar", ["-xOf", tar, "pg_wal/00000002.history"], { encoding: "utf8" })).toBe(readFileSync(path.join(f.standbyBase, "data/pg_wal/00000002.history"), "utf8"));
+      await client.tenants.delete.mutate({ id: imported.id });
 
       // kept across a restart; a branch at the end has everything written on both servers
       await f.daemon.stop();

@@ -388,6 +388,10 @@ export async function fullBackup(reader: PageReader, lsn: Lsn, out: Writable | T
     crc.writeUInt32LE(crc32c(state), 0);
     entries.push({ type: "bytes", path: `pg_twophase/${xid.toString(16).toUpperCase().padStart(8, "0")}`, content: Buffer.concat([state, crc]) });
   }
+  // as pg_basebackup brings them: the server serves them to its standbys and base backups
+  for (const { timeline, content } of await reader.listTimelineHistories(lsn)) {
+    entries.push({ type: "bytes", path: `pg_wal/${timeline.toString(16).toUpperCase().padStart(8, "0")}.history`, content });
+  }
   for (const segment of wal.segments) entries.push({ type: "wal", path: `pg_wal/${segment.name}`, size: segment.size, chunks: () => segment.chunks() });
   entries.push({ type: "bytes", path: "global/pg_control", content: control });
 

@@ -6,9 +6,10 @@ import type { Lsn } from "../lsn.ts";
 import { BLCKSZ, ForkNumber, type RelTag } from "../reltag.ts";
 import {
   checkpointKey, controlFileKey, dbDirEntryKey, imageExtentKey, relDirEntryKey, relmapFileKey, relSizeKey, SlruKind,
-  slruBlockKey, slruSegSizeKey, tablespaceDirEntryKey, twoPhaseFileKey, storeKey,
+  slruBlockKey, slruSegSizeKey, tablespaceDirEntryKey, timelineHistoryKey, twoPhaseFileKey, storeKey,
 } from "../storage/keys.ts";
 import type { TimelineStore } from "../storage/timeline-store.ts";
+import type { TimelineHistoryFile } from "../replication/timeline-history.ts";
 import { EXTENT_BLOCKS } from "../storage/image-extents.ts";
 import { extentPagesValue, imageValue, u32Value } from "../storage/values.ts";
 
@@ -190,6 +191,11 @@ export class BaseBackupImporter {
   }
 
   /** Writes relation sizes and directories, then makes the timeline resume at startLsn. */
+  /** The history files of the source's timeline and its ancestors, each at the LSN where that timeline begins. */
+  addTimelineHistory(files: readonly TimelineHistoryFile[]): void {
+    for (const file of files) this.entries.push({ key: storeKey(timelineHistoryKey(file.timeline), file.startLsn), value: imageValue(Buffer.from(file.content)) });
+  }
+
   async finish(endLsn: Lsn): Promise<void> {
     if (!this.control) throw new Error("base backup had no global/pg_control");
     for (const { rel, fork, blocks } of this.relSizes.values()) {

@@ -5,6 +5,7 @@
 import type { Lsn } from "../lsn.ts";
 import { baseBackup } from "../replication/basebackup.ts";
 import { ReplicationConnection } from "../replication/connection.ts";
+import { historyFilesFrom } from "../replication/timeline-history.ts";
 import type { TimelineStore } from "../storage/timeline-store.ts";
 import { BaseBackupImporter, classifyBackupPath } from "./import-basebackup.ts";
 
@@ -46,6 +47,8 @@ export async function importFromPrimary(
       }
     });
     if (!importer) throw new Error("BASE_BACKUP sent no start position");
+    // a promoted primary: the history of its timeline, for the full backups' pg_wal
+    if (identity.timeline > 1) importer.addTimelineHistory(historyFilesFrom(identity.timeline, await conn.timelineHistory(identity.timeline)));
     await importer.finish(result.endLsn);
     return { startLsn: result.startLsn, endLsn: result.endLsn, systemId: identity.systemId, files: importer.files, bytes: importer.importedBytes };
   } catch (err) {

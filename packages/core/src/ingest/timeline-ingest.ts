@@ -4,8 +4,9 @@
 import { formatLsn, type Lsn } from "../lsn.ts";
 import type { TimelineStore } from "../storage/timeline-store.ts";
 import { readControlFile } from "../basebackup/control.ts";
-import { controlFileKey } from "../storage/keys.ts";
-import { ValueKind } from "../storage/values.ts";
+import { controlFileKey, timelineHistoryKey } from "../storage/keys.ts";
+import { imageValue, ValueKind } from "../storage/values.ts";
+import type { TimelineHistoryFile } from "../replication/timeline-history.ts";
 import { DEFAULT_WAL_SEGMENT_SIZE, WalStreamDecoder } from "../wal/reader.ts";
 import type { DecodedRecord } from "../wal/record.ts";
 import { IngestBatch, type VersionLookup, WalIngest } from "./walingest.ts";
@@ -110,6 +111,16 @@ export class TimelineIngestor {
    */
   get walTimeline(): number | undefined {
     return this.decoder.timeline || this.walIngest.sourceTimeline || undefined;
+  }
+
+  /**
+   * Keeps the history files of the timelines the source's WAL has passed through (as its server
+   * sent them), each at the LSN where that timeline begins; they are stored with the next records
+   * committed. A full backup puts them in pg_wal, where PostgreSQL serves them to a standby or a
+   * base backup of the endpoint.
+   */
+  noteTimelineHistory(files: readonly TimelineHistoryFile[]): void {
+    for (const file of files) this.pending.put(timelineHistoryKey(file.timeline), file.startLsn, imageValue(Buffer.from(file.content)));
   }
 
   /** Position the decoder has consumed up to (for the stream's byte accounting). */

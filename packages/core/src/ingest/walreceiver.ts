@@ -8,7 +8,7 @@ import { formatLsn, type Lsn } from "../lsn.ts";
 import type { ForkNumber, RelTag } from "../reltag.ts";
 import { ReplicationConnection } from "../replication/connection.ts";
 import { PrimaryError } from "../replication/errors.ts";
-import { checkOnHistory, parseTimelineHistory, TimelineHistoryError, timelineOfLsn, type TimelineHistoryEntry } from "../replication/timeline-history.ts";
+import { checkOnHistory, historyFilesFrom, parseTimelineHistory, TimelineHistoryError, timelineOfLsn, type TimelineHistoryEntry } from "../replication/timeline-history.ts";
 import { WalDecodeError } from "../wal/errors.ts";
 import { IngestStoppedError, TimelineIngestor } from "./timeline-ingest.ts";
 import type { ReadyImage } from "./hot-pages.ts";
@@ -110,17 +110,22 @@ export class WalReceiver {
     const ours = this.ingestor.walTimeline;
     // timeline 1 has no history: it was never on another one
     let history: TimelineHistoryEntry[] = [];
+    let content = "";
     if (serverTimeline > 1) {
       try {
-        history = parseTimelineHistory(await conn.timelineHistory(serverTimeline));
+        content = await conn.timelineHistory(serverTimeline);
+        history = parseTimelineHistory(content);
       } catch (err) {
         // no history file: a server started on this timeline from a copy (an endpoint started from
-        // a full backup of a promoted primary's timeline) has no earlier timeline to serve
+        // a full backup of a promoted primary's timeline, before backups carried it) has no
+        // earlier timeline to serve
         if (err instanceof PrimaryError && err.code === "58P01") return serverTimeline;
         throw err;
       }
     }
     if (ours !== undefined) checkOnHistory(history, serverTimeline, ours, resume);
+    // (kept only once the history is known to be ours)
+    if (content) this.ingestor.noteTimelineHistory(historyFilesFrom(serverTimeline, content));
     return timelineOfLsn(history, serverTimeline, resume);
   }
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { parseLsn } from "../lsn.ts";
-import { checkOnHistory, parseTimelineHistory, TimelineHistoryError, timelineOfLsn } from "./timeline-history.ts";
+import { checkOnHistory, historyFilesFrom, parseTimelineHistory, TimelineHistoryError, timelineOfLsn } from "./timeline-history.ts";
 
 // as PostgreSQL 15 writes 00000003.history after two promotions
 const HISTORY = "1\t0/6DDB580\tno recovery target specified\n\n2\t0/9000060\tno recovery target specified\n";
@@ -32,5 +32,23 @@ describe("timeline history", () => {
     expect(() => checkOnHistory(history, 3, 2, parseLsn("0/8000000"))).not.toThrow();
     expect(() => checkOnHistory(history, 3, 1, parseLsn("0/7000000"))).toThrow(/left timeline 1 at 0\/6DDB580 .*diverged/);
     expect(() => checkOnHistory(history, 3, 4, parseLsn("0/7000000"))).toThrow(/does not include timeline 4/);
+  });
+});
+
+describe("historyFilesFrom", () => {
+  it("gives each timeline of the history its own file as PostgreSQL wrote it, at the LSN where it begins", () => {
+    // timeline 3's file as PostgreSQL writes it: timeline 2's file, a blank line, the new switch
+    const two = "1\t0/3000158\tno recovery target specified\n";
+    const three = `${two}\n2\t0/5000A08\tno recovery target specified\n`;
+    expect(historyFilesFrom(3, three)).toEqual([
+      { timeline: 2, startLsn: 0x3000158n, content: two },
+      { timeline: 3, startLsn: 0x5000a08n, content: three },
+    ]);
+    expect(historyFilesFrom(2, two)).toEqual([{ timeline: 2, startLsn: 0x3000158n, content: two }]);
+    // timelines need not be consecutive (a promotion of a standby on an older timeline)
+    expect(historyFilesFrom(7, "1\t0/3000158\tx\n\n4\t0/6000000\ty").map((f) => [f.timeline, f.startLsn])).toEqual([
+      [4, 0x3000158n],
+      [7, 0x6000000n],
+    ]);
   });
 });

@@ -58,3 +58,33 @@ export function checkOnHistory(history: readonly TimelineHistoryEntry[], current
     );
   }
 }
+
+/** A timeline's history file, and where that timeline begins. */
+export interface TimelineHistoryFile {
+  timeline: number;
+  /** the switch point its parent's WAL ends at */
+  startLsn: Lsn;
+  content: string;
+}
+
+/**
+ * The history files of `timeline` and of every timeline its history passes through after the
+ * first, from `timeline`'s own file. PostgreSQL writes a new timeline's file as its parent's file
+ * plus a line for the switch, so each ancestor's file is a prefix of this one, ending with the
+ * line of the switch that created that ancestor.
+ */
+export function historyFilesFrom(timeline: number, content: string): TimelineHistoryFile[] {
+  const entries = parseTimelineHistory(content);
+  const files: TimelineHistoryFile[] = [];
+  let end = 0;
+  let seen = 0;
+  for (const raw of content.split("\n")) {
+    end += raw.length + 1;
+    const line = raw.trim();
+    if (line === "" || line.startsWith("#")) continue;
+    const entry = entries[seen++];
+    const created = seen < entries.length ? entries[seen].timeline : timeline;
+    files.push({ timeline: created, startLsn: entry.switchLsn, content: content.slice(0, Math.min(end, content.length)) });
+  }
+  return files;
+}

@@ -36,6 +36,8 @@ export const enum KeySpace {
   TwoPhaseFile = 0x30,
   Checkpoint = 0x40,
   ControlFile = 0x41,
+  /** a timeline's history file (pg_wal/<TLI>.history), stored at the LSN where that timeline begins */
+  TimelineHistory = 0x42,
   WalRecordLog = 0x50,
 }
 
@@ -77,6 +79,7 @@ export const slruSegSizeKey = (kind: SlruKind, segno: number) => entity(KeySpace
 export const twoPhaseFileKey = (xid: number) => entity(KeySpace.TwoPhaseFile, xid);
 export const checkpointKey = () => entity(KeySpace.Checkpoint);
 export const controlFileKey = () => entity(KeySpace.ControlFile);
+export const timelineHistoryKey = (timeline: number) => entity(KeySpace.TimelineHistory, timeline);
 /** The ingested WAL records (for waldump, GC of raw WAL, re-ingest), in pieces of many records keyed by their first start LSN (storage/record-log.ts). */
 export const walRecordLogKey = () => entity(KeySpace.WalRecordLog);
 

@@ -485,6 +485,15 @@ export class PageReader {
     return out;
   }
 
+  /** The history files of the timelines the WAL passed through up to `lsn` (pg_wal/<TLI>.history), oldest first. */
+  async listTimelineHistories(lsn: Lsn): Promise<Array<{ timeline: number; content: Buffer }>> {
+    const out: Array<{ timeline: number; content: Buffer }> = [];
+    for (const entry of await this.scanLatest(entityPrefix(KeySpace.TimelineHistory), lsn)) {
+      if (entry.value.kind === ValueKind.Image) out.push({ timeline: entry.entityKey.readUInt32BE(1), content: Buffer.from(entry.value.bytes) });
+    }
+    return out;
+  }
+
   /** pg_filenode.map of a database (dbNode 0 with spcNode 1664: global) at `lsn`. */
   async getRelmap(spcNode: number, dbNode: number, lsn: Lsn): Promise<Buffer | undefined> {
     const version = await this.getVersion(relmapFileKey(spcNode, dbNode), lsn);
