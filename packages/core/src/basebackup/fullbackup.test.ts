@@ -68,6 +68,7 @@ describe("full backup layout", () => {
     const twophase = files.get("pg_twophase/000002A1") as Buffer;
     expect(twophase.subarray(0, -4).toString()).toBe("state bytes");
     expect(twophase.readUInt32LE(twophase.length - 4)).toBe(crc32c(Buffer.from("state bytes")));
+    expect(files.get("pg_wal/00000002.history")?.toString()).toBe("1\t0/3000158\tno recovery target specified\n");
     expect(files.get("postgresql.conf")?.toString()).toContain("max_prepared_transactions = 7");
     expect(files.get("pg_hba.conf")?.toString()).toMatch(/host\s+replication\s+all\s+127\.0\.0\.1\/32\s+trust/);
 
@@ -196,6 +197,7 @@ describe("full backup layout", () => {
         listDatabases: fake.listDatabases,
         getRelmap: fake.getRelmap,
         listTwoPhase: fake.listTwoPhase,
+        listTimelineHistories: fake.listTimelineHistories,
       });
       return { store, reader };
     }
