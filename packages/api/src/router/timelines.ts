@@ -5,6 +5,7 @@ import { redactPrimaryUrl } from "../redact.ts";
 import { timelineView } from "../service/tenants.ts";
 import { getPageInput, setPrimaryInput, timelineGetInput, timelineListInput, waitLsnInput, waldumpInput } from "../schemas.ts";
 import { recordOperation } from "../service/operations.ts";
+import { activeEndpointOn } from "../service/active-endpoint.ts";
 import { switchPrimary } from "../service/primary-switch.ts";
 import { InvalidInputError, NotImplementedError } from "../errors.ts";
 import { publicProcedure, router, type Context } from "../trpc.ts";
@@ -16,7 +17,7 @@ async function withProgress(ctx: Context, view: ReturnType<typeof timelineView>,
   const primaryFlush = receiver?.primaryFlushLsn ?? null;
   const compaction = ctx.manager.compactionStatus(view.tenantId, view.id);
   // a branch with a running endpoint follows that endpoint's postgres, not an external primary
-  const endpointFed = primaryUrl !== null && (await ctx.db.endpoint.count({ where: { timelineId: view.id, state: { in: ["starting", "running", "stopping"] } } })) > 0;
+  const endpointFed = primaryUrl !== null && (await activeEndpointOn(ctx.db, view.id)) !== null;
   return {
     ...view,
     lastRecordLsn: formatLsn(last),

@@ -3,12 +3,13 @@
 import { rmSync } from "node:fs";
 import { removeTimelineStorage } from "@strata/core";
 import type { Database } from "../db.ts";
+import { activeEndpointOn } from "./active-endpoint.ts";
 
 /** Why a branch cannot be deleted now (its own branches, an endpoint not stopped), or undefined. */
 export async function branchDeleteBlocker(db: Database, timelineId: string): Promise<string | undefined> {
   const children = await db.timeline.findMany({ where: { parentTimelineId: timelineId }, select: { name: true } });
   if (children.length) return `has branches of its own (${children.map((c) => c.name).join(", ")}): delete them first`;
-  const endpoint = await db.endpoint.findFirst({ where: { timelineId, state: { in: ["starting", "running", "stopping"] } } });
+  const endpoint = await activeEndpointOn(db, timelineId);
   if (endpoint) return `has a ${endpoint.state} endpoint (${endpoint.id}): stop it first`;
   return undefined;
 }

@@ -11,6 +11,7 @@ import {
   shutdownCheckpointEnd, startPostgres, stopPostgres, type Lsn, type TenantManager,
 } from "@strata/core";
 import type { Database } from "../db.ts";
+import { ACTIVE_ENDPOINT_STATES, activeEndpointOn } from "./active-endpoint.ts";
 import { ConflictError, InvalidInputError, NotFoundError } from "../errors.ts";
 import type { TenantService } from "./tenants.ts";
 
@@ -93,7 +94,7 @@ export class EndpointService {
     let following = false;
     const root = path.join(this.dataDir, "endpoints", id);
     try {
-      const running = await this.db.endpoint.findFirst({ where: { timelineId: timeline.id, state: { in: ["starting", "running", "stopping"] } } });
+      const running = await activeEndpointOn(this.db, timeline.id);
       if (running) {
         const dead = running.state === "running" && !isAlive(running.pid) ? `; its postgres (pid ${running.pid}) is gone: \`endpoint stop\` gives the branch the WAL it left` : "";
         throw new ConflictError(`branch ${timeline.name} already has a ${running.state} endpoint (${running.id}) on port ${running.port}${dead}`);
@@ -223,7 +224,7 @@ export class EndpointService {
 
   /** Endpoints recover() ends: on record as active, but their postgres is gone or their start or stop was cut short. */
   private async endpointsToRecover() {
-    const rows = await this.db.endpoint.findMany({ where: { state: { in: ["starting", "running", "stopping"] } } });
+    const rows = await this.db.endpoint.findMany({ where: { state: { in: ACTIVE_ENDPOINT_STATES } } });
     return rows.filter((row) => !(row.state === "running" && isAlive(row.pid)));
   }
 

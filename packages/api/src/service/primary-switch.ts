@@ -5,6 +5,7 @@
 // which streams from the timeline's durable LSN across the promotion's timeline switch.
 import { formatLsn, parsePostgresUrl, type TenantManager } from "@strata/core";
 import type { Database } from "../db.ts";
+import { activeEndpointOn } from "./active-endpoint.ts";
 import { ConflictError, InvalidInputError, NotFoundError, PrimaryRequestError, isUniqueViolation } from "../errors.ts";
 import { redactPrimaryUrl } from "../redact.ts";
 
@@ -45,7 +46,7 @@ export async function switchPrimary(db: Database, manager: TenantManager, input:
   if (switching.has(key)) throw new ConflictError(`branch ${row.name} is already being switched to another primary`);
   switching.add(key);
   try {
-    const running = await db.endpoint.findFirst({ where: { timelineId: row.id, state: { in: ["starting", "running", "stopping"] } } });
+    const running = await activeEndpointOn(db, row.id);
     if (running) throw new ConflictError(`branch ${row.name} takes its WAL from its ${running.state} endpoint (${running.id}), not from an external primary`);
     if (!row.primaryUrl || !row.slotName) throw new InvalidInputError(`branch ${row.name} does not follow an external primary (only a tenant's main timeline created with --from-primary does)`);
     const handle = manager.get(input.tenantId, row.id);

@@ -15,20 +15,27 @@ export class TimelineHistoryError extends Error {}
 
 /** Parses `parentTLI<TAB>switchLSN<TAB>reason` lines (blank lines and # comments skipped), oldest first. */
 export function parseTimelineHistory(content: string): TimelineHistoryEntry[] {
-  const entries: TimelineHistoryEntry[] = [];
+  return historyLines(content).map((line) => line.entry);
+}
+
+/** The entries of a history file, each with the offset just past its line. */
+function historyLines(content: string): Array<{ entry: TimelineHistoryEntry; end: number }> {
+  const lines: Array<{ entry: TimelineHistoryEntry; end: number }> = [];
+  let end = 0;
   for (const raw of content.split("\n")) {
+    end = Math.min(end + raw.length + 1, content.length);
     const line = raw.trim();
     if (line === "" || line.startsWith("#")) continue;
     const m = /^(\d+)\s+([0-9A-Fa-f]+\/[0-9A-Fa-f]+)/.exec(line);
     if (!m) throw new TimelineHistoryError(`malformed timeline history line "${line}"`);
     const entry = { timeline: Number(m[1]), switchLsn: parseLsn(m[2]) };
-    const previous = entries[entries.length - 1];
+    const previous = lines[lines.length - 1]?.entry;
     if (previous && (entry.timeline <= previous.timeline || entry.switchLsn < previous.switchLsn)) {
       throw new TimelineHistoryError(`timeline history out of order at "${line}"`);
     }
-    entries.push(entry);
+    lines.push({ entry, end });
   }
-  return entries;
+  return lines;
 }
 
 /**
@@ -74,17 +81,7 @@ export interface TimelineHistoryFile {
  * line of the switch that created that ancestor.
  */
 export function historyFilesFrom(timeline: number, content: string): TimelineHistoryFile[] {
-  const entries = parseTimelineHistory(content);
-  const files: TimelineHistoryFile[] = [];
-  let end = 0;
-  let seen = 0;
-  for (const raw of content.split("\n")) {
-    end += raw.length + 1;
-    const line = raw.trim();
-    if (line === "" || line.startsWith("#")) continue;
-    const entry = entries[seen++];
-    const created = seen < entries.length ? entries[seen].timeline : timeline;
-    files.push({ timeline: created, startLsn: entry.switchLsn, content: content.slice(0, Math.min(end, content.length)) });
-  }
-  return files;
+  const lines = historyLines(content);
+  // the switch on line i created the timeline line i + 1 names (the last one: `timeline` itself)
+  return lines.map(({ entry, end }, i) => ({ timeline: lines[i + 1]?.entry.timeline ?? timeline, startLsn: entry.switchLsn, content: content.slice(0, end) }));
 }
