@@ -4,7 +4,10 @@
 // the ratio (target >= 0.85x). After each attached run it times how long until the timeline's lag
 // is below 16 MB (target <= 5 s). For context, each round also runs pgbench with pg_receivewal
 // streaming from the primary (no decoding, no storage): what any physical replication client
-// costs the primary on this machine, the floor for the attached ratio.
+// costs the primary on this machine, the floor for the attached ratio. Before each attached run the
+// pageserver catches up on what the primary wrote meanwhile and is left until it is idle: the work
+// a catch-up leaves behind (materializing, a compaction pass, LevelDB compactions) is not what
+// following a primary costs, and a pageserver attached all along never has it.
 //
 //   npx tsx bench/ingest-live-overhead.mts                 # 15 s per run, 2 rounds
 //   BENCH_SECONDS=60 BENCH_ROUNDS=3 npx tsx bench/ingest-live-overhead.mts
@@ -16,7 +19,7 @@ import { formatLsn, parseLsn } from "@strata/core";
 import { PgCluster, pgBinary } from "@strata/core/testing";
 import { createStrataClient } from "@strata/api/client";
 import { makeDataDir, removeDataDir, startDaemon, type Daemon } from "../apps/pageserver/src/test-daemon.ts";
-import { envNumber, fmtMB, MB, progress, progressDone, readCpuSeconds, readThreadCpuSeconds, sampleMemory, sleep } from "./lib.mts";
+import { envNumber, fmtMB, MB, progress, progressDone, readCpuSeconds, readThreadCpuSeconds, sampleMemory, sleep, waitUntilIdle } from "./lib.mts";
 
 // BENCH_DAEMON_NODE_OPTIONS="--require /abs/path/bench/cpu-profile-preload.cjs" profiles the daemon
 const DAEMON_ENV: Record<string, string> = process.env.BENCH_DAEMON_NODE_OPTIONS ? { NODE_OPTIONS: process.env.BENCH_DAEMON_NODE_OPTIONS } : {};
@@ -26,6 +29,8 @@ const ROUNDS = envNumber("BENCH_ROUNDS", 2);
 const SCALE = envNumber("BENCH_SCALE", 10);
 const CLIENTS = envNumber("BENCH_CLIENTS", 4);
 const LAG_LIMIT = 16 * MB;
+/** longest wait for the pageserver to go idle after catching up, before the attached run */
+const SETTLE_TIMEOUT_S = envNumber("BENCH_SETTLE_TIMEOUT_S", 120);
 
 async function flushLsn(cluster: PgCluster): Promise<bigint> {
   const [row] = await cluster.sql<{ lsn: string }>("SELECT pg_current_wal_flush_lsn()::text AS lsn");
@@ -94,7 +99,7 @@ try {
   const unattached: number[] = [];
   const receivewal: number[] = [];
   const attached: number[] = [];
-  const drains: Array<{ cpuSeconds: number; threadSeconds: ReadonlyArray<readonly [string, number]>; walBytes: number; apiSeconds: number; trueSeconds: number; lagAtStop: number; trueLagAtStop: number; maxLagDuring: number; peakRss: number }> = [];
+  const drains: Array<{ catchupSeconds: number; settle: { seconds: number; cpuSeconds: number; idle: boolean }; cpuSeconds: number; threadSeconds: ReadonlyArray<readonly [string, number]>; walBytes: number; apiSeconds: number; trueSeconds: number; lagAtStop: number; trueLagAtStop: number; maxLagDuring: number; peakRss: number }> = [];
   for (let round = 1; round <= ROUNDS; round++) {
     // baseline: nothing follows the primary (the pageserver is stopped; its slot just keeps WAL)
     unattached.push(await runPgbench(cluster, `round ${round}/${ROUNDS} unattached`));
@@ -110,7 +115,12 @@ try {
     progress(`round ${round}/${ROUNDS}: pageserver catching up to ${formatLsn(catchupTarget)}`);
     const c0 = performance.now();
     await api.timelines.waitLsn.mutate({ ...ids, lsn: formatLsn(catchupTarget), timeoutSeconds: 1800 });
-    progress(`round ${round}/${ROUNDS}: caught up in ${((performance.now() - c0) / 1000).toFixed(1)} s`);
+    const catchupSeconds = (performance.now() - c0) / 1000;
+    progress(`round ${round}/${ROUNDS}: caught up in ${catchupSeconds.toFixed(1)} s; waiting for the pageserver to go idle`);
+    // The catch-up leaves work behind (pages whose chains grew long are materialized only now and
+    // then while a backlog streams in; a compaction pass once WAL is quiet). A pageserver that
+    // follows its primary all along has no such debt: the attached run starts once it is done.
+    const settle = await waitUntilIdle(daemon.process.pid!, { share: PROFILING ? 0.3 : 0.1, timeoutMs: SETTLE_TIMEOUT_S * 1000 });
     progressDone();
     let maxLagDuring = 0;
     const sampleLag = async () => {
@@ -153,7 +163,7 @@ try {
     }
     progressDone();
     const mem = memory.stop();
-    drains.push({ cpuSeconds, threadSeconds, walBytes, apiSeconds, trueSeconds, lagAtStop, trueLagAtStop, maxLagDuring, peakRss: mem.peakRss });
+    drains.push({ catchupSeconds, settle, cpuSeconds, threadSeconds, walBytes, apiSeconds, trueSeconds, lagAtStop, trueLagAtStop, maxLagDuring, peakRss: mem.peakRss });
     await daemon.stop();
     daemon = undefined;
     await cluster.sql("CHECKPOINT");
@@ -166,6 +176,7 @@ try {
     console.log(
       `round ${i + 1}: unattached ${unattached[i].toFixed(1)} tps, pg_receivewal attached ${receivewal[i].toFixed(1)} tps (${(receivewal[i] / unattached[i]).toFixed(3)}x), ` +
         `pageserver attached ${attached[i].toFixed(1)} tps (${(attached[i] / unattached[i]).toFixed(3)}x); ` +
+        `before it: catch-up ${d.catchupSeconds.toFixed(1)} s, then ${d.settle.seconds.toFixed(1)} s and ${d.settle.cpuSeconds.toFixed(1)} s of CPU until idle${d.settle.idle ? "" : " (still busy: timed out)"}; ` +
         `lag at stop ${fmtMB(d.trueLagAtStop)} (API lagBytes ${fmtMB(d.lagAtStop)}), max lag during run ${fmtMB(d.maxLagDuring)}; ` +
         `lag < 16 MB after ${d.trueSeconds.toFixed(2)} s (API lagBytes: ${d.apiSeconds.toFixed(2)} s); pageserver peak RSS ${fmtMB(d.peakRss)}; ` +
         `pageserver CPU during the run ${d.cpuSeconds.toFixed(1)} s for ${fmtMB(d.walBytes)} of WAL (${((d.cpuSeconds / SECONDS) * 100).toFixed(0)}% of a core, ${((d.cpuSeconds * 1000) / (d.walBytes / MB)).toFixed(1)} ms per MB; by thread: ${d.threadSeconds.map(([name, s]) => `${name} ${s.toFixed(1)} s`).join(", ")})`,

@@ -51,6 +51,26 @@ export function readCpuSeconds(pid: number): number | undefined {
 }
 
 /**
+ * Waits until a process has gone quiet: less than `share` of one core over a `windowMs` window
+ * (e.g. a pageserver that finished the work a catch-up left behind: materializing pages, a
+ * compaction pass), or `timeoutMs` passed. Returns how long that took and the CPU used meanwhile.
+ */
+export async function waitUntilIdle(pid: number, options: { share?: number; windowMs?: number; timeoutMs?: number } = {}): Promise<{ seconds: number; cpuSeconds: number; idle: boolean }> {
+  const { share = 0.05, windowMs = 1000, timeoutMs = 120_000 } = options;
+  const start = performance.now();
+  const cpuStart = readCpuSeconds(pid) ?? 0;
+  let before = cpuStart;
+  for (;;) {
+    await sleep(windowMs);
+    const now = readCpuSeconds(pid) ?? before;
+    const idle = now - before < (share * windowMs) / 1000;
+    const seconds = (performance.now() - start) / 1000;
+    if (idle || seconds * 1000 >= timeoutMs) return { seconds, cpuSeconds: now - cpuStart, idle };
+    before = now;
+  }
+}
+
+/**
  * CPU seconds (user + system) of a process's threads, summed by thread name (the comm of each /proc/<pid>/task entry:
  * the main thread carries the process name, libuv's pool "libuv-worker", V8's GC and compiler
  * helpers "V8 DefaultWorke"; threads started by native addons keep the process name unless they
