@@ -14,15 +14,17 @@ import { formatLsn, parseLsn } from "@strata/core";
 import { PgCluster, pgBinary } from "@strata/core/testing";
 import { createStrataClient } from "@strata/api/client";
 import { makeDataDir, removeDataDir, startDaemon, type Daemon } from "../apps/pageserver/src/test-daemon.ts";
-import { envNumber, fmtMB, MB, progress, progressDone, readCpuSeconds, readThreadCpuSeconds, sampleMemory, sleep } from "./lib.mts";
+import { envNumber, fmtMB, MB, progress, progressDone, readCpuSeconds, readThreadCpuSeconds, sampleMemory, sleep, waitUntilIdle } from "./lib.mts";
 
 const WAL_MB = envNumber("BENCH_WAL_MB", 1024);
 const SCALE = envNumber("BENCH_SCALE", 10);
 const CLIENTS = envNumber("BENCH_CLIENTS", 4);
 const SEGMENT = 16n * 1024n * 1024n;
 const BASELINE_SLOT = "bench_backlog";
-// e.g. BENCH_DAEMON_NODE_OPTIONS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles the catch-up daemon
+// BENCH_DAEMON_NODE_OPTIONS="--require /abs/path/bench/cpu-profile-preload.cjs" profiles the
+// catch-up daemon: strata-<pid>-1.cpuprofile is the catch-up, strata-<pid>.cpuprofile what follows
 const CATCHUP_ENV: Record<string, string> = process.env.BENCH_DAEMON_NODE_OPTIONS ? { NODE_OPTIONS: process.env.BENCH_DAEMON_NODE_OPTIONS } : {};
+const PROFILING = (process.env.BENCH_DAEMON_NODE_OPTIONS ?? "").includes("cpu-profile-preload");
 
 async function currentLsn(cluster: PgCluster, fn = "pg_current_wal_lsn"): Promise<bigint> {
   const [row] = await cluster.sql<{ lsn: string }>(`SELECT ${fn}()::text AS lsn`);
@@ -161,6 +163,17 @@ try {
     `largest seen every 2 s: V8 heap ${fmtMB(jsPeak.heap)}, Buffers ${fmtMB(jsPeak.external)}`;
   await reporter;
   progressDone();
+  // what the catch-up leaves behind once the backlog is durable (materializing pages whose chains
+  // grew long, a compaction pass, LevelDB's compactions): not part of the rate, reported here
+  const peakAtCaughtUp = memory.peak;
+  if (PROFILING) daemon.process.kill("SIGUSR2");
+  progress("strata: caught up; waiting for the pageserver to go idle");
+  // (quiet for longer than the compactor's least interval between passes, 30 s: a pass that must
+  // wait for it is still counted)
+  const settle = await waitUntilIdle(daemon.process.pid!, { share: PROFILING ? 0.3 : 0.1, quietMs: 35_000, timeoutMs: envNumber("BENCH_SETTLE_TIMEOUT_S", 300) * 1000 });
+  const settleThreads = [...readThreadCpuSeconds(daemon.process.pid!)].map(([name, seconds]) => [name, seconds - (threadCpu.find(([n]) => n === name)?.[1] ?? 0)] as const).filter(([, seconds]) => seconds >= 0.05);
+  progressDone();
+  const peakAfter = memory.peak;
   const mem = memory.stop();
   const strataBytes = Number(target - strataStart);
   const strataRate = strataBytes / MB / strataSeconds;
@@ -177,7 +190,11 @@ try {
     `pageserver CPU from start to caught up: ${daemonCpu.toFixed(1)} s (${((daemonCpu / strataSeconds) * 100).toFixed(0)}% of one core; by thread: ` +
       `${threadCpu.map(([name, seconds]) => `${name} ${seconds.toFixed(1)} s`).join(", ")})`,
   );
-  console.log(`pageserver peak RSS:    ${fmtMB(mem.peakRss)} sampled every 200 ms, VmHWM ${fmtMB(mem.hwm)} (target < 512 MB)`);
+  console.log(
+    `after it: ${settle.seconds.toFixed(1)} s and ${settle.cpuSeconds.toFixed(1)} s of CPU until idle${settle.idle ? "" : " (still busy: timed out)"} ` +
+      `(by thread: ${settleThreads.map(([name, seconds]) => `${name} ${seconds.toFixed(1)} s`).join(", ")}); peak RSS meanwhile ${fmtMB(peakAfter)}`,
+  );
+  console.log(`pageserver peak RSS:    ${fmtMB(peakAtCaughtUp)} during the catch-up, sampled every 200 ms, VmHWM at the end ${fmtMB(mem.hwm)} (target < 512 MB)`);
   console.log(`  of which file pages at the peak ${fmtMB(mem.fileAtPeak)} (LevelDB's mapped tables, node itself); peak anonymous ${fmtMB(mem.peakAnon)}`);
   console.log(`pageserver memory at the end: ${memoryBreakdown}`);
   const third = Math.floor(mem.samples.length / 3);

@@ -120,7 +120,7 @@ try {
     // The catch-up leaves work behind (pages whose chains grew long are materialized only now and
     // then while a backlog streams in; a compaction pass once WAL is quiet). A pageserver that
     // follows its primary all along has no such debt: the attached run starts once it is done.
-    const settle = await waitUntilIdle(daemon.process.pid!, { share: PROFILING ? 0.3 : 0.1, timeoutMs: SETTLE_TIMEOUT_S * 1000 });
+    const settle = await waitUntilIdle(daemon.process.pid!, { share: PROFILING ? 0.3 : 0.1, quietMs: 5000, timeoutMs: SETTLE_TIMEOUT_S * 1000 });
     progressDone();
     let maxLagDuring = 0;
     const sampleLag = async () => {

@@ -51,21 +51,26 @@ export function readCpuSeconds(pid: number): number | undefined {
 }
 
 /**
- * Waits until a process has gone quiet: less than `share` of one core over a `windowMs` window
- * (e.g. a pageserver that finished the work a catch-up left behind: materializing pages, a
- * compaction pass), or `timeoutMs` passed. Returns how long that took and the CPU used meanwhile.
+ * Waits until a process has gone quiet: less than `share` of one core in every `windowMs` window
+ * for `quietMs` on end (e.g. a pageserver done with the work a catch-up left behind: materializing
+ * pages, a compaction pass), or until `timeoutMs`. Returns when the quiet began (seconds from the
+ * call) and the CPU used until then.
  */
-export async function waitUntilIdle(pid: number, options: { share?: number; windowMs?: number; timeoutMs?: number } = {}): Promise<{ seconds: number; cpuSeconds: number; idle: boolean }> {
-  const { share = 0.05, windowMs = 1000, timeoutMs = 120_000 } = options;
+export async function waitUntilIdle(pid: number, options: { share?: number; windowMs?: number; quietMs?: number; timeoutMs?: number } = {}): Promise<{ seconds: number; cpuSeconds: number; idle: boolean }> {
+  const { share = 0.05, windowMs = 1000, quietMs = windowMs, timeoutMs = 120_000 } = options;
   const start = performance.now();
   const cpuStart = readCpuSeconds(pid) ?? 0;
   let before = cpuStart;
+  let quietSince: { at: number; cpu: number } | undefined;
   for (;;) {
     await sleep(windowMs);
     const now = readCpuSeconds(pid) ?? before;
-    const idle = now - before < (share * windowMs) / 1000;
-    const seconds = (performance.now() - start) / 1000;
-    if (idle || seconds * 1000 >= timeoutMs) return { seconds, cpuSeconds: now - cpuStart, idle };
+    const elapsed = performance.now() - start;
+    if (now - before < (share * windowMs) / 1000) {
+      quietSince ??= { at: elapsed - windowMs, cpu: before };
+      if (elapsed - quietSince.at >= quietMs) return { seconds: quietSince.at / 1000, cpuSeconds: quietSince.cpu - cpuStart, idle: true };
+    } else quietSince = undefined;
+    if (elapsed >= timeoutMs) return { seconds: elapsed / 1000, cpuSeconds: now - cpuStart, idle: false };
     before = now;
   }
 }
