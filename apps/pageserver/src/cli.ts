@@ -22,6 +22,18 @@ function print(json: boolean, value: unknown, human: () => string) {
   process.stdout.write(json ? JSON.stringify(value, null, 2) + "\n" : human() + "\n");
 }
 
+/** "812 B", "1.4 MiB", "12.0 GiB" */
+function formatSize(bytes: number): string {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return unit === 0 ? `${value} B` : `${value.toFixed(1)} ${units[unit]}`;
+}
+
 function table(rows: Array<Record<string, unknown>>, columns: string[]): string {
   if (rows.length === 0) return "(none)";
   const widths = columns.map((c) => Math.max(c.length, ...rows.map((r) => String(r[c] ?? "").length)));
@@ -174,8 +186,14 @@ timeline
     const timelines = await client(cmd).timelines.list.query({ tenantId: await tenantArg(cmd, opts.tenant) });
     print(opts.json, timelines, () =>
       table(
-        timelines.map((t) => ({ ...t, lagBytes: t.lagBytes ?? "-", primaryFlushLsn: t.primaryFlushLsn ?? "-" })),
-        ["id", "name", "parentTimelineId", "ancestorLsn", "lastRecordLsn", "diskConsistentLsn", "primaryFlushLsn", "lagBytes", "state"],
+        timelines.map((t) => ({
+          ...t,
+          lagBytes: t.lagBytes ?? "-",
+          primaryFlushLsn: t.primaryFlushLsn ?? "-",
+          dataSize: t.logicalSizeBytes === null ? "-" : formatSize(t.logicalSizeBytes),
+          storage: formatSize(t.physicalSizeBytes),
+        })),
+        ["id", "name", "parentTimelineId", "ancestorLsn", "lastRecordLsn", "diskConsistentLsn", "primaryFlushLsn", "lagBytes", "dataSize", "storage", "state"],
       ),
     );
   });

@@ -36,6 +36,16 @@ export function createHttpServer(opts: { context: Omit<Context, "actor">; metric
       for (const t of opts.context.manager.receivers()) {
         metrics.lag.set({ tenant: t.tenantId, timeline: t.timelineId }, Number(t.primaryFlushLsn > t.lastRecordLsn ? t.primaryFlushLsn - t.lastRecordLsn : 0n));
       }
+      // (reset: a timeline detached since the last scrape has no figure any more)
+      metrics.timelinePhysicalSize.reset();
+      metrics.timelineLogicalSize.reset();
+      for (const t of opts.context.manager.attachedTimelines()) {
+        const sizes = await opts.context.manager.timelineSizes(t.tenantId, t.timelineId).catch(() => undefined);
+        if (!sizes) continue;
+        const labels = { tenant: t.tenantId, timeline: t.timelineId };
+        metrics.timelinePhysicalSize.set(labels, sizes.physicalBytes);
+        if (sizes.logicalBytes !== null) metrics.timelineLogicalSize.set(labels, sizes.logicalBytes);
+      }
       res.writeHead(200, { "content-type": metrics.registry.contentType });
       res.end(await metrics.registry.metrics());
       return;

@@ -87,6 +87,51 @@ describe("following a real PostgreSQL 15 primary", () => {
     expect(parseLsn(slot.restart_lsn)).toBeLessThanOrEqual(parseLsn(after.diskConsistentLsn));
   });
 
+  it("reports the timeline's data size from the relation sizes PostgreSQL has, and what it stores on disk", async () => {
+    const api = createStrataClient(daemon.apiUrl);
+    const sizesAt = async (lsn: string) => {
+      const waited = await runCli(["wait-lsn", "--tenant", tenantId, "--timeline", timelineId, "--lsn", lsn, "--timeout", "60"], env);
+      expect(waited.code, waited.stderr).toBe(0);
+      // (figures are kept for a second)
+      await new Promise((r) => setTimeout(r, 1100));
+      return api.timelines.get.query({ tenantId, timelineId });
+    };
+    const before = await sizesAt(await flushLsn(primary));
+    await primary.sql("CREATE TABLE sized (id int, pad text)");
+    await primary.sql("INSERT INTO sized SELECT g, repeat(md5(g::text), 30) FROM generate_series(1, 6000) g");
+    await primary.sql("CREATE INDEX sized_id ON sized (id)");
+    const after = await sizesAt(await flushLsn(primary));
+    const [added] = await primary.sql<{ bytes: string }>("SELECT (pg_relation_size('sized') + pg_relation_size('sized_id'))::text AS bytes");
+    expect(Number(added.bytes)).toBeGreaterThan(2 * 1048576);
+    // the new table and index, and at most a few pages of catalogs (their free space maps are
+    // not WAL-logged: PostgreSQL counts them, the timeline cannot)
+    const grown = after.logicalSizeBytes! - before.logicalSizeBytes!;
+    expect(grown).toBeGreaterThanOrEqual(Number(added.bytes));
+    expect(grown).toBeLessThanOrEqual(Number(added.bytes) + 256 * 1024);
+    // in all: at least every main fork of this database, at most what every database directory and
+    // the shared catalogs hold
+    const [bounds] = await primary.sql<{ low: string; high: string }>(
+      `SELECT (SELECT sum(pg_relation_size(oid)) FROM pg_class WHERE NOT relisshared)::text AS low,
+              ((SELECT sum(pg_database_size(oid)) FROM pg_database) + (SELECT sum(pg_total_relation_size(oid)) FROM pg_class WHERE relisshared AND relkind IN ('r', 'm', 't')))::text AS high`,
+    );
+    expect(after.logicalSizeBytes!).toBeGreaterThanOrEqual(Number(bounds.low));
+    expect(after.logicalSizeBytes!).toBeLessThanOrEqual(Number(bounds.high));
+    // on disk: what du counts for the timeline's directory (give or take what LevelDB did since)
+    const du = Number(execFileSync("du", ["-s", "-B1", path.join(dataDir, "tenants", tenantId, "timelines", timelineId)], { encoding: "utf8" }).split("\t")[0]);
+    expect(after.physicalSizeBytes).toBeGreaterThan(du * 0.7);
+    expect(after.physicalSizeBytes).toBeLessThan(du * 1.3);
+    const tenant = await api.tenants.get.query({ id: tenantId });
+    expect(tenant.physicalSizeBytes).toBeGreaterThanOrEqual(after.physicalSizeBytes * 0.7);
+    // the CLI's table and the metrics show them
+    const listed = await runCli(["timeline", "list", "--tenant", tenantId], env);
+    expect(listed.stdout).toMatch(/DATASIZE +STORAGE/);
+    expect(listed.stdout).toMatch(/\d+\.\d MiB/);
+    const metrics = await (await fetch(`${daemon.apiUrl}/metrics`)).text();
+    const logical = new RegExp(`strata_timeline_logical_size_bytes\\{tenant="${tenantId}",timeline="${timelineId}"\\} (\\d+)`).exec(metrics);
+    expect(Number(logical?.[1])).toBeGreaterThanOrEqual(after.logicalSizeBytes!);
+    expect(metrics).toMatch(new RegExp(`strata_timeline_physical_size_bytes\\{tenant="${tenantId}",timeline="${timelineId}"\\} [1-9]`));
+  });
+
   it("resumes after kill -9 of the pageserver with no gap and no duplicate", async () => {
     const bench = primary.spawnClient("pgbench", ["-T", "4", "-c", "2", "postgres"]);
     await new Promise((r) => setTimeout(r, 1500));

@@ -26,6 +26,8 @@ export function createMetrics() {
     reconnects: new Counter({ name: "strata_walreceiver_reconnects_total", help: "walreceiver reconnects to the primary", labelNames: ["tenant", "timeline"] as const, registers: [registry] }),
     compactionImages: new Counter({ name: "strata_compaction_images_total", help: "Block images stored by compaction passes (history cuts)", labelNames: ["tenant", "timeline"] as const, registers: [registry] }),
     compactionMoved: new Counter({ name: "strata_compaction_moved_versions_total", help: "Block versions compaction passes moved to the history key space", labelNames: ["tenant", "timeline"] as const, registers: [registry] }),
+    timelinePhysicalSize: new Gauge({ name: "strata_timeline_physical_size_bytes", help: "Bytes an attached timeline takes on disk (LevelDB, page image and record log files)", labelNames: ["tenant", "timeline"] as const, registers: [registry] }),
+    timelineLogicalSize: new Gauge({ name: "strata_timeline_logical_size_bytes", help: "Bytes of all relation forks of an attached timeline's databases at its last_record_lsn", labelNames: ["tenant", "timeline"] as const, registers: [registry] }),
     lag: new Gauge({ name: "strata_wal_lag_bytes", help: "primary flush LSN minus last_record_lsn", labelNames: ["tenant", "timeline"] as const, registers: [registry] }),
     pageRequests: new Histogram({
       name: "strata_page_service_request_duration_seconds",

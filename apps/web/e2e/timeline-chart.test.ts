@@ -173,6 +173,9 @@ describe("timeline page", () => {
     expect(await page.locator('[data-testid="timeline-primary"]').innerText()).toContain("127.0.0.1");
     expect(await page.locator('[data-testid="walreceiver"]').innerText()).toMatch(/streaming|connecting/);
     expect(await page.locator('[data-testid="lag"]').innerText()).toMatch(/\d+(\.\d+)? (B|KiB|MiB|GiB)/);
+    // and what the databases hold (pgbench's tables: MiB) and what the timeline stores on disk
+    expect(await page.locator('[data-testid="logical-size"]').innerText()).toMatch(/^\d+(\.\d+)? (MiB|GiB)$/);
+    expect(await page.locator('[data-testid="physical-size"]').innerText()).toMatch(/^\d+(\.\d+)? (MiB|GiB)$/);
 
     // hovering shows the tooltip with the LSNs (and must log no errors)
     await chart.locator(".recharts-wrapper").first().hover();

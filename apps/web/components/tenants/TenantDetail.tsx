@@ -14,7 +14,7 @@ import { LsnChart } from "@/components/timelines/LsnChart";
 import { TimelineTable } from "@/components/timelines/TimelineTable";
 import type { Timeline } from "@/lib/trpc";
 import { errorCode } from "@/lib/errors";
-import { formatTimestamp } from "@/lib/format";
+import { formatBytes, formatTimestamp } from "@/lib/format";
 import { useTRPC } from "@/lib/trpc";
 import { DeleteTenantButton } from "./DeleteTenantButton";
 
@@ -53,7 +53,8 @@ export function TenantDetail({ tenantId }: { tenantId: string }) {
           <div>
             <h1>Tenant {t.name ? <span className="strong" data-testid="tenant-title-name">{t.name}</span> : null} <Mono>{t.id}</Mono></h1>
             <p className="muted">
-              <span className={`badge badge-${t.state}`}>{t.state}</span> created {formatTimestamp(t.createdAt)}
+              <span className={`badge badge-${t.state}`}>{t.state}</span> created {formatTimestamp(t.createdAt)} ·{" "}
+              <span title="what the tenant's timelines take on the pageserver's disk" data-testid="tenant-storage">{formatBytes(t.physicalSizeBytes)} stored</span>
             </p>
           </div>
           <DeleteTenantButton tenantId={t.id} onDeleted={() => router.push("/")} />

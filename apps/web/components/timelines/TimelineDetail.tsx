@@ -130,6 +130,12 @@ export function TimelineDetail({ tenantId, timelineId }: { tenantId: string; tim
           <Stat label="Lag" title="primary flush LSN − last record LSN" testId="lag">
             {t.lagBytes === null ? <span className="muted">—</span> : formatBytes(t.lagBytes)}
           </Stat>
+          <Stat label="Data size" title="all relation forks of all databases at the last record LSN" testId="logical-size">
+            {t.logicalSizeBytes === null ? <span className="muted">—</span> : formatBytes(t.logicalSizeBytes)}
+          </Stat>
+          <Stat label="Storage" title="what the timeline takes on the pageserver's disk, its history included" testId="physical-size">
+            {formatBytes(t.physicalSizeBytes)}
+          </Stat>
         </div>
       </section>
 

@@ -1,7 +1,7 @@
 // A tenant's timelines with their WAL progress (LSNs as PostgreSQL prints them, "X/Y").
 import Link from "next/link";
 import { Mono } from "@/components/common/Mono";
-import { formatTimestamp } from "@/lib/format";
+import { formatBytes, formatTimestamp } from "@/lib/format";
 import type { Timeline } from "@/lib/trpc";
 
 export function TimelineTable({ tenantId, timelines }: { tenantId: string; timelines: Timeline[] }) {
@@ -18,6 +18,8 @@ export function TimelineTable({ tenantId, timelines }: { tenantId: string; timel
             <th>Ancestor LSN</th>
             <th title="last_record_lsn: end of the last WAL record ingested">Last record LSN</th>
             <th title="disk_consistent_lsn: WAL up to here is durable in the layer store">Disk consistent LSN</th>
+            <th title="all relation forks of all databases at the last record LSN">Data size</th>
+            <th title="what the timeline takes on the pageserver's disk, its history included">Storage</th>
             <th>State</th>
             <th>Created</th>
           </tr>
@@ -39,6 +41,8 @@ export function TimelineTable({ tenantId, timelines }: { tenantId: string; timel
               <td>{t.parentTimelineId ? <Mono>{t.ancestorLsn}</Mono> : <span className="muted">—</span>}</td>
               <td><Mono>{t.lastRecordLsn}</Mono></td>
               <td><Mono>{t.diskConsistentLsn}</Mono></td>
+              <td data-testid="timeline-logical-size">{t.logicalSizeBytes === null ? <span className="muted">—</span> : formatBytes(t.logicalSizeBytes)}</td>
+              <td data-testid="timeline-physical-size">{formatBytes(t.physicalSizeBytes)}</td>
               <td>
                 <span className={`badge badge-${t.state}`}>{t.state}</span>
                 {t.attached ? null : <span className="badge badge-detached" title="not loaded by the pageserver">detached</span>}

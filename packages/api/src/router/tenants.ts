@@ -5,7 +5,12 @@ import { publicProcedure, router } from "../trpc.ts";
 
 export const tenantsRouter = router({
   list: publicProcedure.query(({ ctx }) => ctx.tenants.list()),
-  get: publicProcedure.input(tenantIdInput).query(({ ctx, input }) => ctx.tenants.get(input.id)),
+  get: publicProcedure.input(tenantIdInput).query(async ({ ctx, input }) => {
+    const tenant = await ctx.tenants.get(input.id);
+    /** bytes the tenant's timelines take on the pageserver's disk */
+    const physicalSizeBytes = await ctx.manager.tenantDiskBytes(tenant.id);
+    return { ...tenant, physicalSizeBytes };
+  }),
   /** bytes of the primary's base backup imported so far while `create` runs; null otherwise */
   importProgress: publicProcedure.input(tenantIdInput).query(({ ctx, input }) => ctx.tenants.importProgress(input.id)),
   create: publicProcedure.input(tenantCreateInput).mutation(({ ctx, input }) =>

@@ -16,6 +16,7 @@ async function withProgress(ctx: Context, view: ReturnType<typeof timelineView>,
   const last = markers?.lastRecordLsn ?? 0n;
   const primaryFlush = receiver?.primaryFlushLsn ?? null;
   const compaction = ctx.manager.compactionStatus(view.tenantId, view.id);
+  const sizes = await ctx.manager.timelineSizes(view.tenantId, view.id);
   // a branch with a running endpoint follows that endpoint's postgres, not an external primary
   const endpointFed = primaryUrl !== null && (await activeEndpointOn(ctx.db, view.id)) !== null;
   return {
@@ -32,6 +33,10 @@ async function withProgress(ctx: Context, view: ReturnType<typeof timelineView>,
     walreceiver: receiver
       ? { state: receiver.state, lastError: receiver.lastError, reconnects: receiver.reconnects, receivedBytes: receiver.receivedBytes, records: receiver.records }
       : null,
+    /** bytes the timeline takes on the pageserver's disk (LevelDB, page image and record log files) */
+    physicalSizeBytes: sizes.physicalBytes,
+    /** bytes of all relation forks of all its databases at lastRecordLsn (null when not attached) */
+    logicalSizeBytes: sizes.logicalBytes,
     /** the last compaction pass since the pageserver started */
     compaction: compaction
       ? { at: new Date(compaction.at).toISOString(), lsn: formatLsn(compaction.lsn), images: compaction.result.images, movedVersions: compaction.result.moved, stopped: compaction.result.stopped }

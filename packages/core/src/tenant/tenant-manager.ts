@@ -15,7 +15,8 @@ import { WalReceiver, type WalReceiverStatus } from "../ingest/walreceiver.ts";
 import { TimelineStore, type TimelineMarkers } from "../storage/timeline-store.ts";
 import { PageReader } from "../timeline/page-reader.ts";
 import { endOfValidWal, readWalRange } from "../wal/reader.ts";
-import { timelineStoreDir } from "./tenant-storage.ts";
+import { diskUsageBytes, tenantDir, timelineStoreDir } from "./tenant-storage.ts";
+import path from "node:path";
 import { Compactor, compactionFromEnv, type CompactionSettings } from "./compactor.ts";
 import type { HistoryCutResult } from "../timeline/history-cut.ts";
 
@@ -35,6 +36,18 @@ export interface TimelineHandle {
   receiver?: WalReceiver;
   parentTimelineId?: string;
 }
+
+export interface TimelineSizes {
+  /** bytes the timeline's directory takes on disk */
+  physicalBytes: number;
+  /** bytes of all relation forks at `lsn` (null when the timeline is not attached) */
+  logicalBytes: number | null;
+  /** the timeline's last_record_lsn the logical size is at */
+  lsn: Lsn | null;
+}
+
+/** how long timelineSizes keeps a figure (the dashboard asks every second, metrics on each scrape) */
+const SIZES_MAX_AGE_MS = 1000;
 
 export interface IngestEvents {
   onDurable?(tenantId: string, timelineId: string, lsn: Lsn, bytes: number, records: number): void;
@@ -372,6 +385,7 @@ export class TenantManager {
     this.progress.delete(key);
     await this.compactor.detach(key);
     this.lastCompaction.delete(key);
+    this.sizes.delete(key);
     await handle.receiver?.stop();
     await handle.store.close();
   }
@@ -439,6 +453,11 @@ export class TenantManager {
   }
 
   /** Lag inputs of every timeline that follows a primary. */
+  /** The attached timelines (tenant id, timeline id). */
+  attachedTimelines(): Array<{ tenantId: string; timelineId: string }> {
+    return [...this.timelines.values()].map((handle) => ({ tenantId: handle.tenantId, timelineId: handle.timelineId }));
+  }
+
   receivers(): Array<{ tenantId: string; timelineId: string; primaryFlushLsn: Lsn; lastRecordLsn: Lsn }> {
     const out = [];
     for (const handle of this.timelines.values()) {
@@ -478,6 +497,47 @@ export class TenantManager {
     if (!handle) throw new Error(`timeline ${timelineId} is not attached`);
     const lsn = (await handle.store.readMarkers()).lastRecordLsn;
     return { lsn, result: await this.compactor.compactNow(this.key(tenantId, timelineId), handle, lsn) };
+  }
+
+  private readonly sizes = new Map<string, { at: number; lsn: Lsn | null; sizes: Promise<TimelineSizes> }>();
+
+  /**
+   * What a timeline takes on disk (its directory: LevelDB, page image and record log files) and
+   * the size of its databases at its last_record_lsn (PageReader.logicalSize; null when it is not
+   * attached). Computed at most every SIZES_MAX_AGE_MS per timeline (listings and metrics ask
+   * often; a walk of a large store's files takes milliseconds).
+   */
+  timelineSizes(tenantId: string, timelineId: string): Promise<TimelineSizes> {
+    const key = this.key(tenantId, timelineId);
+    const cached = this.sizes.get(key);
+    if (cached && Date.now() - cached.at < SIZES_MAX_AGE_MS) return cached.sizes;
+    const handle = this.get(tenantId, timelineId);
+    const sizes = (async (): Promise<TimelineSizes> => {
+      const physicalBytes = await diskUsageBytes(path.dirname(timelineStoreDir(this.dataDir, tenantId, timelineId)));
+      if (!handle) return { physicalBytes, logicalBytes: null, lsn: null };
+      const lsn = (await handle.store.readMarkers()).lastRecordLsn;
+      // the databases' size changes only with new WAL: an unchanged LSN keeps the last figure
+      const previous = cached?.lsn === lsn ? await cached.sizes.catch(() => undefined) : undefined;
+      const logicalBytes = previous?.logicalBytes ?? (await handle.reader.logicalSize(lsn).catch(() => null));
+      return { physicalBytes, logicalBytes, lsn };
+    })();
+    this.sizes.set(key, { at: Date.now(), lsn: cached?.lsn ?? null, sizes });
+    // the LSN the figure is at, once known (an error is the caller's, and not kept)
+    sizes.then(
+      (done) => {
+        const entry = this.sizes.get(key);
+        if (entry?.sizes === sizes) entry.lsn = done.lsn;
+      },
+      () => {
+        if (this.sizes.get(key)?.sizes === sizes) this.sizes.delete(key);
+      },
+    );
+    return sizes;
+  }
+
+  /** What a tenant's directory takes on disk (all its timelines). */
+  tenantDiskBytes(tenantId: string): Promise<number> {
+    return diskUsageBytes(tenantDir(this.dataDir, tenantId));
   }
 
   /** The timeline's last compaction pass since the pageserver started (when it ended, its LSN, what it did). */

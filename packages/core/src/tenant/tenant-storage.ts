@@ -136,3 +136,31 @@ export async function removeTimelineStorage(dataDir: string, tenantId: string, t
   }
   for (const name of names) if (name === timelineId || name.startsWith(`${timelineId}.`)) await fs.rm(path.join(dir, name), { recursive: true, force: true });
 }
+
+/**
+ * Bytes a directory tree takes on disk (allocated blocks, as du counts them; 0 when it does not
+ * exist). Files that vanish while it walks (LevelDB replacing tables after a compaction) are
+ * skipped.
+ */
+export async function diskUsageBytes(dir: string): Promise<number> {
+  let entries: import("node:fs").Dirent[];
+  try {
+    entries = await fs.readdir(dir, { withFileTypes: true });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return 0;
+    throw err;
+  }
+  let total = 0;
+  for (const entry of entries) {
+    const child = path.join(dir, entry.name);
+    if (entry.isDirectory()) total += await diskUsageBytes(child);
+    else {
+      try {
+        total += (await fs.lstat(child)).blocks * 512;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+      }
+    }
+  }
+  return total;
+}

@@ -512,6 +512,16 @@ export class PageReader {
     return version?.value.kind === ValueKind.Image ? Buffer.from(version.value.bytes) : undefined;
   }
 
+  /**
+   * Size in bytes of every relation fork of every database (and of the shared catalogs) at
+   * `lsn`: the data a full backup holds, without SLRUs and configuration files.
+   */
+  async logicalSize(lsn: Lsn): Promise<number> {
+    let total = 0;
+    for (const db of await this.listDatabases(lsn)) total += await this.dbSize(db.spcNode, db.dbNode, lsn);
+    return total;
+  }
+
   /** Total size in bytes of all relation forks of a database at `lsn`. */
   async dbSize(spcNode: number, dbNode: number, lsn: Lsn): Promise<number> {
     const exists = await this.getVersion(dbDirEntryKey(spcNode, dbNode), lsn);
