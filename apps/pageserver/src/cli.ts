@@ -435,12 +435,24 @@ endpoint
   .requiredOption("--tenant <tenant>", "tenant id or name")
   .requiredOption("--branch <name|id>", "branch name or timeline id")
   .option("--port <port>", "loopback port (default: a free one)")
+  .option("-c, --setting <name=value>", "a postgresql.conf setting for this endpoint (repeatable), e.g. -c work_mem=64MB", (item: string, all: string[]) => [...all, item], [] as string[])
   .option("--json", "machine-readable output")
   .action(async (opts, cmd) => {
     const port = opts.port === undefined ? undefined : Number(opts.port);
     if (port !== undefined && (!Number.isInteger(port) || port < 1024 || port > 65535)) throw new UsageError(`invalid --port "${opts.port}"`);
+    const settings: Record<string, string> = {};
+    for (const item of opts.setting as string[]) {
+      const eq = item.indexOf("=");
+      if (eq <= 0) throw new UsageError(`invalid --setting "${item}": expected name=value`);
+      settings[item.slice(0, eq).trim()] = item.slice(eq + 1);
+    }
     if (!opts.json) process.stderr.write("building the data directory from a full backup and starting postgres…\n");
-    const started = await client(cmd).endpoints.start.mutate({ tenantId: await tenantArg(cmd, opts.tenant), branch: opts.branch, port });
+    const started = await client(cmd).endpoints.start.mutate({
+      tenantId: await tenantArg(cmd, opts.tenant),
+      branch: opts.branch,
+      port,
+      ...(Object.keys(settings).length ? { settings } : {}),
+    });
     if (!opts.json && started.detachedSubscriptions?.length) {
       process.stderr.write(`disabled the subscriptions this branch inherited, and set their slot_name to NONE (their slots on the publisher stay with the cluster the branch was made from): ${started.detachedSubscriptions.join(", ")}\n`);
     }
@@ -465,7 +477,12 @@ endpoint
   .option("--json", "machine-readable output")
   .action(async (opts, cmd) => {
     const endpoints = await client(cmd).endpoints.list.query({ tenantId: await tenantArg(cmd, opts.tenant) });
-    print(opts.json, endpoints, () => table(endpoints, ["id", "branch", "state", "port", "startLsn", "stopLsn", "connectionString"]));
+    print(opts.json, endpoints, () =>
+      table(
+        endpoints.map((e) => ({ ...e, settings: Object.entries(e.settings).map(([name, value]) => `${name}=${value}`).join(" ") || "-" })),
+        ["id", "branch", "state", "port", "startLsn", "stopLsn", "connectionString", "settings"],
+      ),
+    );
   });
 
 program

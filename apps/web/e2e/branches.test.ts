@@ -115,10 +115,18 @@ describe("branches and endpoints", () => {
 
     // start an endpoint on dev from the browser
     const devRow = page.locator('[data-testid="endpoint-row"][data-branch="dev"]');
+    // with postgresql.conf settings: a line that is not name=value keeps Start disabled
+    await devRow.locator('[data-testid="endpoint-settings-toggle"]').click();
+    const settingsInput = page.locator('[data-testid="endpoint-settings-input"]');
+    await settingsInput.fill("work_mem");
+    await page.locator('[data-testid="endpoint-settings-error"]').waitFor();
+    expect(await devRow.getByRole("button", { name: "Start" }).isDisabled()).toBe(true);
+    await settingsInput.fill("work_mem=12MB\n\napplication_name=from the dashboard");
     await devRow.getByRole("button", { name: "Start" }).click();
     const conn = devRow.locator('[data-testid="endpoint-connection"]');
     await conn.waitFor({ timeout: ENDPOINT_TIMEOUT_MS });
     expect(await devRow.getAttribute("data-state")).toBe("running");
+    expect(await devRow.locator('[data-testid="endpoint-settings"]').innerText()).toContain("work_mem=12MB");
     const connectionString = (await conn.innerText()).trim();
     expect(connectionString).toMatch(/^postgresql:\/\/postgres@127\.0\.0\.1:\d+\/postgres$/);
     await page.screenshot({ path: SCREENSHOT, fullPage: true });
@@ -129,6 +137,8 @@ describe("branches and endpoints", () => {
     try {
       const { rows } = await pgClient.query<{ count: string }>("SELECT count(*) FROM items");
       expect(Number(rows[0]!.count)).toBe(100);
+      const shown = await pgClient.query<{ work_mem: string; app: string }>("SELECT current_setting('work_mem') AS work_mem, current_setting('application_name') AS app");
+      expect(shown.rows[0]).toEqual({ work_mem: "12MB", app: "from the dashboard" });
     } finally {
       await pgClient.end();
     }

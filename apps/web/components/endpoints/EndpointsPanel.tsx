@@ -72,6 +72,10 @@ function EndpointRow({ tenantId, branch, endpoint }: { tenantId: string; branch:
   const start = useMutation(trpc.endpoints.start.mutationOptions({ onSettled: refresh }));
   const stop = useMutation(trpc.endpoints.stop.mutationOptions({ onSettled: refresh }));
 
+  const [showSettings, setShowSettings] = useState(false);
+  const [settingsText, setSettingsText] = useState("");
+  const parsed = parseSettings(settingsText);
+
   const state = endpoint?.state ?? "none";
   const busy = start.isPending || stop.isPending || state === "starting" || state === "stopping";
   const followsPrimary = Boolean(branch.primary);
@@ -92,17 +96,30 @@ function EndpointRow({ tenantId, branch, endpoint }: { tenantId: string; branch:
     );
   } else {
     action = (
-      <button
-        type="button"
-        className="button button-primary"
-        disabled={busy || ACTIVE.has(state)}
-        onClick={() => {
-          stop.reset();
-          start.mutate({ tenantId, branch: branch.id });
-        }}
-      >
-        {start.isPending || state === "starting" ? "Starting…" : "Start"}
-      </button>
+      <>
+        <button
+          type="button"
+          className="button button-small"
+          aria-expanded={showSettings}
+          data-testid="endpoint-settings-toggle"
+          title="postgresql.conf settings for the endpoint"
+          onClick={() => setShowSettings((shown) => !shown)}
+        >
+          Settings…
+        </button>{" "}
+        <button
+          type="button"
+          className="button button-primary"
+          disabled={busy || ACTIVE.has(state) || "error" in parsed}
+          onClick={() => {
+            if ("error" in parsed) return;
+            stop.reset();
+            start.mutate({ tenantId, branch: branch.id, ...(Object.keys(parsed.settings).length ? { settings: parsed.settings } : {}) });
+          }}
+        >
+          {start.isPending || state === "starting" ? "Starting…" : "Start"}
+        </button>
+      </>
     );
   }
 
@@ -124,7 +141,16 @@ function EndpointRow({ tenantId, branch, endpoint }: { tenantId: string; branch:
         <td className="num">{endpoint?.port ?? <span className="muted">—</span>}</td>
         <td>
           {endpoint?.connectionString ? (
-            <ConnectionString value={endpoint.connectionString} />
+            <>
+              <ConnectionString value={endpoint.connectionString} />
+              {Object.keys(endpoint.settings).length ? (
+                <div className="muted endpoint-settings" data-testid="endpoint-settings">
+                  {Object.entries(endpoint.settings).map(([name, value]) => (
+                    <Mono key={name}>{`${name}=${value} `}</Mono>
+                  ))}
+                </div>
+              ) : null}
+            </>
           ) : endpoint?.stopLsn && state === "stopped" ? (
             <span className="muted">stopped at <Mono>{endpoint.stopLsn}</Mono></span>
           ) : (
@@ -133,6 +159,25 @@ function EndpointRow({ tenantId, branch, endpoint }: { tenantId: string; branch:
         </td>
         <td className="actions">{action}</td>
       </tr>
+      {showSettings && !ACTIVE.has(state) && !followsPrimary ? (
+        <tr className="endpoint-settings-row">
+          <td colSpan={5}>
+            <label className="field">
+              <span className="field-label">Settings for the next start</span>
+              <textarea
+                className="input mono"
+                rows={3}
+                data-testid="endpoint-settings-input"
+                placeholder={"work_mem=64MB\nshared_buffers=256MB"}
+                value={settingsText}
+                onChange={(e) => setSettingsText(e.target.value)}
+              />
+            </label>
+            <p className="muted endpoint-settings">postgresql.conf, one name=value per line (PostgreSQL checks the values when it starts)</p>
+            {"error" in parsed ? <p className="error-text" data-testid="endpoint-settings-error">{parsed.error}</p> : null}
+          </td>
+        </tr>
+      ) : null}
       {start.data?.detachedSubscriptions?.length && state === "running" ? (
         <tr className="endpoint-error-row">
           <td colSpan={5}>
@@ -152,6 +197,19 @@ function EndpointRow({ tenantId, branch, endpoint }: { tenantId: string; branch:
       ) : null}
     </>
   );
+}
+
+/** Lines of `name=value` (blank lines skipped) as settings, or what is wrong with the first bad line. */
+export function parseSettings(text: string): { settings: Record<string, string> } | { error: string } {
+  const settings: Record<string, string> = {};
+  for (const raw of text.split("\n")) {
+    const line = raw.trim();
+    if (line === "") continue;
+    const eq = line.indexOf("=");
+    if (eq <= 0) return { error: `"${line}" is not name=value` };
+    settings[line.slice(0, eq).trim()] = line.slice(eq + 1).trim();
+  }
+  return { settings };
 }
 
 /** The connection string as selectable text, plus a copy button when the clipboard is available. */

@@ -7,7 +7,15 @@ const branchRef = z.string().min(1).max(63);
 
 export const endpointsRouter = router({
   start: publicProcedure
-    .input(z.object({ tenantId: idSchema, branch: branchRef, port: z.number().int().min(1024).max(65535).optional() }))
+    .input(
+      z.object({
+        tenantId: idSchema,
+        branch: branchRef,
+        port: z.number().int().min(1024).max(65535).optional(),
+        /** postgresql.conf settings for this endpoint (checked by checkEndpointSettings, then by postgres) */
+        settings: z.record(z.string().max(63), z.string().max(1024)).optional(),
+      }),
+    )
     .mutation(({ ctx, input }) =>
       recordOperation(ctx.db, { kind: "endpoint.start", actor: ctx.actor, tenantId: input.tenantId, input }, () => ctx.endpoints.start(input)),
     ),

@@ -78,6 +78,39 @@ describe("an endpoint's own data directory against a full backup at its shutdown
     expect(rows).toEqual([{ n: 20000, len: 20000 * 200 }]);
   });
 
+  it("runs an endpoint with the postgresql.conf settings given at start; refuses reserved names and values postgres does not take, leaving nothing behind", async () => {
+    await branches.create({ tenantId, name: "tuned" });
+    // refused before anything is built
+    await expect(endpoints.start({ tenantId, branch: "tuned", settings: { port: "5999" } })).rejects.toThrow(/port is set by Strata for every endpoint/);
+    await expect(endpoints.start({ tenantId, branch: "tuned", settings: { "work mem": "1MB" } })).rejects.toThrow(/invalid setting name "work mem"/);
+    await expect(endpoints.start({ tenantId, branch: "tuned", settings: { work_mem: "1MB\nport = 1" } })).rejects.toThrow(/control character/);
+    await expect(endpoints.start({ tenantId, branch: "tuned", settings: { work_mem: "1MB", WORK_MEM: "2MB" } })).rejects.toThrow(/given twice/);
+    // postgres refuses the value: an error that names it, and the branch keeps no trace of the try
+    await expect(endpoints.start({ tenantId, branch: "tuned", settings: { work_mem: "lots" } })).rejects.toThrow(/postgres refused a setting: .*"work_mem"/);
+    expect((await endpoints.list(tenantId)).filter((e) => e.branch === "tuned")).toEqual([]);
+
+    const settings = { work_mem: "12MB", application_name: "it's a \\ test", "strata_test.marker": "on" };
+    const started = await endpoints.start({ tenantId, branch: "tuned", settings });
+    expect(started.settings).toEqual(settings);
+    expect((await endpoints.list(tenantId)).find((e) => e.id === started.id)?.settings).toEqual(settings);
+    const show = async (connectionString: string) => {
+      const client = new pg.Client({ connectionString });
+      await client.connect();
+      try {
+        return (await client.query("SELECT current_setting('work_mem') AS work_mem, current_setting('application_name') AS app, current_setting('strata_test.marker', true) AS marker")).rows[0];
+      } finally {
+        await client.end();
+      }
+    };
+    expect(await show(started.connectionString!)).toEqual({ work_mem: "12MB", app: "it's a \\ test", marker: "on" });
+    await endpoints.stop({ tenantId, branch: "tuned" });
+    // a later start without settings runs with PostgreSQL's defaults
+    const plain = await endpoints.start({ tenantId, branch: "tuned" });
+    expect(plain.settings).toEqual({});
+    expect(await show(plain.connectionString!)).toEqual({ work_mem: "4MB", app: "", marker: null });
+    await endpoints.stop({ tenantId, branch: "tuned" });
+  });
+
   /** An endpoint that committed `rows` rows its branch's walreceiver never got; returns the endpoint's flushed WAL end. */
   async function endpointWithUnstreamedCommits(branch: string, rows: number) {
     await branches.create({ tenantId, name: branch });

@@ -7,7 +7,7 @@
 import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import path from "node:path";
 import {
-  chownToPostgres, configureEndpoint, detachInheritedSubscriptions, formatLsn, freePort, generateId, isAlive, mayHaveSubscriptions, prepareDataDirectory, ReplicationConnection,
+  checkEndpointSettings, chownToPostgres, configureEndpoint, detachInheritedSubscriptions, EndpointSettingError, formatLsn, freePort, generateId, isAlive, mayHaveSubscriptions, prepareDataDirectory, ReplicationConnection,
   shutdownCheckpointEnd, startPostgres, stopPostgres, type Lsn, type TenantManager,
 } from "@strata/core";
 import type { Database } from "../db.ts";
@@ -36,11 +36,13 @@ export interface EndpointView {
   startLsn: string | null;
   stopLsn: string | null;
   createdAt: string;
+  /** postgresql.conf settings given at start */
+  settings: Record<string, string>;
   /** subscriptions the branch inherited, disabled and detached from their slot at its first start ("database.name") */
   detachedSubscriptions?: string[];
 }
 
-type EndpointRow = { id: string; tenantId: string; timelineId: string; state: string; port: number | null; pid: number | null; startLsn: bigint | null; stopLsn: bigint | null; createdAt: Date };
+type EndpointRow = { id: string; tenantId: string; timelineId: string; state: string; port: number | null; pid: number | null; startLsn: bigint | null; stopLsn: bigint | null; settings: string | null; createdAt: Date };
 
 function view(row: EndpointRow, branch: string): EndpointView {
   return {
@@ -55,7 +57,18 @@ function view(row: EndpointRow, branch: string): EndpointView {
     startLsn: row.startLsn === null ? null : formatLsn(row.startLsn),
     stopLsn: row.stopLsn === null ? null : formatLsn(row.stopLsn),
     createdAt: row.createdAt.toISOString(),
+    settings: row.settings ? (JSON.parse(row.settings) as Record<string, string>) : {},
   };
+}
+
+/**
+ * The line of a postgres log that rejects one of the user's settings ("invalid value for
+ * parameter", "unrecognized configuration parameter", …), if any.
+ */
+function settingRefusal(log: string, settings: Readonly<Record<string, string>>): string | undefined {
+  const names = Object.keys(settings).map((name) => name.toLowerCase());
+  if (names.length === 0) return undefined;
+  return log.split("\n").find((line) => /(FATAL|LOG|ERROR):/.test(line) && names.some((name) => line.toLowerCase().includes(`"${name}"`)));
 }
 
 export class EndpointService {
@@ -85,7 +98,14 @@ export class EndpointService {
     this.busy.add(timelineId);
   }
 
-  async start(input: { tenantId: string; branch: string; port?: number }): Promise<EndpointView> {
+  async start(input: { tenantId: string; branch: string; port?: number; settings?: Record<string, string> }): Promise<EndpointView> {
+    const settings = input.settings ?? {};
+    try {
+      checkEndpointSettings(settings);
+    } catch (err) {
+      if (err instanceof EndpointSettingError) throw new InvalidInputError(err.message);
+      throw err;
+    }
     const timeline = await this.resolveBranch(input.tenantId, input.branch);
     this.lock(timeline.id);
     const id = generateId();
@@ -103,7 +123,9 @@ export class EndpointService {
       const handle = this.manager.get(input.tenantId, timeline.id);
       if (!handle) throw new NotFoundError(`branch ${timeline.name} is not attached`);
       const port = input.port ?? (await freePort());
-      await this.db.endpoint.create({ data: { id, tenantId: input.tenantId, timelineId: timeline.id, port, state: "starting", dataDir: root } });
+      await this.db.endpoint.create({
+        data: { id, tenantId: input.tenantId, timelineId: timeline.id, port, state: "starting", dataDir: root, settings: Object.keys(settings).length ? JSON.stringify(settings) : null },
+      });
       created = true;
       // a branch delete claims the branch before it looks for endpoints: one of the two sees the other
       if ((await this.db.timeline.findUnique({ where: { id: timeline.id } }))?.state !== "active") throw new NotFoundError(`branch ${timeline.name} is being deleted`);
@@ -114,21 +136,35 @@ export class EndpointService {
       chownToPostgres(root);
       const pgdata = path.join(root, "pgdata");
       await prepareDataDirectory(handle.reader, lsn, pgdata);
-      configureEndpoint(pgdata, { port, socketDir: root });
+      configureEndpoint(pgdata, { port, socketDir: root, settings });
       const url = `postgresql://postgres@127.0.0.1:${port}/postgres`;
       const logFile = path.join(root, "postgres.log");
+      const start = async (runSettings?: Record<string, string | number>) => {
+        try {
+          return await startPostgres(pgdata, logFile, runSettings);
+        } catch (err) {
+          // a value postgres does not take is the caller's mistake: say which, from its log
+          let log = "";
+          try {
+            log = readFileSync(logFile, "utf8");
+          } catch {}
+          const refusal = settingRefusal(log, settings);
+          if (refusal) throw new InvalidInputError(`postgres refused a setting: ${refusal.replace(/^.*?(FATAL|LOG|ERROR):\s*/, "")}`);
+          throw err;
+        }
+      };
       // Subscriptions in the data directory of a branch's first endpoint belong to the cluster it
       // was made from (their slots on the publisher are that cluster's): they are detached before
       // any logical replication worker may start, then postgres restarts with its settings.
       let detached: string[] = [];
       const everRan = await this.db.endpoint.count({ where: { timelineId: timeline.id, startLsn: { not: null } } });
       if (everRan === 0 && (await mayHaveSubscriptions(handle.reader, lsn))) {
-        pid = await startPostgres(pgdata, logFile, { max_logical_replication_workers: 0 });
+        pid = await start({ max_logical_replication_workers: 0 });
         detached = await detachInheritedSubscriptions(url);
         await stopPostgres(pid, this.stopTimeoutMs);
         pid = undefined;
       }
-      pid = await startPostgres(pgdata, logFile);
+      pid = await start();
       const slot = `strata_ep_${timeline.id.slice(0, 16)}`;
       const conn = await ReplicationConnection.connect(url, { applicationName: "strata-endpoint-setup" });
       try {

@@ -55,6 +55,49 @@ export async function prepareDataDirectory(reader: PageReader, lsn: Lsn, dataDir
 export interface EndpointConfig {
   port: number;
   socketDir: string;
+  /** postgresql.conf settings the user gave for this endpoint (checkEndpointSettings) */
+  settings?: Readonly<Record<string, string>>;
+}
+
+/**
+ * Settings Strata sets itself for an endpoint (how it listens, the WAL its branch streams from it)
+ * or that would move its files: not the user's to change.
+ */
+const RESERVED_SETTINGS = new Set([
+  "listen_addresses", "port", "unix_socket_directories", "wal_level", "max_wal_senders", "max_replication_slots", "wal_keep_size",
+  "logging_collector", "data_directory", "config_file", "hba_file", "ident_file", "external_pid_file", "include", "include_if_exists", "include_dir",
+]);
+const SETTING_NAME = /^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$/;
+export const MAX_ENDPOINT_SETTINGS = 100;
+const MAX_SETTING_VALUE = 1024;
+
+export class EndpointSettingError extends Error {}
+
+/**
+ * Checks user settings for an endpoint's postgresql.conf before anything is started: names as
+ * PostgreSQL spells parameters (a custom class may prefix them: `auto_explain.log_min_duration`),
+ * none of those Strata manages, values of at most MAX_SETTING_VALUE characters without control
+ * characters. Whether PostgreSQL takes a value is for it to say when it starts.
+ */
+export function checkEndpointSettings(settings: Readonly<Record<string, string>>): void {
+  const names = Object.keys(settings);
+  if (names.length > MAX_ENDPOINT_SETTINGS) throw new EndpointSettingError(`at most ${MAX_ENDPOINT_SETTINGS} settings, not ${names.length}`);
+  const seen = new Set<string>();
+  for (const name of names) {
+    if (!SETTING_NAME.test(name) || name.length > 63) throw new EndpointSettingError(`invalid setting name ${JSON.stringify(name)}: a PostgreSQL parameter name, e.g. work_mem`);
+    const lower = name.toLowerCase();
+    if (RESERVED_SETTINGS.has(lower)) throw new EndpointSettingError(`${name} is set by Strata for every endpoint and cannot be changed`);
+    if (seen.has(lower)) throw new EndpointSettingError(`${name} is given twice`);
+    seen.add(lower);
+    const value = settings[name];
+    if (typeof value !== "string" || value.length > MAX_SETTING_VALUE) throw new EndpointSettingError(`the value of ${name} must be a string of at most ${MAX_SETTING_VALUE} characters`);
+    if (/[\u0000-\u001f\u007f]/.test(value)) throw new EndpointSettingError(`the value of ${name} holds a control character (a newline?)`);
+  }
+}
+
+/** `name = 'value'` as postgresql.conf reads it back (quotes doubled, backslashes escaped). */
+function settingLine(name: string, value: string): string {
+  return `${name} = '${value.replace(/\\/g, "\\\\").replace(/'/g, "''")}'`;
 }
 
 /**
@@ -62,6 +105,7 @@ export interface EndpointConfig {
  * stream (wal_level at least replica: a logical one stays logical, as the branch's source had it).
  */
 export function configureEndpoint(dataDir: string, config: EndpointConfig): void {
+  if (config.settings) checkEndpointSettings(config.settings);
   const source = readControlFile(readFileSync(path.join(dataDir, "global", "pg_control")));
   appendFileSync(
     path.join(dataDir, "postgresql.conf"),
@@ -77,6 +121,7 @@ export function configureEndpoint(dataDir: string, config: EndpointConfig): void
       // keep WAL around even before the slot exists or if the pageserver is away for a while
       "wal_keep_size = '1GB'",
       "logging_collector = off",
+      ...(config.settings && Object.keys(config.settings).length ? ["# given at endpoint start", ...Object.entries(config.settings).map(([name, value]) => settingLine(name, value))] : []),
       "",
     ].join("\n"),
   );
