@@ -49,7 +49,9 @@ async function fingerprint(sql: Sql) {
   const [inPlace] = await sql("SELECT count(*)::int AS n, sum(id)::bigint::text AS s FROM before_import_in_place");
   const [moved] = await sql("SELECT count(*)::int AS n, md5(string_agg(id || ':' || v, ',' ORDER BY id)) AS h FROM travels", "moved");
   const [movedTable] = await sql("SELECT count(*)::int AS n, sum(id)::bigint::text AS s, pg_tablespace.spcname FROM relocated, pg_class JOIN pg_tablespace ON pg_tablespace.oid = reltablespace WHERE relname = 'relocated' GROUP BY spcname");
-  return { accounts, branches, tellers, history, extra, items, spaced, things, outside, inPlace, moved, movedTable };
+  // replication origins' apply progress (a subscriber's): local_lsn is not kept across a restart
+  const origins = await sql("SELECT external_id, remote_lsn::text FROM pg_replication_origin_status ORDER BY external_id");
+  return { accounts, branches, tellers, history, extra, items, spaced, things, outside, inPlace, moved, movedTable, origins };
 }
 
 /** Stops a postmaster by pid (fast shutdown) and waits for it to exit. */
@@ -116,7 +118,7 @@ describe("full backup", () => {
   beforeAll(async () => {
     primary = await PgCluster.start({
       initdbArgs: ["--data-checksums"],
-      settings: { max_prepared_transactions: 5, autovacuum: "off", wal_keep_size: "1GB", allow_in_place_tablespaces: "on" },
+      settings: { max_prepared_transactions: 5, autovacuum: "off", wal_keep_size: "1GB", allow_in_place_tablespaces: "on", max_replication_slots: 16 },
     });
     // user tablespaces the import must bring along: one outside the data directory (its own archive
     // in BASE_BACKUP, a symlink in pg_tblspc) and an in-place one
@@ -127,6 +129,9 @@ describe("full backup", () => {
     await before("CREATE TABLESPACE in_place LOCATION ''");
     await before("CREATE TABLE before_import_in_place TABLESPACE in_place AS SELECT generate_series(1, 700) AS id");
     await before("CREATE TABLESPACE outside_empty LOCATION ''");
+    // a replication origin with progress: the import takes it from pg_logical/replorigin_checkpoint
+    await before("SELECT pg_replication_origin_create('before_import'); SELECT pg_replication_origin_advance('before_import', '0/5A5A5A')");
+    await before("SELECT pg_replication_origin_create('imported_only'); SELECT pg_replication_origin_advance('imported_only', '0/4A4A4A')");
     store = await TimelineStore.open(path.join(work, "store"));
     const imported = await importFromPrimary(store, primary.connectionString(), "strata_fullbackup");
     step("imported");
@@ -162,12 +167,28 @@ describe("full backup", () => {
     await sql("ALTER TABLE relocated SET TABLESPACE elsewhere");
     await sql("CREATE UNLOGGED TABLE scratch (k int PRIMARY KEY)");
     await sql("INSERT INTO scratch SELECT generate_series(1, 100)");
+    // replication origins move in WAL: advanced (XLOG_REPLORIGIN_SET), by transactions applied
+    // from them (commit and prepare records carry the origin's LSN), and dropped
+    await sql("SELECT pg_replication_origin_advance('before_import', '0/6B6B6B')");
+    await sql("SELECT pg_replication_origin_create('applied'); SELECT pg_replication_origin_session_setup('applied'); BEGIN; SELECT pg_replication_origin_xact_setup('0/7C7C7C', now()); INSERT INTO extra (v, n) VALUES ('applied from an origin', 7); COMMIT");
+    await sql("SELECT pg_replication_origin_create('prepared'); SELECT pg_replication_origin_session_setup('prepared'); BEGIN; SELECT pg_replication_origin_xact_setup('0/8D8D8D', now()); INSERT INTO extra (v, n) VALUES ('prepared from an origin', 8); PREPARE TRANSACTION 'fb_origin'");
+    await sql("COMMIT PREPARED 'fb_origin'");
+    await sql("SELECT pg_replication_origin_create('gone'); SELECT pg_replication_origin_advance('gone', '0/1'); SELECT pg_replication_origin_drop('gone')");
+    // more origins than PostgreSQL's default max_replication_slots (10) lets a server start with
+    await sql("SELECT pg_replication_origin_create('bulk_' || g) FROM generate_series(1, 8) g; SELECT pg_replication_origin_advance('bulk_' || g, ('0/' || to_hex(g * 4096))::pg_lsn) FROM generate_series(1, 8) g");
     // a prepared transaction still pending at the backup LSN
     await sql("BEGIN; INSERT INTO extra (v, n) VALUES ('prepared', 42); PREPARE TRANSACTION 'fb_pending'");
     step("workload done");
 
     // what the primary has at the LSN: no writes after this point
     expected = await fingerprint(sql);
+    expect(expected.origins).toEqual([
+      { external_id: "applied", remote_lsn: "0/7C7C7C" },
+      { external_id: "before_import", remote_lsn: "0/6B6B6B" },
+      ...Array.from({ length: 8 }, (_, i) => ({ external_id: `bulk_${i + 1}`, remote_lsn: `0/${((i + 1) * 4096).toString(16).toUpperCase()}` })),
+      { external_id: "imported_only", remote_lsn: "0/4A4A4A" },
+      { external_id: "prepared", remote_lsn: "0/8D8D8D" },
+    ]);
     const [{ xmax }] = await sql("SELECT pg_snapshot_xmax(pg_current_snapshot())::text AS xmax");
     nextXidAtLsn = BigInt(xmax as string);
     const [{ lsn: insertLsn }] = await sql("SELECT pg_current_wal_insert_lsn()::text AS lsn");

@@ -8,6 +8,7 @@ import type { Lsn } from "../lsn.ts";
 import type { RelTag } from "../reltag.ts";
 import { crc32c } from "../wal/crc32c.ts";
 import { ControlField } from "./control.ts";
+import { decodeReplOriginCheckpoint } from "./replorigin-checkpoint.ts";
 import { fullBackup, FullBackupError } from "./fullbackup.ts";
 import { pageChecksum } from "./page-checksum.ts";
 import { fakeReader, heap, LSN, page } from "./testutil.ts";
@@ -69,6 +70,7 @@ describe("full backup layout", () => {
     expect(twophase.subarray(0, -4).toString()).toBe("state bytes");
     expect(twophase.readUInt32LE(twophase.length - 4)).toBe(crc32c(Buffer.from("state bytes")));
     expect(files.get("pg_wal/00000002.history")?.toString()).toBe("1\t0/3000158\tno recovery target specified\n");
+    expect(decodeReplOriginCheckpoint(files.get("pg_logical/replorigin_checkpoint") as Buffer)).toEqual([{ id: 1, remoteLsn: 0x5a5a5an }, { id: 3, remoteLsn: 0x1_0000_0000n }]);
     expect(files.get("postgresql.conf")?.toString()).toContain("max_prepared_transactions = 7");
     expect(files.get("pg_hba.conf")?.toString()).toMatch(/host\s+replication\s+all\s+127\.0\.0\.1\/32\s+trust/);
 
@@ -198,6 +200,7 @@ describe("full backup layout", () => {
         getRelmap: fake.getRelmap,
         listTwoPhase: fake.listTwoPhase,
         listTimelineHistories: fake.listTimelineHistories,
+        listReplicationOrigins: fake.listReplicationOrigins,
       });
       return { store, reader };
     }

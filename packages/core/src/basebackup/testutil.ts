@@ -81,6 +81,7 @@ export function fakeReader(overrides: Partial<Record<keyof PageReader, unknown>>
     getRelmap: async (spc: number, db: number) => (db === 1 ? undefined : Buffer.alloc(512, spc === 1664 ? 0x11 : 0x22)),
     listTwoPhase: async () => [{ xid: 0x2a1, state: Buffer.from("state bytes") }],
     listTimelineHistories: async () => [{ timeline: 2, content: Buffer.from("1\t0/3000158\tno recovery target specified\n") }],
+    listReplicationOrigins: async () => [{ id: 1, remoteLsn: 0x5a5a5an }, { id: 3, remoteLsn: 0x1_0000_0000n }],
     listTablespaces: async () => [],
     getPage: async (_rel: RelTag, fork: ForkNumber, block: number) => page(fork, block),
     ...overrides,

@@ -3,11 +3,12 @@
 // physical slot of the endpoint). These are the process-level steps; EndpointService in the API
 // package orders them with the metadata.
 import { spawn } from "node:child_process";
-import { appendFileSync, mkdirSync, readFileSync, chmodSync, writeFileSync } from "node:fs";
+import { appendFileSync, existsSync, mkdirSync, readFileSync, chmodSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import pg from "pg";
 import { readControlFile, WAL_LEVEL_NAMES } from "../basebackup/control.ts";
 import { fullBackup, type FullBackupResult } from "../basebackup/fullbackup.ts";
+import { decodeReplOriginCheckpoint, REPLORIGIN_CHECKPOINT_PATH } from "../basebackup/replorigin-checkpoint.ts";
 import { parseLsn, type Lsn } from "../lsn.ts";
 import type { PageReader } from "../timeline/page-reader.ts";
 import { DEFAULT_WAL_SEGMENT_SIZE, readWalSegments } from "../wal/reader.ts";
@@ -95,6 +96,12 @@ export function checkEndpointSettings(settings: Readonly<Record<string, string>>
   }
 }
 
+/** How many replication origins the data directory's pg_logical/replorigin_checkpoint holds (0 without one). */
+function replicationOriginCount(dataDir: string): number {
+  const file = path.join(dataDir, REPLORIGIN_CHECKPOINT_PATH);
+  return existsSync(file) ? decodeReplOriginCheckpoint(readFileSync(file)).length : 0;
+}
+
 /** `name = 'value'` as postgresql.conf reads it back (quotes doubled, backslashes escaped). */
 function settingLine(name: string, value: string): string {
   return `${name} = '${value.replace(/\\/g, "\\\\").replace(/'/g, "''")}'`;
@@ -117,7 +124,8 @@ export function configureEndpoint(dataDir: string, config: EndpointConfig): void
       `unix_socket_directories = '${config.socketDir}'`,
       `wal_level = ${WAL_LEVEL_NAMES[source.walLevel] === "logical" ? "logical" : "replica"}`,
       `max_wal_senders = ${Math.max(10, source.maxWalSenders)}`,
-      "max_replication_slots = 10",
+      // (at least as many as the replication origins the backup carries: startup refuses fewer)
+      `max_replication_slots = ${Math.max(10, replicationOriginCount(dataDir))}`,
       // keep WAL around even before the slot exists or if the pageserver is away for a while
       "wal_keep_size = '1GB'",
       "logging_collector = off",

@@ -5,13 +5,14 @@
 import type { Lsn } from "../lsn.ts";
 import { BLCKSZ, ForkNumber, type RelTag } from "../reltag.ts";
 import {
-  checkpointKey, controlFileKey, dbDirEntryKey, imageExtentKey, relDirEntryKey, relmapFileKey, relSizeKey, SlruKind,
+  checkpointKey, controlFileKey, dbDirEntryKey, imageExtentKey, relDirEntryKey, relmapFileKey, relSizeKey, replicationOriginKey, SlruKind,
   slruBlockKey, slruSegSizeKey, tablespaceDirEntryKey, timelineHistoryKey, twoPhaseFileKey, storeKey,
 } from "../storage/keys.ts";
 import type { TimelineStore } from "../storage/timeline-store.ts";
 import type { TimelineHistoryFile } from "../replication/timeline-history.ts";
 import { EXTENT_BLOCKS } from "../storage/image-extents.ts";
 import { extentPagesValue, imageValue, u32Value } from "../storage/values.ts";
+import { decodeReplOriginCheckpoint, REPLORIGIN_CHECKPOINT_PATH } from "../basebackup/replorigin-checkpoint.ts";
 
 export const DEFAULTTABLESPACE_OID = 1663;
 export const GLOBALTABLESPACE_OID = 1664;
@@ -31,6 +32,8 @@ export type BackupFile =
   | { kind: "slru"; slru: SlruKind; segno: number }
   | { kind: "control" }
   | { kind: "twophase"; xid: number }
+  /** pg_logical/replorigin_checkpoint: replication origins' apply progress */
+  | { kind: "replorigin" }
   /** pg_tblspc/<oid> itself: a symlink, or an in-place tablespace's directory */
   | { kind: "tablespace"; spcNode: number }
   | { kind: "ignored" };
@@ -66,6 +69,7 @@ export function classifyBackupPath(path: string): BackupFile {
   for (const [prefix, slru] of SLRU_PREFIXES) {
     if (p.startsWith(prefix) && /^[0-9A-F]{4,6}$/.test(p.slice(prefix.length))) return { kind: "slru", slru, segno: parseInt(p.slice(prefix.length), 16) };
   }
+  if (p === REPLORIGIN_CHECKPOINT_PATH) return { kind: "replorigin" };
   m = /^pg_twophase\/([0-9A-F]{8})$/.exec(p);
   if (m) return { kind: "twophase", xid: parseInt(m[1], 16) };
   m = /^pg_tblspc\/(\d+)\/?$/.exec(p);
@@ -175,6 +179,13 @@ export class BaseBackupImporter {
         await this.put(twoPhaseFileKey(file.xid), imageValue(content.subarray(0, content.length - 4)));
         break;
       }
+      case "replorigin":
+        for (const origin of decodeReplOriginCheckpoint(await readAll(body))) {
+          const bytes = Buffer.alloc(8);
+          bytes.writeBigUInt64LE(origin.remoteLsn, 0);
+          await this.put(replicationOriginKey(origin.id), imageValue(bytes));
+        }
+        break;
       case "tablespace":
         // recorded whether or not anything is in it; the entry itself (symlink or directory) has no data
         await this.put(tablespaceDirEntryKey(file.spcNode), imageValue(Buffer.from("t")));

@@ -58,6 +58,8 @@ export interface XactOutcome {
    * else `time`.
    */
   commitTsTime: bigint;
+  /** the origin's LSN of a transaction applied from a replication origin (xl_xact_origin) */
+  originLsn?: bigint;
 }
 
 /** Parses xl_xact_commit / xl_xact_abort main data. */
@@ -100,8 +102,11 @@ export function parseXactOutcome(data: Buffer, info: number, isCommit: boolean):
     }
   }
   // xl_xact_origin {origin_lsn u64, origin_timestamp i64}, unaligned
-  const commitTsTime = xinfo & XACT_XINFO_HAS_ORIGIN ? data.readBigInt64LE(off + 8) : time;
-  return { time, subxacts, droppedRels, twophaseXid, commitTsTime };
+  const hasOrigin = (xinfo & XACT_XINFO_HAS_ORIGIN) !== 0;
+  const commitTsTime = hasOrigin ? data.readBigInt64LE(off + 8) : time;
+  const outcome: XactOutcome = { time, subxacts, droppedRels, twophaseXid, commitTsTime };
+  if (hasOrigin) outcome.originLsn = data.readBigUInt64LE(off);
+  return outcome;
 }
 
 /** CheckPoint struct field offsets (88 bytes, little-endian). */
@@ -152,3 +157,12 @@ export function fsmLeafToPhysical(logicalPage: number): number {
   }
   return pages - 1;
 }
+
+/** origin_lsn in xl_xact_prepare (the 2PC state a PREPARE record carries): after the header's aligned fields */
+export const XACT_PREPARE_ORIGIN_LSN_OFFSET = 56;
+/** RM_REPLORIGIN_ID records: xl_replorigin_set {remote_lsn u64, node_id u16, force bool}, xl_replorigin_drop {node_id u16} */
+export const XLOG_REPLORIGIN_SET = 0x00;
+export const XLOG_REPLORIGIN_DROP = 0x10;
+/** origin ids that track nothing: InvalidRepOriginId and DoNotReplicateId */
+export const INVALID_REPLICATION_ORIGIN = 0;
+export const DO_NOT_REPLICATE_ORIGIN = 0xffff;

@@ -7,8 +7,8 @@
 import type { Lsn } from "../lsn.ts";
 import { BLCKSZ, ForkNumber, type RelTag } from "../reltag.ts";
 import {
-  checkpointKey, controlFileKey, dbDirEntryKey, decodeRelKey, entityPrefix, KeySpace, relBlockKey, relDirEntryKey, relmapFileKey, relSizeKey, SlruKind,
-  slruSegSizeKey, tablespaceDirEntryKey, twoPhaseFileKey,
+  checkpointKey, controlFileKey, dbDirEntryKey, decodeRelKey, entityPrefix, KeySpace, relBlockKey, relDirEntryKey, relmapFileKey, relSizeKey, replicationOriginKey,
+  SlruKind, slruSegSizeKey, tablespaceDirEntryKey, twoPhaseFileKey,
 } from "../storage/keys.ts";
 import { derivedValue, DerivedKind, imageValue, readU32Value, type StoredValue, TOMBSTONE, u32Value, ValueKind, walRecordValue } from "../storage/values.ts";
 import { IngestBatch } from "./ingest-batch.ts";
@@ -21,6 +21,7 @@ import {
   parseXactOutcome, readRelFileNode, RM, SLRU_PAGES_PER_SEGMENT, TRANSACTION_STATUS_ABORTED, TRANSACTION_STATUS_COMMITTED,
   XACT_ABORT, XACT_ABORT_PREPARED, XACT_COMMIT, XACT_COMMIT_PREPARED, XACT_OPMASK, XACT_PREPARE, XLOG_CHECKPOINT_ONLINE,
   XLOG_CHECKPOINT_SHUTDOWN, XLOG_END_OF_RECOVERY, END_OF_RECOVERY_THIS_TLI, END_OF_RECOVERY_PREV_TLI, XLOG_NEXTOID, XLOG_PARAMETER_CHANGE, XLOG_TBLSPC_CREATE, XLOG_TBLSPC_DROP, PARAMETER_CHANGE_TRACK_COMMIT_TIMESTAMP,
+  DO_NOT_REPLICATE_ORIGIN, INVALID_REPLICATION_ORIGIN, XACT_PREPARE_ORIGIN_LSN_OFFSET, XLOG_REPLORIGIN_DROP, XLOG_REPLORIGIN_SET,
 } from "./records.ts";
 
 export { IngestBatch };
@@ -177,14 +178,47 @@ export class WalIngest {
     return this.checkpoint.readUInt32LE(CheckPointField.thisTimeLineID);
   }
 
-  private constructor(private readonly lookup: VersionLookup, checkpoint: Buffer | undefined) {
+  private constructor(
+    private readonly lookup: VersionLookup,
+    checkpoint: Buffer | undefined,
+    /** replication origins' apply progress (remote LSN) by origin id, as stored so far */
+    private readonly origins: Map<number, Lsn>,
+  ) {
     this.checkpoint = checkpoint ? Buffer.from(checkpoint) : Buffer.alloc(CHECKPOINT_SIZE);
   }
 
   /** `lookup` reads the timeline's current state (its store, falling through to ancestors). */
   static async load(lookup: VersionLookup, lsn: Lsn): Promise<WalIngest> {
     const cp = await lookup.getVersion(checkpointKey(), lsn);
-    return new WalIngest(lookup, cp?.value.kind === ValueKind.Image ? cp.value.bytes : undefined);
+    const origins = new Map<number, Lsn>();
+    for (const entry of await lookup.scanLatest(entityPrefix(KeySpace.ReplicationOrigin), lsn)) {
+      if (entry.value.kind === ValueKind.Image) origins.set(entry.entityKey.readUInt32BE(1), entry.value.bytes.readBigUInt64LE(0));
+    }
+    return new WalIngest(lookup, cp?.value.kind === ValueKind.Image ? cp.value.bytes : undefined, origins);
+  }
+
+  /**
+   * A replication origin's apply progress moved to `remoteLsn` (replorigin_advance during redo: it
+   * only moves forward unless forced; DoNotReplicateId is not tracked).
+   */
+  private advanceOrigin(batch: IngestBatch, originId: number, remoteLsn: Lsn, force: boolean, lsn: Lsn) {
+    if (originId === INVALID_REPLICATION_ORIGIN || originId === DO_NOT_REPLICATE_ORIGIN) return;
+    const current = this.origins.get(originId);
+    if (current !== undefined && !force && current >= remoteLsn) return;
+    this.origins.set(originId, remoteLsn);
+    const bytes = Buffer.alloc(8);
+    bytes.writeBigUInt64LE(remoteLsn, 0);
+    batch.put(replicationOriginKey(originId), lsn, imageValue(bytes));
+  }
+
+  /** RM_REPLORIGIN_ID: pg_replication_origin_advance (SET) and pg_replication_origin_drop (DROP). */
+  private ingestReplicationOrigin(record: DecodedRecord, info: number, batch: IngestBatch, lsn: Lsn) {
+    const data = record.mainData;
+    if (info === XLOG_REPLORIGIN_SET) this.advanceOrigin(batch, data.readUInt16LE(8), data.readBigUInt64LE(0), data[10] !== 0, lsn);
+    else if (info === XLOG_REPLORIGIN_DROP) {
+      const originId = data.readUInt16LE(0);
+      if (this.origins.delete(originId)) batch.put(replicationOriginKey(originId), lsn, TOMBSTONE);
+    }
   }
 
   private relSize(rel: RelTag, fork: ForkNumber, lsn: Lsn): Promise<number> {
@@ -399,6 +433,9 @@ export class WalIngest {
       case RM.HEAP2:
         rest = this.ingestVisibilityMapClears(record, info, batch, lsn);
         break;
+      case RM.REPLORIGIN:
+        this.ingestReplicationOrigin(record, info, batch, lsn);
+        break;
     }
     if (rest) return rest.then(() => this.putCheckpointIfDirty(batch, lsn));
     this.putCheckpointIfDirty(batch, lsn);
@@ -529,6 +566,8 @@ export class WalIngest {
     if (op === XACT_COMMIT || op === XACT_ABORT || op === XACT_COMMIT_PREPARED || op === XACT_ABORT_PREPARED) {
       const isCommit = op === XACT_COMMIT || op === XACT_COMMIT_PREPARED;
       const outcome = parseXactOutcome(record.mainData, record.info, isCommit);
+      // a transaction applied from a replication origin: its apply progress (xact_redo_commit/abort)
+      if (outcome.originLsn !== undefined && record.origin !== undefined) this.advanceOrigin(batch, record.origin, outcome.originLsn, false, lsn);
       const topXid = outcome.twophaseXid ?? record.xid;
       const xids = outcome.subxacts.length === 0 ? (topXid === 0 ? [] : [topXid]) : [topXid, ...outcome.subxacts].filter((x) => x !== 0);
       for (const x of outcome.subxacts) this.advanceNextXid(x);
@@ -550,6 +589,10 @@ export class WalIngest {
       })();
     } else if (op === XACT_PREPARE) {
       batch.put(twoPhaseFileKey(record.xid), lsn, imageValue(record.mainData));
+      // as PrepareRedoAdd: a prepare applied from an origin advances it too
+      if (record.origin !== undefined && record.mainData.length >= XACT_PREPARE_ORIGIN_LSN_OFFSET + 8) {
+        this.advanceOrigin(batch, record.origin, record.mainData.readBigUInt64LE(XACT_PREPARE_ORIGIN_LSN_OFFSET), false, lsn);
+      }
     }
     return undefined;
   }

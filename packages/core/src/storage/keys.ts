@@ -38,6 +38,8 @@ export const enum KeySpace {
   ControlFile = 0x41,
   /** a timeline's history file (pg_wal/<TLI>.history), stored at the LSN where that timeline begins */
   TimelineHistory = 0x42,
+  /** a replication origin's apply progress (its remote LSN, u64 LE), by origin id; tombstone once dropped */
+  ReplicationOrigin = 0x43,
   WalRecordLog = 0x50,
 }
 
@@ -80,6 +82,7 @@ export const twoPhaseFileKey = (xid: number) => entity(KeySpace.TwoPhaseFile, xi
 export const checkpointKey = () => entity(KeySpace.Checkpoint);
 export const controlFileKey = () => entity(KeySpace.ControlFile);
 export const timelineHistoryKey = (timeline: number) => entity(KeySpace.TimelineHistory, timeline);
+export const replicationOriginKey = (originId: number) => entity(KeySpace.ReplicationOrigin, originId);
 /** The ingested WAL records (for waldump, GC of raw WAL, re-ingest), in pieces of many records keyed by their first start LSN (storage/record-log.ts). */
 export const walRecordLogKey = () => entity(KeySpace.WalRecordLog);
 

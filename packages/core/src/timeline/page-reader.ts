@@ -494,6 +494,15 @@ export class PageReader {
     return out;
   }
 
+  /** Replication origins with their apply progress (remote LSN) at `lsn`, by origin id. */
+  async listReplicationOrigins(lsn: Lsn): Promise<Array<{ id: number; remoteLsn: Lsn }>> {
+    const out: Array<{ id: number; remoteLsn: Lsn }> = [];
+    for (const entry of await this.scanLatest(entityPrefix(KeySpace.ReplicationOrigin), lsn)) {
+      if (entry.value.kind === ValueKind.Image) out.push({ id: entry.entityKey.readUInt32BE(1), remoteLsn: entry.value.bytes.readBigUInt64LE(0) });
+    }
+    return out.sort((a, b) => a.id - b.id);
+  }
+
   /** pg_filenode.map of a database (dbNode 0 with spcNode 1664: global) at `lsn`. */
   async getRelmap(spcNode: number, dbNode: number, lsn: Lsn): Promise<Buffer | undefined> {
     const version = await this.getVersion(relmapFileKey(spcNode, dbNode), lsn);
