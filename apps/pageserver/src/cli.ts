@@ -486,6 +486,29 @@ endpoint
   });
 
 program
+  .command("operations")
+  .description("the audit trail: every mutation (who, what, when, and how it ended), newest first")
+  .option("--tenant <tenant>", "only this tenant's (id or name; the id of a deleted tenant works too)")
+  .option("--limit <n>", "at most this many (1-1000)", "50")
+  .option("--json", "machine-readable output")
+  .action(async (opts, cmd) => {
+    const limit = Number(opts.limit);
+    if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw new UsageError(`invalid --limit "${opts.limit}": a whole number from 1 to 1000`);
+    const operations = await client(cmd).operations.list.query({ ...(opts.tenant ? { tenantId: await tenantArg(cmd, opts.tenant) } : {}), limit });
+    print(opts.json, operations, () =>
+      table(
+        operations.map((o) => ({
+          ...o,
+          tenantId: o.tenantId ?? "-",
+          took: o.finishedAt ? `${((Date.parse(o.finishedAt) - Date.parse(o.startedAt)) / 1000).toFixed(2)}s` : "running",
+          error: o.error ? o.error.split("\n")[0].slice(0, 120) : "",
+        })),
+        ["id", "startedAt", "kind", "actor", "tenantId", "result", "took", "error"],
+      ),
+    );
+  });
+
+program
   .command("status")
   .description("is the pageserver up? version, uptime, addresses")
   .option("--json", "machine-readable output")

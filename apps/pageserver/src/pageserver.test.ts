@@ -95,6 +95,19 @@ describe("pageserver daemon with the API and CLI", () => {
       ["tenant.create", "cli", "ok"],
     ]);
     expect(operations[1].error).toMatch(/already exists/);
+    // the CLI shows the same trail, newest first, and by name for a tenant that has one
+    const trail = await runCli(["operations", "--tenant", tenant.id], env);
+    expect(trail.code, trail.stderr).toBe(0);
+    const rows = trail.stdout.trim().split("\n").slice(1);
+    expect(rows.map((r) => r.split(/\s+/).slice(2, 4).concat(r.split(/\s+/)[5]))).toEqual([
+      ["tenant.delete", "cli", "ok"],
+      ["tenant.create", "cli", "error"],
+      ["tenant.create", "cli", "ok"],
+    ]);
+    expect(rows[1]).toMatch(/CONFLICT|already exists/);
+    const all = JSON.parse((await runCli(["operations", "--limit", "2", "--json"], env)).stdout);
+    expect(all.map((o: { kind: string }) => o.kind)).toEqual(["tenant.delete", "tenant.delete"]);
+    expect((await runCli(["operations", "--limit", "0"], env)).code).toBe(2);
     const down = await runCli(["status"], { STRATA_API: "http://127.0.0.1:1" });
     expect(down.code).toBe(1);
     expect(down.stderr).toMatch(/cannot reach the pageserver/);

@@ -149,6 +149,14 @@ describe("branches and endpoints", () => {
     await devRow.getByRole("button", { name: "Start" }).waitFor();
     expect(await conn.count()).toBe(0);
 
+    // the tenant's recent operations: what was just done from this page, the refused create too
+    const operations = page.locator('[data-testid="operation-row"]');
+    await expect
+      .poll(() => operations.evaluateAll((rows) => rows.map((r) => `${r.getAttribute("data-kind")}:${r.getAttribute("data-result")}`)), { timeout: 10_000 })
+      .toEqual(expect.arrayContaining(["endpoint.stop:ok", "endpoint.start:ok", "branch.create:error", "branch.create:ok"]));
+    expect(await operations.first().getAttribute("data-kind")).toBe("endpoint.stop");
+    expect(await page.locator('[data-testid="operation-row"][data-result="error"]').first().innerText()).toMatch(/already exists/);
+
     // clicking the dev node opens its timeline page, which has the endpoint panel for dev
     await tree.locator('.react-flow__node [data-testid="branch-node"][data-timeline-name="dev"]').click();
     await page.waitForURL(`${webUrl}/tenants/${tenant.id}/timelines/${dev!.id}`);

@@ -18,3 +18,4 @@ export type ProgressSample = RouterOutputs["timelines"]["progress"][number];
 export type Branch = RouterOutputs["branches"]["list"][number];
 export type CreatedBranch = RouterOutputs["branches"]["create"];
 export type Endpoint = RouterOutputs["endpoints"]["list"][number];
+export type Operation = RouterOutputs["operations"]["list"][number];

@@ -15,6 +15,7 @@ import { TimelineTable } from "@/components/timelines/TimelineTable";
 import type { Timeline } from "@/lib/trpc";
 import { errorCode } from "@/lib/errors";
 import { formatBytes, formatTimestamp } from "@/lib/format";
+import { OperationsCard } from "@/components/operations/OperationsCard";
 import { useTRPC } from "@/lib/trpc";
 import { DeleteTenantButton } from "./DeleteTenantButton";
 
@@ -85,6 +86,8 @@ export function TenantDetail({ tenantId }: { tenantId: string }) {
       <section className="card">
         <WalProgress tenantId={t.id} timelines={timelines.data} />
       </section>
+
+      <OperationsCard tenantId={t.id} />
     </>
   );
 }
