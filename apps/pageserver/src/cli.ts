@@ -460,6 +460,20 @@ endpoint
   });
 
 endpoint
+  .command("logs")
+  .description("the tail of the postgres log of the branch's newest endpoint")
+  .requiredOption("--tenant <tenant>", "tenant id or name")
+  .requiredOption("--branch <name|id>", "branch name or timeline id")
+  .option("--lines <n>", "how many lines (1-5000)", "100")
+  .option("--json", "machine-readable output")
+  .action(async (opts, cmd) => {
+    const lines = Number(opts.lines);
+    if (!Number.isInteger(lines) || lines < 1 || lines > 5000) throw new UsageError(`invalid --lines "${opts.lines}": a whole number from 1 to 5000`);
+    const logs = await client(cmd).endpoints.logs.query({ tenantId: await tenantArg(cmd, opts.tenant), branch: opts.branch, lines });
+    print(opts.json, logs, () => logs.lines.join("\n"));
+  });
+
+endpoint
   .command("stop")
   .description("shut the branch's endpoint down; returns once the branch has all its WAL")
   .requiredOption("--tenant <tenant>", "tenant id or name")

@@ -52,6 +52,13 @@ describe("endpoints: stock PostgreSQL 15 running on a branch", () => {
     const second = await runCli(["endpoint", "start", "--tenant", tenantId, "--branch", "dev"], env);
     expect(second.code).toBe(1);
     expect(second.stderr).toMatch(/CONFLICT: branch dev already has a running endpoint/);
+    // its postgres log through the CLI
+    const logs = await runCli(["endpoint", "logs", "--tenant", tenantId, "--branch", "dev", "--lines", "500"], env);
+    expect(logs.code, logs.stderr).toBe(0);
+    expect(logs.stdout).toMatch(/database system is ready to accept connections/);
+    const one = JSON.parse((await runCli(["endpoint", "logs", "--tenant", tenantId, "--branch", "dev", "--lines", "1", "--json"], env)).stdout);
+    expect([one.endpointId, one.lines.length]).toEqual([endpoint.id, 1]);
+    expect((await runCli(["endpoint", "logs", "--tenant", tenantId, "--branch", "dev", "--lines", "0"], env)).code).toBe(2);
 
     const stopped = await runCli(["endpoint", "stop", "--tenant", tenantId, "--branch", "dev", "--json"], env);
     expect(stopped.code, stopped.stderr).toBe(0);

@@ -127,6 +127,9 @@ describe("branches and endpoints", () => {
     await conn.waitFor({ timeout: ENDPOINT_TIMEOUT_MS });
     expect(await devRow.getAttribute("data-state")).toBe("running");
     expect(await devRow.locator('[data-testid="endpoint-settings"]').innerText()).toContain("work_mem=12MB");
+    // its postgres log, on demand
+    await devRow.locator('[data-testid="endpoint-log-toggle"]').click();
+    await page.locator('[data-testid="endpoint-log"]').filter({ hasText: "database system is ready to accept connections" }).waitFor({ timeout: 10_000 });
     const connectionString = (await conn.innerText()).trim();
     expect(connectionString).toMatch(/^postgresql:\/\/postgres@127\.0\.0\.1:\d+\/postgres$/);
     await page.screenshot({ path: SCREENSHOT, fullPage: true });

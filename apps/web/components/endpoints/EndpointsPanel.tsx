@@ -15,6 +15,8 @@ import { formatTimestamp } from "@/lib/format";
 import { useTRPC, type Endpoint } from "@/lib/trpc";
 
 export const ENDPOINTS_POLL_MS = 2_000;
+/** lines of an endpoint's postgres log shown */
+const LOG_LINES = 200;
 
 /** What the panel needs of a branch; `primary` set means it follows an external primary. */
 export interface EndpointBranch {
@@ -73,6 +75,12 @@ function EndpointRow({ tenantId, branch, endpoint }: { tenantId: string; branch:
   const stop = useMutation(trpc.endpoints.stop.mutationOptions({ onSettled: refresh }));
 
   const [showSettings, setShowSettings] = useState(false);
+  const [showLog, setShowLog] = useState(false);
+  const log = useQuery({
+    ...trpc.endpoints.logs.queryOptions({ tenantId, branch: branch.id, lines: LOG_LINES }),
+    enabled: showLog && endpoint !== undefined,
+    refetchInterval: showLog ? ENDPOINTS_POLL_MS : false,
+  });
   const [settingsText, setSettingsText] = useState("");
   const parsed = parseSettings(settingsText);
 
@@ -82,11 +90,22 @@ function EndpointRow({ tenantId, branch, endpoint }: { tenantId: string; branch:
   const error = start.isError ? { title: "Could not start endpoint.", error: start.error } : stop.isError ? { title: "Could not stop endpoint.", error: stop.error } : null;
 
   let action;
+  const logToggle =
+    endpoint !== undefined && state !== "stopped" ? (
+      <>
+        <button type="button" className="button button-small" aria-expanded={showLog} data-testid="endpoint-log-toggle" onClick={() => setShowLog((shown) => !shown)}>
+          {showLog ? "Hide log" : "Log"}
+        </button>{" "}
+      </>
+    ) : null;
   if (state === "running" || stop.isPending) {
     action = (
-      <button type="button" className="button button-danger-outline" disabled={busy} onClick={() => stop.mutate({ tenantId, branch: branch.id })}>
-        {stop.isPending || state === "stopping" ? "Stopping…" : "Stop"}
-      </button>
+      <>
+        {logToggle}
+        <button type="button" className="button button-danger-outline" disabled={busy} onClick={() => stop.mutate({ tenantId, branch: branch.id })}>
+          {stop.isPending || state === "stopping" ? "Stopping…" : "Stop"}
+        </button>
+      </>
     );
   } else if (followsPrimary) {
     action = (
@@ -97,6 +116,7 @@ function EndpointRow({ tenantId, branch, endpoint }: { tenantId: string; branch:
   } else {
     action = (
       <>
+        {logToggle}
         <button
           type="button"
           className="button button-small"
@@ -159,6 +179,19 @@ function EndpointRow({ tenantId, branch, endpoint }: { tenantId: string; branch:
         </td>
         <td className="actions">{action}</td>
       </tr>
+      {showLog && endpoint !== undefined && state !== "stopped" ? (
+        <tr className="endpoint-log-row">
+          <td colSpan={5}>
+            {log.isError ? (
+              <ErrorNotice title="Cannot read the endpoint's log." error={log.error} />
+            ) : log.data ? (
+              <pre className="endpoint-log" data-testid="endpoint-log">{log.data.lines.join("\n")}</pre>
+            ) : (
+              <p className="muted">Loading log…</p>
+            )}
+          </td>
+        </tr>
+      ) : null}
       {showSettings && !ACTIVE.has(state) && !followsPrimary ? (
         <tr className="endpoint-settings-row">
           <td colSpan={5}>

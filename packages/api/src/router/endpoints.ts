@@ -25,4 +25,8 @@ export const endpointsRouter = router({
       recordOperation(ctx.db, { kind: "endpoint.stop", actor: ctx.actor, tenantId: input.tenantId, input }, () => ctx.endpoints.stop(input)),
     ),
   list: publicProcedure.input(z.object({ tenantId: idSchema })).query(({ ctx, input }) => ctx.endpoints.list(input.tenantId)),
+  /** the tail of the postgres log of the branch's newest endpoint */
+  logs: publicProcedure
+    .input(z.object({ tenantId: idSchema, branch: branchRef, lines: z.number().int().min(1).max(5000).default(100) }))
+    .query(({ ctx, input }) => ctx.endpoints.logs(input)),
 });

@@ -78,8 +78,9 @@ describe("an endpoint's own data directory against a full backup at its shutdown
     expect(rows).toEqual([{ n: 20000, len: 20000 * 200 }]);
   });
 
-  it("runs an endpoint with the postgresql.conf settings given at start; refuses reserved names and values postgres does not take, leaving nothing behind", async () => {
+  it("runs an endpoint with the postgresql.conf settings given at start and shows its log; refuses reserved names and values postgres does not take, leaving nothing behind", async () => {
     await branches.create({ tenantId, name: "tuned" });
+    await expect(endpoints.logs({ tenantId, branch: "tuned", lines: 10 })).rejects.toThrow(/branch tuned has no endpoint/);
     // refused before anything is built
     await expect(endpoints.start({ tenantId, branch: "tuned", settings: { port: "5999" } })).rejects.toThrow(/port is set by Strata for every endpoint/);
     await expect(endpoints.start({ tenantId, branch: "tuned", settings: { "work mem": "1MB" } })).rejects.toThrow(/invalid setting name "work mem"/);
@@ -103,6 +104,12 @@ describe("an endpoint's own data directory against a full backup at its shutdown
       }
     };
     expect(await show(started.connectionString!)).toEqual({ work_mem: "12MB", app: "it's a \\ test", marker: "on" });
+    // its postgres log, from the end
+    const logs = await endpoints.logs({ tenantId, branch: "tuned", lines: 1000 });
+    expect(logs.endpointId).toBe(started.id);
+    expect(logs.lines.join("\n")).toMatch(/database system is ready to accept connections/);
+    const last = await endpoints.logs({ tenantId, branch: "tuned", lines: 2 });
+    expect(last.lines).toEqual(logs.lines.slice(-2));
     await endpoints.stop({ tenantId, branch: "tuned" });
     // a later start without settings runs with PostgreSQL's defaults
     const plain = await endpoints.start({ tenantId, branch: "tuned" });

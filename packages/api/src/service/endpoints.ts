@@ -12,6 +12,7 @@ import {
 } from "@strata/core";
 import type { Database } from "../db.ts";
 import { ACTIVE_ENDPOINT_STATES, activeEndpointOn } from "./active-endpoint.ts";
+import { tailLines } from "./log-tail.ts";
 import { ConflictError, InvalidInputError, NotFoundError } from "../errors.ts";
 import type { TenantService } from "./tenants.ts";
 
@@ -239,6 +240,21 @@ export class EndpointService {
     await this.tenants.get(tenantId);
     const rows = await this.db.endpoint.findMany({ where: { tenantId }, orderBy: { createdAt: "asc" }, include: { timeline: { select: { name: true } } } });
     return rows.map((r) => view(r, r.timeline.name));
+  }
+
+  /**
+   * The last `lines` lines of the postgres log of the branch's newest endpoint (running, or one
+   * whose data directory is still there: a failed one, or any with STRATA_KEEP_ENDPOINT_DATA=1).
+   */
+  async logs(input: { tenantId: string; branch: string; lines: number }): Promise<{ endpointId: string; state: string; lines: string[] }> {
+    const timeline = await this.resolveBranch(input.tenantId, input.branch);
+    const row = await this.db.endpoint.findFirst({ where: { timelineId: timeline.id }, orderBy: { createdAt: "desc" } });
+    if (!row) throw new NotFoundError(`branch ${timeline.name} has no endpoint`);
+    const logFile = path.join(row.dataDir ?? "", "postgres.log");
+    if (!row.dataDir || !existsSync(logFile)) {
+      throw new NotFoundError(`the log of endpoint ${row.id} (${row.state}) is gone: an endpoint's data directory is removed when it stops`);
+    }
+    return { endpointId: row.id, state: row.state, lines: tailLines(logFile, input.lines) };
   }
 
   /** Stops every running endpoint (used when a tenant is deleted). */

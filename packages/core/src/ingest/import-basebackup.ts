@@ -11,7 +11,7 @@ import {
 import type { TimelineStore } from "../storage/timeline-store.ts";
 import type { TimelineHistoryFile } from "../replication/timeline-history.ts";
 import { EXTENT_BLOCKS } from "../storage/image-extents.ts";
-import { extentPagesValue, imageValue, u32Value } from "../storage/values.ts";
+import { extentPagesValue, imageValue, u32Value, u64Value } from "../storage/values.ts";
 import { decodeReplOriginCheckpoint, REPLORIGIN_CHECKPOINT_PATH } from "../basebackup/replorigin-checkpoint.ts";
 
 export const DEFAULTTABLESPACE_OID = 1663;
@@ -180,11 +180,7 @@ export class BaseBackupImporter {
         break;
       }
       case "replorigin":
-        for (const origin of decodeReplOriginCheckpoint(await readAll(body))) {
-          const bytes = Buffer.alloc(8);
-          bytes.writeBigUInt64LE(origin.remoteLsn, 0);
-          await this.put(replicationOriginKey(origin.id), imageValue(bytes));
-        }
+        for (const origin of decodeReplOriginCheckpoint(await readAll(body))) await this.put(replicationOriginKey(origin.id), u64Value(origin.remoteLsn));
         break;
       case "tablespace":
         // recorded whether or not anything is in it; the entry itself (symlink or directory) has no data

@@ -10,7 +10,7 @@ import {
   checkpointKey, controlFileKey, dbDirEntryKey, decodeRelKey, entityPrefix, KeySpace, relBlockKey, relDirEntryKey, relmapFileKey, relSizeKey, replicationOriginKey,
   SlruKind, slruSegSizeKey, tablespaceDirEntryKey, twoPhaseFileKey,
 } from "../storage/keys.ts";
-import { derivedValue, DerivedKind, imageValue, readU32Value, type StoredValue, TOMBSTONE, u32Value, ValueKind, walRecordValue } from "../storage/values.ts";
+import { derivedValue, DerivedKind, imageValue, readU32Value, readU64Value, type StoredValue, TOMBSTONE, u32Value, u64Value, ValueKind, walRecordValue } from "../storage/values.ts";
 import { IngestBatch } from "./ingest-batch.ts";
 import type { HotPage, HotPages } from "./hot-pages.ts";
 import { withParameterChange } from "../basebackup/control.ts";
@@ -192,7 +192,8 @@ export class WalIngest {
     const cp = await lookup.getVersion(checkpointKey(), lsn);
     const origins = new Map<number, Lsn>();
     for (const entry of await lookup.scanLatest(entityPrefix(KeySpace.ReplicationOrigin), lsn)) {
-      if (entry.value.kind === ValueKind.Image) origins.set(entry.entityKey.readUInt32BE(1), entry.value.bytes.readBigUInt64LE(0));
+      const remoteLsn = readU64Value(entry.value);
+      if (remoteLsn !== undefined) origins.set(entry.entityKey.readUInt32BE(1), remoteLsn);
     }
     return new WalIngest(lookup, cp?.value.kind === ValueKind.Image ? cp.value.bytes : undefined, origins);
   }
@@ -206,9 +207,7 @@ export class WalIngest {
     const current = this.origins.get(originId);
     if (current !== undefined && !force && current >= remoteLsn) return;
     this.origins.set(originId, remoteLsn);
-    const bytes = Buffer.alloc(8);
-    bytes.writeBigUInt64LE(remoteLsn, 0);
-    batch.put(replicationOriginKey(originId), lsn, imageValue(bytes));
+    batch.put(replicationOriginKey(originId), lsn, u64Value(remoteLsn));
   }
 
   /** RM_REPLORIGIN_ID: pg_replication_origin_advance (SET) and pg_replication_origin_drop (DROP). */

@@ -92,6 +92,14 @@ export function readImageExtent(value: Buffer): FileRef {
 /** Only full pages go to the image files: small images (sizes, files) stay inline. */
 export const isExternalizableImage = (value: Buffer) => value.length === BLCKSZ + 1 && value[0] === ValueKind.Image;
 
+/** An image of 8 bytes: a u64 (little-endian), e.g. an LSN. */
+export function u64Value(n: bigint): Buffer {
+  const value = Buffer.alloc(9);
+  value[0] = ValueKind.Image;
+  value.writeBigUInt64LE(n, 1);
+  return value;
+}
+
 export function u32Value(n: number): Buffer {
   const value = Buffer.alloc(5);
   value[0] = ValueKind.Image;
@@ -199,6 +207,11 @@ export function decodeValue(value: Buffer, images?: FileRefReader | ValueFiles):
     default:
       throw new Error(`corrupt stored value: unknown kind ${value[0]}`);
   }
+}
+
+export function readU64Value(value: StoredValue | undefined): bigint | undefined {
+  if (!value || value.kind !== ValueKind.Image) return undefined;
+  return value.bytes.readBigUInt64LE(0);
 }
 
 export function readU32Value(value: StoredValue | undefined): number | undefined {

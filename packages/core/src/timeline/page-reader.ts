@@ -12,7 +12,7 @@ import type { TimelineStore } from "../storage/timeline-store.ts";
 import { decodeLoggedRecord, decodeRecordLogPiece, lastRecordBefore } from "../storage/record-log.ts";
 import { ImageExtentIndex } from "../storage/image-extents.ts";
 import { PageCache, sharedPageCache } from "./page-cache.ts";
-import { decodeStoredVersions, imageValue, needsOtherStoredPage, readU32Value, replayedVersions, type StoredChain, storedNewestLsn, storedVersionsAbove, type StoredValue, ValueKind } from "../storage/values.ts";
+import { decodeStoredVersions, imageValue, needsOtherStoredPage, readU32Value, readU64Value, replayedVersions, type StoredChain, storedNewestLsn, storedVersionsAbove, type StoredValue, ValueKind } from "../storage/values.ts";
 import { applyDerived } from "../redo/derived.ts";
 import { applyStoredVersion, needsOtherPage, PageReadError, type ReplayTarget } from "../walredo/apply.ts";
 import { type RedoPool, sharedRedoPool } from "../walredo/pool.ts";
@@ -498,7 +498,8 @@ export class PageReader {
   async listReplicationOrigins(lsn: Lsn): Promise<Array<{ id: number; remoteLsn: Lsn }>> {
     const out: Array<{ id: number; remoteLsn: Lsn }> = [];
     for (const entry of await this.scanLatest(entityPrefix(KeySpace.ReplicationOrigin), lsn)) {
-      if (entry.value.kind === ValueKind.Image) out.push({ id: entry.entityKey.readUInt32BE(1), remoteLsn: entry.value.bytes.readBigUInt64LE(0) });
+      const remoteLsn = readU64Value(entry.value);
+      if (remoteLsn !== undefined) out.push({ id: entry.entityKey.readUInt32BE(1), remoteLsn });
     }
     return out.sort((a, b) => a.id - b.id);
   }
