@@ -160,7 +160,10 @@ tenant
   .action(async (id, opts, cmd) => {
     const found = await client(cmd).tenants.get.query({ id: await tenantArg(cmd, id) });
     print(opts.json, found, () =>
-      [`tenant ${found.id}${found.name ? `  name=${found.name}` : ""}  state=${found.state}  created=${found.createdAt}`, table(found.timelines, ["id", "name", "ancestorLsn", "state"])].join("\n"),
+      [
+        `tenant ${found.id}${found.name ? `  name=${found.name}` : ""}  state=${found.state}  created=${found.createdAt}  storage=${formatSize(found.physicalSizeBytes)}`,
+        table(found.timelines, ["id", "name", "ancestorLsn", "state"]),
+      ].join("\n"),
     );
   });
 

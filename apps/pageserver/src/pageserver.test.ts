@@ -72,7 +72,9 @@ describe("pageserver daemon with the API and CLI", () => {
     expect((await runCli(["tenant", "list"], env)).stdout).toMatch(new RegExp(`${namedTenant.id}\\s+billing-prod\\s+active`));
     const byName = await runCli(["timeline", "list", "--tenant", "billing-prod", "--json"], env);
     expect(JSON.parse(byName.stdout).map((t: { tenantId: string; name: string }) => [t.tenantId, t.name])).toEqual([[namedTenant.id, "main"]]);
-    expect((await runCli(["tenant", "get", "billing-prod"], env)).stdout).toContain(`tenant ${namedTenant.id}  name=billing-prod`);
+    const got = (await runCli(["tenant", "get", "billing-prod"], env)).stdout;
+    expect(got).toContain(`tenant ${namedTenant.id}  name=billing-prod`);
+    expect(got).toMatch(/storage=\d+(\.\d)? (B|KiB|MiB)/);
     const sameName = await runCli(["tenant", "create", "--name", "billing-prod"], env);
     expect(sameName.code).toBe(1);
     expect(sameName.stderr).toMatch(/CONFLICT: a tenant named "billing-prod" already exists/);
