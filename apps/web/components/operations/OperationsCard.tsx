@@ -43,12 +43,12 @@ export function OperationsCard({ tenantId }: { tenantId: string }) {
                 <tr key={op.id} data-testid="operation-row" data-kind={op.kind} data-result={op.result ?? "running"}>
                   <td className="created">{formatTimestamp(op.startedAt)}</td>
                   <td className="mono">{op.kind}</td>
-                  <td>{op.actor}</td>
+                  <td className="nowrap">{op.actor}</td>
                   <td>
                     <span className={`badge badge-op-${op.result ?? "running"}`}>{op.result ?? "running"}</span>
                     {op.error ? <div className="error-text operation-error" title={op.error}>{op.error.split("\n")[0]}</div> : null}
                   </td>
-                  <td className="num">{took(op)}</td>
+                  <td className="num nowrap">{took(op)}</td>
                 </tr>
               ))}
             </tbody>

@@ -41,8 +41,8 @@ export function TimelineTable({ tenantId, timelines }: { tenantId: string; timel
               <td>{t.parentTimelineId ? <Mono>{t.ancestorLsn}</Mono> : <span className="muted">—</span>}</td>
               <td><Mono>{t.lastRecordLsn}</Mono></td>
               <td><Mono>{t.diskConsistentLsn}</Mono></td>
-              <td data-testid="timeline-logical-size">{t.logicalSizeBytes === null ? <span className="muted">—</span> : formatBytes(t.logicalSizeBytes)}</td>
-              <td data-testid="timeline-physical-size">{formatBytes(t.physicalSizeBytes)}</td>
+              <td className="nowrap" data-testid="timeline-logical-size">{t.logicalSizeBytes === null ? <span className="muted">—</span> : formatBytes(t.logicalSizeBytes)}</td>
+              <td className="nowrap" data-testid="timeline-physical-size">{formatBytes(t.physicalSizeBytes)}</td>
               <td>
                 <span className={`badge badge-${t.state}`}>{t.state}</span>
                 {t.attached ? null : <span className="badge badge-detached" title="not loaded by the pageserver">detached</span>}
