@@ -14,7 +14,7 @@ import { formatLsn, parseLsn } from "@strata/core";
 import { PgCluster, pgBinary } from "@strata/core/testing";
 import { createStrataClient } from "@strata/api/client";
 import { makeDataDir, removeDataDir, startDaemon, type Daemon } from "../apps/pageserver/src/test-daemon.ts";
-import { envNumber, fmtMB, MB, progress, progressDone, readCpuSeconds, readThreadCpuSeconds, sampleMemory, sleep, waitUntilIdle } from "./lib.mts";
+import { envNumber, fmtMB, MB, progress, progressDone, readCpuSeconds, readMemory, readThreadCpuSeconds, sampleMemory, sleep, waitUntilIdle } from "./lib.mts";
 
 const WAL_MB = envNumber("BENCH_WAL_MB", 1024);
 const SCALE = envNumber("BENCH_SCALE", 10);
@@ -170,7 +170,22 @@ try {
   progress("strata: caught up; waiting for the pageserver to go idle");
   // (quiet for longer than the compactor's least interval between passes, 30 s: a pass that must
   // wait for it is still counted)
+  // what holds the memory at the peak meanwhile: RSS split, and the V8 heap and Buffers from /metrics
+  let settling = true;
+  const settlePeak = { rss: 0, anon: 0, file: 0, heap: 0, external: 0 };
+  const settleSampler = (async () => {
+    while (settling) {
+      const m = readMemory(daemon!.process.pid!);
+      const metrics = await fetch(`${daemon!.apiUrl}/metrics`).then((r) => r.text()).catch(() => "");
+      if (m && m.rss > settlePeak.rss) {
+        Object.assign(settlePeak, { rss: m.rss, anon: m.anon, file: m.file, heap: gauge(metrics, "strata_nodejs_heap_size_total_bytes"), external: gauge(metrics, "strata_nodejs_external_memory_bytes") });
+      }
+      await sleep(500);
+    }
+  })();
   const settle = await waitUntilIdle(daemon.process.pid!, { share: PROFILING ? 0.3 : 0.1, quietMs: 35_000, timeoutMs: envNumber("BENCH_SETTLE_TIMEOUT_S", 300) * 1000 });
+  settling = false;
+  await settleSampler;
   const settleThreads = [...readThreadCpuSeconds(daemon.process.pid!)].map(([name, seconds]) => [name, seconds - (threadCpu.find(([n]) => n === name)?.[1] ?? 0)] as const).filter(([, seconds]) => seconds >= 0.05);
   progressDone();
   const peakAfter = memory.peak;
@@ -192,7 +207,8 @@ try {
   );
   console.log(
     `after it: ${settle.seconds.toFixed(1)} s and ${settle.cpuSeconds.toFixed(1)} s of CPU until idle${settle.idle ? "" : " (still busy: timed out)"} ` +
-      `(by thread: ${settleThreads.map(([name, seconds]) => `${name} ${seconds.toFixed(1)} s`).join(", ")}); peak RSS meanwhile ${fmtMB(peakAfter)}`,
+      `(by thread: ${settleThreads.map(([name, seconds]) => `${name} ${seconds.toFixed(1)} s`).join(", ")}); peak RSS meanwhile ${fmtMB(peakAfter)} ` +
+      `(sampled every 0.5 s: ${fmtMB(settlePeak.rss)} = anonymous ${fmtMB(settlePeak.anon)} + file ${fmtMB(settlePeak.file)}; V8 heap ${fmtMB(settlePeak.heap)}, Buffers ${fmtMB(settlePeak.external)})`,
   );
   console.log(`pageserver peak RSS:    ${fmtMB(peakAtCaughtUp)} during the catch-up, sampled every 200 ms, VmHWM at the end ${fmtMB(mem.hwm)} (target < 512 MB)`);
   console.log(`  of which file pages at the peak ${fmtMB(mem.fileAtPeak)} (LevelDB's mapped tables, node itself); peak anonymous ${fmtMB(mem.peakAnon)}`);
