@@ -59,7 +59,7 @@ export interface XactOutcome {
    */
   commitTsTime: bigint;
   /** the origin's LSN of a transaction applied from a replication origin (xl_xact_origin) */
-  originLsn?: bigint;
+  originLsn: bigint | undefined;
 }
 
 /** Parses xl_xact_commit / xl_xact_abort main data. */
@@ -104,9 +104,7 @@ export function parseXactOutcome(data: Buffer, info: number, isCommit: boolean):
   // xl_xact_origin {origin_lsn u64, origin_timestamp i64}, unaligned
   const hasOrigin = (xinfo & XACT_XINFO_HAS_ORIGIN) !== 0;
   const commitTsTime = hasOrigin ? data.readBigInt64LE(off + 8) : time;
-  const outcome: XactOutcome = { time, subxacts, droppedRels, twophaseXid, commitTsTime };
-  if (hasOrigin) outcome.originLsn = data.readBigUInt64LE(off);
-  return outcome;
+  return { time, subxacts, droppedRels, twophaseXid, commitTsTime, originLsn: hasOrigin ? data.readBigUInt64LE(off) : undefined };
 }
 
 /** CheckPoint struct field offsets (88 bytes, little-endian). */

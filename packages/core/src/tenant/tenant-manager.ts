@@ -452,12 +452,12 @@ export class TenantManager {
     return pageStartIfPastHeader(lsn, control ? readControlFile(control).segmentSize : undefined);
   }
 
-  /** Lag inputs of every timeline that follows a primary. */
   /** The attached timelines (tenant id, timeline id). */
   attachedTimelines(): Array<{ tenantId: string; timelineId: string }> {
     return [...this.timelines.values()].map((handle) => ({ tenantId: handle.tenantId, timelineId: handle.timelineId }));
   }
 
+  /** Lag inputs of every timeline that follows a primary. */
   receivers(): Array<{ tenantId: string; timelineId: string; primaryFlushLsn: Lsn; lastRecordLsn: Lsn }> {
     const out = [];
     for (const handle of this.timelines.values()) {
@@ -499,7 +499,8 @@ export class TenantManager {
     return { lsn, result: await this.compactor.compactNow(this.key(tenantId, timelineId), handle, lsn) };
   }
 
-  private readonly sizes = new Map<string, { at: number; lsn: Lsn | null; sizes: Promise<TimelineSizes> }>();
+  /** per timeline: the figure being computed or last computed, when it was asked for, and the last one computed */
+  private readonly sizes = new Map<string, { at: number; sizes: Promise<TimelineSizes>; settled: TimelineSizes | undefined }>();
 
   /**
    * What a timeline takes on disk (its directory: LevelDB, page image and record log files) and
@@ -511,25 +512,23 @@ export class TenantManager {
     const key = this.key(tenantId, timelineId);
     const cached = this.sizes.get(key);
     if (cached && Date.now() - cached.at < SIZES_MAX_AGE_MS) return cached.sizes;
+    const previous = cached?.settled;
     const handle = this.get(tenantId, timelineId);
     const sizes = (async (): Promise<TimelineSizes> => {
       const physicalBytes = await diskUsageBytes(path.dirname(timelineStoreDir(this.dataDir, tenantId, timelineId)));
       if (!handle) return { physicalBytes, logicalBytes: null, lsn: null };
       const lsn = (await handle.store.readMarkers()).lastRecordLsn;
       // the databases' size changes only with new WAL: an unchanged LSN keeps the last figure
-      const previous = cached?.lsn === lsn ? await cached.sizes.catch(() => undefined) : undefined;
-      const logicalBytes = previous?.logicalBytes ?? (await handle.reader.logicalSize(lsn).catch(() => null));
+      const logicalBytes = previous?.lsn === lsn && previous.logicalBytes !== null ? previous.logicalBytes : await handle.reader.logicalSize(lsn).catch(() => null);
       return { physicalBytes, logicalBytes, lsn };
     })();
-    this.sizes.set(key, { at: Date.now(), lsn: cached?.lsn ?? null, sizes });
-    // the LSN the figure is at, once known (an error is the caller's, and not kept)
+    const entry = { at: Date.now(), sizes, settled: previous };
+    this.sizes.set(key, entry);
+    // (an error is the caller's, and not kept)
     sizes.then(
-      (done) => {
-        const entry = this.sizes.get(key);
-        if (entry?.sizes === sizes) entry.lsn = done.lsn;
-      },
+      (done) => void (entry.settled = done),
       () => {
-        if (this.sizes.get(key)?.sizes === sizes) this.sizes.delete(key);
+        if (this.sizes.get(key) === entry) this.sizes.delete(key);
       },
     );
     return sizes;
