@@ -5,6 +5,7 @@
 // them (append-files.ts).
 import path from "node:path";
 import { ClassicLevel } from "classic-level";
+import { failpoint } from "../failpoints.ts";
 import type { Lsn } from "../lsn.ts";
 import { ENTITY_KEY_LENGTH, KeySpace, storeKey } from "./keys.ts";
 import { AppendFiles, type FileRef, type FileRefReader, IMAGE_FILES, RECORD_LOG_FILES } from "./append-files.ts";
@@ -67,6 +68,8 @@ function newestAtOrBelow(keyLsn: Lsn, raw: Buffer, lsn: Lsn, files: ValueFiles):
  * (MAX_OPEN_FILES - 10) x 2 MB per store.
  */
 const MAX_OPEN_FILES = 32;
+/** Bytes of versions per batch a history cut copies (TimelineStore.cutHistory). */
+const COPY_BATCH_BYTES = 4 * 1024 * 1024;
 
 export class TimelineStore {
   private constructor(
@@ -349,42 +352,88 @@ export class TimelineStore {
   }
 
   /**
-   * Moves blocks' versions to the history key space and stores the bases they now start with, in
-   * one atomic batch (timeline/history-cut.ts decides what). `moves` are 0x10 entries (key and
-   * value as stored); `images` are page images stored at 0x10 keys (written to the page image
-   * files first, as any image). Not synced: the batch is either whole or absent after a crash, and
-   * either way the timeline reads the same pages. Returns the number of versions now in history.
+   * Moves blocks' versions to the history key space and stores the bases they now start with
+   * (timeline/history-cut.ts decides what). `moves` name 0x10 versions by block: the block's
+   * entity key and the LSNs of its versions to move, oldest first; `images` are page images stored
+   * at 0x10 keys (written to the page image files first, as any image).
+   *
+   * In two steps, so that memory stays bounded whatever a block's history (a pgbench teller's
+   * page took 300k records in one catch-up): the versions are copied to 0x18 first, read back and
+   * written in batches of about COPY_BATCH_BYTES; then one batch deletes them from 0x10 and stores
+   * the images. Reads look in 0x18 only for what 0x10 has no longer, so until that batch they read
+   * 0x10 as before; copies a crash leaves before it are the same keys and values a later cut
+   * writes again. Not synced: the last batch is either whole or absent after a crash, and either
+   * way the timeline reads the same pages. Returns the number of versions now in history.
    */
-  async cutHistory(moves: ReadonlyArray<[Buffer, Buffer]>, images: ReadonlyArray<{ key: Buffer; value: Buffer }>): Promise<number> {
+  async cutHistory(moves: ReadonlyArray<{ entity: Buffer; lsns: readonly Lsn[] }>, images: ReadonlyArray<{ key: Buffer; value: Buffer }>, copyBatchBytes = COPY_BATCH_BYTES): Promise<number> {
     if (moves.length === 0 && images.length === 0) return 0;
-    const historyKeys = moves.map(([key]) => {
-      if (key[0] !== KeySpace.RelBlock) throw new Error("cutHistory moves relation block versions only");
-      const historyKey = Buffer.from(key);
-      historyKey[0] = KeySpace.RelBlockHistory;
-      return historyKey;
-    });
-    // An image an earlier cut stored at its LSN stands where that cut moved the version at that
-    // LSN from: the version is history already, and the image (the page it made) is dropped.
-    const bases = moves.flatMap(([, value], i) => (value[0] === ValueKind.ImageRef || value[0] === ValueKind.Image ? [i] : []));
-    const present = bases.length ? await this.db.getMany(bases.map((i) => historyKeys[i])) : [];
-    const superseded = new Set(bases.filter((_, j) => present[j] !== undefined));
+    let moved = 0;
+    for (const { entity, lsns } of moves) {
+      if (entity[0] !== KeySpace.RelBlock) throw new Error("cutHistory moves relation block versions only");
+      if (lsns.length > 0) moved += await this.copyToHistory(entity, lsns, copyBatchBytes);
+    }
+    failpoint("history-cut-after-copies");
     const imageEntries = images.map(({ key, value }) => ({ key, value }));
     this.beginWrite(imageEntries);
     try {
       const stored = await this.externalize(imageEntries);
       const batch = this.db.batch();
-      for (let i = 0; i < moves.length; i++) {
-        if (!superseded.has(i)) batch.put(historyKeys[i], moves[i][1]);
-        batch.del(moves[i][0]);
-      }
+      for (const { entity, lsns } of moves) for (const lsn of lsns) batch.del(storeKey(entity, lsn));
       for (let i = 0; i < imageEntries.length; i++) batch.put(imageEntries[i].key, stored[i]);
       // known before the batch is visible: a read that finds a block's versions gone looks for them
       this.historyPresent = Promise.resolve(true);
       await batch.write();
-      return moves.length - superseded.size;
+      return moved;
     } finally {
       this.endWrite();
     }
+  }
+
+  /**
+   * Copies the listed versions of one block to the history key space; returns how many it
+   * copied. An image an earlier cut stored at its LSN stands where that cut moved the version at
+   * that LSN from: the version is history already, and the image (the page it made) is not copied.
+   */
+  private async copyToHistory(entity: Buffer, lsns: readonly Lsn[], batchBytes: number): Promise<number> {
+    const iterator = this.db.iterator({ gte: storeKey(entity, lsns[0]), lte: storeKey(entity, lsns[lsns.length - 1]), highWaterMarkBytes: 1024 * 1024 });
+    let copied = 0;
+    let next = 0;
+    let pending: Array<[Buffer, Buffer]> = [];
+    let pendingBytes = 0;
+    const flush = async () => {
+      const bases = pending.filter(([, value]) => value[0] === ValueKind.ImageRef || value[0] === ValueKind.Image).map(([key]) => key);
+      const present = bases.length ? await this.db.getMany(bases) : [];
+      const superseded = new Set(bases.filter((_, i) => present[i] !== undefined));
+      const batch = this.db.batch();
+      for (const [key, value] of pending) {
+        if (superseded.has(key)) continue;
+        batch.put(key, value);
+        copied++;
+      }
+      await batch.write();
+      pending = [];
+      pendingBytes = 0;
+    };
+    try {
+      for (;;) {
+        const entries = await iterator.nextv(256);
+        if (entries.length === 0) break;
+        for (const [key, value] of entries) {
+          const lsn = key.readBigUInt64BE(ENTITY_KEY_LENGTH);
+          while (next < lsns.length && lsns[next] < lsn) next++;
+          if (next === lsns.length || lsns[next] !== lsn) continue;
+          const historyKey = Buffer.from(key);
+          historyKey[0] = KeySpace.RelBlockHistory;
+          pending.push([historyKey, value]);
+          pendingBytes += key.length + value.length;
+          if (pendingBytes >= batchBytes) await flush();
+        }
+      }
+      if (pending.length) await flush();
+    } finally {
+      await iterator.close();
+    }
+    return copied;
   }
 
   /** Raw iteration over store keys in [gte, lte], for tools such as waldump. */

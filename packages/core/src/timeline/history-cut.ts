@@ -7,7 +7,8 @@
 //   - with at least `minRecords` records above its newest base at or below L: stores its page at L
 //     as an image at L (a base) and moves every version at or below L to the history key space 0x18;
 //   - otherwise, with older versions below that base: moves just those;
-// in one batch per group of blocks, same keys and values. Reads at or above the block's newest
+// per group of blocks, same keys and values (TimelineStore.cutHistory: copies first, then one
+// batch that deletes the originals and stores the images). Reads at or above the block's newest
 // base in 0x10 find all they need there; a read below it finds nothing at or below its LSN there
 // and reads 0x18 instead (TimelineStore.getReconstructChain, RelationScanner), where the history
 // is whole. Nothing is deleted: every LSN reads the same page before and after a cut.
@@ -17,18 +18,20 @@ import type { ForkNumber } from "../reltag.ts";
 import type { PagesOfFork } from "../ingest/walingest.ts";
 import { ENTITY_KEY_LENGTH, KeySpace, relBlockKey, storeKey } from "../storage/keys.ts";
 import type { TimelineStore } from "../storage/timeline-store.ts";
-import { expandEntry, imageValue, isBaseValue, ValueKind } from "../storage/values.ts";
+import { imageValue, isBaseValue, runLength, runNewestLsn, ValueKind } from "../storage/values.ts";
 import type { PageReader } from "./page-reader.ts";
 import { RelationScanner } from "./relation-scan.ts";
 
-/** Blocks cut per batch (one write and sync of the page image files, one LevelDB batch). */
+/** Blocks cut per group (one write and sync of the page image files, one LevelDB batch of deletes and images). */
 const DEFAULT_GROUP_BLOCKS = 256;
 
 export interface HistoryCutOptions {
   /** records above its newest base for a block to get an image at the cut (default 1) */
   minRecords?: number;
-  /** blocks per batch (default 256) */
+  /** blocks per group (default 256) */
   groupBlocks?: number;
+  /** bytes of versions per batch that copies them to history (default: TimelineStore's, 4 MB) */
+  copyBatchBytes?: number;
   /**
    * Asked before each group (the first too): undefined to go on, or a promise to wait for first (the pass's
    * iterators are closed meanwhile, so a long wait pins nothing in LevelDB) that resolves to false
@@ -56,47 +59,51 @@ function compareForks(a: PagesOfFork, b: PagesOfFork): number {
   return a.rel.spcNode - b.rel.spcNode || a.rel.dbNode - b.rel.dbNode || a.rel.relNode - b.rel.relNode || a.fork - b.fork;
 }
 
-type Entry = [Buffer, Buffer];
+/** A block's 0x10 versions at or below a cut's LSN, as a cut plans them (keys only: values may be large). */
+interface BlockVersions {
+  /** the versions' LSNs, oldest first */
+  lsns: Lsn[];
+  /** index in `lsns` of the newest base (-1: none) */
+  base: number;
+  /** records above that base */
+  records: number;
+  /** a run of versions crosses the cut: the block is left alone */
+  crossing: boolean;
+}
 
-/** The 0x10 entries at or below `lsn` of blocks [first, last] of a relation fork, by block, oldest first. */
-async function readEntries(reader: PageReader, forkPages: PagesOfFork, first: number, last: number, lsn: Lsn): Promise<Map<number, Entry[]>> {
-  const out = new Map<number, Entry[]>();
+/**
+ * What a cut at `lsn` has to go on for blocks [first, last] of a relation fork: by block, its
+ * versions at or below `lsn`, and where its newest base is. Values are read and dropped (a hot
+ * block's history held hundreds of MB of runs).
+ */
+async function planBlocks(reader: PageReader, forkPages: PagesOfFork, first: number, last: number, lsn: Lsn): Promise<Map<number, BlockVersions>> {
+  const out = new Map<number, BlockVersions>();
   const iterator = reader.store.db.iterator({ gte: storeKey(relBlockKey(forkPages.rel, forkPages.fork, first), 0n), lte: storeKey(relBlockKey(forkPages.rel, forkPages.fork, last), lsn), highWaterMarkBytes: 1024 * 1024 });
   try {
     for (;;) {
       const batch = await iterator.nextv(256);
       if (batch.length === 0) break;
-      for (const entry of batch) {
-        if (entry[0].readBigUInt64BE(ENTITY_KEY_LENGTH) > lsn) continue;
-        const block = entry[0].readUInt32BE(14);
-        let list = out.get(block);
-        if (!list) out.set(block, (list = []));
-        list.push(entry);
+      for (const [key, raw] of batch) {
+        const keyLsn = key.readBigUInt64BE(ENTITY_KEY_LENGTH);
+        if (keyLsn > lsn) continue;
+        const block = key.readUInt32BE(14);
+        let versions = out.get(block);
+        if (!versions) out.set(block, (versions = { lsns: [], base: -1, records: 0, crossing: false }));
+        if (raw[0] === ValueKind.Run) {
+          // a run is one ingest step's, and a cut LSN ends a step: never across it (left alone if so)
+          if (runNewestLsn(raw) > lsn) versions.crossing = true;
+          versions.records += runLength(raw);
+        } else if (isBaseValue(raw)) {
+          versions.base = versions.lsns.length;
+          versions.records = 0;
+        } else versions.records++;
+        versions.lsns.push(keyLsn);
       }
     }
   } finally {
     await iterator.close();
   }
   return out;
-}
-
-/** What to do with one block: the versions above its newest base, and where that base is. */
-function plan(entries: Entry[], lsn: Lsn): { base: number; records: number } | undefined {
-  let base = -1;
-  let records = 0;
-  for (let i = 0; i < entries.length; i++) {
-    const [key, raw] = entries[i];
-    if (raw[0] === ValueKind.Run) {
-      const members = expandEntry(key.readBigUInt64BE(ENTITY_KEY_LENGTH), raw);
-      // a run is one ingest step's, and a cut LSN ends a step: never across it (left alone if so)
-      if (members[members.length - 1].lsn > lsn) return undefined;
-      records += members.length;
-    } else if (isBaseValue(raw)) {
-      base = i;
-      records = 0;
-    } else records++;
-  }
-  return { base, records };
 }
 
 /**
@@ -186,17 +193,17 @@ export async function cutHistory(reader: PageReader, pages: ReadonlyArray<PagesO
           return false;
         });
         if (group.length === 0) continue;
-        const entries = await readEntries(reader, forkPages, group[0], group[group.length - 1], lsn);
-        const moves: Entry[] = [];
+        const planned = await planBlocks(reader, forkPages, group[0], group[group.length - 1], lsn);
+        const moves: Array<{ entity: Buffer; lsns: Lsn[] }> = [];
         const images: Array<{ key: Buffer; value: Buffer }> = [];
         for (const block of group) {
-          const own = entries.get(block) ?? [];
-          const planned = plan(own, lsn);
-          if (!planned || (planned.records < minRecords && planned.base <= 0)) {
+          const versions = planned.get(block);
+          if (!versions || versions.crossing || (versions.records < minRecords && versions.base <= 0)) {
             result.unchanged++;
             continue;
           }
-          if (planned.records >= minRecords) {
+          const entity = relBlockKey(forkPages.rel, forkPages.fork, block);
+          if (versions.records >= minRecords) {
             scanner ??= new RelationScanner(reader, lsn, { end, background: true });
             let page: Buffer;
             try {
@@ -205,15 +212,15 @@ export async function cutHistory(reader: PageReader, pages: ReadonlyArray<PagesO
               result.failed++;
               continue;
             }
-            for (const entry of own) moves.push(entry);
-            images.push({ key: storeKey(relBlockKey(forkPages.rel, forkPages.fork, block), lsn), value: imageValue(page) });
+            moves.push({ entity, lsns: versions.lsns });
+            images.push({ key: storeKey(entity, lsn), value: imageValue(page) });
             result.images++;
           } else {
-            for (let i = 0; i < planned.base; i++) moves.push(own[i]);
+            moves.push({ entity, lsns: versions.lsns.slice(0, versions.base) });
             result.trimmed++;
           }
         }
-        result.moved += await reader.store.cutHistory(moves, images);
+        result.moved += await reader.store.cutHistory(moves, images, options.copyBatchBytes);
         failpoint("compaction-after-batch");
       }
     }
