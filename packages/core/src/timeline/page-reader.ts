@@ -12,7 +12,7 @@ import type { TimelineStore } from "../storage/timeline-store.ts";
 import { decodeLoggedRecord, decodeRecordLogPiece, lastRecordBefore } from "../storage/record-log.ts";
 import { ImageExtentIndex } from "../storage/image-extents.ts";
 import { PageCache, sharedPageCache } from "./page-cache.ts";
-import { decodeStoredVersions, imageValue, needsOtherStoredPage, readU32Value, readU64Value, replayedVersions, type StoredChain, storedNewestLsn, storedVersionsAbove, type StoredValue, ValueKind } from "../storage/values.ts";
+import { decodeStoredVersions, decodeValue, expandEntry, imageValue, needsOtherStoredPage, readU32Value, readU64Value, replayedVersions, type StoredChain, storedNewestLsn, storedVersionsAbove, type StoredValue, ValueKind } from "../storage/values.ts";
 import { applyDerived } from "../redo/derived.ts";
 import { applyStoredVersion, needsOtherPage, PageReadError, type ReplayTarget } from "../walredo/apply.ts";
 import { type RedoPool, sharedRedoPool } from "../walredo/pool.ts";
@@ -256,6 +256,20 @@ export class PageReader {
   }
 
   /**
+   * replayVersions for versions as stored (expanded: no runs), each decoded just before it is
+   * applied, so a long chain's decoded values never all live at once.
+   */
+  replayRaw(page: Buffer, versions: ReadonlyArray<{ lsn: Lsn; raw: Buffer }>, target: ReplayTarget, from = 0): Buffer | Promise<Buffer> {
+    const files = this.store.valueFiles;
+    for (let i = from; i < versions.length; i++) {
+      const applied = this.applyVersion(page, decodeValue(versions[i].raw, files), versions[i].lsn, target);
+      if (applied instanceof Promise) return applied.then((next) => this.replayRaw(next, versions, target, i + 1));
+      page = applied;
+    }
+    return page;
+  }
+
+  /**
    * Rebuilds a block from its versions as stored (oldest first, as `getStoredChain` returns them)
    * on top of `start` (undefined: a zero page; `sharedStart`: a buffer replay must not modify)
    * and returns the page. A chain of the redo pool's `minVersions` or more goes to a redo worker when
@@ -282,10 +296,48 @@ export class PageReader {
   }
 
   private replayStoredHere(start: Buffer | undefined, sharedStart: boolean, versions: ReadonlyArray<{ lsn: Lsn; raw: Buffer }>, target: ReplayTarget): Buffer | Promise<Buffer> {
-    const decoded = decodeStoredVersions(versions, this.store.valueFiles);
-    // a chain starting at an image replays onto that image's own buffer: no zero page needed
-    const page = start === undefined ? (decoded[0]?.value.kind === ValueKind.Image ? decoded[0].value.bytes : Buffer.alloc(BLCKSZ)) : sharedStart ? Buffer.from(start) : start;
-    return this.replayVersions(page, decoded, target);
+    return this.replayStoredFrom(start === undefined ? undefined : sharedStart ? Buffer.from(start) : start, versions, target, 0, 0);
+  }
+
+  /**
+   * Replays stored versions from entry `v` (member `m` of a run) on, each decoded just before it
+   * is applied: a long chain's decoded values never all live at once (a chain a catch-up left
+   * behind ran to hundreds of thousands of records). No start page: zeros, or the chain's first
+   * version when it is an image (its own buffer).
+   */
+  private replayStoredFrom(page: Buffer | undefined, versions: ReadonlyArray<{ lsn: Lsn; raw: Buffer }>, target: ReplayTarget, v: number, m: number): Buffer | Promise<Buffer> {
+    const files = this.store.valueFiles;
+    for (; v < versions.length; v++, m = 0) {
+      const { lsn, raw } = versions[v];
+      if (raw[0] === ValueKind.Run) {
+        const members = expandEntry(lsn, raw);
+        for (; m < members.length; m++) {
+          const applied = this.applyFirstOrNext(page, decodeValue(members[m].raw, files), members[m].lsn, target);
+          if (applied instanceof Promise) {
+            const [nextV, nextM] = [v, m + 1];
+            return applied.then((next) => this.replayStoredFrom(next, versions, target, nextV, nextM));
+          }
+          page = applied;
+        }
+      } else {
+        const applied = this.applyFirstOrNext(page, decodeValue(raw, files), lsn, target);
+        if (applied instanceof Promise) {
+          const nextV = v + 1;
+          return applied.then((next) => this.replayStoredFrom(next, versions, target, nextV, 0));
+        }
+        page = applied;
+      }
+    }
+    return page ?? Buffer.alloc(BLCKSZ);
+  }
+
+  /** applyVersion, onto a zero page when there is none yet (an image is then the page itself). */
+  private applyFirstOrNext(page: Buffer | undefined, value: StoredValue, versionLsn: Lsn, target: ReplayTarget): Buffer | Promise<Buffer> {
+    if (page === undefined) {
+      if (value.kind === ValueKind.Image) return value.bytes;
+      page = Buffer.alloc(BLCKSZ);
+    }
+    return this.applyVersion(page, value, versionLsn, target);
   }
 
   /**

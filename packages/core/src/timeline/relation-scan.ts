@@ -18,14 +18,14 @@
 //   - entries of keys between the blocks asked for (versions above the LSN, blocks past a
 //     truncation, relations dropped or not asked for) are skipped; a gap of more than a batch is
 //     crossed with a seek.
-// Replay goes through reader.replayVersions, so redo (and its errors) are getPage's own.
+// Replay goes through reader.replayRaw, so redo (and its errors) are getPage's own.
 import type { Lsn } from "../lsn.ts";
 import { BLCKSZ, type ForkNumber, type RelTag } from "../reltag.ts";
 import { ENTITY_KEY_LENGTH, KeySpace, materializedBlockKey, relBlockKey, STORE_KEY_LENGTH, storeKey } from "../storage/keys.ts";
 import type { AppendFiles, FileRef } from "../storage/append-files.ts";
 import type { StoreSnapshot } from "../storage/timeline-store.ts";
 import { type ImageExtent, ImageExtentIndex } from "../storage/image-extents.ts";
-import { decodeValue, expandEntry, imageValue, isBaseValue, readImageRef, type StoredValue, ValueKind } from "../storage/values.ts";
+import { decodeValue, expandEntry, imageValue, isBaseValue, readImageRef, replayedVersions, runNewestLsn, ValueKind } from "../storage/values.ts";
 import type { PageReader } from "./page-reader.ts";
 
 /** entries per LevelDB round trip */
@@ -498,8 +498,10 @@ class TimelineScan {
       cursor.advance();
       versions.taken++;
       if (entry[1][0] !== ValueKind.Run) addVersion(versions.chain, entryLsn, entry[1], floor, this.lsn);
-      // a run's versions (never bases) lie at and above its key, each checked on its own
-      else for (const member of expandEntry(entryLsn, entry[1])) addVersion(versions.chain, member.lsn, member.raw, floor, this.lsn);
+      // a run's versions (never bases) lie at and above its key, each checked on its own; a run
+      // wholly at or below the materialized image is not expanded (a hot block's history below
+      // its image held hundreds of thousands of them, an object and a view each)
+      else if (floor === undefined || runNewestLsn(entry[1]) > floor) for (const member of expandEntry(entryLsn, entry[1])) addVersion(versions.chain, member.lsn, member.raw, floor, this.lsn);
     }
   }
 
@@ -533,13 +535,12 @@ class TimelineScan {
     // the start page read from the image files straight into `into`, when there is one: no buffer
     // of its own, and the caller finds the rebuilt page where it wants it
     const intoStart = into && (complete ? storedPage(chain[0].raw, images) : materialized ? storedPage(materialized.raw, images) : imported);
-    // decoded buffers (iterator entries, image file reads) are ours alone: replay uses them as pages
-    const decoded: Array<{ lsn: Lsn; value: StoredValue }> = new Array(chain.length - (intoStart && complete ? 1 : 0));
-    for (let i = chain.length - decoded.length, j = 0; i < chain.length; i++, j++) decoded[j] = { lsn: chain[i].lsn, value: decodeValue(chain[i].raw, this.reader.store.valueFiles) };
-    // an image stored inline (stores written before the image files)
-    const only = decoded.length === 1 && chain.length === 1 ? decoded[0].value : undefined;
-    if (only?.kind === ValueKind.Image && only.bytes.length === BLCKSZ) return only.bytes;
-
+    // decoded buffers (iterator entries, image file reads) are ours alone: replay uses them as
+    // pages. Each version is decoded as it is replayed, not all first: a block's chain after a
+    // catch-up ran to hundreds of thousands of records, and decoded at once they all lived until
+    // the end of its replay (hundreds of MB of heap).
+    const files = this.reader.store.valueFiles;
+    let from = intoStart && complete ? 1 : 0;
     // the same start page as getPage
     let page: Buffer;
     if (intoStart) {
@@ -547,31 +548,37 @@ class TimelineScan {
       images.readInto(intoStart.file, intoStart.offset, BLCKSZ, page, 0);
     } else if (complete) {
       // a chain starting at an image replays onto that image's own buffer: no zero page needed
-      page = decoded[0].value.kind === ValueKind.Image ? decoded[0].value.bytes : into ? into.fill(0) : Buffer.alloc(BLCKSZ);
+      const first = decodeValue(chain[0].raw, files);
+      if (first.kind === ValueKind.Image) {
+        // (an image stored inline: stores written before the image files)
+        if (chain.length === 1 && first.bytes.length === BLCKSZ) return first.bytes;
+        page = first.bytes;
+        from = 1;
+      } else page = into ? into.fill(0) : Buffer.alloc(BLCKSZ);
     } else {
       const materializedValue = materialized && decodeValue(materialized.raw, images);
       if (materializedValue?.kind === ValueKind.Image) page = materializedValue.bytes;
       else if (imported) page = pageOf(imported);
-      else if (this.reader.ancestor) return this.ancestorPage(rel, fork, block, target, into).then((start) => this.replay(rel, fork, block, start, decoded));
+      else if (this.reader.ancestor) return this.ancestorPage(rel, fork, block, target, into).then((start) => this.replay(rel, fork, block, start, chain, from));
       else page = into ? into.fill(0) : Buffer.alloc(BLCKSZ);
     }
-    return this.replay(rel, fork, block, page, decoded);
+    return this.replay(rel, fork, block, page, chain, from);
   }
 
-  /** Replays the versions onto the start page as getPage does, and materializes a long chain as getPage does. */
-  private replay(rel: RelTag, fork: ForkNumber, block: number, start: Buffer, versions: Array<{ lsn: Lsn; value: StoredValue }>): Buffer | Promise<Buffer> {
-    if (versions.length === 0) return start;
-    const replayed = this.reader.replayVersions(start, versions, { rel, fork, blockNumber: block });
-    if (replayed instanceof Promise) return replayed.then((page) => this.materializeIfLong(rel, fork, block, page, versions));
-    return this.materializeIfLong(rel, fork, block, replayed, versions);
+  /** Replays the versions (from `from` on) onto the start page as getPage does, and materializes a long chain as getPage does. */
+  private replay(rel: RelTag, fork: ForkNumber, block: number, start: Buffer, chain: ReadonlyArray<{ lsn: Lsn; raw: Buffer }>, from: number): Buffer | Promise<Buffer> {
+    if (from >= chain.length) return start;
+    const replayed = this.reader.replayRaw(start, chain, { rel, fork, blockNumber: block }, from);
+    if (replayed instanceof Promise) return replayed.then((page) => this.materializeIfLong(rel, fork, block, page, chain));
+    return this.materializeIfLong(rel, fork, block, replayed, chain);
   }
 
   /** Materializes a long chain, as getPage does, so later reads of the block replay less. */
-  private materializeIfLong(rel: RelTag, fork: ForkNumber, block: number, page: Buffer, versions: Array<{ lsn: Lsn; value: StoredValue }>): Buffer | Promise<Buffer> {
+  private materializeIfLong(rel: RelTag, fork: ForkNumber, block: number, page: Buffer, chain: ReadonlyArray<{ lsn: Lsn; raw: Buffer }>): Buffer | Promise<Buffer> {
     let replayed = 0;
-    for (const v of versions) if (v.value.kind === ValueKind.WalRecord || v.value.kind === ValueKind.Derived) replayed++;
+    for (let i = 0; i < chain.length; i++) replayed += replayedVersions(chain[i].raw);
     if (replayed <= Math.floor(this.reader.maxReplay / 2)) return page;
-    const full = this.reader.materializeLater(materializedBlockKey(rel, fork, block), versions[versions.length - 1].lsn, imageValue(page));
+    const full = this.reader.materializeLater(materializedBlockKey(rel, fork, block), chain[chain.length - 1].lsn, imageValue(page));
     return full ? full.then(() => page) : page;
   }
 
