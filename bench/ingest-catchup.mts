@@ -108,6 +108,7 @@ try {
   const s0 = performance.now();
   daemon = await startDaemon(dataDir, CATCHUP_ENV);
   const readySeconds = (performance.now() - s0) / 1000;
+  const samplingSince = Date.now();
   const memory = sampleMemory(daemon.process.pid!, 200);
   const api2 = createStrataClient(daemon.apiUrl, "bench");
   let done = false;
@@ -151,6 +152,7 @@ try {
     done = true;
   }
   const strataSeconds = (performance.now() - s0) / 1000;
+  const caughtUpMs = Date.now() - samplingSince;
   // where the CPU went (main = the JavaScript thread; V8's helpers, libuv's pool and LevelDB's
   // compaction thread keep node's name with their thread id)
   const daemonCpu = readCpuSeconds(daemon.process.pid!) ?? 0;
@@ -211,13 +213,15 @@ try {
       `(sampled every 0.5 s: ${fmtMB(settlePeak.rss)} = anonymous ${fmtMB(settlePeak.anon)} + file ${fmtMB(settlePeak.file)}; V8 heap ${fmtMB(settlePeak.heap)}, Buffers ${fmtMB(settlePeak.external)})`,
   );
   console.log(`pageserver peak RSS:    ${fmtMB(peakAtCaughtUp)} during the catch-up, sampled every 200 ms, VmHWM at the end ${fmtMB(mem.hwm)} (target < 512 MB)`);
-  console.log(`  of which file pages at the peak ${fmtMB(mem.fileAtPeak)} (LevelDB's mapped tables, node itself); peak anonymous ${fmtMB(mem.peakAnon)}`);
+  console.log(`  of which file pages at the highest RSS sampled (catch-up or after) ${fmtMB(mem.fileAtPeak)} (LevelDB's mapped tables, node itself); peak anonymous ${fmtMB(mem.peakAnon)}`);
   console.log(`pageserver memory at the end: ${memoryBreakdown}`);
-  const third = Math.floor(mem.samples.length / 3);
+  // (the sampler ran on through the settle wait: the thirds are of the catch-up's samples only)
+  const catchUpSamples = mem.samples.filter((sample) => sample.t <= caughtUpMs);
+  const third = Math.floor(catchUpSamples.length / 3);
   if (third > 0) {
     const avg = (s: typeof mem.samples) => s.reduce((a, x) => a + x.rss, 0) / s.length;
     console.log(
-      `pageserver RSS by third of catch-up: ${fmtMB(avg(mem.samples.slice(0, third)))}, ${fmtMB(avg(mem.samples.slice(third, 2 * third)))}, ${fmtMB(avg(mem.samples.slice(2 * third)))} (average)`,
+      `pageserver RSS by third of catch-up: ${fmtMB(avg(catchUpSamples.slice(0, third)))}, ${fmtMB(avg(catchUpSamples.slice(third, 2 * third)))}, ${fmtMB(avg(catchUpSamples.slice(2 * third)))} (average)`,
     );
   }
 } finally {
