@@ -150,17 +150,21 @@ export async function diskUsageBytes(dir: string): Promise<number> {
     if ((err as NodeJS.ErrnoException).code === "ENOENT") return 0;
     throw err;
   }
-  let total = 0;
-  for (const entry of entries) {
-    const child = path.join(dir, entry.name);
-    if (entry.isDirectory()) total += await diskUsageBytes(child);
-    else {
+  // (all of a directory's entries at once: one at a time, each lstat waited for its own turn of
+  // an event loop that a catch-up keeps busy, and a listing took seconds)
+  const sizes = await Promise.all(
+    entries.map(async (entry) => {
+      const child = path.join(dir, entry.name);
+      if (entry.isDirectory()) return diskUsageBytes(child);
       try {
-        total += (await fs.lstat(child)).blocks * 512;
+        return (await fs.lstat(child)).blocks * 512;
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+        return 0;
       }
-    }
-  }
+    }),
+  );
+  let total = 0;
+  for (const size of sizes) total += size;
   return total;
 }

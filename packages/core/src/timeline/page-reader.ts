@@ -579,8 +579,10 @@ export class PageReader {
    * `lsn`: the data a full backup holds, without SLRUs and configuration files.
    */
   async logicalSize(lsn: Lsn): Promise<number> {
+    // (the databases together: each read waits for a turn of the event loop, which ingest keeps busy)
+    const sizes = await Promise.all((await this.listDatabases(lsn)).map((db) => this.dbSize(db.spcNode, db.dbNode, lsn)));
     let total = 0;
-    for (const db of await this.listDatabases(lsn)) total += await this.dbSize(db.spcNode, db.dbNode, lsn);
+    for (const size of sizes) total += size;
     return total;
   }
 
