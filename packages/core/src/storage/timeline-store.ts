@@ -357,8 +357,8 @@ export class TimelineStore {
    * entity key and the LSNs of its versions to move, oldest first; `images` are page images stored
    * at 0x10 keys (written to the page image files first, as any image).
    *
-   * In two steps, so that memory stays bounded whatever a block's history (a pgbench teller's
-   * page took 300k records in one catch-up): the versions are copied to 0x18 first, read back and
+   * In two steps, so that memory stays bounded whatever a block's history (the hottest pages of
+   * a 1 GB pgbench backlog took up to 374k records each): the versions are copied to 0x18 first, read back and
    * written in batches of about COPY_BATCH_BYTES; then one batch deletes them from 0x10 and stores
    * the images. Reads look in 0x18 only for what 0x10 has no longer, so until that batch they read
    * 0x10 as before; copies a crash leaves before it are the same keys and values a later cut
@@ -367,11 +367,8 @@ export class TimelineStore {
    */
   async cutHistory(moves: ReadonlyArray<{ entity: Buffer; lsns: readonly Lsn[] }>, images: ReadonlyArray<{ key: Buffer; value: Buffer }>, copyBatchBytes = COPY_BATCH_BYTES): Promise<number> {
     if (moves.length === 0 && images.length === 0) return 0;
-    let moved = 0;
-    for (const { entity, lsns } of moves) {
-      if (entity[0] !== KeySpace.RelBlock) throw new Error("cutHistory moves relation block versions only");
-      if (lsns.length > 0) moved += await this.copyToHistory(entity, lsns, copyBatchBytes);
-    }
+    for (const { entity } of moves) if (entity[0] !== KeySpace.RelBlock) throw new Error("cutHistory moves relation block versions only");
+    const moved = await this.copyToHistory(moves, copyBatchBytes);
     failpoint("history-cut-after-copies");
     const imageEntries = images.map(({ key, value }) => ({ key, value }));
     this.beginWrite(imageEntries);
@@ -390,13 +387,19 @@ export class TimelineStore {
   }
 
   /**
-   * Copies the listed versions of one block to the history key space; returns how many it
-   * copied. An image an earlier cut stored at its LSN stands where that cut moved the version at
-   * that LSN from: the version is history already, and the image (the page it made) is not copied.
+   * Copies the listed versions to the history key space, with one iterator over the blocks' keys;
+   * returns how many it copied. An image an earlier cut stored at its LSN stands where that cut
+   * moved the version at that LSN from: the version is history already, and the image (the page
+   * it made) is not copied.
    */
-  private async copyToHistory(entity: Buffer, lsns: readonly Lsn[], batchBytes: number): Promise<number> {
-    const iterator = this.db.iterator({ gte: storeKey(entity, lsns[0]), lte: storeKey(entity, lsns[lsns.length - 1]), highWaterMarkBytes: 1024 * 1024 });
+  private async copyToHistory(moves: ReadonlyArray<{ entity: Buffer; lsns: readonly Lsn[] }>, batchBytes: number): Promise<number> {
+    const blocks = moves.filter((move) => move.lsns.length > 0).sort((a, b) => a.entity.compare(b.entity));
+    if (blocks.length === 0) return 0;
+    const first = blocks[0];
+    const last = blocks[blocks.length - 1];
+    const iterator = this.db.iterator({ gte: storeKey(first.entity, first.lsns[0]), lte: storeKey(last.entity, last.lsns[last.lsns.length - 1]), highWaterMarkBytes: 1024 * 1024 });
     let copied = 0;
+    let block = 0;
     let next = 0;
     let pending: Array<[Buffer, Buffer]> = [];
     let pendingBytes = 0;
@@ -419,6 +422,15 @@ export class TimelineStore {
         const entries = await iterator.nextv(256);
         if (entries.length === 0) break;
         for (const [key, value] of entries) {
+          // the listed block this key is of, if any (blocks between them are passed over)
+          let order = blocks[block].entity.compare(key, 0, ENTITY_KEY_LENGTH);
+          while (order < 0 && block + 1 < blocks.length) {
+            block++;
+            next = 0;
+            order = blocks[block].entity.compare(key, 0, ENTITY_KEY_LENGTH);
+          }
+          if (order !== 0) continue;
+          const lsns = blocks[block].lsns;
           const lsn = key.readBigUInt64BE(ENTITY_KEY_LENGTH);
           while (next < lsns.length && lsns[next] < lsn) next++;
           if (next === lsns.length || lsns[next] !== lsn) continue;

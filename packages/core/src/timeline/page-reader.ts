@@ -241,35 +241,6 @@ export class PageReader {
   }
 
   /**
-   * Applies decoded versions of one block (oldest first, as `getReconstructChain` returns them)
-   * to `page` and returns the result. The versions' buffers are the caller's own and are used as
-   * pages (replay may modify them). Synchronous (the page, and redo errors thrown) unless a
-   * version needs a read (applyVersion).
-   */
-  replayVersions(page: Buffer, versions: Array<{ lsn: Lsn; value: StoredValue }>, target: ReplayTarget, from = 0): Buffer | Promise<Buffer> {
-    for (let i = from; i < versions.length; i++) {
-      const applied = this.applyVersion(page, versions[i].value, versions[i].lsn, target);
-      if (applied instanceof Promise) return applied.then((next) => this.replayVersions(next, versions, target, i + 1));
-      page = applied;
-    }
-    return page;
-  }
-
-  /**
-   * replayVersions for versions as stored (expanded: no runs), each decoded just before it is
-   * applied, so a long chain's decoded values never all live at once.
-   */
-  replayRaw(page: Buffer, versions: ReadonlyArray<{ lsn: Lsn; raw: Buffer }>, target: ReplayTarget, from = 0): Buffer | Promise<Buffer> {
-    const files = this.store.valueFiles;
-    for (let i = from; i < versions.length; i++) {
-      const applied = this.applyVersion(page, decodeValue(versions[i].raw, files), versions[i].lsn, target);
-      if (applied instanceof Promise) return applied.then((next) => this.replayRaw(next, versions, target, i + 1));
-      page = applied;
-    }
-    return page;
-  }
-
-  /**
    * Rebuilds a block from its versions as stored (oldest first, as `getStoredChain` returns them)
    * on top of `start` (undefined: a zero page; `sharedStart`: a buffer replay must not modify)
    * and returns the page. A chain of the redo pool's `minVersions` or more goes to a redo worker when
@@ -296,16 +267,19 @@ export class PageReader {
   }
 
   private replayStoredHere(start: Buffer | undefined, sharedStart: boolean, versions: ReadonlyArray<{ lsn: Lsn; raw: Buffer }>, target: ReplayTarget): Buffer | Promise<Buffer> {
-    return this.replayStoredFrom(start === undefined ? undefined : sharedStart ? Buffer.from(start) : start, versions, target, 0, 0);
+    return this.replayStoredFrom(start === undefined ? undefined : sharedStart ? Buffer.from(start) : start, versions, target);
   }
 
   /**
-   * Replays stored versions from entry `v` (member `m` of a run) on, each decoded just before it
-   * is applied: a long chain's decoded values never all live at once (a chain a catch-up left
-   * behind ran to hundreds of thousands of records). No start page: zeros, or the chain's first
-   * version when it is an image (its own buffer).
+   * Applies versions of one block as stored (oldest first: whole runs or their members) to `page`
+   * on this thread, from entry `v` (member `m` of a run) on, and returns the page. Each version is
+   * decoded just before it is applied: a long chain's decoded values never all live at once (a
+   * chain a catch-up left behind ran to hundreds of thousands of records). The versions' buffers
+   * are the caller's own and may become the page. No start page: zeros, or the chain's first
+   * version when it is an image. Synchronous (the page, and redo errors thrown) unless a version
+   * needs a read (applyVersion).
    */
-  private replayStoredFrom(page: Buffer | undefined, versions: ReadonlyArray<{ lsn: Lsn; raw: Buffer }>, target: ReplayTarget, v: number, m: number): Buffer | Promise<Buffer> {
+  replayStoredFrom(page: Buffer | undefined, versions: ReadonlyArray<{ lsn: Lsn; raw: Buffer }>, target: ReplayTarget, v = 0, m = 0): Buffer | Promise<Buffer> {
     const files = this.store.valueFiles;
     for (; v < versions.length; v++, m = 0) {
       const { lsn, raw } = versions[v];

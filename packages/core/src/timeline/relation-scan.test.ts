@@ -463,12 +463,13 @@ describe("relation scan", () => {
     // the cursor's first batch (256 entries from block 0's image on) ends with the run
     const { reader, lsns } = await hotBlock(store, 254);
     const replayed: number[] = [];
-    const replayRaw = reader.replayRaw.bind(reader);
+    const replayStoredFrom = reader.replayStoredFrom.bind(reader);
     let calls = 0;
-    reader.replayRaw = (page, versions, target, from = 0) => {
-      // (the first call: one that resumes after a read goes on with the same chain)
+    reader.replayStoredFrom = (page, versions, target, from = 0, member = 0) => {
+      // (the first call: one that resumes after a read goes on with the same chain; a scan's
+      // versions are runs' members, never whole runs)
       if (target.blockNumber === 0 && calls++ === 0) replayed.push(versions.length - from);
-      return replayRaw(page, versions, target, from);
+      return replayStoredFrom(page, versions, target, from, member);
     };
     const end = lsns[lsns.length - 1];
     await expectScanEqualsGetPage(reader, 0, 2, end);

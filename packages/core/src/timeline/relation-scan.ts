@@ -18,7 +18,7 @@
 //   - entries of keys between the blocks asked for (versions above the LSN, blocks past a
 //     truncation, relations dropped or not asked for) are skipped; a gap of more than a batch is
 //     crossed with a seek.
-// Replay goes through reader.replayRaw, so redo (and its errors) are getPage's own.
+// Replay goes through reader.replayStoredFrom, so redo (and its errors) are getPage's own.
 import type { Lsn } from "../lsn.ts";
 import { BLCKSZ, type ForkNumber, type RelTag } from "../reltag.ts";
 import { ENTITY_KEY_LENGTH, KeySpace, materializedBlockKey, relBlockKey, STORE_KEY_LENGTH, storeKey } from "../storage/keys.ts";
@@ -568,7 +568,7 @@ class TimelineScan {
   /** Replays the versions (from `from` on) onto the start page as getPage does, and materializes a long chain as getPage does. */
   private replay(rel: RelTag, fork: ForkNumber, block: number, start: Buffer, chain: ReadonlyArray<{ lsn: Lsn; raw: Buffer }>, from: number): Buffer | Promise<Buffer> {
     if (from >= chain.length) return start;
-    const replayed = this.reader.replayRaw(start, chain, { rel, fork, blockNumber: block }, from);
+    const replayed = this.reader.replayStoredFrom(start, chain, { rel, fork, blockNumber: block }, from);
     if (replayed instanceof Promise) return replayed.then((page) => this.materializeIfLong(rel, fork, block, page, chain));
     return this.materializeIfLong(rel, fork, block, replayed, chain);
   }
