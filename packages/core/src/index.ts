@@ -19,7 +19,7 @@ export { parsePostgresUrl, ReplicationConnection, PrimaryError, PrimaryConnectEr
 export * from "./timeline/page-reader.ts";
 export * from "./walredo/apply.ts";
 export * from "./walredo/pool.ts";
-export { scanRelationPages } from "./timeline/relation-scan.ts";
+export { PendingPage, RelationScanner, scanRelationPages } from "./timeline/relation-scan.ts";
 export { cutHistory, type HistoryCutResult, type HistoryCutOptions } from "./timeline/history-cut.ts";
 export * from "./tenant/compactor.ts";
 export { PageCache, sharedPageCache } from "./timeline/page-cache.ts";

@@ -1,7 +1,7 @@
 import { mkdtempSync, readdirSync, rmSync, truncateSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ForkNumber } from "../reltag.ts";
 import { readTar } from "../replication/tar.ts";
 import type { Lsn } from "../lsn.ts";
@@ -14,8 +14,11 @@ import { pageChecksum } from "./page-checksum.ts";
 import { fakeReader, heap, LSN, page } from "./testutil.ts";
 import { relBlockKey, storeKey } from "../storage/keys.ts";
 import { TimelineStore } from "../storage/timeline-store.ts";
-import { imageValue } from "../storage/values.ts";
+import { imageValue, walRecordValue } from "../storage/values.ts";
+import { PageCache } from "../timeline/page-cache.ts";
 import { PageReader } from "../timeline/page-reader.ts";
+import { emptyPage, genericDelta, oneBlockRecord } from "../timeline/testutil.ts";
+import { RedoPool } from "../walredo/pool.ts";
 
 async function untar(chunks: Buffer[]): Promise<Map<string, Buffer | "dir">> {
   const files = new Map<string, Buffer | "dir">();
@@ -179,15 +182,18 @@ describe("full backup layout", () => {
     const BLOCKS = 40; // 3 chunks of up to 15 pages, each one run of stored images
 
     /** A real reader over a store holding heap's main fork as BLOCKS images stored one after another; the rest of the cluster from the fake reader. */
-    async function storeReader(dir: string): Promise<{ store: TimelineStore; reader: PageReader }> {
+    async function storeReader(
+      dir: string,
+      options: { redoPool?: RedoPool | null; extra?: Array<{ key: Buffer; value: Buffer }> } = {},
+    ): Promise<{ store: TimelineStore; reader: PageReader }> {
       const store = await TimelineStore.open(path.join(dir, "store"));
       const entries = Array.from({ length: BLOCKS }, (_, block) => ({ key: storeKey(relBlockKey(heap, ForkNumber.Main, block), 0x100n), value: imageValue(page(ForkNumber.Main, block)) }));
-      await store.commit(entries, { lastRecordLsn: LSN, diskConsistentLsn: LSN, startLsn: 0x100n });
+      await store.commit([...entries, ...(options.extra ?? [])], { lastRecordLsn: LSN, diskConsistentLsn: LSN, startLsn: 0x100n });
       const fake = fakeReader();
       const control = Buffer.from(await fake.getControlFile(LSN) as Buffer);
       control.writeUInt32LE(131072, ControlField.relsegSize); // 1 GB segments: one file
       control.writeUInt32LE(crc32c(control, 0, ControlField.crc), ControlField.crc);
-      const reader = Object.assign(new PageReader(store), {
+      const reader = Object.assign(new PageReader(store, { redoPool: options.redoPool, maxReplay: Number.MAX_SAFE_INTEGER, pageCache: new PageCache(0) }), {
         getControlFile: async () => control,
         getCheckpoint: fake.getCheckpoint,
         recordBefore: fake.recordBefore,
@@ -226,6 +232,85 @@ describe("full backup layout", () => {
         await store.close();
         rmSync(dir, { recursive: true, force: true });
       }
+    });
+
+    /** `records` generic records on each of `blocks` above their images (the chains a backup right after a backlog replays); `bad`: one record of an rmgr without redo in block 20's. */
+    function longChains(blocks: number[], records: number, bad = false): Array<{ key: Buffer; value: Buffer }> {
+      const out: Array<{ key: Buffer; value: Buffer }> = [];
+      for (const block of blocks) {
+        // (a page with tuple space for the records to write in: generic redo zeroes the hole)
+        out.push({ key: storeKey(relBlockKey(heap, ForkNumber.Main, block), 0x800n), value: imageValue(emptyPage(0x800n, block)) });
+        for (let i = 1; i <= records; i++) {
+          const lsn = 0x1000n + BigInt(i) * 0x100n;
+          const rmid = bad && block === 20 && i === records / 2 ? 128 : 20;
+          const data = rmid === 20 ? genericDelta(8000 + i, Buffer.from([i & 0xff, block])) : Buffer.from("xxxx");
+          out.push({ key: storeKey(relBlockKey(heap, ForkNumber.Main, block), lsn), value: walRecordValue(oneBlockRecord(rmid, heap, block, data), lsn - 0x40n, false) });
+        }
+      }
+      return out;
+    }
+
+    describe("with redo workers", () => {
+      let pool: RedoPool;
+      beforeAll(async () => {
+        // every chain of 4 versions or more to a worker, also a read alone
+        pool = new RedoPool(2, 4, false);
+        await pool.start();
+      });
+      afterAll(async () => {
+        await pool.close();
+      });
+
+      it("rebuilds long chains on the workers while it reads on: the same archive as replay on its own thread, each page in its place", async () => {
+        const chains = longChains([0, 3, 14, 15, 16, 20, 29, 30, 39], 40);
+        const archives: Array<Map<string, Buffer | "dir">> = [];
+        for (const redoPool of [null, pool]) {
+          const dir = mkdtempSync(path.join(os.tmpdir(), "strata-fullbackup-"));
+          const { store, reader } = await storeReader(dir, { redoPool, extra: chains });
+          try {
+            const jobs = pool.stats.jobs;
+            const chunks: Buffer[] = [];
+            await fullBackup(reader, LSN, async (c) => {
+              chunks.push(Buffer.from(c));
+              await new Promise((resolve) => setImmediate(resolve));
+            });
+            archives.push(await untar(chunks));
+            // (the reader learns the hint-bit setting on its first chain, replayed here; the rest go to the workers)
+            if (redoPool) expect(pool.stats.jobs - jobs).toBeGreaterThanOrEqual(7);
+          } finally {
+            await store.close();
+            rmSync(dir, { recursive: true, force: true });
+          }
+        }
+        const [here, workers] = archives.map((files) => files.get("base/5/16384") as Buffer);
+        expect(here.length).toBe(BLOCKS * 8192);
+        expect(workers.equals(here)).toBe(true);
+        for (const block of [0, 3, 20, 39]) {
+          const got = here.subarray(block * 8192, (block + 1) * 8192);
+          expect(got[8190]).toBe(block); // the base image's mark, under the records'
+          for (let i = 1; i <= 40; i++) expect([got[8000 + i], got[8000 + i + 1]]).toEqual([i & 0xff, i < 40 ? (i + 1) & 0xff : block]);
+          expect(got.readUInt16LE(8)).toBe(pageChecksum(got, block));
+        }
+      });
+
+      it("names the block a worker could not rebuild, and leaves no rejection unhandled", async () => {
+        const dir = mkdtempSync(path.join(os.tmpdir(), "strata-fullbackup-"));
+        const { store, reader } = await storeReader(dir, { redoPool: pool, extra: longChains([3, 14, 20, 29], 40, true) });
+        const rejections: unknown[] = [];
+        const onRejection = (reason: unknown) => rejections.push(reason);
+        process.on("unhandledRejection", onRejection);
+        try {
+          const failed = fullBackup(reader, LSN, async () => {});
+          await expect(failed).rejects.toThrow(FullBackupError);
+          await expect(failed).rejects.toThrow(/^reading base\/5\/16384 block 20 at 0\/4766820: /);
+          await new Promise((resolve) => setTimeout(resolve, 50));
+        } finally {
+          process.off("unhandledRejection", onRejection);
+          await store.close();
+          rmSync(dir, { recursive: true, force: true });
+        }
+        expect(rejections).toEqual([]);
+      });
     });
 
     it("names the blocks whose stored images cannot be read", async () => {

@@ -11,7 +11,7 @@ import { formatLsn, type Lsn } from "../lsn.ts";
 import { BLCKSZ, ForkNumber, formatRelTag, type RelTag } from "../reltag.ts";
 import { SLRU_DIRS, SLRU_PAGES_PER_SEGMENT, SlruKind } from "../storage/keys.ts";
 import { PageReader } from "../timeline/page-reader.ts";
-import { RelationScanner, type StoredImage } from "../timeline/relation-scan.ts";
+import { PendingPage, RelationScanner, type StoredImage } from "../timeline/relation-scan.ts";
 import { crc32c } from "../wal/crc32c.ts";
 import { planCommitTs, type CommitTsPlan } from "./commit-ts.ts";
 import { buildControlFile, ControlField, checkpointRecord, checkpointRecordLsn, checkpointWal, readControlFile, shutdownCheckpoint, WAL_LEVEL_NAMES, type ControlSettings } from "./control.ts";
@@ -417,7 +417,8 @@ export async function fullBackup(reader: PageReader, lsn: Lsn, out: Writable | T
     lsn,
     tar,
     // one scan for every relation, ending after the last block read (no read-ahead past it)
-    scanner: reader instanceof PageReader ? new RelationScanner(reader, lsn, { end: scanEnd(relations) }) : undefined,
+    // long chains (a backup right after a backlog) rebuild on the redo workers while the scan reads on
+    scanner: reader instanceof PageReader ? new RelationScanner(reader, lsn, { end: scanEnd(relations), parallelReplay: true }) : undefined,
     chunks: new ChunkRing(WRITE_PAGES * BLCKSZ, CHUNKS_IN_FLIGHT),
     checksums: settings.dataChecksumVersion !== 0,
     readAhead: Math.max(1, options.readAhead ?? 16),
@@ -520,6 +521,8 @@ class RelationChunks {
   private filled = 0;
   /** stored images to read into the chunk with one pread, from `at` on */
   private run: { first: StoredImage; length: number; at: number } | undefined;
+  /** pages of the chunk redo workers are rebuilding, each copied into its place when it comes */
+  private pending: Array<Promise<void>> = [];
 
   constructor(
     private readonly backup: BackupWrite,
@@ -543,9 +546,29 @@ class RelationChunks {
     return this.chunk.subarray(0, BLCKSZ);
   }
 
-  /** Takes the page of the block last placed: `place` itself (rebuilt there), another buffer, or a stored image. */
-  add(block: number, found: Buffer | StoredImage, place: Buffer): void {
-    if (found instanceof Buffer) {
+  /**
+   * Takes the page of the block last placed: `place` itself (rebuilt there), another buffer, a
+   * stored image, or a page a redo worker is rebuilding (copied into its place when it comes; the
+   * chunk is handed on once all of them have).
+   */
+  add(block: number, found: Buffer | StoredImage | PendingPage, place: Buffer): void {
+    if (found instanceof PendingPage) {
+      this.readRun();
+      const at = this.filled;
+      const chunk = this.chunk;
+      const copied = found.page.then(
+        (page) => {
+          if (page.length !== BLCKSZ) throw new FullBackupError(`${this.path} block ${block}: page is ${page.length} bytes`);
+          if (page !== place) page.copy(chunk, at);
+        },
+        (err: Error) => {
+          throw new FullBackupError(`reading ${this.path} block ${block} at ${formatLsn(this.backup.lsn)}: ${(err as Error).message}`, { cause: err });
+        },
+      );
+      // (reported by flush; not unhandled when a later block's error ends the backup first)
+      copied.catch(() => {});
+      this.pending.push(copied);
+    } else if (found instanceof Buffer) {
       if (found.length !== BLCKSZ) throw new FullBackupError(`${this.path} block ${block}: page is ${found.length} bytes`);
       this.readRun(); // a run continues only over consecutive places in the chunk
       if (found !== place) found.copy(this.chunk, this.filled);
@@ -565,6 +588,14 @@ class RelationChunks {
   /** Hands what the chunk holds to the sink. */
   async flush(): Promise<void> {
     this.readRun();
+    if (this.pending.length) {
+      const pending = this.pending;
+      this.pending = [];
+      // all settled before an error is thrown: no worker's page lands in a chunk handed on
+      const settled = await Promise.allSettled(pending);
+      const failed = settled.find((result) => result.status === "rejected");
+      if (failed) throw (failed as PromiseRejectedResult).reason;
+    }
     const { chunk, filled, chunkFirstBlock } = this;
     // the checksum goes into the chunk's copy: the reader's pages stay as they were
     if (this.backup.checksums) for (let at = 0; at < filled; at += BLCKSZ) setPageChecksum(chunk.subarray(at, at + BLCKSZ), chunkFirstBlock + at / BLCKSZ);

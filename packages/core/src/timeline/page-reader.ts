@@ -266,6 +266,22 @@ export class PageReader {
     return this.replayStoredHere(start, sharedStart, versions, target);
   }
 
+  /**
+   * Hands a chain (`count` versions, runs counted whole) to a redo worker if the pool can take it
+   * now, for a caller with other work to do meanwhile (a scan reading its next blocks): the page
+   * it rebuilds from `start`, or undefined to replay here instead (no pool, a short chain, a free
+   * worker not ready, or the cluster's hint-bit setting not read yet). The job holds copies:
+   * `start` and the versions are left as they were, and a worker failure is replayed here, which
+   * reports the error as a replay here would.
+   */
+  replayOnWorker(start: Buffer, versions: ReadonlyArray<{ lsn: Lsn; raw: Buffer }>, count: number, target: ReplayTarget): Promise<Buffer> | undefined {
+    const pool = this.redoPool;
+    const hintBitsLogged = this.hintBitsKnown;
+    if (!pool || count < pool.minVersions || hintBitsLogged === undefined || versions.length === 0 || needsOtherStoredPage(versions[0].raw)) return undefined;
+    const offloaded = pool.replay({ storeDir: this.store.dir, page: start, versions, target, hintBitsLogged }, count);
+    return offloaded?.catch(() => this.replayStoredHere(start, false, versions, target));
+  }
+
   private replayStoredHere(start: Buffer | undefined, sharedStart: boolean, versions: ReadonlyArray<{ lsn: Lsn; raw: Buffer }>, target: ReplayTarget): Buffer | Promise<Buffer> {
     return this.replayStoredFrom(start === undefined ? undefined : sharedStart ? Buffer.from(start) : start, versions, target);
   }

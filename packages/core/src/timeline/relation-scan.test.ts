@@ -1,4 +1,4 @@
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import type { Lsn } from "../lsn.ts";
 import { ForkNumber, type RelTag } from "../reltag.ts";
 import { imageExtentKey, materializedBlockKey, relBlockKey, storeKey } from "../storage/keys.ts";
@@ -8,7 +8,8 @@ import { UnsupportedRecordError } from "../redo/types.ts";
 import { PageCache } from "./page-cache.ts";
 import { PageReader } from "./page-reader.ts";
 import { computeRecordCrc } from "../wal/record.ts";
-import { RelationScanner, scanRelationPages, type StoredImage } from "./relation-scan.ts";
+import { PendingPage, RelationScanner, scanRelationPages, type StoredImage } from "./relation-scan.ts";
+import { RedoPool } from "../walredo/pool.ts";
 import { commit, countEntriesRead, emptyPage, genericDelta, oneBlockRecord, tempStores } from "./testutil.ts";
 
 const rel = { spcNode: 1663, dbNode: 5, relNode: 16384 };
@@ -167,7 +168,7 @@ describe("relation scan", () => {
     const scanner = new RelationScanner(new PageReader(store), 0x400n);
     try {
       const found: Array<Buffer | StoredImage> = [];
-      for (let b = 0; b < 8; b++) found.push(await scanner.pageOrImage(rel, ForkNumber.Main, b));
+      for (let b = 0; b < 8; b++) found.push((await scanner.pageOrImage(rel, ForkNumber.Main, b)) as Buffer | StoredImage);
       // blocks 0, 1, 3 and 6 are untouched: references; 2 (records), 4 (newer image) and 5, 7 are not plain imports
       const refs = [0, 1, 3, 6].map((b) => found[b] as StoredImage);
       for (const ref of refs) expect(ref).not.toBeInstanceOf(Buffer);
@@ -270,6 +271,25 @@ describe("relation scan", () => {
       expect(image?.lsn, `block ${b}`).toBe(lsn);
     }
   }, 20_000); // a scan that waits for each image never finishes here
+
+  it("takes runs inside a chain whole, and stores a long chain's image at the newest version it replayed, a run's last", async () => {
+    // an image, 60 records, then a run of three versions ending the chain
+    const entries = [image(0, 0x100n, 1)];
+    for (let i = 1; i <= 60; i++) entries.push(generic(0, 0x100n + BigInt(i) * 0x10n, 8000 + i, [i]));
+    const runLsns = [0x1000n, 0x1010n, 0x1020n];
+    entries.push({ key: storeKey(relBlockKey(rel, ForkNumber.Main, 0), runLsns[0]), value: runValue(runLsns.map((l, i) => ({ lsn: l, value: generic(0, l, 8100 + i, [0x40 + i]).value }))) });
+    await commit(store, entries);
+    const plain = () => new PageReader(store, { pageCache: new PageCache(0), maxReplay: Number.MAX_SAFE_INTEGER });
+    const inside = await plain().getPage(rel, ForkNumber.Main, 0, runLsns[1]);
+    const reader = new PageReader(store, { pageCache: new PageCache(0) });
+    const scanned = await scanAll(reader, 0, 1, 0x2000n);
+    expect(scanned[0].page.equals(await plain().getPage(rel, ForkNumber.Main, 0, 0x2000n))).toBe(true);
+    await reader.materializationsStored();
+    expect((await store.getVersion(materializedBlockKey(rel, ForkNumber.Main, 0), 0x2000n))?.lsn).toBe(runLsns[2]);
+    // a read inside the run is not served from that image
+    expect((await new PageReader(store, { pageCache: new PageCache(0) }).getPage(rel, ForkNumber.Main, 0, runLsns[1])).equals(inside)).toBe(true);
+    await expectScanEqualsGetPage(new PageReader(store, { pageCache: new PageCache(0) }), 0, 1, runLsns[1]);
+  });
 
   it("gives the same pages when storing a materialized image fails", async () => {
     const entries = [image(0, 0x100n, 1)];
@@ -743,5 +763,100 @@ describe("relation scanner over many relations", () => {
     await expect(scanner.page(live[1], ForkNumber.Main, 0)).rejects.toThrow(/closed/);
     // a store with an iterator left open would not close
     await closeStore(store);
+  });
+});
+
+describe("relation scan with parallel replay", () => {
+  const { openStore, cleanup } = tempStores("strata-relscan-parallel-");
+  let store: TimelineStore;
+  let pool: RedoPool;
+  beforeAll(async () => {
+    // every chain of 4 versions or more to a worker, also a read alone
+    pool = new RedoPool(2, 4, false);
+    await pool.start();
+  });
+  afterAll(async () => {
+    await pool.close();
+  });
+  beforeEach(async () => {
+    store = await openStore();
+  });
+  afterEach(cleanup);
+
+  /** Blocks 0..23: every third one a long chain above an image (block 6's with a run), the others an image with a short chain; every fourth nothing at all. */
+  async function fill(s: TimelineStore, bad?: number) {
+    const entries: Array<{ key: Buffer; value: Buffer }> = [];
+    for (let block = 0; block < 24; block++) {
+      if (block % 4 === 3) continue;
+      entries.push(image(block, 0x100n, block + 1));
+      const records = block % 3 === 0 ? 30 + block : block % 2;
+      for (let i = 1; i <= records; i++) {
+        const lsn = 0x1000n + BigInt(i) * 0x20n;
+        if (block === bad && i === 10) entries.push({ key: storeKey(relBlockKey(rel, ForkNumber.Main, block), lsn), value: walRecordValue(oneBlockRecord(128, rel, block, Buffer.from("xxxx")), lsn - 0x10n, false) });
+        else if (block === 6 && i === 5) entries.push({ key: storeKey(relBlockKey(rel, ForkNumber.Main, block), lsn), value: runValue([0n, 1n, 2n].map((k) => ({ lsn: lsn + k * 4n, value: generic(block, lsn + k * 4n, 8100 + Number(k), [0xa0 + Number(k)]).value }))) });
+        else entries.push(generic(block, lsn, 8000 + (i % 150), [i, block]));
+      }
+    }
+    await commit(s, entries);
+  }
+
+  it("rebuilds long chains on the redo workers while it reads on, and yields every page in block order equal to getPage", async () => {
+    await fill(store);
+    const here = new PageReader(store, { pageCache: new PageCache(0), redoPool: null, maxReplay: Number.MAX_SAFE_INTEGER });
+    const parallel = new PageReader(store, { pageCache: new PageCache(0), redoPool: pool, maxReplay: Number.MAX_SAFE_INTEGER });
+    for (const lsn of [0x1000n, 0x1100n, 0x1400n, 0x2000n]) {
+      const jobs = pool.stats.jobs;
+      const scanner = new RelationScanner(parallel, lsn, { parallelReplay: true });
+      const seen: number[] = [];
+      // blocks read when block 0 (a long chain) is yielded: the scan reads on while a worker rebuilds it
+      let read = 0;
+      let readBeforeFirst = 0;
+      const pageOrImage = scanner.pageOrImage.bind(scanner);
+      scanner.pageOrImage = (...args) => (read++, pageOrImage(...args));
+      try {
+        for await (const { blockNumber, page } of scanner.pages(rel, ForkNumber.Main, 0, 24)) {
+          if (seen.length === 0) readBeforeFirst = read;
+          seen.push(blockNumber);
+          expect(page.equals(await here.getPage(rel, ForkNumber.Main, blockNumber, lsn)), `block ${blockNumber} at ${lsn.toString(16)}`).toBe(true);
+        }
+      } finally {
+        await scanner.close();
+      }
+      expect(seen).toEqual(Array.from({ length: 24 }, (_, i) => i));
+      // (the reader learns the hint-bit setting on its first chain, replayed here)
+      if (lsn >= 0x1400n) expect(pool.stats.jobs - jobs).toBeGreaterThanOrEqual(lsn === 0x1400n ? 5 : 6);
+      if (lsn === 0x2000n) expect(readBeforeFirst).toBe(24);
+    }
+    // a long chain comes back at once as a page being rebuilt, and the next block can be read
+    const scanner = new RelationScanner(parallel, 0x2000n, { parallelReplay: true });
+    try {
+      const found = await scanner.pageOrImage(rel, ForkNumber.Main, 9);
+      expect(found).toBeInstanceOf(PendingPage);
+      const next = await scanner.pageOrImage(rel, ForkNumber.Main, 10);
+      expect(next).not.toBeInstanceOf(PendingPage);
+      expect((await (found as PendingPage).page).equals(await here.getPage(rel, ForkNumber.Main, 9, 0x2000n))).toBe(true);
+    } finally {
+      await scanner.close();
+    }
+  });
+
+  it("throws a worker-rebuilt block's error in its turn, after the blocks before it", async () => {
+    await fill(store, 12);
+    const parallel = new PageReader(store, { pageCache: new PageCache(0), redoPool: pool, maxReplay: Number.MAX_SAFE_INTEGER });
+    await parallel.getPage(rel, ForkNumber.Main, 0, 0x2000n); // (the hint-bit setting read: every long chain goes to a worker)
+    const jobs = pool.stats.jobs;
+    const seen: number[] = [];
+    const scanner = new RelationScanner(parallel, 0x2000n, { parallelReplay: true });
+    try {
+      const scan = (async () => {
+        for await (const { blockNumber } of scanner.pages(rel, ForkNumber.Main, 0, 24)) seen.push(blockNumber);
+      })();
+      await expect(scan).rejects.toBeInstanceOf(UnsupportedRecordError);
+    } finally {
+      await scanner.close();
+    }
+    expect(seen).toEqual(Array.from({ length: 12 }, (_, i) => i));
+    expect(pool.stats.failed).toBeGreaterThan(0);
+    expect(pool.stats.jobs - jobs).toBeGreaterThanOrEqual(3);
   });
 });

@@ -25,7 +25,7 @@ import { ENTITY_KEY_LENGTH, KeySpace, materializedBlockKey, relBlockKey, STORE_K
 import type { AppendFiles, FileRef } from "../storage/append-files.ts";
 import type { StoreSnapshot } from "../storage/timeline-store.ts";
 import { type ImageExtent, ImageExtentIndex } from "../storage/image-extents.ts";
-import { decodeValue, expandEntry, imageValue, isBaseValue, readImageRef, replayedVersions, runNewestLsn, ValueKind } from "../storage/values.ts";
+import { decodeValue, expandEntry, imageValue, isBaseValue, readImageRef, replayedVersions, runNewestLsn, storedNewestLsn, ValueKind } from "../storage/values.ts";
 import type { PageReader } from "./page-reader.ts";
 
 /** entries per LevelDB round trip */
@@ -56,10 +56,26 @@ function pageOf(found: Buffer | StoredImage): Buffer {
   return found instanceof Buffer ? found : (found as StoredImage).images.read(found as StoredImage);
 }
 
+/** The page itself, once rebuilt if a worker is rebuilding it. */
+function settledPage(found: Found): Buffer | Promise<Buffer> {
+  return found instanceof PendingPage ? found.page : pageOf(found);
+}
+
 type Entry = [Buffer, Buffer];
 
-/** A block's page: the page itself, or the stored image it is exactly. */
-type Found = Buffer | StoredImage;
+/**
+ * A page a redo worker is rebuilding (scans with `parallelReplay`): the scan has gone on to the
+ * next blocks meanwhile, and `page` settles with the page (or the block's error).
+ */
+export class PendingPage {
+  constructor(readonly page: Promise<Buffer>) {
+    // (surfaced by whoever awaits it; not unhandled if a failed scan never gets there)
+    page.catch(() => {});
+  }
+}
+
+/** A block's page: the page itself, the stored image it is exactly, or one being rebuilt on a worker. */
+type Found = Buffer | StoredImage | PendingPage;
 
 /** What a scan took for one block from its cursors. */
 interface BlockVersions {
@@ -315,6 +331,8 @@ class TimelineScan {
     private readonly end: Buffer | undefined,
     /** a compaction pass's own scan: background work does not wait for it */
     private readonly background = false,
+    /** long chains go to redo workers and come back as PendingPage (this timeline's only: an ancestor's page is a start page here) */
+    private readonly parallelReplay = false,
   ) {
     this.snapshot = reader.store.db.snapshot();
     if (!background) reader.store.scansInProgress++;
@@ -336,8 +354,7 @@ class TimelineScan {
 
   /** The page of `block` of a relation fork; `target` is its relBlockKey. */
   async page(rel: RelTag, fork: ForkNumber, block: number, target: Buffer): Promise<Buffer> {
-    const found = await this.pageOrImage(rel, fork, block, target);
-    return pageOf(found);
+    return settledPage(await this.pageOrImage(rel, fork, block, target));
   }
 
   /**
@@ -497,11 +514,19 @@ class TimelineScan {
       }
       cursor.advance();
       versions.taken++;
-      if (entry[1][0] !== ValueKind.Run) addVersion(versions.chain, entryLsn, entry[1], floor, this.lsn);
-      // a run's versions (never bases) lie at and above its key, each checked on its own; a run
-      // wholly at or below the materialized image is not expanded (a hot block's history below
-      // its image held hundreds of thousands of them, an object and a view each)
-      else if (floor === undefined || runNewestLsn(entry[1]) > floor) for (const member of expandEntry(entryLsn, entry[1])) addVersion(versions.chain, member.lsn, member.raw, floor, this.lsn);
+      if (entry[1][0] !== ValueKind.Run) {
+        addVersion(versions.chain, entryLsn, entry[1], floor, this.lsn);
+        continue;
+      }
+      // a run's versions (never bases) lie at and above its key. One wholly in (image, LSN] is
+      // taken whole: replay expands it in place, a redo worker too (a catch-up's hot block took
+      // hundreds of thousands of versions in runs, and an object and a view for each were most of
+      // a scan's work on them); one wholly at or below the materialized image is dropped; one
+      // across either bound is expanded, and its versions checked one by one
+      const newest = runNewestLsn(entry[1]);
+      if (floor !== undefined && newest <= floor) continue;
+      if ((floor === undefined || entryLsn > floor) && newest <= this.lsn) versions.chain.push({ lsn: entryLsn, raw: entry[1] });
+      else for (const member of expandEntry(entryLsn, entry[1])) addVersion(versions.chain, member.lsn, member.raw, floor, this.lsn);
     }
   }
 
@@ -565,9 +590,20 @@ class TimelineScan {
     return this.replay(rel, fork, block, page, chain, from);
   }
 
-  /** Replays the versions (from `from` on) onto the start page as getPage does, and materializes a long chain as getPage does. */
-  private replay(rel: RelTag, fork: ForkNumber, block: number, start: Buffer, chain: ReadonlyArray<{ lsn: Lsn; raw: Buffer }>, from: number): Buffer | Promise<Buffer> {
+  /**
+   * Replays the versions (from `from` on) onto the start page as getPage does, and materializes a
+   * long chain as getPage does. With parallelReplay, a long chain goes to a redo worker when one
+   * can take it, and the block comes back as a PendingPage: the scan reads on meanwhile.
+   */
+  private replay(rel: RelTag, fork: ForkNumber, block: number, start: Buffer, chain: ReadonlyArray<{ lsn: Lsn; raw: Buffer }>, from: number): Buffer | Promise<Buffer> | PendingPage {
     if (from >= chain.length) return start;
+    if (this.parallelReplay) {
+      let count = 0;
+      for (let i = from; i < chain.length; i++) count += replayedVersions(chain[i].raw);
+      const versions = from === 0 ? chain : chain.slice(from);
+      const rebuilt = this.reader.replayOnWorker(start, versions, count, { rel, fork, blockNumber: block });
+      if (rebuilt) return new PendingPage(rebuilt.then((page) => this.materializeIfLong(rel, fork, block, page, chain)));
+    }
     const replayed = this.reader.replayStoredFrom(start, chain, { rel, fork, blockNumber: block }, from);
     if (replayed instanceof Promise) return replayed.then((page) => this.materializeIfLong(rel, fork, block, page, chain));
     return this.materializeIfLong(rel, fork, block, replayed, chain);
@@ -578,7 +614,8 @@ class TimelineScan {
     let replayed = 0;
     for (let i = 0; i < chain.length; i++) replayed += replayedVersions(chain[i].raw);
     if (replayed <= Math.floor(this.reader.maxReplay / 2)) return page;
-    const full = this.reader.materializeLater(materializedBlockKey(rel, fork, block), chain[chain.length - 1].lsn, imageValue(page));
+    // (at the newest version replayed: the last entry may be a run, keyed by its first)
+    const full = this.reader.materializeLater(materializedBlockKey(rel, fork, block), storedNewestLsn(chain[chain.length - 1]), imageValue(page));
     return full ? full.then(() => page) : page;
   }
 
@@ -615,6 +652,7 @@ class TimelineScan {
   private async ancestorPage(rel: RelTag, fork: ForkNumber, block: number, target: Buffer, into: Buffer | undefined): Promise<Buffer> {
     // a buffer no one else holds (`into`, replay or an iterator value), so replay here may modify it
     const found = await this.ancestorScanner().pageOrImage(rel, fork, block, target, into);
+    if (found instanceof PendingPage) return found.page; // (not from an ancestor's scan: it replays itself)
     if (found instanceof Buffer || !into) return pageOf(found);
     const image = found as StoredImage;
     image.images.readInto(image.file, image.offset, BLCKSZ, into, 0);
@@ -651,7 +689,16 @@ export interface RelationScannerOptions {
    * background work yields to.
    */
   background?: boolean;
+  /**
+   * Long chains (the redo pool's minVersions or more) are replayed on the reader's redo workers
+   * while the scan reads the next blocks: `pageOrImage` then returns a PendingPage for them, and
+   * `pages` keeps up to PIPELINE_DEPTH of them in flight, yielding in block order.
+   */
+  parallelReplay?: boolean;
 }
+
+/** pages `RelationScanner.pages` reads ahead of the one it yields while workers rebuild them */
+const PIPELINE_DEPTH = 32;
 
 function checkBlock(block: number): void {
   if (!Number.isInteger(block) || block < 0 || block > 0xffff_ffff) throw new RangeError(`invalid block number ${block}`);
@@ -679,7 +726,7 @@ export class RelationScanner {
   ) {
     if (options.end) checkBlock(options.end.block);
     this.end = options.end && relBlockKey(options.end.rel, options.end.fork, options.end.block);
-    this.scan = new TimelineScan(reader, lsn, this.end, options.background);
+    this.scan = new TimelineScan(reader, lsn, this.end, options.background, options.parallelReplay);
   }
 
   /** iterators opened and seeks made so far, over all timelines */
@@ -689,8 +736,7 @@ export class RelationScanner {
 
   /** The page of one block. Errors (redo, corrupt values) are thrown for that block; the scanner stays usable. */
   async page(rel: RelTag, fork: ForkNumber, block: number): Promise<Buffer> {
-    const found = await this.pageOrImage(rel, fork, block);
-    return pageOf(found);
+    return settledPage(await this.pageOrImage(rel, fork, block));
   }
 
   /**
@@ -701,7 +747,9 @@ export class RelationScanner {
    * the page comes back in another buffer or as a reference.
    *
    * A block that needs no I/O (the usual next block) comes back as is, not as a promise; `await`
-   * takes either. Errors always come as a rejected promise.
+   * takes either. Errors always come as a rejected promise. With `parallelReplay`, a long chain's
+   * page may come back as a PendingPage (never rebuilt in `into`): the next block can be read at
+   * once, and its `page` settles with the page or the block's error.
    */
   pageOrImage(rel: RelTag, fork: ForkNumber, block: number, into?: Buffer): Found | Promise<Found> {
     let found: Found | Promise<Found>;
@@ -740,7 +788,16 @@ export class RelationScanner {
     if (!Number.isInteger(fromBlock) || !Number.isInteger(toBlock) || fromBlock < 0 || toBlock > 0xffff_ffff) {
       throw new RangeError(`invalid block range [${fromBlock}, ${toBlock})`);
     }
-    for (let block = fromBlock; block < toBlock; block++) yield { blockNumber: block, page: await this.page(rel, fork, block) };
+    // pages being rebuilt on workers wait here, in block order, while the next blocks are read
+    const ahead: Array<{ blockNumber: number; page: Buffer | Promise<Buffer> }> = [];
+    for (let block = fromBlock; block < toBlock; block++) {
+      ahead.push({ blockNumber: block, page: settledPage(await this.pageOrImage(rel, fork, block)) });
+      while (ahead.length > 0 && (ahead.length >= PIPELINE_DEPTH || !(ahead[0].page instanceof Promise))) {
+        const next = ahead.shift()!;
+        yield { blockNumber: next.blockNumber, page: await next.page };
+      }
+    }
+    for (const next of ahead) yield { blockNumber: next.blockNumber, page: await next.page };
   }
 
   /** Closes the iterators (waiting for reads in flight). */

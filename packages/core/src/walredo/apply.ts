@@ -18,8 +18,12 @@ export interface ReplayTarget {
   blockNumber: number;
 }
 
-/** decodeRecord options for stored records (their CRC was verified at ingest), made once rather than per replayed record */
-const STORED_RECORD = { verifyCrc: false } as const;
+/**
+ * decodeRecord options for stored records (their CRC was verified at ingest), made once rather
+ * than per replayed record: `endLsn` is set before each (synchronous) decode, so the record's end
+ * is not computed as a BigInt only to be replaced by the LSN it is stored at.
+ */
+const STORED_RECORD: { verifyCrc: false; endLsn: Lsn } = { verifyCrc: false, endLsn: 0n };
 
 /**
  * Applies one WAL record to one page (PostgreSQL's XLogReadBufferForRedo + the rmgr's redo):
@@ -66,8 +70,8 @@ export const needsOtherPage = (value: StoredValue): value is Extract<StoredValue
  * records are stored at their end LSN, which is what redo stamps on the page.
  */
 export function applyStoredRecord(page: Buffer, raw: Buffer, recordLsn: Lsn, versionLsn: Lsn, target: ReplayTarget, hintBitsLogged: boolean): Buffer {
+  STORED_RECORD.endLsn = versionLsn;
   const record = decodeRecord(raw, recordLsn, STORED_RECORD);
-  record.endLsn = versionLsn;
   const block = findBlock(record, target.rel, target.fork, target.blockNumber);
   if (!block) throw new PageReadError(`stored record at ${formatLsn(recordLsn)} does not reference block ${target.blockNumber}`);
   return applyRecord(page, record, block, hintBitsLogged);

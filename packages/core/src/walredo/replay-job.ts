@@ -33,8 +33,10 @@ export function encodeReplayJob(job: ReplayJob): Buffer {
   const versions = job.versions;
   let size = HEADER + dirLength + BLCKSZ;
   for (let i = 0; i < versions.length; i++) size += VERSION_HEADER + versions[i].raw.length;
-  // (not from Node's shared pool: the buffer is transferred whole)
-  const out = Buffer.alloc(size);
+  // (not from Node's shared pool: the buffer is transferred whole; not zero-filled: every byte is
+  // written below, and a chain's copy is megabytes for a hot page)
+  const out = Buffer.allocUnsafeSlow(size);
+  out.fill(0, 0, HEADER);
   out.writeUInt32LE(versions.length, 0);
   out.writeUInt32LE(job.target.rel.spcNode, 4);
   out.writeUInt32LE(job.target.rel.dbNode, 8);
