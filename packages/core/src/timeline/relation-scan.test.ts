@@ -840,6 +840,36 @@ describe("relation scan with parallel replay", () => {
     }
   });
 
+  it("keeps the bytes of chains on the workers bounded: a long chain beyond the bound replays on the scan's thread", async () => {
+    // blocks 0-2: an image and one run of 40 versions each (two entries: all in the cursor's first batch)
+    const entries: Array<{ key: Buffer; value: Buffer }> = [];
+    for (let block = 0; block < 3; block++) {
+      entries.push(image(block, 0x100n, block + 1));
+      const lsns = Array.from({ length: 40 }, (_, i) => 0x1000n + BigInt(i) * 0x10n);
+      entries.push({ key: storeKey(relBlockKey(rel, ForkNumber.Main, block), lsns[0]), value: runValue(lsns.map((l, i) => ({ lsn: l, value: generic(block, l, 8000 + i, [i, block]).value }))) });
+    }
+    await commit(store, entries);
+    const here = new PageReader(store, { pageCache: new PageCache(0), redoPool: null, maxReplay: Number.MAX_SAFE_INTEGER });
+    const parallel = new PageReader(store, { pageCache: new PageCache(0), redoPool: pool, maxReplay: Number.MAX_SAFE_INTEGER });
+    await parallel.getPage(rel, ForkNumber.Main, 0, 0x2000n); // (the hint-bit setting read: chains may go to workers)
+    const scanner = new RelationScanner(parallel, 0x2000n, { parallelReplay: true, maxOffloadedBytes: 1 });
+    try {
+      const first = await scanner.pageOrImage(rel, ForkNumber.Main, 0);
+      // read while the first chain is on a worker (no I/O, so no worker reply in between): over the bound
+      const second = scanner.pageOrImage(rel, ForkNumber.Main, 1);
+      expect(first).toBeInstanceOf(PendingPage);
+      expect(second).toBeInstanceOf(Buffer);
+      const firstPage = await (first as PendingPage).page;
+      // the first one back: the next chain goes to a worker again
+      const third = await scanner.pageOrImage(rel, ForkNumber.Main, 2);
+      expect(third).toBeInstanceOf(PendingPage);
+      const pages = [firstPage, second as Buffer, await (third as PendingPage).page];
+      for (let block = 0; block < 3; block++) expect(pages[block].equals(await here.getPage(rel, ForkNumber.Main, block, 0x2000n)), `block ${block}`).toBe(true);
+    } finally {
+      await scanner.close();
+    }
+  });
+
   it("throws a worker-rebuilt block's error in its turn, after the blocks before it", async () => {
     await fill(store, 12);
     const parallel = new PageReader(store, { pageCache: new PageCache(0), redoPool: pool, maxReplay: Number.MAX_SAFE_INTEGER });

@@ -31,6 +31,12 @@ import type { PageReader } from "./page-reader.ts";
 /** entries per LevelDB round trip */
 const BATCH_ENTRIES = 256;
 /**
+ * bytes of versions a parallel-replay scan has on redo workers at most, by default (each job is a
+ * copy of its chain): beyond it a long chain replays on the scan's own thread. One job may exceed
+ * it alone.
+ */
+const MAX_OFFLOADED_BYTES = 32 * 1024 * 1024;
+/**
  * classic-level cuts a batch once it has read this many bytes (its default, 16 KiB, is two page
  * images: a round trip per two images); 1 MiB keeps batches at BATCH_ENTRIES for typical values.
  */
@@ -322,6 +328,8 @@ class TimelineScan {
   private closed = false;
   /** this timeline's image extents, read on the first block that needs them */
   private extents: ImageExtentIndex | undefined;
+  /** bytes of the chains now on redo workers (parallelReplay) */
+  private offloadedBytes = 0;
   /** the extent the last imported page came from (it holds the following blocks too) */
   private lastExtent: { rel: RelTag; fork: ForkNumber; extent: ImageExtent } | undefined;
 
@@ -333,6 +341,7 @@ class TimelineScan {
     private readonly background = false,
     /** long chains go to redo workers and come back as PendingPage (this timeline's only: an ancestor's page is a start page here) */
     private readonly parallelReplay = false,
+    private readonly maxOffloadedBytes = MAX_OFFLOADED_BYTES,
   ) {
     this.snapshot = reader.store.db.snapshot();
     if (!background) reader.store.scansInProgress++;
@@ -599,10 +608,20 @@ class TimelineScan {
     if (from >= chain.length) return start;
     if (this.parallelReplay) {
       let count = 0;
-      for (let i = from; i < chain.length; i++) count += replayedVersions(chain[i].raw);
-      const versions = from === 0 ? chain : chain.slice(from);
-      const rebuilt = this.reader.replayOnWorker(start, versions, count, { rel, fork, blockNumber: block });
-      if (rebuilt) return new PendingPage(rebuilt.then((page) => this.materializeIfLong(rel, fork, block, page, chain)));
+      let bytes = 0;
+      for (let i = from; i < chain.length; i++) {
+        count += replayedVersions(chain[i].raw);
+        bytes += chain[i].raw.length;
+      }
+      if (this.offloadedBytes === 0 || this.offloadedBytes + bytes <= this.maxOffloadedBytes) {
+        const versions = from === 0 ? chain : chain.slice(from);
+        const rebuilt = this.reader.replayOnWorker(start, versions, count, { rel, fork, blockNumber: block });
+        if (rebuilt) {
+          this.offloadedBytes += bytes;
+          const settled = rebuilt.finally(() => (this.offloadedBytes -= bytes));
+          return new PendingPage(settled.then((page) => this.materializeIfLong(rel, fork, block, page, chain)));
+        }
+      }
     }
     const replayed = this.reader.replayStoredFrom(start, chain, { rel, fork, blockNumber: block }, from);
     if (replayed instanceof Promise) return replayed.then((page) => this.materializeIfLong(rel, fork, block, page, chain));
@@ -695,6 +714,11 @@ export interface RelationScannerOptions {
    * `pages` keeps up to PIPELINE_DEPTH of them in flight, yielding in block order.
    */
   parallelReplay?: boolean;
+  /**
+   * With parallelReplay: bytes of chains on the workers at once (default 32 MB; each job is a copy
+   * of its chain). A long chain beyond it replays on the scan's thread; one alone may exceed it.
+   */
+  maxOffloadedBytes?: number;
 }
 
 /** pages `RelationScanner.pages` reads ahead of the one it yields while workers rebuild them */
@@ -726,7 +750,7 @@ export class RelationScanner {
   ) {
     if (options.end) checkBlock(options.end.block);
     this.end = options.end && relBlockKey(options.end.rel, options.end.fork, options.end.block);
-    this.scan = new TimelineScan(reader, lsn, this.end, options.background, options.parallelReplay);
+    this.scan = new TimelineScan(reader, lsn, this.end, options.background, options.parallelReplay, options.maxOffloadedBytes);
   }
 
   /** iterators opened and seeks made so far, over all timelines */
