@@ -1,7 +1,7 @@
 import { mkdtempSync, readdirSync, rmSync, truncateSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { ForkNumber } from "../reltag.ts";
 import { readTar } from "../replication/tar.ts";
 import type { Lsn } from "../lsn.ts";
@@ -18,7 +18,8 @@ import { imageValue, walRecordValue } from "../storage/values.ts";
 import { PageCache } from "../timeline/page-cache.ts";
 import { PageReader } from "../timeline/page-reader.ts";
 import { emptyPage, genericDelta, oneBlockRecord } from "../timeline/testutil.ts";
-import { RedoPool } from "../walredo/pool.ts";
+import type { RedoPool } from "../walredo/pool.ts";
+import { redoPoolForTests } from "../walredo/testutil.ts";
 
 async function untar(chunks: Buffer[]): Promise<Map<string, Buffer | "dir">> {
   const files = new Map<string, Buffer | "dir">();
@@ -32,6 +33,20 @@ async function untar(chunks: Buffer[]): Promise<Map<string, Buffer | "dir">> {
     },
   );
   return files;
+}
+
+/** The promise rejections nobody handled while `run` ran, and in the 50 ms after it. */
+async function unhandledRejectionsDuring(run: () => Promise<void>): Promise<unknown[]> {
+  const rejections: unknown[] = [];
+  const onRejection = (reason: unknown) => rejections.push(reason);
+  process.on("unhandledRejection", onRejection);
+  try {
+    await run();
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  } finally {
+    process.off("unhandledRejection", onRejection);
+  }
+  return rejections;
 }
 
 describe("full backup layout", () => {
@@ -251,24 +266,16 @@ describe("full backup layout", () => {
     }
 
     describe("with redo workers", () => {
-      let pool: RedoPool;
-      beforeAll(async () => {
-        // every chain of 4 versions or more to a worker, also a read alone
-        pool = new RedoPool(2, 4, false);
-        await pool.start();
-      });
-      afterAll(async () => {
-        await pool.close();
-      });
+      const redo = redoPoolForTests();
 
       it("rebuilds long chains on the workers while it reads on: the same archive as replay on its own thread, each page in its place", async () => {
         const chains = longChains([0, 3, 14, 15, 16, 20, 29, 30, 39], 40);
         const archives: Array<Map<string, Buffer | "dir">> = [];
-        for (const redoPool of [null, pool]) {
+        for (const redoPool of [null, redo.pool]) {
           const dir = mkdtempSync(path.join(os.tmpdir(), "strata-fullbackup-"));
           const { store, reader } = await storeReader(dir, { redoPool, extra: chains });
           try {
-            const jobs = pool.stats.jobs;
+            const jobs = redo.pool.stats.jobs;
             const chunks: Buffer[] = [];
             await fullBackup(reader, LSN, async (c) => {
               chunks.push(Buffer.from(c));
@@ -276,7 +283,7 @@ describe("full backup layout", () => {
             });
             archives.push(await untar(chunks));
             // (the reader learns the hint-bit setting on its first chain, replayed here; the rest go to the workers)
-            if (redoPool) expect(pool.stats.jobs - jobs).toBeGreaterThanOrEqual(7);
+            if (redoPool) expect(redo.pool.stats.jobs - jobs).toBeGreaterThanOrEqual(7);
           } finally {
             await store.close();
             rmSync(dir, { recursive: true, force: true });
@@ -295,21 +302,18 @@ describe("full backup layout", () => {
 
       it("names the block a worker could not rebuild, and leaves no rejection unhandled", async () => {
         const dir = mkdtempSync(path.join(os.tmpdir(), "strata-fullbackup-"));
-        const { store, reader } = await storeReader(dir, { redoPool: pool, extra: longChains([3, 14, 20, 29], 40, true) });
-        const rejections: unknown[] = [];
-        const onRejection = (reason: unknown) => rejections.push(reason);
-        process.on("unhandledRejection", onRejection);
+        const { store, reader } = await storeReader(dir, { redoPool: redo.pool, extra: longChains([3, 14, 20, 29], 40, true) });
         try {
-          const failed = fullBackup(reader, LSN, async () => {});
-          await expect(failed).rejects.toThrow(FullBackupError);
-          await expect(failed).rejects.toThrow(/^reading base\/5\/16384 block 20 at 0\/4766820: /);
-          await new Promise((resolve) => setTimeout(resolve, 50));
+          const rejections = await unhandledRejectionsDuring(async () => {
+            const failed = fullBackup(reader, LSN, async () => {});
+            await expect(failed).rejects.toThrow(FullBackupError);
+            await expect(failed).rejects.toThrow(/^reading base\/5\/16384 block 20 at 0\/4766820: /);
+          });
+          expect(rejections).toEqual([]);
         } finally {
-          process.off("unhandledRejection", onRejection);
           await store.close();
           rmSync(dir, { recursive: true, force: true });
         }
-        expect(rejections).toEqual([]);
       });
     });
 
@@ -320,17 +324,11 @@ describe("full backup layout", () => {
         const images = path.join(dir, "store", "page-images");
         const [file] = readdirSync(images).filter((name) => name.endsWith(".img"));
         truncateSync(path.join(images, file), 20 * 8192); // blocks 20.. are gone: the second chunk's run is short
-        const rejections: unknown[] = [];
-        const onRejection = (reason: unknown) => rejections.push(reason);
-        process.on("unhandledRejection", onRejection);
-        try {
+        const rejections = await unhandledRejectionsDuring(async () => {
           const failed = fullBackup(reader, LSN, async () => {});
           await expect(failed).rejects.toThrow(FullBackupError);
           await expect(failed).rejects.toThrow(/reading base\/5\/16384 blocks 15\.\.29 at 0\/4766820: .*truncated/);
-          await new Promise((resolve) => setTimeout(resolve, 20));
-        } finally {
-          process.off("unhandledRejection", onRejection);
-        }
+        });
         expect(rejections).toEqual([]);
       } finally {
         await store.close();

@@ -1,4 +1,4 @@
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { Lsn } from "../lsn.ts";
 import { ForkNumber, type RelTag } from "../reltag.ts";
 import { imageExtentKey, materializedBlockKey, relBlockKey, storeKey } from "../storage/keys.ts";
@@ -9,7 +9,7 @@ import { PageCache } from "./page-cache.ts";
 import { PageReader } from "./page-reader.ts";
 import { computeRecordCrc } from "../wal/record.ts";
 import { PendingPage, RelationScanner, scanRelationPages, type StoredImage } from "./relation-scan.ts";
-import { RedoPool } from "../walredo/pool.ts";
+import { redoPoolForTests } from "../walredo/testutil.ts";
 import { commit, countEntriesRead, emptyPage, genericDelta, oneBlockRecord, tempStores } from "./testutil.ts";
 
 const rel = { spcNode: 1663, dbNode: 5, relNode: 16384 };
@@ -769,15 +769,7 @@ describe("relation scanner over many relations", () => {
 describe("relation scan with parallel replay", () => {
   const { openStore, cleanup } = tempStores("strata-relscan-parallel-");
   let store: TimelineStore;
-  let pool: RedoPool;
-  beforeAll(async () => {
-    // every chain of 4 versions or more to a worker, also a read alone
-    pool = new RedoPool(2, 4, false);
-    await pool.start();
-  });
-  afterAll(async () => {
-    await pool.close();
-  });
+  const redo = redoPoolForTests();
   beforeEach(async () => {
     store = await openStore();
   });
@@ -803,9 +795,9 @@ describe("relation scan with parallel replay", () => {
   it("rebuilds long chains on the redo workers while it reads on, and yields every page in block order equal to getPage", async () => {
     await fill(store);
     const here = new PageReader(store, { pageCache: new PageCache(0), redoPool: null, maxReplay: Number.MAX_SAFE_INTEGER });
-    const parallel = new PageReader(store, { pageCache: new PageCache(0), redoPool: pool, maxReplay: Number.MAX_SAFE_INTEGER });
+    const parallel = new PageReader(store, { pageCache: new PageCache(0), redoPool: redo.pool, maxReplay: Number.MAX_SAFE_INTEGER });
     for (const lsn of [0x1000n, 0x1100n, 0x1400n, 0x2000n]) {
-      const jobs = pool.stats.jobs;
+      const jobs = redo.pool.stats.jobs;
       const scanner = new RelationScanner(parallel, lsn, { parallelReplay: true });
       const seen: number[] = [];
       // blocks read when block 0 (a long chain) is yielded: the scan reads on while a worker rebuilds it
@@ -824,7 +816,7 @@ describe("relation scan with parallel replay", () => {
       }
       expect(seen).toEqual(Array.from({ length: 24 }, (_, i) => i));
       // (the reader learns the hint-bit setting on its first chain, replayed here)
-      if (lsn >= 0x1400n) expect(pool.stats.jobs - jobs).toBeGreaterThanOrEqual(lsn === 0x1400n ? 5 : 6);
+      if (lsn >= 0x1400n) expect(redo.pool.stats.jobs - jobs).toBeGreaterThanOrEqual(lsn === 0x1400n ? 5 : 6);
       if (lsn === 0x2000n) expect(readBeforeFirst).toBe(24);
     }
     // a long chain comes back at once as a page being rebuilt, and the next block can be read
@@ -850,7 +842,7 @@ describe("relation scan with parallel replay", () => {
     }
     await commit(store, entries);
     const here = new PageReader(store, { pageCache: new PageCache(0), redoPool: null, maxReplay: Number.MAX_SAFE_INTEGER });
-    const parallel = new PageReader(store, { pageCache: new PageCache(0), redoPool: pool, maxReplay: Number.MAX_SAFE_INTEGER });
+    const parallel = new PageReader(store, { pageCache: new PageCache(0), redoPool: redo.pool, maxReplay: Number.MAX_SAFE_INTEGER });
     await parallel.getPage(rel, ForkNumber.Main, 0, 0x2000n); // (the hint-bit setting read: chains may go to workers)
     const scanner = new RelationScanner(parallel, 0x2000n, { parallelReplay: true, maxOffloadedBytes: 1 });
     try {
@@ -872,9 +864,9 @@ describe("relation scan with parallel replay", () => {
 
   it("throws a worker-rebuilt block's error in its turn, after the blocks before it", async () => {
     await fill(store, 12);
-    const parallel = new PageReader(store, { pageCache: new PageCache(0), redoPool: pool, maxReplay: Number.MAX_SAFE_INTEGER });
+    const parallel = new PageReader(store, { pageCache: new PageCache(0), redoPool: redo.pool, maxReplay: Number.MAX_SAFE_INTEGER });
     await parallel.getPage(rel, ForkNumber.Main, 0, 0x2000n); // (the hint-bit setting read: every long chain goes to a worker)
-    const jobs = pool.stats.jobs;
+    const jobs = redo.pool.stats.jobs;
     const seen: number[] = [];
     const scanner = new RelationScanner(parallel, 0x2000n, { parallelReplay: true });
     try {
@@ -886,7 +878,7 @@ describe("relation scan with parallel replay", () => {
       await scanner.close();
     }
     expect(seen).toEqual(Array.from({ length: 12 }, (_, i) => i));
-    expect(pool.stats.failed).toBeGreaterThan(0);
-    expect(pool.stats.jobs - jobs).toBeGreaterThanOrEqual(3);
+    expect(redo.pool.stats.failed).toBeGreaterThan(0);
+    expect(redo.pool.stats.jobs - jobs).toBeGreaterThanOrEqual(3);
   });
 });

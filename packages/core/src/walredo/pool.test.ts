@@ -4,7 +4,7 @@ import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { type Lsn } from "../lsn.ts";
 import { ForkNumber } from "../reltag.ts";
 import { UnsupportedRecordError } from "../redo/types.ts";
@@ -15,6 +15,7 @@ import { PageCache } from "../timeline/page-cache.ts";
 import { PageReader } from "../timeline/page-reader.ts";
 import { emptyPage, genericDelta, oneBlockRecord } from "../timeline/testutil.ts";
 import { RedoPool } from "./pool.ts";
+import { redoPoolForTests } from "./testutil.ts";
 
 const rel = { spcNode: 1663, dbNode: 5, relNode: 16384 };
 const GENERIC = 20;
@@ -43,15 +44,8 @@ function chain(block: number, n: number, tag: number): { entries: Array<{ key: B
 describe("redo worker pool", () => {
   let dir: string;
   let store: TimelineStore;
-  let pool: RedoPool;
-  beforeAll(async () => {
-    // every chain of 4 versions or more to the workers, also a read alone (deterministic counts)
-    pool = new RedoPool(2, 4, false);
-    await pool.start();
-  });
-  afterAll(async () => {
-    await pool.close();
-  });
+  // every chain of 4 versions or more to the workers, also a read alone (deterministic counts)
+  const redo = redoPoolForTests();
   beforeEach(async () => {
     dir = mkdtempSync(path.join(os.tmpdir(), "strata-redo-pool-"));
     store = await TimelineStore.open(dir);
@@ -63,11 +57,11 @@ describe("redo worker pool", () => {
 
   const readers = () => ({
     here: new PageReader(store, { maxReplay: Number.MAX_SAFE_INTEGER, pageCache: new PageCache(0), redoPool: null }),
-    workers: new PageReader(store, { maxReplay: Number.MAX_SAFE_INTEGER, pageCache: new PageCache(0), redoPool: pool }),
+    workers: new PageReader(store, { maxReplay: Number.MAX_SAFE_INTEGER, pageCache: new PageCache(0), redoPool: redo.pool }),
   });
 
   it("rebuilds long chains on the workers into the pages replay on the caller's thread makes, at every LSN", async () => {
-    expect(pool.stats.workers).toBe(2);
+    expect(redo.pool.stats.workers).toBe(2);
     const blocks = [0, 1, 2, 3, 4, 5];
     let end = 0n;
     for (const block of blocks) {
@@ -76,7 +70,7 @@ describe("redo worker pool", () => {
       end = c.end > end ? c.end : end;
     }
     const { here, workers } = readers();
-    const jobsBefore = pool.stats.jobs;
+    const jobsBefore = redo.pool.stats.jobs;
     let compared = 0;
     for (const lsn of [0x1000n + 2n * 0x100n, 0x1000n + 35n * 0x100n, 0x1000n + 101n * 0x100n + 0x80n, end]) {
       // every block at once: several jobs on each worker
@@ -91,8 +85,8 @@ describe("redo worker pool", () => {
     }
     expect(compared).toBe(24);
     // (the chains at 0x1200 have 3 versions, the image and 2 records: below the pool's 4, those replay here)
-    expect(pool.stats.jobs - jobsBefore).toBe(18);
-    expect(pool.stats.failed).toBe(0);
+    expect(redo.pool.stats.jobs - jobsBefore).toBe(18);
+    expect(redo.pool.stats.failed).toBe(0);
     // the image is stored in the page image files: the workers read it there themselves
     const last = await workers.getPage(rel, ForkNumber.Main, 5, end);
     expect(last[8190]).toBe(6);
@@ -104,14 +98,14 @@ describe("redo worker pool", () => {
     c.entries.splice(25, 1, { key: c.entries[25].key, value: walRecordValue(oneBlockRecord(128, rel, 9, Buffer.from("x")), c.entries[25].key.readBigUInt64BE(c.entries[25].key.length - 8) - 0x40n, false) });
     await store.commit(c.entries, { lastRecordLsn: c.end, diskConsistentLsn: c.end, startLsn: 0x1000n });
     const { here, workers } = readers();
-    const failedBefore = pool.stats.failed;
+    const failedBefore = redo.pool.stats.failed;
     const expected = await here.getPage(rel, ForkNumber.Main, 9, c.end).catch((err: Error) => err);
     expect(expected).toBeInstanceOf(UnsupportedRecordError);
     const got = await workers.getPage(rel, ForkNumber.Main, 9, c.end).catch((err: Error) => err);
     expect(got).toBeInstanceOf(UnsupportedRecordError);
     expect((got as Error).message).toBe((expected as Error).message);
     // the worker tried it first
-    expect(pool.stats.failed).toBe(failedBefore + 1);
+    expect(redo.pool.stats.failed).toBe(failedBefore + 1);
   });
 
   it("finishes the reads whose jobs were on workers that stopped, on the caller's thread", async () => {
