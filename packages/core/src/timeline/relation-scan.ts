@@ -18,7 +18,9 @@
 //   - entries of keys between the blocks asked for (versions above the LSN, blocks past a
 //     truncation, relations dropped or not asked for) are skipped; a gap of more than a batch is
 //     crossed with a seek.
-// Replay goes through reader.replayStoredFrom, so redo (and its errors) are getPage's own.
+// Replay goes through reader.replayStoredFrom, so redo (and its errors) are getPage's own; with
+// parallelReplay, long chains go to the reader's redo workers (reader.replayOnWorker) while the
+// scan reads the next blocks, and come back as PendingPage.
 import type { Lsn } from "../lsn.ts";
 import { BLCKSZ, type ForkNumber, type RelTag } from "../reltag.ts";
 import { ENTITY_KEY_LENGTH, KeySpace, materializedBlockKey, relBlockKey, STORE_KEY_LENGTH, storeKey } from "../storage/keys.ts";
