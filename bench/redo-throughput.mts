@@ -12,7 +12,9 @@
 //     PageReader whose maxReplay is so high that nothing is materialized: once on the main thread
 //     alone, with the rmgrs' redo (RMGRS entries) wrapped to count distinct WAL records replayed,
 //     then BENCH_PASSES times (default 3) with long chains on BENCH_WORKERS redo worker threads
-//     (walredo/pool.ts; the first of these passes is the workers' first run of the redo code).
+//     (walredo/pool.ts; the first of these passes is the workers' first run of the redo code),
+//     then BENCH_PASSES times in key order through one RelationScanner with parallelReplay (as a
+//     full backup reads: long chains on the workers while the scan reads on).
 //     records/s = distinct WAL records replayed / rebuild time.
 // Prints both rates and the ratio (issue target: Strata >= 0.5x PostgreSQL's replay records/s), and
 // the equal-work ratio (PostgreSQL replay time / Strata rebuild time for the same WAL range).
