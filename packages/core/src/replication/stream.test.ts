@@ -161,6 +161,39 @@ describe("WAL streaming", () => {
     }
   });
 
+  it("batches a live stream's reads: after a read that caught up, WAL waits in the socket for liveReadWaitMs, then comes in whole", async () => {
+    // Per wait setting: WAL A is read (a small read: the stream is caught up), then WAL B is
+    // written at once. With a wait, B is still unread 300 ms later (the wait is far longer than
+    // any INSERT round trip); without one, it is there.
+    const unreadAfterWrite = async (liveReadWaitMs: number) => {
+      const conn = await ReplicationConnection.connect(target());
+      try {
+        const stream = await conn.startReplication({ startLsn: await flushLsn(cluster), timeline: 1, liveReadWaitMs });
+        await cluster.sql("CREATE TABLE IF NOT EXISTS batched(x int); INSERT INTO batched VALUES (1)");
+        const a = await flushLsn(cluster);
+        while (stream.lastReceivedLsn < a) {
+          if (!(await stream.next())) throw new Error("stream ended early");
+          stream.takeBuffered(1024 * 1024);
+        }
+        await cluster.sql("INSERT INTO batched VALUES (2)");
+        const b = await flushLsn(cluster);
+        await sleep(300);
+        stream.takeBuffered(1024 * 1024);
+        const unread = stream.lastReceivedLsn < b;
+        const msgs: XLogData[] = [];
+        const from = stream.lastReceivedLsn;
+        await receiveUntil(stream, b, msgs); // whatever the setting, it does come
+        expectSameAsDisk(cluster.walDir, from, msgs);
+        await stream.stop();
+        return unread;
+      } finally {
+        await conn.close();
+      }
+    };
+    expect(await unreadAfterWrite(2000)).toBe(true);
+    expect(await unreadAfterWrite(0)).toBe(false);
+  });
+
   it("answers keepalives so a 2 s wal_sender_timeout doesn't cut an idle stream", async () => {
     const conn = await ReplicationConnection.connect(target(), { applicationName: "strata-keepalive" });
     try {

@@ -15,7 +15,16 @@ export interface StartReplicationOptions {
   timeline?: number;
   /** Period of unsolicited standby status updates. Default 1000 ms; 0 disables them. */
   statusIntervalMs?: number;
+  /**
+   * Once a read finds the sender caught up, leave the socket unread this long and take what came
+   * meanwhile in one read (ReplicationConnection.batchLiveReads). Default 5 ms; 0 reads every
+   * message as it arrives.
+   */
+  liveReadWaitMs?: number;
 }
+
+/** WAL is durable only at the next group commit anyway (walreceiver, 20 ms): 5 ms more to read it is small */
+const LIVE_READ_WAIT_MS = 5;
 
 export interface XLogData {
   /** LSN of data[0]. */
@@ -310,6 +319,7 @@ export async function startReplication(conn: ReplicationConnection, options: Sta
     const frame = await conn.readFrame();
     if (frame.type === "W") {
       handedOver = true;
+      conn.batchLiveReads(options.liveReadWaitMs ?? LIVE_READ_WAIT_MS);
       return new ReplicationStream(conn, options.startLsn, options.statusIntervalMs ?? 1000);
     }
     if (frame.type === "E") {
