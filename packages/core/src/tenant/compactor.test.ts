@@ -130,11 +130,13 @@ describe("compactor", () => {
 
   it("reads its settings from the environment and refuses nonsense", () => {
     expect(compactionFromEnv({})).toEqual(DEFAULT_COMPACTION);
-    expect(compactionFromEnv({ STRATA_COMPACTION_MIN_RECORDS: "0", STRATA_COMPACTION_QUIET_KBPS: "64", STRATA_COMPACTION_INTERVAL_S: "5" })).toEqual({
+    expect(compactionFromEnv({ STRATA_COMPACTION_MIN_RECORDS: "0", STRATA_COMPACTION_QUIET_KBPS: "64", STRATA_COMPACTION_INTERVAL_S: "5", STRATA_COMPACTION_PARALLEL_REPLAY: "1" })).toEqual({
       minRecords: 0,
       quietBytesPerSecond: 64 * 1024,
       minIntervalMs: 5000,
+      parallelReplay: true,
     });
     expect(() => compactionFromEnv({ STRATA_COMPACTION_MIN_RECORDS: "many" })).toThrow(/STRATA_COMPACTION_MIN_RECORDS/);
+    expect(() => compactionFromEnv({ STRATA_COMPACTION_PARALLEL_REPLAY: "yes" })).toThrow(/STRATA_COMPACTION_PARALLEL_REPLAY must be 1 or 0/);
   });
 });

@@ -10,6 +10,7 @@ import { blocksWithHistory, cutHistory } from "./history-cut.ts";
 import { PageCache } from "./page-cache.ts";
 import { PageReader } from "./page-reader.ts";
 import { RelationScanner } from "./relation-scan.ts";
+import { redoPoolForTests } from "../walredo/testutil.ts";
 import { commit, countEntriesRead, emptyPage, genericDelta, oneBlockRecord, tempStores } from "./testutil.ts";
 
 const rel = { spcNode: 1663, dbNode: 5, relNode: 16384 };
@@ -43,6 +44,10 @@ async function allPages(reader: PageReader): Promise<string[]> {
   }
   return out;
 }
+
+/** A key space's entries as text (where an image lies in the page image files left out: a scan may store materialized images). */
+const entriesOf = async (s: TimelineStore, space: KeySpace) =>
+  (await s.db.iterator({ gte: Buffer.from([space]), lt: Buffer.from([space + 1]) }).all()).map(([k, v]) => `${k.toString("hex")}=${v[0] === ValueKind.ImageRef ? "image" : v.toString("hex")}`);
 
 async function countSpace(store: TimelineStore, space: KeySpace): Promise<number> {
   return (await store.db.keys({ gte: Buffer.from([space]), lt: Buffer.from([space + 1]) }).all()).length;
@@ -210,8 +215,6 @@ describe("history cut", () => {
 
   it("copies history in bounded batches, and a crash before the last batch leaves every page as it was and the next cut the same as one uninterrupted", async () => {
     // (where an image lies in the page image files differs: the first try's scan stored a materialized image)
-    const entriesOf = async (s: TimelineStore, space: KeySpace) =>
-      (await s.db.iterator({ gte: Buffer.from([space]), lt: Buffer.from([space + 1]) }).all()).map(([k, v]) => `${k.toString("hex")}=${v[0] === ValueKind.ImageRef ? "image" : v.toString("hex")}`);
     // the same cut, uninterrupted, in a store of its own
     const reference = await openStore();
     await fillTimeline(reference);
@@ -234,6 +237,40 @@ describe("history cut", () => {
     expect(await allPages(readerOf(store))).toEqual(before);
     expect(await entriesOf(store, KeySpace.RelBlock)).toEqual(await entriesOf(reference, KeySpace.RelBlock));
     expect(await entriesOf(store, KeySpace.RelBlockHistory)).toEqual(await entriesOf(reference, KeySpace.RelBlockHistory));
+  });
+
+  const redo = redoPoolForTests();
+
+  it("cuts the same with long chains rebuilt on redo workers, and leaves a block whose chain fails there as it was", async () => {
+    const readerWithWorkers = (s: TimelineStore) => new PageReader(s, { pageCache: new PageCache(0), redoPool: redo.pool });
+    const reference = await openStore();
+    // block 10: a chain long enough for a worker (4 versions or more) with a record no redo knows
+    const bad = [image(10, 0x100n, 10)];
+    for (let i = 1; i <= 6; i++) {
+      const lsn = 0x100n + BigInt(i) * 0x10n;
+      bad.push({ key: blockKey(10, lsn), value: walRecordValue(oneBlockRecord(i === 3 ? 128 : 20, rel, 10, genericDelta(8000 + i, Buffer.from([i]))), lsn - 0x8n, false) });
+    }
+    for (const s of [store, reference]) {
+      await fillTimeline(s);
+      await commit(s, bad, 0x100n, 0x900n);
+    }
+    await expect(readerOf(reference).getPage(rel, ForkNumber.Main, 10, 0x900n)).rejects.toThrow(/128/);
+    const block10 = relBlockKey(rel, ForkNumber.Main, 10).toString("hex");
+    const versionsOf10 = async () => (await entriesOf(store, KeySpace.RelBlock)).filter((entry) => entry.startsWith(block10));
+    const before10 = await versionsOf10();
+    expect(before10.length).toBe(7);
+    const jobs = redo.pool.stats.jobs;
+    const failed = redo.pool.stats.failed;
+    const parallel = await cutHistory(readerWithWorkers(store), everyBlock, 0x900n, { parallelReplay: true });
+    const alone = await cutHistory(readerOf(reference), everyBlock, 0x900n);
+    expect(parallel).toEqual(alone);
+    expect(parallel.failed).toBe(1);
+    expect(redo.pool.stats.jobs).toBeGreaterThan(jobs); // block 8's 80 records, at least, went to a worker
+    expect(redo.pool.stats.failed).toBeGreaterThan(failed); // block 10's chain failed there
+    // the same store as the cut without workers; block 10 untouched
+    expect(await entriesOf(store, KeySpace.RelBlock)).toEqual(await entriesOf(reference, KeySpace.RelBlock));
+    expect(await entriesOf(store, KeySpace.RelBlockHistory)).toEqual(await entriesOf(reference, KeySpace.RelBlockHistory));
+    expect(await versionsOf10()).toEqual(before10);
   });
 
   it("stops between groups when told to, and what it cut by then reads the same", async () => {

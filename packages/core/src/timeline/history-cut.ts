@@ -20,7 +20,7 @@ import { ENTITY_KEY_LENGTH, KeySpace, relBlockKey, storeKey } from "../storage/k
 import type { TimelineStore } from "../storage/timeline-store.ts";
 import { imageValue, isBaseValue, runLength, runNewestLsn, ValueKind } from "../storage/values.ts";
 import type { PageReader } from "./page-reader.ts";
-import { RelationScanner } from "./relation-scan.ts";
+import { RelationScanner, settledPage } from "./relation-scan.ts";
 
 /** Blocks cut per group (one write and sync of the page image files, one LevelDB batch of deletes and images). */
 const DEFAULT_GROUP_BLOCKS = 256;
@@ -38,6 +38,11 @@ export interface HistoryCutOptions {
    * to stop there.
    */
   pause?: () => Promise<boolean> | undefined;
+  /**
+   * Rebuild long chains on the reader's redo workers while the pass reads the group's next blocks
+   * (RelationScanner's parallelReplay); the group is written once all its pages are back.
+   */
+  parallelReplay?: boolean;
 }
 
 export interface HistoryCutResult {
@@ -196,6 +201,7 @@ export async function cutHistory(reader: PageReader, pages: ReadonlyArray<PagesO
         const planned = await planBlocks(reader, forkPages, group[0], group[group.length - 1], lsn);
         const moves: Array<{ entity: Buffer; lsns: Lsn[] }> = [];
         const images: Array<{ key: Buffer; value: Buffer }> = [];
+        const rebuilt: Array<{ entity: Buffer; lsns: Lsn[]; page: Buffer | Promise<Buffer> }> = [];
         for (const block of group) {
           const versions = planned.get(block);
           if (!versions || versions.crossing || (versions.records < minRecords && versions.base <= 0)) {
@@ -204,21 +210,32 @@ export async function cutHistory(reader: PageReader, pages: ReadonlyArray<PagesO
           }
           const entity = relBlockKey(forkPages.rel, forkPages.fork, block);
           if (versions.records >= minRecords) {
-            scanner ??= new RelationScanner(reader, lsn, { end, background: true });
-            let page: Buffer;
+            scanner ??= new RelationScanner(reader, lsn, { end, background: true, parallelReplay: options.parallelReplay });
+            let page: Buffer | Promise<Buffer>;
             try {
-              page = await scanner.page(forkPages.rel, forkPages.fork as ForkNumber, block);
+              // (a chain on a redo worker comes back as a promise: the next blocks are read meanwhile)
+              page = settledPage(await scanner.pageOrImage(forkPages.rel, forkPages.fork as ForkNumber, block));
             } catch {
               result.failed++;
               continue;
             }
-            moves.push({ entity, lsns: versions.lsns });
-            images.push({ key: storeKey(entity, lsn), value: imageValue(page) });
-            result.images++;
+            rebuilt.push({ entity, lsns: versions.lsns, page });
           } else {
             moves.push({ entity, lsns: versions.lsns.slice(0, versions.base) });
             result.trimmed++;
           }
+        }
+        // every page of the group back (or failed) before anything is written or the scan closes
+        const pages = await Promise.allSettled(rebuilt.map((r) => r.page));
+        for (let i = 0; i < rebuilt.length; i++) {
+          const settled = pages[i];
+          if (settled.status === "rejected") {
+            result.failed++;
+            continue;
+          }
+          moves.push({ entity: rebuilt[i].entity, lsns: rebuilt[i].lsns });
+          images.push({ key: storeKey(rebuilt[i].entity, lsn), value: imageValue(settled.value) });
+          result.images++;
         }
         result.moved += await reader.store.cutHistory(moves, images, options.copyBatchBytes);
         failpoint("compaction-after-batch");

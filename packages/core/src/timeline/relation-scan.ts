@@ -66,7 +66,8 @@ function pageOf(found: Buffer | StoredImage): Buffer {
 }
 
 /** The page itself, once rebuilt if a worker is rebuilding it. */
-function settledPage(found: Found): Buffer | Promise<Buffer> {
+/** The page of what pageOrImage found: a stored image read, a worker's page waited for. */
+export function settledPage(found: Found): Buffer | Promise<Buffer> {
   return found instanceof PendingPage ? found.page : pageOf(found);
 }
 
