@@ -21,9 +21,9 @@ export interface CompactionSettings {
   minIntervalMs: number;
   /**
    * rebuild long chains on the redo workers (history-cut.ts `parallelReplay`). Off by default: on
-   * a store right after a 1 GB TPC-B backlog the pass was done 46 s after start instead of 81 s,
-   * with 4-6 s less CPU, but the workers' heaps raised the pageserver's peak RSS by 35-47 MB
-   * (VmHWM 529-540 MB against 493 MB).
+   * a store right after a 1 GB TPC-B backlog the pass ended 44-49 s after the pageserver was
+   * ready instead of 50-57 s, but the pageserver's peak RSS went up to 40 MB higher (VmHWM
+   * 495-540 MB against 493-500 MB), most likely the workers' heaps.
    */
   parallelReplay?: boolean;
 }
