@@ -65,8 +65,7 @@ function pageOf(found: Buffer | StoredImage): Buffer {
   return found instanceof Buffer ? found : (found as StoredImage).images.read(found as StoredImage);
 }
 
-/** The page itself, once rebuilt if a worker is rebuilding it. */
-/** The page of what pageOrImage found: a stored image read, a worker's page waited for. */
+/** The page of what pageOrImage found: a stored image read, a worker's page once it is rebuilt. */
 export function settledPage(found: Found): Buffer | Promise<Buffer> {
   return found instanceof PendingPage ? found.page : pageOf(found);
 }
