@@ -13,7 +13,8 @@ import { chmodSync, createWriteStream, existsSync, mkdirSync, readFileSync, rmSy
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { formatLsn, fullBackup, importFromPrimary, PageReader, parseLsn, TimelineIngestor, TimelineStore, readWalRange } from "@strata/core";
-import { freePort, makePostgresTempDir, PG_BIN, PgCluster, runAsPostgres, signalAndWait } from "@strata/core/testing";
+import { freePort, makePostgresTempDir, PgCluster, runAsPostgres, signalAndWait } from "@strata/core/testing";
+import { amcheckAll, compareDumps, dumpAll } from "./dump-compare.mts";
 import { SUITE_OPTIONS, suiteFromOptions } from "./pg-regress.mts";
 
 const { values } = parseArgs({ options: { ...SUITE_OPTIONS, checksums: { type: "boolean", default: false } } });
@@ -21,53 +22,6 @@ const suite = suiteFromOptions("regress-fullbackup", values);
 
 const started = Date.now();
 const step = (what: string) => console.error(`[${((Date.now() - started) / 1000).toFixed(0)} s] ${what}`);
-/** pg_dumpall without psql's per-run \restrict keys */
-const dumpAll = (port: number) =>
-  execFileSync(path.join(PG_BIN, "pg_dumpall"), ["-h", "127.0.0.1", "-p", String(port), "-U", "postgres"], { maxBuffer: 1 << 30 })
-    .toString()
-    .split("\n")
-    .filter((line) => !/^\\(un)?restrict /.test(line));
-
-interface Dump {
-  /** every line outside sequence values and unlogged tables' data */
-  lines: string[];
-  /** sequence -> its value (setval) */
-  sequences: Map<string, number>;
-  /** sequence -> INCREMENT BY of its definition */
-  increments: Map<string, number>;
-  unlogged: Set<string>;
-}
-
-/** Splits a dump into what must be equal and what may differ after crash recovery. */
-function parseDump(lines: string[], unloggedOf?: Set<string>): Dump {
-  const unlogged = unloggedOf ?? new Set(lines.map((line) => /^CREATE UNLOGGED (?:TABLE|SEQUENCE) (\S+)/.exec(line)?.[1]).filter((name): name is string => !!name));
-  const out: Dump = { lines: [], sequences: new Map(), increments: new Map(), unlogged };
-  let skipping = false;
-  let sequence = "";
-  for (const line of lines) {
-    // CREATE SEQUENCE name / identity columns' SEQUENCE NAME name, then an INCREMENT BY line
-    sequence = /^CREATE (?:UNLOGGED )?SEQUENCE (\S+)/.exec(line)?.[1] ?? /^\s+SEQUENCE NAME (\S+)/.exec(line)?.[1] ?? sequence;
-    const increment = /^\s+INCREMENT BY (-?\d+)/.exec(line);
-    if (increment) out.increments.set(sequence, Number(increment[1]));
-    if (skipping) {
-      if (line === "\\.") skipping = false;
-      continue;
-    }
-    const copy = /^COPY (\S+) /.exec(line);
-    if (copy && unlogged.has(copy[1])) {
-      skipping = true;
-      continue;
-    }
-    const setval = /^SELECT pg_catalog\.setval\('([^']+)', (-?\d+), (true|false)\);$/.exec(line);
-    if (setval) {
-      out.sequences.set(setval[1], Number(setval[2]));
-      continue;
-    }
-    out.lines.push(line);
-  }
-  return out;
-}
-
 const primary = await PgCluster.start({
   initdbArgs: values.checksums ? ["--data-checksums"] : [],
   settings: { max_prepared_transactions: 5, wal_keep_size: "20GB", max_wal_size: "4GB", max_connections: 100 },
@@ -83,7 +37,7 @@ try {
   step(result.passed ? "pg_regress: all tests passed" : `pg_regress: ${result.failed.length} test(s) failed\n${result.failed.slice(0, 20).join("\n")}`);
   const [{ lsn: end }] = await primary.sql<{ lsn: string }>("SELECT pg_current_wal_insert_lsn()::text AS lsn");
   // nothing writes after this: the backup at `end` must hold exactly this
-  const primaryDump = parseDump(dumpAll(primary.port));
+  const primaryDump = dumpAll(primary.port);
   await primary.stopServer();
   const ingestor = await TimelineIngestor.open(store);
   const target = parseLsn(end);
@@ -114,37 +68,9 @@ try {
     if (existsSync(pidFile)) copyPid = Number(readFileSync(pidFile, "utf8").split("\n")[0]);
   }
   step("stock postgres started on the backup");
-  const copyDump = parseDump(dumpAll(port), primaryDump.unlogged);
-  const theirs = new Map<string, number>();
-  for (const line of primaryDump.lines) theirs.set(line, (theirs.get(line) ?? 0) + 1);
-  for (const line of copyDump.lines) theirs.set(line, (theirs.get(line) ?? 0) - 1);
-  const differing = [...theirs].filter(([, n]) => n !== 0);
-  console.log(`pg_dumpall: ${primaryDump.lines.length} lines compared (unlogged tables' data and sequence values aside), ${differing.length} differ`);
-  for (const [line, n] of differing.slice(0, 40)) console.log(`  ${n > 0 ? "only on the primary" : "only in the backup"}: ${line.slice(0, 200)}`);
-  failures += differing.length;
-  // a sequence may be ahead of the primary's value, by the values nextval logged in advance
-  // (32, or its cache size), never behind it
-  let sequencesOff = 0;
-  for (const [name, value] of primaryDump.sequences) {
-    if (primaryDump.unlogged.has(name)) continue;
-    const restored = copyDump.sequences.get(name);
-    const increment = primaryDump.increments.get(name) ?? 1;
-    const steps = restored === undefined ? NaN : (restored - value) / increment;
-    if (!(steps >= 0 && steps <= 1024)) {
-      sequencesOff++;
-      console.log(`  sequence ${name} (increment ${increment}): primary ${value}, backup ${restored}`);
-    }
-  }
-  console.log(`sequences: ${primaryDump.sequences.size}, ${sequencesOff} behind the primary's value (or far ahead)`);
-  failures += sequencesOff;
-  console.log(`unlogged relations (data not compared): ${primaryDump.unlogged.size}`);
-  try {
-    execFileSync(path.join(PG_BIN, "pg_amcheck"), ["-h", "127.0.0.1", "-p", String(port), "-U", "postgres", "--all", "--install-missing", "--heapallindexed", "--parent-check"], { maxBuffer: 1 << 28 });
-    console.log("pg_amcheck --all --heapallindexed --parent-check: no corruption");
-  } catch (err) {
-    failures++;
-    console.log(`pg_amcheck failed:\n${String((err as { stdout?: Buffer }).stdout ?? "").slice(0, 4000)}${String((err as { stderr?: Buffer }).stderr ?? "").slice(0, 2000)}`);
-  }
+  const copyDump = dumpAll(port, primaryDump.unlogged);
+  failures += compareDumps(primaryDump, copyDump, { original: "the primary's dump", restored: "the backup's dump" });
+  if (!amcheckAll(port)) failures++;
   step("done");
 } finally {
   if (copyPid && !(await signalAndWait(copyPid, "SIGINT", 60_000))) process.kill(copyPid, "SIGQUIT");

@@ -59,8 +59,8 @@ try {
   const onDisk = report.onDisk!;
   // CREATE DATABASE … STRATEGY wal_log (pg_regress creates its database so) logs the visibility-map
   // pages it copies as standard pages: their bitmap lies in the image's hole, so no replay, a
-  // PostgreSQL standby's included, has those bits; Strata's page is then an empty map page
-  const holeLogged = onDisk.mismatches.filter((m) => m.type === "vm" && /^ours 0+ /.test(m.detail));
+  // PostgreSQL standby's included, has those bits; Strata's page then has only the bits set since
+  const holeLogged = onDisk.mismatches.filter((m) => m.theirBitsOnly);
   const onDiskMismatches = onDisk.mismatches.filter((m) => !holeLogged.includes(m));
   console.log(`on disk at ${onDisk.lsn}: ${JSON.stringify(onDisk.compared)}, ${onDiskMismatches.length} mismatches, page LSN differences ${JSON.stringify(onDisk.lsnDifferences)}`);
   if (holeLogged.length) console.log(`  (not counted: ${holeLogged.length} visibility-map pages with bits only the primary has, logged in an image's hole: ${holeLogged.slice(0, 10).map((m) => m.block).join(", ")}${holeLogged.length > 10 ? ", …" : ""})`);

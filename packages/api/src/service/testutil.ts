@@ -22,7 +22,8 @@ export interface ServicesFixture {
   close(): Promise<void>;
 }
 
-export async function servicesFollowing(primaryUrl: string, options: { keepEndpointData?: boolean } = {}): Promise<ServicesFixture> {
+/** `stopTimeoutMs`: how long an endpoint stop waits for the branch to ingest its WAL (default 120 s) */
+export async function servicesFollowing(primaryUrl: string, options: { keepEndpointData?: boolean; stopTimeoutMs?: number } = {}): Promise<ServicesFixture> {
   const dataDir = mkdtempSync(path.join(os.tmpdir(), "strata-services-"));
   await applyMigrations(defaultDatabaseUrl(dataDir));
   const db = openDatabase(defaultDatabaseUrl(dataDir));
@@ -32,7 +33,7 @@ export async function servicesFollowing(primaryUrl: string, options: { keepEndpo
     onTenantActive: async (t) => manager.attach(t, await db.timeline.findMany({ where: { tenantId: t } })),
   });
   const branches = new BranchService(db, dataDir, tenants, manager);
-  const endpoints = new EndpointService(db, dataDir, tenants, manager, 120_000, options.keepEndpointData ?? false);
+  const endpoints = new EndpointService(db, dataDir, tenants, manager, options.stopTimeoutMs ?? 120_000, options.keepEndpointData ?? false);
   const tenantId = (await tenants.create(undefined, { fromPrimary: primaryUrl })).id;
   return {
     dataDir,

@@ -29,6 +29,11 @@ export interface OracleMismatch {
   block: string;
   firstDifference: number;
   detail: string;
+  /**
+   * On-disk visibility-map pages only: every bit set on our page is set on theirs too, theirs only
+   * has more (as when PostgreSQL logged the page with its bitmap in the image's hole).
+   */
+  theirBitsOnly?: boolean;
 }
 
 export interface OracleReport {
@@ -187,12 +192,19 @@ export async function compareDataDirectory(dataDir: string, kinds: Map<string, s
             block: `${dir}/${name} blk ${firstBlock + i}`,
             firstDifference: first,
             detail: `ours ${ours.subarray(first, first + 16).toString("hex")} theirs ${theirs.subarray(first, first + 16).toString("hex")}`,
+            ...(fork === 2 ? { theirBitsOnly: bitsContained(ours, theirs) } : {}),
           });
         }
       }
     }
   }
   return report;
+}
+
+/** Whether every bit set in `ours` is set in `theirs` too (pages of equal length). */
+export function bitsContained(ours: Buffer, theirs: Buffer): boolean {
+  for (let k = 0; k < ours.length; k++) if ((ours[k] & ~theirs[k]) !== 0) return false;
+  return true;
 }
 
 export async function runConsistencyOracle(options: OracleOptions): Promise<OracleReport> {
