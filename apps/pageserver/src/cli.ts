@@ -38,7 +38,9 @@ function table(rows: Array<Record<string, unknown>>, columns: string[]): string 
   if (rows.length === 0) return "(none)";
   const widths = columns.map((c) => Math.max(c.length, ...rows.map((r) => String(r[c] ?? "").length)));
   const line = (cells: string[]) => cells.map((cell, i) => cell.padEnd(widths[i])).join("  ").trimEnd();
-  return [line(columns.map((c) => c.toUpperCase())), ...rows.map((r) => line(columns.map((c) => String(r[c] ?? ""))))].join("\n");
+  // headers in the words the API and docs use: lastRecordLsn -> LAST_RECORD_LSN
+  const header = (c: string) => c.replace(/([a-z])([A-Z])/g, "$1_$2").toUpperCase();
+  return [line(columns.map(header)), ...rows.map((r) => line(columns.map((c) => String(r[c] ?? ""))))].join("\n");
 }
 
 const ID_SHAPE = /^[0-9a-f]{32}$/;
@@ -48,7 +50,6 @@ function requireId(value: string, what: string): string {
   return value;
 }
 
-/** A --timeline value: a timeline id as given, or a branch name looked up in the tenant. */
 /** A --tenant value: a tenant id as given, or a tenant name looked up. */
 async function tenantArg(cmd: Command, value: string): Promise<string> {
   if (ID_SHAPE.test(value)) return value;
@@ -64,6 +65,7 @@ async function timelineTarget(cmd: Command, opts: { tenant: string; timeline: st
   return { tenantId, timelineId: await timelineArg(cmd, tenantId, opts.timeline) };
 }
 
+/** A --timeline value: a timeline id as given, or a branch name looked up in the tenant. */
 async function timelineArg(cmd: Command, tenantId: string, value: string): Promise<string> {
   if (ID_SHAPE.test(value)) return value;
   const timelines = await client(cmd).branches.list.query({ tenantId });
@@ -191,6 +193,8 @@ timeline
       table(
         timelines.map((t) => ({
           ...t,
+          parentTimelineId: t.parentTimelineId ?? "-",
+          ancestorLsn: t.parentTimelineId ? t.ancestorLsn : "-",
           lagBytes: t.lagBytes ?? "-",
           primaryFlushLsn: t.primaryFlushLsn ?? "-",
           dataSize: t.logicalSizeBytes === null ? "-" : formatSize(t.logicalSizeBytes),
@@ -211,8 +215,10 @@ timeline
     const found = await client(cmd).timelines.get.query({
       ...(await timelineTarget(cmd, opts)),
     });
+    // (a timeline without a parent has no branch point: its ancestorLsn 0/0 means nothing)
+    const shown = { ...found, ...(found.parentTimelineId ? {} : { ancestorLsn: null }) };
     print(opts.json, found, () =>
-      Object.entries(found)
+      Object.entries(shown)
         .map(([k, v]) => `${k}: ${v === null || v === undefined ? "-" : typeof v === "object" ? JSON.stringify(v) : v}`)
         .join("\n"),
     );
@@ -324,7 +330,6 @@ program
     const { closeSync, openSync, writeSync } = await import("node:fs");
     // a file is written synchronously: the client hands over views of its read buffer
     const fd = opts.out === "-" ? undefined : openSync(opts.out, "w");
-    if (fd === undefined) process.stdout.on("error", () => {});
     const page = await PageServiceClient.connect(host, port);
     let bytes = 0;
     const started = Date.now();
@@ -339,8 +344,8 @@ program
           for (let done = 0; done < chunk.length; ) done += writeSync(fd, chunk, done);
           return;
         }
-        // the piece stays valid (reading pauses) until stdout has taken it; its error (EPIPE
-        // when the reader went away) arrives here, not as an unhandled 'error' event
+        // the piece stays valid (reading pauses) until stdout has taken it (a reader that went
+        // away ends the command: see main)
         return new Promise<void>((resolve, reject) => process.stdout.write(chunk, (err) => (err ? reject(err) : resolve())));
       });
     } finally {
@@ -540,6 +545,12 @@ program
 program.addOption(new Option("--no-color").hideHelp());
 
 async function main() {
+  // \`strata waldump | head\`: a reader that closes the pipe ends the command quietly, with the
+  // status a tool ended by SIGPIPE has (128 + 13), instead of an unhandled 'error' event
+  process.stdout.on("error", (err: NodeJS.ErrnoException) => {
+    if (err.code !== "EPIPE") process.stderr.write(`strata: writing the output: ${err.message}\n`);
+    process.exit(err.code === "EPIPE" ? 141 : 1);
+  });
   try {
     await program.parseAsync(process.argv);
   } catch (err) {

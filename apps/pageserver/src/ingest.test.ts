@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createStrataClient } from "@strata/api/client";
 import { diffWaldumpEntries, formatLsn, parseLsn, parsePgWaldumpOutput, walFileName } from "@strata/core";
 import { freePort, makePostgresTempDir, PgCluster, runAsPostgres, signalAndWait } from "@strata/core/testing";
-import { makeDataDir, query, removeDataDir, runCli, startDaemon, type Daemon } from "./test-daemon.ts";
+import { makeDataDir, query, removeDataDir, runCli, runCliClosingStdout, startDaemon, type Daemon } from "./test-daemon.ts";
 
 async function flushLsn(cluster: PgCluster): Promise<string> {
   const [{ lsn }] = await cluster.sql<{ lsn: string }>("SELECT pg_current_wal_flush_lsn()::text AS lsn");
@@ -58,6 +58,13 @@ describe("following a real PostgreSQL 15 primary", () => {
     expect(parsePgWaldumpOutput(window.stdout)).toEqual(inWindow);
     const limited = await runCli(["waldump", "--tenant", tenantId, "--timeline", timelineId, "--from", formatLsn(from), "--to", formatLsn(to), "--limit", "5"], env);
     expect(parsePgWaldumpOutput(limited.stdout)).toEqual(inWindow.slice(0, 5));
+
+    // a reader that stops early (\`| head\`): the command ends quietly, as SIGPIPE ends pg_waldump
+    // (the dump is larger than a pipe's buffer, so the closed pipe is written to)
+    expect(ours.stdout.length).toBeGreaterThan(256 * 1024);
+    const cut = await runCliClosingStdout(["waldump", "--tenant", tenantId, "--timeline", timelineId, "--to", upTo], env);
+    expect(cut.received).toBeGreaterThan(0);
+    expect(cut).toMatchObject({ code: 141, stderr: "" });
     expect(limited.stderr).toMatch(/truncated at 5 records/);
   }
 
@@ -124,7 +131,9 @@ describe("following a real PostgreSQL 15 primary", () => {
     expect(tenant.physicalSizeBytes).toBeGreaterThanOrEqual(after.physicalSizeBytes * 0.7);
     // the CLI's table and the metrics show them
     const listed = await runCli(["timeline", "list", "--tenant", tenantId], env);
-    expect(listed.stdout).toMatch(/DATASIZE +STORAGE/);
+    expect(listed.stdout).toMatch(/LAST_RECORD_LSN +DISK_CONSISTENT_LSN +PRIMARY_FLUSH_LSN +LAG_BYTES +DATA_SIZE +STORAGE/);
+    // the main timeline has no parent and no branch point
+    expect(listed.stdout).toMatch(new RegExp(`${timelineId} +main +- +- +\\d`));
     expect(listed.stdout).toMatch(/\d+\.\d MiB/);
     const metrics = await (await fetch(`${daemon.apiUrl}/metrics`)).text();
     const logical = new RegExp(`strata_timeline_logical_size_bytes\\{tenant="${tenantId}",timeline="${timelineId}"\\} (\\d+)`).exec(metrics);

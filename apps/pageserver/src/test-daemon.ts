@@ -96,6 +96,21 @@ export function runCli(args: string[], env: Record<string, string> = {}): Promis
   });
 }
 
+/** runCli whose reader closes the pipe after the first output (as \`strata … | head -1\` does). */
+export function runCliClosingStdout(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; signal: NodeJS.Signals | null; received: number; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [strataBin, ...args], { cwd: repoRoot, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+    let received = 0;
+    let stderr = "";
+    child.stdout.once("data", (d: Buffer) => {
+      received = d.length;
+      child.stdout.destroy();
+    });
+    child.stderr.on("data", (d) => (stderr += d));
+    child.once("exit", (code, signal) => resolve({ code, signal, received, stderr }));
+  });
+}
+
 /** Checksums of the pgbench tables' contents: equal on two servers when they hold the same data. */
 export const PGBENCH_CHECKSUMS = `SELECT (SELECT md5(string_agg(aid || ':' || abalance, ',' ORDER BY aid)) FROM pgbench_accounts) AS accounts,
   (SELECT md5(string_agg(bid || ':' || bbalance, ',' ORDER BY bid)) FROM pgbench_branches) AS branches,
