@@ -10,6 +10,9 @@ const program = new Command();
 
 class UsageError extends Error {}
 
+/** a command that reports stdout's write errors itself (see main) */
+let stdoutErrorsReported = false;
+
 function serverUrl(cmd: Command): string {
   return cmd.optsWithGlobals().server ?? process.env.STRATA_API ?? DEFAULT_API_URL;
 }
@@ -330,6 +333,8 @@ program
     const { closeSync, openSync, writeSync } = await import("node:fs");
     // a file is written synchronously: the client hands over views of its read buffer
     const fd = opts.out === "-" ? undefined : openSync(opts.out, "w");
+    // a backup cut short is a failed backup: stdout's errors are this command's to report (main)
+    if (fd === undefined) stdoutErrorsReported = true;
     const page = await PageServiceClient.connect(host, port);
     let bytes = 0;
     const started = Date.now();
@@ -344,8 +349,8 @@ program
           for (let done = 0; done < chunk.length; ) done += writeSync(fd, chunk, done);
           return;
         }
-        // the piece stays valid (reading pauses) until stdout has taken it (a reader that went
-        // away ends the command: see main)
+        // the piece stays valid (reading pauses) until stdout has taken it; its error (EPIPE
+        // when the reader went away) arrives here and fails the command
         return new Promise<void>((resolve, reject) => process.stdout.write(chunk, (err) => (err ? reject(err) : resolve())));
       });
     } finally {
@@ -545,9 +550,11 @@ program
 program.addOption(new Option("--no-color").hideHelp());
 
 async function main() {
-  // \`strata waldump | head\`: a reader that closes the pipe ends the command quietly, with the
-  // status a tool ended by SIGPIPE has (128 + 13), instead of an unhandled 'error' event
+  // `strata waldump | head`: a reader that closes the pipe ends the command quietly, with the
+  // status a tool ended by SIGPIPE has (128 + 13), instead of an unhandled 'error' event. (A full
+  // backup to stdout reports it as its own failure instead.)
   process.stdout.on("error", (err: NodeJS.ErrnoException) => {
+    if (stdoutErrorsReported) return;
     if (err.code !== "EPIPE") process.stderr.write(`strata: writing the output: ${err.message}\n`);
     process.exit(err.code === "EPIPE" ? 141 : 1);
   });

@@ -59,7 +59,7 @@ describe("following a real PostgreSQL 15 primary", () => {
     const limited = await runCli(["waldump", "--tenant", tenantId, "--timeline", timelineId, "--from", formatLsn(from), "--to", formatLsn(to), "--limit", "5"], env);
     expect(parsePgWaldumpOutput(limited.stdout)).toEqual(inWindow.slice(0, 5));
 
-    // a reader that stops early (\`| head\`): the command ends quietly, as SIGPIPE ends pg_waldump
+    // a reader that stops early (`| head`): the command ends quietly, as SIGPIPE ends pg_waldump
     // (the dump is larger than a pipe's buffer, so the closed pipe is written to)
     expect(ours.stdout.length).toBeGreaterThan(256 * 1024);
     const cut = await runCliClosingStdout(["waldump", "--tenant", tenantId, "--timeline", timelineId, "--to", upTo], env);

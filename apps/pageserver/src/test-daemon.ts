@@ -96,7 +96,7 @@ export function runCli(args: string[], env: Record<string, string> = {}): Promis
   });
 }
 
-/** runCli whose reader closes the pipe after the first output (as \`strata … | head -1\` does). */
+/** runCli whose reader closes the pipe after the first output (as `strata … | head -1` does). */
 export function runCliClosingStdout(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; signal: NodeJS.Signals | null; received: number; stderr: string }> {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [strataBin, ...args], { cwd: repoRoot, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
@@ -118,7 +118,7 @@ export const PGBENCH_CHECKSUMS = `SELECT (SELECT md5(string_agg(aid || ':' || ab
   (SELECT count(*)::text FROM pgbench_history) AS history`;
 
 /** The compaction passes a timeline finished so far, from the daemon's log (one line each). */
-export function compactionPasses(daemon: Daemon, timelineId: string): Array<{ images: number; moved: number }> {
+export function compactionPasses(daemon: Daemon, timelineId: string): Array<{ images: number; moved: number; underLoad?: boolean }> {
   return daemon
     .output()
     .split("\n")
@@ -127,7 +127,7 @@ export function compactionPasses(daemon: Daemon, timelineId: string): Array<{ im
 }
 
 /** Waits (polling the daemon's log) until `done` holds for the timeline's compaction passes. */
-export async function waitForCompactionPasses(daemon: Daemon, timelineId: string, done: (passes: Array<{ images: number; moved: number }>) => boolean, seconds = 60) {
+export async function waitForCompactionPasses(daemon: Daemon, timelineId: string, done: (passes: Array<{ images: number; moved: number; underLoad?: boolean }>) => boolean, seconds = 60) {
   const deadline = Date.now() + seconds * 1000;
   while (!done(compactionPasses(daemon, timelineId))) {
     if (Date.now() > deadline) throw new Error(`the compaction passes of ${timelineId} did not get there within ${seconds} s:\n${daemon.output()}`);
