@@ -83,4 +83,36 @@ describe("compaction in the pageserver", () => {
       }
     }
   });
+
+  it("cuts a timeline whose primary is never quiet once the longest wait has passed, and its branches read the primary's data", async () => {
+    // a second pageserver: its own tenant on the same primary, passes under load after 2 s
+    const busyDir = makeDataDir();
+    const busy = await startDaemon(busyDir, { STRATA_COMPACTION_MAX_WAIT_S: "2" });
+    try {
+      const client = createStrataClient(busy.apiUrl);
+      const tenant = await client.tenants.create.mutate({ fromPrimary: primary.connectionString() });
+      const timelineId = tenant.timelines[0].id;
+      const load = primary.pgbench(["-T", "15", "-c", "2"]);
+      let loadDone = false;
+      void load.finally(() => (loadDone = true));
+      await waitForCompactionPasses(busy, timelineId, (passes) => passes.some((p) => p.underLoad && p.images > 0), 60);
+      // the pass ran while the load did: no quiet spell let it in
+      expect(loadDone).toBe(false);
+      await load;
+      const [sums] = await primary.sql(PGBENCH_CHECKSUMS);
+      const [{ lsn }] = await primary.sql<{ lsn: string }>("SELECT pg_current_wal_insert_lsn()::text AS lsn");
+      await client.timelines.waitLsn.mutate({ tenantId: tenant.id, timelineId, lsn, timeoutSeconds: 120 });
+      await client.branches.create.mutate({ tenantId: tenant.id, name: "after-load", lsn });
+      const endpoint = await client.endpoints.start.mutate({ tenantId: tenant.id, branch: "after-load" });
+      try {
+        expect((await query(endpoint.connectionString!, PGBENCH_CHECKSUMS))[0]).toEqual(sums);
+      } finally {
+        await client.endpoints.stop.mutate({ tenantId: tenant.id, branch: "after-load" });
+      }
+      await client.tenants.delete.mutate({ id: tenant.id });
+    } finally {
+      await busy.stop();
+      removeDataDir(busyDir);
+    }
+  });
 });

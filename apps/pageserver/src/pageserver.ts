@@ -100,10 +100,10 @@ export async function startPageserver(options: PageserverOptions): Promise<Runni
         const log = event === "connected" ? logger.info.bind(logger) : logger.warn.bind(logger);
         log({ tenantId, timelineId, detail }, `walreceiver ${event}`);
       },
-      onCompaction: (tenantId, timelineId, result, lsn) => {
+      onCompaction: (tenantId, timelineId, result, lsn, underLoad) => {
         metrics.compactionImages.inc({ tenant: tenantId, timeline: timelineId }, result.images);
         metrics.compactionMoved.inc({ tenant: tenantId, timeline: timelineId }, result.moved);
-        logger.info({ tenantId, timelineId, lsn: formatLsn(lsn), ...result }, "compaction pass");
+        logger.info({ tenantId, timelineId, lsn: formatLsn(lsn), ...result, ...(underLoad ? { underLoad } : {}) }, "compaction pass");
       },
       onCompactionError: (tenantId, timelineId, err) => logger.warn({ tenantId, timelineId, err: err.message }, "compaction pass failed"),
     });

@@ -118,6 +118,63 @@ describe("compactor", () => {
     expect(receiver.drains).toBe(2);
   });
 
+  it("cuts a timeline that keeps up with a busy primary once maxWaitMs has passed since its last pass, but not one catching up", async () => {
+    const compactor = new Compactor({ ...settings, maxWaitMs: 10_000 });
+    const { timeline, receiver } = fakeTimeline();
+    const tick = ticker(compactor, timeline);
+    const busy = (behind: bigint) => {
+      receiver.status.recordBytes += 1_000_000;
+      receiver.lastRecordLsn += 1_000_000n;
+      receiver.status.primaryFlushLsn = receiver.lastRecordLsn + behind;
+      tick();
+    };
+    // a catch-up far behind its primary: 1 MB/s for 30 s, no pass
+    for (let i = 0; i < 30; i++) busy(100_000_000n);
+    expect(receiver.drains).toBe(0);
+    // keeping up (within 16 MB) with a primary that writes 1 MB/s: a pass 10 s after the last one,
+    // counted from when the compactor first saw the timeline
+    busy(1_000_000n);
+    expect(receiver.drains).toBe(1);
+    await compactor.idle("t/a");
+    for (let i = 0; i < 9; i++) busy(1_000_000n);
+    expect(receiver.drains).toBe(1);
+    busy(1_000_000n);
+    expect(receiver.drains).toBe(2);
+    // without maxWaitMs: only when quiet
+    const quietOnly = new Compactor(settings);
+    const other = fakeTimeline();
+    const tickOther = ticker(quietOnly, other.timeline);
+    for (let i = 0; i < 60; i++) {
+      other.receiver.status.recordBytes += 1_000_000;
+      other.receiver.lastRecordLsn += 1_000_000n;
+      other.receiver.status.primaryFlushLsn = other.receiver.lastRecordLsn;
+      tickOther();
+    }
+    expect(other.receiver.drains).toBe(0);
+  });
+
+  it("holds a pass under load while the timeline falls behind its primary, and goes on once it keeps up", async () => {
+    const passes: unknown[] = [];
+    const compactor = new Compactor({ ...settings, maxWaitMs: 5_000 }, (_key, result) => passes.push(result));
+    const { timeline, receiver } = fakeTimeline(true);
+    const tick = ticker(compactor, timeline);
+    const busy = (behind: bigint) => {
+      receiver.status.recordBytes += 1_000_000;
+      receiver.lastRecordLsn += 1_000_000n;
+      receiver.status.primaryFlushLsn = receiver.lastRecordLsn + behind;
+      tick();
+    };
+    for (let i = 0; i < 6; i++) busy(0n);
+    expect(receiver.drains).toBe(1);
+    // before its first group the timeline falls 100 MB behind: the pass waits
+    busy(100_000_000n);
+    await new Promise((r) => setTimeout(r, 600));
+    expect(passes).toEqual([]);
+    busy(0n);
+    await compactor.idle("t/a");
+    expect(passes).toHaveLength(1);
+  });
+
   it("does nothing when turned off", () => {
     const compactor = new Compactor({ ...settings, minRecords: 0 });
     const { timeline, receiver } = fakeTimeline();
@@ -130,13 +187,18 @@ describe("compactor", () => {
 
   it("reads its settings from the environment and refuses nonsense", () => {
     expect(compactionFromEnv({})).toEqual(DEFAULT_COMPACTION);
-    expect(compactionFromEnv({ STRATA_COMPACTION_MIN_RECORDS: "0", STRATA_COMPACTION_QUIET_KBPS: "64", STRATA_COMPACTION_INTERVAL_S: "5", STRATA_COMPACTION_PARALLEL_REPLAY: "1" })).toEqual({
+    expect(
+      compactionFromEnv({ STRATA_COMPACTION_MIN_RECORDS: "0", STRATA_COMPACTION_QUIET_KBPS: "64", STRATA_COMPACTION_INTERVAL_S: "5", STRATA_COMPACTION_PARALLEL_REPLAY: "1", STRATA_COMPACTION_MAX_WAIT_S: "0" }),
+    ).toEqual({
       minRecords: 0,
       quietBytesPerSecond: 64 * 1024,
       minIntervalMs: 5000,
       parallelReplay: true,
+      maxWaitMs: 0,
     });
+    expect(compactionFromEnv({ STRATA_COMPACTION_MAX_WAIT_S: "120" }).maxWaitMs).toBe(120_000);
     expect(() => compactionFromEnv({ STRATA_COMPACTION_MIN_RECORDS: "many" })).toThrow(/STRATA_COMPACTION_MIN_RECORDS/);
     expect(() => compactionFromEnv({ STRATA_COMPACTION_PARALLEL_REPLAY: "yes" })).toThrow(/STRATA_COMPACTION_PARALLEL_REPLAY must be 1 or 0/);
+    expect(() => compactionFromEnv({ STRATA_COMPACTION_MAX_WAIT_S: "-1" })).toThrow(/STRATA_COMPACTION_MAX_WAIT_S/);
   });
 });

@@ -53,7 +53,8 @@ export interface IngestEvents {
   onDurable?(tenantId: string, timelineId: string, lsn: Lsn, bytes: number, records: number): void;
   onReceiverEvent?(tenantId: string, timelineId: string, event: string, detail: string): void;
   /** a compaction pass (history cut) finished, or stopped, at `lsn` */
-  onCompaction?(tenantId: string, timelineId: string, result: HistoryCutResult, lsn: Lsn): void;
+  /** `underLoad`: a pass its timeline got because its primary was never quiet for the compaction's maxWaitMs */
+  onCompaction?(tenantId: string, timelineId: string, result: HistoryCutResult, lsn: Lsn, underLoad: boolean): void;
   onCompactionError?(tenantId: string, timelineId: string, err: Error): void;
 }
 
@@ -111,9 +112,9 @@ export class TenantManager {
     const split = (key: string) => key.split("/") as [string, string];
     this.compactor = new Compactor(
       compaction,
-      (key, result, lsn) => {
+      (key, result, lsn, underLoad) => {
         this.lastCompaction.set(key, { at: Date.now(), lsn, result });
-        this.events.onCompaction?.(...split(key), result, lsn);
+        this.events.onCompaction?.(...split(key), result, lsn, underLoad);
       },
       (key, err) => this.events.onCompactionError?.(...split(key), err),
     );
