@@ -35,6 +35,14 @@ function ticker(compactor: Compactor, timeline: CompactedTimeline) {
   };
 }
 
+/** A second in which the receiver took 1 MB of records and ends `behind` its primary, then the tick. */
+function busySecond(receiver: ReturnType<typeof fakeTimeline>["receiver"], tick: () => void, behind: bigint) {
+  receiver.status.recordBytes += 1_000_000;
+  receiver.lastRecordLsn += 1_000_000n;
+  receiver.status.primaryFlushLsn = receiver.lastRecordLsn + behind;
+  tick();
+}
+
 describe("compactor", () => {
   it("starts a pass only once the timeline's records arrive slower than the quiet rate", () => {
     const compactor = new Compactor(settings);
@@ -122,12 +130,7 @@ describe("compactor", () => {
     const compactor = new Compactor({ ...settings, maxWaitMs: 10_000 });
     const { timeline, receiver } = fakeTimeline();
     const tick = ticker(compactor, timeline);
-    const busy = (behind: bigint) => {
-      receiver.status.recordBytes += 1_000_000;
-      receiver.lastRecordLsn += 1_000_000n;
-      receiver.status.primaryFlushLsn = receiver.lastRecordLsn + behind;
-      tick();
-    };
+    const busy = (behind: bigint) => busySecond(receiver, tick, behind);
     // a catch-up far behind its primary: 1 MB/s for 30 s, no pass
     for (let i = 0; i < 30; i++) busy(100_000_000n);
     expect(receiver.drains).toBe(0);
@@ -144,12 +147,7 @@ describe("compactor", () => {
     const quietOnly = new Compactor(settings);
     const other = fakeTimeline();
     const tickOther = ticker(quietOnly, other.timeline);
-    for (let i = 0; i < 60; i++) {
-      other.receiver.status.recordBytes += 1_000_000;
-      other.receiver.lastRecordLsn += 1_000_000n;
-      other.receiver.status.primaryFlushLsn = other.receiver.lastRecordLsn;
-      tickOther();
-    }
+    for (let i = 0; i < 60; i++) busySecond(other.receiver, tickOther, 0n);
     expect(other.receiver.drains).toBe(0);
   });
 
@@ -158,12 +156,7 @@ describe("compactor", () => {
     const compactor = new Compactor({ ...settings, maxWaitMs: 5_000 }, (_key, result) => passes.push(result));
     const { timeline, receiver } = fakeTimeline(true);
     const tick = ticker(compactor, timeline);
-    const busy = (behind: bigint) => {
-      receiver.status.recordBytes += 1_000_000;
-      receiver.lastRecordLsn += 1_000_000n;
-      receiver.status.primaryFlushLsn = receiver.lastRecordLsn + behind;
-      tick();
-    };
+    const busy = (behind: bigint) => busySecond(receiver, tick, behind);
     for (let i = 0; i < 6; i++) busy(0n);
     expect(receiver.drains).toBe(1);
     // before its first group the timeline falls 100 MB behind: the pass waits
