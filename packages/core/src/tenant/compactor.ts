@@ -32,10 +32,9 @@ export interface CompactionSettings {
   parallelReplay?: boolean;
   /**
    * a timeline that keeps up with a primary that never goes quiet gets a pass anyway once this long
-   * has passed since its last one (or since it was attached); 0: passes only when quiet. Under 4
-   * minutes of pgbench on a scale-2 database, full backups took 14.8, 18.5 and 22.5 s without such
-   * passes and 6.7-10.7 s with one a minute (2.2 against 5.2 s once the load stopped); the primary
-   * ran 6.8k against 7.2k TPS. A pass costs an image of each block written since the last one.
+   * has passed since its last one (or since it was attached); 0: passes only when quiet. Without
+   * such passes full backups under sustained load grew with every minute of it (figures in
+   * docs/key-layout.md, "History cuts"); each costs an image of every block written since the last.
    */
   maxWaitMs?: number;
 }
