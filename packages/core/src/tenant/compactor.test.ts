@@ -134,12 +134,12 @@ describe("compactor", () => {
     // a catch-up far behind its primary: 1 MB/s for 30 s, no pass
     for (let i = 0; i < 30; i++) busy(100_000_000n);
     expect(receiver.drains).toBe(0);
-    // keeping up (within 16 MB) with a primary that writes 1 MB/s: a pass 10 s after the last one,
-    // counted from when the compactor first saw the timeline
+    // keeping up (within 16 MB) with a primary that writes 1 MB/s: a pass once 10 s have passed
+    // since the compactor first saw the timeline, the next 10 s after that one ended (by the next tick)
     busy(1_000_000n);
     expect(receiver.drains).toBe(1);
     await compactor.idle("t/a");
-    for (let i = 0; i < 9; i++) busy(1_000_000n);
+    for (let i = 0; i < 10; i++) busy(1_000_000n);
     expect(receiver.drains).toBe(1);
     busy(1_000_000n);
     expect(receiver.drains).toBe(2);
@@ -166,6 +166,25 @@ describe("compactor", () => {
     busy(0n);
     await compactor.idle("t/a");
     expect(passes).toHaveLength(1);
+  });
+
+  it("waits maxWaitMs from the end of a pass under load that took longer, not from its start", async () => {
+    const compactor = new Compactor({ ...settings, maxWaitMs: 5_000 });
+    const { timeline, receiver, store } = fakeTimeline(true);
+    const tick = ticker(compactor, timeline);
+    const busy = () => busySecond(receiver, tick, 0n);
+    for (let i = 0; i < 6; i++) busy();
+    expect(receiver.drains).toBe(1);
+    // a full backup holds the pass for 8 s of load, longer than maxWaitMs
+    store.scansInProgress = 1;
+    for (let i = 0; i < 8; i++) busy();
+    store.scansInProgress = 0;
+    await compactor.idle("t/a");
+    // the next one 5 s after the end, not at once
+    for (let i = 0; i < 5; i++) busy();
+    expect(receiver.drains).toBe(1);
+    busy();
+    expect(receiver.drains).toBe(2);
   });
 
   it("does nothing when turned off", () => {

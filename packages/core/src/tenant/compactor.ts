@@ -9,8 +9,9 @@
 // first pass after a timeline is attached (a restart) also takes every block with history.
 // A primary that is never quiet would leave every version since the last pass in the way of each
 // full backup (a forward scan reads them all): a timeline that keeps up with such a primary gets a
-// pass anyway `maxWaitMs` after its last one, which pauses only while the timeline falls behind
-// (a catch-up: its memory and CPU are ingest's) or a full backup scans it.
+// pass anyway `maxWaitMs` after its last one (after the end of one under load), which pauses only
+// while the timeline falls behind (a catch-up: its memory and CPU are ingest's) or a full backup
+// scans it.
 import type { Lsn } from "../lsn.ts";
 import type { PagesOfFork } from "../ingest/walingest.ts";
 import { blocksWithHistory, cutHistory, type HistoryCutResult } from "../timeline/history-cut.ts";
@@ -32,9 +33,10 @@ export interface CompactionSettings {
   parallelReplay?: boolean;
   /**
    * a timeline that keeps up with a primary that never goes quiet gets a pass anyway once this long
-   * has passed since its last one (or since it was attached); 0: passes only when quiet. Without
-   * such passes full backups under sustained load grew with every minute of it (figures in
-   * docs/key-layout.md, "History cuts"); each costs an image of every block written since the last.
+   * has passed since its last one (since the end of one under load; or since it was attached); 0:
+   * passes only when quiet. Without such passes full backups under sustained load grew with every
+   * minute of it (figures in docs/key-layout.md, "History cuts"); each costs an image of every
+   * block written since the last.
    */
   maxWaitMs?: number;
 }
@@ -89,6 +91,8 @@ interface TimelineState {
   /** when the compactor first saw the timeline (a pass under load waits maxWaitMs from here too) */
   firstSeenAt: number;
   lastPassAt: number;
+  /** a pass under load has ended since the last tick: the wait for the next runs from its end */
+  loadPassEnded: boolean;
   run: Promise<void> | undefined;
   /** written blocks drained from a receiver that stopped while a pass ran, and the LSN to cut them at */
   pending: PagesOfFork[];
@@ -112,7 +116,7 @@ export class Compactor {
 
   private state(key: string): TimelineState {
     let state = this.states.get(key);
-    if (!state) this.states.set(key, (state = { recordBytes: 0, at: 0, quiet: false, following: false, firstSeenAt: 0, lastPassAt: 0, run: undefined, pending: [], pendingLsn: 0n, scanned: false }));
+    if (!state) this.states.set(key, (state = { recordBytes: 0, at: 0, quiet: false, following: false, firstSeenAt: 0, lastPassAt: 0, loadPassEnded: false, run: undefined, pending: [], pendingLsn: 0n, scanned: false }));
     return state;
   }
 
@@ -125,6 +129,12 @@ export class Compactor {
     this.attached.set(key, timeline);
     const state = this.state(key);
     if (state.firstSeenAt === 0) state.firstSeenAt = now;
+    // (a pass under load can take longer than maxWaitMs: counted from its start, the next one
+    // would follow at once and the timeline would be compacted without a break)
+    if (state.loadPassEnded) {
+      state.loadPassEnded = false;
+      state.lastPassAt = now;
+    }
     const receiver = timeline.receiver;
     if (!receiver) {
       state.quiet = true;
@@ -183,6 +193,7 @@ export class Compactor {
     const tracked: Promise<void> = run.finally(() => {
       if (state.run !== tracked) return;
       state.run = undefined;
+      if (underLoad) state.loadPassEnded = true;
       // blocks of a receiver that stopped meanwhile: the timeline is idle, cut them now
       if (state.pending.length && this.attached.get(key) === timeline) this.startPass(key, timeline, [], state.pendingLsn, Date.now());
     });
