@@ -271,6 +271,12 @@ export function isBaseValue(raw: Buffer): boolean {
   return (kind === ValueKind.WalRecord || kind === ValueKind.Derived || kind === ValueKind.WalRecordInLog) && raw[1] === 1;
 }
 
+/** Whether a stored entry is the page itself (an image, or a tombstone: zeros), not something replayed into one. */
+export function isStoredPage(raw: Buffer): boolean {
+  const kind = raw[0];
+  return kind === ValueKind.Image || kind === ValueKind.Tombstone || kind === ValueKind.ImageRef;
+}
+
 /** Versions of a stored entry replayed onto a page (WAL records, derived changes; a run's members), not bases. */
 export function replayedVersions(raw: Buffer): number {
   const kind = raw[0];

@@ -169,6 +169,28 @@ describe("history cut", () => {
     expect(await allPages(readerOf(store))).toEqual(before);
   });
 
+  it("gives a block whose newest base is a will-init record an image, so no later read replays that record", async () => {
+    const entries = [
+      { key: storeKey(relSizeKey(rel, ForkNumber.Main), 0x100n), value: u32Value(3) },
+      // 0: only a will-init record (a bulk load's page); 1: an image, then a will-init record; 2: an image alone
+      generic(0, 0x200n, 8100, "bulk", true),
+      image(1, 0x100n, 1), generic(1, 0x300n, 8100, "again", true),
+      image(2, 0x200n, 2),
+    ];
+    await commit(store, entries, 0x100n, 0x900n);
+    const pagesAt = async (lsn: Lsn) => Promise.all([0, 1, 2].map(async (block) => (await readerOf(store).getPage(rel, ForkNumber.Main, block, lsn)).toString("hex")));
+    const before = await Promise.all([0x250n, 0x350n, 0x900n].map(pagesAt));
+    const result = await cutHistory(readerOf(store), [{ rel, fork: ForkNumber.Main, blocks: [0, 1, 2] }], 0x900n);
+    expect(result).toMatchObject({ images: 2, unchanged: 1, failed: 0 });
+    // what a read at the cut finds in 0x10: an image at the cut for blocks 0 and 1, no record
+    expect(await entriesOf(store, KeySpace.RelBlock)).toEqual([
+      `${blockKey(0, 0x900n).toString("hex")}=image`,
+      `${blockKey(1, 0x900n).toString("hex")}=image`,
+      `${blockKey(2, 0x200n).toString("hex")}=image`,
+    ]);
+    expect(await Promise.all([0x250n, 0x350n, 0x900n].map(pagesAt))).toEqual(before);
+  });
+
   it("finds the blocks with more than one version at or below an LSN without ingest's record of them", async () => {
     await fillTimeline(store);
     expect(await blocksWithHistory(store, 0x900n)).toEqual([{ rel, fork: ForkNumber.Main, blocks: [0, 2, 4, 5, 6, 7, 8, 9] }]);

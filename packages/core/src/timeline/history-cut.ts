@@ -18,7 +18,7 @@ import type { ForkNumber } from "../reltag.ts";
 import type { PagesOfFork } from "../ingest/walingest.ts";
 import { ENTITY_KEY_LENGTH, KeySpace, relBlockKey, storeKey } from "../storage/keys.ts";
 import type { TimelineStore } from "../storage/timeline-store.ts";
-import { imageValue, isBaseValue, runLength, runNewestLsn, ValueKind } from "../storage/values.ts";
+import { imageValue, isBaseValue, isStoredPage, runLength, runNewestLsn, ValueKind } from "../storage/values.ts";
 import type { PageReader } from "./page-reader.ts";
 import { RelationScanner, settledPage } from "./relation-scan.ts";
 
@@ -100,7 +100,10 @@ async function planBlocks(reader: PageReader, forkPages: PagesOfFork, first: num
           versions.records += runLength(raw);
         } else if (isBaseValue(raw)) {
           versions.base = versions.lsns.length;
-          versions.records = 0;
+          // a base that is replayed itself (a will-init record, a page copied from another
+          // database) counts as a record: a bulk load's page is one multi-insert record, and
+          // without an image every full backup replayed it again (twice as slow as reading images)
+          versions.records = isStoredPage(raw) ? 0 : 1;
         } else versions.records++;
         versions.lsns.push(keyLsn);
       }
