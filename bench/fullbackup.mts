@@ -1,5 +1,6 @@
 // Benchmark: full backups and endpoint start. A pageserver follows a pgbench primary
-// (pgbench -i -s BENCH_SCALE, imported, then pgbench -T BENCH_PGBENCH_SECONDS streamed in); then:
+// (pgbench -i -s BENCH_SCALE, imported, then pgbench -T BENCH_PGBENCH_SECONDS streamed in; with
+// BENCH_LOAD=stream the pgbench -i is streamed in too); then:
 //   (1) MB/s of `fullbackup` through the page service (PageServiceClient.fullbackup, the tar is
 //       discarded like `> /dev/null`) vs `pg_basebackup -D - -Ft -X none -c fast > /dev/null` of
 //       the same database from the primary (target >= 0.8x pg_basebackup). For reference, also
@@ -28,6 +29,9 @@ const PGBENCH_SECONDS = envNumber("BENCH_PGBENCH_SECONDS", 5);
 const ROUNDS = envNumber("BENCH_ROUNDS", 5);
 /** full backups measured again once the pageserver's compaction pass of the timeline is done */
 const SETTLED_ROUNDS = process.env.BENCH_SETTLED_ROUNDS === "0" ? 0 : envNumber("BENCH_SETTLED_ROUNDS", 3);
+/** BENCH_LOAD=stream: the tenant follows the primary before `pgbench -i`, which it receives as WAL (default: imported after it) */
+const STREAMED_LOAD = (process.env.BENCH_LOAD ?? "import") === "stream";
+if (!["import", "stream"].includes(process.env.BENCH_LOAD ?? "import")) throw new Error(`BENCH_LOAD is import or stream, not ${process.env.BENCH_LOAD}`);
 // BENCH_ENDPOINTS=0 skips part (2)
 const ENDPOINTS = process.env.BENCH_ENDPOINTS !== "0";
 
@@ -82,14 +86,22 @@ const tempDirs: string[] = [];
 let basePid = 0;
 let endpointUp: (() => Promise<unknown>) | undefined;
 try {
-  progress(`pgbench -i -s ${SCALE}`);
-  await cluster.pgbench(["-i", "-s", String(SCALE), "-q"]);
+  if (!STREAMED_LOAD) {
+    progress(`pgbench -i -s ${SCALE}`);
+    await cluster.pgbench(["-i", "-s", String(SCALE), "-q"]);
+  }
   // BENCH_DAEMON_NODE_OPTIONS="--require ./bench/cpu-profile-preload.cjs" profiles the daemon
   daemon = await startDaemon(dataDir, process.env.BENCH_DAEMON_NODE_OPTIONS ? { NODE_OPTIONS: process.env.BENCH_DAEMON_NODE_OPTIONS } : {});
   const api = createStrataClient(daemon.apiUrl, "bench");
   progress("creating the tenant from the primary");
   const tenant = await api.tenants.create.mutate({ fromPrimary: cluster.connectionString() });
   const ids = { tenantId: tenant.id, timelineId: tenant.timelines[0].id };
+  if (STREAMED_LOAD) {
+    // the bulk load reaches the pageserver as WAL (multi-insert records, index builds' pages,
+    // VACUUM's freezing), as it does for a tenant whose data was loaded through an endpoint
+    progress(`pgbench -i -s ${SCALE} while the pageserver follows`);
+    await cluster.pgbench(["-i", "-s", String(SCALE), "-q"]);
+  }
   progress(`pgbench -T ${PGBENCH_SECONDS} while the pageserver follows`);
   await cluster.pgbench(["-n", "-c", "4", "-j", "2", "-T", String(PGBENCH_SECONDS)]);
   const [{ lsn, size }] = await cluster.sql<{ lsn: string; size: string }>(
@@ -204,7 +216,7 @@ try {
   const s = best(strata, (x) => x.s);
   const bRate = b.bytes / MB / b.s;
   const sRate = s.bytes / MB / s.s;
-  console.log(`pgbench scale ${SCALE} (+ ${PGBENCH_SECONDS} s of pgbench), databases ${fmtMB(Number(size))}; best of ${ROUNDS} round(s)`);
+  console.log(`pgbench scale ${SCALE} (${STREAMED_LOAD ? "pgbench -i streamed in as WAL" : "imported"}, + ${PGBENCH_SECONDS} s of pgbench), databases ${fmtMB(Number(size))}; best of ${ROUNDS} round(s)`);
   console.log(`baseline pg_basebackup -D - -Ft -X none > /dev/null: ${fmtMB(b.bytes)} in ${b.s.toFixed(2)} s = ${bRate.toFixed(1)} MB/s (all rounds: ${base.map((x) => x.s.toFixed(2)).join(", ")} s)`);
   console.log(`reference pg_basebackup -D dir -Ft -X none (to a file): ${fmtMB(bd.bytes)} in ${bd.s.toFixed(2)} s = ${(bd.bytes / MB / bd.s).toFixed(1)} MB/s (all rounds: ${baseToDisk.map((x) => x.s.toFixed(2)).join(", ")} s)`);
   console.log(`strata fullbackup (page service):   ${fmtMB(s.bytes)} in ${s.s.toFixed(2)} s = ${sRate.toFixed(1)} MB/s (all rounds: ${strata.map((x) => x.s.toFixed(2)).join(", ")} s)`);
