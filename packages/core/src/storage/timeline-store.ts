@@ -85,7 +85,8 @@ export class TimelineStore {
   /** Resolves values whose bytes are in the store's files: page images and logged records. */
   readonly valueFiles: ValueFiles = {
     read: (ref) => this.images.read(ref),
-    readRecordLog: (ref) => this.recordLog.read(ref),
+    // (records are only decoded, never modified: a view into the read-ahead window will do)
+    readRecordLog: (ref) => this.recordLog.readShared(ref),
   };
 
   static async open(dir: string): Promise<TimelineStore> {
