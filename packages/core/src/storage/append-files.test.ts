@@ -81,6 +81,26 @@ describe("append-only files: page images and WAL record log pieces", () => {
     await files.close();
   });
 
+  it("reads values a little apart ahead of time too (records with headers between them), shared with readers that only read them", async () => {
+    const files = AppendFiles.open(dir, { suffix: "log" });
+    // as in the record log: a 20-byte header before each record
+    const records = Array.from({ length: 30 }, (_, n) => Buffer.alloc(2000 + 37 * n, n + 1));
+    const refs = records.map((r) => {
+      files.stage(Buffer.alloc(20, 0xaa));
+      return files.stage(r);
+    });
+    await files.flush();
+    const shared = refs.map((ref) => files.readShared(ref));
+    shared.forEach((bytes, n) => expect(bytes.equals(records[n]), `record ${n}`).toBe(true));
+    // the first read fetched them all at once: the later ones are views into the same bytes
+    expect(new Set(shared.slice(1).map((bytes) => bytes.buffer)).size).toBe(1);
+    // a plain read of the same gets a buffer of its own, served from that window all the same
+    const own = files.read(refs[5]);
+    expect(own.equals(records[5])).toBe(true);
+    expect(own.buffer).not.toBe(shared[5].buffer);
+    await files.close();
+  });
+
   it("writes nothing to LevelDB when the images a commit references cannot be written", async () => {
     const store = await TimelineStore.open(path.join(dir, "store"));
     await store.commit([], { lastRecordLsn: 0x100n, diskConsistentLsn: 0x100n, startLsn: 0x100n });
