@@ -266,8 +266,8 @@ export function expandEntry(keyLsn: Lsn, raw: Buffer): Array<{ lsn: Lsn; raw: Bu
 
 /** Whether a value starts a reconstruct chain: Image, Tombstone, or a will-init record/derived change. */
 export function isBaseValue(raw: Buffer): boolean {
+  if (isStoredPage(raw)) return true;
   const kind = raw[0];
-  if (kind === ValueKind.Image || kind === ValueKind.Tombstone || kind === ValueKind.ImageRef) return true;
   return (kind === ValueKind.WalRecord || kind === ValueKind.Derived || kind === ValueKind.WalRecordInLog) && raw[1] === 1;
 }
 
