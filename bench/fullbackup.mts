@@ -30,8 +30,9 @@ const ROUNDS = envNumber("BENCH_ROUNDS", 5);
 /** full backups measured again once the pageserver's compaction pass of the timeline is done */
 const SETTLED_ROUNDS = process.env.BENCH_SETTLED_ROUNDS === "0" ? 0 : envNumber("BENCH_SETTLED_ROUNDS", 3);
 /** BENCH_LOAD=stream: the tenant follows the primary before `pgbench -i`, which it receives as WAL (default: imported after it) */
-const STREAMED_LOAD = (process.env.BENCH_LOAD ?? "import") === "stream";
-if (!["import", "stream"].includes(process.env.BENCH_LOAD ?? "import")) throw new Error(`BENCH_LOAD is import or stream, not ${process.env.BENCH_LOAD}`);
+const LOAD = process.env.BENCH_LOAD ?? "import";
+if (LOAD !== "import" && LOAD !== "stream") throw new Error(`BENCH_LOAD is import or stream, not ${LOAD}`);
+const STREAMED_LOAD = LOAD === "stream";
 // BENCH_ENDPOINTS=0 skips part (2)
 const ENDPOINTS = process.env.BENCH_ENDPOINTS !== "0";
 

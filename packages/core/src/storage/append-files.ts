@@ -19,8 +19,8 @@ export const APPEND_FILE_BYTES = 1024 * 1024 * 1024;
 /**
  * A read that continues where the previous read of its file ended, or a little after it (a full
  * backup or relation scan over pages stored one after another, as an import stores them, or over
- * a bulk load's records in the record log; a WAL range read piece by piece) fetches this much at once and serves the next reads from it: one pread per 32 pages instead of
- * one per page.
+ * a bulk load's records in the record log; a WAL range read piece by piece) fetches this much at
+ * once and serves the next reads from it: one pread per 32 pages instead of one per page.
  */
 const READ_AHEAD_BYTES = 256 * 1024;
 /** how far past the previous read's end a read may start and still count as sequential (readRef) */
