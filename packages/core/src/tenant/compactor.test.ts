@@ -17,8 +17,8 @@ function fakeTimeline(written = false) {
       return written ? [{ rel: { spcNode: 1663, dbNode: 5, relNode: 16384 }, fork: 0, blocks: [7] }] : [];
     },
   };
-  // (no block of its store has history: a keys-only scan finds nothing)
-  const store = { scansInProgress: 0, db: { keys: () => ({ nextv: async () => [], close: async () => {} }) } };
+  // (no block of its store has history: a scan of its blocks finds nothing)
+  const store = { scansInProgress: 0, db: { iterator: () => ({ nextv: async () => [], close: async () => {} }) } };
   const reader = { relationSizes: async () => [undefined], store } as unknown as PageReader;
   const timeline: CompactedTimeline = { reader, receiver };
   return { timeline, receiver, store };

@@ -191,10 +191,28 @@ describe("history cut", () => {
     expect(await Promise.all([0x250n, 0x350n, 0x900n].map(pagesAt))).toEqual(before);
   });
 
-  it("finds the blocks with more than one version at or below an LSN without ingest's record of them", async () => {
+  it("finds the blocks a cut may change without ingest's record of them: more than one version, or one that is replayed", async () => {
     await fillTimeline(store);
-    expect(await blocksWithHistory(store, 0x900n)).toEqual([{ rel, fork: ForkNumber.Main, blocks: [0, 2, 4, 5, 6, 7, 8, 9] }]);
-    expect(await blocksWithHistory(store, 0x250n)).toEqual([{ rel, fork: ForkNumber.Main, blocks: [4, 5, 8] }]);
+    // 3: one record on its imported page; 1: untouched (only the extent)
+    expect(await blocksWithHistory(store, 0x900n)).toEqual([{ rel, fork: ForkNumber.Main, blocks: [0, 2, 3, 4, 5, 6, 7, 8, 9] }]);
+    // 0 and 2: one record each so far; 6 and 7: one image each so far (nothing to cut)
+    expect(await blocksWithHistory(store, 0x250n)).toEqual([{ rel, fork: ForkNumber.Main, blocks: [0, 2, 4, 5, 8] }]);
+  });
+
+  it("finds a block whose only version is a will-init record or a run, not one whose only version is an image", async () => {
+    const entries = [
+      { key: storeKey(relSizeKey(rel, ForkNumber.Main), 0x100n), value: u32Value(4) },
+      generic(0, 0x200n, 8100, "bulk", true),
+      { key: blockKey(1, 0x300n), value: runValue([0x300n, 0x310n].map((lsn, i) => ({ lsn, value: genericRecord(1, lsn, 8110 + i, "r") }))) },
+      image(2, 0x200n, 2),
+      { key: blockKey(3, 0x300n), value: TOMBSTONE },
+    ];
+    await commit(store, entries, 0x100n, 0x900n);
+    expect(await blocksWithHistory(store, 0x900n)).toEqual([{ rel, fork: ForkNumber.Main, blocks: [0, 1] }]);
+    // what a compactor's first pass after a restart then does: the will-init page gets its image
+    const result = await cutHistory(readerOf(store), await blocksWithHistory(store, 0x900n), 0x900n);
+    expect(result).toMatchObject({ images: 2, failed: 0 });
+    expect(await blocksWithHistory(store, 0x900n)).toEqual([]);
   });
 
   it("is what a compactor's first pass does after a restart, when ingest has seen nothing written yet", async () => {

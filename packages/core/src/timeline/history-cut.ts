@@ -115,18 +115,24 @@ async function planBlocks(reader: PageReader, forkPages: PagesOfFork, first: num
 }
 
 /**
- * Blocks of the store with more than one version in 0x10 at or below `lsn` (read as keys only),
- * by relation fork: what a cut may shorten when ingest's record of written blocks is gone (it is
- * kept in memory only, so after a restart).
+ * The blocks a cut at `lsn` may change, found without ingest's record of written blocks (it is
+ * kept in memory only, so after a restart), by relation fork: those with more than one version in
+ * 0x10 at or below `lsn`, and those whose one version there is replayed rather than the page
+ * itself (a record on an imported page, a run, a will-init record: a bulk load's page), which a
+ * cut gives an image. A keys-only scan saw only the first kind, so after a restart a bulk load's
+ * pages kept their records for good and every full backup replayed them. The values cost little
+ * more than the keys (classic-level's cost is per entry) and are dropped batch by batch.
  */
 export async function blocksWithHistory(store: TimelineStore, lsn: Lsn): Promise<PagesOfFork[]> {
   const out: PagesOfFork[] = [];
-  const iterator = store.db.keys({ gte: Buffer.from([KeySpace.RelBlock]), lt: Buffer.from([KeySpace.RelBlock + 1]) });
+  const iterator = store.db.iterator({ gte: Buffer.from([KeySpace.RelBlock]), lt: Buffer.from([KeySpace.RelBlock + 1]), highWaterMarkBytes: 1024 * 1024 });
   let entity = "";
   let count = 0;
+  /** the block's one version at or below `lsn` so far is replayed (not an image or a tombstone) */
+  let replayed = false;
   let current: PagesOfFork | undefined;
   const close = (key: Buffer | undefined) => {
-    if (count > 1 && key) {
+    if ((count > 1 || (count === 1 && replayed)) && key) {
       const rel = { spcNode: key.readUInt32BE(1), dbNode: key.readUInt32BE(5), relNode: key.readUInt32BE(9) };
       const fork = key[13];
       if (!current || current.fork !== fork || current.rel.relNode !== rel.relNode || current.rel.dbNode !== rel.dbNode || current.rel.spcNode !== rel.spcNode) out.push((current = { rel, fork, blocks: [] }));
@@ -136,9 +142,9 @@ export async function blocksWithHistory(store: TimelineStore, lsn: Lsn): Promise
   let last: Buffer | undefined;
   try {
     for (;;) {
-      const keys = await iterator.nextv(1000);
-      if (keys.length === 0) break;
-      for (const key of keys) {
+      const entries = await iterator.nextv(1000);
+      if (entries.length === 0) break;
+      for (const [key, raw] of entries) {
         const id = key.toString("latin1", 0, ENTITY_KEY_LENGTH);
         if (id !== entity) {
           close(last);
@@ -146,7 +152,7 @@ export async function blocksWithHistory(store: TimelineStore, lsn: Lsn): Promise
           count = 0;
         }
         last = key;
-        if (key.readBigUInt64BE(ENTITY_KEY_LENGTH) <= lsn) count++;
+        if (key.readBigUInt64BE(ENTITY_KEY_LENGTH) <= lsn && ++count === 1) replayed = !isStoredPage(raw);
       }
     }
     close(last);
