@@ -1,6 +1,7 @@
 // Drives ingest for one timeline: WAL bytes in stream order -> decoder -> WalIngest -> one atomic
 // store batch per step, committed together with last_record_lsn / disk_consistent_lsn. After a
 // crash, streaming resumes at the durable last_record_lsn, so no record is lost or stored twice.
+import { turnEventLoop } from "../event-loop.ts";
 import { formatLsn, type Lsn } from "../lsn.ts";
 import type { TimelineStore } from "../storage/timeline-store.ts";
 import { readControlFile } from "../basebackup/control.ts";
@@ -28,7 +29,6 @@ export class IngestStoppedError extends Error {}
  */
 const YIELD_AFTER_WORK = 1024 * 1024;
 const YIELD_RECORD_COST = 1024;
-const turnEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 export class TimelineIngestor {
   private decoder: WalStreamDecoder;

@@ -3,6 +3,7 @@
 // so a crash leaves either all of an ingest step or none of it. Full-page images and WAL record log
 // pieces go to the store's append-only files first (synced), and the batch holds references to
 // them (append-files.ts).
+import { turnsEvery } from "../event-loop.ts";
 import path from "node:path";
 import { ClassicLevel } from "classic-level";
 import { failpoint } from "../failpoints.ts";
@@ -68,6 +69,9 @@ function newestAtOrBelow(keyLsn: Lsn, raw: Buffer, lsn: Lsn, files: ValueFiles):
  * (MAX_OPEN_FILES - 10) x 2 MB per store.
  */
 const MAX_OPEN_FILES = 32;
+/** longest stretch of a history cut's batch building between turns of the event loop */
+const TURN_EVERY_MS = 2;
+
 /** Bytes of versions per batch a history cut copies (TimelineStore.cutHistory). */
 const COPY_BATCH_BYTES = 4 * 1024 * 1024;
 
@@ -372,11 +376,22 @@ export class TimelineStore {
     const moved = await this.copyToHistory(moves, copyBatchBytes);
     failpoint("history-cut-after-copies");
     const imageEntries = images.map(({ key, value }) => ({ key, value }));
-    this.beginWrite(imageEntries);
+    // (no page changes at any LSN: what caches hold stays true, and a cut under way must not empty
+    // the page cache of the blocks computes are reading)
+    this.beginWrite(imageEntries, false);
     try {
       const stored = await this.externalize(imageEntries);
       const batch = this.db.batch();
-      for (const { entity, lsns } of moves) for (const lsn of lsns) batch.del(storeKey(entity, lsn));
+      const turn = turnsEvery(TURN_EVERY_MS);
+      let ops = 0;
+      for (const { entity, lsns } of moves) {
+        for (const lsn of lsns) batch.del(storeKey(entity, lsn));
+        ops += lsns.length;
+        if (ops >= 256) {
+          ops = 0;
+          await turn();
+        }
+      }
       for (let i = 0; i < imageEntries.length; i++) batch.put(imageEntries[i].key, stored[i]);
       // known before the batch is visible: a read that finds a block's versions gone looks for them
       this.historyPresent = Promise.resolve(true);
@@ -404,6 +419,9 @@ export class TimelineStore {
     let next = 0;
     let pending: Array<[Buffer, Buffer]> = [];
     let pendingBytes = 0;
+    // (a batch of small versions is tens of thousands of puts: built in steps, so the event loop
+    // serves reads meanwhile; nothing is written before batch.write)
+    const turn = turnsEvery(TURN_EVERY_MS);
     const flush = async () => {
       const bases = pending.filter(([, value]) => value[0] === ValueKind.ImageRef || value[0] === ValueKind.Image).map(([key]) => key);
       const present = bases.length ? await this.db.getMany(bases) : [];
@@ -413,6 +431,7 @@ export class TimelineStore {
         if (superseded.has(key)) continue;
         batch.put(key, value);
         copied++;
+        if ((copied & 255) === 0) await turn();
       }
       await batch.write();
       pending = [];
@@ -540,11 +559,16 @@ export class TimelineStore {
     return this.markers?.lastRecordLsn;
   }
 
-  private beginWrite(entries: ReadonlyArray<{ key: Buffer }>) {
+  /**
+   * Before entries are written: reads meanwhile are not taken as seeing the latest state, and the
+   * caches drop what the entries make stale, unless `changesPages` is false (a history cut stores
+   * images of pages as they already read: every LSN reads the same before and after it).
+   */
+  private beginWrite(entries: ReadonlyArray<{ key: Buffer }>, changesPages = true) {
     this.writing++;
     this.writeSeq++;
     const cached = this.versionCache.size > 0;
-    if (!cached && this.writeListeners.size === 0) return;
+    if (!changesPages || (!cached && this.writeListeners.size === 0)) return;
     for (let i = 0; i < entries.length; i++) {
       const key = entries[i].key;
       if (key.length !== ENTITY_KEY_LENGTH + 8) continue;

@@ -191,6 +191,22 @@ describe("history cut", () => {
     expect(await Promise.all([0x250n, 0x350n, 0x900n].map(pagesAt))).toEqual(before);
   });
 
+  it("keeps the page cache's pages of the blocks it cuts: a read after the cut is a hit with the same page", async () => {
+    await fillTimeline(store);
+    const cache = new PageCache(100);
+    const reader = new PageReader(store, { pageCache: cache });
+    const blocks = [0, 2, 5, 6, 8];
+    const before = await Promise.all(blocks.map((block) => reader.getPage(rel, ForkNumber.Main, block, 0x900n)));
+    const missesBefore = cache.misses;
+    const result = await cutHistory(readerOf(store), [{ rel, fork: ForkNumber.Main, blocks }], 0x900n);
+    expect(result.images).toBe(blocks.length);
+    const hitsBefore = cache.hits;
+    const after = await Promise.all(blocks.map((block) => reader.getPage(rel, ForkNumber.Main, block, 0x900n)));
+    expect(after.map((page) => page.toString("hex"))).toEqual(before.map((page) => page.toString("hex")));
+    expect(cache.hits - hitsBefore).toBe(blocks.length);
+    expect(cache.misses).toBe(missesBefore);
+  });
+
   it("finds the blocks a cut may change without ingest's record of them: more than one version, or one that is replayed", async () => {
     await fillTimeline(store);
     // 3: one record on its imported page; 1: untouched (only the extent)
