@@ -92,7 +92,9 @@ describe("compaction in the pageserver", () => {
       const client = createStrataClient(busy.apiUrl);
       const tenant = await client.tenants.create.mutate({ fromPrimary: primary.connectionString() });
       const timelineId = tenant.timelines[0].id;
-      const load = primary.pgbench(["-T", "15", "-c", "2"]);
+      // (at a fixed rate: its WAL stays above the compactor's quiet threshold, and the pageserver
+      // keeps up even on a machine busy with other tests; a pass waits while its timeline falls behind)
+      const load = primary.pgbench(["-T", "15", "-c", "2", "-R", "1000"]);
       let loadDone = false;
       void load.finally(() => (loadDone = true));
       await waitForCompactionPasses(busy, timelineId, (passes) => passes.some((p) => p.underLoad && p.images > 0), 60);
