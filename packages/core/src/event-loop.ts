@@ -3,6 +3,9 @@
 // microtask, before any socket is read: a loop over thousands of such steps holds the event loop
 // for its whole length, and a compute's GetPage waits behind it.
 
+/** the longest stretch of background work (a compaction pass) between turns of the event loop */
+export const BACKGROUND_SLICE_MS = 2;
+
 /** Resolves on a later turn of the event loop, after the I/O callbacks waiting now. */
 export const turnEventLoop = (): Promise<void> => new Promise<void>((resolve) => setImmediate(resolve));
 

@@ -3,9 +3,9 @@
 // so a crash leaves either all of an ingest step or none of it. Full-page images and WAL record log
 // pieces go to the store's append-only files first (synced), and the batch holds references to
 // them (append-files.ts).
-import { turnsEvery } from "../event-loop.ts";
 import path from "node:path";
 import { ClassicLevel } from "classic-level";
+import { BACKGROUND_SLICE_MS, turnsEvery } from "../event-loop.ts";
 import { failpoint } from "../failpoints.ts";
 import type { Lsn } from "../lsn.ts";
 import { ENTITY_KEY_LENGTH, KeySpace, storeKey } from "./keys.ts";
@@ -69,9 +69,6 @@ function newestAtOrBelow(keyLsn: Lsn, raw: Buffer, lsn: Lsn, files: ValueFiles):
  * (MAX_OPEN_FILES - 10) x 2 MB per store.
  */
 const MAX_OPEN_FILES = 32;
-/** longest stretch of a history cut's batch building between turns of the event loop */
-const TURN_EVERY_MS = 2;
-
 /** Bytes of versions per batch a history cut copies (TimelineStore.cutHistory). */
 const COPY_BATCH_BYTES = 4 * 1024 * 1024;
 
@@ -382,15 +379,10 @@ export class TimelineStore {
     try {
       const stored = await this.externalize(imageEntries);
       const batch = this.db.batch();
-      const turn = turnsEvery(TURN_EVERY_MS);
-      let ops = 0;
+      const turn = turnsEvery(BACKGROUND_SLICE_MS);
       for (const { entity, lsns } of moves) {
         for (const lsn of lsns) batch.del(storeKey(entity, lsn));
-        ops += lsns.length;
-        if (ops >= 256) {
-          ops = 0;
-          await turn();
-        }
+        await turn();
       }
       for (let i = 0; i < imageEntries.length; i++) batch.put(imageEntries[i].key, stored[i]);
       // known before the batch is visible: a read that finds a block's versions gone looks for them
@@ -421,7 +413,7 @@ export class TimelineStore {
     let pendingBytes = 0;
     // (a batch of small versions is tens of thousands of puts: built in steps, so the event loop
     // serves reads meanwhile; nothing is written before batch.write)
-    const turn = turnsEvery(TURN_EVERY_MS);
+    const turn = turnsEvery(BACKGROUND_SLICE_MS);
     const flush = async () => {
       const bases = pending.filter(([, value]) => value[0] === ValueKind.ImageRef || value[0] === ValueKind.Image).map(([key]) => key);
       const present = bases.length ? await this.db.getMany(bases) : [];

@@ -12,7 +12,7 @@
 // base in 0x10 find all they need there; a read below it finds nothing at or below its LSN there
 // and reads 0x18 instead (TimelineStore.getReconstructChain, RelationScanner), where the history
 // is whole. Nothing is deleted: every LSN reads the same page before and after a cut.
-import { turnsEvery } from "../event-loop.ts";
+import { BACKGROUND_SLICE_MS, turnsEvery } from "../event-loop.ts";
 import { failpoint } from "../failpoints.ts";
 import type { Lsn } from "../lsn.ts";
 import type { ForkNumber } from "../reltag.ts";
@@ -22,9 +22,6 @@ import type { TimelineStore } from "../storage/timeline-store.ts";
 import { imageValue, isBaseValue, isStoredPage, runLength, runNewestLsn, ValueKind } from "../storage/values.ts";
 import type { PageReader } from "./page-reader.ts";
 import { RelationScanner, settledPage } from "./relation-scan.ts";
-
-/** longest stretch of a pass's own work between turns of the event loop */
-const TURN_EVERY_MS = 2;
 
 /** Blocks cut per group (one write and sync of the page image files, one LevelDB batch of deletes and images). */
 const DEFAULT_GROUP_BLOCKS = 256;
@@ -192,7 +189,7 @@ export async function cutHistory(reader: PageReader, pages: ReadonlyArray<PagesO
   let scanner: RelationScanner | undefined;
   // (background work: most blocks' pages come back without waiting for I/O, and a group's worth of
   // replay in one go held the event loop for tens of milliseconds, which GetPage waited out)
-  const turn = turnsEvery(TURN_EVERY_MS);
+  const turn = turnsEvery(BACKGROUND_SLICE_MS);
   try {
     for (let f = 0; f < forks.length; f++) {
       const forkPages = forks[f];
