@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { checkpointKey, KeySpace, slruSegSizeKey, SlruKind, ENTITY_KEY_LENGTH } from "../storage/keys.ts";
 import { decodeValue, DerivedKind, ValueKind } from "../storage/values.ts";
-import type { DecodedRecord } from "../wal/record.ts";
+import { type DecodedRecord, makeRecord } from "../wal/record.ts";
 import { IngestBatch } from "./ingest-batch.ts";
 import { CHECKPOINT_SIZE, CheckPointField, CLOG_XACTS_PER_PAGE, RM, XACT_COMMIT, XACT_HAS_INFO, XLOG_PARAMETER_CHANGE } from "./records.ts";
 import { type VersionLookup, WalIngest } from "./walingest.ts";
@@ -13,7 +13,7 @@ function commitRecord(lsn: bigint, xid: number, subxacts: number[]): DecodedReco
   mainData.writeInt32LE(subxacts.length, 12);
   subxacts.forEach((x, i) => mainData.writeUInt32LE(x, 16 + 4 * i));
   const raw = Buffer.alloc(24 + mainData.length);
-  return { lsn, endLsn: lsn + BigInt(raw.length), totalLength: raw.length, xid, prev: 0n, info: XACT_COMMIT | XACT_HAS_INFO, rmid: RM.XACT, blocks: [], mainData, raw };
+  return makeRecord({ lsn, endLsn: lsn + BigInt(raw.length), totalLength: raw.length, xid, info: XACT_COMMIT | XACT_HAS_INFO, rmid: RM.XACT, blocks: [], mainData, raw });
 }
 
 describe("WalIngest CLOG", () => {
@@ -42,9 +42,9 @@ describe("WalIngest CLOG", () => {
 });
 
 /** A record of `rmid`/`info` with `mainData` and no blocks (only what ingest reads of it). */
-function plainRecord(lsn: bigint, rmid: number, info: number, mainData: Buffer, extra: Partial<DecodedRecord> = {}): DecodedRecord {
+function plainRecord(lsn: bigint, rmid: number, info: number, mainData: Buffer, extra: Partial<Pick<DecodedRecord, "xid" | "origin" | "toplevelXid" | "blocks">> = {}): DecodedRecord {
   const raw = Buffer.alloc(24 + mainData.length);
-  return { lsn, endLsn: lsn + BigInt(raw.length), totalLength: raw.length, xid: 0, prev: 0n, info, rmid, blocks: [], mainData, raw, ...extra };
+  return makeRecord({ lsn, endLsn: lsn + BigInt(raw.length), totalLength: raw.length, xid: 0, info, rmid, blocks: [], mainData, raw, ...extra });
 }
 
 describe("WalIngest commit timestamps", () => {

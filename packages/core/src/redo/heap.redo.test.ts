@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import type { BlockRef, DecodedRecord } from "../wal/record.ts";
+import { type BlockRef, type DecodedRecord, makeBlockRef, makeRecord } from "../wal/record.ts";
 import { heapMask, heapRmgr } from "./heap.ts";
 import { heap2Rmgr } from "./heap2.ts";
 import {
@@ -25,11 +25,11 @@ import { RedoError } from "./types.ts";
 const REL = { spcNode: 1663, dbNode: 5, relNode: 16384 };
 
 function block(id: number, blockNumber: number, data: Buffer = Buffer.alloc(0), forkNum = 0): BlockRef {
-  return { id, rel: REL, forkNum: forkNum as BlockRef["forkNum"], blockNumber, willInit: false, hasImage: false, applyImage: false, hasData: data.length > 0, data };
+  return makeBlockRef({ id, rel: REL, forkNum: forkNum as BlockRef["forkNum"], blockNumber, willInit: false, hasImage: false, applyImage: false, hasData: data.length > 0, data });
 }
 
 function record(rmid: number, info: number, mainData: Buffer, blocks: BlockRef[], xid = 1000): DecodedRecord {
-  return { lsn: 0x1000000n, endLsn: 0x1000100n, totalLength: 0, xid, prev: 0n, info, rmid, blocks, mainData, raw: Buffer.alloc(0) };
+  return makeRecord({ lsn: 0x1000000n, endLsn: 0x1000100n, totalLength: 0, xid, info, rmid, blocks, mainData });
 }
 
 function bytes(...parts: Array<[number, "u8" | "u16" | "u32"] | Buffer>): Buffer {

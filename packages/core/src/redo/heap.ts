@@ -18,7 +18,7 @@ import {
   pageReserveItem,
   pageSetPrunable,
 } from "./page.ts";
-import { readU16, writeU16, writeU32 } from "../bytes.ts";
+import { readU16, readU32, writeU16, writeU32 } from "../bytes.ts";
 import { RedoError, type RmgrRedo, UnsupportedRecordError } from "./types.ts";
 
 // xl_info high nibble
@@ -184,32 +184,51 @@ export function requireData(record: DecodedRecord, block: BlockRef, minLength: n
 }
 
 export function requireMain(record: DecodedRecord, block: BlockRef, length: number): Buffer {
-  if (record.mainData.length < length) throw new RedoError(record, block, `main data of ${record.mainData.length} bytes, expected at least ${length}`);
+  if (record.mainLength < length) throw new RedoError(record, block, `main data of ${record.mainLength} bytes, expected at least ${length}`);
   return record.mainData;
+}
+
+/**
+ * requireMain for the record types replayed most, which read the main data where it lies
+ * (`record.mainSource` from `record.mainOffset`, returned) instead of through a view.
+ */
+export function mainOffsetChecked(record: DecodedRecord, block: BlockRef, length: number): number {
+  if (record.mainLength < length) throw new RedoError(record, block, `main data of ${record.mainLength} bytes, expected at least ${length}`);
+  return record.mainOffset;
+}
+
+/** requireData likewise: the block data's offset in `block.dataSource`. */
+export function dataOffsetChecked(record: DecodedRecord, block: BlockRef, minLength: number): number {
+  if (block.dataLength < minLength) throw new RedoError(record, block, `block data of ${block.dataLength} bytes, expected at least ${minLength}`);
+  return block.dataOffset;
 }
 
 // ---------------------------------------------------------------------------------------------
 // Record types
 
 function redoInsert(page: Buffer, record: DecodedRecord, block: BlockRef): void {
-  const main = requireMain(record, block, 3); // xl_heap_insert {offnum u16, flags u8}
-  const offnum = main.readUInt16LE(0);
-  const flags = main[2];
+  const main = record.mainSource;
+  const m = mainOffsetChecked(record, block, 3); // xl_heap_insert {offnum u16, flags u8}
+  const offnum = readU16(main, m);
+  const flags = main[m + 2];
   if (record.info & XLOG_HEAP_INIT_PAGE) pageInit(page, 0);
-  const data = requireData(record, block, SIZEOF_HEAP_HEADER);
-  const header = { infomask2: data.readUInt16LE(0), infomask: data.readUInt16LE(2), hoff: data[4], xmin: record.xid, xmax: 0 };
-  const tuple = placeHeapTuple(page, SIZEOF_HEAP_TUPLE_HEADER + data.length - SIZEOF_HEAP_HEADER, offnum, header, record, block);
-  copyBytes(data, SIZEOF_HEAP_HEADER, data.length, page, tuple + SIZEOF_HEAP_TUPLE_HEADER);
+  const data = block.dataSource;
+  const d = dataOffsetChecked(record, block, SIZEOF_HEAP_HEADER);
+  const length = block.dataLength;
+  const header = { infomask2: readU16(data, d), infomask: readU16(data, d + 2), hoff: data[d + 4], xmin: record.xid, xmax: 0 };
+  const tuple = placeHeapTuple(page, SIZEOF_HEAP_TUPLE_HEADER + length - SIZEOF_HEAP_HEADER, offnum, header, record, block);
+  copyBytes(data, d + SIZEOF_HEAP_HEADER, d + length, page, tuple + SIZEOF_HEAP_TUPLE_HEADER);
   if (flags & XLH_INSERT_ALL_VISIBLE_CLEARED) pageClearAllVisible(page);
 }
 
 function redoDelete(page: Buffer, record: DecodedRecord, block: BlockRef): void {
   // xl_heap_delete {xmax u32, offnum u16, infobits_set u8, flags u8}
-  const main = requireMain(record, block, 8);
-  const xmax = main.readUInt32LE(0);
-  const offnum = main.readUInt16LE(4);
-  const infobits = main[6];
-  const flags = main[7];
+  const main = record.mainSource;
+  const m = mainOffsetChecked(record, block, 8);
+  const xmax = readU32(main, m);
+  const offnum = readU16(main, m + 4);
+  const infobits = main[m + 6];
+  const flags = main[m + 7];
   const pos = normalTuple(page, offnum, record, block);
   applyXmaxInfobits(page, pos, infobits);
   setInfomask2Bits(page, pos, 0, HEAP_HOT_UPDATED);
@@ -233,14 +252,15 @@ interface UpdateRecord {
 }
 
 function readUpdate(record: DecodedRecord, block: BlockRef): UpdateRecord {
-  const main = requireMain(record, block, 14);
+  const main = record.mainSource;
+  const m = mainOffsetChecked(record, block, 14);
   return {
-    oldXmax: main.readUInt32LE(0),
-    oldOffnum: main.readUInt16LE(4),
-    oldInfobits: main[6],
-    flags: main[7],
-    newXmax: main.readUInt32LE(8),
-    newOffnum: main.readUInt16LE(12),
+    oldXmax: readU32(main, m),
+    oldOffnum: readU16(main, m + 4),
+    oldInfobits: main[m + 6],
+    flags: main[m + 7],
+    newXmax: readU32(main, m + 8),
+    newOffnum: readU16(main, m + 12),
   };
 }
 
@@ -265,26 +285,29 @@ function updateOldTuple(page: Buffer, record: DecodedRecord, block: BlockRef, xl
  * tuple, so its prefix and suffix are copied from the old version on the page itself.
  */
 function insertNewTuple(page: Buffer, record: DecodedRecord, block: BlockRef, xl: UpdateRecord, oldPos: number, oldLength: number): void {
-  const data = block.data;
-  let at = 0;
+  // (`at` and `end` are offsets in the record's bytes: the block data is read where it lies)
+  const data = block.dataSource;
+  const start = block.dataOffset;
+  const end = start + block.dataLength;
+  let at = start;
   let prefixLen = 0;
   let suffixLen = 0;
   if (xl.flags & XLH_UPDATE_PREFIX_FROM_OLD) {
-    requireData(record, block, at + 2);
-    prefixLen = data.readUInt16LE(at);
+    dataOffsetChecked(record, block, at - start + 2);
+    prefixLen = readU16(data, at);
     at += 2;
   }
   if (xl.flags & XLH_UPDATE_SUFFIX_FROM_OLD) {
-    requireData(record, block, at + 2);
-    suffixLen = data.readUInt16LE(at);
+    dataOffsetChecked(record, block, at - start + 2);
+    suffixLen = readU16(data, at);
     at += 2;
   }
-  requireData(record, block, at + SIZEOF_HEAP_HEADER);
-  const infomask2 = data.readUInt16LE(at);
-  const infomask = data.readUInt16LE(at + 2);
+  dataOffsetChecked(record, block, at - start + SIZEOF_HEAP_HEADER);
+  const infomask2 = readU16(data, at);
+  const infomask = readU16(data, at + 2);
   const hoff = data[at + 4];
   at += SIZEOF_HEAP_HEADER;
-  const loggedLen = data.length - at;
+  const loggedLen = end - at;
 
   let oldHoff = 0;
   if (prefixLen > 0 || suffixLen > 0) {
@@ -303,9 +326,9 @@ function insertNewTuple(page: Buffer, record: DecodedRecord, block: BlockRef, xl
     // bitmap [+ padding] comes first in the record, then the prefix from the old tuple's data
     to += copyBytes(data, at, at + bitmapLen, page, to);
     to += copyBytes(page, oldPos + oldHoff, oldPos + oldHoff + prefixLen, page, to);
-    to += copyBytes(data, at + bitmapLen, data.length, page, to);
+    to += copyBytes(data, at + bitmapLen, end, page, to);
   } else {
-    to += copyBytes(data, at, data.length, page, to);
+    to += copyBytes(data, at, end, page, to);
   }
   if (suffixLen > 0) copyBytes(page, oldPos + oldLength - suffixLen, oldPos + oldLength, page, to);
   if (xl.flags & XLH_UPDATE_NEW_ALL_VISIBLE_CLEARED) pageClearAllVisible(page);
@@ -358,10 +381,11 @@ function xmaxIsLockedOnly(infomask: number): boolean {
 
 function redoLock(page: Buffer, record: DecodedRecord, block: BlockRef): void {
   // xl_heap_lock {locking_xid u32, offnum u16, infobits_set i8, flags u8}
-  const main = requireMain(record, block, 8);
-  const lockingXid = main.readUInt32LE(0);
-  const offnum = main.readUInt16LE(4);
-  const infobits = main[6];
+  const main = record.mainSource;
+  const m = mainOffsetChecked(record, block, 8);
+  const lockingXid = readU32(main, m);
+  const offnum = readU16(main, m + 4);
+  const infobits = main[m + 6];
   const pos = normalTuple(page, offnum, record, block);
   applyXmaxInfobits(page, pos, infobits);
   if (xmaxIsLockedOnly(readU16(page, pos + T_INFOMASK))) {

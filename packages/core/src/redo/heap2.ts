@@ -7,6 +7,7 @@ import {
   applyXmaxInfobits,
   heapMask,
   normalTuple,
+  mainOffsetChecked,
   placeHeapTuple,
   requireData,
   requireMain,
@@ -51,7 +52,7 @@ import {
   SIZE_OF_PAGE_HEADER,
 } from "./page.ts";
 import { BLCKSZ } from "../reltag.ts";
-import { writeU16, writeU32 } from "../bytes.ts";
+import { readU16, writeU16, writeU32 } from "../bytes.ts";
 import { RedoError, type RmgrRedo, UnsupportedRecordError } from "./types.ts";
 
 const XLOG_HEAP2_REWRITE = 0x00;
@@ -85,28 +86,31 @@ function checkOffset(page: Buffer, offnum: number, record: DecodedRecord, block:
 /** PRUNE: redirect / dead / unused line pointers as logged, then PageRepairFragmentation. */
 function redoPrune(page: Buffer, record: DecodedRecord, block: BlockRef): void {
   // xl_heap_prune {latestRemovedXid u32, nredirected u16, ndead u16}
-  const main = requireMain(record, block, 8);
-  const nredirected = main.readUInt16LE(4);
-  const ndead = main.readUInt16LE(6);
-  const data = block.data;
-  const count = data.length >>> 1;
-  if (data.length % 2 !== 0 || count < nredirected * 2 + ndead) {
-    throw new RedoError(record, block, `prune data of ${data.length} bytes for ${nredirected} redirects and ${ndead} dead`);
+  const main = record.mainSource;
+  const m = mainOffsetChecked(record, block, 8);
+  const nredirected = readU16(main, m + 4);
+  const ndead = readU16(main, m + 6);
+  // the block data where it lies in the record (no view made)
+  const data = block.dataSource;
+  const d = block.dataOffset;
+  const count = block.dataLength >>> 1;
+  if (block.dataLength % 2 !== 0 || count < nredirected * 2 + ndead) {
+    throw new RedoError(record, block, `prune data of ${block.dataLength} bytes for ${nredirected} redirects and ${ndead} dead`);
   }
   let i = 0;
   for (let k = 0; k < nredirected; k++, i += 2) {
-    const from = data.readUInt16LE(i * 2);
-    const to = data.readUInt16LE(i * 2 + 2);
+    const from = readU16(data, d + i * 2);
+    const to = readU16(data, d + i * 2 + 2);
     checkOffset(page, from, record, block);
     itemIdSetRedirect(page, from, to);
   }
   for (let k = 0; k < ndead; k++, i++) {
-    const off = data.readUInt16LE(i * 2);
+    const off = readU16(data, d + i * 2);
     checkOffset(page, off, record, block);
     itemIdSetDead(page, off);
   }
   for (; i < count; i++) {
-    const off = data.readUInt16LE(i * 2);
+    const off = readU16(data, d + i * 2);
     checkOffset(page, off, record, block);
     itemIdSetUnused(page, off);
   }

@@ -7,7 +7,7 @@ import { isNewPage, pageLsnAtLeast, setPageLsn } from "../redo/page.ts";
 import { rmgrFor } from "../redo/rmgrs.ts";
 import { DerivedKind, type StoredValue, ValueKind } from "../storage/values.ts";
 import { restoreBlockImage } from "../wal/image.ts";
-import { decodeRecord, type BlockRef, type DecodedRecord } from "../wal/record.ts";
+import { decodeRecordAt, type BlockRef, type DecodedRecord } from "../wal/record.ts";
 
 export class PageReadError extends Error {}
 
@@ -66,12 +66,13 @@ export const needsOtherPage = (value: StoredValue): value is Extract<StoredValue
   value.kind === ValueKind.Derived && value.derived === DerivedKind.CopyPageFrom;
 
 /**
- * Applies a stored WAL record (`raw`, the record starting at `recordLsn`) stored at `versionLsn`:
- * records are stored at their end LSN, which is what redo stamps on the page.
+ * Applies a stored WAL record (the record starting at `recordLsn`, `length` bytes at `offset` of
+ * `bytes`) stored at `versionLsn`: records are stored at their end LSN, which is what redo stamps
+ * on the page.
  */
-export function applyStoredRecord(page: Buffer, raw: Buffer, recordLsn: Lsn, versionLsn: Lsn, target: ReplayTarget, hintBitsLogged: boolean): Buffer {
+export function applyStoredRecord(page: Buffer, bytes: Buffer, offset: number, length: number, recordLsn: Lsn, versionLsn: Lsn, target: ReplayTarget, hintBitsLogged: boolean): Buffer {
   STORED_RECORD.endLsn = versionLsn;
-  const record = decodeRecord(raw, recordLsn, STORED_RECORD);
+  const record = decodeRecordAt(bytes, offset, length, recordLsn, STORED_RECORD);
   const block = findBlock(record, target.rel, target.fork, target.blockNumber);
   if (!block) throw new PageReadError(`stored record at ${formatLsn(recordLsn)} does not reference block ${target.blockNumber}`);
   return applyRecord(page, record, block, hintBitsLogged);
@@ -91,7 +92,7 @@ export function applyStoredVersion(page: Buffer, value: StoredValue, versionLsn:
     case ValueKind.Tombstone:
       return Buffer.alloc(BLCKSZ);
     case ValueKind.WalRecord:
-      return applyStoredRecord(page, value.raw, value.recordLsn, versionLsn, target, hintBitsLogged);
+      return applyStoredRecord(page, value.raw, 0, value.raw.length, value.recordLsn, versionLsn, target, hintBitsLogged);
     case ValueKind.Derived:
       if (value.derived === DerivedKind.CopyPageFrom) throw new Error("a copied page is applied by GetPage, which can read its source");
       if (value.willInit) page = Buffer.alloc(BLCKSZ);
