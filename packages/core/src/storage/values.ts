@@ -297,6 +297,17 @@ export function runLength(raw: Buffer): number {
   return raw.readUInt16BE(1);
 }
 
+/** Where member `m` of a run starts (its [LSN][length] header), found by walking the headers before it. */
+export function runMemberOffset(raw: Buffer, m: number): number {
+  if (raw.length < 3) throw new Error("corrupt stored run: truncated header");
+  let pos = 3;
+  for (let i = 0; i < m; i++) {
+    if (pos + RUN_MEMBER_HEADER > raw.length) throw new Error(`corrupt stored run: version ${i} of ${raw.readUInt16BE(1)} is truncated`);
+    pos += RUN_MEMBER_HEADER + raw.readUInt32BE(pos + 8);
+  }
+  return pos;
+}
+
 /** The LSN of a run's newest (last) member, found by walking the members' headers. */
 export function runNewestLsn(raw: Buffer): Lsn {
   const count = raw.readUInt16BE(1);

@@ -12,9 +12,9 @@ import type { TimelineStore } from "../storage/timeline-store.ts";
 import { decodeLoggedRecord, decodeRecordLogPiece, lastRecordBefore } from "../storage/record-log.ts";
 import { ImageExtentIndex } from "../storage/image-extents.ts";
 import { PageCache, sharedPageCache } from "./page-cache.ts";
-import { decodeStoredVersions, decodeValue, expandEntry, imageValue, needsOtherStoredPage, readU32Value, readU64Value, replayedVersions, type StoredChain, storedNewestLsn, storedVersionsAbove, type StoredValue, ValueKind } from "../storage/values.ts";
+import { decodeStoredVersions, decodeValue, imageValue, needsOtherStoredPage, readU32Value, readU64Value, replayedVersions, RUN_MEMBER_HEADER, runLength, runMemberOffset, type StoredChain, storedNewestLsn, storedVersionsAbove, type StoredValue, ValueKind } from "../storage/values.ts";
 import { applyDerived } from "../redo/derived.ts";
-import { applyStoredVersion, needsOtherPage, PageReadError, type ReplayTarget } from "../walredo/apply.ts";
+import { applyStoredRecord, applyStoredVersion, needsOtherPage, PageReadError, type ReplayTarget } from "../walredo/apply.ts";
 import { type RedoPool, sharedRedoPool } from "../walredo/pool.ts";
 
 export const DEFAULT_MAX_REPLAY = 100;
@@ -299,16 +299,33 @@ export class PageReader {
     const files = this.store.valueFiles;
     for (; v < versions.length; v++, m = 0) {
       const { lsn, raw } = versions[v];
-      if (raw[0] === ValueKind.Run) {
-        const members = expandEntry(lsn, raw);
-        for (; m < members.length; m++) {
-          const applied = this.applyFirstOrNext(page, decodeValue(members[m].raw, files), members[m].lsn, target);
+      const hintBitsLogged = this.hintBitsKnown;
+      // Inline WAL records (the usual version) are applied where they lie, as the redo workers do
+      // (walredo/rebuild.ts): no buffer and object per member of a run, nor per record.
+      if (page !== undefined && hintBitsLogged !== undefined && raw[0] === ValueKind.WalRecord) {
+        page = applyStoredRecord(page, raw, 10, raw.length - 10, raw.readBigUInt64BE(2), lsn, target, hintBitsLogged);
+      } else if (raw[0] === ValueKind.Run) {
+        const count = runLength(raw);
+        let pos = runMemberOffset(raw, m);
+        for (; m < count; m++) {
+          if (pos + RUN_MEMBER_HEADER > raw.length) throw new Error(`corrupt stored run: version ${m} of ${count} is truncated`);
+          const memberLsn = raw.readBigUInt64BE(pos);
+          const length = raw.readUInt32BE(pos + 8);
+          const at = pos + RUN_MEMBER_HEADER;
+          if (length === 0 || at + length > raw.length) throw new Error(`corrupt stored run: version ${m} of ${count} has a bad length ${length}`);
+          pos = at + length;
+          if (page !== undefined && hintBitsLogged !== undefined && raw[at] === ValueKind.WalRecord) {
+            page = applyStoredRecord(page, raw, at + 10, length - 10, raw.readBigUInt64BE(at + 2), memberLsn, target, hintBitsLogged);
+            continue;
+          }
+          const applied = this.applyFirstOrNext(page, decodeValue(raw.subarray(at, at + length), files), memberLsn, target);
           if (applied instanceof Promise) {
             const [nextV, nextM] = [v, m + 1];
             return applied.then((next) => this.replayStoredFrom(next, versions, target, nextV, nextM));
           }
           page = applied;
         }
+        if (pos !== raw.length) throw new Error(`corrupt stored run: ${raw.length - pos} trailing bytes`);
       } else {
         const applied = this.applyFirstOrNext(page, decodeValue(raw, files), lsn, target);
         if (applied instanceof Promise) {
