@@ -46,8 +46,12 @@ const CONCURRENCY = envNumber("BENCH_CONCURRENCY", 16);
 /** redo worker threads for the timed passes (default: the pageserver's, STRATA_REDO_WORKERS or one per core up to 4) */
 const WORKERS = envNumber("BENCH_WORKERS", sharedRedoPool.size);
 const PASSES = Math.max(1, envNumber("BENCH_PASSES", 3));
-/** pages a relation-scan pass lets redo workers rebuild at once while it reads on */
-const SCAN_AHEAD = 32;
+/**
+ * pages a relation-scan pass reads ahead of the oldest page redo workers are still rebuilding: as
+ * far as a full backup does (basebackup/fullbackup.ts, CHUNKS_IN_FLIGHT chunks of WRITE_PAGES
+ * pages)
+ */
+const SCAN_AHEAD = 32 * 15;
 
 /** Key order of relation blocks (tablespace, database, relation, fork, block), as a scan reads them. */
 function compareBlocks(a: { rel: { spcNode: number; dbNode: number; relNode: number }; fork: number; block: number }, b: typeof a): number {
@@ -198,14 +202,17 @@ try {
     const cpu0 = cpuSeconds();
     const t0 = performance.now();
     const scanner = new RelationScanner(reader, end, { parallelReplay: true });
-    const inFlight: Array<Promise<Buffer>> = [];
+    // pages on the workers, with their place in the scan: it waits for the oldest one once it
+    // has read SCAN_AHEAD pages past it
+    const inFlight: Array<{ index: number; page: Promise<Buffer> }> = [];
     try {
-      for (const p of sorted) {
+      for (let index = 0; index < sorted.length; index++) {
+        const p = sorted[index];
+        while (inFlight.length > 0 && index - inFlight[0].index >= SCAN_AHEAD) await inFlight.shift()!.page;
         const found = await scanner.pageOrImage(p.rel, p.fork as 0, p.block);
-        if (found instanceof PendingPage) inFlight.push(found.page);
-        if (inFlight.length >= SCAN_AHEAD) await inFlight.shift();
+        if (found instanceof PendingPage) inFlight.push({ index, page: found.page });
       }
-      await Promise.all(inFlight);
+      await Promise.all(inFlight.map((pending) => pending.page));
     } finally {
       await scanner.close();
     }

@@ -65,6 +65,49 @@ describe("tar writer", () => {
     expect(entries[1].entry.mode & 0o777).toBe(0o600);
   });
 
+  it("keeps a chunk that is not ready yet in its place: what follows waits in the queue while the writer goes on", async () => {
+    const chunks: Buffer[] = [];
+    const tar = new TarWriter(async (c) => void chunks.push(Buffer.from(c)));
+    await tar.beginFile("a", 2 * 512);
+    let release!: (bytes: Buffer) => void;
+    const ready = new Promise<Buffer>((resolve) => (release = resolve));
+    const first = tar.writeWhenReady(ready, 512);
+    // a write behind it resolves once the sink has it (its buffer may be reused then); headers
+    // and padding are taken at once
+    const second = tar.write(Buffer.alloc(512, 2));
+    await tar.endFile();
+    await tar.beginFile("b", 3);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    expect(chunks.length).toBe(1); // a's header only
+    release(Buffer.alloc(512, 1));
+    await Promise.all([first, second]);
+    await tar.write(Buffer.from("bee"));
+    await tar.endFile();
+    await tar.finish();
+    const entries = await readBack(Buffer.concat(chunks));
+    expect(entries.map((e) => [e.entry.path, e.body.length])).toEqual([
+      ["a", 1024],
+      ["b", 3],
+    ]);
+    expect([entries[0].body[0], entries[0].body[512]]).toEqual([1, 2]);
+    expect(Buffer.concat(chunks).length).toBe(tar.written);
+  });
+
+  it("writes nothing after a chunk whose bytes failed, and fails the writes after it and finish()", async () => {
+    const chunks: Buffer[] = [];
+    const tar = new TarWriter(async (c) => void chunks.push(c));
+    await tar.beginFile("a", 1024);
+    let fail!: (err: Error) => void;
+    const failed = tar.writeWhenReady(new Promise<Buffer>((_, reject) => (fail = reject)), 512);
+    const after = tar.write(Buffer.alloc(512));
+    fail(new Error("page 7 could not be rebuilt"));
+    await expect(failed).rejects.toThrow("page 7 could not be rebuilt");
+    await expect(after).rejects.toThrow("page 7 could not be rebuilt");
+    await tar.endFile();
+    await expect(tar.finish()).rejects.toThrow("page 7 could not be rebuilt");
+    expect(chunks.length).toBe(1); // the header before it
+  });
+
   it("refuses content that does not match the declared size", async () => {
     const tar = new TarWriter(async () => {});
     await tar.beginFile("f", 10);

@@ -107,16 +107,37 @@ function header(path: string, type: "file" | "dir", size: number, mode: number, 
 }
 
 export class TarWriter {
-  /** bytes handed to the sink so far */
+  /** bytes of the archive so far (handed to the sink, or queued for it in order) */
   written = 0;
   private open: { path: string; remaining: number; size: number } | undefined;
   private readonly mtime = Math.floor(Date.now() / 1000);
+  /**
+   * The sink's calls, in archive order: a chunk whose bytes are still being made (writeWhenReady)
+   * holds back the ones after it, while its caller goes on.
+   */
+  private queue: Promise<void> = Promise.resolve();
+  /** the first error of a queued write: nothing after it reaches the sink */
+  private failure: { error: unknown } | undefined;
+  /** writeWhenReady chunks not yet handed to the sink */
+  private deferred = 0;
 
   constructor(private readonly sink: TarSink) {}
 
-  private async emit(chunk: Buffer, reuse = false): Promise<void> {
-    this.written += chunk.length;
-    await this.sink(chunk, reuse);
+  private emit(chunk: Buffer | Promise<Buffer>, length: number, reuse = false): Promise<void> {
+    this.written += length;
+    // (a chunk still being made that fails is reported through the queue, not as unhandled)
+    if (chunk instanceof Promise) chunk.catch(() => {});
+    const sink = this.sink;
+    const done = this.queue.then(async () => {
+      if (this.failure) throw this.failure.error;
+      const bytes = await chunk;
+      if (bytes.length !== length) throw new TarWriteError(`a chunk of ${bytes.length} bytes where ${length} were announced`);
+      await sink(bytes, reuse);
+    });
+    this.queue = done.catch((error: unknown) => {
+      this.failure ??= { error };
+    });
+    return done;
   }
 
   private assertNoOpenFile(): void {
@@ -125,7 +146,7 @@ export class TarWriter {
 
   async directory(path: string, mode = 0o700): Promise<void> {
     this.assertNoOpenFile();
-    await this.emit(header(path, "dir", 0, mode, this.mtime));
+    await this.emitSmall(header(path, "dir", 0, mode, this.mtime));
   }
 
   /** A whole file from one buffer. */
@@ -138,7 +159,7 @@ export class TarWriter {
   /** Starts a file of `size` bytes; its content follows through write(), then endFile(). */
   async beginFile(path: string, size: number, mode = 0o600): Promise<void> {
     this.assertNoOpenFile();
-    await this.emit(header(path, "file", size, mode, this.mtime));
+    await this.emitSmall(header(path, "file", size, mode, this.mtime));
     this.open = { path, remaining: size, size };
   }
 
@@ -147,10 +168,42 @@ export class TarWriter {
    * afterwards. With `reuse`, resolves once the sink is done with it (see TarSink).
    */
   async write(chunk: Buffer, reuse = false): Promise<void> {
+    this.reserve(chunk.length);
+    await this.emit(chunk, chunk.length, reuse);
+  }
+
+  /**
+   * Content of the open file whose bytes are not ready yet (pages redo workers are still
+   * rebuilding): `length` bytes, taken in their place in the archive once `ready` gives them.
+   * Later entries and writes queue behind it, so the caller may go on reading meanwhile. Resolves
+   * as write() does; rejects with `ready`'s error, and every later write then fails too.
+   */
+  writeWhenReady(ready: Promise<Buffer>, length: number, reuse = false): Promise<void> {
+    this.reserve(length);
+    this.deferred++;
+    const done = this.emit(ready, length, reuse);
+    done.then(
+      () => this.deferred--,
+      () => this.deferred--,
+    );
+    return done;
+  }
+
+  /**
+   * Emits a header or padding: awaited as a write is, except behind a chunk that is not ready
+   * yet, where the caller goes on (the few bytes wait in the queue; an error fails the writes
+   * after it, and finish()).
+   */
+  private async emitSmall(bytes: Buffer): Promise<void> {
+    const done = this.emit(bytes, bytes.length);
+    if (this.deferred === 0) return done;
+    done.catch(() => {});
+  }
+
+  private reserve(length: number): void {
     if (!this.open) throw new TarWriteError("write() without beginFile()");
-    if (chunk.length > this.open.remaining) throw new TarWriteError(`${this.open.path}: content exceeds the declared ${this.open.size} bytes`);
-    this.open.remaining -= chunk.length;
-    await this.emit(chunk, reuse);
+    if (length > this.open.remaining) throw new TarWriteError(`${this.open.path}: content exceeds the declared ${this.open.size} bytes`);
+    this.open.remaining -= length;
   }
 
   /** Closes the open file (its content must be complete) and pads it to a 512-byte boundary. */
@@ -160,12 +213,12 @@ export class TarWriter {
     if (open.remaining !== 0) throw new TarWriteError(`${open.path}: ${open.remaining} of ${open.size} bytes missing`);
     this.open = undefined;
     const pad = (BLOCK - (open.size % BLOCK)) % BLOCK;
-    if (pad) await this.emit(ZERO_BLOCKS.subarray(0, pad));
+    if (pad) await this.emitSmall(ZERO_BLOCKS.subarray(0, pad));
   }
 
   /** Writes the end-of-archive marker. */
   async finish(): Promise<void> {
     this.assertNoOpenFile();
-    await this.emit(ZERO_BLOCKS);
+    await this.emit(ZERO_BLOCKS, ZERO_BLOCKS.length);
   }
 }
