@@ -439,8 +439,11 @@ function compactifyTuples(page: Buffer, count: number, lp = new DataView(page.bu
       runEnd = itemoff + alignedLen;
       runTo = upper;
     }
-    const pos = itemIdPosition(compactOffnum[i]);
-    lp.setUint32(pos, ((lp.getUint32(pos, true) & ~0x7fff) | upper) >>> 0, true);
+    // (line pointers of items that stay put are left alone: after a prune, often most of them)
+    if (upper !== itemoff) {
+      const pos = itemIdPosition(compactOffnum[i]);
+      lp.setUint32(pos, ((lp.getUint32(pos, true) & ~0x7fff) | upper) >>> 0, true);
+    }
   }
   if (count > 0) moveRun(page, fromScratch, upperBefore, runFrom, runEnd, runTo);
   setPdUpper(page, upper);
