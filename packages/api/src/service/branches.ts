@@ -57,10 +57,17 @@ export class BranchService {
       const found = await parent.reader.lsnForTime(time, markers.lastRecordLsn);
       if (found === undefined) throw new InvalidInputError(`no transaction committed at or before ${new Date(time).toISOString()} on timeline ${parentRow.id}`);
       requested = found;
+    } else if (input.lsn !== undefined) {
+      requested = parseLsn(input.lsn);
     } else {
-      // "latest": a timeline still catching up to its first readable LSN is waited for
+      // "latest": everything the parent's WAL source (its primary, or its endpoint) has flushed
+      // as far as its walreceiver has heard, so a commit acknowledged before this request is in
+      // the branch even while ingest is still behind it; waited for like an LSN given. A timeline
+      // still catching up to its first readable LSN is waited for too.
       const latest = markers.lastRecordLsn > markers.startLsn ? markers.lastRecordLsn : markers.startLsn;
-      requested = input.lsn !== undefined ? parseLsn(input.lsn) : latest;
+      const status = parent.receiver?.status;
+      const sourceFlushed = status?.state === "streaming" ? status.primaryFlushLsn : 0n;
+      requested = sourceFlushed > latest ? sourceFlushed : latest;
     }
     if (requested < markers.startLsn) {
       throw new InvalidInputError(`LSN ${formatLsn(requested)} is below the first readable LSN ${formatLsn(markers.startLsn)} of timeline ${parentRow.id}`);
@@ -70,6 +77,13 @@ export class BranchService {
         markers = await this.manager.waitForLsn(input.tenantId, parentRow.id, requested, this.waitForParentMs);
       } catch (err) {
         if (err instanceof WaitLsnTimeoutError) {
+          markers = await parent.store.readMarkers();
+          if (input.lsn === undefined && input.at === undefined) {
+            throw new InvalidInputError(
+              `timeline ${parentRow.id} has not ingested its source's WAL up to ${formatLsn(requested)} yet (last_record_lsn ${formatLsn(markers.lastRecordLsn)}): ` +
+                `try again once it has caught up, or give an LSN it has`,
+            );
+          }
           throw new InvalidInputError(`LSN ${formatLsn(requested)} is beyond what timeline ${parentRow.id} has ingested (last_record_lsn ${formatLsn(markers.lastRecordLsn)})`);
         }
         throw err;
