@@ -111,13 +111,16 @@ export const TOMBSTONE = Buffer.from([ValueKind.Tombstone]);
 
 /** [kind][flags: 1 = will_init][record start LSN u64 BE][raw record] */
 export function walRecordValue(raw: Buffer, recordLsn: Lsn, willInit: boolean): Buffer {
-  const value = Buffer.allocUnsafe(10 + raw.length);
+  const value = Buffer.allocUnsafe(WAL_RECORD_VALUE_HEADER + raw.length);
   value[0] = ValueKind.WalRecord;
   value[1] = willInit ? 1 : 0;
   writeLsnBE(value, 2, recordLsn);
-  value.set(raw, 10); // a plain memcpy (Buffer#copy validates and makes a view first)
+  value.set(raw, WAL_RECORD_VALUE_HEADER); // a plain memcpy (Buffer#copy validates and makes a view first)
   return value;
 }
+
+/** Bytes before the record in a WalRecord value: [kind][will_init][record start LSN u64 BE] */
+export const WAL_RECORD_VALUE_HEADER = 10;
 
 /** Bytes of a WalRecordInLog value. */
 export const WAL_RECORD_IN_LOG_BYTES = 22;
@@ -194,7 +197,7 @@ export function decodeValue(value: Buffer, images?: FileRefReader | ValueFiles):
       if (!images) throw new Error("an image reference needs its store's page image files to be read");
       return { kind: ValueKind.Image, bytes: images.read(readImageRef(value)) };
     case ValueKind.WalRecord:
-      return { kind: ValueKind.WalRecord, willInit: value[1] === 1, recordLsn: value.readBigUInt64BE(2), raw: value.subarray(10) };
+      return { kind: ValueKind.WalRecord, willInit: value[1] === 1, recordLsn: value.readBigUInt64BE(2), raw: value.subarray(WAL_RECORD_VALUE_HEADER) };
     case ValueKind.Derived:
       return { kind: ValueKind.Derived, willInit: value[1] === 1, derived: value[2] as DerivedKind, payload: value.subarray(3) };
     case ValueKind.Tombstone:

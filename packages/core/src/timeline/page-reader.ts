@@ -14,7 +14,7 @@ import { ImageExtentIndex } from "../storage/image-extents.ts";
 import { PageCache, sharedPageCache } from "./page-cache.ts";
 import { decodeStoredVersions, decodeValue, imageValue, needsOtherStoredPage, readU32Value, readU64Value, replayedVersions, RUN_MEMBER_HEADER, runLength, runMemberOffset, type StoredChain, storedNewestLsn, storedVersionsAbove, type StoredValue, ValueKind } from "../storage/values.ts";
 import { applyDerived } from "../redo/derived.ts";
-import { applyStoredRecord, applyStoredVersion, needsOtherPage, PageReadError, type ReplayTarget } from "../walredo/apply.ts";
+import { applyStoredVersion, applyWalRecordValue, needsOtherPage, PageReadError, type ReplayTarget } from "../walredo/apply.ts";
 import { type RedoPool, sharedRedoPool } from "../walredo/pool.ts";
 
 export const DEFAULT_MAX_REPLAY = 100;
@@ -303,7 +303,7 @@ export class PageReader {
       // Inline WAL records (the usual version) are applied where they lie, as the redo workers do
       // (walredo/rebuild.ts): no buffer and object per member of a run, nor per record.
       if (page !== undefined && hintBitsLogged !== undefined && raw[0] === ValueKind.WalRecord) {
-        page = applyStoredRecord(page, raw, 10, raw.length - 10, raw.readBigUInt64BE(2), lsn, target, hintBitsLogged);
+        page = applyWalRecordValue(page, raw, 0, raw.length, lsn, target, hintBitsLogged);
       } else if (raw[0] === ValueKind.Run) {
         const count = runLength(raw);
         let pos = runMemberOffset(raw, m);
@@ -315,7 +315,7 @@ export class PageReader {
           if (length === 0 || at + length > raw.length) throw new Error(`corrupt stored run: version ${m} of ${count} has a bad length ${length}`);
           pos = at + length;
           if (page !== undefined && hintBitsLogged !== undefined && raw[at] === ValueKind.WalRecord) {
-            page = applyStoredRecord(page, raw, at + 10, length - 10, raw.readBigUInt64BE(at + 2), memberLsn, target, hintBitsLogged);
+            page = applyWalRecordValue(page, raw, at, length, memberLsn, target, hintBitsLogged);
             continue;
           }
           const applied = this.applyFirstOrNext(page, decodeValue(raw.subarray(at, at + length), files), memberLsn, target);

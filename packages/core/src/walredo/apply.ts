@@ -5,7 +5,7 @@ import { BLCKSZ, ForkNumber, type RelTag } from "../reltag.ts";
 import { applyDerived } from "../redo/derived.ts";
 import { isNewPage, pageLsnAtLeast, setPageLsn } from "../redo/page.ts";
 import { rmgrFor } from "../redo/rmgrs.ts";
-import { DerivedKind, type StoredValue, ValueKind } from "../storage/values.ts";
+import { DerivedKind, type StoredValue, ValueKind, WAL_RECORD_VALUE_HEADER } from "../storage/values.ts";
 import { restoreBlockImage } from "../wal/image.ts";
 import { decodeRecordAt, type BlockRef, type DecodedRecord } from "../wal/record.ts";
 
@@ -76,6 +76,16 @@ export function applyStoredRecord(page: Buffer, bytes: Buffer, offset: number, l
   const block = findBlock(record, target.rel, target.fork, target.blockNumber);
   if (!block) throw new PageReadError(`stored record at ${formatLsn(recordLsn)} does not reference block ${target.blockNumber}`);
   return applyRecord(page, record, block, hintBitsLogged);
+}
+
+/**
+ * Applies a WalRecord value (storage/values.ts walRecordValue) where it lies: `length` bytes at
+ * `at` of `value` (a stored entry, or a member inside a stored run), without decoding it into an
+ * object first.
+ */
+export function applyWalRecordValue(page: Buffer, value: Buffer, at: number, length: number, versionLsn: Lsn, target: ReplayTarget, hintBitsLogged: boolean): Buffer {
+  const recordAt = at + WAL_RECORD_VALUE_HEADER;
+  return applyStoredRecord(page, value, recordAt, length - WAL_RECORD_VALUE_HEADER, value.readBigUInt64BE(at + 2), versionLsn, target, hintBitsLogged);
 }
 
 /**

@@ -3,7 +3,7 @@
 import path from "node:path";
 import { AppendFilesReader, IMAGE_FILES, RECORD_LOG_FILES } from "../storage/append-files.ts";
 import { decodeValue, RUN_MEMBER_HEADER, type ValueFiles, ValueKind } from "../storage/values.ts";
-import { applyStoredRecord, applyStoredVersion } from "./apply.ts";
+import { applyStoredVersion, applyWalRecordValue } from "./apply.ts";
 import { decodeReplayJob } from "./replay-job.ts";
 
 /** stores whose files a worker keeps open */
@@ -48,7 +48,7 @@ export function rebuildFromJob(jobBytes: Buffer, files: (storeDir: string) => Va
     const { lsn, raw } = versions[i];
     const kind = raw[0];
     // inline WAL records (the usual version) decoded in place, without the objects decodeValue makes
-    if (kind === ValueKind.WalRecord) page = applyStoredRecord(page, raw, 10, raw.length - 10, raw.readBigUInt64BE(2), lsn, target, hintBitsLogged);
+    if (kind === ValueKind.WalRecord) page = applyWalRecordValue(page, raw, 0, raw.length, lsn, target, hintBitsLogged);
     else if (kind === ValueKind.Run) {
       // the members in place, not through expandEntry (a buffer and an object per member):
       // [LSN u64 BE][length u32 BE][value] each (storage/values.ts runValue)
@@ -60,7 +60,7 @@ export function rebuildFromJob(jobBytes: Buffer, files: (storeDir: string) => Va
         const length = raw.readUInt32BE(pos + 8);
         const at = pos + RUN_MEMBER_HEADER;
         if (length === 0 || at + length > raw.length) throw new Error(`corrupt stored run: version ${m} of ${count} has a bad length ${length}`);
-        if (raw[at] === ValueKind.WalRecord) page = applyStoredRecord(page, raw, at + 10, length - 10, raw.readBigUInt64BE(at + 2), memberLsn, target, hintBitsLogged);
+        if (raw[at] === ValueKind.WalRecord) page = applyWalRecordValue(page, raw, at, length, memberLsn, target, hintBitsLogged);
         else page = applyStoredVersion(page, decodeValue(raw.subarray(at, at + length), valueFiles), memberLsn, target, hintBitsLogged);
         pos = at + length;
       }
