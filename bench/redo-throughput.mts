@@ -27,7 +27,7 @@ import { Session } from "node:inspector/promises";
 import os from "node:os";
 import path from "node:path";
 import {
-  formatLsn, importFromPrimary, parseLsn, PageCache, PageReader, PendingPage, readWalSegments, RedoPool, RelationScanner, RMGRS, sharedRedoPool, TimelineIngestor, TimelineStore, walFileName, type Lsn, readWalRange } from "@strata/core";
+  formatLsn, importFromPrimary, parseLsn, PageCache, PageReader, PendingPage, READ_AHEAD_PAST_PENDING_PAGES, readWalSegments, RedoPool, RelationScanner, RMGRS, sharedRedoPool, TimelineIngestor, TimelineStore, walFileName, type Lsn, readWalRange } from "@strata/core";
 import { PgCluster } from "@strata/core/testing";
 import { envNumber, fmtMB, MB, progress, progressDone, readThreadCpuSeconds } from "./lib.mts";
 
@@ -46,12 +46,8 @@ const CONCURRENCY = envNumber("BENCH_CONCURRENCY", 16);
 /** redo worker threads for the timed passes (default: the pageserver's, STRATA_REDO_WORKERS or one per core up to 4) */
 const WORKERS = envNumber("BENCH_WORKERS", sharedRedoPool.size);
 const PASSES = Math.max(1, envNumber("BENCH_PASSES", 3));
-/**
- * pages a relation-scan pass reads ahead of the oldest page redo workers are still rebuilding: as
- * far as a full backup does (basebackup/fullbackup.ts, CHUNKS_IN_FLIGHT chunks of WRITE_PAGES
- * pages)
- */
-const SCAN_AHEAD = 32 * 15;
+/** pages a relation-scan pass reads ahead of the oldest page redo workers are still rebuilding: as far as a full backup does */
+const SCAN_AHEAD = READ_AHEAD_PAST_PENDING_PAGES;
 
 /** Key order of relation blocks (tablespace, database, relation, fork, block), as a scan reads them. */
 function compareBlocks(a: { rel: { spcNode: number; dbNode: number; relNode: number }; fork: number; block: number }, b: typeof a): number {

@@ -30,5 +30,5 @@ export { createPageServiceServer, handleRequest, PageServiceRequestError, type P
 export { PageServiceClient, Pagestream, PageServiceError } from "./pageservice/client.ts";
 export * from "./compute/postgres.ts";
 export * from "./compute/endpoint.ts";
-export { fullBackup, type FullBackupResult, FullBackupError } from "./basebackup/fullbackup.ts";
+export { fullBackup, type FullBackupResult, FullBackupError, READ_AHEAD_PAST_PENDING_PAGES } from "./basebackup/fullbackup.ts";
 export * from "./ingest/bootstrap.ts";

@@ -82,6 +82,8 @@ const CHUNKS_IN_FLIGHT = 4;
  * while the scan reads the blocks after it.
  */
 const MAX_CHUNKS_IN_FLIGHT = 32;
+/** How far a backup reads on past a page redo workers are still rebuilding (the redo bench does the same). */
+export const READ_AHEAD_PAST_PENDING_PAGES = MAX_CHUNKS_IN_FLIGHT * WRITE_PAGES;
 const FORK_SUFFIX = ["", "_fsm", "_vm", "_init"];
 
 const PG_HBA = `# pg_hba.conf written by Strata's full backup: trust on the local socket and loopback.
