@@ -211,4 +211,35 @@ describe("branches at any LSN", () => {
     const lastBlock = Number(bytes) / 8192 - 1;
     expect((await page(branch.id, lastBlock, "latest", rel)).equals(await page(mainId, lastBlock, branch.ancestorLsn!, rel))).toBe(true);
   });
+
+  it("reads pages and takes full backups at latest after every commit its primary has flushed", async () => {
+    const client = createStrataClient(daemon.apiUrl);
+    await primary.sql("CREATE TABLE read_after_commit AS SELECT g, repeat(md5(g::text), 4) AS filler FROM generate_series(1, 300000) g");
+    const [{ lsn: flushed }] = await primary.sql<{ lsn: string }>("SELECT pg_current_wal_flush_lsn()::text AS lsn");
+    for (;;) {
+      const main = await client.timelines.get.query({ tenantId, timelineId: mainId });
+      if (main.primaryFlushLsn !== null && parseLsn(main.primaryFlushLsn) >= parseLsn(flushed)) break;
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    const [{ filenode, bytes }] = await primary.sql<{ filenode: number; bytes: string }>("SELECT pg_relation_filenode('read_after_commit') AS filenode, pg_relation_size('read_after_commit')::text AS bytes");
+    const rel = `${accounts.split("/").slice(0, 2).join("/")}/${filenode}`;
+    const lastBlock = Number(bytes) / 8192 - 1;
+    // the table's last page at latest, while ingest may still be behind the commit: waited for, not "no such relation"
+    const read = await client.timelines.getPage.query({ tenantId, timelineId: mainId, rel, block: lastBlock, lsn: "latest" });
+    expect(parseLsn(read.lsn)).toBeGreaterThanOrEqual(parseLsn(flushed));
+    expect(Buffer.from(read.page, "base64").equals(await page(mainId, lastBlock, read.lsn, rel))).toBe(true);
+    const { lsn: latest } = await client.timelines.latestLsn.query({ tenantId, timelineId: mainId });
+    expect(parseLsn(latest)).toBeGreaterThanOrEqual(parseLsn(flushed));
+    // the CLI's full backup without --lsn is taken there: the table's file is in it, whole
+    const out = path.join(dataDir, "after-commit.tar");
+    const backup = await runCli(["fullbackup", "--tenant", tenantId, "--timeline", "main", "--out", out], env);
+    expect(backup.code, backup.stderr).toBe(0);
+    const at = /\(at ([0-9A-F]+\/[0-9A-F]+)\)/.exec(backup.stderr)?.[1];
+    expect(at, backup.stderr).toBeDefined();
+    expect(parseLsn(at!)).toBeGreaterThanOrEqual(parseLsn(flushed));
+    const listing = execFileSync("tar", ["-tvf", out], { encoding: "utf8" });
+    const member = listing.split("\n").find((line) => line.endsWith(`base/${rel.split("/")[1]}/${filenode}`));
+    expect(member, "the table's file in the archive").toBeDefined();
+    expect(member!.split(/\s+/)[2]).toBe(bytes);
+  });
 });

@@ -321,12 +321,16 @@ program
   .description("write a tar of a complete PostgreSQL 15 data directory at an LSN (stock postgres starts from it)")
   .requiredOption("--tenant <tenant>", "tenant id or name")
   .requiredOption("--timeline <timeline>", "timeline id or branch name")
-  .option("--lsn <X/Y>", "LSN (a record boundary; default: the latest)")
+  .option("--lsn <X/Y>", "LSN (a record boundary; default: after every commit the timeline's primary or endpoint has flushed)")
+  .option("--wait <seconds>", "without --lsn: how long to wait for ingest to reach what the source has flushed", "30")
   .requiredOption("--out <file>", "output tar file, or - for stdout")
   .action(async (opts, cmd) => {
     const tenantId = await tenantArg(cmd, opts.tenant);
     const timelineId = await timelineArg(cmd, tenantId, opts.timeline);
-    const lsn = opts.lsn ? requireLsn(opts.lsn, "--lsn") : undefined;
+    if (!/^\d+(\.\d+)?$/.test(opts.wait)) throw new UsageError(`invalid --wait "${opts.wait}": expected seconds`);
+    // "latest" is resolved here, not by the page service (whose latest is what it has ingested,
+    // as Neon's is): a commit acknowledged before this command is in the backup
+    const lsn = opts.lsn ? requireLsn(opts.lsn, "--lsn") : (await client(cmd).timelines.latestLsn.query({ tenantId, timelineId, waitSeconds: Number(opts.wait) })).lsn;
     const health = await client(cmd).health.query();
     const [host, port] = [health.pageServiceAddress.replace(/:\d+$/, ""), Number(health.pageServiceAddress.split(":").pop())];
     const { PageServiceClient } = await import("@strata/core");
@@ -358,7 +362,7 @@ program
       page.close();
       if (fd !== undefined) closeSync(fd);
     }
-    if (opts.out !== "-") process.stderr.write(`${progress ? "\r" : ""}wrote ${(bytes / 1048576).toFixed(1)} MB to ${opts.out} in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
+    if (opts.out !== "-") process.stderr.write(`${progress ? "\r" : ""}wrote ${(bytes / 1048576).toFixed(1)} MB (at ${lsn}) to ${opts.out} in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
   });
 
 program

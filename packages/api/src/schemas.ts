@@ -24,6 +24,7 @@ export const waldumpInput = z.object({
 });
 export const timelineListInput = z.object({ tenantId: idSchema });
 export const timelineGetInput = z.object({ tenantId: idSchema, timelineId: idSchema });
+export const latestLsnInput = z.object({ tenantId: idSchema, timelineId: idSchema, waitSeconds: z.number().min(0).max(600).default(30) });
 export const setPrimaryInput = z.object({
   tenantId: idSchema,
   timelineId: idSchema,

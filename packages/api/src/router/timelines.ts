@@ -3,7 +3,7 @@ import { decodeLoggedRecord, decodeRecordLogPiece, formatLsn, formatRecordLine, 
 import { NotFoundError, TimeoutError } from "../errors.ts";
 import { redactPrimaryUrl } from "../redact.ts";
 import { timelineView } from "../service/tenants.ts";
-import { getPageInput, setPrimaryInput, timelineGetInput, timelineListInput, waitLsnInput, waldumpInput } from "../schemas.ts";
+import { getPageInput, latestLsnInput, setPrimaryInput, timelineGetInput, timelineListInput, waitLsnInput, waldumpInput } from "../schemas.ts";
 import { recordOperation } from "../service/operations.ts";
 import { activeEndpointOn } from "../service/active-endpoint.ts";
 import { switchPrimary } from "../service/primary-switch.ts";
@@ -97,6 +97,33 @@ export const timelinesRouter = router({
       if (err instanceof UnsupportedRecordError) throw new NotImplementedError(err.message);
       throw err;
     }
+  }),
+  /**
+   * The LSN a full backup at "latest" uses: every record the timeline's WAL source (its primary,
+   * or its endpoint) has flushed, so a commit acknowledged before this request is in it even
+   * while ingest is still behind; waited for up to `waitSeconds` (TIMEOUT otherwise), and rounded
+   * down to a record boundary.
+   */
+  latestLsn: publicProcedure.input(latestLsnInput).query(async ({ ctx, input }) => {
+    await findTimeline(ctx, input.tenantId, input.timelineId);
+    const handle = ctx.manager.get(input.tenantId, input.timelineId);
+    if (!handle) throw new NotFoundError(`timeline ${input.timelineId} is not attached`);
+    const requested = await ctx.manager.latestLsn(input.tenantId, input.timelineId);
+    let markers = await handle.store.readMarkers();
+    if (requested > markers.lastRecordLsn) {
+      try {
+        markers = await ctx.manager.waitForLsn(input.tenantId, input.timelineId, requested, input.waitSeconds * 1000);
+      } catch (err) {
+        if (!(err instanceof WaitLsnTimeoutError)) throw err;
+        markers = await handle.store.readMarkers();
+        throw new TimeoutError(
+          `timeline ${input.timelineId} has not ingested its source's WAL up to ${formatLsn(requested)} yet (last_record_lsn ${formatLsn(markers.lastRecordLsn)}): try again once it has caught up, or give an LSN it has`,
+        );
+      }
+    }
+    const lsn = await handle.reader.roundToRecordBoundary(requested);
+    if (lsn < markers.startLsn) throw new InvalidInputError(`LSN ${formatLsn(requested)} lies in a record that begins before the first readable LSN ${formatLsn(markers.startLsn)}`);
+    return { lsn: formatLsn(lsn) };
   }),
   /** Returns once the timeline has durably stored WAL up to `lsn` (TIMEOUT otherwise). */
   waitLsn: publicProcedure.input(waitLsnInput).mutation(async ({ ctx, input }) => {

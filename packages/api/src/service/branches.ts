@@ -60,14 +60,10 @@ export class BranchService {
     } else if (input.lsn !== undefined) {
       requested = parseLsn(input.lsn);
     } else {
-      // "latest": everything the parent's WAL source (its primary, or its endpoint) has flushed
-      // as far as its walreceiver has heard, so a commit acknowledged before this request is in
-      // the branch even while ingest is still behind it; waited for like an LSN given. A timeline
-      // still catching up to its first readable LSN is waited for too.
-      const latest = markers.lastRecordLsn > markers.startLsn ? markers.lastRecordLsn : markers.startLsn;
-      const status = parent.receiver?.status;
-      const sourceFlushed = status?.state === "streaming" ? status.primaryFlushLsn : 0n;
-      requested = sourceFlushed > latest ? sourceFlushed : latest;
+      // "latest": everything the parent's WAL source has flushed, so a commit acknowledged before
+      // this request is in the branch even while ingest is still behind it (manager.latestLsn);
+      // waited for like an LSN given
+      requested = await this.manager.latestLsn(input.tenantId, parentRow.id);
     }
     if (requested < markers.startLsn) {
       throw new InvalidInputError(`LSN ${formatLsn(requested)} is below the first readable LSN ${formatLsn(markers.startLsn)} of timeline ${parentRow.id}`);

@@ -416,6 +416,24 @@ export class TenantManager {
     return this.get(tenantId, timelineId)?.receiver?.status;
   }
 
+  /**
+   * What "latest" means for a read of a timeline: every record its WAL source (its primary, or
+   * its endpoint's postgres) has flushed, as far as the walreceiver has heard (every replication
+   * message carries it), so a commit acknowledged before the request is included even while
+   * ingest is still behind it. Without a streaming source, what the timeline has ingested (its
+   * first readable LSN before it has ingested anything). Not waited for: callers wait for it
+   * (waitForLsn) as for an LSN given.
+   */
+  async latestLsn(tenantId: string, timelineId: string): Promise<Lsn> {
+    const handle = this.get(tenantId, timelineId);
+    if (!handle) throw new Error(`timeline ${timelineId} is not attached`);
+    const markers = await handle.store.readMarkers();
+    const ingested = markers.lastRecordLsn > markers.startLsn ? markers.lastRecordLsn : markers.startLsn;
+    const status = handle.receiver?.status;
+    const sourceFlushed = status?.state === "streaming" ? status.primaryFlushLsn : 0n;
+    return sourceFlushed > ingested ? sourceFlushed : ingested;
+  }
+
   /** Resolves once the timeline has durably stored WAL up to `lsn`; fails after `timeoutMs`. */
   async waitForLsn(tenantId: string, timelineId: string, requested: Lsn, timeoutMs: number): Promise<TimelineMarkers> {
     const deadline = Date.now() + timeoutMs;
@@ -477,7 +495,7 @@ export class TenantManager {
     const handle = this.get(tenantId, timelineId);
     if (!handle) throw new Error(`timeline ${timelineId} is not attached`);
     let markers = await handle.store.readMarkers();
-    const target = lsn ?? markers.lastRecordLsn;
+    const target = lsn ?? (await this.latestLsn(tenantId, timelineId));
     if (target < markers.startLsn) {
       throw new LsnOutOfRangeError(`LSN ${formatLsn(target)} is below the first readable LSN ${formatLsn(markers.startLsn)} of timeline ${timelineId}`);
     }
