@@ -66,6 +66,8 @@ describe("endpoints: stock PostgreSQL 15 running on a branch", () => {
     expect(parseLsn(info.lastRecordLsn)).toBeGreaterThanOrEqual(parseLsn(JSON.parse(stopped.stdout).stopLsn));
 
     const restarted = JSON.parse((await runCli(["endpoint", "start", "--tenant", tenantId, "--branch", "dev", "--json"], env)).stdout);
+    // on the port it had: the same connection string
+    expect(restarted.connectionString).toBe(url);
     const again = await query<{ n: string; s: string }>(restarted.connectionString, "SELECT count(*)::text AS n, md5(string_agg(id || note, ',' ORDER BY id)) AS s FROM items");
     expect(again).toEqual(expected);
     expect((await query<{ n: string }>(restarted.connectionString, "SELECT count(*)::text AS n FROM branch_only WHERE x > 250"))[0].n).toBe("250");

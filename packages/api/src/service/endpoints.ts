@@ -7,7 +7,7 @@
 import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import path from "node:path";
 import {
-  checkEndpointSettings, chownToPostgres, configureEndpoint, detachInheritedSubscriptions, EndpointSettingError, formatLsn, freePort, generateId, isAlive, mayHaveSubscriptions, prepareDataDirectory, ReplicationConnection,
+  checkEndpointSettings, chownToPostgres, configureEndpoint, detachInheritedSubscriptions, EndpointSettingError, formatLsn, freePortPreferring, generateId, isAlive, mayHaveSubscriptions, prepareDataDirectory, ReplicationConnection,
   shutdownCheckpointEnd, startPostgres, stopPostgres, type Lsn, type TenantManager,
 } from "@strata/core";
 import type { Database } from "../db.ts";
@@ -123,7 +123,9 @@ export class EndpointService {
       if (timeline.primaryUrl) throw new ConflictError(`branch ${timeline.name} follows an external primary; start endpoints on a branch of it`);
       const handle = this.manager.get(input.tenantId, timeline.id);
       if (!handle) throw new NotFoundError(`branch ${timeline.name} is not attached`);
-      const port = input.port ?? (await freePort());
+      // without a port: the one the branch's last endpoint had, if free, so a restart keeps its connection string
+      const last = input.port === undefined ? await this.db.endpoint.findFirst({ where: { timelineId: timeline.id }, orderBy: { createdAt: "desc" }, select: { port: true } }) : null;
+      const port = input.port ?? (await freePortPreferring(last?.port));
       await this.db.endpoint.create({
         data: { id, tenantId: input.tenantId, timelineId: timeline.id, port, state: "starting", dataDir: root, settings: Object.keys(settings).length ? JSON.stringify(settings) : null },
       });

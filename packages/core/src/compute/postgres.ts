@@ -38,6 +38,23 @@ export async function runAsPostgres(bin: string, args: string[], opts: { cwd?: s
 }
 
 /** A loopback port nobody is listening on right now. */
+/**
+ * `preferred` if nothing listens on it on 127.0.0.1 now (an endpoint restarted on its branch
+ * keeps its connection string), otherwise a free port the OS picks.
+ */
+export async function freePortPreferring(preferred: number | null | undefined): Promise<number> {
+  if (preferred) {
+    const free = await new Promise<boolean>((resolve) => {
+      const server = net.createServer();
+      server.unref();
+      server.once("error", () => resolve(false));
+      server.listen(preferred, "127.0.0.1", () => server.close(() => resolve(true)));
+    });
+    if (free) return preferred;
+  }
+  return freePort();
+}
+
 export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = net.createServer();
