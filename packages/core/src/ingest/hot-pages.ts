@@ -60,9 +60,6 @@ export interface ReadyImage {
 /** a will-init record begins a hot page when one of this many blocks before it is one */
 const INIT_NEIGHBOURS = 8;
 
-/** what a will-init record starts from (redo allocates the page it returns) */
-const BLANK_PAGE = Buffer.alloc(BLCKSZ);
-
 const pageId = (spcNode: number, dbNode: number, relNode: number, fork: number, block: number) => `${spcNode}/${dbNode}/${relNode}/${fork}/${block}`;
 
 export class HotPages {
@@ -115,7 +112,8 @@ export class HotPages {
     for (let before = Math.max(0, block - INIT_NEIGHBOURS); before < block && !neighbour; before++) neighbour = byBlock.has(before);
     if (!neighbour) return;
     const entry = this.add(byBlock, rel, fork, block, lsn);
-    const page = this.apply(entry, BLANK_PAGE, record, record.blocks[blockIndex], lsn);
+    // (a page of its own: redo starts a will-init page over in the buffer it is given)
+    const page = this.apply(entry, Buffer.alloc(BLCKSZ), record, record.blocks[blockIndex], lsn);
     if (page === undefined) return;
     entry.page = page;
     this.begunAtInit++;
