@@ -192,17 +192,25 @@ describe("branches at any LSN", () => {
     expect((await page(p0.id, 0)).equals(expected)).toBe(true);
   });
 
-  it("branches at latest after every commit its primary has flushed, even while ingest is still behind it", async () => {
+  /**
+   * Creates a table of tens of MB on the primary (the pageserver takes a while to ingest its WAL
+   * after the commit returns) and returns once the walreceiver has heard the primary's flush
+   * position past it: it comes with the WAL streamed, ahead of ingest. Returns that position.
+   */
+  async function commitHeardBeforeIngested(table: string): Promise<string> {
     const client = createStrataClient(daemon.apiUrl);
-    // tens of MB of WAL: the pageserver takes a while to ingest it after the commit returns
-    await primary.sql("CREATE TABLE after_commit AS SELECT g, repeat(md5(g::text), 4) AS filler FROM generate_series(1, 300000) g");
+    await primary.sql(`CREATE TABLE ${table} AS SELECT g, repeat(md5(g::text), 4) AS filler FROM generate_series(1, 300000) g`);
     const [{ lsn: flushed }] = await primary.sql<{ lsn: string }>("SELECT pg_current_wal_flush_lsn()::text AS lsn");
-    // the walreceiver hears the primary's flush position with the WAL it streams, ahead of ingest
     for (;;) {
       const main = await client.timelines.get.query({ tenantId, timelineId: mainId });
-      if (main.primaryFlushLsn !== null && parseLsn(main.primaryFlushLsn) >= parseLsn(flushed)) break;
+      if (main.primaryFlushLsn !== null && parseLsn(main.primaryFlushLsn) >= parseLsn(flushed)) return flushed;
       await new Promise((r) => setTimeout(r, 5));
     }
+  }
+
+  it("branches at latest after every commit its primary has flushed, even while ingest is still behind it", async () => {
+    const client = createStrataClient(daemon.apiUrl);
+    const flushed = await commitHeardBeforeIngested("after_commit");
     const branch = await client.branches.create.mutate({ tenantId, name: "after-commit" });
     expect(parseLsn(branch.ancestorLsn!)).toBeGreaterThanOrEqual(parseLsn(flushed));
     // the table is there on the branch, whole: its last page as on the primary's branch point
@@ -214,13 +222,7 @@ describe("branches at any LSN", () => {
 
   it("reads pages and takes full backups at latest after every commit its primary has flushed", async () => {
     const client = createStrataClient(daemon.apiUrl);
-    await primary.sql("CREATE TABLE read_after_commit AS SELECT g, repeat(md5(g::text), 4) AS filler FROM generate_series(1, 300000) g");
-    const [{ lsn: flushed }] = await primary.sql<{ lsn: string }>("SELECT pg_current_wal_flush_lsn()::text AS lsn");
-    for (;;) {
-      const main = await client.timelines.get.query({ tenantId, timelineId: mainId });
-      if (main.primaryFlushLsn !== null && parseLsn(main.primaryFlushLsn) >= parseLsn(flushed)) break;
-      await new Promise((r) => setTimeout(r, 5));
-    }
+    const flushed = await commitHeardBeforeIngested("read_after_commit");
     const [{ filenode, bytes }] = await primary.sql<{ filenode: number; bytes: string }>("SELECT pg_relation_filenode('read_after_commit') AS filenode, pg_relation_size('read_after_commit')::text AS bytes");
     const rel = `${accounts.split("/").slice(0, 2).join("/")}/${filenode}`;
     const lastBlock = Number(bytes) / 8192 - 1;
