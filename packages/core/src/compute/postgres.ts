@@ -37,34 +37,37 @@ export async function runAsPostgres(bin: string, args: string[], opts: { cwd?: s
   return execFileAsync(file, argv, { cwd: opts.cwd ?? "/", timeout: opts.timeoutMs ?? 120_000, maxBuffer: 256 * 1024 * 1024 });
 }
 
+/** Listens on `port` of 127.0.0.1 (0: one the OS picks) and closes again: the port, or the error listening gave. */
+function listenAndClose(port: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.unref();
+    server.on("error", reject);
+    server.listen(port, "127.0.0.1", () => {
+      const { port: bound } = server.address() as net.AddressInfo;
+      server.close(() => resolve(bound));
+    });
+  });
+}
+
 /** A loopback port nobody is listening on right now. */
+export function freePort(): Promise<number> {
+  return listenAndClose(0);
+}
+
 /**
  * `preferred` if nothing listens on it on 127.0.0.1 now (an endpoint restarted on its branch
  * keeps its connection string), otherwise a free port the OS picks.
  */
 export async function freePortPreferring(preferred: number | null | undefined): Promise<number> {
   if (preferred) {
-    const free = await new Promise<boolean>((resolve) => {
-      const server = net.createServer();
-      server.unref();
-      server.once("error", () => resolve(false));
-      server.listen(preferred, "127.0.0.1", () => server.close(() => resolve(true)));
-    });
+    const free = await listenAndClose(preferred).then(
+      () => true,
+      () => false,
+    );
     if (free) return preferred;
   }
   return freePort();
-}
-
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.unref();
-    server.on("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 /** Sends a signal to a pid and waits until it has exited. */
