@@ -591,7 +591,11 @@ class TimelineScan {
         if (chain.length === 1 && first.bytes.length === BLCKSZ) return first.bytes;
         page = first.bytes;
         from = 1;
-      } else page = into ? into.fill(0) : Buffer.alloc(BLCKSZ);
+      } else {
+        // a will-init record or change, or a tombstone: each starts the page over from zeros in
+        // the buffer it is given (walredo/apply.ts), so `into` needs no zeroing first
+        page = into ?? Buffer.alloc(BLCKSZ);
+      }
     } else {
       const materializedValue = materialized && decodeValue(materialized.raw, images);
       if (materializedValue?.kind === ValueKind.Image) page = materializedValue.bytes;
